@@ -1,0 +1,75 @@
+# moe-cluster wire contract: the Router service (what clients call) and the ExpertShard service
+# (what the router calls). Tensors are little-endian, row-major.
+@0xd4a5c6e0b3f1a297;
+
+$import "/capnp/c++.capnp".namespace("moe::proto");
+
+enum DType {
+  f32 @0;
+  bf16 @1;
+  f16 @2;
+}
+
+struct Tensor {
+  dtype @0 :DType;
+  shape @1 :List(UInt32);
+  data @2 :Data;
+}
+
+struct ServiceInfo {
+  version @0 :Text;
+  role @1 :Text;            # "router" | "expert"
+  name @2 :Text;            # shard name, or "router"
+  modelType @3 :Text;
+  hiddenSize @4 :UInt32;
+  intermediateSize @5 :UInt32;
+  numExperts @6 :UInt32;
+  topK @7 :UInt32;
+  moeLayers @8 :List(UInt32);
+  backend @9 :Text;         # "blas", "cuda:0", ...
+  maxTokens @10 :UInt32;
+  experts @11 :List(LayerExperts);   # what this process serves (router: the whole placement)
+  ready @12 :Bool;          # router: every expert reachable on at least one shard
+  shards @13 :List(ShardStatus);     # router only
+}
+
+struct LayerExperts {
+  layer @0 :UInt32;
+  experts @1 :List(UInt32);
+}
+
+struct ShardStatus {
+  name @0 :Text;
+  address @1 :Text;
+  reachable @2 :Bool;
+  error @3 :Text;
+}
+
+interface Router {
+  # Returns the MoE layer output for `hidden` [T, H] (f32, bf16 or f16; output is f32 [T, H]).
+  forward @0 (layer :UInt32, hidden :Tensor) -> (output :Tensor, stats :ForwardStats);
+  info @1 () -> (info :ServiceInfo);
+}
+
+struct ForwardStats {
+  tokens @0 :UInt32;
+  shardCalls @1 :UInt32;
+  rowsSent @2 :UInt32;      # token rows sent over the network, summed over shards
+  gateMicros @3 :UInt64;
+  dispatchMicros @4 :UInt64;  # fan-out until every shard answered
+  totalMicros @5 :UInt64;
+}
+
+# One expert's share of a shard call: which rows of `rows` it applies to, with what weight.
+struct ExpertSegment {
+  expert @0 :UInt32;
+  rowIndex @1 :List(UInt32);   # indices into the call's `rows` tensor, distinct
+  weight @2 :List(Float32);    # same length as rowIndex
+}
+
+interface ExpertShard {
+  # rows: the unique token rows [R, H] (f32) this shard needs; returns [R, H] f32 where row r is
+  # Σ over segments naming r of weight · FFN_expert(rows[r]).
+  run @0 (layer :UInt32, rows :Tensor, segments :List(ExpertSegment)) -> (output :Tensor);
+  info @1 () -> (info :ServiceInfo);
+}

@@ -1,0 +1,88 @@
+// The one compute interface. Every backend (plain CPU reference, BLAS CPU, CUDA) implements the
+// same operations with the same semantics; tests/backend_ops_test compares each against the
+// reference. All tensors are fp32, row-major, in host memory at this interface; a backend may keep
+// weights elsewhere (GPU memory) behind a Matrix handle.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string_view>
+
+#include "common/result.h"
+
+namespace moe::kernels {
+
+// A weight matrix [rows, cols], resident where the backend computes. Created by Backend::upload;
+// only usable with the backend that created it.
+class Matrix {
+ public:
+  Matrix(size_t rows, size_t cols) : rows_(rows), cols_(cols) {}
+  virtual ~Matrix() = default;
+  size_t rows() const { return rows_; }
+  size_t cols() const { return cols_; }
+
+ private:
+  size_t rows_, cols_;
+};
+
+// One expert's SwiGLU FFN: FFN(x) = w2 · (silu(w1·x) ⊙ (w3·x)).
+struct ExpertFfnWeights {
+  const Matrix* w1;  // [I, H]  gate_proj
+  const Matrix* w3;  // [I, H]  up_proj
+  const Matrix* w2;  // [H, I]  down_proj
+};
+
+// Work for a grouped expert computation, CSR-style over S segments (one per expert):
+// segment s applies experts[s] to rows rows[offsets[s] .. offsets[s+1]) of x, each scaled by the
+// matching weights[] entry. Rows within one segment are distinct; a row may appear in several
+// segments (a token whose top-k experts share a shard). Segments may be empty.
+struct ExpertSegments {
+  std::span<const ExpertFfnWeights> experts;  // [S]
+  std::span<const uint32_t> offsets;          // [S + 1], offsets[0] == 0, non-decreasing
+  std::span<const uint32_t> rows;             // [offsets[S]], each < R
+  std::span<const float> weights;             // [offsets[S]]
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string_view name() const = 0;  // "reference", "blas", "cuda:0"
+
+  // Copies a host matrix [rows, cols] (data.size() == rows*cols) to where this backend computes.
+  virtual Result<std::unique_ptr<Matrix>> upload(std::span<const float> data, size_t rows,
+                                                 size_t cols) = 0;
+
+  // y[T, w.rows] = x[T, w.cols] · wᵀ.  T may be 0.
+  virtual Status linear(const Matrix& w, std::span<const float> x, size_t T,
+                        std::span<float> y) = 0;
+
+  // out[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + e^-g).
+  virtual Status swiglu(std::span<const float> gate, std::span<const float> up,
+                        std::span<float> out) = 0;
+
+  // For each row t of logits[T, E]: p = softmax(logits[t]); ids[t, :k] = the k largest p in
+  // descending order, ties broken towards the lower expert id; weights[t, j] = p[ids[t, j]], or
+  // that divided by the sum of the k selected p when `renormalize`.  1 <= k <= E.
+  virtual Status softmaxTopk(std::span<const float> logits, size_t T, size_t E, size_t k,
+                             bool renormalize, std::span<uint32_t> ids,
+                             std::span<float> weights) = 0;
+
+  // y[R, H] = for every row r: Σ over (segment s, entry j) with rows[j] == r of
+  //           weights[j] · FFN_{experts[s]}(x[r]).   Rows no segment names get 0. y is overwritten.
+  virtual Status expertFfn(const ExpertSegments& segments, std::span<const float> x, size_t R,
+                           size_t H, std::span<float> y) = 0;
+};
+
+// Which backend a service wants. kAuto: CUDA device `device` if one is usable, else BLAS.
+enum class BackendKind { kAuto, kReference, kBlas, kCuda };
+
+// Creates a backend. For kCuda/kAuto `device` picks the GPU. kCuda fails with a clear error when
+// the build has no CUDA or no device is usable; kAuto then falls back to BLAS and logs why.
+Result<std::unique_ptr<Backend>> createBackend(BackendKind kind, int device = 0);
+
+// Number of usable CUDA devices at run time (0 in a build without CUDA or without a GPU).
+int cudaDeviceCount();
+
+}  // namespace moe::kernels
