@@ -1,1 +1,291 @@
-// pending
+// Cluster config parsing with yaml-cpp. Every node is checked against the keys its section
+// allows, so a typo is an error with a line number rather than a silently ignored setting.
+#include "common/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <charconv>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "common/checkpoint.h"
+
+namespace moe {
+namespace {
+
+// Thrown inside the parser only; parseClusterConfig turns it into an Error.
+struct ConfigError {
+  std::string message;
+};
+
+class Parser {
+ public:
+  explicit Parser(std::string_view source) : source_(source) {}
+
+  [[noreturn]] void fail(const YAML::Node& node, const std::string& key, const std::string& what) {
+    std::ostringstream os;
+    os << source_;
+    if (node.IsDefined() && node.Mark().line >= 0) os << ":" << node.Mark().line + 1;
+    os << ": " << key << ": " << what;
+    throw ConfigError{os.str()};
+  }
+
+  void checkKeys(const YAML::Node& map, const std::string& where,
+                 std::initializer_list<const char*> allowed) {
+    if (!map.IsMap()) fail(map, where, "expected a mapping");
+    for (const auto& kv : map) {
+      auto key = kv.first.as<std::string>();
+      bool known = std::any_of(allowed.begin(), allowed.end(), [&](const char* a) { return key == a; });
+      if (!known) {
+        std::string list;
+        for (const char* a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
+        fail(kv.first, join(where, key), "unknown key (expected one of: " + list + ")");
+      }
+    }
+  }
+
+  static std::string join(const std::string& where, const std::string& key) {
+    return where.empty() ? key : where + "." + key;
+  }
+
+  std::string str(const YAML::Node& node, const std::string& key) {
+    if (!node.IsScalar()) fail(node, key, "expected a string");
+    auto s = node.as<std::string>();
+    if (s.empty()) fail(node, key, "must not be empty");
+    return s;
+  }
+
+  uint64_t uint(const YAML::Node& node, const std::string& key, uint64_t min, uint64_t max) {
+    if (!node.IsScalar()) fail(node, key, "expected an integer");
+    auto s = node.Scalar();
+    uint64_t v = 0;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc() || p != s.data() + s.size()) fail(node, key, "'" + s + "' is not a non-negative integer");
+    if (v < min || v > max) {
+      fail(node, key, std::to_string(v) + " out of range [" + std::to_string(min) + ", " + std::to_string(max) + "]");
+    }
+    return v;
+  }
+
+  std::string hostPort(const YAML::Node& node, const std::string& key) {
+    auto s = str(node, key);
+    auto hp = parseHostPort(s);
+    if (!hp) fail(node, key, hp.error());
+    return s;
+  }
+
+  ComputeDevice device(const YAML::Node& node, const std::string& key) {
+    auto s = str(node, key);
+    ComputeDevice d;
+    if (s == "auto") {
+      d.kind = ComputeDevice::Kind::kAuto;
+    } else if (s == "cpu") {
+      d.kind = ComputeDevice::Kind::kCpu;
+    } else if (s == "reference") {
+      d.kind = ComputeDevice::Kind::kReference;
+    } else if (s.rfind("cuda:", 0) == 0 || s.rfind("auto:", 0) == 0) {
+      d.kind = s[0] == 'c' ? ComputeDevice::Kind::kCuda : ComputeDevice::Kind::kAuto;
+      auto num = s.substr(5);
+      int idx = -1;
+      auto [p, ec] = std::from_chars(num.data(), num.data() + num.size(), idx);
+      if (ec != std::errc() || p != num.data() + num.size() || idx < 0 || idx > 255) {
+        fail(node, key, "bad device index in '" + s + "'");
+      }
+      d.index = idx;
+    } else {
+      fail(node, key, "'" + s + "' is not a device (expected auto, cpu, reference, cuda:N or auto:N)");
+    }
+    return d;
+  }
+
+  // A list of ids: [0, 1, 5] or a range string "0-7", or a list mixing both ("0-3", 6).
+  std::vector<uint32_t> idList(const YAML::Node& node, const std::string& key) {
+    std::vector<uint32_t> out;
+    auto addItem = [&](const YAML::Node& item) {
+      auto s = item.IsScalar() ? item.Scalar() : std::string();
+      auto dash = s.find('-');
+      if (item.IsScalar() && dash != std::string::npos && dash > 0) {
+        uint32_t a = 0, b = 0;
+        auto r1 = std::from_chars(s.data(), s.data() + dash, a);
+        auto r2 = std::from_chars(s.data() + dash + 1, s.data() + s.size(), b);
+        if (r1.ec != std::errc() || r2.ec != std::errc() || r1.ptr != s.data() + dash ||
+            r2.ptr != s.data() + s.size() || a > b || b > 1u << 20) {
+          fail(item, key, "bad range '" + s + "' (expected A-B with A <= B)");
+        }
+        for (uint32_t i = a; i <= b; ++i) out.push_back(i);
+      } else {
+        out.push_back(static_cast<uint32_t>(uint(item, key, 0, 1u << 20)));
+      }
+    };
+    if (node.IsSequence()) {
+      for (const auto& item : node) addItem(item);
+    } else {
+      addItem(node);
+    }
+    if (out.empty()) fail(node, key, "must name at least one id");
+    std::set<uint32_t> seen;
+    for (auto v : out) {
+      if (!seen.insert(v).second) fail(node, key, "id " + std::to_string(v) + " listed twice");
+    }
+    return out;
+  }
+
+ private:
+  std::string source_;
+};
+
+ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir) {
+  ClusterConfig c;
+  if (!root.IsDefined() || root.IsNull()) p.fail(root, "(top level)", "the file is empty");
+  p.checkKeys(root, "", {"model", "router", "shards", "timeouts"});
+
+  const auto model = root["model"];
+  if (!model) p.fail(root, "model", "missing (needs model.path: the checkpoint directory)");
+  p.checkKeys(model, "model", {"path"});
+  if (!model["path"]) p.fail(model, "model.path", "missing");
+  std::filesystem::path mp(p.str(model["path"], "model.path"));
+  if (mp.is_relative()) mp = std::filesystem::path(baseDir) / mp;
+  c.modelPath = mp.lexically_normal().string();
+
+  if (const auto r = root["router"]) {
+    p.checkKeys(r, "router", {"listen", "device", "max_tokens"});
+    if (r["listen"]) c.router.listen = p.hostPort(r["listen"], "router.listen");
+    if (r["device"]) c.router.device = p.device(r["device"], "router.device");
+    if (r["max_tokens"]) {
+      c.router.maxTokens = static_cast<uint32_t>(p.uint(r["max_tokens"], "router.max_tokens", 1, 1u << 20));
+    }
+  }
+
+  const auto shards = root["shards"];
+  if (!shards) p.fail(root, "shards", "missing (at least one shard is needed)");
+  if (!shards.IsSequence() || shards.size() == 0) p.fail(shards, "shards", "expected a non-empty list");
+  std::set<std::string> names, addresses;
+  for (size_t i = 0; i < shards.size(); ++i) {
+    const auto s = shards[i];
+    std::string where = "shards[" + std::to_string(i) + "]";
+    p.checkKeys(s, where, {"name", "listen", "device", "experts", "layers"});
+    ShardConfig sc;
+    for (const char* required : {"name", "listen", "experts"}) {
+      if (!s[required]) p.fail(s, Parser::join(where, required), "missing");
+    }
+    sc.name = p.str(s["name"], where + ".name");
+    if (!names.insert(sc.name).second) p.fail(s["name"], where + ".name", "shard name '" + sc.name + "' used twice");
+    sc.listen = p.hostPort(s["listen"], where + ".listen");
+    if (sc.listen == c.router.listen || !addresses.insert(sc.listen).second) {
+      p.fail(s["listen"], where + ".listen", "address " + sc.listen + " is already used by another service");
+    }
+    if (s["device"]) sc.device = p.device(s["device"], where + ".device");
+    sc.experts = p.idList(s["experts"], where + ".experts");
+    if (s["layers"] && !(s["layers"].IsScalar() && s["layers"].Scalar() == "all")) {
+      sc.layers = p.idList(s["layers"], where + ".layers");
+    }
+    c.shards.push_back(std::move(sc));
+  }
+
+  if (const auto t = root["timeouts"]) {
+    p.checkKeys(t, "timeouts", {"request_ms", "shard_call_ms", "connect_ms"});
+    constexpr uint64_t kHour = 3600000;
+    if (t["request_ms"]) c.timeouts.requestMs = static_cast<uint32_t>(p.uint(t["request_ms"], "timeouts.request_ms", 1, kHour));
+    if (t["shard_call_ms"]) c.timeouts.shardCallMs = static_cast<uint32_t>(p.uint(t["shard_call_ms"], "timeouts.shard_call_ms", 1, kHour));
+    if (t["connect_ms"]) c.timeouts.connectMs = static_cast<uint32_t>(p.uint(t["connect_ms"], "timeouts.connect_ms", 1, kHour));
+  }
+  return c;
+}
+
+}  // namespace
+
+std::string ComputeDevice::str() const {
+  switch (kind) {
+    case Kind::kAuto: return index == 0 ? "auto" : "auto:" + std::to_string(index);
+    case Kind::kCpu: return "cpu";
+    case Kind::kReference: return "reference";
+    case Kind::kCuda: return "cuda:" + std::to_string(index);
+  }
+  return "?";
+}
+
+bool ShardConfig::servesLayer(uint32_t layer) const {
+  return !layers || std::find(layers->begin(), layers->end(), layer) != layers->end();
+}
+
+const ShardConfig* ClusterConfig::findShard(std::string_view name) const {
+  for (const auto& s : shards) {
+    if (s.name == name) return &s;
+  }
+  return nullptr;
+}
+
+Result<std::pair<std::string, uint16_t>> parseHostPort(std::string_view text) {
+  auto colon = text.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) {
+    return makeError("'" + std::string(text) + "' is not host:port");
+  }
+  auto portText = text.substr(colon + 1);
+  unsigned port = 0;
+  auto [p, ec] = std::from_chars(portText.data(), portText.data() + portText.size(), port);
+  if (ec != std::errc() || p != portText.data() + portText.size() || port == 0 || port > 65535) {
+    return makeError("port '" + std::string(portText) + "' in '" + std::string(text) + "' is not in 1..65535");
+  }
+  return std::make_pair(std::string(text.substr(0, colon)), static_cast<uint16_t>(port));
+}
+
+Result<ClusterConfig> parseClusterConfig(std::string_view yaml, std::string_view sourceName,
+                                         std::string_view baseDir) {
+  Parser p(sourceName);
+  try {
+    YAML::Node root = YAML::Load(std::string(yaml));
+    ClusterConfig c = parse(p, root, baseDir);
+    c.sourcePath = std::string(sourceName);
+    return c;
+  } catch (const ConfigError& e) {
+    return makeError(e.message);
+  } catch (const YAML::Exception& e) {
+    return makeError(std::string(sourceName) + ":" + std::to_string(e.mark.line + 1) + ": invalid YAML: " + e.msg);
+  }
+}
+
+Result<ClusterConfig> loadClusterConfig(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return makeError(path + ": cannot open cluster config");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto base = std::filesystem::absolute(path).parent_path().string();
+  return parseClusterConfig(ss.str(), path, base);
+}
+
+Status validatePlacement(const ClusterConfig& config, const ModelConfig& model) {
+  const std::string src = config.sourcePath;
+  for (const auto& s : config.shards) {
+    for (auto e : s.experts) {
+      if (e >= model.numExperts) {
+        return Status::error(src + ": shard " + s.name + " lists expert " + std::to_string(e) +
+                             " but the model has " + std::to_string(model.numExperts) + " experts");
+      }
+    }
+    if (s.layers) {
+      for (auto l : *s.layers) {
+        if (std::find(model.moeLayers.begin(), model.moeLayers.end(), l) == model.moeLayers.end()) {
+          return Status::error(src + ": shard " + s.name + " lists layer " + std::to_string(l) +
+                               ", which is not an MoE layer of the model");
+        }
+      }
+    }
+  }
+  for (auto layer : model.moeLayers) {
+    for (uint32_t e = 0; e < model.numExperts; ++e) {
+      bool served = std::any_of(config.shards.begin(), config.shards.end(), [&](const ShardConfig& s) {
+        return s.servesLayer(layer) && std::find(s.experts.begin(), s.experts.end(), e) != s.experts.end();
+      });
+      if (!served) {
+        return Status::error(src + ": no shard serves expert " + std::to_string(e) + " of layer " +
+                             std::to_string(layer));
+      }
+    }
+  }
+  return Status::ok();
+}
+
+}  // namespace moe

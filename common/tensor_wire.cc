@@ -1,1 +1,103 @@
-// pending
+// Tensor decoding and encoding for the RPC boundary.
+#include "common/tensor_wire.h"
+
+#include <cmath>
+#include <cstring>
+
+namespace moe {
+
+uint64_t TensorView::numel() const {
+  uint64_t n = 1;
+  for (auto d : shape) n *= d;
+  return n;
+}
+
+std::string shapeString(std::span<const uint32_t> shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+proto::DType toProto(DType t) {
+  switch (t) {
+    case DType::kF32: return proto::DType::F32;
+    case DType::kBF16: return proto::DType::BF16;
+    case DType::kF16: return proto::DType::F16;
+  }
+  return proto::DType::F32;
+}
+
+Result<TensorView> decodeTensor(proto::Tensor::Reader tensor, std::string_view what) {
+  TensorView v{};
+  const std::string name(what);
+  switch (tensor.getDtype()) {
+    case proto::DType::F32: v.dtype = DType::kF32; break;
+    case proto::DType::BF16: v.dtype = DType::kBF16; break;
+    case proto::DType::F16: v.dtype = DType::kF16; break;
+    default:
+      return makeError(name + ": unknown dtype code " +
+                       std::to_string(static_cast<uint16_t>(tensor.getDtype())) +
+                       " (supported: f32, bf16, f16)");
+  }
+  uint64_t numel = 1;
+  for (auto d : tensor.getShape()) {
+    v.shape.push_back(d);
+    numel *= d;  // each d < 2^32 and at most a few dims: checked against data size below
+    if (numel > (uint64_t{1} << 40)) return makeError(name + ": shape " + shapeString(v.shape) + " is absurdly large");
+  }
+  auto data = tensor.getData();
+  uint64_t need = numel * dtypeSize(v.dtype);
+  if (data.size() != need) {
+    return makeError(name + ": data has " + std::to_string(data.size()) + " bytes, shape " +
+                     shapeString(v.shape) + " × " + std::string(dtypeName(v.dtype)) + " needs " +
+                     std::to_string(need) + (data.size() < need ? " (truncated)" : ""));
+  }
+  v.data = std::span<const std::byte>(reinterpret_cast<const std::byte*>(data.begin()), data.size());
+  return v;
+}
+
+Status expect2d(const TensorView& t, uint32_t cols, std::string_view what) {
+  const std::string name(what);
+  if (t.shape.size() != 2) {
+    return Status::error(name + ": expected a 2-D tensor [tokens, " + std::to_string(cols) + "], got shape " +
+                         shapeString(t.shape));
+  }
+  if (t.shape[1] != cols) {
+    return Status::error(name + ": hidden size " + std::to_string(cols) + " expected, got " +
+                         std::to_string(t.shape[1]) + " (shape " + shapeString(t.shape) + ")");
+  }
+  return Status::ok();
+}
+
+F32Rows::F32Rows(const TensorView& t) {
+  const size_t n = t.numel();
+  auto addr = reinterpret_cast<uintptr_t>(t.data.data());
+  if (t.dtype == DType::kF32 && addr % alignof(float) == 0) {
+    values_ = std::span<const float>(reinterpret_cast<const float*>(t.data.data()), n);
+  } else {
+    owned_.resize(n);
+    convertToF32(t.dtype, t.data, owned_);
+    values_ = owned_;
+  }
+}
+
+int64_t firstNonFinite(std::span<const float> values) {
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (!std::isfinite(values[i])) return static_cast<int64_t>(i);
+  }
+  return -1;
+}
+
+std::span<float> initF32(proto::Tensor::Builder tensor, std::span<const uint32_t> shape) {
+  tensor.setDtype(proto::DType::F32);
+  auto s = tensor.initShape(static_cast<unsigned>(shape.size()));
+  uint64_t n = 1;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    s.set(static_cast<unsigned>(i), shape[i]);
+    n *= shape[i];
+  }
+  auto data = tensor.initData(static_cast<unsigned>(n * sizeof(float)));
+  return std::span<float>(reinterpret_cast<float*>(data.begin()), n);
+}
+
+}  // namespace moe

@@ -1,0 +1,36 @@
+// InProcessModel: the MoE layers of a checkpoint computed in this process, the straightforward
+// way (kernels/moe_layer.h), to check what the cluster returns (`moe-client --check`, tests).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "common/checkpoint.h"
+#include "kernels/backend.h"
+
+namespace moe::client {
+
+class InProcessModel {
+ public:
+  // Loads gate and experts of `layers` onto `backend`.
+  static Result<std::unique_ptr<InProcessModel>> load(const std::string& checkpointDir,
+                                                      std::unique_ptr<kernels::Backend> backend,
+                                                      const std::vector<uint32_t>& layers);
+  const ModelConfig& config() const { return config_; }
+  // y[T, H] = the MoE layer applied to x[T, H] (Mixtral routing: softmax, top-k, renormalize).
+  Status forward(uint32_t layer, std::span<const float> x, size_t T, std::span<float> y);
+
+ private:
+  struct Layer {
+    std::unique_ptr<kernels::Matrix> gate;
+    std::vector<std::unique_ptr<kernels::Matrix>> matrices;
+    std::vector<kernels::ExpertFfnWeights> experts;
+  };
+  ModelConfig config_;
+  std::unique_ptr<kernels::Backend> backend_;
+  std::map<uint32_t, Layer> layers_;
+};
+
+}  // namespace moe::client

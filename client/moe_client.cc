@@ -1,0 +1,313 @@
+// moe-client: drives traffic at a router and reports throughput and latency; with --check it also
+// computes every reply in-process on the same weights and reports the largest difference.
+#include <kj/async-io.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <iostream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "client/in_process_layer.h"
+#include "client/npy.h"
+#include "common/config.h"
+#include "common/dtype.h"
+#include "common/log.h"
+#include "common/proto/moe.capnp.h"
+#include "common/rpc_endpoint.h"
+#include "common/tensor_wire.h"
+#include "kernels/backend.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  std::string config, router, model, input;
+  uint64_t tokens = 1000;
+  uint32_t batch = 128;
+  int layer = -1;  // -1: cycle through every MoE layer
+  uint32_t concurrency = 1;
+  uint64_t seed = 7;
+  moe::DType dtype = moe::DType::kF32;
+  bool check = false, json = false, quiet = false;
+  double tolerance = 1e-4;
+  uint32_t deadlineMs = 60000;
+};
+
+int usage() {
+  std::cerr <<
+      "usage: moe-client (--config CLUSTER.yaml | --router HOST:PORT) [options]\n"
+      "  --tokens N        tokens to send in total (default 1000)\n"
+      "  --batch B         tokens per request (default 128)\n"
+      "  --input F.npy     send these tokens ([T, hidden] float32) instead of random ones\n"
+      "  --layer L         MoE layer to call (default: cycle through all)\n"
+      "  --concurrency C   requests in flight at once (default 1)\n"
+      "  --dtype f32|bf16  request dtype (default f32)\n"
+      "  --seed S          random token seed (default 7)\n"
+      "  --check           compare every reply with an in-process computation of the layer\n"
+      "  --model DIR       checkpoint for --check (default: model.path of --config)\n"
+      "  --tolerance X     largest allowed |cluster - in-process| (default 1e-4)\n"
+      "  --deadline-ms MS  per-request deadline (default 60000)\n"
+      "  --json            print the summary as JSON\n"
+      "  --quiet           no progress bar\n";
+  return 2;
+}
+
+bool parse(int argc, char** argv, Options& o) {
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : throw std::invalid_argument(a + " needs a value"); };
+    if (a == "--config") o.config = next();
+    else if (a == "--router") o.router = next();
+    else if (a == "--model") o.model = next();
+    else if (a == "--input") o.input = next();
+    else if (a == "--tokens") o.tokens = std::stoull(next());
+    else if (a == "--batch") o.batch = static_cast<uint32_t>(std::stoul(next()));
+    else if (a == "--layer") o.layer = std::stoi(next());
+    else if (a == "--concurrency") o.concurrency = static_cast<uint32_t>(std::stoul(next()));
+    else if (a == "--seed") o.seed = std::stoull(next());
+    else if (a == "--tolerance") o.tolerance = std::stod(next());
+    else if (a == "--deadline-ms") o.deadlineMs = static_cast<uint32_t>(std::stoul(next()));
+    else if (a == "--dtype") {
+      auto d = next();
+      if (d == "f32") o.dtype = moe::DType::kF32;
+      else if (d == "bf16") o.dtype = moe::DType::kBF16;
+      else throw std::invalid_argument("--dtype must be f32 or bf16");
+    }
+    else if (a == "--check") o.check = true;
+    else if (a == "--json") o.json = true;
+    else if (a == "--quiet") o.quiet = true;
+    else throw std::invalid_argument("unknown option " + a);
+  }
+  if (o.batch == 0 || o.concurrency == 0) throw std::invalid_argument("--batch and --concurrency must be >= 1");
+  return !(o.config.empty() && o.router.empty());
+}
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t idx = static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(v.size())));
+  return v[std::min(v.size() - 1, idx == 0 ? 0 : idx - 1)];
+}
+
+void progress(uint64_t done, uint64_t total, double seconds) {
+  const int width = 30;
+  int filled = total ? static_cast<int>(width * done / total) : width;
+  std::fprintf(stderr, "\r[%.*s%*s] %llu/%llu tokens  %.0f tokens/s ", filled,
+               "##############################", width - filled, "", static_cast<unsigned long long>(done),
+               static_cast<unsigned long long>(total), seconds > 0 ? static_cast<double>(done) / seconds : 0.0);
+  if (done == total) std::fprintf(stderr, "\n");
+  std::fflush(stderr);
+}
+
+struct Request {
+  uint32_t layer;
+  uint64_t first;  // first token index in the input
+  uint32_t count;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  try {
+    if (!parse(argc, argv, o)) return usage();
+  } catch (const std::exception& e) {
+    std::cerr << "moe-client: " << e.what() << "\n";
+    return usage();
+  }
+  moe::setLogComponent("moe-client");
+  if (!o.config.empty()) {
+    auto c = moe::loadClusterConfig(o.config);
+    if (!c) {
+      std::cerr << c.error() << "\n";
+      return 2;
+    }
+    if (o.router.empty()) o.router = c.value().router.listen;
+    if (o.model.empty()) o.model = c.value().modelPath;
+  }
+  if (o.check && o.model.empty()) {
+    std::cerr << "moe-client: --check needs --config or --model\n";
+    return 2;
+  }
+
+  auto io = kj::setupAsyncIo();
+  auto& timer = io.provider->getTimer();
+  kj::Own<moe::RpcConnection> conn;
+  moe::proto::Router::Client router = nullptr;
+  uint32_t H = 0;
+  std::vector<uint32_t> moeLayers;
+  try {
+    conn = moe::connectRpc(*io.provider, timer, o.router, 5000).wait(io.waitScope);
+    router = conn->bootstrap<moe::proto::Router>();
+    auto info = moe::withDeadline(timer, o.deadlineMs,
+                                  kj::Promise<capnp::Response<moe::proto::Router::InfoResults>>(
+                                      router.infoRequest().send()),
+                                  "router info timed out")
+                    .wait(io.waitScope);
+    H = info.getInfo().getHiddenSize();
+    for (auto l : info.getInfo().getMoeLayers()) moeLayers.push_back(l);
+  } catch (const kj::Exception& e) {
+    std::cerr << "moe-client: router " << o.router << ": " << e.getDescription().cStr() << "\n";
+    return 1;
+  }
+  std::vector<uint32_t> layers = moeLayers;
+  if (o.layer >= 0) layers = {static_cast<uint32_t>(o.layer)};
+
+  // Tokens: from a file, or random normal values (seeded).
+  std::vector<float> tokens;
+  if (!o.input.empty()) {
+    auto npy = moe::client::readNpyF32(o.input);
+    if (!npy) {
+      std::cerr << "moe-client: " << npy.error() << "\n";
+      return 2;
+    }
+    if (npy.value().cols != H) {
+      std::cerr << "moe-client: " << o.input << ": hidden size " << npy.value().cols << ", the model has " << H << "\n";
+      return 2;
+    }
+    o.tokens = npy.value().rows;
+    tokens = std::move(npy.value().values);
+  } else {
+    tokens.resize(o.tokens * H);
+    std::mt19937_64 rng(o.seed);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (auto& v : tokens) v = normal(rng);
+  }
+  if (o.dtype == moe::DType::kBF16) {  // what the router sees: round once, check against the same
+    for (auto& v : tokens) v = moe::bf16ToFloat(moe::floatToBf16(v));
+  }
+
+  std::unique_ptr<moe::client::InProcessModel> local;
+  if (o.check) {
+    auto backend = moe::kernels::createBackend(moe::kernels::BackendKind::kBlas);
+    if (!backend) {
+      std::cerr << "moe-client: " << backend.error() << "\n";
+      return 1;
+    }
+    auto m = moe::client::InProcessModel::load(o.model, std::move(backend).value(), layers);
+    if (!m) {
+      std::cerr << "moe-client: --check: " << m.error() << "\n";
+      return 1;
+    }
+    local = std::move(m).value();
+  }
+
+  std::vector<Request> requests;
+  for (uint64_t first = 0, i = 0; first < o.tokens; first += o.batch, ++i) {
+    requests.push_back({layers[i % layers.size()], first,
+                        static_cast<uint32_t>(std::min<uint64_t>(o.batch, o.tokens - first))});
+  }
+
+  std::vector<double> latencyMs;
+  double maxAbsErr = 0;
+  uint64_t done = 0, errors = 0;
+  std::string firstError;
+  size_t nextRequest = 0;
+  const bool showProgress = !o.quiet && !o.json;
+  const auto start = Clock::now();
+  auto elapsed = [&]() { return std::chrono::duration<double>(Clock::now() - start).count(); };
+
+  // Each worker keeps one request in flight; `concurrency` workers run at once.
+  std::function<kj::Promise<void>()> worker = [&]() -> kj::Promise<void> {
+    if (nextRequest == requests.size()) return kj::READY_NOW;
+    const Request r = requests[nextRequest++];
+    auto req = router.forwardRequest();
+    req.setLayer(r.layer);
+    auto hidden = req.initHidden();
+    hidden.setDtype(moe::toProto(o.dtype));
+    auto shape = hidden.initShape(2);
+    shape.set(0, r.count);
+    shape.set(1, H);
+    const float* src = tokens.data() + r.first * H;
+    const size_t n = size_t{r.count} * H;
+    if (o.dtype == moe::DType::kF32) {
+      auto data = hidden.initData(static_cast<unsigned>(n * 4));
+      std::memcpy(data.begin(), src, n * 4);
+    } else {
+      auto data = hidden.initData(static_cast<unsigned>(n * 2));
+      for (size_t i = 0; i < n; ++i) {
+        uint16_t b = moe::floatToBf16(src[i]);
+        std::memcpy(data.begin() + 2 * i, &b, 2);
+      }
+    }
+    const auto sent = Clock::now();
+    auto call = moe::withDeadline(timer, o.deadlineMs,
+                                  kj::Promise<capnp::Response<moe::proto::Router::ForwardResults>>(req.send()),
+                                  "request timed out after " + std::to_string(o.deadlineMs) + " ms");
+    return call.then(
+        [&, r, sent](capnp::Response<moe::proto::Router::ForwardResults>&& reply) -> kj::Promise<void> {
+          latencyMs.push_back(std::chrono::duration<double, std::milli>(Clock::now() - sent).count());
+          auto out = moe::decodeTensor(reply.getOutput(), "output");
+          if (!out || out.value().shape.size() != 2 || out.value().shape[0] != r.count || out.value().shape[1] != H) {
+            ++errors;
+            if (firstError.empty()) firstError = out ? "reply has shape " + moe::shapeString(out.value().shape) : out.error();
+          } else if (local) {
+            moe::F32Rows got(out.value());
+            std::vector<float> want(size_t{r.count} * H);
+            auto s = local->forward(r.layer, std::span<const float>(tokens.data() + r.first * H, want.size()), r.count, want);
+            if (!s) {
+              ++errors;
+              if (firstError.empty()) firstError = "in-process computation: " + s.message();
+            }
+            for (size_t i = 0; i < want.size(); ++i) {
+              double d = std::fabs(static_cast<double>(got.values()[i]) - want[i]);
+              if (!(d <= maxAbsErr)) maxAbsErr = std::isnan(d) ? INFINITY : d;
+            }
+          }
+          done += r.count;
+          if (showProgress) progress(done, o.tokens, elapsed());
+          return worker();
+        },
+        [&, r](kj::Exception&& e) -> kj::Promise<void> {
+          ++errors;
+          done += r.count;
+          if (firstError.empty()) firstError = e.getDescription().cStr();
+          return worker();
+        });
+  };
+  kj::Vector<kj::Promise<void>> workers;
+  for (uint32_t i = 0; i < o.concurrency; ++i) workers.add(worker());
+  kj::joinPromises(workers.releaseAsArray()).wait(io.waitScope);
+  const double seconds = elapsed();
+
+  const double tps = seconds > 0 ? static_cast<double>(o.tokens) / seconds : 0;
+  const double p50 = percentile(latencyMs, 50), p99 = percentile(latencyMs, 99);
+  const bool parityOk = !o.check || maxAbsErr <= o.tolerance;
+  std::string layerList;
+  for (auto l : layers) layerList += (layerList.empty() ? "" : ",") + std::to_string(l);
+  if (o.json) {
+    std::printf("{\"router\": \"%s\", \"tokens\": %llu, \"requests\": %zu, \"batch\": %u, \"concurrency\": %u, "
+                "\"errors\": %llu, \"seconds\": %.6f, \"tokens_per_s\": %.3f, \"latency_ms\": {\"p50\": %.3f, "
+                "\"p99\": %.3f}",
+                o.router.c_str(), static_cast<unsigned long long>(o.tokens), requests.size(), o.batch, o.concurrency,
+                static_cast<unsigned long long>(errors), seconds, tps, p50, p99);
+    if (o.check) std::printf(", \"max_abs_err\": %.3e, \"tolerance\": %.3e, \"parity\": %s", maxAbsErr, o.tolerance, parityOk ? "true" : "false");
+    if (!firstError.empty()) {
+      std::string esc;
+      for (char ch : firstError) esc += (ch == '"' || ch == '\\') ? std::string("\\") + ch : (ch == '\n' ? std::string("\\n") : std::string(1, ch));
+      std::printf(", \"first_error\": \"%s\"", esc.c_str());
+    }
+    std::printf("}\n");
+  } else {
+    std::printf("sent %llu tokens in %zu requests (batch %u, concurrency %u, layers %s) to %s in %.3f s\n",
+                static_cast<unsigned long long>(o.tokens), requests.size(), o.batch, o.concurrency, layerList.c_str(),
+                o.router.c_str(), seconds);
+    std::printf("throughput: %.1f tokens/s   latency: p50 %.2f ms  p99 %.2f ms   errors: %llu\n", tps, p50, p99,
+                static_cast<unsigned long long>(errors));
+    if (!firstError.empty()) std::printf("first error: %s\n", firstError.c_str());
+    if (o.check) {
+      std::printf("parity vs in-process: max_abs_err=%.3e (tolerance %.1e) %s\n", maxAbsErr, o.tolerance,
+                  parityOk ? "OK" : "MISMATCH");
+    }
+  }
+  return errors == 0 && parityOk ? 0 : 1;
+}

@@ -1,0 +1,70 @@
+// The cluster config: one YAML file describes the model, the router, every shard and the
+// timeouts. It is parsed and validated once at start-up into these typed structs; after that,
+// code trusts them. Errors name the file, the line and the key ("cluster.yaml:7: shards[1].listen:
+// port 70000 out of range").
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+
+namespace moe {
+
+struct ModelConfig;
+
+// Where a process computes. kAuto: the GPU with `index` when usable, else BLAS on the CPU.
+struct ComputeDevice {
+  enum class Kind { kAuto, kCpu, kReference, kCuda };
+  Kind kind = Kind::kAuto;
+  int index = 0;
+  std::string str() const;  // "auto", "cpu", "reference", "cuda:1"
+};
+
+struct ShardConfig {
+  std::string name;              // unique, e.g. "shard-0"
+  std::string listen;            // "host:port"
+  ComputeDevice device;
+  std::vector<uint32_t> experts;  // expert ids served, on every layer in `layers`
+  std::optional<std::vector<uint32_t>> layers;  // MoE layers served; unset: all of them
+  bool servesLayer(uint32_t layer) const;
+};
+
+struct RouterConfig {
+  std::string listen = "127.0.0.1:7100";
+  ComputeDevice device{ComputeDevice::Kind::kCpu, 0};
+  uint32_t maxTokens = 8192;  // per forward call; larger batches are rejected, not truncated
+};
+
+struct TimeoutConfig {
+  uint32_t requestMs = 60000;  // a whole Router.forward
+  uint32_t shardCallMs = 30000;  // one ExpertShard.run
+  uint32_t connectMs = 2000;   // opening a connection to a shard
+};
+
+struct ClusterConfig {
+  std::string sourcePath;  // the YAML file it came from
+  std::string modelPath;   // checkpoint directory, resolved against the YAML file's directory
+  RouterConfig router;
+  std::vector<ShardConfig> shards;
+  TimeoutConfig timeouts;
+
+  const ShardConfig* findShard(std::string_view name) const;
+};
+
+// Parses YAML text; `sourceName` prefixes error messages and `baseDir` resolves relative paths.
+Result<ClusterConfig> parseClusterConfig(std::string_view yaml, std::string_view sourceName,
+                                         std::string_view baseDir);
+Result<ClusterConfig> loadClusterConfig(const std::string& path);
+
+// Checks the placement against the model: expert ids < num experts, layers are MoE layers, and
+// every (layer, expert) pair is served by at least one shard.
+Status validatePlacement(const ClusterConfig& config, const ModelConfig& model);
+
+// "host:port" → (host, port); errors name the text.
+Result<std::pair<std::string, uint16_t>> parseHostPort(std::string_view text);
+
+}  // namespace moe

@@ -1,0 +1,71 @@
+// Cap'n Proto connections for our services: the listener that serves a bootstrap capability on
+// every accepted connection, the client side of one connection, and the message-size limits both
+// sides share (a batch of 8192 tokens × hidden 4096 in f32 is 128 MiB, over Cap'n Proto's default).
+#pragma once
+
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
+
+#include <string>
+
+namespace moe {
+
+// Largest message either side accepts (traversal limit): 1 GiB.
+capnp::ReaderOptions wireReaderOptions();
+
+// Accepts connections on `receiver` forever, serving `bootstrap` on each; a failed connection
+// only ends that connection.
+class RpcListener final : private kj::TaskSet::ErrorHandler {
+ public:
+  RpcListener(kj::Own<kj::ConnectionReceiver> receiver, capnp::Capability::Client bootstrap);
+  kj::Promise<void> run();
+  uint16_t port() { return static_cast<uint16_t>(receiver_->getPort()); }
+
+ private:
+  void taskFailed(kj::Exception&& exception) override;
+  kj::Own<kj::ConnectionReceiver> receiver_;
+  capnp::Capability::Client bootstrap_;
+  kj::TaskSet connections_;
+};
+
+// The client side of one connection.
+class RpcConnection {
+ public:
+  explicit RpcConnection(kj::Own<kj::AsyncIoStream> stream);
+  template <typename T>
+  typename T::Client bootstrap() {
+    return rpc_.bootstrap(serverId()).castAs<T>();
+  }
+  kj::Promise<void> onDisconnect() { return network_.onDisconnect(); }
+
+ private:
+  capnp::rpc::twoparty::VatId::Reader serverId();
+  kj::Own<kj::AsyncIoStream> stream_;
+  capnp::TwoPartyVatNetwork network_;
+  capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc_;
+  capnp::MallocMessageBuilder vatId_;
+};
+
+// Connects to "host:port" within `timeoutMs`; errors are DISCONNECTED and name the address.
+kj::Promise<kj::Own<RpcConnection>> connectRpc(kj::AsyncIoProvider& io, kj::Timer& timer,
+                                               const std::string& address, uint32_t timeoutMs);
+
+// `promise`, or an OVERLOADED error saying `message` once `ms` milliseconds pass first.
+template <typename T>
+kj::Promise<T> withDeadline(kj::Timer& timer, uint32_t ms, kj::Promise<T> promise,
+                            std::string message);
+
+// A human-readable KJ exception of the given type, for the RPC boundary.
+[[noreturn]] void throwRpcError(kj::Exception::Type type, const std::string& message);
+kj::Exception rpcError(kj::Exception::Type type, const std::string& message);
+
+template <typename T>
+kj::Promise<T> withDeadline(kj::Timer& timer, uint32_t ms, kj::Promise<T> promise,
+                            std::string message) {
+  return promise.exclusiveJoin(
+      timer.afterDelay(ms * kj::MILLISECONDS).then([message = kj::mv(message)]() -> kj::Promise<T> {
+        throwRpcError(kj::Exception::Type::OVERLOADED, message);
+      }));
+}
+
+}  // namespace moe

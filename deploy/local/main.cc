@@ -1,0 +1,112 @@
+// moe-cluster: starts a local cluster (router + every shard) from one YAML, waits until it is
+// ready, then either runs a command against it (`-- CMD ARGS...`, exit status = the command's) or
+// serves until Ctrl-C / SIGTERM. Any process dying on its own stops the whole cluster.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "common/log.h"
+#include "deploy/local/local_cluster.h"
+
+namespace {
+
+int usage() {
+  std::cerr << "usage: moe-cluster --config CLUSTER.yaml [--log-dir DIR] [--ready-timeout-s N] [-- CMD ARGS...]\n"
+               "  Starts every shard and the router on this machine and waits until all are ready.\n"
+               "  With -- CMD: runs CMD once the cluster is ready, then stops it; exits with CMD's status.\n"
+               "  Without: serves until Ctrl-C or SIGTERM.\n";
+  return 2;
+}
+
+// Runs argv with the default signal mask; returns its exit status (128+signal if killed).
+int runCommand(const std::vector<std::string>& args) {
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid = fork();
+  if (pid == 0) {
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    execvp(argv[0], argv.data());
+    std::cerr << "moe-cluster: cannot run " << args[0] << ": " << std::strerror(errno) << "\n";
+    _exit(127);
+  }
+  // While the command runs, SIGINT/SIGTERM (blocked here) stay pending; the command gets its own.
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  moe::deploy::LocalClusterOptions options;
+  std::vector<std::string> command;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--config" && i + 1 < argc) {
+      options.configPath = argv[++i];
+    } else if (a == "--log-dir" && i + 1 < argc) {
+      options.logDir = argv[++i];
+    } else if (a == "--ready-timeout-s" && i + 1 < argc) {
+      options.readyTimeoutMs = static_cast<uint32_t>(std::stoul(argv[++i]) * 1000);
+    } else if (a == "--") {
+      command.assign(argv + i + 1, argv + argc);
+      break;
+    } else {
+      return usage();
+    }
+  }
+  if (options.configPath.empty()) return usage();
+  moe::setLogComponent("moe-cluster");
+
+  // Block the signals we wait for before any child exists; children reset their mask.
+  sigset_t waitFor;
+  sigemptyset(&waitFor);
+  sigaddset(&waitFor, SIGINT);
+  sigaddset(&waitFor, SIGTERM);
+  sigaddset(&waitFor, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &waitFor, nullptr);
+
+  auto cluster = moe::deploy::LocalCluster::start(options);
+  if (!cluster) {
+    moe::logError("cluster failed to start: ", cluster.error());
+    return 1;
+  }
+  auto& c = *cluster.value();
+  std::string shards;
+  for (const auto& s : c.config().shards) shards += " " + s.name + "@" + s.listen;
+  moe::logInfo("cluster ready: router at ", c.routerAddress(), "; shards:", shards);
+
+  if (!command.empty()) {
+    int code = runCommand(command);
+    moe::logInfo("command exited with status ", code, "; stopping the cluster");
+    c.stop();
+    return code;
+  }
+  moe::logInfo("serving; press Ctrl-C to stop");
+  while (true) {
+    siginfo_t info{};
+    int sig = sigwaitinfo(&waitFor, &info);
+    if (sig == SIGCHLD) {
+      std::string dead = c.reapExited();
+      if (dead.empty()) continue;
+      moe::logError(dead, " exited unexpectedly; stopping the cluster");
+      c.stop();
+      return 1;
+    }
+    if (sig == SIGINT || sig == SIGTERM) {
+      moe::logInfo("received ", sig == SIGINT ? "SIGINT" : "SIGTERM", "; stopping the cluster");
+      c.stop();
+      moe::logInfo("all processes stopped");
+      return 0;
+    }
+  }
+}

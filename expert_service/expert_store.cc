@@ -1,0 +1,38 @@
+// ExpertStore loading.
+#include "expert_service/expert_store.h"
+
+namespace moe::expert {
+
+Result<std::unique_ptr<ExpertStore>> ExpertStore::load(kernels::Backend& backend, const Checkpoint& ckpt,
+                                                       const ShardConfig& shard) {
+  const ModelConfig& m = ckpt.config();
+  auto store = std::make_unique<ExpertStore>();
+  for (uint32_t layer : m.moeLayers) {
+    if (!shard.servesLayer(layer)) continue;
+    for (uint32_t e : shard.experts) {
+      auto t = ckpt.expert(layer, e);
+      if (!t) return makeError(t.error());
+      const std::string where = "layer " + std::to_string(layer) + " expert " + std::to_string(e);
+      auto w1 = backend.upload(t.value().w1, m.intermediateSize, m.hiddenSize);
+      auto w3 = backend.upload(t.value().w3, m.intermediateSize, m.hiddenSize);
+      auto w2 = backend.upload(t.value().w2, m.hiddenSize, m.intermediateSize);
+      for (auto* r : {&w1, &w3, &w2}) {
+        if (!*r) return makeError(where + ": " + r->error());
+      }
+      Resident res{std::move(w1).value(), std::move(w3).value(), std::move(w2).value(), {}};
+      res.view = {res.w1.get(), res.w3.get(), res.w2.get()};
+      store->weights_.emplace(std::make_pair(layer, e), std::move(res));
+      store->byLayer_[layer].push_back(e);
+    }
+  }
+  return store;
+}
+
+const kernels::ExpertFfnWeights* ExpertStore::find(uint32_t layer, uint32_t expert) const {
+  auto it = weights_.find({layer, expert});
+  return it == weights_.end() ? nullptr : &it->second.view;
+}
+
+bool ExpertStore::servesLayer(uint32_t layer) const { return byLayer_.count(layer) != 0; }
+
+}  // namespace moe::expert

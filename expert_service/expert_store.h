@@ -1,0 +1,35 @@
+// ExpertStore: the (layer, expert) FFN weights one shard serves, resident on its backend (GPU
+// memory or host). Loaded once at start-up from the checkpoint, reading only this shard's tensors.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <utility>
+
+#include "common/checkpoint.h"
+#include "common/config.h"
+#include "kernels/backend.h"
+
+namespace moe::expert {
+
+class ExpertStore {
+ public:
+  static Result<std::unique_ptr<ExpertStore>> load(kernels::Backend& backend, const Checkpoint& ckpt,
+                                                   const ShardConfig& shard);
+
+  // nullptr when this shard does not hold (layer, expert).
+  const kernels::ExpertFfnWeights* find(uint32_t layer, uint32_t expert) const;
+  bool servesLayer(uint32_t layer) const;
+  const std::map<uint32_t, std::vector<uint32_t>>& experts() const { return byLayer_; }
+
+ private:
+  struct Resident {
+    std::unique_ptr<kernels::Matrix> w1, w3, w2;
+    kernels::ExpertFfnWeights view;
+  };
+  std::map<std::pair<uint32_t, uint32_t>, Resident> weights_;
+  std::map<uint32_t, std::vector<uint32_t>> byLayer_;  // layer -> expert ids
+};
+
+}  // namespace moe::expert

@@ -1,0 +1,97 @@
+// Dispatch planning and combining.
+#include "router_service/dispatch_plan.h"
+
+#include <algorithm>
+
+#include "common/checkpoint.h"
+#include "common/config.h"
+
+namespace moe::router {
+
+Placement::Placement(uint32_t numLayers, uint32_t numExperts, uint32_t numShards)
+    : numLayers_(numLayers),
+      numExperts_(numExperts),
+      numShards_(numShards),
+      holders_(size_t{numLayers} * numExperts) {}
+
+Placement Placement::fromConfig(const ClusterConfig& config, const ModelConfig& model) {
+  Placement p(model.numLayers, model.numExperts, static_cast<uint32_t>(config.shards.size()));
+  for (uint32_t s = 0; s < config.shards.size(); ++s) {
+    const auto& shard = config.shards[s];
+    for (uint32_t layer : model.moeLayers) {
+      if (!shard.servesLayer(layer)) continue;
+      for (uint32_t e : shard.experts) p.add(layer, e, s);
+    }
+  }
+  return p;
+}
+
+void Placement::add(uint32_t layer, uint32_t expert, uint32_t shard) {
+  holders_[size_t{layer} * numExperts_ + expert].push_back(shard);
+}
+
+std::span<const uint32_t> Placement::shardsFor(uint32_t layer, uint32_t expert) const {
+  if (layer >= numLayers_ || expert >= numExperts_) return {};
+  return holders_[size_t{layer} * numExperts_ + expert];
+}
+
+uint32_t DispatchPlan::rowsSent() const {
+  uint32_t n = 0;
+  for (const auto& w : work) n += static_cast<uint32_t>(w.tokens.size());
+  return n;
+}
+
+Result<DispatchPlan> planDispatch(const RoutingDecision& d, const Placement& placement,
+                                  uint32_t layer) {
+  const uint32_t S = placement.numShards();
+  const uint32_t E = placement.numExperts();
+  // Per shard: row of each token (or -1), and per expert its (row, weight) list.
+  constexpr uint32_t kNone = UINT32_MAX;
+  std::vector<std::vector<uint32_t>> rowOf(S);
+  std::vector<ShardWork> work(S);
+  std::vector<std::vector<ShardSegment>> byExpert(S);
+  for (uint32_t t = 0; t < d.tokens; ++t) {
+    for (uint32_t j = 0; j < d.k; ++j) {
+      const uint32_t e = d.ids[size_t{t} * d.k + j];
+      auto holders = placement.shardsFor(layer, e);
+      if (holders.empty()) {
+        return makeError("no shard serves expert " + std::to_string(e) + " of layer " + std::to_string(layer));
+      }
+      const uint32_t s = holders.front();
+      auto& rows = rowOf[s];
+      if (rows.empty()) {
+        rows.assign(d.tokens, kNone);
+        byExpert[s].resize(E);
+      }
+      if (rows[t] == kNone) {
+        rows[t] = static_cast<uint32_t>(work[s].tokens.size());
+        work[s].tokens.push_back(t);
+      }
+      auto& seg = byExpert[s][e];
+      seg.expert = e;
+      seg.rowIndex.push_back(rows[t]);
+      seg.weight.push_back(d.weights[size_t{t} * d.k + j]);
+    }
+  }
+  DispatchPlan plan;
+  for (uint32_t s = 0; s < S; ++s) {
+    if (work[s].tokens.empty()) continue;
+    work[s].shard = s;
+    for (auto& seg : byExpert[s]) {
+      if (!seg.rowIndex.empty()) work[s].segments.push_back(std::move(seg));
+    }
+    plan.work.push_back(std::move(work[s]));
+  }
+  return plan;
+}
+
+void addShardPartial(const ShardWork& work, std::span<const float> partial, size_t H,
+                     std::span<float> out) {
+  for (size_t r = 0; r < work.tokens.size(); ++r) {
+    const float* src = partial.data() + r * H;
+    float* dst = out.data() + size_t{work.tokens[r]} * H;
+    for (size_t h = 0; h < H; ++h) dst[h] += src[h];
+  }
+}
+
+}  // namespace moe::router

@@ -1,0 +1,64 @@
+// The dispatch plan: from a routing decision and the expert placement, what each shard is sent.
+// Pure functions over plain data, so every rule here is unit-tested without a network.
+//
+// Rules: a token row goes to a shard at most once, however many of its experts live there
+// (the shard sums them); an expert with several replicas is served by the first shard listed for
+// it that the caller marks usable; shards with nothing to do get no call.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "router_service/gating.h"
+
+namespace moe {
+struct ClusterConfig;
+struct ModelConfig;
+}  // namespace moe
+
+namespace moe::router {
+
+// For each MoE layer and expert, the shards (indices into ClusterConfig::shards) that hold it.
+class Placement {
+ public:
+  Placement(uint32_t numLayers, uint32_t numExperts, uint32_t numShards);
+  static Placement fromConfig(const ClusterConfig& config, const ModelConfig& model);
+  void add(uint32_t layer, uint32_t expert, uint32_t shard);
+  std::span<const uint32_t> shardsFor(uint32_t layer, uint32_t expert) const;
+  uint32_t numExperts() const { return numExperts_; }
+  uint32_t numShards() const { return numShards_; }
+
+ private:
+  uint32_t numLayers_, numExperts_, numShards_;
+  std::vector<std::vector<uint32_t>> holders_;  // [layer * E + expert] -> shard ids
+};
+
+struct ShardSegment {
+  uint32_t expert;
+  std::vector<uint32_t> rowIndex;  // into ShardWork::tokens
+  std::vector<float> weight;
+};
+
+struct ShardWork {
+  uint32_t shard;
+  std::vector<uint32_t> tokens;  // unique token ids in ascending order; row r carries tokens[r]
+  std::vector<ShardSegment> segments;  // ascending expert id, none empty
+};
+
+struct DispatchPlan {
+  std::vector<ShardWork> work;  // ascending shard id, only shards with rows
+  uint32_t rowsSent() const;
+};
+
+// Fails (naming layer and expert) when an expert has no holder.
+Result<DispatchPlan> planDispatch(const RoutingDecision& decision, const Placement& placement,
+                                  uint32_t layer);
+
+// out[tokens[r]] += partial[r] for every row r of one shard's reply. out: [T, H], partial: [R, H].
+void addShardPartial(const ShardWork& work, std::span<const float> partial, size_t H,
+                     std::span<float> out);
+
+}  // namespace moe::router

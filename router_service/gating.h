@@ -1,0 +1,27 @@
+// Gating: which experts each token goes to, and with what weight. Scores are computed in fp32 on
+// the router's backend; the decision is plain data that the dispatch planner consumes.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "common/result.h"
+#include "kernels/backend.h"
+
+namespace moe::router {
+
+struct RoutingDecision {
+  uint32_t tokens = 0;
+  uint32_t k = 0;
+  std::vector<uint32_t> ids;    // [tokens, k], per token in descending weight (ties: lower id)
+  std::vector<float> weights;   // [tokens, k]
+};
+
+// Mixtral routing: logits = x·Wgᵀ, p = softmax(logits), top-k, weights renormalized over the k
+// chosen when `renormalize`.
+Result<RoutingDecision> softmaxTopkRouting(kernels::Backend& backend, const kernels::Matrix& gate,
+                                           std::span<const float> x,  // [T, H]
+                                           uint32_t T, uint32_t k, bool renormalize);
+
+}  // namespace moe::router

@@ -1,0 +1,209 @@
+// RouterServer implementation. The event loop only decodes, fans out and combines; gating runs on
+// the compute executor.
+#include "router_service/router_server.h"
+
+#include <chrono>
+#include <cstring>
+
+#include "common/log.h"
+#include "common/rpc_endpoint.h"
+#include "common/service_runtime.h"
+#include "common/tensor_wire.h"
+#include "kernels/device_backend.h"
+#include "router_service/gating.h"
+
+namespace moe::router {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+uint64_t microsSince(Clock::time_point t) {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t).count());
+}
+
+std::string listIds(const std::vector<uint32_t>& ids) {
+  std::string s;
+  for (auto v : ids) s += (s.empty() ? "" : ", ") + std::to_string(v);
+  return s;
+}
+
+[[noreturn]] void badRequest(const std::string& message) {
+  throwRpcError(kj::Exception::Type::FAILED, message);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<RouterModel>> RouterModel::load(const ClusterConfig& cluster) {
+  auto ckpt = Checkpoint::open(cluster.modelPath);
+  if (!ckpt) return makeError(ckpt.error());
+  auto m = std::make_unique<RouterModel>();
+  m->cluster = cluster;
+  m->model = ckpt.value()->config();
+  if (auto s = validatePlacement(cluster, m->model); !s) return makeError(s.message());
+  const uint64_t batchBytes = uint64_t{cluster.router.maxTokens} * m->model.hiddenSize * sizeof(float);
+  if (batchBytes > (uint64_t{1} << 29)) {
+    return makeError(cluster.sourcePath + ": router.max_tokens " + std::to_string(cluster.router.maxTokens) +
+                     " × hidden " + std::to_string(m->model.hiddenSize) +
+                     " × 4 bytes exceeds the 512 MiB per-message limit; lower router.max_tokens");
+  }
+  auto backend = kernels::createBackendFor(cluster.router.device);
+  if (!backend) return makeError("router.device " + cluster.router.device.str() + ": " + backend.error());
+  m->backend = std::move(backend).value();
+  for (uint32_t layer : m->model.moeLayers) {
+    auto w = ckpt.value()->gateWeight(layer);
+    if (!w) return makeError(w.error());
+    auto gate = m->backend->upload(w.value(), m->model.numExperts, m->model.hiddenSize);
+    if (!gate) return makeError("layer " + std::to_string(layer) + " gate: " + gate.error());
+    m->gates.emplace(layer, std::move(gate).value());
+  }
+  return m;
+}
+
+RouterServer::RouterServer(std::unique_ptr<RouterModel> model, kj::AsyncIoProvider& io,
+                           kj::Timer& timer)
+    : model_(std::move(model)),
+      timer_(timer),
+      placement_(Placement::fromConfig(model_->cluster, model_->model)) {
+  for (const auto& s : model_->cluster.shards) {
+    shards_.push_back(std::make_unique<ShardClient>(io, timer, s, model_->cluster.timeouts));
+  }
+}
+
+kj::Promise<void> RouterServer::forward(ForwardContext context) {
+  const uint32_t ms = model_->cluster.timeouts.requestMs;
+  return withDeadline(timer_, ms, forwardUnbounded(context),
+                      "forward did not complete within timeouts.request_ms = " + std::to_string(ms) + " ms");
+}
+
+kj::Promise<void> RouterServer::forwardUnbounded(ForwardContext context) {
+  const auto start = Clock::now();
+  const ModelConfig& m = model_->model;
+  const uint32_t H = m.hiddenSize;
+  auto params = context.getParams();
+  const uint32_t layer = params.getLayer();
+  auto gate = model_->gates.find(layer);
+  if (gate == model_->gates.end()) {
+    badRequest("layer " + std::to_string(layer) + " is not an MoE layer of this model (MoE layers: " +
+               listIds(m.moeLayers) + ")");
+  }
+  if (!params.hasHidden()) badRequest("hidden: missing");
+  auto view = decodeTensor(params.getHidden(), "hidden");
+  if (!view) badRequest(view.error());
+  if (auto s = expect2d(view.value(), H, "hidden"); !s) badRequest(s.message());
+  const uint32_t T = view.value().shape[0];
+  if (T == 0) badRequest("hidden: zero tokens (shape [0, " + std::to_string(H) + "]); send at least one");
+  if (T > model_->cluster.router.maxTokens) {
+    badRequest("hidden: " + std::to_string(T) + " tokens exceeds router.max_tokens = " +
+               std::to_string(model_->cluster.router.maxTokens) + "; split the batch");
+  }
+  // x points into the request message (f32) or owns a widened copy; the context keeps the
+  // request alive until this call completes.
+  auto x = std::make_shared<F32Rows>(view.value());
+  const uint32_t k = m.topK;
+  auto gating = executor_.run([this, x, T, H, layer, k, gateMatrix = gate->second.get()]() -> Result<DispatchPlan> {
+    auto xs = x->values();
+    if (int64_t bad = firstNonFinite(xs); bad >= 0) {
+      return makeError("hidden: token " + std::to_string(bad / H) + " has a non-finite value (" +
+                       std::to_string(xs[bad]) + ") at column " + std::to_string(bad % H));
+    }
+    auto decision = softmaxTopkRouting(*model_->backend, *gateMatrix, xs, T, k, /*renormalize=*/true);
+    if (!decision) return makeError(decision.error());
+    return planDispatch(decision.value(), placement_, layer);
+  });
+
+  return gating.then([this, context, x, T, H, layer, start](Result<DispatchPlan> planned) mutable {
+    if (!planned) badRequest(planned.error());
+    const uint64_t gateMicros = microsSince(start);
+    auto plan = std::make_shared<const DispatchPlan>(std::move(planned).value());
+    kj::Vector<kj::Promise<ShardClient::RunResponse>> calls;
+    for (size_t i = 0; i < plan->work.size(); ++i) {
+      calls.add(shards_[plan->work[i].shard]->run([plan, i, x, H, layer](ShardClient::RunParams::Builder req) {
+        const ShardWork& w = plan->work[i];
+        req.setLayer(layer);
+        const uint32_t shape[2] = {static_cast<uint32_t>(w.tokens.size()), H};
+        auto rows = initF32(req.initRows(), shape);
+        auto xs = x->values();
+        for (size_t r = 0; r < w.tokens.size(); ++r) {
+          std::memcpy(rows.data() + r * H, xs.data() + size_t{w.tokens[r]} * H, H * sizeof(float));
+        }
+        auto segs = req.initSegments(static_cast<unsigned>(w.segments.size()));
+        for (size_t s = 0; s < w.segments.size(); ++s) {
+          const auto& seg = w.segments[s];
+          auto out = segs[static_cast<unsigned>(s)];
+          out.setExpert(seg.expert);
+          auto idx = out.initRowIndex(static_cast<unsigned>(seg.rowIndex.size()));
+          auto wt = out.initWeight(static_cast<unsigned>(seg.weight.size()));
+          for (size_t j = 0; j < seg.rowIndex.size(); ++j) {
+            idx.set(static_cast<unsigned>(j), seg.rowIndex[j]);
+            wt.set(static_cast<unsigned>(j), seg.weight[j]);
+          }
+        }
+      }));
+    }
+    const auto fanOut = Clock::now();
+    return kj::joinPromises(calls.releaseAsArray())
+        .then([this, context, plan, T, H, start, fanOut, gateMicros](
+                  kj::Array<ShardClient::RunResponse> replies) mutable {
+          auto results = context.getResults();
+          const uint32_t shape[2] = {T, H};
+          auto out = initF32(results.initOutput(), shape);
+          std::fill(out.begin(), out.end(), 0.0f);
+          for (size_t i = 0; i < replies.size(); ++i) {
+            const ShardWork& w = plan->work[i];
+            const auto& label = shards_[w.shard]->config().name;
+            auto partial = decodeTensor(replies[i].getOutput(), "shard " + label + " output");
+            if (!partial) throwRpcError(kj::Exception::Type::FAILED, partial.error());
+            if (auto s = expect2d(partial.value(), H, "shard " + label + " output"); !s ||
+                partial.value().shape[0] != w.tokens.size()) {
+              throwRpcError(kj::Exception::Type::FAILED,
+                            "shard " + label + " returned shape " + shapeString(partial.value().shape) +
+                                " for " + std::to_string(w.tokens.size()) + " rows");
+            }
+            F32Rows rows(partial.value());
+            addShardPartial(w, rows.values(), H, out);
+          }
+          auto stats = results.initStats();
+          stats.setTokens(T);
+          stats.setShardCalls(static_cast<uint32_t>(plan->work.size()));
+          stats.setRowsSent(plan->rowsSent());
+          stats.setGateMicros(gateMicros);
+          stats.setDispatchMicros(microsSince(fanOut));
+          stats.setTotalMicros(microsSince(start));
+        });
+  });
+}
+
+kj::Promise<void> RouterServer::info(InfoContext context) {
+  kj::Vector<kj::Promise<std::string>> probes;  // "" when reachable, else the error
+  for (auto& shard : shards_) {
+    probes.add(shard->info().then([](ShardClient::InfoResponse&&) { return std::string(); },
+                                  [](kj::Exception&& e) { return std::string(e.getDescription().cStr()); }));
+  }
+  return kj::joinPromises(probes.releaseAsArray()).then([this, context](kj::Array<std::string> errors) mutable {
+    const ModelConfig& m = model_->model;
+    auto info = context.getResults().initInfo();
+    fillModelInfo(info, m);
+    info.setRole("router");
+    info.setName("router");
+    info.setBackend(std::string(model_->backend->name()));
+    info.setMaxTokens(model_->cluster.router.maxTokens);
+    auto shards = info.initShards(static_cast<unsigned>(shards_.size()));
+    for (size_t i = 0; i < shards_.size(); ++i) {
+      auto s = shards[static_cast<unsigned>(i)];
+      s.setName(shards_[i]->config().name);
+      s.setAddress(shards_[i]->config().listen);
+      s.setReachable(errors[i].empty());
+      s.setError(errors[i]);
+    }
+    bool ready = true;
+    for (uint32_t layer : m.moeLayers) {
+      for (uint32_t e = 0; e < m.numExperts; ++e) {
+        bool any = false;
+        for (uint32_t s : placement_.shardsFor(layer, e)) any = any || errors[s].empty();
+        ready = ready && any;
+      }
+    }
+    info.setReady(ready);
+  });
+}
+
+}  // namespace moe::router

@@ -1,0 +1,49 @@
+// RouterServer: the Router RPC. Gates a batch, plans the dispatch, fans out one ExpertShard.run
+// per shard (all in flight at once), combines the weighted partial sums and replies.
+#pragma once
+
+#include <kj/async-io.h>
+
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "common/checkpoint.h"
+#include "common/compute_executor.h"
+#include "common/config.h"
+#include "common/proto/moe.capnp.h"
+#include "kernels/backend.h"
+#include "router_service/dispatch_plan.h"
+#include "router_service/shard_client.h"
+
+namespace moe::router {
+
+// Everything the router loads at start-up; immutable once serving.
+struct RouterModel {
+  ClusterConfig cluster;
+  ModelConfig model;
+  std::unique_ptr<kernels::Backend> backend;
+  std::map<uint32_t, std::unique_ptr<kernels::Matrix>> gates;  // MoE layer -> [E, H]
+
+  // Opens the checkpoint, checks the placement and loads every MoE layer's gate.
+  static Result<std::unique_ptr<RouterModel>> load(const ClusterConfig& cluster);
+};
+
+class RouterServer final : public proto::Router::Server {
+ public:
+  RouterServer(std::unique_ptr<RouterModel> model, kj::AsyncIoProvider& io, kj::Timer& timer);
+
+  kj::Promise<void> forward(ForwardContext context) override;
+  kj::Promise<void> info(InfoContext context) override;
+
+ private:
+  kj::Promise<void> forwardUnbounded(ForwardContext context);
+
+  std::unique_ptr<RouterModel> model_;
+  kj::Timer& timer_;
+  Placement placement_;
+  std::vector<std::unique_ptr<ShardClient>> shards_;
+  ComputeExecutor executor_{"router-gate"};
+};
+
+}  // namespace moe::router
