@@ -1,0 +1,274 @@
+// Bad input over real processes: every malformed request gets an RPC error naming the problem,
+// and the next good request succeeds. Also: a shard that is down or stalled, and broken config or
+// weight files at start-up.
+#include <signal.h>
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+
+#include "common/tensor_wire.h"
+#include "deploy/local/local_cluster.h"
+#include "tests/integration/test_cluster.h"
+
+namespace moe::testing {
+namespace {
+
+constexpr uint32_t kH = 32;
+
+class BadInputTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    ClusterSpec spec;
+    spec.model.hiddenSize = kH;
+    spec.model.intermediateSize = 48;
+    spec.model.numExperts = 4;
+    spec.model.topK = 2;
+    spec.model.numLayers = 2;
+    spec.shardExperts = {{0, 1}, {2, 3}};
+    spec.maxTokens = 512;
+    spec.shardCallMs = 1500;
+    yaml_ = new std::string(writeCluster("bad-input", spec));
+    cluster_ = startCluster(*yaml_).release();
+  }
+  static void TearDownTestSuite() {
+    delete cluster_;
+    delete yaml_;
+  }
+  void SetUp() override { ASSERT_NE(cluster_, nullptr); }
+
+  // The cluster still serves: a good request right after each bad one.
+  void expectServing(TestClient& c) {
+    auto x = randomTokens(64, kH, 5);
+    auto ok = c.forward(0, x, 64, kH);
+    EXPECT_TRUE(ok.value) << "a good request after the bad one failed: " << ok.error;
+  }
+
+  static std::string* yaml_;
+  static deploy::LocalCluster* cluster_;
+};
+std::string* BadInputTest::yaml_ = nullptr;
+deploy::LocalCluster* BadInputTest::cluster_ = nullptr;
+
+void setF32(proto::Tensor::Builder t, std::vector<uint32_t> shape, size_t bytes) {
+  t.setDtype(proto::DType::F32);
+  auto s = t.initShape(static_cast<unsigned>(shape.size()));
+  for (unsigned i = 0; i < shape.size(); ++i) s.set(i, shape[i]);
+  auto d = t.initData(static_cast<unsigned>(bytes));
+  std::memset(d.begin(), 0, bytes);
+}
+
+#define EXPECT_RPC_ERROR(outcome, text)                                              \
+  do {                                                                               \
+    auto&& o_ = (outcome);                                                           \
+    EXPECT_FALSE(o_.value) << "expected an error containing: " << (text);           \
+    EXPECT_NE(o_.error.find(text), std::string::npos) << "error was: " << o_.error; \
+  } while (0)
+
+TEST_F(BadInputTest, WrongHiddenSize) {
+  TestClient c(cluster_->routerAddress());
+  EXPECT_RPC_ERROR(c.forwardRaw(0, [](auto t) { setF32(t, {4, kH - 4}, 4 * (kH - 4) * 4); }),
+                   "hidden size 32 expected, got 28");
+  expectServing(c);
+}
+
+TEST_F(BadInputTest, WrongRank) {
+  TestClient c(cluster_->routerAddress());
+  EXPECT_RPC_ERROR(c.forwardRaw(0, [](auto t) { setF32(t, {kH}, kH * 4); }), "expected a 2-D tensor");
+  expectServing(c);
+}
+
+TEST_F(BadInputTest, UnknownDtype) {
+  TestClient c(cluster_->routerAddress());
+  EXPECT_RPC_ERROR(c.forwardRaw(0,
+                                [](auto t) {
+                                  setF32(t, {2, kH}, 2 * kH * 4);
+                                  t.setDtype(static_cast<proto::DType>(9));
+                                }),
+                   "unknown dtype code 9");
+  expectServing(c);
+}
+
+TEST_F(BadInputTest, UnknownLayer) {
+  TestClient c(cluster_->routerAddress());
+  auto x = randomTokens(4, kH, 1);
+  EXPECT_RPC_ERROR(c.forward(7, x, 4, kH), "layer 7 is not an MoE layer of this model (MoE layers: 0, 1)");
+  expectServing(c);
+}
+
+TEST_F(BadInputTest, ZeroTokens) {
+  TestClient c(cluster_->routerAddress());
+  EXPECT_RPC_ERROR(c.forwardRaw(0, [](auto t) { setF32(t, {0, kH}, 0); }), "zero tokens");
+  expectServing(c);
+}
+
+TEST_F(BadInputTest, TooManyTokens) {
+  TestClient c(cluster_->routerAddress());
+  auto x = randomTokens(513, kH, 2);
+  EXPECT_RPC_ERROR(c.forward(0, x, 513, kH), "513 tokens exceeds router.max_tokens = 512");
+  expectServing(c);
+}
+
+TEST_F(BadInputTest, NaNAndInf) {
+  TestClient c(cluster_->routerAddress());
+  auto x = randomTokens(8, kH, 3);
+  x[3 * kH + 5] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_RPC_ERROR(c.forward(0, x, 8, kH), "token 3 has a non-finite value");
+  expectServing(c);
+  x[3 * kH + 5] = 0;
+  x[6 * kH + 1] = -std::numeric_limits<float>::infinity();
+  EXPECT_RPC_ERROR(c.forward(1, x, 8, kH), "token 6 has a non-finite value");
+  expectServing(c);
+}
+
+TEST_F(BadInputTest, TruncatedData) {
+  TestClient c(cluster_->routerAddress());
+  EXPECT_RPC_ERROR(c.forwardRaw(0, [](auto t) { setF32(t, {4, kH}, 4 * kH * 4 - 6); }), "(truncated)");
+  expectServing(c);
+}
+
+TEST_F(BadInputTest, Bf16InputIsAccepted) {
+  TestClient c(cluster_->routerAddress());
+  auto ok = c.forwardRaw(0, [](proto::Tensor::Builder t) {
+    t.setDtype(proto::DType::BF16);
+    auto s = t.initShape(2);
+    s.set(0, 3);
+    s.set(1, kH);
+    auto d = t.initData(3 * kH * 2);
+    for (size_t i = 0; i < 3 * kH; ++i) {
+      uint16_t v = floatToBf16(0.01f * static_cast<float>(i % 17));
+      std::memcpy(d.begin() + 2 * i, &v, 2);
+    }
+  });
+  EXPECT_TRUE(ok.value) << ok.error;
+}
+
+// Malformed ExpertShard.run calls straight to a shard: the shard rejects each and keeps serving.
+TEST_F(BadInputTest, ShardRejectsMalformedRuns) {
+  const auto& shard0 = cluster_->config().shards[0];
+  TestClient c(shard0.listen);
+  auto good = [](proto::ExpertShard::RunParams::Builder p) {
+    p.setLayer(0);
+    setF32(p.initRows(), {2, kH}, 2 * kH * 4);
+    auto segs = p.initSegments(1);
+    segs[0].setExpert(1);
+    auto idx = segs[0].initRowIndex(2);
+    auto wt = segs[0].initWeight(2);
+    idx.set(0, 0), idx.set(1, 1), wt.set(0, 0.5f), wt.set(1, 0.25f);
+  };
+  struct Case {
+    const char* expect;
+    std::function<void(proto::ExpertShard::RunParams::Builder)> breakIt;
+  };
+  std::vector<Case> cases = {
+      {"expert 3 of layer 0 is not on shard shard-0", [](auto p) { p.getSegments()[0].setExpert(3); }},
+      {"row index 2 >= 2 rows", [](auto p) { p.getSegments()[0].getRowIndex().set(1, 2); }},
+      {"row 0 listed twice", [](auto p) { p.getSegments()[0].getRowIndex().set(1, 0); }},
+      {"non-finite weight", [](auto p) { p.getSegments()[0].getWeight().set(0, NAN); }},
+      {"layer 5 is not served by shard shard-0", [](auto p) { p.setLayer(5); }},
+      {"hidden size 32 expected, got 16", [](auto p) { setF32(p.initRows(), {4, 16}, 4 * 16 * 4); }},
+      {"zero rows", [](auto p) { setF32(p.initRows(), {0, kH}, 0); }},
+      {"non-finite value", [](auto p) {
+         auto d = p.getRows().getData();
+         float inf = INFINITY;
+         std::memcpy(d.begin() + 4 * (kH + 3), &inf, 4);
+       }},
+  };
+  for (auto& tc : cases) {
+    SCOPED_TRACE(tc.expect);
+    EXPECT_RPC_ERROR(c.run([&](auto p) {
+      good(p);
+      tc.breakIt(p);
+    }),
+                     tc.expect);
+    auto ok = c.run(good);
+    ASSERT_TRUE(ok.value) << ok.error;
+  }
+  // Segment lengths disagree.
+  EXPECT_RPC_ERROR(c.run([&](auto p) {
+    good(p);
+    p.getSegments()[0].initWeight(1).set(0, 1.0f);
+  }),
+                   "2 row indices but 1 weights");
+  EXPECT_TRUE(c.run(good).value);
+}
+
+// A shard that is down: the request fails naming the shard; after a restart, requests succeed.
+TEST_F(BadInputTest, ShardDownThenBack) {
+  TestClient c(cluster_->routerAddress());
+  ASSERT_EQ(kill(cluster_->pidOf("shard-1"), SIGKILL), 0);
+  auto x = randomTokens(128, kH, 9);  // 128 tokens × top-2 of 4 experts: both shards are needed
+  auto failed = c.forward(0, x, 128, kH);
+  EXPECT_RPC_ERROR(failed, "shard shard-1 (" + cluster_->config().shards[1].listen + ")");
+  auto info = c.routerInfo();
+  ASSERT_TRUE(info.value) << info.error;
+  EXPECT_FALSE(info.value->getInfo().getReady());
+  EXPECT_FALSE(info.value->getInfo().getShards()[1].getReachable());
+
+  ASSERT_TRUE(cluster_->restartShard("shard-1").isOk());
+  auto ok = c.forward(0, x, 128, kH);
+  EXPECT_TRUE(ok.value) << ok.error;
+  info = c.routerInfo();
+  ASSERT_TRUE(info.value);
+  EXPECT_TRUE(info.value->getInfo().getReady());
+}
+
+// A stalled shard (SIGSTOP): the call hits the shard deadline instead of hanging.
+TEST_F(BadInputTest, StalledShardHitsDeadline) {
+  TestClient c(cluster_->routerAddress());
+  const pid_t pid = cluster_->pidOf("shard-0");
+  ASSERT_EQ(kill(pid, SIGSTOP), 0);
+  auto x = randomTokens(128, kH, 10);
+  auto failed = c.forward(0, x, 128, kH);
+  kill(pid, SIGCONT);
+  EXPECT_RPC_ERROR(failed, "shard shard-0");
+  EXPECT_NE(failed.error.find("did not answer within 1500 ms"), std::string::npos) << failed.error;
+  expectServing(c);
+}
+
+// Broken config and weight files stop start-up with a message naming the file and the problem.
+TEST(StartupErrors, BrokenConfigAndWeights) {
+  const std::string bin = deploy::selfDir();
+  ClusterSpec spec;
+  spec.model.hiddenSize = 16;
+  spec.model.intermediateSize = 24;
+  spec.model.numExperts = 2;
+  spec.model.topK = 1;
+  spec.shardExperts = {{0, 1}};
+  const std::string yaml = writeCluster("startup", spec);
+  const std::string dir = std::filesystem::path(yaml).parent_path().string();
+
+  // Unknown key, with its line.
+  std::ofstream(dir + "/typo.yaml") << "model:\n  path: model\nshards:\n  - name: a\n    listen: 127.0.0.1:1\n"
+                                       "    experts: [0, 1]\n    expert: [2]\n";
+  auto [code, out] = runCommand(bin + "/moe-router --config " + dir + "/typo.yaml");
+  EXPECT_EQ(code, 2);
+  EXPECT_NE(out.find("typo.yaml:7: shards[0].expert: unknown key"), std::string::npos) << out;
+
+  // Placement naming an expert the model lacks.
+  std::ofstream(dir + "/placement.yaml") << "model:\n  path: model\nshards:\n  - name: a\n    listen: 127.0.0.1:1\n"
+                                            "    experts: [0, 1, 2]\n";
+  std::tie(code, out) = runCommand(bin + "/moe-expert --config " + dir + "/placement.yaml --shard a");
+  EXPECT_EQ(code, 2);
+  EXPECT_NE(out.find("lists expert 2 but the model has 2 experts"), std::string::npos) << out;
+
+  // Truncated weights file.
+  const auto weights = dir + "/model/model.safetensors";
+  std::filesystem::resize_file(weights, std::filesystem::file_size(weights) - 100);
+  std::tie(code, out) = runCommand(bin + "/moe-expert --config " + yaml + " --shard shard-0");
+  EXPECT_EQ(code, 2);
+  EXPECT_NE(out.find(weights), std::string::npos) << out;
+
+  // Missing config.json.
+  std::filesystem::remove(dir + "/model/config.json");
+  std::tie(code, out) = runCommand(bin + "/moe-router --config " + yaml);
+  EXPECT_EQ(code, 2);
+  EXPECT_NE(out.find("config.json"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace moe::testing

@@ -1,0 +1,150 @@
+// Integration-test support implementation.
+#include "tests/integration/test_cluster.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "common/tensor_wire.h"
+
+namespace moe::testing {
+
+uint16_t freePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+std::string freshDir(const std::string& name) {
+  static std::atomic<int> counter{0};
+  auto dir = std::filesystem::path(::testing::TempDir()) /
+             ("moe-" + name + "-" + std::to_string(getpid()) + "-" + std::to_string(counter++));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir.string();
+}
+
+std::string writeCluster(const std::string& name, const ClusterSpec& spec) {
+  const std::string dir = freshDir(name);
+  auto s = writeSyntheticCheckpoint(spec.model, dir + "/model");
+  EXPECT_TRUE(s.isOk()) << s.message();
+  std::ostringstream y;
+  y << "model:\n  path: model\n";
+  y << "router:\n  listen: 127.0.0.1:" << freePort() << "\n  device: cpu\n  max_tokens: " << spec.maxTokens << "\n";
+  y << "shards:\n";
+  for (size_t i = 0; i < spec.shardExperts.size(); ++i) {
+    y << "  - name: shard-" << i << "\n    listen: 127.0.0.1:" << freePort() << "\n    device: cpu\n    experts: [";
+    for (size_t j = 0; j < spec.shardExperts[i].size(); ++j) y << (j ? ", " : "") << spec.shardExperts[i][j];
+    y << "]\n";
+  }
+  y << "timeouts:\n  request_ms: " << spec.requestMs << "\n  shard_call_ms: " << spec.shardCallMs
+    << "\n  connect_ms: 1000\n";
+  const std::string path = dir + "/cluster.yaml";
+  std::ofstream(path) << y.str();
+  return path;
+}
+
+std::unique_ptr<deploy::LocalCluster> startCluster(const std::string& yamlPath) {
+  deploy::LocalClusterOptions o;
+  o.configPath = yamlPath;
+  o.logDir = std::filesystem::path(yamlPath).parent_path().string() + "/logs";
+  o.readyTimeoutMs = 30000;
+  auto c = deploy::LocalCluster::start(o);
+  if (!c) {
+    ADD_FAILURE() << "cluster did not start: " << c.error();
+    return nullptr;
+  }
+  return std::move(c).value();
+}
+
+TestClient::TestClient(const std::string& address) : io_(kj::setupAsyncIo()) {
+  conn_ = connectRpc(*io_.provider, io_.provider->getTimer(), address, 2000).wait(io_.waitScope);
+}
+
+template <typename T>
+Outcome<T> TestClient::wait(kj::Promise<T> promise) {
+  Outcome<T> out;
+  auto bounded = withDeadline(io_.provider->getTimer(), 60000, kj::mv(promise), "test client: no answer in 60 s");
+  try {
+    out.value.emplace(bounded.wait(io_.waitScope));
+  } catch (const kj::Exception& e) {
+    out.error = e.getDescription().cStr();
+    out.type = e.getType();
+  }
+  return out;
+}
+
+Outcome<TestClient::ForwardResponse> TestClient::forwardRaw(uint32_t layer,
+                                                            kj::Function<void(proto::Tensor::Builder)> fill) {
+  auto req = conn_->bootstrap<proto::Router>().forwardRequest();
+  req.setLayer(layer);
+  fill(req.initHidden());
+  return wait(kj::Promise<ForwardResponse>(req.send()));
+}
+
+Outcome<TestClient::ForwardResponse> TestClient::forward(uint32_t layer, const std::vector<float>& x, uint32_t T,
+                                                         uint32_t H) {
+  return forwardRaw(layer, [&](proto::Tensor::Builder t) {
+    const uint32_t shape[2] = {T, H};
+    auto out = initF32(t, shape);
+    std::copy(x.begin(), x.begin() + static_cast<long>(size_t{T} * H), out.begin());
+  });
+}
+
+Outcome<capnp::Response<proto::Router::InfoResults>> TestClient::routerInfo() {
+  auto req = conn_->bootstrap<proto::Router>().infoRequest();
+  return wait(kj::Promise<capnp::Response<proto::Router::InfoResults>>(req.send()));
+}
+
+Outcome<TestClient::RunResponse> TestClient::run(kj::Function<void(proto::ExpertShard::RunParams::Builder)> fill) {
+  auto req = conn_->bootstrap<proto::ExpertShard>().runRequest();
+  fill(req);
+  return wait(kj::Promise<RunResponse>(req.send()));
+}
+
+std::vector<float> randomTokens(uint32_t T, uint32_t H, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(size_t{T} * H);
+  for (auto& v : x) v = normal(rng);
+  return x;
+}
+
+std::vector<float> outputValues(const TestClient::ForwardResponse& r) {
+  auto view = decodeTensor(r.getOutput(), "output");
+  EXPECT_TRUE(view.isOk());
+  if (!view) return {};
+  F32Rows rows(view.value());
+  return {rows.values().begin(), rows.values().end()};
+}
+
+std::pair<int, std::string> runCommand(const std::string& command) {
+  std::string out;
+  FILE* p = popen((command + " 2>&1").c_str(), "r");
+  if (!p) return {-1, "popen failed"};
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out};
+}
+
+}  // namespace moe::testing

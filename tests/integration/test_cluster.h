@@ -1,0 +1,76 @@
+// Integration-test support: tiny synthetic checkpoints, cluster YAML with free loopback ports,
+// real clusters started through deploy/local's LocalCluster, and an RPC client for the tests.
+#pragma once
+
+#include <kj/async-io.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/checkpoint.h"
+#include "common/proto/moe.capnp.h"
+#include "common/rpc_endpoint.h"
+#include "deploy/local/local_cluster.h"
+
+namespace moe::testing {
+
+uint16_t freePort();
+
+// A fresh directory under the gtest temp dir, unique per call.
+std::string freshDir(const std::string& name);
+
+struct ClusterSpec {
+  SyntheticModelSpec model;
+  std::vector<std::vector<uint32_t>> shardExperts;  // experts per shard
+  uint32_t maxTokens = 4096;
+  uint32_t shardCallMs = 10000;
+  uint32_t requestMs = 20000;
+};
+
+// Writes the checkpoint and the YAML into a fresh directory; returns the YAML path.
+std::string writeCluster(const std::string& name, const ClusterSpec& spec);
+
+// Starts every process of the cluster (logs in <dir>/logs) and waits until ready.
+std::unique_ptr<deploy::LocalCluster> startCluster(const std::string& yamlPath);
+
+// A result or the error message of one RPC.
+template <typename T>
+struct Outcome {
+  std::optional<T> value;
+  std::string error;
+  kj::Exception::Type type = kj::Exception::Type::FAILED;
+};
+
+// One connection to a router or a shard, on this thread's own event loop.
+class TestClient {
+ public:
+  explicit TestClient(const std::string& address);
+  kj::WaitScope& waitScope() { return io_.waitScope; }
+
+  using ForwardResponse = capnp::Response<proto::Router::ForwardResults>;
+  using RunResponse = capnp::Response<proto::ExpertShard::RunResults>;
+
+  // Router.forward with an f32 tensor [T, H] of `x`.
+  Outcome<ForwardResponse> forward(uint32_t layer, const std::vector<float>& x, uint32_t T, uint32_t H);
+  // Router.forward with a tensor the caller fills (for malformed input).
+  Outcome<ForwardResponse> forwardRaw(uint32_t layer, kj::Function<void(proto::Tensor::Builder)> fill);
+  Outcome<capnp::Response<proto::Router::InfoResults>> routerInfo();
+  Outcome<RunResponse> run(kj::Function<void(proto::ExpertShard::RunParams::Builder)> fill);
+
+ private:
+  template <typename T>
+  Outcome<T> wait(kj::Promise<T> promise);
+  kj::AsyncIoContext io_;
+  kj::Own<RpcConnection> conn_;
+};
+
+std::vector<float> randomTokens(uint32_t T, uint32_t H, uint64_t seed);
+std::vector<float> outputValues(const TestClient::ForwardResponse& r);
+
+// Runs a shell command, returns (exit status, combined stdout+stderr).
+std::pair<int, std::string> runCommand(const std::string& command);
+
+}  // namespace moe::testing
