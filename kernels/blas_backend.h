@@ -1,0 +1,15 @@
+// The fast CPU backend: GEMMs through OpenBLAS (cblas_sgemm), grouped expert FFN by gathering
+// each segment's rows into one contiguous block. Used when no GPU is usable.
+#pragma once
+
+#include <memory>
+
+#include "kernels/backend.h"
+
+namespace moe::kernels {
+
+// Calls are serialized by an internal mutex (the backend reuses grow-only scratch buffers), so
+// it may be shared between threads; for parallelism use one backend per executor thread.
+std::unique_ptr<Backend> makeBlasBackend();
+
+}  // namespace moe::kernels

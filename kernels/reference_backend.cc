@@ -1,0 +1,110 @@
+// Reference backend implementation; see reference_backend.h.
+#include "kernels/reference_backend.h"
+
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu_softmax_topk.h"
+#include "kernels/host_matrix.h"
+#include "kernels/op_checks.h"
+
+namespace moe::kernels {
+namespace {
+
+constexpr const char* kName = "reference";
+
+double silu(double g) {
+  return g / (1.0 + std::exp(-g));
+}
+
+class ReferenceBackend final : public Backend {
+ public:
+  std::string_view name() const override { return kName; }
+
+  Result<std::unique_ptr<Matrix>> upload(std::span<const float> data, size_t rows,
+                                         size_t cols) override {
+    if (Status s = checkUpload(data, rows, cols); !s.isOk()) return makeError(s.message());
+    return std::unique_ptr<Matrix>(
+        std::make_unique<HostMatrix>(std::vector<float>(data.begin(), data.end()), rows, cols));
+  }
+
+  Status linear(const Matrix& w, std::span<const float> x, size_t T, std::span<float> y) override {
+    MOE_KERNELS_RETURN_IF_ERROR(checkLinear(w, x.size(), T, y.size()));
+    auto hw = asBackendMatrix<HostMatrix>(&w, kName, "w");
+    if (!hw.isOk()) return hw.status();
+    const std::span<const float> W = hw.value()->data();  // [N, K]
+    const size_t N = w.rows(), K = w.cols();
+    for (size_t t = 0; t < T; ++t) {
+      for (size_t n = 0; n < N; ++n) {
+        double acc = 0.0;
+        for (size_t kk = 0; kk < K; ++kk) acc += double(x[t * K + kk]) * double(W[n * K + kk]);
+        y[t * N + n] = static_cast<float>(acc);
+      }
+    }
+    return Status::ok();
+  }
+
+  Status swiglu(std::span<const float> gate, std::span<const float> up,
+                std::span<float> out) override {
+    MOE_KERNELS_RETURN_IF_ERROR(checkSwiglu(gate.size(), up.size(), out.size()));
+    for (size_t i = 0; i < gate.size(); ++i) {
+      out[i] = static_cast<float>(silu(gate[i]) * double(up[i]));
+    }
+    return Status::ok();
+  }
+
+  Status softmaxTopk(std::span<const float> logits, size_t T, size_t E, size_t k, bool renormalize,
+                     std::span<uint32_t> ids, std::span<float> weights) override {
+    MOE_KERNELS_RETURN_IF_ERROR(
+        checkSoftmaxTopk(logits.size(), T, E, k, ids.size(), weights.size()));
+    cpuSoftmaxTopk(logits, T, E, k, renormalize, ids, weights);
+    return Status::ok();
+  }
+
+  // Token by token, expert by expert, straight from the definition in backend.h.
+  Status expertFfn(const ExpertSegments& segments, std::span<const float> x, size_t R, size_t H,
+                   std::span<float> y) override {
+    MOE_KERNELS_RETURN_IF_ERROR(checkExpertSegments(segments, x.size(), R, H, y.size()));
+    std::vector<double> acc(R * H, 0.0);  // [R, H]
+    for (size_t s = 0; s < segments.experts.size(); ++s) {
+      const ExpertFfnWeights& e = segments.experts[s];
+      auto w1 = asBackendMatrix<HostMatrix>(e.w1, kName, "w1");
+      auto w3 = asBackendMatrix<HostMatrix>(e.w3, kName, "w3");
+      auto w2 = asBackendMatrix<HostMatrix>(e.w2, kName, "w2");
+      if (!w1.isOk()) return w1.status();
+      if (!w3.isOk()) return w3.status();
+      if (!w2.isOk()) return w2.status();
+      const std::span<const float> W1 = w1.value()->data();  // [I, H]
+      const std::span<const float> W3 = w3.value()->data();  // [I, H]
+      const std::span<const float> W2 = w2.value()->data();  // [H, I]
+      const size_t I = e.w1->rows();
+      std::vector<double> act(I);  // [I]
+      for (size_t j = segments.offsets[s]; j < segments.offsets[s + 1]; ++j) {
+        const size_t r = segments.rows[j];
+        for (size_t i = 0; i < I; ++i) {
+          double g = 0.0, u = 0.0;
+          for (size_t h = 0; h < H; ++h) {
+            g += double(W1[i * H + h]) * double(x[r * H + h]);
+            u += double(W3[i * H + h]) * double(x[r * H + h]);
+          }
+          act[i] = silu(g) * u;
+        }
+        for (size_t h = 0; h < H; ++h) {
+          double o = 0.0;
+          for (size_t i = 0; i < I; ++i) o += double(W2[h * I + i]) * act[i];
+          acc[r * H + h] += double(segments.weights[j]) * o;
+        }
+      }
+    }
+    for (size_t i = 0; i < R * H; ++i) y[i] = static_cast<float>(acc[i]);
+    return Status::ok();
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> makeReferenceBackend() {
+  return std::make_unique<ReferenceBackend>();
+}
+
+}  // namespace moe::kernels
