@@ -5,9 +5,9 @@
 
 namespace moe::client {
 
-Result<std::unique_ptr<InProcessModel>> InProcessModel::load(const std::string& checkpointDir,
-                                                             std::unique_ptr<kernels::Backend> backend,
-                                                             const std::vector<uint32_t>& layers) {
+Result<std::unique_ptr<InProcessModel>> InProcessModel::load(
+    const std::string& checkpointDir, std::unique_ptr<kernels::Backend> backend,
+    const std::vector<uint32_t>& layers) {
   auto ckpt = Checkpoint::open(checkpointDir);
   if (!ckpt) return makeError(ckpt.error());
   std::unique_ptr<InProcessModel> m(new InProcessModel());
@@ -40,11 +40,12 @@ Result<std::unique_ptr<InProcessModel>> InProcessModel::load(const std::string& 
   return m;
 }
 
-Status InProcessModel::forward(uint32_t layer, std::span<const float> x, size_t T, std::span<float> y) {
+Status InProcessModel::forward(uint32_t layer, std::span<const float> x, size_t T,
+                               std::span<float> y) {
   auto it = layers_.find(layer);
   if (it == layers_.end()) return Status::error("layer " + std::to_string(layer) + " not loaded");
-  return kernels::moeLayerInProcess(*backend_, *it->second.gate, it->second.experts, x, T, config_.hiddenSize,
-                                    config_.topK, /*renormalize=*/true, y);
+  return kernels::moeLayerInProcess(*backend_, *it->second.gate, it->second.experts, x, T,
+                                    config_.hiddenSize, config_.topK, /*renormalize=*/true, y);
 }
 
 }  // namespace moe::client

@@ -43,51 +43,71 @@ struct Options {
 };
 
 int usage() {
-  std::cerr <<
-      "usage: moe-client (--config CLUSTER.yaml | --router HOST:PORT) [options]\n"
-      "  --tokens N        tokens to send in total (default 1000)\n"
-      "  --batch B         tokens per request (default 128)\n"
-      "  --input F.npy     send these tokens ([T, hidden] float32) instead of random ones\n"
-      "  --layer L         MoE layer to call (default: cycle through all)\n"
-      "  --concurrency C   requests in flight at once (default 1)\n"
-      "  --dtype f32|bf16  request dtype (default f32)\n"
-      "  --seed S          random token seed (default 7)\n"
-      "  --check           compare every reply with an in-process computation of the layer\n"
-      "  --model DIR       checkpoint for --check (default: model.path of --config)\n"
-      "  --tolerance X     largest allowed |cluster - in-process| (default 1e-4)\n"
-      "  --deadline-ms MS  per-request deadline (default 60000)\n"
-      "  --json            print the summary as JSON\n"
-      "  --quiet           no progress bar\n";
+  std::cerr
+      << "usage: moe-client (--config CLUSTER.yaml | --router HOST:PORT) [options]\n"
+         "  --tokens N        tokens to send in total (default 1000)\n"
+         "  --batch B         tokens per request (default 128)\n"
+         "  --input F.npy     send these tokens ([T, hidden] float32) instead of random ones\n"
+         "  --layer L         MoE layer to call (default: cycle through all)\n"
+         "  --concurrency C   requests in flight at once (default 1)\n"
+         "  --dtype f32|bf16  request dtype (default f32)\n"
+         "  --seed S          random token seed (default 7)\n"
+         "  --check           compare every reply with an in-process computation of the layer\n"
+         "  --model DIR       checkpoint for --check (default: model.path of --config)\n"
+         "  --tolerance X     largest allowed |cluster - in-process| (default 1e-4)\n"
+         "  --deadline-ms MS  per-request deadline (default 60000)\n"
+         "  --json            print the summary as JSON\n"
+         "  --quiet           no progress bar\n";
   return 2;
 }
 
 bool parse(int argc, char** argv, Options& o) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : throw std::invalid_argument(a + " needs a value"); };
-    if (a == "--config") o.config = next();
-    else if (a == "--router") o.router = next();
-    else if (a == "--model") o.model = next();
-    else if (a == "--input") o.input = next();
-    else if (a == "--tokens") o.tokens = std::stoull(next());
-    else if (a == "--batch") o.batch = static_cast<uint32_t>(std::stoul(next()));
-    else if (a == "--layer") o.layer = std::stoi(next());
-    else if (a == "--concurrency") o.concurrency = static_cast<uint32_t>(std::stoul(next()));
-    else if (a == "--seed") o.seed = std::stoull(next());
-    else if (a == "--tolerance") o.tolerance = std::stod(next());
-    else if (a == "--deadline-ms") o.deadlineMs = static_cast<uint32_t>(std::stoul(next()));
+    auto next = [&]() -> std::string {
+      return i + 1 < argc ? argv[++i] : throw std::invalid_argument(a + " needs a value");
+    };
+    if (a == "--config")
+      o.config = next();
+    else if (a == "--router")
+      o.router = next();
+    else if (a == "--model")
+      o.model = next();
+    else if (a == "--input")
+      o.input = next();
+    else if (a == "--tokens")
+      o.tokens = std::stoull(next());
+    else if (a == "--batch")
+      o.batch = static_cast<uint32_t>(std::stoul(next()));
+    else if (a == "--layer")
+      o.layer = std::stoi(next());
+    else if (a == "--concurrency")
+      o.concurrency = static_cast<uint32_t>(std::stoul(next()));
+    else if (a == "--seed")
+      o.seed = std::stoull(next());
+    else if (a == "--tolerance")
+      o.tolerance = std::stod(next());
+    else if (a == "--deadline-ms")
+      o.deadlineMs = static_cast<uint32_t>(std::stoul(next()));
     else if (a == "--dtype") {
       auto d = next();
-      if (d == "f32") o.dtype = moe::DType::kF32;
-      else if (d == "bf16") o.dtype = moe::DType::kBF16;
-      else throw std::invalid_argument("--dtype must be f32 or bf16");
-    }
-    else if (a == "--check") o.check = true;
-    else if (a == "--json") o.json = true;
-    else if (a == "--quiet") o.quiet = true;
-    else throw std::invalid_argument("unknown option " + a);
+      if (d == "f32")
+        o.dtype = moe::DType::kF32;
+      else if (d == "bf16")
+        o.dtype = moe::DType::kBF16;
+      else
+        throw std::invalid_argument("--dtype must be f32 or bf16");
+    } else if (a == "--check")
+      o.check = true;
+    else if (a == "--json")
+      o.json = true;
+    else if (a == "--quiet")
+      o.quiet = true;
+    else
+      throw std::invalid_argument("unknown option " + a);
   }
-  if (o.batch == 0 || o.concurrency == 0) throw std::invalid_argument("--batch and --concurrency must be >= 1");
+  if (o.batch == 0 || o.concurrency == 0)
+    throw std::invalid_argument("--batch and --concurrency must be >= 1");
   return !(o.config.empty() && o.router.empty());
 }
 
@@ -102,8 +122,9 @@ void progress(uint64_t done, uint64_t total, double seconds) {
   const int width = 30;
   int filled = total ? static_cast<int>(width * done / total) : width;
   std::fprintf(stderr, "\r[%.*s%*s] %llu/%llu tokens  %.0f tokens/s ", filled,
-               "##############################", width - filled, "", static_cast<unsigned long long>(done),
-               static_cast<unsigned long long>(total), seconds > 0 ? static_cast<double>(done) / seconds : 0.0);
+               "##############################", width - filled, "",
+               static_cast<unsigned long long>(done), static_cast<unsigned long long>(total),
+               seconds > 0 ? static_cast<double>(done) / seconds : 0.0);
   if (done == total) std::fprintf(stderr, "\n");
   std::fflush(stderr);
 }
@@ -171,7 +192,8 @@ int main(int argc, char** argv) {
       return 2;
     }
     if (npy.value().cols != H) {
-      std::cerr << "moe-client: " << o.input << ": hidden size " << npy.value().cols << ", the model has " << H << "\n";
+      std::cerr << "moe-client: " << o.input << ": hidden size " << npy.value().cols
+                << ", the model has " << H << "\n";
       return 2;
     }
     o.tokens = npy.value().rows;
@@ -242,16 +264,22 @@ int main(int argc, char** argv) {
       }
     }
     const auto sent = Clock::now();
-    auto call = moe::withDeadline(timer, o.deadlineMs,
-                                  kj::Promise<capnp::Response<moe::proto::Router::ForwardResults>>(req.send()),
-                                  "request timed out after " + std::to_string(o.deadlineMs) + " ms");
+    auto call = moe::withDeadline(
+        timer, o.deadlineMs,
+        kj::Promise<capnp::Response<moe::proto::Router::ForwardResults>>(req.send()),
+        "request timed out after " + std::to_string(o.deadlineMs) + " ms");
     return call.then(
-        [&, r, idx, sent](capnp::Response<moe::proto::Router::ForwardResults>&& reply) -> kj::Promise<void> {
-          latencyMs.push_back(std::chrono::duration<double, std::milli>(Clock::now() - sent).count());
+        [&, r, idx,
+         sent](capnp::Response<moe::proto::Router::ForwardResults>&& reply) -> kj::Promise<void> {
+          latencyMs.push_back(
+              std::chrono::duration<double, std::milli>(Clock::now() - sent).count());
           auto out = moe::decodeTensor(reply.getOutput(), "output");
-          if (!out || out.value().shape.size() != 2 || out.value().shape[0] != r.count || out.value().shape[1] != H) {
+          if (!out || out.value().shape.size() != 2 || out.value().shape[0] != r.count ||
+              out.value().shape[1] != H) {
             ++errors;
-            if (firstError.empty()) firstError = out ? "reply has shape " + moe::shapeString(out.value().shape) : out.error();
+            if (firstError.empty())
+              firstError =
+                  out ? "reply has shape " + moe::shapeString(out.value().shape) : out.error();
           } else if (local) {
             // Kept for checking after the timed loop, so the check does not slow the traffic.
             moe::F32Rows got(out.value());
@@ -277,7 +305,8 @@ int main(int argc, char** argv) {
     const Request& r = requests[i];
     if (replies[i].empty()) continue;  // that request failed; already counted
     std::vector<float> want(size_t{r.count} * H);
-    auto s = local->forward(r.layer, std::span<const float>(tokens.data() + r.first * H, want.size()), r.count, want);
+    auto s = local->forward(
+        r.layer, std::span<const float>(tokens.data() + r.first * H, want.size()), r.count, want);
     if (!s) {
       ++errors;
       if (firstError.empty()) firstError = "in-process computation: " + s.message();
@@ -295,28 +324,36 @@ int main(int argc, char** argv) {
   std::string layerList;
   for (auto l : layers) layerList += (layerList.empty() ? "" : ",") + std::to_string(l);
   if (o.json) {
-    std::printf("{\"router\": \"%s\", \"tokens\": %llu, \"requests\": %zu, \"batch\": %u, \"concurrency\": %u, "
-                "\"errors\": %llu, \"seconds\": %.6f, \"tokens_per_s\": %.3f, \"latency_ms\": {\"p50\": %.3f, "
-                "\"p99\": %.3f}",
-                o.router.c_str(), static_cast<unsigned long long>(o.tokens), requests.size(), o.batch, o.concurrency,
-                static_cast<unsigned long long>(errors), seconds, tps, p50, p99);
-    if (o.check) std::printf(", \"max_abs_err\": %.3e, \"tolerance\": %.3e, \"parity\": %s", maxAbsErr, o.tolerance, parityOk ? "true" : "false");
+    std::printf(
+        "{\"router\": \"%s\", \"tokens\": %llu, \"requests\": %zu, \"batch\": %u, \"concurrency\": "
+        "%u, "
+        "\"errors\": %llu, \"seconds\": %.6f, \"tokens_per_s\": %.3f, \"latency_ms\": {\"p50\": "
+        "%.3f, "
+        "\"p99\": %.3f}",
+        o.router.c_str(), static_cast<unsigned long long>(o.tokens), requests.size(), o.batch,
+        o.concurrency, static_cast<unsigned long long>(errors), seconds, tps, p50, p99);
+    if (o.check)
+      std::printf(", \"max_abs_err\": %.3e, \"tolerance\": %.3e, \"parity\": %s", maxAbsErr,
+                  o.tolerance, parityOk ? "true" : "false");
     if (!firstError.empty()) {
       std::string esc;
-      for (char ch : firstError) esc += (ch == '"' || ch == '\\') ? std::string("\\") + ch : (ch == '\n' ? std::string("\\n") : std::string(1, ch));
+      for (char ch : firstError)
+        esc += (ch == '"' || ch == '\\') ? std::string("\\") + ch
+                                         : (ch == '\n' ? std::string("\\n") : std::string(1, ch));
       std::printf(", \"first_error\": \"%s\"", esc.c_str());
     }
     std::printf("}\n");
   } else {
-    std::printf("sent %llu tokens in %zu requests (batch %u, concurrency %u, layers %s) to %s in %.3f s\n",
-                static_cast<unsigned long long>(o.tokens), requests.size(), o.batch, o.concurrency, layerList.c_str(),
-                o.router.c_str(), seconds);
-    std::printf("throughput: %.1f tokens/s   latency: p50 %.2f ms  p99 %.2f ms   errors: %llu\n", tps, p50, p99,
-                static_cast<unsigned long long>(errors));
+    std::printf(
+        "sent %llu tokens in %zu requests (batch %u, concurrency %u, layers %s) to %s in %.3f s\n",
+        static_cast<unsigned long long>(o.tokens), requests.size(), o.batch, o.concurrency,
+        layerList.c_str(), o.router.c_str(), seconds);
+    std::printf("throughput: %.1f tokens/s   latency: p50 %.2f ms  p99 %.2f ms   errors: %llu\n",
+                tps, p50, p99, static_cast<unsigned long long>(errors));
     if (!firstError.empty()) std::printf("first error: %s\n", firstError.c_str());
     if (o.check) {
-      std::printf("parity vs in-process: max_abs_err=%.3e (tolerance %.1e) %s\n", maxAbsErr, o.tolerance,
-                  parityOk ? "OK" : "MISMATCH");
+      std::printf("parity vs in-process: max_abs_err=%.3e (tolerance %.1e) %s\n", maxAbsErr,
+                  o.tolerance, parityOk ? "OK" : "MISMATCH");
     }
   }
   return errors == 0 && parityOk ? 0 : 1;

@@ -12,11 +12,13 @@ Result<NpyMatrix> readNpyF32(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return makeError(path + ": cannot open");
   std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (all.size() < 10 || all.compare(0, 6, "\x93NUMPY") != 0) return makeError(path + ": not a .npy file");
+  if (all.size() < 10 || all.compare(0, 6, "\x93NUMPY") != 0)
+    return makeError(path + ": not a .npy file");
   const int major = static_cast<unsigned char>(all[6]);
   size_t headerLen = 0, pos = 0;
   if (major == 1) {
-    headerLen = static_cast<unsigned char>(all[8]) | static_cast<size_t>(static_cast<unsigned char>(all[9])) << 8;
+    headerLen = static_cast<unsigned char>(all[8]) |
+                static_cast<size_t>(static_cast<unsigned char>(all[9])) << 8;
     pos = 10;
   } else if (major == 2 || major == 3) {
     if (all.size() < 12) return makeError(path + ": truncated header");
@@ -33,10 +35,13 @@ Result<NpyMatrix> readNpyF32(const std::string& path) {
   if (!std::regex_search(header, m, std::regex("'descr'\\s*:\\s*'([^']*)'")) || m[1] != "<f4") {
     return makeError(path + ": dtype must be float32 ('<f4'), header says " + header);
   }
-  if (!std::regex_search(header, m, std::regex("'fortran_order'\\s*:\\s*(True|False)")) || m[1] != "False") {
-    return makeError(path + ": Fortran-ordered arrays are not supported; save with np.ascontiguousarray");
+  if (!std::regex_search(header, m, std::regex("'fortran_order'\\s*:\\s*(True|False)")) ||
+      m[1] != "False") {
+    return makeError(path +
+                     ": Fortran-ordered arrays are not supported; save with np.ascontiguousarray");
   }
-  if (!std::regex_search(header, m, std::regex("'shape'\\s*:\\s*\\(\\s*(\\d+)\\s*,\\s*(\\d+)\\s*,?\\s*\\)"))) {
+  if (!std::regex_search(header, m,
+                         std::regex("'shape'\\s*:\\s*\\(\\s*(\\d+)\\s*,\\s*(\\d+)\\s*,?\\s*\\)"))) {
     return makeError(path + ": expected a 2-D array [tokens, hidden], header says " + header);
   }
   NpyMatrix out;
@@ -45,8 +50,8 @@ Result<NpyMatrix> readNpyF32(const std::string& path) {
   const size_t dataStart = pos + headerLen;
   const uint64_t need = out.rows * out.cols * 4;
   if (all.size() - dataStart != need) {
-    return makeError(path + ": data has " + std::to_string(all.size() - dataStart) + " bytes, shape needs " +
-                     std::to_string(need));
+    return makeError(path + ": data has " + std::to_string(all.size() - dataStart) +
+                     " bytes, shape needs " + std::to_string(need));
   }
   out.values.resize(out.rows * out.cols);
   std::memcpy(out.values.data(), all.data() + dataStart, need);

@@ -22,15 +22,6 @@ namespace fs = std::filesystem;
 
 constexpr const char* kSupportedModelTypes = "mixtral";
 
-std::string shapeString(const std::vector<uint64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (i) s += ",";
-    s += std::to_string(shape[i]);
-  }
-  return s + "]";
-}
-
 // Reads and parses a JSON file; errors are prefixed with `path`.
 Result<json> readJsonFile(const std::string& path) {
   std::error_code ec;
@@ -189,9 +180,9 @@ Result<std::vector<float>> Checkpoint::loadF32(const std::string& name,
   const TensorInfo* info = file.find(name);
   if (!info) return makeError("tensor " + name + " missing from " + file.path());  // not reached
   if (info->shape != expectedShape) {
-    return makeError("tensor " + name + ": shape " + shapeString(expectedShape) +
+    return makeError("tensor " + name + ": shape " + formatShape(expectedShape) +
                      " expected from config.json, file " + file.path() + " has " +
-                     shapeString(info->shape));
+                     formatShape(info->shape));
   }
   std::vector<float> out(info->numel());
   convertToF32(info->dtype, file.bytes(*info), out);

@@ -16,12 +16,12 @@ namespace moe {
 
 // The model facts the cluster needs, read from config.json (Mixtral field names).
 struct ModelConfig {
-  std::string modelType;        // "mixtral"
-  uint32_t hiddenSize = 0;      // hidden_size
-  uint32_t intermediateSize = 0;  // intermediate_size
-  uint32_t numExperts = 0;      // num_local_experts
-  uint32_t topK = 0;            // num_experts_per_tok
-  uint32_t numLayers = 0;       // num_hidden_layers
+  std::string modelType;            // "mixtral"
+  uint32_t hiddenSize = 0;          // hidden_size
+  uint32_t intermediateSize = 0;    // intermediate_size
+  uint32_t numExperts = 0;          // num_local_experts
+  uint32_t topK = 0;                // num_experts_per_tok
+  uint32_t numLayers = 0;           // num_hidden_layers
   std::vector<uint32_t> moeLayers;  // layers with a sparse MoE block (all, for Mixtral)
 };
 

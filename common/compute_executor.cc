@@ -18,7 +18,9 @@ ComputeExecutor::ComputeExecutor(std::string name) {
   // Wait for the worker to publish its executor.
   shared_.when([](const Shared& s) { return s.executor != nullptr; },
                [this](Shared& s) {
-                 KJ_IF_MAYBE(e, s.executor) { executor_ = (*e)->addRef(); }
+                 KJ_IF_MAYBE (e, s.executor) {
+                   executor_ = (*e)->addRef();
+                 }
                });
 }
 

@@ -38,7 +38,8 @@ class Parser {
     if (!map.IsMap()) fail(map, where, "expected a mapping");
     for (const auto& kv : map) {
       auto key = kv.first.as<std::string>();
-      bool known = std::any_of(allowed.begin(), allowed.end(), [&](const char* a) { return key == a; });
+      bool known =
+          std::any_of(allowed.begin(), allowed.end(), [&](const char* a) { return key == a; });
       if (!known) {
         std::string list;
         for (const char* a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
@@ -63,9 +64,12 @@ class Parser {
     auto s = node.Scalar();
     uint64_t v = 0;
     auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (ec != std::errc() || p != s.data() + s.size()) fail(node, key, "'" + s + "' is not a non-negative integer");
+    if (ec != std::errc() || p != s.data() + s.size())
+      fail(node, key, "'" + s + "' is not a non-negative integer");
     if (v < min || v > max) {
-      fail(node, key, std::to_string(v) + " out of range [" + std::to_string(min) + ", " + std::to_string(max) + "]");
+      fail(node, key,
+           std::to_string(v) + " out of range [" + std::to_string(min) + ", " +
+               std::to_string(max) + "]");
     }
     return v;
   }
@@ -96,7 +100,8 @@ class Parser {
       }
       d.index = idx;
     } else {
-      fail(node, key, "'" + s + "' is not a device (expected auto, cpu, reference, cuda:N or auto:N)");
+      fail(node, key,
+           "'" + s + "' is not a device (expected auto, cpu, reference, cuda:N or auto:N)");
     }
     return d;
   }
@@ -155,13 +160,15 @@ ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir)
     if (r["listen"]) c.router.listen = p.hostPort(r["listen"], "router.listen");
     if (r["device"]) c.router.device = p.device(r["device"], "router.device");
     if (r["max_tokens"]) {
-      c.router.maxTokens = static_cast<uint32_t>(p.uint(r["max_tokens"], "router.max_tokens", 1, 1u << 20));
+      c.router.maxTokens =
+          static_cast<uint32_t>(p.uint(r["max_tokens"], "router.max_tokens", 1, 1u << 20));
     }
   }
 
   const auto shards = root["shards"];
   if (!shards) p.fail(root, "shards", "missing (at least one shard is needed)");
-  if (!shards.IsSequence() || shards.size() == 0) p.fail(shards, "shards", "expected a non-empty list");
+  if (!shards.IsSequence() || shards.size() == 0)
+    p.fail(shards, "shards", "expected a non-empty list");
   std::set<std::string> names, addresses;
   for (size_t i = 0; i < shards.size(); ++i) {
     const auto s = shards[i];
@@ -172,10 +179,12 @@ ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir)
       if (!s[required]) p.fail(s, Parser::join(where, required), "missing");
     }
     sc.name = p.str(s["name"], where + ".name");
-    if (!names.insert(sc.name).second) p.fail(s["name"], where + ".name", "shard name '" + sc.name + "' used twice");
+    if (!names.insert(sc.name).second)
+      p.fail(s["name"], where + ".name", "shard name '" + sc.name + "' used twice");
     sc.listen = p.hostPort(s["listen"], where + ".listen");
     if (sc.listen == c.router.listen || !addresses.insert(sc.listen).second) {
-      p.fail(s["listen"], where + ".listen", "address " + sc.listen + " is already used by another service");
+      p.fail(s["listen"], where + ".listen",
+             "address " + sc.listen + " is already used by another service");
     }
     if (s["device"]) sc.device = p.device(s["device"], where + ".device");
     sc.experts = p.idList(s["experts"], where + ".experts");
@@ -188,9 +197,15 @@ ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir)
   if (const auto t = root["timeouts"]) {
     p.checkKeys(t, "timeouts", {"request_ms", "shard_call_ms", "connect_ms"});
     constexpr uint64_t kHour = 3600000;
-    if (t["request_ms"]) c.timeouts.requestMs = static_cast<uint32_t>(p.uint(t["request_ms"], "timeouts.request_ms", 1, kHour));
-    if (t["shard_call_ms"]) c.timeouts.shardCallMs = static_cast<uint32_t>(p.uint(t["shard_call_ms"], "timeouts.shard_call_ms", 1, kHour));
-    if (t["connect_ms"]) c.timeouts.connectMs = static_cast<uint32_t>(p.uint(t["connect_ms"], "timeouts.connect_ms", 1, kHour));
+    if (t["request_ms"])
+      c.timeouts.requestMs =
+          static_cast<uint32_t>(p.uint(t["request_ms"], "timeouts.request_ms", 1, kHour));
+    if (t["shard_call_ms"])
+      c.timeouts.shardCallMs =
+          static_cast<uint32_t>(p.uint(t["shard_call_ms"], "timeouts.shard_call_ms", 1, kHour));
+    if (t["connect_ms"])
+      c.timeouts.connectMs =
+          static_cast<uint32_t>(p.uint(t["connect_ms"], "timeouts.connect_ms", 1, kHour));
   }
   return c;
 }
@@ -199,10 +214,14 @@ ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir)
 
 std::string ComputeDevice::str() const {
   switch (kind) {
-    case Kind::kAuto: return index == 0 ? "auto" : "auto:" + std::to_string(index);
-    case Kind::kCpu: return "cpu";
-    case Kind::kReference: return "reference";
-    case Kind::kCuda: return "cuda:" + std::to_string(index);
+    case Kind::kAuto:
+      return index == 0 ? "auto" : "auto:" + std::to_string(index);
+    case Kind::kCpu:
+      return "cpu";
+    case Kind::kReference:
+      return "reference";
+    case Kind::kCuda:
+      return "cuda:" + std::to_string(index);
   }
   return "?";
 }
@@ -227,7 +246,8 @@ Result<std::pair<std::string, uint16_t>> parseHostPort(std::string_view text) {
   unsigned port = 0;
   auto [p, ec] = std::from_chars(portText.data(), portText.data() + portText.size(), port);
   if (ec != std::errc() || p != portText.data() + portText.size() || port == 0 || port > 65535) {
-    return makeError("port '" + std::string(portText) + "' in '" + std::string(text) + "' is not in 1..65535");
+    return makeError("port '" + std::string(portText) + "' in '" + std::string(text) +
+                     "' is not in 1..65535");
   }
   return std::make_pair(std::string(text.substr(0, colon)), static_cast<uint16_t>(port));
 }
@@ -243,7 +263,8 @@ Result<ClusterConfig> parseClusterConfig(std::string_view yaml, std::string_view
   } catch (const ConfigError& e) {
     return makeError(e.message);
   } catch (const YAML::Exception& e) {
-    return makeError(std::string(sourceName) + ":" + std::to_string(e.mark.line + 1) + ": invalid YAML: " + e.msg);
+    return makeError(std::string(sourceName) + ":" + std::to_string(e.mark.line + 1) +
+                     ": invalid YAML: " + e.msg);
   }
 }
 
@@ -276,9 +297,11 @@ Status validatePlacement(const ClusterConfig& config, const ModelConfig& model) 
   }
   for (auto layer : model.moeLayers) {
     for (uint32_t e = 0; e < model.numExperts; ++e) {
-      bool served = std::any_of(config.shards.begin(), config.shards.end(), [&](const ShardConfig& s) {
-        return s.servesLayer(layer) && std::find(s.experts.begin(), s.experts.end(), e) != s.experts.end();
-      });
+      bool served =
+          std::any_of(config.shards.begin(), config.shards.end(), [&](const ShardConfig& s) {
+            return s.servesLayer(layer) &&
+                   std::find(s.experts.begin(), s.experts.end(), e) != s.experts.end();
+          });
       if (!served) {
         return Status::error(src + ": no shard serves expert " + std::to_string(e) + " of layer " +
                              std::to_string(layer));

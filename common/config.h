@@ -25,10 +25,10 @@ struct ComputeDevice {
 };
 
 struct ShardConfig {
-  std::string name;              // unique, e.g. "shard-0"
-  std::string listen;            // "host:port"
+  std::string name;    // unique, e.g. "shard-0"
+  std::string listen;  // "host:port"
   ComputeDevice device;
-  std::vector<uint32_t> experts;  // expert ids served, on every layer in `layers`
+  std::vector<uint32_t> experts;                // expert ids served, on every layer in `layers`
   std::optional<std::vector<uint32_t>> layers;  // MoE layers served; unset: all of them
   bool servesLayer(uint32_t layer) const;
 };
@@ -40,9 +40,9 @@ struct RouterConfig {
 };
 
 struct TimeoutConfig {
-  uint32_t requestMs = 60000;  // a whole Router.forward
+  uint32_t requestMs = 60000;    // a whole Router.forward
   uint32_t shardCallMs = 30000;  // one ExpertShard.run
-  uint32_t connectMs = 2000;   // opening a connection to a shard
+  uint32_t connectMs = 2000;     // opening a connection to a shard
 };
 
 struct ClusterConfig {

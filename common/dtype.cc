@@ -7,13 +7,18 @@
 
 namespace moe {
 
-size_t dtypeSize(DType t) { return t == DType::kF32 ? 4 : 2; }
+size_t dtypeSize(DType t) {
+  return t == DType::kF32 ? 4 : 2;
+}
 
 std::string_view dtypeName(DType t) {
   switch (t) {
-    case DType::kF32: return "f32";
-    case DType::kBF16: return "bf16";
-    case DType::kF16: return "f16";
+    case DType::kF32:
+      return "f32";
+    case DType::kBF16:
+      return "bf16";
+    case DType::kF16:
+      return "f16";
   }
   return "?";
 }
@@ -25,7 +30,9 @@ std::optional<DType> parseSafetensorsDType(std::string_view s) {
   return std::nullopt;
 }
 
-float bf16ToFloat(uint16_t v) { return std::bit_cast<float>(static_cast<uint32_t>(v) << 16); }
+float bf16ToFloat(uint16_t v) {
+  return std::bit_cast<float>(static_cast<uint32_t>(v) << 16);
+}
 
 uint16_t floatToBf16(float f) {
   uint32_t u = std::bit_cast<uint32_t>(f);

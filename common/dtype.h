@@ -13,13 +13,13 @@ namespace moe {
 enum class DType : uint8_t { kF32, kBF16, kF16 };
 
 size_t dtypeSize(DType t);
-std::string_view dtypeName(DType t);            // "f32", "bf16", "f16"
+std::string_view dtypeName(DType t);                             // "f32", "bf16", "f16"
 std::optional<DType> parseSafetensorsDType(std::string_view s);  // "F32", "BF16", "F16"
 
 float bf16ToFloat(uint16_t v);
 uint16_t floatToBf16(float f);  // round-to-nearest-even; NaN stays NaN
 float f16ToFloat(uint16_t v);
-uint16_t floatToF16(float f);   // round-to-nearest-even
+uint16_t floatToF16(float f);  // round-to-nearest-even
 
 // Widens `bytes` (little-endian elements of type `t`, count = out.size()) into fp32.
 // The caller guarantees bytes.size() == out.size() * dtypeSize(t); bytes need no alignment.

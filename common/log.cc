@@ -19,10 +19,14 @@ LogState& state() {
 }
 const char* levelName(LogLevel l) {
   switch (l) {
-    case LogLevel::kDebug: return "DEBUG";
-    case LogLevel::kInfo: return "INFO";
-    case LogLevel::kWarn: return "WARN";
-    case LogLevel::kError: return "ERROR";
+    case LogLevel::kDebug:
+      return "DEBUG";
+    case LogLevel::kInfo:
+      return "INFO";
+    case LogLevel::kWarn:
+      return "WARN";
+    case LogLevel::kError:
+      return "ERROR";
   }
   return "?";
 }
@@ -44,13 +48,15 @@ void logLine(LogLevel level, std::string_view message) {
   if (level < s.level) return;
   auto now = std::chrono::system_clock::now();
   std::time_t t = std::chrono::system_clock::to_time_t(now);
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
   std::tm tm{};
   gmtime_r(&t, &tm);
   char stamp[32];
   std::strftime(stamp, sizeof(stamp), "%H:%M:%S", &tm);
-  std::fprintf(stderr, "%s.%03lld %s %s: %.*s\n", stamp, static_cast<long long>(ms), levelName(level),
-               s.component.c_str(), static_cast<int>(message.size()), message.data());
+  std::fprintf(stderr, "%s.%03lld %s %s: %.*s\n", stamp, static_cast<long long>(ms),
+               levelName(level), s.component.c_str(), static_cast<int>(message.size()),
+               message.data());
   std::fflush(stderr);
 }
 

@@ -44,6 +44,8 @@ class Result {
   std::variant<T, Error> v_;
 };
 
-inline Error makeError(std::string message) { return Error{std::move(message)}; }
+inline Error makeError(std::string message) {
+  return Error{std::move(message)};
+}
 
 }  // namespace moe

@@ -65,15 +65,6 @@ std::string safetensorsDTypeName(DType t) {
   return "?";
 }
 
-std::string shapeString(const std::vector<uint64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (i) s += ",";
-    s += std::to_string(shape[i]);
-  }
-  return s + "]";
-}
-
 // numel * elementSize without wrapping; nullopt on overflow.
 std::optional<uint64_t> checkedByteCount(const std::vector<uint64_t>& shape, size_t elementSize) {
   uint64_t n = elementSize;
@@ -124,10 +115,10 @@ std::string parseTensorEntry(const std::string& name, const json& entry, uint64_
            std::to_string(dataSize) + " bytes; file truncated?)";
   }
   auto expected = checkedByteCount(shape, dtypeSize(*parsed));
-  if (!expected) return where + "shape " + shapeString(shape) + " overflows a 64-bit byte count";
+  if (!expected) return where + "shape " + formatShape(shape) + " overflows a 64-bit byte count";
   if (end - begin != *expected) {
     return where + "data_offsets span " + std::to_string(end - begin) + " bytes but shape " +
-           shapeString(shape) + " x " + safetensorsDTypeName(*parsed) + " needs " +
+           formatShape(shape) + " x " + safetensorsDTypeName(*parsed) + " needs " +
            std::to_string(*expected);
   }
 
@@ -140,6 +131,16 @@ std::string parseTensorEntry(const std::string& name, const json& entry, uint64_
 }
 
 }  // namespace
+
+std::string formatShape(const std::vector<uint64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) s += ",";
+    s += std::to_string(shape[i]);
+  }
+  return s + "]";
+}
+
 
 uint64_t TensorInfo::numel() const {
   uint64_t n = 1;
@@ -277,7 +278,7 @@ Status SafetensorsWriter::write(const std::string& path) const {
     auto expected = checkedByteCount(e.shape, dtypeSize(e.dtype));
     if (!expected || *expected != e.data.size()) {
       return Status::error(path + ": tensor " + e.name + " has " + std::to_string(e.data.size()) +
-                           " bytes, shape " + shapeString(e.shape) + " x " +
+                           " bytes, shape " + formatShape(e.shape) + " x " +
                            safetensorsDTypeName(e.dtype) + " needs " +
                            (expected ? std::to_string(*expected) : "more than 2^64"));
     }

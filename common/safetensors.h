@@ -25,6 +25,9 @@ struct TensorInfo {
   uint64_t numel() const;
 };
 
+// "[4,1024]": how tensor shapes appear in checkpoint error messages.
+std::string formatShape(const std::vector<uint64_t>& shape);
+
 class SafetensorsFile {
  public:
   // Fails with a message naming the file and the problem: missing file, header length beyond the

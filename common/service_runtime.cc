@@ -56,16 +56,18 @@ int serveUntilSignal(kj::AsyncIoContext& io, capnp::Capability::Client bootstrap
     return 1;
   }
   RpcListener listener(kj::mv(receiver), kj::mv(bootstrap));
-  auto serving = listener.run().then([]() { return 0; }, [](kj::Exception&& e) {
-    logError("listener failed: ", e.getDescription().cStr());
-    return 1;
-  });
+  auto serving = listener.run().then([]() { return 0; },
+                                     [](kj::Exception&& e) {
+                                       logError("listener failed: ", e.getDescription().cStr());
+                                       return 1;
+                                     });
   logInfo(what, " ready on ", listen);
   int sig = 0;
-  auto code = signal.then([&sig](int s) {
-                      sig = s;
-                      return 0;
-                    })
+  auto code = signal
+                  .then([&sig](int s) {
+                    sig = s;
+                    return 0;
+                  })
                   .exclusiveJoin(kj::mv(serving))
                   .wait(io.waitScope);
   if (sig != 0) logInfo("received signal ", sig, "; shutting down");
@@ -80,7 +82,8 @@ void fillModelInfo(proto::ServiceInfo::Builder info, const ModelConfig& model) {
   info.setNumExperts(model.numExperts);
   info.setTopK(model.topK);
   auto layers = info.initMoeLayers(static_cast<unsigned>(model.moeLayers.size()));
-  for (size_t i = 0; i < model.moeLayers.size(); ++i) layers.set(static_cast<unsigned>(i), model.moeLayers[i]);
+  for (size_t i = 0; i < model.moeLayers.size(); ++i)
+    layers.set(static_cast<unsigned>(i), model.moeLayers[i]);
 }
 
 }  // namespace moe

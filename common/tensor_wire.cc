@@ -20,9 +20,12 @@ std::string shapeString(std::span<const uint32_t> shape) {
 
 proto::DType toProto(DType t) {
   switch (t) {
-    case DType::kF32: return proto::DType::F32;
-    case DType::kBF16: return proto::DType::BF16;
-    case DType::kF16: return proto::DType::F16;
+    case DType::kF32:
+      return proto::DType::F32;
+    case DType::kBF16:
+      return proto::DType::BF16;
+    case DType::kF16:
+      return proto::DType::F16;
   }
   return proto::DType::F32;
 }
@@ -31,9 +34,15 @@ Result<TensorView> decodeTensor(proto::Tensor::Reader tensor, std::string_view w
   TensorView v{};
   const std::string name(what);
   switch (tensor.getDtype()) {
-    case proto::DType::F32: v.dtype = DType::kF32; break;
-    case proto::DType::BF16: v.dtype = DType::kBF16; break;
-    case proto::DType::F16: v.dtype = DType::kF16; break;
+    case proto::DType::F32:
+      v.dtype = DType::kF32;
+      break;
+    case proto::DType::BF16:
+      v.dtype = DType::kBF16;
+      break;
+    case proto::DType::F16:
+      v.dtype = DType::kF16;
+      break;
     default:
       return makeError(name + ": unknown dtype code " +
                        std::to_string(static_cast<uint16_t>(tensor.getDtype())) +
@@ -43,7 +52,8 @@ Result<TensorView> decodeTensor(proto::Tensor::Reader tensor, std::string_view w
   for (auto d : tensor.getShape()) {
     v.shape.push_back(d);
     numel *= d;  // each d < 2^32 and at most a few dims: checked against data size below
-    if (numel > (uint64_t{1} << 40)) return makeError(name + ": shape " + shapeString(v.shape) + " is absurdly large");
+    if (numel > (uint64_t{1} << 40))
+      return makeError(name + ": shape " + shapeString(v.shape) + " is absurdly large");
   }
   auto data = tensor.getData();
   uint64_t need = numel * dtypeSize(v.dtype);
@@ -52,15 +62,16 @@ Result<TensorView> decodeTensor(proto::Tensor::Reader tensor, std::string_view w
                      shapeString(v.shape) + " × " + std::string(dtypeName(v.dtype)) + " needs " +
                      std::to_string(need) + (data.size() < need ? " (truncated)" : ""));
   }
-  v.data = std::span<const std::byte>(reinterpret_cast<const std::byte*>(data.begin()), data.size());
+  v.data =
+      std::span<const std::byte>(reinterpret_cast<const std::byte*>(data.begin()), data.size());
   return v;
 }
 
 Status expect2d(const TensorView& t, uint32_t cols, std::string_view what) {
   const std::string name(what);
   if (t.shape.size() != 2) {
-    return Status::error(name + ": expected a 2-D tensor [tokens, " + std::to_string(cols) + "], got shape " +
-                         shapeString(t.shape));
+    return Status::error(name + ": expected a 2-D tensor [tokens, " + std::to_string(cols) +
+                         "], got shape " + shapeString(t.shape));
   }
   if (t.shape[1] != cols) {
     return Status::error(name + ": hidden size " + std::to_string(cols) + " expected, got " +

@@ -3,7 +3,8 @@
 
 namespace moe::expert {
 
-Result<std::unique_ptr<ExpertStore>> ExpertStore::load(kernels::Backend& backend, const Checkpoint& ckpt,
+Result<std::unique_ptr<ExpertStore>> ExpertStore::load(kernels::Backend& backend,
+                                                       const Checkpoint& ckpt,
                                                        const ShardConfig& shard) {
   const ModelConfig& m = ckpt.config();
   auto store = std::make_unique<ExpertStore>();
@@ -33,6 +34,8 @@ const kernels::ExpertFfnWeights* ExpertStore::find(uint32_t layer, uint32_t expe
   return it == weights_.end() ? nullptr : &it->second.view;
 }
 
-bool ExpertStore::servesLayer(uint32_t layer) const { return byLayer_.count(layer) != 0; }
+bool ExpertStore::servesLayer(uint32_t layer) const {
+  return byLayer_.count(layer) != 0;
+}
 
 }  // namespace moe::expert

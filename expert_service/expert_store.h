@@ -15,7 +15,8 @@ namespace moe::expert {
 
 class ExpertStore {
  public:
-  static Result<std::unique_ptr<ExpertStore>> load(kernels::Backend& backend, const Checkpoint& ckpt,
+  static Result<std::unique_ptr<ExpertStore>> load(kernels::Backend& backend,
+                                                   const Checkpoint& ckpt,
                                                    const ShardConfig& shard);
 
   // nullptr when this shard does not hold (layer, expert).

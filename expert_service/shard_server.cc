@@ -28,7 +28,8 @@ struct SegmentTable {
 
 }  // namespace
 
-Result<std::unique_ptr<ShardModel>> ShardModel::load(const ClusterConfig& cluster, const std::string& shardName) {
+Result<std::unique_ptr<ShardModel>> ShardModel::load(const ClusterConfig& cluster,
+                                                     const std::string& shardName) {
   const ShardConfig* shard = cluster.findShard(shardName);
   if (!shard) return makeError(cluster.sourcePath + ": no shard named '" + shardName + "'");
   auto ckpt = Checkpoint::open(cluster.modelPath);
@@ -39,7 +40,9 @@ Result<std::unique_ptr<ShardModel>> ShardModel::load(const ClusterConfig& cluste
   m->maxRows = cluster.router.maxTokens;
   if (auto s = validatePlacement(cluster, m->model); !s) return makeError(s.message());
   auto backend = kernels::createBackendFor(shard->device);
-  if (!backend) return makeError("shard " + shardName + " device " + shard->device.str() + ": " + backend.error());
+  if (!backend)
+    return makeError("shard " + shardName + " device " + shard->device.str() + ": " +
+                     backend.error());
   m->backend = std::move(backend).value();
   auto store = ExpertStore::load(*m->backend, *ckpt.value(), *shard);
   if (!store) return makeError(store.error());
@@ -64,7 +67,8 @@ kj::Promise<void> ShardServer::run(RunContext context) {
   const uint32_t R = view.value().shape[0];
   if (R == 0) badRequest("rows: zero rows; send at least one");
   if (R > model_->maxRows) {
-    badRequest("rows: " + std::to_string(R) + " rows exceeds the limit of " + std::to_string(model_->maxRows));
+    badRequest("rows: " + std::to_string(R) + " rows exceeds the limit of " +
+               std::to_string(model_->maxRows));
   }
   auto table = std::make_shared<SegmentTable>();
   std::vector<uint32_t> lastSeen(R, UINT32_MAX);  // segment that last named each row
@@ -73,20 +77,25 @@ kj::Promise<void> ShardServer::run(RunContext context) {
     auto seg = segments[s];
     const auto* w = model_->store->find(layer, seg.getExpert());
     if (!w) {
-      badRequest("segment " + std::to_string(s) + ": expert " + std::to_string(seg.getExpert()) + " of layer " +
-                 std::to_string(layer) + " is not on shard " + name);
+      badRequest("segment " + std::to_string(s) + ": expert " + std::to_string(seg.getExpert()) +
+                 " of layer " + std::to_string(layer) + " is not on shard " + name);
     }
     auto idx = seg.getRowIndex();
     auto wt = seg.getWeight();
     if (idx.size() != wt.size()) {
-      badRequest("segment " + std::to_string(s) + ": " + std::to_string(idx.size()) + " row indices but " +
-                 std::to_string(wt.size()) + " weights");
+      badRequest("segment " + std::to_string(s) + ": " + std::to_string(idx.size()) +
+                 " row indices but " + std::to_string(wt.size()) + " weights");
     }
     for (uint32_t j = 0; j < idx.size(); ++j) {
       const uint32_t r = idx[j];
-      if (r >= R) badRequest("segment " + std::to_string(s) + ": row index " + std::to_string(r) + " >= " + std::to_string(R) + " rows");
-      if (lastSeen[r] == s) badRequest("segment " + std::to_string(s) + ": row " + std::to_string(r) + " listed twice");
-      if (!std::isfinite(wt[j])) badRequest("segment " + std::to_string(s) + ": non-finite weight for row " + std::to_string(r));
+      if (r >= R)
+        badRequest("segment " + std::to_string(s) + ": row index " + std::to_string(r) +
+                   " >= " + std::to_string(R) + " rows");
+      if (lastSeen[r] == s)
+        badRequest("segment " + std::to_string(s) + ": row " + std::to_string(r) + " listed twice");
+      if (!std::isfinite(wt[j]))
+        badRequest("segment " + std::to_string(s) + ": non-finite weight for row " +
+                   std::to_string(r));
       lastSeen[r] = s;
       table->rows.push_back(r);
       table->weights.push_back(wt[j]);
@@ -99,19 +108,23 @@ kj::Promise<void> ShardServer::run(RunContext context) {
   const uint32_t shape[2] = {R, H};
   auto out = initF32(context.getResults().initOutput(), shape);
   kernels::Backend& backend = *model_->backend;
-  return executor_.run([&backend, table, x, out, R, H]() -> Status {
-    auto xs = x->values();
-    if (int64_t bad = firstNonFinite(xs); bad >= 0) {
-      return Status::error("rows: row " + std::to_string(bad / H) + " has a non-finite value at column " +
-                           std::to_string(bad % H));
-    }
-    return backend.expertFfn(table->view(), xs, R, H, out);
-  }).then([start, R, &name](Status s) {
-    if (!s) badRequest("shard " + name + ": " + s.message());
-    logDebug("ran ", R, " rows in ",
-             std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start).count(),
-             " us");
-  });
+  return executor_
+      .run([&backend, table, x, out, R, H]() -> Status {
+        auto xs = x->values();
+        if (int64_t bad = firstNonFinite(xs); bad >= 0) {
+          return Status::error("rows: row " + std::to_string(bad / H) +
+                               " has a non-finite value at column " + std::to_string(bad % H));
+        }
+        return backend.expertFfn(table->view(), xs, R, H, out);
+      })
+      .then([start, R, &name](Status s) {
+        if (!s) badRequest("shard " + name + ": " + s.message());
+        logDebug("ran ", R, " rows in ",
+                 std::chrono::duration_cast<std::chrono::microseconds>(
+                     std::chrono::steady_clock::now() - start)
+                     .count(),
+                 " us");
+      });
 }
 
 kj::Promise<void> ShardServer::info(InfoContext context) {

@@ -19,7 +19,8 @@ struct ShardModel {
   std::unique_ptr<kernels::Backend> backend;
   std::unique_ptr<ExpertStore> store;
 
-  static Result<std::unique_ptr<ShardModel>> load(const ClusterConfig& cluster, const std::string& shardName);
+  static Result<std::unique_ptr<ShardModel>> load(const ClusterConfig& cluster,
+                                                  const std::string& shardName);
 };
 
 class ShardServer final : public proto::ExpertShard::Server {

@@ -55,7 +55,8 @@ Result<DispatchPlan> planDispatch(const RoutingDecision& d, const Placement& pla
       const uint32_t e = d.ids[size_t{t} * d.k + j];
       auto holders = placement.shardsFor(layer, e);
       if (holders.empty()) {
-        return makeError("no shard serves expert " + std::to_string(e) + " of layer " + std::to_string(layer));
+        return makeError("no shard serves expert " + std::to_string(e) + " of layer " +
+                         std::to_string(layer));
       }
       const uint32_t s = holders.front();
       auto& rows = rowOf[s];

@@ -35,13 +35,14 @@ int main(int argc, char** argv) {
     moe::logError("start-up failed: ", model.error());
     return 2;
   }
-  moe::logInfo("model ", config.value().modelPath, ": ", model.value()->model.numExperts, " experts, top-",
-               model.value()->model.topK, ", hidden ", model.value()->model.hiddenSize, ", ",
-               model.value()->model.moeLayers.size(), " MoE layers; gating on ",
-               model.value()->backend->name(), "; ", config.value().shards.size(), " shards");
+  moe::logInfo("model ", config.value().modelPath, ": ", model.value()->model.numExperts,
+               " experts, top-", model.value()->model.topK, ", hidden ",
+               model.value()->model.hiddenSize, ", ", model.value()->model.moeLayers.size(),
+               " MoE layers; gating on ", model.value()->backend->name(), "; ",
+               config.value().shards.size(), " shards");
   auto io = kj::setupAsyncIo();
   auto listen = config.value().router.listen;
-  capnp::Capability::Client server =
-      kj::heap<moe::router::RouterServer>(std::move(model).value(), *io.provider, io.provider->getTimer());
+  capnp::Capability::Client server = kj::heap<moe::router::RouterServer>(
+      std::move(model).value(), *io.provider, io.provider->getTimer());
   return moe::serveUntilSignal(io, kj::mv(server), listen, "router");
 }

@@ -17,7 +17,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 uint64_t microsSince(Clock::time_point t) {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t).count());
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t).count());
 }
 
 std::string listIds(const std::vector<uint32_t>& ids) {
@@ -39,14 +40,17 @@ Result<std::unique_ptr<RouterModel>> RouterModel::load(const ClusterConfig& clus
   m->cluster = cluster;
   m->model = ckpt.value()->config();
   if (auto s = validatePlacement(cluster, m->model); !s) return makeError(s.message());
-  const uint64_t batchBytes = uint64_t{cluster.router.maxTokens} * m->model.hiddenSize * sizeof(float);
+  const uint64_t batchBytes =
+      uint64_t{cluster.router.maxTokens} * m->model.hiddenSize * sizeof(float);
   if (batchBytes > (uint64_t{1} << 29)) {
-    return makeError(cluster.sourcePath + ": router.max_tokens " + std::to_string(cluster.router.maxTokens) +
-                     " × hidden " + std::to_string(m->model.hiddenSize) +
+    return makeError(cluster.sourcePath + ": router.max_tokens " +
+                     std::to_string(cluster.router.maxTokens) + " × hidden " +
+                     std::to_string(m->model.hiddenSize) +
                      " × 4 bytes exceeds the 512 MiB per-message limit; lower router.max_tokens");
   }
   auto backend = kernels::createBackendFor(cluster.router.device);
-  if (!backend) return makeError("router.device " + cluster.router.device.str() + ": " + backend.error());
+  if (!backend)
+    return makeError("router.device " + cluster.router.device.str() + ": " + backend.error());
   m->backend = std::move(backend).value();
   for (uint32_t layer : m->model.moeLayers) {
     auto w = ckpt.value()->gateWeight(layer);
@@ -70,8 +74,9 @@ RouterServer::RouterServer(std::unique_ptr<RouterModel> model, kj::AsyncIoProvid
 
 kj::Promise<void> RouterServer::forward(ForwardContext context) {
   const uint32_t ms = model_->cluster.timeouts.requestMs;
-  return withDeadline(timer_, ms, forwardUnbounded(context),
-                      "forward did not complete within timeouts.request_ms = " + std::to_string(ms) + " ms");
+  return withDeadline(
+      timer_, ms, forwardUnbounded(context),
+      "forward did not complete within timeouts.request_ms = " + std::to_string(ms) + " ms");
 }
 
 kj::Promise<void> RouterServer::forwardUnbounded(ForwardContext context) {
@@ -82,15 +87,16 @@ kj::Promise<void> RouterServer::forwardUnbounded(ForwardContext context) {
   const uint32_t layer = params.getLayer();
   auto gate = model_->gates.find(layer);
   if (gate == model_->gates.end()) {
-    badRequest("layer " + std::to_string(layer) + " is not an MoE layer of this model (MoE layers: " +
-               listIds(m.moeLayers) + ")");
+    badRequest("layer " + std::to_string(layer) +
+               " is not an MoE layer of this model (MoE layers: " + listIds(m.moeLayers) + ")");
   }
   if (!params.hasHidden()) badRequest("hidden: missing");
   auto view = decodeTensor(params.getHidden(), "hidden");
   if (!view) badRequest(view.error());
   if (auto s = expect2d(view.value(), H, "hidden"); !s) badRequest(s.message());
   const uint32_t T = view.value().shape[0];
-  if (T == 0) badRequest("hidden: zero tokens (shape [0, " + std::to_string(H) + "]); send at least one");
+  if (T == 0)
+    badRequest("hidden: zero tokens (shape [0, " + std::to_string(H) + "]); send at least one");
   if (T > model_->cluster.router.maxTokens) {
     badRequest("hidden: " + std::to_string(T) + " tokens exceeds router.max_tokens = " +
                std::to_string(model_->cluster.router.maxTokens) + "; split the batch");
@@ -99,13 +105,15 @@ kj::Promise<void> RouterServer::forwardUnbounded(ForwardContext context) {
   // request alive until this call completes.
   auto x = std::make_shared<F32Rows>(view.value());
   const uint32_t k = m.topK;
-  auto gating = executor_.run([this, x, T, H, layer, k, gateMatrix = gate->second.get()]() -> Result<DispatchPlan> {
+  auto gating = executor_.run([this, x, T, H, layer, k,
+                               gateMatrix = gate->second.get()]() -> Result<DispatchPlan> {
     auto xs = x->values();
     if (int64_t bad = firstNonFinite(xs); bad >= 0) {
       return makeError("hidden: token " + std::to_string(bad / H) + " has a non-finite value (" +
                        std::to_string(xs[bad]) + ") at column " + std::to_string(bad % H));
     }
-    auto decision = softmaxTopkRouting(*model_->backend, *gateMatrix, xs, T, k, /*renormalize=*/true);
+    auto decision =
+        softmaxTopkRouting(*model_->backend, *gateMatrix, xs, T, k, /*renormalize=*/true);
     if (!decision) return makeError(decision.error());
     return planDispatch(decision.value(), placement_, layer);
   });
@@ -116,7 +124,8 @@ kj::Promise<void> RouterServer::forwardUnbounded(ForwardContext context) {
     auto plan = std::make_shared<const DispatchPlan>(std::move(planned).value());
     kj::Vector<kj::Promise<ShardClient::RunResponse>> calls;
     for (size_t i = 0; i < plan->work.size(); ++i) {
-      calls.add(shards_[plan->work[i].shard]->run([plan, i, x, H, layer](ShardClient::RunParams::Builder req) {
+      calls.add(shards_[plan->work[i].shard]->run([plan, i, x, H,
+                                                   layer](ShardClient::RunParams::Builder req) {
         const ShardWork& w = plan->work[i];
         req.setLayer(layer);
         const uint32_t shape[2] = {static_cast<uint32_t>(w.tokens.size()), H};
@@ -141,8 +150,8 @@ kj::Promise<void> RouterServer::forwardUnbounded(ForwardContext context) {
     }
     const auto fanOut = Clock::now();
     return kj::joinPromises(calls.releaseAsArray())
-        .then([this, context, plan, T, H, start, fanOut, gateMicros](
-                  kj::Array<ShardClient::RunResponse> replies) mutable {
+        .then([this, context, plan, T, H, start, fanOut,
+               gateMicros](kj::Array<ShardClient::RunResponse> replies) mutable {
           auto results = context.getResults();
           const uint32_t shape[2] = {T, H};
           auto out = initF32(results.initOutput(), shape);
@@ -152,11 +161,12 @@ kj::Promise<void> RouterServer::forwardUnbounded(ForwardContext context) {
             const auto& label = shards_[w.shard]->config().name;
             auto partial = decodeTensor(replies[i].getOutput(), "shard " + label + " output");
             if (!partial) throwRpcError(kj::Exception::Type::FAILED, partial.error());
-            if (auto s = expect2d(partial.value(), H, "shard " + label + " output"); !s ||
-                partial.value().shape[0] != w.tokens.size()) {
+            if (auto s = expect2d(partial.value(), H, "shard " + label + " output");
+                !s || partial.value().shape[0] != w.tokens.size()) {
               throwRpcError(kj::Exception::Type::FAILED,
-                            "shard " + label + " returned shape " + shapeString(partial.value().shape) +
-                                " for " + std::to_string(w.tokens.size()) + " rows");
+                            "shard " + label + " returned shape " +
+                                shapeString(partial.value().shape) + " for " +
+                                std::to_string(w.tokens.size()) + " rows");
             }
             F32Rows rows(partial.value());
             addShardPartial(w, rows.values(), H, out);
@@ -175,35 +185,37 @@ kj::Promise<void> RouterServer::forwardUnbounded(ForwardContext context) {
 kj::Promise<void> RouterServer::info(InfoContext context) {
   kj::Vector<kj::Promise<std::string>> probes;  // "" when reachable, else the error
   for (auto& shard : shards_) {
-    probes.add(shard->info().then([](ShardClient::InfoResponse&&) { return std::string(); },
-                                  [](kj::Exception&& e) { return std::string(e.getDescription().cStr()); }));
+    probes.add(shard->info().then(
+        [](ShardClient::InfoResponse&&) { return std::string(); },
+        [](kj::Exception&& e) { return std::string(e.getDescription().cStr()); }));
   }
-  return kj::joinPromises(probes.releaseAsArray()).then([this, context](kj::Array<std::string> errors) mutable {
-    const ModelConfig& m = model_->model;
-    auto info = context.getResults().initInfo();
-    fillModelInfo(info, m);
-    info.setRole("router");
-    info.setName("router");
-    info.setBackend(std::string(model_->backend->name()));
-    info.setMaxTokens(model_->cluster.router.maxTokens);
-    auto shards = info.initShards(static_cast<unsigned>(shards_.size()));
-    for (size_t i = 0; i < shards_.size(); ++i) {
-      auto s = shards[static_cast<unsigned>(i)];
-      s.setName(shards_[i]->config().name);
-      s.setAddress(shards_[i]->config().listen);
-      s.setReachable(errors[i].empty());
-      s.setError(errors[i]);
-    }
-    bool ready = true;
-    for (uint32_t layer : m.moeLayers) {
-      for (uint32_t e = 0; e < m.numExperts; ++e) {
-        bool any = false;
-        for (uint32_t s : placement_.shardsFor(layer, e)) any = any || errors[s].empty();
-        ready = ready && any;
-      }
-    }
-    info.setReady(ready);
-  });
+  return kj::joinPromises(probes.releaseAsArray())
+      .then([this, context](kj::Array<std::string> errors) mutable {
+        const ModelConfig& m = model_->model;
+        auto info = context.getResults().initInfo();
+        fillModelInfo(info, m);
+        info.setRole("router");
+        info.setName("router");
+        info.setBackend(std::string(model_->backend->name()));
+        info.setMaxTokens(model_->cluster.router.maxTokens);
+        auto shards = info.initShards(static_cast<unsigned>(shards_.size()));
+        for (size_t i = 0; i < shards_.size(); ++i) {
+          auto s = shards[static_cast<unsigned>(i)];
+          s.setName(shards_[i]->config().name);
+          s.setAddress(shards_[i]->config().listen);
+          s.setReachable(errors[i].empty());
+          s.setError(errors[i]);
+        }
+        bool ready = true;
+        for (uint32_t layer : m.moeLayers) {
+          for (uint32_t e = 0; e < m.numExperts; ++e) {
+            bool any = false;
+            for (uint32_t s : placement_.shardsFor(layer, e)) any = any || errors[s].empty();
+            ready = ready && any;
+          }
+        }
+        info.setReady(ready);
+      });
 }
 
 }  // namespace moe::router

@@ -19,12 +19,16 @@ void ShardClient::taskFailed(kj::Exception&& exception) {
 }
 
 kj::Promise<proto::ExpertShard::Client> ShardClient::capability() {
-  KJ_IF_MAYBE(cap, cap_) { return *cap; }
+  KJ_IF_MAYBE (cap, cap_) {
+    return *cap;
+  }
   // Concurrent callers may each open a connection; the last one to finish is kept. Simple, and
   // only happens on (re)connect.
   return connectRpc(io_, timer_, shard_.listen, timeouts_.connectMs)
       .then([this](kj::Own<RpcConnection> conn) -> proto::ExpertShard::Client {
-        KJ_IF_MAYBE(cap, cap_) { return *cap; }
+        KJ_IF_MAYBE (cap, cap_) {
+          return *cap;
+        }
         auto cap = conn->bootstrap<proto::ExpertShard>();
         const uint64_t gen = ++generation_;
         watchers_.add(conn->onDisconnect().then([this, gen]() {
@@ -43,8 +47,9 @@ kj::Promise<proto::ExpertShard::Client> ShardClient::capability() {
 
 template <typename T>
 kj::Promise<T> ShardClient::guarded(kj::Promise<T> call, uint32_t deadlineMs) {
-  auto bounded = withDeadline(timer_, deadlineMs, kj::mv(call),
-                              label_ + " did not answer within " + std::to_string(deadlineMs) + " ms");
+  auto bounded =
+      withDeadline(timer_, deadlineMs, kj::mv(call),
+                   label_ + " did not answer within " + std::to_string(deadlineMs) + " ms");
   return bounded.catch_([this](kj::Exception&& e) -> T {
     if (e.getType() == kj::Exception::Type::DISCONNECTED) {
       cap_ = nullptr;  // drop the broken connection; the next call reconnects
@@ -57,7 +62,8 @@ kj::Promise<T> ShardClient::guarded(kj::Promise<T> call, uint32_t deadlineMs) {
   });
 }
 
-kj::Promise<ShardClient::RunResponse> ShardClient::run(kj::Function<void(RunParams::Builder)> fill) {
+kj::Promise<ShardClient::RunResponse> ShardClient::run(
+    kj::Function<void(RunParams::Builder)> fill) {
   auto call = capability().then([fill = kj::mv(fill)](proto::ExpertShard::Client cap) mutable {
     auto req = cap.runRequest();
     fill(req);
@@ -67,7 +73,9 @@ kj::Promise<ShardClient::RunResponse> ShardClient::run(kj::Function<void(RunPara
 }
 
 kj::Promise<ShardClient::InfoResponse> ShardClient::info() {
-  auto call = capability().then([](proto::ExpertShard::Client cap) { return kj::Promise<InfoResponse>(cap.infoRequest().send()); });
+  auto call = capability().then([](proto::ExpertShard::Client cap) {
+    return kj::Promise<InfoResponse>(cap.infoRequest().send());
+  });
   return guarded<InfoResponse>(kj::mv(call), timeouts_.connectMs + timeouts_.shardCallMs);
 }
 

@@ -33,19 +33,23 @@ std::string probe(const std::string& address, bool router) {
       auto conn = connectRpc(*io.provider, timer, address, 1000).wait(io.waitScope);
       if (router) {
         auto req = conn->bootstrap<proto::Router>().infoRequest();
-        auto reply = withDeadline(timer, 5000, kj::Promise<capnp::Response<proto::Router::InfoResults>>(req.send()),
-                                  "info timed out")
-                         .wait(io.waitScope);
+        auto reply =
+            withDeadline(timer, 5000,
+                         kj::Promise<capnp::Response<proto::Router::InfoResults>>(req.send()),
+                         "info timed out")
+                .wait(io.waitScope);
         auto info = reply.getInfo();
         if (!info.getReady()) {
           outcome = "router up, not every expert reachable yet";
           for (auto s : info.getShards()) {
-            if (!s.getReachable()) outcome += std::string("; ") + s.getName().cStr() + ": " + s.getError().cStr();
+            if (!s.getReachable())
+              outcome += std::string("; ") + s.getName().cStr() + ": " + s.getError().cStr();
           }
         }
       } else {
         auto req = conn->bootstrap<proto::ExpertShard>().infoRequest();
-        withDeadline(timer, 5000, kj::Promise<capnp::Response<proto::ExpertShard::InfoResults>>(req.send()),
+        withDeadline(timer, 5000,
+                     kj::Promise<capnp::Response<proto::ExpertShard::InfoResults>>(req.send()),
                      "info timed out")
             .wait(io.waitScope);
       }
@@ -79,7 +83,8 @@ Result<std::unique_ptr<LocalCluster>> LocalCluster::start(const LocalClusterOpti
     if (access(bin->c_str(), X_OK) != 0) return makeError(*bin + ": not found or not executable");
   }
   for (const auto& s : c->config_.shards) {
-    c->children_.push_back({s.name, {expert, "--config", options.configPath, "--shard", s.name}, -1});
+    c->children_.push_back(
+        {s.name, {expert, "--config", options.configPath, "--shard", s.name}, -1});
   }
   c->children_.push_back({"router", {router, "--config", options.configPath}, -1});
   // Shards start in parallel (weight loading dominates); the router starts once they are ready.
@@ -125,18 +130,21 @@ Status LocalCluster::spawn(Child& child) {
 }
 
 Status LocalCluster::waitReady(Child& child, bool router) {
-  const std::string address = router ? config_.router.listen : config_.findShard(child.name)->listen;
+  const std::string address =
+      router ? config_.router.listen : config_.findShard(child.name)->listen;
   const auto deadline = Clock::now() + std::chrono::milliseconds(options_.readyTimeoutMs);
   std::string last;
   while (Clock::now() < deadline) {
     int status = 0;
     if (waitpid(child.pid, &status, WNOHANG) == child.pid) {
-      std::string how = WIFEXITED(status) ? "exited with status " + std::to_string(WEXITSTATUS(status))
-                                          : "was killed by signal " + std::to_string(WTERMSIG(status));
+      std::string how = WIFEXITED(status)
+                            ? "exited with status " + std::to_string(WEXITSTATUS(status))
+                            : "was killed by signal " + std::to_string(WTERMSIG(status));
       child.pid = -1;
       return Status::error(child.name + " " + how + " during start-up" +
-                           (options_.logDir.empty() ? " (see its log above)"
-                                                    : " (see " + options_.logDir + "/" + child.name + ".log)"));
+                           (options_.logDir.empty()
+                                ? " (see its log above)"
+                                : " (see " + options_.logDir + "/" + child.name + ".log)"));
     }
     last = probe(address, router);
     if (last.empty()) return Status::ok();
@@ -202,6 +210,8 @@ void LocalCluster::stop() {
   }
 }
 
-LocalCluster::~LocalCluster() { stop(); }
+LocalCluster::~LocalCluster() {
+  stop();
+}
 
 }  // namespace moe::deploy

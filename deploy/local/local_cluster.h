@@ -17,9 +17,9 @@ namespace moe::deploy {
 
 struct LocalClusterOptions {
   std::string configPath;
-  std::string binDir;            // where moe-router and moe-expert live; default: beside this binary
+  std::string binDir;  // where moe-router and moe-expert live; default: beside this binary
   uint32_t readyTimeoutMs = 120000;
-  std::string logDir;            // when set, each process logs to <logDir>/<name>.log, else inherits
+  std::string logDir;  // when set, each process logs to <logDir>/<name>.log, else inherits
 };
 
 class LocalCluster {
@@ -34,7 +34,7 @@ class LocalCluster {
   const std::string& routerAddress() const { return config_.router.listen; }
 
   // For fault-injection tests and the launcher's watch loop.
-  pid_t pidOf(const std::string& name) const;  // "router" or a shard name; -1 if unknown
+  pid_t pidOf(const std::string& name) const;    // "router" or a shard name; -1 if unknown
   Status restartShard(const std::string& name);  // start a stopped shard again and wait for it
   // Name of a child that exited on its own since the last call (reaps it), or "".
   std::string reapExited();

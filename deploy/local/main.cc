@@ -16,10 +16,13 @@
 namespace {
 
 int usage() {
-  std::cerr << "usage: moe-cluster --config CLUSTER.yaml [--log-dir DIR] [--ready-timeout-s N] [-- CMD ARGS...]\n"
-               "  Starts every shard and the router on this machine and waits until all are ready.\n"
-               "  With -- CMD: runs CMD once the cluster is ready, then stops it; exits with CMD's status.\n"
-               "  Without: serves until Ctrl-C or SIGTERM.\n";
+  std::cerr
+      << "usage: moe-cluster --config CLUSTER.yaml [--log-dir DIR] [--ready-timeout-s N] [-- CMD "
+         "ARGS...]\n"
+         "  Starts every shard and the router on this machine and waits until all are ready.\n"
+         "  With -- CMD: runs CMD once the cluster is ready, then stops it; exits with CMD's "
+         "status.\n"
+         "  Without: serves until Ctrl-C or SIGTERM.\n";
   return 2;
 }
 

@@ -62,23 +62,27 @@ void setF32(proto::Tensor::Builder t, std::vector<uint32_t> shape, size_t bytes)
   std::memset(d.begin(), 0, bytes);
 }
 
-#define EXPECT_RPC_ERROR(outcome, text)                                              \
-  do {                                                                               \
-    auto&& o_ = (outcome);                                                           \
+#define EXPECT_RPC_ERROR(outcome, text)                                             \
+  do {                                                                              \
+    auto&& o_ = (outcome);                                                          \
     EXPECT_FALSE(o_.value) << "expected an error containing: " << (text);           \
     EXPECT_NE(o_.error.find(text), std::string::npos) << "error was: " << o_.error; \
   } while (0)
 
 TEST_F(BadInputTest, WrongHiddenSize) {
   TestClient c(cluster_->routerAddress());
-  EXPECT_RPC_ERROR(c.forwardRaw(0, [](auto t) { setF32(t, {4, kH - 4}, 4 * (kH - 4) * 4); }),
+  EXPECT_RPC_ERROR(c.forwardRaw(0,
+                                [](auto t) {
+                                  setF32(t, {4, kH - 4}, 4 * (kH - 4) * 4);
+                                }),
                    "hidden size 32 expected, got 28");
   expectServing(c);
 }
 
 TEST_F(BadInputTest, WrongRank) {
   TestClient c(cluster_->routerAddress());
-  EXPECT_RPC_ERROR(c.forwardRaw(0, [](auto t) { setF32(t, {kH}, kH * 4); }), "expected a 2-D tensor");
+  EXPECT_RPC_ERROR(c.forwardRaw(0, [](auto t) { setF32(t, {kH}, kH * 4); }),
+                   "expected a 2-D tensor");
   expectServing(c);
 }
 
@@ -96,7 +100,8 @@ TEST_F(BadInputTest, UnknownDtype) {
 TEST_F(BadInputTest, UnknownLayer) {
   TestClient c(cluster_->routerAddress());
   auto x = randomTokens(4, kH, 1);
-  EXPECT_RPC_ERROR(c.forward(7, x, 4, kH), "layer 7 is not an MoE layer of this model (MoE layers: 0, 1)");
+  EXPECT_RPC_ERROR(c.forward(7, x, 4, kH),
+                   "layer 7 is not an MoE layer of this model (MoE layers: 0, 1)");
   expectServing(c);
 }
 
@@ -127,7 +132,11 @@ TEST_F(BadInputTest, NaNAndInf) {
 
 TEST_F(BadInputTest, TruncatedData) {
   TestClient c(cluster_->routerAddress());
-  EXPECT_RPC_ERROR(c.forwardRaw(0, [](auto t) { setF32(t, {4, kH}, 4 * kH * 4 - 6); }), "(truncated)");
+  EXPECT_RPC_ERROR(c.forwardRaw(0,
+                                [](auto t) {
+                                  setF32(t, {4, kH}, 4 * kH * 4 - 6);
+                                }),
+                   "(truncated)");
   expectServing(c);
 }
 
@@ -165,14 +174,22 @@ TEST_F(BadInputTest, ShardRejectsMalformedRuns) {
     std::function<void(proto::ExpertShard::RunParams::Builder)> breakIt;
   };
   std::vector<Case> cases = {
-      {"expert 3 of layer 0 is not on shard shard-0", [](auto p) { p.getSegments()[0].setExpert(3); }},
+      {"expert 3 of layer 0 is not on shard shard-0",
+       [](auto p) { p.getSegments()[0].setExpert(3); }},
       {"row index 2 >= 2 rows", [](auto p) { p.getSegments()[0].getRowIndex().set(1, 2); }},
       {"row 0 listed twice", [](auto p) { p.getSegments()[0].getRowIndex().set(1, 0); }},
       {"non-finite weight", [](auto p) { p.getSegments()[0].getWeight().set(0, NAN); }},
       {"layer 5 is not served by shard shard-0", [](auto p) { p.setLayer(5); }},
-      {"hidden size 32 expected, got 16", [](auto p) { setF32(p.initRows(), {4, 16}, 4 * 16 * 4); }},
-      {"zero rows", [](auto p) { setF32(p.initRows(), {0, kH}, 0); }},
-      {"non-finite value", [](auto p) {
+      {"hidden size 32 expected, got 16",
+       [](auto p) {
+         setF32(p.initRows(), {4, 16}, 4 * 16 * 4);
+       }},
+      {"zero rows",
+       [](auto p) {
+         setF32(p.initRows(), {0, kH}, 0);
+       }},
+      {"non-finite value",
+       [](auto p) {
          auto d = p.getRows().getData();
          float inf = INFINITY;
          std::memcpy(d.begin() + 4 * (kH + 3), &inf, 4);
@@ -243,16 +260,19 @@ TEST(StartupErrors, BrokenConfigAndWeights) {
   const std::string dir = std::filesystem::path(yaml).parent_path().string();
 
   // Unknown key, with its line.
-  std::ofstream(dir + "/typo.yaml") << "model:\n  path: model\nshards:\n  - name: a\n    listen: 127.0.0.1:1\n"
-                                       "    experts: [0, 1]\n    expert: [2]\n";
+  std::ofstream(dir + "/typo.yaml")
+      << "model:\n  path: model\nshards:\n  - name: a\n    listen: 127.0.0.1:1\n"
+         "    experts: [0, 1]\n    expert: [2]\n";
   auto [code, out] = runCommand(bin + "/moe-router --config " + dir + "/typo.yaml");
   EXPECT_EQ(code, 2);
   EXPECT_NE(out.find("typo.yaml:7: shards[0].expert: unknown key"), std::string::npos) << out;
 
   // Placement naming an expert the model lacks.
-  std::ofstream(dir + "/placement.yaml") << "model:\n  path: model\nshards:\n  - name: a\n    listen: 127.0.0.1:1\n"
-                                            "    experts: [0, 1, 2]\n";
-  std::tie(code, out) = runCommand(bin + "/moe-expert --config " + dir + "/placement.yaml --shard a");
+  std::ofstream(dir + "/placement.yaml")
+      << "model:\n  path: model\nshards:\n  - name: a\n    listen: 127.0.0.1:1\n"
+         "    experts: [0, 1, 2]\n";
+  std::tie(code, out) =
+      runCommand(bin + "/moe-expert --config " + dir + "/placement.yaml --shard a");
   EXPECT_EQ(code, 2);
   EXPECT_NE(out.find("lists expert 2 but the model has 2 experts"), std::string::npos) << out;
 

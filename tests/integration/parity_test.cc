@@ -36,7 +36,8 @@ TEST_P(ParityTest, ClusterMatchesInProcessLayer) {
 
   auto backend = kernels::createBackend(kernels::BackendKind::kReference);
   ASSERT_TRUE(backend.isOk());
-  auto local = client::InProcessModel::load(cluster->config().modelPath, std::move(backend).value(), {0, 1});
+  auto local =
+      client::InProcessModel::load(cluster->config().modelPath, std::move(backend).value(), {0, 1});
   ASSERT_TRUE(local.isOk()) << local.error();
 
   TestClient client(cluster->routerAddress());

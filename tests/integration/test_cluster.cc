@@ -48,11 +48,14 @@ std::string writeCluster(const std::string& name, const ClusterSpec& spec) {
   EXPECT_TRUE(s.isOk()) << s.message();
   std::ostringstream y;
   y << "model:\n  path: model\n";
-  y << "router:\n  listen: 127.0.0.1:" << freePort() << "\n  device: cpu\n  max_tokens: " << spec.maxTokens << "\n";
+  y << "router:\n  listen: 127.0.0.1:" << freePort()
+    << "\n  device: cpu\n  max_tokens: " << spec.maxTokens << "\n";
   y << "shards:\n";
   for (size_t i = 0; i < spec.shardExperts.size(); ++i) {
-    y << "  - name: shard-" << i << "\n    listen: 127.0.0.1:" << freePort() << "\n    device: cpu\n    experts: [";
-    for (size_t j = 0; j < spec.shardExperts[i].size(); ++j) y << (j ? ", " : "") << spec.shardExperts[i][j];
+    y << "  - name: shard-" << i << "\n    listen: 127.0.0.1:" << freePort()
+      << "\n    device: cpu\n    experts: [";
+    for (size_t j = 0; j < spec.shardExperts[i].size(); ++j)
+      y << (j ? ", " : "") << spec.shardExperts[i][j];
     y << "]\n";
   }
   y << "timeouts:\n  request_ms: " << spec.requestMs << "\n  shard_call_ms: " << spec.shardCallMs
@@ -82,7 +85,8 @@ TestClient::TestClient(const std::string& address) : io_(kj::setupAsyncIo()) {
 template <typename T>
 Outcome<T> TestClient::wait(kj::Promise<T> promise) {
   Outcome<T> out;
-  auto bounded = withDeadline(io_.provider->getTimer(), 60000, kj::mv(promise), "test client: no answer in 60 s");
+  auto bounded = withDeadline(io_.provider->getTimer(), 60000, kj::mv(promise),
+                              "test client: no answer in 60 s");
   try {
     out.value.emplace(bounded.wait(io_.waitScope));
   } catch (const kj::Exception& e) {
@@ -92,15 +96,16 @@ Outcome<T> TestClient::wait(kj::Promise<T> promise) {
   return out;
 }
 
-Outcome<TestClient::ForwardResponse> TestClient::forwardRaw(uint32_t layer,
-                                                            kj::Function<void(proto::Tensor::Builder)> fill) {
+Outcome<TestClient::ForwardResponse> TestClient::forwardRaw(
+    uint32_t layer, kj::Function<void(proto::Tensor::Builder)> fill) {
   auto req = conn_->bootstrap<proto::Router>().forwardRequest();
   req.setLayer(layer);
   fill(req.initHidden());
   return wait(kj::Promise<ForwardResponse>(req.send()));
 }
 
-Outcome<TestClient::ForwardResponse> TestClient::forward(uint32_t layer, const std::vector<float>& x, uint32_t T,
+Outcome<TestClient::ForwardResponse> TestClient::forward(uint32_t layer,
+                                                         const std::vector<float>& x, uint32_t T,
                                                          uint32_t H) {
   return forwardRaw(layer, [&](proto::Tensor::Builder t) {
     const uint32_t shape[2] = {T, H};
@@ -114,7 +119,8 @@ Outcome<capnp::Response<proto::Router::InfoResults>> TestClient::routerInfo() {
   return wait(kj::Promise<capnp::Response<proto::Router::InfoResults>>(req.send()));
 }
 
-Outcome<TestClient::RunResponse> TestClient::run(kj::Function<void(proto::ExpertShard::RunParams::Builder)> fill) {
+Outcome<TestClient::RunResponse> TestClient::run(
+    kj::Function<void(proto::ExpertShard::RunParams::Builder)> fill) {
   auto req = conn_->bootstrap<proto::ExpertShard>().runRequest();
   fill(req);
   return wait(kj::Promise<RunResponse>(req.send()));

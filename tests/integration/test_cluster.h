@@ -54,9 +54,11 @@ class TestClient {
   using RunResponse = capnp::Response<proto::ExpertShard::RunResults>;
 
   // Router.forward with an f32 tensor [T, H] of `x`.
-  Outcome<ForwardResponse> forward(uint32_t layer, const std::vector<float>& x, uint32_t T, uint32_t H);
+  Outcome<ForwardResponse> forward(uint32_t layer, const std::vector<float>& x, uint32_t T,
+                                   uint32_t H);
   // Router.forward with a tensor the caller fills (for malformed input).
-  Outcome<ForwardResponse> forwardRaw(uint32_t layer, kj::Function<void(proto::Tensor::Builder)> fill);
+  Outcome<ForwardResponse> forwardRaw(uint32_t layer,
+                                      kj::Function<void(proto::Tensor::Builder)> fill);
   Outcome<capnp::Response<proto::Router::InfoResults>> routerInfo();
   Outcome<RunResponse> run(kj::Function<void(proto::ExpertShard::RunParams::Builder)> fill);
 
