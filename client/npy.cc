@@ -1,6 +1,7 @@
 // .npy reader: the header is a Python dict literal; we read the three keys we need.
 #include "client/npy.h"
 
+#include <charconv>
 #include <cstring>
 #include <fstream>
 #include <regex>
@@ -45,8 +46,15 @@ Result<NpyMatrix> readNpyF32(const std::string& path) {
     return makeError(path + ": expected a 2-D array [tokens, hidden], header says " + header);
   }
   NpyMatrix out;
-  out.rows = std::stoull(m[1]);
-  out.cols = std::stoull(m[2]);
+  const std::string rowsText = m[1], colsText = m[2];
+  auto r1 = std::from_chars(rowsText.data(), rowsText.data() + rowsText.size(), out.rows);
+  auto r2 = std::from_chars(colsText.data(), colsText.data() + colsText.size(), out.cols);
+  // Bound the element count before multiplying, so the byte count cannot wrap.
+  constexpr uint64_t kMaxElements = uint64_t{1} << 40;
+  if (r1.ec != std::errc() || r2.ec != std::errc() ||
+      (out.cols != 0 && out.rows > kMaxElements / out.cols)) {
+    return makeError(path + ": shape (" + rowsText + ", " + colsText + ") is too large");
+  }
   const size_t dataStart = pos + headerLen;
   const uint64_t need = out.rows * out.cols * 4;
   if (all.size() - dataStart != need) {

@@ -23,9 +23,8 @@ class ComputeExecutor {
   // must only touch data that stays alive and unshared until the promise resolves.
   template <typename Func>
   kj::PromiseForResult<Func, void> run(Func&& func) {
-    queued_.fetch_add(1, std::memory_order_relaxed);
-    return executor_->executeAsync([this, f = kj::fwd<Func>(func)]() mutable {
-      queued_.fetch_sub(1, std::memory_order_relaxed);
+    return executor_->executeAsync([mark = QueuedMark(queued_), f = kj::fwd<Func>(func)]() mutable {
+      mark.started();
       return f();
     });
   }
@@ -34,6 +33,27 @@ class ComputeExecutor {
   int64_t queued() const { return queued_.load(std::memory_order_relaxed); }
 
  private:
+  // Counts a job as queued from posting until it starts, or until it is dropped unstarted (a
+  // cancelled call): the job's functor owns the mark and is destroyed either way.
+  class QueuedMark {
+   public:
+    explicit QueuedMark(std::atomic<int64_t>& queued) : queued_(&queued) {
+      queued_->fetch_add(1, std::memory_order_relaxed);
+    }
+    QueuedMark(QueuedMark&& other) noexcept : queued_(other.queued_) { other.queued_ = nullptr; }
+    QueuedMark(const QueuedMark&) = delete;
+    QueuedMark& operator=(const QueuedMark&) = delete;
+    QueuedMark& operator=(QueuedMark&&) = delete;
+    ~QueuedMark() { started(); }
+    void started() {
+      if (queued_ != nullptr) queued_->fetch_sub(1, std::memory_order_relaxed);
+      queued_ = nullptr;
+    }
+
+   private:
+    std::atomic<int64_t>* queued_;
+  };
+
   struct Shared {
     kj::Maybe<kj::Own<const kj::Executor>> executor;
   };

@@ -35,9 +35,11 @@ class Parser {
 
   void checkKeys(const YAML::Node& map, const std::string& where,
                  std::initializer_list<const char*> allowed) {
-    if (!map.IsMap()) fail(map, where, "expected a mapping");
+    if (!map.IsMap()) fail(map, where.empty() ? "(top level)" : where, "expected a mapping");
+    std::set<std::string> seen;
     for (const auto& kv : map) {
       auto key = kv.first.as<std::string>();
+      if (!seen.insert(key).second) fail(kv.first, join(where, key), "duplicate key");
       bool known =
           std::any_of(allowed.begin(), allowed.end(), [&](const char* a) { return key == a; });
       if (!known) {

@@ -141,7 +141,6 @@ std::string formatShape(const std::vector<uint64_t>& shape) {
   return s + "]";
 }
 
-
 uint64_t TensorInfo::numel() const {
   uint64_t n = 1;
   for (uint64_t d : shape) n *= d;  // open() already proved the byte count fits in 64 bits

@@ -49,12 +49,15 @@ Result<TensorView> decodeTensor(proto::Tensor::Reader tensor, std::string_view w
                        " (supported: f32, bf16, f16)");
   }
   uint64_t numel = 1;
+  constexpr uint64_t kMaxElements = uint64_t{1} << 40;
+  bool tooLarge = false;
   for (auto d : tensor.getShape()) {
     v.shape.push_back(d);
-    numel *= d;  // each d < 2^32 and at most a few dims: checked against data size below
-    if (numel > (uint64_t{1} << 40))
-      return makeError(name + ": shape " + shapeString(v.shape) + " is absurdly large");
+    // Checked before multiplying, so the count can never wrap.
+    if (d != 0 && numel > kMaxElements / d) tooLarge = true;
+    numel *= d;
   }
+  if (tooLarge) return makeError(name + ": shape " + shapeString(v.shape) + " is absurdly large");
   auto data = tensor.getData();
   uint64_t need = numel * dtypeSize(v.dtype);
   if (data.size() != need) {

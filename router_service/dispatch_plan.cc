@@ -1,6 +1,8 @@
 // Dispatch planning and combining.
 #include "router_service/dispatch_plan.h"
 
+#include <kj/debug.h>
+
 #include <algorithm>
 
 #include "common/checkpoint.h"
@@ -27,6 +29,8 @@ Placement Placement::fromConfig(const ClusterConfig& config, const ModelConfig& 
 }
 
 void Placement::add(uint32_t layer, uint32_t expert, uint32_t shard) {
+  // validatePlacement() runs first at start-up, so an id out of range here is our bug.
+  KJ_ASSERT(layer < numLayers_ && expert < numExperts_ && shard < numShards_, layer, expert, shard);
   holders_[size_t{layer} * numExperts_ + expert].push_back(shard);
 }
 

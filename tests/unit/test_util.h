@@ -1,0 +1,47 @@
+// Small helpers shared by the unit tests: substring assertions on error messages and a per-test
+// scratch directory.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+namespace moe::unit {
+
+// EXPECT_TRUE(contains(message, "part")): on failure prints both strings.
+inline ::testing::AssertionResult contains(std::string_view text, std::string_view part) {
+  if (text.find(part) != std::string_view::npos) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << "\"" << text << "\"\n  does not contain \"" << part << "\"";
+}
+
+inline ::testing::AssertionResult notContains(std::string_view text, std::string_view part) {
+  if (text.find(part) == std::string_view::npos) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << "\"" << text << "\"\n  unexpectedly contains \"" << part << "\"";
+}
+
+// A fresh directory under the gtest temp dir, named after the running test; removed afterwards.
+class ScratchDirTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = std::filesystem::path(::testing::TempDir()) /
+           ("moe_unit_" + std::string(info->test_suite_name()) + "_" + info->name());
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  std::string path(std::string_view name) const { return (dir_ / name).string(); }
+
+  std::filesystem::path dir_;
+};
+
+}  // namespace moe::unit
