@@ -158,9 +158,10 @@ ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir)
   c.modelPath = mp.lexically_normal().string();
 
   if (const auto r = root["router"]) {
-    p.checkKeys(r, "router", {"listen", "device", "max_tokens"});
+    p.checkKeys(r, "router", {"listen", "device", "max_tokens", "admin"});
     if (r["listen"]) c.router.listen = p.hostPort(r["listen"], "router.listen");
     if (r["device"]) c.router.device = p.device(r["device"], "router.device");
+    if (r["admin"]) c.router.admin = p.hostPort(r["admin"], "router.admin");
     if (r["max_tokens"]) {
       c.router.maxTokens =
           static_cast<uint32_t>(p.uint(r["max_tokens"], "router.max_tokens", 1, 1u << 20));
@@ -175,7 +176,7 @@ ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir)
   for (size_t i = 0; i < shards.size(); ++i) {
     const auto s = shards[i];
     std::string where = "shards[" + std::to_string(i) + "]";
-    p.checkKeys(s, where, {"name", "listen", "device", "experts", "layers"});
+    p.checkKeys(s, where, {"name", "listen", "device", "experts", "layers", "admin"});
     ShardConfig sc;
     for (const char* required : {"name", "listen", "experts"}) {
       if (!s[required]) p.fail(s, Parser::join(where, required), "missing");
@@ -189,6 +190,7 @@ ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir)
              "address " + sc.listen + " is already used by another service");
     }
     if (s["device"]) sc.device = p.device(s["device"], where + ".device");
+    if (s["admin"]) sc.admin = p.hostPort(s["admin"], where + ".admin");
     sc.experts = p.idList(s["experts"], where + ".experts");
     if (s["layers"] && !(s["layers"].IsScalar() && s["layers"].Scalar() == "all")) {
       sc.layers = p.idList(s["layers"], where + ".layers");
@@ -197,7 +199,7 @@ ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir)
   }
 
   if (const auto t = root["timeouts"]) {
-    p.checkKeys(t, "timeouts", {"request_ms", "shard_call_ms", "connect_ms"});
+    p.checkKeys(t, "timeouts", {"request_ms", "shard_call_ms", "connect_ms", "drain_ms"});
     constexpr uint64_t kHour = 3600000;
     if (t["request_ms"])
       c.timeouts.requestMs =
@@ -208,6 +210,21 @@ ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir)
     if (t["connect_ms"])
       c.timeouts.connectMs =
           static_cast<uint32_t>(p.uint(t["connect_ms"], "timeouts.connect_ms", 1, kHour));
+    if (t["drain_ms"])
+      c.timeouts.drainMs =
+          static_cast<uint32_t>(p.uint(t["drain_ms"], "timeouts.drain_ms", 0, kHour));
+  }
+  // Admin addresses share the port space with the RPC addresses.
+  std::set<std::string> used{c.router.listen};
+  for (const auto& s : c.shards) used.insert(s.listen);
+  auto checkAdmin = [&](const std::string& addr, const std::string& key, const YAML::Node& node) {
+    if (!addr.empty() && !used.insert(addr).second) {
+      p.fail(node, key, "address " + addr + " is already used by another service");
+    }
+  };
+  if (root["router"]) checkAdmin(c.router.admin, "router.admin", root["router"]["admin"]);
+  for (size_t i = 0; i < c.shards.size(); ++i) {
+    checkAdmin(c.shards[i].admin, "shards[" + std::to_string(i) + "].admin", shards[i]["admin"]);
   }
   return c;
 }

@@ -30,6 +30,7 @@ struct ShardConfig {
   ComputeDevice device;
   std::vector<uint32_t> experts;                // expert ids served, on every layer in `layers`
   std::optional<std::vector<uint32_t>> layers;  // MoE layers served; unset: all of them
+  std::string admin;  // admin HTTP plane "host:port" (/metrics /healthz /readyz /v1/info); "" = off
   bool servesLayer(uint32_t layer) const;
 };
 
@@ -37,12 +38,14 @@ struct RouterConfig {
   std::string listen = "127.0.0.1:7100";
   ComputeDevice device{ComputeDevice::Kind::kCpu, 0};
   uint32_t maxTokens = 8192;  // per forward call; larger batches are rejected, not truncated
+  std::string admin;  // admin HTTP plane "host:port"; "" = off
 };
 
 struct TimeoutConfig {
   uint32_t requestMs = 60000;    // a whole Router.forward
   uint32_t shardCallMs = 30000;  // one ExpertShard.run
   uint32_t connectMs = 2000;     // opening a connection to a shard
+  uint32_t drainMs = 0;  // on SIGTERM: /readyz says not ready but requests are served this long
 };
 
 struct ClusterConfig {
