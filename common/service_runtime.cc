@@ -7,6 +7,8 @@
 
 #include <cerrno>
 
+#include <nlohmann/json.hpp>
+
 #include "common/log.h"
 #include "common/rpc_endpoint.h"
 
@@ -45,33 +47,104 @@ kj::Promise<int> onTerminationSignal(kj::LowLevelAsyncIoProvider& io) {
 }
 
 int serveUntilSignal(kj::AsyncIoContext& io, capnp::Capability::Client bootstrap,
-                     const std::string& listen, const std::string& what) {
+                     const ServeOptions& options) {
   auto signal = onTerminationSignal(*io.lowLevelProvider);
   kj::Own<kj::ConnectionReceiver> receiver;
   try {
-    auto addr = io.provider->getNetwork().parseAddress(listen).wait(io.waitScope);
+    auto addr = io.provider->getNetwork().parseAddress(options.listen).wait(io.waitScope);
     receiver = addr->listen();
   } catch (const kj::Exception& e) {
-    logError("cannot listen on ", listen, ": ", e.getDescription().cStr());
+    logError("cannot listen on ", options.listen, ": ", e.getDescription().cStr());
     return 1;
   }
-  RpcListener listener(kj::mv(receiver), kj::mv(bootstrap));
-  auto serving = listener.run().then([]() { return 0; },
-                                     [](kj::Exception&& e) {
-                                       logError("listener failed: ", e.getDescription().cStr());
-                                       return 1;
-                                     });
-  logInfo(what, " ready on ", listen);
+  auto listener = kj::heap<RpcListener>(kj::mv(receiver), kj::mv(bootstrap));
+  auto serving = listener->run().then([]() { return 0; },
+                                      [](kj::Exception&& e) {
+                                        logError("listener failed: ", e.getDescription().cStr());
+                                        return 1;
+                                      });
+  logInfo(options.what, " ready on ", options.listen);
+  if (options.admin != nullptr && options.readyWhenListening) {
+    options.admin->setState(ServiceState::kReady);
+  }
   int sig = 0;
-  auto code = signal
-                  .then([&sig](int s) {
-                    sig = s;
-                    return 0;
-                  })
-                  .exclusiveJoin(kj::mv(serving))
-                  .wait(io.waitScope);
-  if (sig != 0) logInfo("received signal ", sig, "; shutting down");
+  auto forked = serving.fork();
+  int code = signal
+                 .then([&sig](int s) {
+                   sig = s;
+                   return 0;
+                 })
+                 .exclusiveJoin(forked.addBranch())
+                 .wait(io.waitScope);
+  if (sig == 0) return code;
+  logInfo("received signal ", sig, "; draining");
+  if (options.admin != nullptr) options.admin->setState(ServiceState::kDraining);
+  if (options.drainMs > 0) {
+    // Not ready, still serving: load balancers stop sending new work while calls already routed
+    // here complete.
+    code = io.provider->getTimer()
+               .afterDelay(options.drainMs * kj::MILLISECONDS)
+               .then([]() { return 0; })
+               .exclusiveJoin(forked.addBranch())
+               .wait(io.waitScope);
+  }
+  logInfo("stopped");
   return code;
+}
+
+std::string serviceInfoJson(const ClusterConfig& cluster, const ModelConfig* model,
+                            std::string_view role, std::string_view name,
+                            std::string_view backend) {
+  nlohmann::json j;
+  j["version"] = kMoeVersion;
+  j["role"] = role;
+  j["name"] = name;
+  j["backend"] = backend;
+  j["config"] = cluster.sourcePath;
+  if (model != nullptr) {
+    j["model"] = {
+        {"path", cluster.modelPath},        {"type", model->modelType},
+        {"hidden_size", model->hiddenSize}, {"intermediate_size", model->intermediateSize},
+        {"num_experts", model->numExperts}, {"top_k", model->topK},
+        {"moe_layers", model->moeLayers}};
+  } else {
+    j["model"] = {{"path", cluster.modelPath}};
+  }
+  j["router"] = {{"listen", cluster.router.listen},
+                 {"admin", cluster.router.admin},
+                 {"device", cluster.router.device.str()},
+                 {"max_tokens", cluster.router.maxTokens}};
+  auto& shards = j["placement"] = nlohmann::json::array();
+  for (const auto& s : cluster.shards) {
+    nlohmann::json layers = "all";
+    if (s.layers) layers = *s.layers;
+    shards.push_back({{"name", s.name},
+                      {"listen", s.listen},
+                      {"admin", s.admin},
+                      {"device", s.device.str()},
+                      {"experts", s.experts},
+                      {"layers", layers}});
+  }
+  j["timeouts"] = {{"request_ms", cluster.timeouts.requestMs},
+                   {"shard_call_ms", cluster.timeouts.shardCallMs},
+                   {"connect_ms", cluster.timeouts.connectMs},
+                   {"drain_ms", cluster.timeouts.drainMs}};
+  return j.dump();
+}
+
+Result<std::unique_ptr<AdminServer>> startAdminPlane(const std::string& listen,
+                                                     std::shared_ptr<prometheus::Registry> registry,
+                                                     std::shared_ptr<SharedText> info,
+                                                     const std::string& reason) {
+  AdminOptions o;
+  o.listen = listen;
+  o.registry = std::move(registry);
+  o.info = [info]() { return info->get(); };
+  auto admin = AdminServer::start(std::move(o));
+  if (!admin) return makeError("admin plane: " + admin.error());
+  admin.value()->setState(ServiceState::kStarting, reason);
+  logInfo("admin plane on http://", listen, " (/metrics /healthz /readyz /v1/info)");
+  return admin;
 }
 
 void fillModelInfo(proto::ServiceInfo::Builder info, const ModelConfig& model) {

@@ -5,9 +5,14 @@
 #include <capnp/capability.h>
 #include <kj/async-io.h>
 
+#include <memory>
+#include <mutex>
 #include <string>
+#include <string_view>
 
+#include "common/admin_server.h"
 #include "common/checkpoint.h"
+#include "common/config.h"
 #include "common/proto/moe.capnp.h"
 
 namespace moe {
@@ -16,10 +21,46 @@ namespace moe {
 // on (BLAS and CUDA start threads of their own before main runs), via a handler and a pipe.
 kj::Promise<int> onTerminationSignal(kj::LowLevelAsyncIoProvider& io);
 
-// Listens on `listen`, serves `bootstrap` on every connection, logs "<what> ready on <addr>", and
-// returns when a termination signal arrives. Returns a process exit code.
+struct ServeOptions {
+  std::string listen;              // RPC address
+  std::string what;                // for logs: "router", "expert shard shard-0"
+  AdminServer* admin = nullptr;    // readiness to report, if the admin plane is on
+  bool readyWhenListening = true;  // false: someone else decides readiness (the router's probes)
+  uint32_t drainMs = 0;            // after SIGTERM: keep serving, not ready, this long
+};
+
+// Listens, serves `bootstrap` on every connection, logs "<what> ready on <addr>", and on
+// SIGINT/SIGTERM drains (admin state kDraining, still serving for drainMs) and returns.
+// Returns a process exit code.
 int serveUntilSignal(kj::AsyncIoContext& io, capnp::Capability::Client bootstrap,
-                     const std::string& listen, const std::string& what);
+                     const ServeOptions& options);
+
+// Text shared between the service thread (writer) and the admin thread (reader).
+class SharedText {
+ public:
+  void set(std::string text) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    text_ = std::move(text);
+  }
+  std::string get() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return text_;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::string text_ = "{}";
+};
+
+// /v1/info body: version, role, this process's name and backend, the model and the placement.
+std::string serviceInfoJson(const ClusterConfig& cluster, const ModelConfig* model,
+                            std::string_view role, std::string_view name, std::string_view backend);
+
+// Starts the admin plane on `listen` (state kStarting, `reason`), serving `registry` and `info`.
+Result<std::unique_ptr<AdminServer>> startAdminPlane(const std::string& listen,
+                                                     std::shared_ptr<prometheus::Registry> registry,
+                                                     std::shared_ptr<SharedText> info,
+                                                     const std::string& reason);
 
 // Model facts shared by every ServiceInfo reply.
 void fillModelInfo(proto::ServiceInfo::Builder info, const ModelConfig& model);

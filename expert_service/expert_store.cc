@@ -24,6 +24,8 @@ Result<std::unique_ptr<ExpertStore>> ExpertStore::load(kernels::Backend& backend
       res.view = {res.w1.get(), res.w3.get(), res.w2.get()};
       store->weights_.emplace(std::make_pair(layer, e), std::move(res));
       store->byLayer_[layer].push_back(e);
+      store->residentBytes_ +=
+          (t.value().w1.size() + t.value().w3.size() + t.value().w2.size()) * sizeof(float);
     }
   }
   return store;

@@ -23,6 +23,7 @@ class ExpertStore {
   const kernels::ExpertFfnWeights* find(uint32_t layer, uint32_t expert) const;
   bool servesLayer(uint32_t layer) const;
   const std::map<uint32_t, std::vector<uint32_t>>& experts() const { return byLayer_; }
+  uint64_t residentBytes() const { return residentBytes_; }  // weights held on the device
 
  private:
   struct Resident {
@@ -31,6 +32,7 @@ class ExpertStore {
   };
   std::map<std::pair<uint32_t, uint32_t>, Resident> weights_;
   std::map<uint32_t, std::vector<uint32_t>> byLayer_;  // layer -> expert ids
+  uint64_t residentBytes_ = 0;
 };
 
 }  // namespace moe::expert

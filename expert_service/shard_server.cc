@@ -50,9 +50,21 @@ Result<std::unique_ptr<ShardModel>> ShardModel::load(const ClusterConfig& cluste
   return m;
 }
 
-ShardServer::ShardServer(std::unique_ptr<ShardModel> model) : model_(std::move(model)) {}
+ShardServer::ShardServer(std::unique_ptr<ShardModel> model, ExpertMetrics& metrics)
+    : model_(std::move(model)), metrics_(metrics) {}
 
 kj::Promise<void> ShardServer::run(RunContext context) {
+  return kj::evalNow([&]() { return runChecked(context); })
+      .then([this]() { metrics_.recordRequest("ok"); },
+            [this](kj::Exception&& e) {
+              // Request checks fail before compute; compute failures are prefixed "shard ".
+              metrics_.recordRequest(e.getDescription().startsWith("shard ") ? "internal"
+                                                                             : "invalid_argument");
+              kj::throwFatalException(kj::mv(e));
+            });
+}
+
+kj::Promise<void> ShardServer::runChecked(RunContext context) {
   const auto start = std::chrono::steady_clock::now();
   const uint32_t H = model_->model.hiddenSize;
   auto params = context.getParams();
@@ -104,27 +116,47 @@ kj::Promise<void> ShardServer::run(RunContext context) {
     table->offsets.push_back(static_cast<uint32_t>(table->rows.size()));
   }
 
+  for (uint32_t s = 0; s < segments.size(); ++s) {
+    if (auto* c = metrics_.tokens(layer, segments[s].getExpert())) {
+      c->Increment(segments[s].getRowIndex().size());
+    }
+  }
+  metrics_.batchRows.Observe(R);
+
   auto x = std::make_shared<F32Rows>(view.value());
   const uint32_t shape[2] = {R, H};
   auto out = initF32(context.getResults().initOutput(), shape);
   kernels::Backend& backend = *model_->backend;
-  return executor_
-      .run([&backend, table, x, out, R, H]() -> Status {
-        auto xs = x->values();
-        if (int64_t bad = firstNonFinite(xs); bad >= 0) {
-          return Status::error("rows: row " + std::to_string(bad / H) +
-                               " has a non-finite value at column " + std::to_string(bad % H));
-        }
-        return backend.expertFfn(table->view(), xs, R, H, out);
-      })
-      .then([start, R, &name](Status s) {
-        if (!s) badRequest("shard " + name + ": " + s.message());
-        logDebug("ran ", R, " rows in ",
-                 std::chrono::duration_cast<std::chrono::microseconds>(
-                     std::chrono::steady_clock::now() - start)
-                     .count(),
-                 " us");
-      });
+  // The job's outcome: an input problem (bad request), a compute failure, or the compute time.
+  struct Outcome {
+    std::string badInput;
+    Status status;
+    double seconds = 0;
+  };
+  auto job = executor_.run([&backend, table, x, out, R, H]() -> Outcome {
+    auto xs = x->values();
+    if (int64_t bad = firstNonFinite(xs); bad >= 0) {
+      return {"rows: row " + std::to_string(bad / H) + " has a non-finite value at column " +
+                  std::to_string(bad % H),
+              Status::ok(), 0};
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    Status s = backend.expertFfn(table->view(), xs, R, H, out);
+    return {"", std::move(s),
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()};
+  });
+  metrics_.queueDepth.Set(static_cast<double>(executor_.queued()));
+  return job.then([this, start, R, &name](Outcome o) {
+    metrics_.queueDepth.Set(static_cast<double>(executor_.queued()));
+    if (!o.badInput.empty()) badRequest(o.badInput);
+    if (!o.status) badRequest("shard " + name + ": " + o.status.message());
+    metrics_.computeDuration.Observe(o.seconds);
+    logDebug("ran ", R, " rows in ",
+             std::chrono::duration_cast<std::chrono::microseconds>(
+                 std::chrono::steady_clock::now() - start)
+                 .count(),
+             " us");
+  });
 }
 
 kj::Promise<void> ShardServer::info(InfoContext context) {

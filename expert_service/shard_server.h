@@ -7,6 +7,7 @@
 #include "common/compute_executor.h"
 #include "common/config.h"
 #include "common/proto/moe.capnp.h"
+#include "expert_service/expert_metrics.h"
 #include "expert_service/expert_store.h"
 #include "kernels/backend.h"
 
@@ -25,12 +26,15 @@ struct ShardModel {
 
 class ShardServer final : public proto::ExpertShard::Server {
  public:
-  explicit ShardServer(std::unique_ptr<ShardModel> model);
+  ShardServer(std::unique_ptr<ShardModel> model, ExpertMetrics& metrics);
   kj::Promise<void> run(RunContext context) override;
   kj::Promise<void> info(InfoContext context) override;
 
  private:
+  kj::Promise<void> runChecked(RunContext context);
+
   std::unique_ptr<ShardModel> model_;
+  ExpertMetrics& metrics_;
   ComputeExecutor executor_{"expert-compute"};
 };
 

@@ -1,6 +1,9 @@
 // Gating on a compute backend.
 #include "router_service/gating.h"
 
+#include <algorithm>
+#include <cmath>
+
 namespace moe::router {
 
 Result<RoutingDecision> softmaxTopkRouting(kernels::Backend& backend, const kernels::Matrix& gate,
@@ -16,6 +19,17 @@ Result<RoutingDecision> softmaxTopkRouting(kernels::Backend& backend, const kern
   d.weights.resize(size_t{T} * k);
   if (auto s = backend.softmaxTopk(logits, T, E, k, renormalize, d.ids, d.weights); !s) {
     return makeError("softmax_topk: " + s.message());
+  }
+  // Mean router probability per expert (P_i of the Switch auxiliary loss); cheap next to the
+  // GEMM, so it is computed here rather than asked of every backend.
+  d.probSum.assign(E, 0.0);
+  std::vector<double> p(E);
+  for (size_t t = 0; t < T; ++t) {
+    const float* row = logits.data() + t * E;
+    const double m = *std::max_element(row, row + E);
+    double sum = 0;
+    for (size_t e = 0; e < E; ++e) sum += (p[e] = std::exp(double{row[e]} - m));
+    for (size_t e = 0; e < E; ++e) d.probSum[e] += p[e] / sum;
   }
   return d;
 }

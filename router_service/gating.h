@@ -14,8 +14,9 @@ namespace moe::router {
 struct RoutingDecision {
   uint32_t tokens = 0;
   uint32_t k = 0;
-  std::vector<uint32_t> ids;   // [tokens, k], per token in descending weight (ties: lower id)
-  std::vector<float> weights;  // [tokens, k]
+  std::vector<uint32_t> ids;    // [tokens, k], per token in descending weight (ties: lower id)
+  std::vector<float> weights;   // [tokens, k]
+  std::vector<double> probSum;  // [E] Σ over tokens of softmax(logits)[e], for load statistics
 };
 
 // Mixtral routing: logits = x·Wgᵀ, p = softmax(logits), top-k, weights renormalized over the k

@@ -1,5 +1,6 @@
 // moe-router: the router service process. Usage: moe-router --config cluster.yaml
 #include <kj/async-io.h>
+#include <prometheus/registry.h>
 
 #include <cstring>
 #include <iostream>
@@ -8,6 +9,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/service_runtime.h"
+#include "router_service/router_metrics.h"
 #include "router_service/router_server.h"
 
 int main(int argc, char** argv) {
@@ -16,8 +18,8 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
       configPath = argv[++i];
     } else {
-      std::cerr << "usage: moe-router --config CLUSTER.yaml\n";
-      return 2;
+      configPath.clear();
+      break;
     }
   }
   if (configPath.empty()) {
@@ -30,19 +32,45 @@ int main(int argc, char** argv) {
     moe::logError(config.error());
     return 2;
   }
-  auto model = moe::router::RouterModel::load(config.value());
+  const moe::ClusterConfig& cluster = config.value();
+
+  // The admin plane comes up first, so probes see "starting" while weights load.
+  auto registry = std::make_shared<prometheus::Registry>();
+  auto info = std::make_shared<moe::SharedText>();
+  info->set(moe::serviceInfoJson(cluster, nullptr, "router", "router", ""));
+  std::unique_ptr<moe::AdminServer> admin;
+  if (!cluster.router.admin.empty()) {
+    auto a = moe::startAdminPlane(cluster.router.admin, registry, info, "loading gate weights");
+    if (!a) {
+      moe::logError("start-up failed: ", a.error());
+      return 2;
+    }
+    admin = std::move(a).value();
+  }
+
+  auto model = moe::router::RouterModel::load(cluster);
   if (!model) {
     moe::logError("start-up failed: ", model.error());
     return 2;
   }
-  moe::logInfo("model ", config.value().modelPath, ": ", model.value()->model.numExperts,
-               " experts, top-", model.value()->model.topK, ", hidden ",
-               model.value()->model.hiddenSize, ", ", model.value()->model.moeLayers.size(),
-               " MoE layers; gating on ", model.value()->backend->name(), "; ",
-               config.value().shards.size(), " shards");
+  const auto& m = model.value()->model;
+  const std::string backend(model.value()->backend->name());
+  moe::logInfo("model ", cluster.modelPath, ": ", m.numExperts, " experts, top-", m.topK,
+               ", hidden ", m.hiddenSize, ", ", m.moeLayers.size(), " MoE layers; gating on ",
+               backend, "; ", cluster.shards.size(), " shards");
+  info->set(moe::serviceInfoJson(cluster, &m, "router", "router", backend));
+  moe::router::RouterMetrics metrics(*registry, m, cluster.shards, backend);
+  if (admin) admin->setState(moe::ServiceState::kNotReady, "waiting for every expert's shard");
+
   auto io = kj::setupAsyncIo();
-  auto listen = config.value().router.listen;
-  capnp::Capability::Client server = kj::heap<moe::router::RouterServer>(
-      std::move(model).value(), *io.provider, io.provider->getTimer());
-  return moe::serveUntilSignal(io, kj::mv(server), listen, "router");
+  auto server = kj::heap<moe::router::RouterServer>(std::move(model).value(), *io.provider,
+                                                    io.provider->getTimer(), metrics);
+  auto& router = *server;
+  capnp::Capability::Client bootstrap = kj::mv(server);
+  auto watch = router.watchShards(admin.get(), 2000).eagerlyEvaluate([](kj::Exception&& e) {
+    moe::logError("shard watcher stopped: ", e.getDescription().cStr());
+  });
+  moe::ServeOptions serve{cluster.router.listen, "router", admin.get(),
+                          /*readyWhenListening=*/false, cluster.timeouts.drainMs};
+  return moe::serveUntilSignal(io, kj::mv(bootstrap), serve);
 }

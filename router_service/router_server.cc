@@ -63,20 +63,74 @@ Result<std::unique_ptr<RouterModel>> RouterModel::load(const ClusterConfig& clus
 }
 
 RouterServer::RouterServer(std::unique_ptr<RouterModel> model, kj::AsyncIoProvider& io,
-                           kj::Timer& timer)
+                           kj::Timer& timer, RouterMetrics& metrics)
     : model_(std::move(model)),
       timer_(timer),
+      metrics_(metrics),
       placement_(Placement::fromConfig(model_->cluster, model_->model)) {
   for (const auto& s : model_->cluster.shards) {
     shards_.push_back(std::make_unique<ShardClient>(io, timer, s, model_->cluster.timeouts));
   }
 }
 
+// The result code a failed call is counted under. Our own request checks throw FAILED with a
+// message about the request; shard failures are prefixed with the shard's label.
+std::string_view errorCode(const kj::Exception& e) {
+  switch (e.getType()) {
+    case kj::Exception::Type::DISCONNECTED:
+      return "unavailable";
+    case kj::Exception::Type::OVERLOADED:
+      return "deadline_exceeded";
+    case kj::Exception::Type::FAILED:
+      return e.getDescription().startsWith("shard ") ? "internal" : "invalid_argument";
+    default:
+      return "internal";
+  }
+}
+
 kj::Promise<void> RouterServer::forward(ForwardContext context) {
+  const auto start = Clock::now();
   const uint32_t ms = model_->cluster.timeouts.requestMs;
-  return withDeadline(
-      timer_, ms, forwardUnbounded(context),
-      "forward did not complete within timeouts.request_ms = " + std::to_string(ms) + " ms");
+  metrics_.inFlight.Increment();
+  auto done = [this, start](std::string_view code) {
+    metrics_.inFlight.Decrement();
+    metrics_.recordRequest(code, static_cast<double>(microsSince(start)) * 1e-6);
+  };
+  return kj::evalNow([&]() {
+           return withDeadline(timer_, ms, forwardUnbounded(context),
+                               "forward did not complete within timeouts.request_ms = " +
+                                   std::to_string(ms) + " ms");
+         })
+      .then([done]() { done("ok"); },
+            [done](kj::Exception&& e) {
+              done(errorCode(e));
+              kj::throwFatalException(kj::mv(e));
+            });
+}
+
+kj::Promise<ShardClient::RunResponse> RouterServer::runOnShard(
+    uint32_t shard, uint32_t rows, kj::Function<void(ShardClient::RunParams::Builder)> fill) {
+  auto& m = metrics_.shard(shard);
+  m.inFlight->Increment();
+  m.rowsSent->Increment(rows);
+  const auto start = Clock::now();
+  return shards_[shard]
+      ->run(kj::mv(fill))
+      .then(
+          [&m, start](ShardClient::RunResponse&& r) {
+            m.inFlight->Decrement();
+            m.up->Set(1);
+            m.duration->Observe(static_cast<double>(microsSince(start)) * 1e-6);
+            return kj::mv(r);
+          },
+          [&m, start](kj::Exception&& e) -> ShardClient::RunResponse {
+            m.inFlight->Decrement();
+            m.duration->Observe(static_cast<double>(microsSince(start)) * 1e-6);
+            const auto code = errorCode(e);
+            m.recordError(code == "invalid_argument" ? "internal" : code);
+            if (e.getType() == kj::Exception::Type::DISCONNECTED) m.up->Set(0);
+            kj::throwFatalException(kj::mv(e));
+          });
 }
 
 kj::Promise<void> RouterServer::forwardUnbounded(ForwardContext context) {
@@ -105,8 +159,12 @@ kj::Promise<void> RouterServer::forwardUnbounded(ForwardContext context) {
   // request alive until this call completes.
   auto x = std::make_shared<F32Rows>(view.value());
   const uint32_t k = m.topK;
+  struct Gated {
+    RoutingDecision decision;
+    DispatchPlan plan;
+  };
   auto gating = executor_.run([this, x, T, H, layer, k,
-                               gateMatrix = gate->second.get()]() -> Result<DispatchPlan> {
+                               gateMatrix = gate->second.get()]() -> Result<Gated> {
     auto xs = x->values();
     if (int64_t bad = firstNonFinite(xs); bad >= 0) {
       return makeError("hidden: token " + std::to_string(bad / H) + " has a non-finite value (" +
@@ -115,38 +173,46 @@ kj::Promise<void> RouterServer::forwardUnbounded(ForwardContext context) {
     auto decision =
         softmaxTopkRouting(*model_->backend, *gateMatrix, xs, T, k, /*renormalize=*/true);
     if (!decision) return makeError(decision.error());
-    return planDispatch(decision.value(), placement_, layer);
+    auto plan = planDispatch(decision.value(), placement_, layer);
+    if (!plan) return makeError(plan.error());
+    return Gated{std::move(decision).value(), std::move(plan).value()};
   });
+  metrics_.queueDepth.Set(static_cast<double>(executor_.queued()));
 
-  return gating.then([this, context, x, T, H, layer, start](Result<DispatchPlan> planned) mutable {
-    if (!planned) badRequest(planned.error());
+  return gating.then([this, context, x, T, H, layer, start](Result<Gated> gated) mutable {
+    metrics_.queueDepth.Set(static_cast<double>(executor_.queued()));
+    if (!gated) badRequest(gated.error());
     const uint64_t gateMicros = microsSince(start);
-    auto plan = std::make_shared<const DispatchPlan>(std::move(planned).value());
+    metrics_.gateDuration.Observe(static_cast<double>(gateMicros) * 1e-6);
+    metrics_.recordRouting(layer, gated.value().decision);
+    auto plan = std::make_shared<const DispatchPlan>(std::move(gated.value().plan));
     kj::Vector<kj::Promise<ShardClient::RunResponse>> calls;
     for (size_t i = 0; i < plan->work.size(); ++i) {
-      calls.add(shards_[plan->work[i].shard]->run([plan, i, x, H,
-                                                   layer](ShardClient::RunParams::Builder req) {
-        const ShardWork& w = plan->work[i];
-        req.setLayer(layer);
-        const uint32_t shape[2] = {static_cast<uint32_t>(w.tokens.size()), H};
-        auto rows = initF32(req.initRows(), shape);
-        auto xs = x->values();
-        for (size_t r = 0; r < w.tokens.size(); ++r) {
-          std::memcpy(rows.data() + r * H, xs.data() + size_t{w.tokens[r]} * H, H * sizeof(float));
-        }
-        auto segs = req.initSegments(static_cast<unsigned>(w.segments.size()));
-        for (size_t s = 0; s < w.segments.size(); ++s) {
-          const auto& seg = w.segments[s];
-          auto out = segs[static_cast<unsigned>(s)];
-          out.setExpert(seg.expert);
-          auto idx = out.initRowIndex(static_cast<unsigned>(seg.rowIndex.size()));
-          auto wt = out.initWeight(static_cast<unsigned>(seg.weight.size()));
-          for (size_t j = 0; j < seg.rowIndex.size(); ++j) {
-            idx.set(static_cast<unsigned>(j), seg.rowIndex[j]);
-            wt.set(static_cast<unsigned>(j), seg.weight[j]);
-          }
-        }
-      }));
+      const auto rows = static_cast<uint32_t>(plan->work[i].tokens.size());
+      calls.add(runOnShard(
+          plan->work[i].shard, rows, [plan, i, x, H, layer](ShardClient::RunParams::Builder req) {
+            const ShardWork& w = plan->work[i];
+            req.setLayer(layer);
+            const uint32_t shape[2] = {static_cast<uint32_t>(w.tokens.size()), H};
+            auto rows = initF32(req.initRows(), shape);
+            auto xs = x->values();
+            for (size_t r = 0; r < w.tokens.size(); ++r) {
+              std::memcpy(rows.data() + r * H, xs.data() + size_t{w.tokens[r]} * H,
+                          H * sizeof(float));
+            }
+            auto segs = req.initSegments(static_cast<unsigned>(w.segments.size()));
+            for (size_t s = 0; s < w.segments.size(); ++s) {
+              const auto& seg = w.segments[s];
+              auto out = segs[static_cast<unsigned>(s)];
+              out.setExpert(seg.expert);
+              auto idx = out.initRowIndex(static_cast<unsigned>(seg.rowIndex.size()));
+              auto wt = out.initWeight(static_cast<unsigned>(seg.weight.size()));
+              for (size_t j = 0; j < seg.rowIndex.size(); ++j) {
+                idx.set(static_cast<unsigned>(j), seg.rowIndex[j]);
+                wt.set(static_cast<unsigned>(j), seg.weight[j]);
+              }
+            }
+          }));
     }
     const auto fanOut = Clock::now();
     return kj::joinPromises(calls.releaseAsArray())
@@ -182,40 +248,77 @@ kj::Promise<void> RouterServer::forwardUnbounded(ForwardContext context) {
   });
 }
 
-kj::Promise<void> RouterServer::info(InfoContext context) {
-  kj::Vector<kj::Promise<std::string>> probes;  // "" when reachable, else the error
-  for (auto& shard : shards_) {
-    probes.add(shard->info().then(
-        [](ShardClient::InfoResponse&&) { return std::string(); },
-        [](kj::Exception&& e) { return std::string(e.getDescription().cStr()); }));
+kj::Promise<kj::Array<std::string>> RouterServer::probeShards() {
+  kj::Vector<kj::Promise<std::string>> probes;
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    auto* up = metrics_.shard(i).up;
+    probes.add(shards_[i]->info().then(
+        [up](ShardClient::InfoResponse&&) {
+          up->Set(1);
+          return std::string();
+        },
+        [up](kj::Exception&& e) {
+          up->Set(0);
+          return std::string(e.getDescription().cStr());
+        }));
   }
-  return kj::joinPromises(probes.releaseAsArray())
-      .then([this, context](kj::Array<std::string> errors) mutable {
-        const ModelConfig& m = model_->model;
-        auto info = context.getResults().initInfo();
-        fillModelInfo(info, m);
-        info.setRole("router");
-        info.setName("router");
-        info.setBackend(std::string(model_->backend->name()));
-        info.setMaxTokens(model_->cluster.router.maxTokens);
-        auto shards = info.initShards(static_cast<unsigned>(shards_.size()));
-        for (size_t i = 0; i < shards_.size(); ++i) {
-          auto s = shards[static_cast<unsigned>(i)];
-          s.setName(shards_[i]->config().name);
-          s.setAddress(shards_[i]->config().listen);
-          s.setReachable(errors[i].empty());
-          s.setError(errors[i]);
-        }
-        bool ready = true;
-        for (uint32_t layer : m.moeLayers) {
-          for (uint32_t e = 0; e < m.numExperts; ++e) {
-            bool any = false;
-            for (uint32_t s : placement_.shardsFor(layer, e)) any = any || errors[s].empty();
-            ready = ready && any;
-          }
-        }
-        info.setReady(ready);
-      });
+  return kj::joinPromises(probes.releaseAsArray());
+}
+
+std::string RouterServer::unreachableExperts(const kj::Array<std::string>& errors) const {
+  const ModelConfig& m = model_->model;
+  for (uint32_t layer : m.moeLayers) {
+    for (uint32_t e = 0; e < m.numExperts; ++e) {
+      bool any = false;
+      for (uint32_t s : placement_.shardsFor(layer, e)) any = any || errors[s].empty();
+      if (!any) {
+        std::string why = "expert " + std::to_string(e) + " of layer " + std::to_string(layer) +
+                          " has no reachable shard";
+        for (uint32_t s : placement_.shardsFor(layer, e)) why += "; " + errors[s];
+        return why;
+      }
+    }
+  }
+  return "";
+}
+
+kj::Promise<void> RouterServer::watchShards(AdminServer* admin, uint32_t periodMs) {
+  return probeShards().then([this, admin, periodMs](kj::Array<std::string> errors) {
+    if (admin != nullptr && admin->state() != ServiceState::kDraining) {
+      auto why = unreachableExperts(errors);
+      if (why.empty()) {
+        if (admin->state() != ServiceState::kReady) logInfo("every expert is reachable: ready");
+        admin->setState(ServiceState::kReady);
+      } else {
+        if (admin->state() == ServiceState::kReady) logWarn("not ready: ", why);
+        admin->setState(ServiceState::kNotReady, why);
+      }
+    }
+    return timer_.afterDelay(periodMs * kj::MILLISECONDS).then([this, admin, periodMs]() {
+      return watchShards(admin, periodMs);
+    });
+  });
+}
+
+kj::Promise<void> RouterServer::info(InfoContext context) {
+  return probeShards().then([this, context](kj::Array<std::string> errors) mutable {
+    const ModelConfig& m = model_->model;
+    auto info = context.getResults().initInfo();
+    fillModelInfo(info, m);
+    info.setRole("router");
+    info.setName("router");
+    info.setBackend(std::string(model_->backend->name()));
+    info.setMaxTokens(model_->cluster.router.maxTokens);
+    auto shards = info.initShards(static_cast<unsigned>(shards_.size()));
+    for (size_t i = 0; i < shards_.size(); ++i) {
+      auto s = shards[static_cast<unsigned>(i)];
+      s.setName(shards_[i]->config().name);
+      s.setAddress(shards_[i]->config().listen);
+      s.setReachable(errors[i].empty());
+      s.setError(errors[i]);
+    }
+    info.setReady(unreachableExperts(errors).empty());
+  });
 }
 
 }  // namespace moe::router

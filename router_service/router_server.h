@@ -8,12 +8,14 @@
 #include <memory>
 #include <vector>
 
+#include "common/admin_server.h"
 #include "common/checkpoint.h"
 #include "common/compute_executor.h"
 #include "common/config.h"
 #include "common/proto/moe.capnp.h"
 #include "kernels/backend.h"
 #include "router_service/dispatch_plan.h"
+#include "router_service/router_metrics.h"
 #include "router_service/shard_client.h"
 
 namespace moe::router {
@@ -31,16 +33,28 @@ struct RouterModel {
 
 class RouterServer final : public proto::Router::Server {
  public:
-  RouterServer(std::unique_ptr<RouterModel> model, kj::AsyncIoProvider& io, kj::Timer& timer);
+  RouterServer(std::unique_ptr<RouterModel> model, kj::AsyncIoProvider& io, kj::Timer& timer,
+               RouterMetrics& metrics);
 
   kj::Promise<void> forward(ForwardContext context) override;
   kj::Promise<void> info(InfoContext context) override;
 
+  // Probes every shard every `periodMs`, forever: keeps moe_shard_up current and the admin
+  // plane's readiness true to "every expert reachable on at least one shard".
+  kj::Promise<void> watchShards(AdminServer* admin, uint32_t periodMs);
+
  private:
   kj::Promise<void> forwardUnbounded(ForwardContext context);
+  // One info probe per shard: "" when reachable, else the error. Updates moe_shard_up.
+  kj::Promise<kj::Array<std::string>> probeShards();
+  // Empty when every (layer, expert) has a reachable holder, else why not.
+  std::string unreachableExperts(const kj::Array<std::string>& shardErrors) const;
+  kj::Promise<ShardClient::RunResponse> runOnShard(
+      uint32_t shard, uint32_t rows, kj::Function<void(ShardClient::RunParams::Builder)> fill);
 
   std::unique_ptr<RouterModel> model_;
   kj::Timer& timer_;
+  RouterMetrics& metrics_;
   Placement placement_;
   std::vector<std::unique_ptr<ShardClient>> shards_;
   ComputeExecutor executor_{"router-gate"};

@@ -142,6 +142,35 @@ std::vector<float> outputValues(const TestClient::ForwardResponse& r) {
   return {rows.values().begin(), rows.values().end()};
 }
 
+std::pair<int, std::string> httpGet(const std::string& address, const std::string& path) {
+  auto colon = address.rfind(':');
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(colon + 1))));
+  inet_pton(AF_INET, address.substr(0, colon).c_str(), &addr.sin_addr);
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return {-1, ""};
+  }
+  const std::string req =
+      "GET " + path + " HTTP/1.1\r\nHost: " + address + "\r\nConnection: close\r\n\r\n";
+  if (write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
+    close(fd);
+    return {-1, ""};
+  }
+  std::string resp;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) resp.append(buf, static_cast<size_t>(n));
+  close(fd);
+  if (resp.rfind("HTTP/1.1 ", 0) != 0) return {-1, resp};
+  auto bodyAt = resp.find("\r\n\r\n");
+  return {std::stoi(resp.substr(9, 3)), bodyAt == std::string::npos ? "" : resp.substr(bodyAt + 4)};
+}
+
 std::pair<int, std::string> runCommand(const std::string& command) {
   std::string out;
   FILE* p = popen((command + " 2>&1").c_str(), "r");

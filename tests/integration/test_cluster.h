@@ -72,6 +72,10 @@ class TestClient {
 std::vector<float> randomTokens(uint32_t T, uint32_t H, uint64_t seed);
 std::vector<float> outputValues(const TestClient::ForwardResponse& r);
 
+// GET http://address/path over a fresh connection: (status code, body); status -1 when the
+// server does not answer.
+std::pair<int, std::string> httpGet(const std::string& address, const std::string& path);
+
 // Runs a shell command, returns (exit status, combined stdout+stderr).
 std::pair<int, std::string> runCommand(const std::string& command);
 

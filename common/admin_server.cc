@@ -1,0 +1,390 @@
+// AdminServer implementation: one io_context on one thread, an async acceptor, and a Beast HTTP
+// session per connection (read → answer → write, keep-alive, idle timeout). Nothing here throws
+// into Asio: errors are logged and the connection is dropped.
+#include "common/admin_server.h"
+
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+#include <pthread.h>
+
+#include <atomic>
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <charconv>
+#include <chrono>
+#include <exception>
+#include <mutex>
+#include <optional>
+#include <string_view>
+#include <thread>
+#include <utility>
+
+#include "common/log.h"
+
+namespace moe {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+using Request = http::request<http::string_body>;
+using Response = http::response<http::string_body>;
+
+// Admin requests are bodiless GETs; the limits only bound what a confused or hostile client can
+// make us buffer.
+constexpr uint32_t kMaxHeaderBytes = 8 * 1024;
+constexpr uint64_t kMaxBodyBytes = 4 * 1024;
+// After a failed accept (e.g. out of file descriptors) wait before the next one instead of
+// spinning on the same error.
+constexpr auto kAcceptRetryDelay = std::chrono::milliseconds(100);
+
+constexpr std::string_view kTextType = "text/plain; charset=utf-8";
+constexpr std::string_view kMetricsType = "text/plain; version=0.0.4; charset=utf-8";
+constexpr std::string_view kJsonType = "application/json";
+constexpr std::string_view kEndpointList = "endpoints: /metrics /healthz /readyz /v1/info\n";
+
+std::string_view toStd(beast::string_view s) {
+  return {s.data(), s.size()};
+}
+
+std::string describe(const tcp::endpoint& ep) {
+  std::string host = ep.address().to_string();
+  if (ep.address().is_v6()) host = "[" + host + "]";
+  return host + ":" + std::to_string(ep.port());
+}
+
+// "host:port", "[v6]:port" or ":port" (all interfaces); the host may be a name to resolve.
+Result<tcp::endpoint> parseListen(const std::string& listen, asio::io_context& ioc) {
+  auto bad = [&](std::string_view why) {
+    return makeError("admin server: listen address '" + listen + "' " + std::string(why));
+  };
+  size_t colon = listen.rfind(':');
+  if (colon == std::string::npos) return bad("is not host:port");
+  std::string host = listen.substr(0, colon);
+  std::string portText = listen.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  uint16_t port = 0;
+  auto [end, ec] = std::from_chars(portText.data(), portText.data() + portText.size(), port);
+  if (portText.empty() || ec != std::errc() || end != portText.data() + portText.size()) {
+    return bad("has no valid port (0-65535)");
+  }
+  if (host.empty()) return tcp::endpoint(tcp::v4(), port);
+
+  beast::error_code err;
+  asio::ip::address address = asio::ip::make_address(host, err);
+  if (!err) return tcp::endpoint(address, port);
+  tcp::resolver resolver(ioc);
+  // passive: addresses to bind, not to connect to; and no AI_ADDRCONFIG, which on a host with
+  // only loopback configured would hide even "localhost".
+  auto results = resolver.resolve(host, portText, tcp::resolver::passive, err);
+  if (err || results.empty()) {
+    return bad("does not resolve: " + (err ? err.message() : std::string("no addresses")));
+  }
+  return results.begin()->endpoint();
+}
+
+// Connection errors that are part of normal life (peer went away, idle timeout, shutdown) are
+// not worth a warning; anything else (malformed HTTP, limits exceeded) is.
+bool isRoutineDisconnect(const beast::error_code& ec) {
+  return ec == http::error::end_of_stream || ec == http::error::partial_message ||
+         ec == beast::error::timeout || ec == asio::error::eof ||
+         ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
+         ec == asio::error::operation_aborted;
+}
+
+// The request handlers and the readiness state. Shared by all sessions; thread-safe because
+// setState() runs on service threads while requests are answered on the admin thread.
+class Endpoints {
+ public:
+  Endpoints(std::shared_ptr<prometheus::Registry> registry, std::function<std::string()> info)
+      : registry_(std::move(registry)), info_(std::move(info)) {}
+
+  void setState(ServiceState s, std::string reason) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ServiceState old = state_.load();
+    if (old == ServiceState::kDraining && s != ServiceState::kDraining) return;
+    if (old != s) {
+      logInfo("admin: readiness ", serviceStateName(old), " -> ", serviceStateName(s),
+              reason.empty() ? "" : ": ", reason);
+    }
+    reason_ = std::move(reason);
+    state_.store(s);
+  }
+  ServiceState state() const { return state_.load(); }
+
+  Response respond(const Request& req) const {
+    std::string_view target = toStd(req.target());
+    std::string_view path = target.substr(0, target.find('?'));
+    bool head = req.method() == http::verb::head;
+    enum class Route { kMetrics, kHealthz, kReadyz, kInfo };
+    std::optional<Route> route;
+    if (path == "/metrics") route = Route::kMetrics;
+    if (path == "/healthz") route = Route::kHealthz;
+    if (path == "/readyz") route = Route::kReadyz;
+    if (path == "/v1/info") route = Route::kInfo;
+
+    if (!route) {
+      return reply(req, http::status::not_found, kTextType,
+                   "not found: " + std::string(path) + "\n" + std::string(kEndpointList));
+    }
+    if (req.method() != http::verb::get && !head) {
+      Response res = reply(req, http::status::method_not_allowed, kTextType,
+                           "method not allowed: " + std::string(toStd(req.method_string())) +
+                               " (use GET or HEAD)\n");
+      res.set(http::field::allow, "GET, HEAD");
+      return res;
+    }
+    // A throwing callback (info, a custom collectable) must cost one 500, not the admin thread.
+    try {
+      switch (*route) {
+        case Route::kMetrics:
+          return reply(req, http::status::ok, kMetricsType,
+                       registry_ ? prometheus::TextSerializer().Serialize(registry_->Collect())
+                                 : std::string());
+        case Route::kHealthz:
+          return reply(req, http::status::ok, kTextType, "ok\n");
+        case Route::kReadyz:
+          return readiness(req);
+        case Route::kInfo:
+          return reply(req, http::status::ok, kJsonType, info_ ? info_() : std::string("{}"));
+      }
+    } catch (const std::exception& e) {
+      logWarn("admin: ", path, " failed: ", e.what());
+    } catch (...) {
+      logWarn("admin: ", path, " failed: unknown exception");
+    }
+    return reply(req, http::status::internal_server_error, kTextType, "internal error\n");
+  }
+
+ private:
+  Response readiness(const Request& req) const {
+    std::string body;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      switch (state_.load()) {
+        case ServiceState::kReady:
+          return reply(req, http::status::ok, kTextType, "ready\n");
+        case ServiceState::kStarting:
+          body = reason_.empty() ? "starting\n" : "starting: " + reason_ + "\n";
+          break;
+        case ServiceState::kNotReady:
+          body = reason_.empty() ? "not ready\n" : "not ready: " + reason_ + "\n";
+          break;
+        case ServiceState::kDraining:
+          body = "draining\n";
+          break;
+      }
+    }
+    return reply(req, http::status::service_unavailable, kTextType, std::move(body));
+  }
+
+  static Response reply(const Request& req, http::status status, std::string_view type,
+                        std::string body) {
+    Response res(status, req.version());
+    res.set(http::field::server, "moe-admin");
+    res.set(http::field::content_type, beast::string_view(type.data(), type.size()));
+    res.set(http::field::cache_control, "no-store");  // probes and scrapes want the live answer
+    res.keep_alive(req.keep_alive());
+    if (req.method() == http::verb::head) {
+      res.content_length(body.size());  // HEAD: the headers GET would send, no body
+    } else {
+      res.body() = std::move(body);
+      res.prepare_payload();
+    }
+    return res;
+  }
+
+  const std::shared_ptr<prometheus::Registry> registry_;
+  const std::function<std::string()> info_;
+  mutable std::mutex mutex_;  // guards reason_, and keeps state_ and reason_ consistent
+  std::atomic<ServiceState> state_{ServiceState::kStarting};
+  std::string reason_;
+};
+
+// One HTTP connection. Owned by the shared_ptr its pending operation holds: when an operation
+// ends without starting another (error, close, timeout), the session and its socket go away.
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, const Endpoints& endpoints, std::chrono::milliseconds idleTimeout)
+      : stream_(std::move(socket)), endpoints_(endpoints), idleTimeout_(idleTimeout) {
+    beast::error_code ec;
+    tcp::endpoint peer = stream_.socket().remote_endpoint(ec);
+    peer_ = ec ? std::string("?") : describe(peer);
+  }
+
+  void read() {
+    parser_.emplace();  // a parser reads one message; keep-alive needs a fresh one each time
+    parser_->header_limit(kMaxHeaderBytes);
+    parser_->body_limit(kMaxBodyBytes);
+    stream_.expires_after(idleTimeout_);
+    http::async_read(stream_, buffer_, *parser_,
+                     beast::bind_front_handler(&Session::onRead, shared_from_this()));
+  }
+
+ private:
+  void onRead(beast::error_code ec, size_t /*bytes*/) {
+    if (ec == http::error::end_of_stream) return shutdown();
+    if (ec) return drop("read", ec);
+    response_ = endpoints_.respond(parser_->get());
+    stream_.expires_after(idleTimeout_);
+    http::async_write(stream_, response_,
+                      beast::bind_front_handler(&Session::onWrite, shared_from_this()));
+  }
+
+  void onWrite(beast::error_code ec, size_t /*bytes*/) {
+    if (ec) return drop("write", ec);
+    if (!response_.keep_alive()) return shutdown();
+    read();
+  }
+
+  // Nothing pending after this: the session is released and the socket closed.
+  void drop(const char* what, const beast::error_code& ec) {
+    if (isRoutineDisconnect(ec)) {
+      logDebug("admin: ", peer_, ": ", what, ": ", ec.message());
+    } else {
+      logWarn("admin: closing connection from ", peer_, ": ", what, ": ", ec.message());
+    }
+  }
+
+  void shutdown() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);  // best effort; closing anyway
+  }
+
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  Response response_;  // lives here until async_write is done with it
+  const Endpoints& endpoints_;
+  const std::chrono::milliseconds idleTimeout_;
+  std::string peer_;
+};
+
+}  // namespace
+
+const char* serviceStateName(ServiceState s) {
+  switch (s) {
+    case ServiceState::kStarting:
+      return "starting";
+    case ServiceState::kReady:
+      return "ready";
+    case ServiceState::kNotReady:
+      return "not ready";
+    case ServiceState::kDraining:
+      return "draining";
+  }
+  return "?";
+}
+
+// Member order is destruction order in reverse: the acceptor and timer go before the io_context
+// that owns their services, and the io_context (whose destruction frees the pending sessions)
+// goes before the Endpoints those sessions refer to.
+struct AdminServer::Impl {
+  explicit Impl(AdminOptions options)
+      : endpoints(std::move(options.registry), std::move(options.info)),
+        idleTimeout(options.idleTimeoutMs),
+        listen(std::move(options.listen)) {}
+
+  void accept() {
+    acceptor.async_accept([this](beast::error_code ec, tcp::socket socket) {
+      if (ec == asio::error::operation_aborted) return;
+      if (ec) {
+        logWarn("admin: accept on ", listen, " failed: ", ec.message(), "; retrying");
+        acceptRetry.expires_after(kAcceptRetryDelay);
+        acceptRetry.async_wait([this](beast::error_code waitEc) {
+          if (!waitEc) accept();
+        });
+        return;
+      }
+      // Responses are small and written whole; without this, Nagle holds the next response
+      // on a keep-alive connection until the client's delayed ACK (~40 ms).
+      beast::error_code optEc;
+      socket.set_option(tcp::no_delay(true), optEc);
+      std::make_shared<Session>(std::move(socket), endpoints, idleTimeout)->read();
+      accept();
+    });
+  }
+
+  void run() {
+    pthread_setname_np(pthread_self(), "moe-admin");
+    // Handlers do not throw; if one ever does, log it and keep serving rather than lose probes.
+    for (;;) {
+      try {
+        ioc.run();
+        return;  // stopped by ~AdminServer
+      } catch (const std::exception& e) {
+        logError("admin: handler threw: ", e.what());
+      } catch (...) {
+        logError("admin: handler threw an unknown exception");
+      }
+    }
+  }
+
+  Endpoints endpoints;
+  const std::chrono::milliseconds idleTimeout;
+  const std::string listen;
+  asio::io_context ioc{1};
+  asio::executor_work_guard<asio::io_context::executor_type> work{ioc.get_executor()};
+  tcp::acceptor acceptor{ioc};
+  asio::steady_timer acceptRetry{ioc};
+  uint16_t port = 0;
+  std::thread thread;
+};
+
+Result<std::unique_ptr<AdminServer>> AdminServer::start(AdminOptions options) {
+  auto impl = std::make_unique<Impl>(std::move(options));
+  Result<tcp::endpoint> endpoint = parseListen(impl->listen, impl->ioc);
+  if (!endpoint) return makeError(endpoint.error());
+
+  auto cannot = [&](const char* step, const beast::error_code& ec) {
+    return makeError("admin server: cannot listen on " + impl->listen + " (" + step +
+                     "): " + ec.message());
+  };
+  beast::error_code ec;
+  tcp::acceptor& acceptor = impl->acceptor;
+  if (acceptor.open(endpoint.value().protocol(), ec); ec) return cannot("open", ec);
+  // Lets a restarted service rebind while old connections sit in TIME_WAIT; on Linux it does not
+  // let two live listeners share a port.
+  if (acceptor.set_option(asio::socket_base::reuse_address(true), ec); ec) {
+    return cannot("SO_REUSEADDR", ec);
+  }
+  if (acceptor.bind(endpoint.value(), ec); ec) return cannot("bind", ec);
+  if (acceptor.listen(asio::socket_base::max_listen_connections, ec); ec) {
+    return cannot("listen", ec);
+  }
+  impl->port = acceptor.local_endpoint(ec).port();
+  if (ec) return cannot("local_endpoint", ec);
+
+  impl->accept();
+  Impl* raw = impl.get();
+  impl->thread = std::thread([raw] { raw->run(); });
+  logDebug("admin: serving /metrics /healthz /readyz /v1/info on ", impl->listen, " (port ",
+           impl->port, ")");
+  return std::unique_ptr<AdminServer>(new AdminServer(std::move(impl)));
+}
+
+AdminServer::AdminServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+AdminServer::~AdminServer() {
+  impl_->ioc.stop();
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+uint16_t AdminServer::port() const {
+  return impl_->port;
+}
+
+void AdminServer::setState(ServiceState s, std::string reason) {
+  impl_->endpoints.setState(s, std::move(reason));
+}
+
+ServiceState AdminServer::state() const {
+  return impl_->endpoints.state();
+}
+
+}  // namespace moe

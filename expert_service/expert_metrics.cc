@@ -1,0 +1,61 @@
+// ExpertMetrics: families registered once, children per served (layer, expert).
+#include "expert_service/expert_metrics.h"
+
+#include "common/metrics_util.h"
+
+namespace moe::expert {
+
+ExpertMetrics::ExpertMetrics(prometheus::Registry& registry, const ExpertStore& store,
+                             std::string_view backend)
+    : computeDuration(prometheus::BuildHistogram()
+                          .Name("moe_expert_compute_duration_seconds")
+                          .Help("Compute time of one ExpertShard.run on the device")
+                          .Register(registry)
+                          .Add({}, latencyBuckets())),
+      batchRows(prometheus::BuildHistogram()
+                    .Name("moe_expert_batch_rows")
+                    .Help("Token rows per ExpertShard.run")
+                    .Register(registry)
+                    .Add({}, sizeBuckets())),
+      queueDepth(prometheus::BuildGauge()
+                     .Name("moe_expert_queue_depth")
+                     .Help("Runs waiting for the compute thread")
+                     .Register(registry)
+                     .Add({})),
+      deviceMemory(prometheus::BuildGauge()
+                       .Name("moe_device_memory_bytes")
+                       .Help("Memory in use on the compute device by resident expert weights")
+                       .Register(registry)
+                       .Add({{"device", std::string(backend)}})) {
+  registerBuildInfo(registry, "expert", backend);
+  auto& requests = prometheus::BuildCounter()
+                       .Name("moe_expert_requests_total")
+                       .Help("ExpertShard.run calls by result code")
+                       .Register(registry);
+  for (const char* code : {"ok", "invalid_argument", "internal"}) {
+    requestsByCode_.emplace(code, &requests.Add({{"code", code}}));
+  }
+  auto& tokens = prometheus::BuildCounter()
+                     .Name("moe_expert_tokens_total")
+                     .Help("(token row, expert) products computed by this shard")
+                     .Register(registry);
+  for (const auto& [layer, experts] : store.experts()) {
+    for (uint32_t e : experts) {
+      tokens_[{layer, e}] =
+          &tokens.Add({{"layer", std::to_string(layer)}, {"expert", std::to_string(e)}});
+    }
+  }
+  deviceMemory.Set(static_cast<double>(store.residentBytes()));
+}
+
+void ExpertMetrics::recordRequest(std::string_view code) {
+  auto it = requestsByCode_.find(code);
+  (it != requestsByCode_.end() ? it : requestsByCode_.find("internal"))->second->Increment();
+}
+
+prometheus::Counter* ExpertMetrics::tokens(uint32_t layer, uint32_t expert) {
+  auto it = tokens_.find({layer, expert});
+  return it == tokens_.end() ? nullptr : it->second;
+}
+
+}  // namespace moe::expert

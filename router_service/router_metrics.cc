@@ -1,0 +1,176 @@
+// RouterMetrics: families registered once; the load window turns assignments into gauges.
+#include "router_service/router_metrics.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "common/metrics_util.h"
+
+namespace moe::router {
+
+RouterMetrics::RouterMetrics(prometheus::Registry& registry, const ModelConfig& model,
+                             const std::vector<ShardConfig>& shards, std::string_view backend)
+    : inFlight(prometheus::BuildGauge()
+                   .Name("moe_router_in_flight_requests")
+                   .Help("Router.forward calls being served")
+                   .Register(registry)
+                   .Add({})),
+      queueDepth(prometheus::BuildGauge()
+                     .Name("moe_router_queue_depth")
+                     .Help("Gating jobs waiting for the router's compute thread")
+                     .Register(registry)
+                     .Add({})),
+      gateDuration(prometheus::BuildHistogram()
+                       .Name("moe_router_gate_duration_seconds")
+                       .Help("Gating and dispatch planning time of one forward")
+                       .Register(registry)
+                       .Add({}, latencyBuckets())),
+      batchTokens(prometheus::BuildHistogram()
+                      .Name("moe_router_batch_tokens")
+                      .Help("Tokens per Router.forward call")
+                      .Register(registry)
+                      .Add({}, sizeBuckets())),
+      requests_(prometheus::BuildCounter()
+                    .Name("moe_router_requests_total")
+                    .Help("Router.forward calls by result code")
+                    .Register(registry)),
+      requestDuration_(prometheus::BuildHistogram()
+                           .Name("moe_router_request_duration_seconds")
+                           .Help("End-to-end latency of Router.forward")
+                           .Register(registry)
+                           .Add({}, latencyBuckets())),
+      numExperts_(model.numExperts) {
+  registerBuildInfo(registry, "router", backend);
+  for (const char* code :
+       {"ok", "invalid_argument", "unavailable", "deadline_exceeded", "internal"}) {
+    requestsByCode_.emplace(code, &requests_.Add({{"code", code}}));
+  }
+  auto& tokens = prometheus::BuildCounter()
+                     .Name("moe_router_tokens_total")
+                     .Help("Tokens served, per MoE layer")
+                     .Register(registry);
+  auto& routed = prometheus::BuildCounter()
+                     .Name("moe_expert_tokens_routed_total")
+                     .Help("Token-to-expert assignments made by the gate")
+                     .Register(registry);
+  auto& dropped = prometheus::BuildCounter()
+                      .Name("moe_capacity_dropped_tokens_total")
+                      .Help("Token-to-expert assignments dropped by the capacity limit")
+                      .Register(registry);
+  auto& zero = prometheus::BuildCounter()
+                   .Name("moe_zero_compute_tokens_total")
+                   .Help("Assignments served by zero-computation experts on the router")
+                   .Register(registry);
+  auto& imbalance = prometheus::BuildGauge()
+                        .Name("moe_layer_load_imbalance")
+                        .Help("Max over mean expert load in the recent window (1 = balanced)")
+                        .Register(registry);
+  auto& loss = prometheus::BuildGauge()
+                   .Name("moe_layer_load_balancing_loss")
+                   .Help("Switch-Transformer auxiliary loss E*sum(f_i*P_i) over the recent window")
+                   .Register(registry);
+  for (uint32_t layer : model.moeLayers) {
+    const std::string l = std::to_string(layer);
+    Layer& st = layers_[layer];
+    st.tokens = &tokens.Add({{"layer", l}});
+    for (uint32_t e = 0; e < model.numExperts; ++e) {
+      st.routed.push_back(&routed.Add({{"layer", l}, {"expert", std::to_string(e)}}));
+    }
+    // Created (at 0) so dashboards and alerts see the series before any drop happens.
+    dropped.Add({{"layer", l}});
+    zero.Add({{"layer", l}});
+    st.imbalance = &imbalance.Add({{"layer", l}});
+    st.balanceLoss = &loss.Add({{"layer", l}});
+    st.window.assignments.assign(model.numExperts, 0);
+    st.window.probSum.assign(model.numExperts, 0);
+  }
+  auto& duration = prometheus::BuildHistogram()
+                       .Name("moe_shard_rpc_duration_seconds")
+                       .Help("Latency of one ExpertShard.run call, per shard")
+                       .Register(registry);
+  auto& errors = prometheus::BuildCounter()
+                     .Name("moe_shard_rpc_errors_total")
+                     .Help("Failed ExpertShard.run calls, per shard and code")
+                     .Register(registry);
+  auto& inFlightShard = prometheus::BuildGauge()
+                            .Name("moe_shard_rpc_in_flight")
+                            .Help("ExpertShard.run calls in flight, per shard")
+                            .Register(registry);
+  auto& up = prometheus::BuildGauge()
+                 .Name("moe_shard_up")
+                 .Help("1 when the last call or probe to the shard succeeded")
+                 .Register(registry);
+  auto& rows = prometheus::BuildCounter()
+                   .Name("moe_shard_rows_sent_total")
+                   .Help("Token rows sent to the shard")
+                   .Register(registry);
+  for (const auto& s : shards) {
+    const prometheus::Labels l{{"shard", s.name}};
+    auto withCode = [&](const char* code) {
+      return &errors.Add({{"shard", s.name}, {"code", code}});
+    };
+    shards_.push_back(Shard{&duration.Add(l, latencyBuckets()), &inFlightShard.Add(l), &up.Add(l),
+                            &rows.Add(l), withCode("unavailable"), withCode("deadline_exceeded"),
+                            withCode("internal")});
+  }
+}
+
+void RouterMetrics::recordRequest(std::string_view code, double seconds) {
+  auto it = requestsByCode_.find(code);
+  (it != requestsByCode_.end() ? it : requestsByCode_.find("internal"))->second->Increment();
+  requestDuration_.Observe(seconds);
+}
+
+void RouterMetrics::Shard::recordError(std::string_view code) {
+  if (code == "unavailable") {
+    errUnavailable->Increment();
+  } else if (code == "deadline_exceeded") {
+    errDeadline->Increment();
+  } else {
+    errInternal->Increment();
+  }
+}
+
+void RouterMetrics::recordRouting(uint32_t layer, const RoutingDecision& d) {
+  auto it = layers_.find(layer);
+  if (it == layers_.end()) return;
+  Layer& st = it->second;
+  batchTokens.Observe(d.tokens);
+  st.tokens->Increment(d.tokens);
+  std::vector<double> counts(numExperts_, 0);
+  for (uint32_t id : d.ids) counts[id] += 1;
+  for (uint32_t e = 0; e < numExperts_; ++e) {
+    if (counts[e] > 0) st.routed[e]->Increment(counts[e]);
+    st.window.assignments[e] += counts[e];
+    if (e < d.probSum.size()) st.window.probSum[e] += d.probSum[e];
+  }
+  st.window.tokens += d.tokens;
+
+  // Statistics over the current window, completed by the previous one while it is young.
+  LayerWindow w = st.window;
+  if (w.tokens < kWindowTokens && st.previous.tokens > 0) {
+    w.tokens += st.previous.tokens;
+    for (uint32_t e = 0; e < numExperts_; ++e) {
+      w.assignments[e] += st.previous.assignments[e];
+      w.probSum[e] += st.previous.probSum[e];
+    }
+  }
+  const double total = std::accumulate(w.assignments.begin(), w.assignments.end(), 0.0);
+  if (total > 0 && w.tokens > 0) {
+    const double mean = total / numExperts_;
+    st.imbalance->Set(*std::max_element(w.assignments.begin(), w.assignments.end()) / mean);
+    double loss = 0;
+    for (uint32_t e = 0; e < numExperts_; ++e) {
+      loss += (w.assignments[e] / total) * (w.probSum[e] / static_cast<double>(w.tokens));
+    }
+    st.balanceLoss->Set(numExperts_ * loss);
+  }
+  if (st.window.tokens >= kWindowTokens) {
+    st.previous = st.window;
+    std::fill(st.window.assignments.begin(), st.window.assignments.end(), 0);
+    std::fill(st.window.probSum.begin(), st.window.probSum.end(), 0);
+    st.window.tokens = 0;
+  }
+}
+
+}  // namespace moe::router

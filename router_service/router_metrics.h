@@ -1,0 +1,99 @@
+// Every metric the router exports, in one place (Prometheus naming: `moe_` prefix, base units,
+// `_total` counters, histograms for latencies and sizes, low-cardinality labels). The dashboards
+// (dashboards/*.json) and alert rules (deploy/prometheus/alerts.yml) use exactly these names; a
+// test checks that every name they use is exported.
+//
+//   moe_build_info{version,role,backend}                 gauge, always 1
+//   moe_router_requests_total{code}                      counter; code = ok | invalid_argument |
+//                                                        unavailable | deadline_exceeded | internal
+//   moe_router_request_duration_seconds                  histogram, whole Router.forward
+//   moe_router_gate_duration_seconds                     histogram, gating + planning
+//   moe_router_batch_tokens                              histogram, tokens per forward
+//   moe_router_tokens_total{layer}                       counter, tokens served
+//   moe_router_in_flight_requests                        gauge
+//   moe_router_queue_depth                               gauge, gating jobs waiting for the
+//   executor moe_expert_tokens_routed_total{layer,expert}         counter, token→expert assignments
+//   moe_capacity_dropped_tokens_total{layer}             counter, assignments dropped by capacity
+//   moe_zero_compute_tokens_total{layer}                 counter, assignments served by
+//                                                        zero-computation experts on the router
+//   moe_layer_load_imbalance{layer}                      gauge, max/mean expert load, recent window
+//   moe_layer_load_balancing_loss{layer}                 gauge, Switch-Transformer auxiliary loss
+//                                                        E·Σ f_i·P_i over the recent window
+//   moe_shard_rpc_duration_seconds{shard}                histogram, one ExpertShard.run
+//   moe_shard_rpc_errors_total{shard,code}               counter; code = unavailable |
+//                                                        deadline_exceeded | internal
+//   moe_shard_rpc_in_flight{shard}                       gauge
+//   moe_shard_up{shard}                                  gauge, 1 when the last call/probe
+//   succeeded moe_shard_rows_sent_total{shard}                     counter, token rows sent to the
+//   shard
+#pragma once
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/checkpoint.h"
+#include "common/config.h"
+#include "router_service/gating.h"
+
+namespace moe::router {
+
+// The router's metric families with their labelled children created once, at start-up.
+class RouterMetrics {
+ public:
+  RouterMetrics(prometheus::Registry& registry, const ModelConfig& model,
+                const std::vector<ShardConfig>& shards, std::string_view backend);
+
+  // code: ok | invalid_argument | unavailable | deadline_exceeded | internal
+  void recordRequest(std::string_view code, double seconds);
+  // Token→expert assignments of one gated batch, and the recent-window load statistics.
+  void recordRouting(uint32_t layer, const RoutingDecision& decision);
+
+  struct Shard {
+    prometheus::Histogram* duration;
+    prometheus::Gauge* inFlight;
+    prometheus::Gauge* up;
+    prometheus::Counter* rowsSent;
+    prometheus::Counter* errUnavailable;
+    prometheus::Counter* errDeadline;
+    prometheus::Counter* errInternal;
+    void recordError(std::string_view code);
+  };
+  Shard& shard(size_t index) { return shards_[index]; }
+
+  prometheus::Gauge& inFlight;
+  prometheus::Gauge& queueDepth;
+  prometheus::Histogram& gateDuration;
+  prometheus::Histogram& batchTokens;
+
+ private:
+  // Tumbling window per layer: statistics over at least the last kWindowTokens tokens.
+  static constexpr uint64_t kWindowTokens = 8192;
+  struct LayerWindow {
+    uint64_t tokens = 0;
+    std::vector<double> assignments;  // [E] tokens routed to each expert
+    std::vector<double> probSum;      // [E] Σ over tokens of the expert's router probability
+  };
+  struct Layer {
+    prometheus::Counter* tokens;
+    std::vector<prometheus::Counter*> routed;  // [E]
+    prometheus::Gauge* imbalance;
+    prometheus::Gauge* balanceLoss;
+    LayerWindow window, previous;
+  };
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Histogram& requestDuration_;
+  std::map<std::string, prometheus::Counter*, std::less<>> requestsByCode_;
+  std::map<uint32_t, Layer> layers_;
+  std::vector<Shard> shards_;
+  uint32_t numExperts_;
+};
+
+}  // namespace moe::router
