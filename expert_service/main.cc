@@ -2,44 +2,47 @@
 #include <kj/async-io.h>
 #include <prometheus/registry.h>
 
-#include <cstring>
 #include <iostream>
 #include <string>
 
 #include "common/config.h"
 #include "common/log.h"
+#include "common/service_flags.h"
 #include "common/service_runtime.h"
 #include "expert_service/expert_metrics.h"
 #include "expert_service/shard_server.h"
 
 int main(int argc, char** argv) {
-  std::string configPath, shard;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
-      configPath = argv[++i];
-    } else if (std::strcmp(argv[i], "--shard") == 0 && i + 1 < argc) {
-      shard = argv[++i];
-    } else {
-      configPath.clear();
-      break;
-    }
-  }
-  if (configPath.empty() || shard.empty()) {
-    std::cerr << "usage: moe-expert --config CLUSTER.yaml --shard NAME\n";
+  auto flags = moe::parseServiceFlags(argc, argv, /*expert=*/true);
+  if (!flags) {
+    std::cerr << "moe-expert: " << flags.error() << "\n"
+              << "usage: moe-expert --config CLUSTER.yaml (--shard NAME | --shard-index N |\n"
+                 "                  --shard-index-from-hostname) [--listen HOST:PORT] [--admin "
+                 "HOST:PORT]\n";
     return 2;
   }
-  moe::setLogComponent("expert[" + shard + "]");
-  auto config = moe::loadClusterConfig(configPath);
+  auto config = moe::loadClusterConfig(flags.value().config);
   if (!config) {
+    moe::setLogComponent("expert");
     moe::logError(config.error());
     return 2;
   }
-  const moe::ClusterConfig& cluster = config.value();
-  const moe::ShardConfig* self = cluster.findShard(shard);
-  if (self == nullptr) {
-    moe::logError(configPath, ": no shard named '", shard, "'");
+  auto shardName = moe::resolveShardName(flags.value(), config.value());
+  if (!shardName) {
+    moe::setLogComponent("expert");
+    moe::logError(shardName.error());
     return 2;
   }
+  const std::string shard = shardName.value();
+  moe::setLogComponent("expert[" + shard + "]");
+  // Bind overrides (a pod binds 0.0.0.0 while the YAML says how the router reaches it).
+  for (auto& s : config.value().shards) {
+    if (s.name != shard) continue;
+    if (!flags.value().listen.empty()) s.listen = flags.value().listen;
+    if (!flags.value().admin.empty()) s.admin = flags.value().admin;
+  }
+  const moe::ClusterConfig& cluster = config.value();
+  const moe::ShardConfig* self = cluster.findShard(shard);
 
   // The admin plane comes up first, so probes see "starting" while weights load.
   auto registry = std::make_shared<prometheus::Registry>();

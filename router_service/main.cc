@@ -2,36 +2,33 @@
 #include <kj/async-io.h>
 #include <prometheus/registry.h>
 
-#include <cstring>
 #include <iostream>
 #include <string>
 
 #include "common/config.h"
 #include "common/log.h"
+#include "common/service_flags.h"
 #include "common/service_runtime.h"
 #include "router_service/router_metrics.h"
 #include "router_service/router_server.h"
 
 int main(int argc, char** argv) {
-  std::string configPath;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
-      configPath = argv[++i];
-    } else {
-      configPath.clear();
-      break;
-    }
-  }
-  if (configPath.empty()) {
-    std::cerr << "usage: moe-router --config CLUSTER.yaml\n";
+  auto flags = moe::parseServiceFlags(argc, argv, /*expert=*/false);
+  if (!flags) {
+    std::cerr
+        << "moe-router: " << flags.error() << "\n"
+        << "usage: moe-router --config CLUSTER.yaml [--listen HOST:PORT] [--admin HOST:PORT]\n";
     return 2;
   }
   moe::setLogComponent("router");
-  auto config = moe::loadClusterConfig(configPath);
+  auto config = moe::loadClusterConfig(flags.value().config);
   if (!config) {
     moe::logError(config.error());
     return 2;
   }
+  // Bind overrides (a pod binds 0.0.0.0 while the YAML says how others reach it).
+  if (!flags.value().listen.empty()) config.value().router.listen = flags.value().listen;
+  if (!flags.value().admin.empty()) config.value().router.admin = flags.value().admin;
   const moe::ClusterConfig& cluster = config.value();
 
   // The admin plane comes up first, so probes see "starting" while weights load.
