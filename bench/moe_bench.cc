@@ -1,0 +1,214 @@
+// moe-bench: the speed report of DESIGN §8, from one run on one machine. It starts the cluster of a
+// YAML (router + shards on loopback, as moe-cluster does) and, per batch size, measures:
+//   - the cluster: tokens/s and p50/p99 latency of Router.forward;
+//   - the same layer in this process (BLAS backend, the --check computation): tokens/s;
+//   - their ratio (the cost of being distributed);
+// and the expert FFN kernel's GFLOP/s next to a plain GEMM of the same shape (the compute limit).
+// Medians of --repeats runs; the machine and command go in the report. Not a test: no thresholds.
+#include <kj/async-io.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <numeric>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "client/in_process_layer.h"
+#include "common/log.h"
+#include "common/proto/moe.capnp.h"
+#include "common/rpc_endpoint.h"
+#include "common/tensor_wire.h"
+#include "deploy/local/local_cluster.h"
+#include "kernels/backend.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+double percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  size_t idx = static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(v.size())));
+  return v[std::min(v.size() - 1, idx == 0 ? 0 : idx - 1)];
+}
+
+std::string cpuModel() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  }
+  return "unknown CPU";
+}
+
+struct Row {
+  uint32_t batch;
+  double clusterTps, p50Ms, p99Ms, localTps;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string config = "deploy/local/default-cluster.yaml";
+  std::vector<uint32_t> batches = {1, 8, 64, 256, 1024};
+  int repeats = 5;
+  bool json = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--config" && i + 1 < argc) {
+      config = argv[++i];
+    } else if (a == "--batches" && i + 1 < argc) {
+      batches.clear();
+      std::stringstream ss(argv[++i]);
+      for (std::string t; std::getline(ss, t, ',');)
+        batches.push_back(static_cast<uint32_t>(std::stoul(t)));
+    } else if (a == "--repeats" && i + 1 < argc) {
+      repeats = std::max(1, std::stoi(argv[++i]));
+    } else if (a == "--json") {
+      json = true;
+    } else {
+      std::cerr << "usage: moe-bench [--config CLUSTER.yaml] [--batches 1,8,64,256,1024] "
+                   "[--repeats N] [--json]\n";
+      return 2;
+    }
+  }
+  moe::setLogComponent("moe-bench");
+  moe::setLogLevel(moe::LogLevel::kWarn);
+  moe::deploy::LocalClusterOptions opts;
+  opts.configPath = config;
+  opts.logDir = "/tmp/moe-bench-logs";
+  auto cluster = moe::deploy::LocalCluster::start(opts);
+  if (!cluster) {
+    std::cerr << "moe-bench: " << cluster.error() << "\n";
+    return 1;
+  }
+  const auto& cfg = cluster.value()->config();
+
+  auto blas = moe::kernels::createBackend(moe::kernels::BackendKind::kBlas);
+  auto local = moe::client::InProcessModel::load(cfg.modelPath, std::move(blas).value(), {0});
+  if (!local) {
+    std::cerr << "moe-bench: " << local.error() << "\n";
+    return 1;
+  }
+  const auto& m = local.value()->config();
+  const uint32_t H = m.hiddenSize;
+
+  auto io = kj::setupAsyncIo();
+  auto conn = moe::connectRpc(*io.provider, io.provider->getTimer(), cfg.router.listen, 5000)
+                  .wait(io.waitScope);
+  auto router = conn->bootstrap<moe::proto::Router>();
+
+  std::mt19937_64 rng(3);
+  std::normal_distribution<float> normal;
+  std::vector<Row> rows;
+  for (uint32_t B : batches) {
+    if (B > cfg.router.maxTokens) continue;
+    std::vector<float> x(size_t{B} * H);
+    for (auto& v : x) v = normal(rng);
+    std::vector<double> clusterTimes, localTimes;
+    for (int r = 0; r < repeats + 1; ++r) {  // the first run of each kind warms up, not counted
+      auto req = router.forwardRequest();
+      req.setLayer(0);
+      const uint32_t shape[2] = {B, H};
+      auto dst = moe::initF32(req.initHidden(), shape);
+      std::copy(x.begin(), x.end(), dst.begin());
+      auto t0 = Clock::now();
+      req.send().wait(io.waitScope);
+      if (r > 0) clusterTimes.push_back(seconds(t0, Clock::now()));
+      std::vector<float> y(x.size());
+      t0 = Clock::now();
+      auto s = local.value()->forward(0, x, B, y);
+      if (!s) {
+        std::cerr << "moe-bench: " << s.message() << "\n";
+        return 1;
+      }
+      if (r > 0) localTimes.push_back(seconds(t0, Clock::now()));
+    }
+    const double c50 = percentile(clusterTimes, 50), l50 = percentile(localTimes, 50);
+    rows.push_back({B, B / c50, c50 * 1e3, percentile(clusterTimes, 99) * 1e3, B / l50});
+    if (!json) std::cerr << "batch " << B << " done\n";
+  }
+
+  // The kernel against the GEMM rate: one expert's FFN over the largest batch vs three plain GEMMs.
+  const uint32_t B = batches.empty() ? 256 : *std::max_element(batches.begin(), batches.end());
+  auto backend = moe::kernels::createBackend(moe::kernels::BackendKind::kBlas).value();
+  std::vector<float> w13(size_t{m.intermediateSize} * H), w2(size_t{H} * m.intermediateSize),
+      x(size_t{B} * H);
+  for (auto* v : {&w13, &w2, &x}) {
+    for (auto& f : *v) f = normal(rng) * 0.02f;
+  }
+  auto W1 = backend->upload(w13, m.intermediateSize, H).value();
+  auto W3 = backend->upload(w13, m.intermediateSize, H).value();
+  auto W2 = backend->upload(w2, H, m.intermediateSize).value();
+  std::vector<uint32_t> idx(B);
+  std::iota(idx.begin(), idx.end(), 0u);
+  std::vector<float> wts(B, 1.0f), y(size_t{B} * H), h(size_t{B} * m.intermediateSize);
+  std::vector<moe::kernels::ExpertFfnWeights> ex{{W1.get(), W3.get(), W2.get()}};
+  std::vector<uint32_t> off{0, B};
+  moe::kernels::ExpertSegments seg{ex, off, idx, wts};
+  std::vector<double> ffnTimes, gemmTimes;
+  for (int r = 0; r < repeats + 1; ++r) {
+    auto t0 = Clock::now();
+    (void)backend->expertFfn(seg, x, B, H, y);
+    if (r > 0) ffnTimes.push_back(seconds(t0, Clock::now()));
+    t0 = Clock::now();
+    (void)backend->linear(*W1, x, B, h);
+    if (r > 0) gemmTimes.push_back(seconds(t0, Clock::now()));
+  }
+  const double flopsFfn = 3.0 * 2.0 * B * H * m.intermediateSize;
+  const double flopsGemm = 2.0 * B * H * m.intermediateSize;
+  const double ffnGflops = flopsFfn / percentile(ffnTimes, 50) / 1e9;
+  const double gemmGflops = flopsGemm / percentile(gemmTimes, 50) / 1e9;
+
+  utsname u{};
+  uname(&u);
+  const std::string machine = cpuModel() + ", " +
+                              std::to_string(std::thread::hardware_concurrency()) + " cores, " +
+                              u.sysname + " " + u.release;
+  if (json) {
+    std::printf("{\"machine\": \"%s\", \"config\": \"%s\", \"repeats\": %d, \"rows\": [",
+                machine.c_str(), config.c_str(), repeats);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const Row& r = rows[i];
+      std::printf(
+          "%s{\"batch\": %u, \"cluster_tokens_per_s\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, "
+          "\"in_process_tokens_per_s\": %.1f, \"cluster_over_in_process\": %.3f}",
+          i ? ", " : "", r.batch, r.clusterTps, r.p50Ms, r.p99Ms, r.localTps,
+          r.clusterTps / r.localTps);
+    }
+    std::printf("], \"expert_ffn_gflops\": %.2f, \"gemm_gflops\": %.2f, \"ffn_over_gemm\": %.3f}\n",
+                ffnGflops, gemmGflops, ffnGflops / gemmGflops);
+  } else {
+    std::printf(
+        "moe-bench — %s\nmachine: %s\nmodel: hidden %u, intermediate %u, %u experts, top-%u; %zu "
+        "shards; "
+        "medians of %d runs\n\n",
+        config.c_str(), machine.c_str(), H, m.intermediateSize, m.numExperts, m.topK,
+        cfg.shards.size(), repeats);
+    std::printf(
+        "| batch | cluster tokens/s | p50 ms | p99 ms | in-process tokens/s | cluster / in-process "
+        "|\n");
+    std::printf("|---:|---:|---:|---:|---:|---:|\n");
+    for (const Row& r : rows) {
+      std::printf("| %u | %.1f | %.2f | %.2f | %.1f | %.2f |\n", r.batch, r.clusterTps, r.p50Ms,
+                  r.p99Ms, r.localTps, r.clusterTps / r.localTps);
+    }
+    std::printf(
+        "\nexpert FFN kernel (batch %u): %.1f GFLOP/s; plain GEMM of the same shape: %.1f GFLOP/s; "
+        "ratio %.2f\n",
+        B, ffnGflops, gemmGflops, ffnGflops / gemmGflops);
+  }
+  cluster.value()->stop();
+  return 0;
+}
