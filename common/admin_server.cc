@@ -5,18 +5,20 @@
 
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
-#include <pthread.h>
-
-#include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+
+#include <pthread.h>
+
+#include <atomic>
 #include <charconv>
 #include <chrono>
 #include <exception>
 #include <mutex>
 #include <optional>
 #include <string_view>
+#include <system_error>
 #include <thread>
 #include <utility>
 
@@ -281,9 +283,10 @@ const char* serviceStateName(ServiceState s) {
   return "?";
 }
 
-// Member order is destruction order in reverse: the acceptor and timer go before the io_context
-// that owns their services, and the io_context (whose destruction frees the pending sessions)
-// goes before the Endpoints those sessions refer to.
+// Members are destroyed in reverse order, after ~AdminServer has stopped and joined the thread:
+// the timer and acceptor go before the io_context they belong to, and the io_context (whose
+// destruction frees the sessions its pending handlers own) goes before the Endpoints those
+// sessions refer to.
 struct AdminServer::Impl {
   explicit Impl(AdminOptions options)
       : endpoints(std::move(options.registry), std::move(options.info)),
@@ -362,7 +365,11 @@ Result<std::unique_ptr<AdminServer>> AdminServer::start(AdminOptions options) {
 
   impl->accept();
   Impl* raw = impl.get();
-  impl->thread = std::thread([raw] { raw->run(); });
+  try {
+    impl->thread = std::thread([raw] { raw->run(); });
+  } catch (const std::system_error& e) {
+    return makeError("admin server on " + impl->listen + ": cannot start its thread: " + e.what());
+  }
   logDebug("admin: serving /metrics /healthz /readyz /v1/info on ", impl->listen, " (port ",
            impl->port, ")");
   return std::unique_ptr<AdminServer>(new AdminServer(std::move(impl)));

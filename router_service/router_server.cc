@@ -287,10 +287,8 @@ kj::Promise<void> RouterServer::watchShards(AdminServer* admin, uint32_t periodM
     if (admin != nullptr && admin->state() != ServiceState::kDraining) {
       auto why = unreachableExperts(errors);
       if (why.empty()) {
-        if (admin->state() != ServiceState::kReady) logInfo("every expert is reachable: ready");
         admin->setState(ServiceState::kReady);
       } else {
-        if (admin->state() == ServiceState::kReady) logWarn("not ready: ", why);
         admin->setState(ServiceState::kNotReady, why);
       }
     }
