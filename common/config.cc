@@ -201,18 +201,20 @@ ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir)
   if (const auto t = root["timeouts"]) {
     p.checkKeys(t, "timeouts", {"request_ms", "shard_call_ms", "connect_ms", "drain_ms"});
     constexpr uint64_t kHour = 3600000;
-    if (t["request_ms"])
-      c.timeouts.requestMs =
-          static_cast<uint32_t>(p.uint(t["request_ms"], "timeouts.request_ms", 1, kHour));
-    if (t["shard_call_ms"])
-      c.timeouts.shardCallMs =
-          static_cast<uint32_t>(p.uint(t["shard_call_ms"], "timeouts.shard_call_ms", 1, kHour));
-    if (t["connect_ms"])
-      c.timeouts.connectMs =
-          static_cast<uint32_t>(p.uint(t["connect_ms"], "timeouts.connect_ms", 1, kHour));
-    if (t["drain_ms"])
-      c.timeouts.drainMs =
-          static_cast<uint32_t>(p.uint(t["drain_ms"], "timeouts.drain_ms", 0, kHour));
+    const struct {
+      const char* key;
+      uint32_t* field;
+      uint64_t min;
+    } fields[] = {{"request_ms", &c.timeouts.requestMs, 1},
+                  {"shard_call_ms", &c.timeouts.shardCallMs, 1},
+                  {"connect_ms", &c.timeouts.connectMs, 1},
+                  {"drain_ms", &c.timeouts.drainMs, 0}};
+    for (const auto& f : fields) {
+      if (t[f.key]) {
+        *f.field =
+            static_cast<uint32_t>(p.uint(t[f.key], std::string("timeouts.") + f.key, f.min, kHour));
+      }
+    }
   }
   // Admin addresses share the port space with the RPC addresses.
   std::set<std::string> used{c.router.listen};
