@@ -7,8 +7,8 @@
 //   moe_expert_batch_rows                                histogram, token rows per run
 //   moe_expert_tokens_total{layer,expert}                counter, (row, expert) products computed
 //   moe_expert_queue_depth                               gauge, runs waiting for the executor
-//   moe_device_memory_bytes{device}                      gauge, memory in use on the device
-//                                                        (GPU: used; CPU: resident weights)
+//   moe_device_memory_bytes{device}                      gauge, device memory held by the
+//                                                        resident expert weights
 #pragma once
 
 #include <prometheus/counter.h>

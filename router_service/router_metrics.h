@@ -3,29 +3,30 @@
 // (dashboards/*.json) and alert rules (deploy/prometheus/alerts.yml) use exactly these names; a
 // test checks that every name they use is exported.
 //
-//   moe_build_info{version,role,backend}                 gauge, always 1
-//   moe_router_requests_total{code}                      counter; code = ok | invalid_argument |
-//                                                        unavailable | deadline_exceeded | internal
-//   moe_router_request_duration_seconds                  histogram, whole Router.forward
-//   moe_router_gate_duration_seconds                     histogram, gating + planning
-//   moe_router_batch_tokens                              histogram, tokens per forward
-//   moe_router_tokens_total{layer}                       counter, tokens served
-//   moe_router_in_flight_requests                        gauge
-//   moe_router_queue_depth                               gauge, gating jobs waiting for the
-//   executor moe_expert_tokens_routed_total{layer,expert}         counter, token→expert assignments
-//   moe_capacity_dropped_tokens_total{layer}             counter, assignments dropped by capacity
-//   moe_zero_compute_tokens_total{layer}                 counter, assignments served by
-//                                                        zero-computation experts on the router
-//   moe_layer_load_imbalance{layer}                      gauge, max/mean expert load, recent window
-//   moe_layer_load_balancing_loss{layer}                 gauge, Switch-Transformer auxiliary loss
-//                                                        E·Σ f_i·P_i over the recent window
-//   moe_shard_rpc_duration_seconds{shard}                histogram, one ExpertShard.run
-//   moe_shard_rpc_errors_total{shard,code}               counter; code = unavailable |
-//                                                        deadline_exceeded | internal
-//   moe_shard_rpc_in_flight{shard}                       gauge
-//   moe_shard_up{shard}                                  gauge, 1 when the last call/probe
-//   succeeded moe_shard_rows_sent_total{shard}                     counter, token rows sent to the
-//   shard
+// clang-format off
+//   moe_build_info{version,role,backend}          gauge, always 1
+//   moe_router_requests_total{code}               counter; code = ok | invalid_argument |
+//                                                 unavailable | deadline_exceeded | internal
+//   moe_router_request_duration_seconds           histogram, whole Router.forward
+//   moe_router_gate_duration_seconds              histogram, gating + planning
+//   moe_router_batch_tokens                       histogram, tokens per forward
+//   moe_router_tokens_total{layer}                counter, tokens served
+//   moe_router_in_flight_requests                 gauge
+//   moe_router_queue_depth                        gauge, gating jobs waiting for the executor
+//   moe_expert_tokens_routed_total{layer,expert}  counter, token→expert assignments
+//   moe_capacity_dropped_tokens_total{layer}      counter, assignments dropped by capacity
+//   moe_zero_compute_tokens_total{layer}          counter, assignments served by
+//                                                 zero-computation experts on the router
+//   moe_layer_load_imbalance{layer}               gauge, max/mean expert load, recent window
+//   moe_layer_load_balancing_loss{layer}          gauge, Switch-Transformer auxiliary loss
+//                                                 E·Σ f_i·P_i over the recent window
+//   moe_shard_rpc_duration_seconds{shard}         histogram, one ExpertShard.run
+//   moe_shard_rpc_errors_total{shard,code}        counter; code = unavailable |
+//                                                 deadline_exceeded | internal
+//   moe_shard_rpc_in_flight{shard}                gauge
+//   moe_shard_up{shard}                           gauge, 1 when the last call/probe succeeded
+//   moe_shard_rows_sent_total{shard}              counter, token rows sent to the shard
+// clang-format on
 #pragma once
 
 #include <prometheus/counter.h>

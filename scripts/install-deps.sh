@@ -13,6 +13,7 @@ pkgs=(
   nlohmann-json3-dev                # safetensors headers, config.json
   libgtest-dev libgmock-dev         # tests
   procps                            # pgrep/pkill in the launcher test
+  prometheus                        # prometheus + promtool: moe-cluster --prometheus, observability test
 )
 missing=()
 for p in "${pkgs[@]}"; do

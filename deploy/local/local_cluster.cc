@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/proto/moe.capnp.h"
 #include "common/rpc_endpoint.h"
+#include "deploy/local/child_process.h"
 
 namespace moe::deploy {
 namespace {
@@ -100,32 +101,11 @@ Result<std::unique_ptr<LocalCluster>> LocalCluster::start(const LocalClusterOpti
 }
 
 Status LocalCluster::spawn(Child& child) {
-  std::vector<char*> argv;
-  for (auto& a : child.argv) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::string logPath = options_.logDir.empty() ? "" : options_.logDir + "/" + child.name + ".log";
-  const pid_t parent = getpid();
-  pid_t pid = fork();
-  if (pid < 0) return Status::error("fork failed for " + child.name);
-  if (pid == 0) {
-    // Child: die with the launcher, start with default signal handling, log where asked.
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (getppid() != parent) _exit(1);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    if (!logPath.empty()) {
-      int fd = open(logPath.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      if (fd >= 0) {
-        dup2(fd, 1);
-        dup2(fd, 2);
-        close(fd);
-      }
-    }
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  child.pid = pid;
+  ChildOptions o;
+  if (!options_.logDir.empty()) o.logPath = options_.logDir + "/" + child.name + ".log";
+  auto pid = spawnChild(child.argv, o);
+  if (!pid) return Status::error(pid.error());
+  child.pid = pid.value();
   return Status::ok();
 }
 

@@ -1,28 +1,36 @@
 // moe-cluster: starts a local cluster (router + every shard) from one YAML, waits until it is
 // ready, then either runs a command against it (`-- CMD ARGS...`, exit status = the command's) or
 // serves until Ctrl-C / SIGTERM. Any process dying on its own stops the whole cluster.
+// --prometheus also runs a private Prometheus scraping every admin endpoint (PrometheusRunner).
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "common/log.h"
 #include "deploy/local/local_cluster.h"
+#include "deploy/local/prometheus_runner.h"
 
 namespace {
 
 int usage() {
   std::cerr
-      << "usage: moe-cluster --config CLUSTER.yaml [--log-dir DIR] [--ready-timeout-s N] [-- CMD "
-         "ARGS...]\n"
+      << "usage: moe-cluster --config CLUSTER.yaml [--log-dir DIR] [--ready-timeout-s N]\n"
+         "                   [--prometheus[=HOST:PORT]] [--prometheus-rules FILE]\n"
+         "                   [--prometheus-scrape-interval DURATION] [-- CMD ARGS...]\n"
          "  Starts every shard and the router on this machine and waits until all are ready.\n"
          "  With -- CMD: runs CMD once the cluster is ready, then stops it; exits with CMD's "
          "status.\n"
-         "  Without: serves until Ctrl-C or SIGTERM.\n";
+         "  Without: serves until Ctrl-C or SIGTERM.\n"
+         "  --prometheus: also runs Prometheus (Debian package prometheus) on HOST:PORT (default\n"
+         "  127.0.0.1:9090) scraping the router.admin and shards[].admin endpoints every\n"
+         "  DURATION (default 5s), with alert rules from FILE (e.g. "
+         "deploy/prometheus/alerts.yml).\n";
   return 2;
 }
 
@@ -52,6 +60,8 @@ int runCommand(const std::vector<std::string>& args) {
 int main(int argc, char** argv) {
   moe::deploy::LocalClusterOptions options;
   std::vector<std::string> command;
+  bool prometheus = false;
+  moe::deploy::PrometheusOptions promOptions;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--config" && i + 1 < argc) {
@@ -60,6 +70,15 @@ int main(int argc, char** argv) {
       options.logDir = argv[++i];
     } else if (a == "--ready-timeout-s" && i + 1 < argc) {
       options.readyTimeoutMs = static_cast<uint32_t>(std::stoul(argv[++i]) * 1000);
+    } else if (a == "--prometheus") {
+      prometheus = true;
+    } else if (a.rfind("--prometheus=", 0) == 0) {
+      prometheus = true;
+      promOptions.listen = a.substr(std::strlen("--prometheus="));
+    } else if (a == "--prometheus-rules" && i + 1 < argc) {
+      promOptions.rulesFile = argv[++i];
+    } else if (a == "--prometheus-scrape-interval" && i + 1 < argc) {
+      promOptions.scrapeInterval = argv[++i];
     } else if (a == "--") {
       command.assign(argv + i + 1, argv + argc);
       break;
@@ -69,6 +88,18 @@ int main(int argc, char** argv) {
   }
   if (options.configPath.empty()) return usage();
   moe::setLogComponent("moe-cluster");
+  if (prometheus) {  // fail before starting anything
+    auto bin = moe::deploy::PrometheusRunner::findBinary(promOptions.binary);
+    if (!bin) {
+      moe::logError(bin.error());
+      return 1;
+    }
+    if (!promOptions.rulesFile.empty() && access(promOptions.rulesFile.c_str(), R_OK) != 0) {
+      moe::logError("--prometheus-rules ", promOptions.rulesFile, ": ", std::strerror(errno));
+      return 2;
+    }
+    promOptions.logDir = options.logDir;
+  }
 
   // Block the signals we wait for before any child exists; children reset their mask.
   sigset_t waitFor;
@@ -84,6 +115,18 @@ int main(int argc, char** argv) {
     return 1;
   }
   auto& c = *cluster.value();
+  std::unique_ptr<moe::deploy::PrometheusRunner> prom;
+  if (prometheus) {
+    auto started = moe::deploy::PrometheusRunner::start(c.config(), promOptions);
+    if (!started) {
+      moe::logError(started.error());
+      c.stop();
+      return 1;
+    }
+    prom = std::move(started).value();
+    moe::logInfo("prometheus ready at ", prom->url(), " (scrape interval ",
+                 promOptions.scrapeInterval, ", log ", prom->logPath(), ")");
+  }
   std::string shards;
   for (const auto& s : c.config().shards) shards += " " + s.name + "@" + s.listen;
   moe::logInfo("cluster ready: router at ", c.routerAddress(), "; shards:", shards);
@@ -99,6 +142,9 @@ int main(int argc, char** argv) {
     siginfo_t info{};
     int sig = sigwaitinfo(&waitFor, &info);
     if (sig == SIGCHLD) {
+      if (std::string why; prom && prom->reapExited(&why)) {
+        moe::logWarn(why, "\n  the cluster keeps serving without Prometheus");
+      }
       std::string dead = c.reapExited();
       if (dead.empty()) continue;
       moe::logError(dead, " exited unexpectedly; stopping the cluster");
