@@ -31,6 +31,21 @@ std::string listIds(const std::vector<uint32_t>& ids) {
   throwRpcError(kj::Exception::Type::FAILED, message);
 }
 
+// The result code a failed call is counted under. Our own request checks throw FAILED with a
+// message about the request; shard failures are prefixed with the shard's label.
+std::string_view errorCode(const kj::Exception& e) {
+  switch (e.getType()) {
+    case kj::Exception::Type::DISCONNECTED:
+      return "unavailable";
+    case kj::Exception::Type::OVERLOADED:
+      return "deadline_exceeded";
+    case kj::Exception::Type::FAILED:
+      return e.getDescription().startsWith("shard ") ? "internal" : "invalid_argument";
+    default:
+      return "internal";
+  }
+}
+
 }  // namespace
 
 Result<std::unique_ptr<RouterModel>> RouterModel::load(const ClusterConfig& cluster) {
@@ -70,21 +85,6 @@ RouterServer::RouterServer(std::unique_ptr<RouterModel> model, kj::AsyncIoProvid
       placement_(Placement::fromConfig(model_->cluster, model_->model)) {
   for (const auto& s : model_->cluster.shards) {
     shards_.push_back(std::make_unique<ShardClient>(io, timer, s, model_->cluster.timeouts));
-  }
-}
-
-// The result code a failed call is counted under. Our own request checks throw FAILED with a
-// message about the request; shard failures are prefixed with the shard's label.
-std::string_view errorCode(const kj::Exception& e) {
-  switch (e.getType()) {
-    case kj::Exception::Type::DISCONNECTED:
-      return "unavailable";
-    case kj::Exception::Type::OVERLOADED:
-      return "deadline_exceeded";
-    case kj::Exception::Type::FAILED:
-      return e.getDescription().startsWith("shard ") ? "internal" : "invalid_argument";
-    default:
-      return "internal";
   }
 }
 

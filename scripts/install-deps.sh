@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs every Debian package that building and testing moe-cluster needs. Safe to re-run: when
-# everything is already installed it does nothing. The CUDA toolkit is not a Debian package here;
+# Installs every Debian package (and the one PyPI package) that building and testing moe-cluster
+# needs. Safe to re-run: when everything is already installed it does nothing. The CUDA toolkit is not a Debian package here;
 # when /usr/local/cuda/bin/nvcc exists the build compiles the CUDA backend, otherwise it skips it.
 set -euo pipefail
 pkgs=(
@@ -14,13 +14,25 @@ pkgs=(
   libgtest-dev libgmock-dev         # tests
   procps                            # pgrep/pkill in the launcher test
   prometheus                        # prometheus + promtool: moe-cluster --prometheus, observability test
+  python3-yaml iproute2 curl        # deploy tests: config generator, network namespaces
 )
+# Kubernetes schemas for validating the manifests offline (tests/deploy), pinned.
+pip_pkgs=(kubernetes-validate==1.37.0 PyYAML)
+
+install_pip() {
+  if python3 -c 'import kubernetes_validate, yaml' 2>/dev/null; then return 0; fi
+  echo "install-deps: pip installing ${pip_pkgs[*]}"
+  # Debian's own python refuses pip without this flag; a pyenv/venv python does not need it.
+  python3 -m pip install -q "${pip_pkgs[@]}" 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages "${pip_pkgs[@]}"
+}
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#pkgs[@]} packages present"
+  install_pip
   exit 0
 fi
 sudo=""
@@ -28,4 +40,5 @@ sudo=""
 echo "install-deps: installing ${missing[*]}"
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+install_pip
 echo "install-deps: done"

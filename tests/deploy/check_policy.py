@@ -1,0 +1,542 @@
+#!/usr/bin/env python3
+"""Policy checks on every rendered overlay (kubectl kustomize deploy/k8s/overlays/<name>): what a
+schema cannot see — security context, resources, probes, selectors that select real pods,
+references that exist, the cluster YAML agreeing with the objects it describes, the termination
+budget, GPUs, and monitoring wired to the names the alert rules and dashboards use.
+Exit 77 (skip) when kubectl is missing."""
+
+import os
+import re
+import sys
+
+import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import deploylib as dl  # noqa: E402
+
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
+JOB_NAMES = {"router": "moe-router", "expert": "moe-expert"}  # deploy/prometheus/alerts.yml
+
+
+def pod_template(w):
+    if w["kind"] == "CronJob":
+        return w["spec"]["jobTemplate"]["spec"]["template"]
+    return w["spec"]["template"]
+
+
+def containers(pod_spec):
+    return [("init", c) for c in pod_spec.get("initContainers") or []] + \
+           [("", c) for c in pod_spec.get("containers") or []]
+
+
+def container_ports(pod_spec):
+    names, numbers = set(), set()
+    for _, c in containers(pod_spec):
+        for p in c.get("ports") or []:
+            numbers.add(p["containerPort"])
+            if "name" in p:
+                names.add(p["name"])
+    return names, numbers
+
+
+def port_exists(port, pod_spec):
+    names, numbers = container_ports(pod_spec)
+    return port in names if isinstance(port, str) else port in numbers
+
+
+def flag(args, name):
+    """Value of `--name VALUE` in an argument list, or None."""
+    for i, a in enumerate(args):
+        if a == name and i + 1 < len(args):
+            return args[i + 1]
+    return None
+
+
+def prestop_seconds(c):
+    pre = (c.get("lifecycle") or {}).get("preStop") or {}
+    if "sleep" in pre:
+        return int(pre["sleep"]["seconds"])
+    cmd = (pre.get("exec") or {}).get("command") or []
+    if len(cmd) == 2 and os.path.basename(cmd[0]) == "sleep":
+        return float(cmd[1])
+    return 0
+
+
+class Rendered:
+    def __init__(self, name, objs):
+        self.name = name
+        self.objs = objs
+        self.ns = next((o["metadata"]["name"] for o in objs if o["kind"] == "Namespace"), None)
+
+    def of(self, kind):
+        return [o for o in self.objs if o["kind"] == kind]
+
+    def get(self, kind, name):
+        return next((o for o in self.of(kind) if o["metadata"]["name"] == name), None)
+
+    def workloads(self):
+        return [o for o in self.objs if o["kind"] in WORKLOAD_KINDS]
+
+    def pods_selected(self, selector):
+        return [w for w in self.workloads()
+                if dl.selector_matches(selector, pod_template(w)["metadata"].get("labels"))]
+
+
+def check_security(r, f, w):
+    spec = pod_template(w)["spec"]
+    psc = spec.get("securityContext") or {}
+    where = f"{r.name}: {dl.kn(w)}"
+    f.check(spec.get("automountServiceAccountToken") is False,
+            f"{where}: automountServiceAccountToken should be false")
+    for _, c in containers(spec):
+        cw = f"{where} container {c['name']}"
+        sc = c.get("securityContext") or {}
+        f.check(sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True, f"{cw}: runAsNonRoot")
+        uid = sc.get("runAsUser", psc.get("runAsUser"))
+        f.check(uid is None or uid != 0, f"{cw}: runAsUser 0")
+        f.check(sc.get("readOnlyRootFilesystem") is True, f"{cw}: readOnlyRootFilesystem")
+        f.check(sc.get("allowPrivilegeEscalation") is False, f"{cw}: allowPrivilegeEscalation")
+        f.check(not sc.get("privileged"), f"{cw}: privileged")
+        f.check("ALL" in ((sc.get("capabilities") or {}).get("drop") or []),
+                f"{cw}: capabilities.drop must include ALL")
+        f.check(not (sc.get("capabilities") or {}).get("add"), f"{cw}: capabilities.add")
+        seccomp = (sc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type")
+        f.check(seccomp == "RuntimeDefault", f"{cw}: seccompProfile RuntimeDefault")
+        res = c.get("resources") or {}
+        for part in ("requests", "limits"):
+            for key in ("cpu", "memory"):
+                f.check(key in (res.get(part) or {}), f"{cw}: resources.{part}.{key} missing")
+        image = c.get("image", "")
+        f.check(":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"),
+                f"{cw}: image '{image}' needs a pinned tag (not latest)")
+        mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts") or []}
+        tmp = next((v for v in spec.get("volumes") or [] if v["name"] == mounts.get("/tmp")), None)
+        f.check(tmp is not None and "emptyDir" in tmp, f"{cw}: /tmp must be an emptyDir mount")
+
+
+def check_probes(r, f, w):
+    spec = pod_template(w)["spec"]
+    for kind, c in containers(spec):
+        if kind == "init":
+            continue
+        cw = f"{r.name}: {dl.kn(w)} container {c['name']}"
+        expect = {"startupProbe": ("/healthz", "/readyz"), "readinessProbe": ("/readyz",),
+                  "livenessProbe": ("/healthz",)}
+        for probe, paths in expect.items():
+            p = c.get(probe)
+            if not f.check(p is not None, f"{cw}: {probe} missing"):
+                continue
+            http = p.get("httpGet")
+            if not f.check(http is not None, f"{cw}: {probe} should be httpGet"):
+                continue
+            f.check(http.get("path") in paths, f"{cw}: {probe} path {http.get('path')} "
+                                                f"(expected {' or '.join(paths)})")
+            port = http.get("port")
+            f.check(isinstance(port, str), f"{cw}: {probe} should use a named port")
+            f.check(port_exists(port, spec), f"{cw}: {probe} port {port} is not a container port")
+        sp = c.get("startupProbe") or {}
+        budget = sp.get("periodSeconds", 10) * sp.get("failureThreshold", 3)
+        f.check(budget >= 120, f"{cw}: startup budget {budget}s is too small for loading weights")
+
+
+def check_selectors(r, f):
+    for w in r.workloads():
+        if w["kind"] in ("Job", "CronJob"):
+            continue
+        labels = pod_template(w)["metadata"].get("labels") or {}
+        f.check(dl.selector_matches(w["spec"]["selector"], labels),
+                f"{r.name}: {dl.kn(w)}: selector does not match its pod template labels")
+        spec = pod_template(w)["spec"]
+        for tsc in spec.get("topologySpreadConstraints") or []:
+            f.check(dl.selector_matches(tsc.get("labelSelector"), labels),
+                    f"{r.name}: {dl.kn(w)}: topologySpreadConstraint does not select its own pods")
+        anti = ((spec.get("affinity") or {}).get("podAntiAffinity") or {})
+        for t in anti.get("preferredDuringSchedulingIgnoredDuringExecution") or []:
+            f.check(dl.selector_matches(t["podAffinityTerm"].get("labelSelector"), labels),
+                    f"{r.name}: {dl.kn(w)}: podAntiAffinity does not select its own pods")
+    for svc in r.of("Service"):
+        sel = svc["spec"].get("selector")
+        pods = r.pods_selected({"matchLabels": sel}) if sel else []
+        if not f.check(pods, f"{r.name}: {dl.kn(svc)} selects no pods"):
+            continue
+        for p in svc["spec"]["ports"]:
+            target = p.get("targetPort", p["port"])
+            f.check(all(port_exists(target, pod_template(w)["spec"]) for w in pods),
+                    f"{r.name}: {dl.kn(svc)} targetPort {target} is not a port of its pods")
+    for pdb in r.of("PodDisruptionBudget"):
+        f.check(r.pods_selected(pdb["spec"]["selector"]), f"{r.name}: {dl.kn(pdb)} selects no pods")
+    for hpa in r.of("HorizontalPodAutoscaler"):
+        ref = hpa["spec"]["scaleTargetRef"]
+        target = r.get(ref["kind"], ref["name"])
+        f.check(target is not None, f"{r.name}: {dl.kn(hpa)} scales missing {ref['kind']}/"
+                                    f"{ref['name']}")
+        f.check(hpa["spec"].get("minReplicas", 1) >= 2, f"{r.name}: {dl.kn(hpa)}: minReplicas < 2")
+        if target:
+            f.check(all("cpu" in (c.get("resources", {}).get("requests") or {})
+                        for _, c in containers(pod_template(target)["spec"])),
+                    f"{r.name}: {dl.kn(hpa)}: CPU utilization needs CPU requests")
+
+
+def check_references(r, f):
+    cms = {o["metadata"]["name"] for o in r.of("ConfigMap")}
+    pvcs = {o["metadata"]["name"]: o for o in r.of("PersistentVolumeClaim")}
+    for w in r.workloads():
+        spec = pod_template(w)["spec"]
+        vols = {v["name"]: v for v in spec.get("volumes") or []}
+        for v in vols.values():
+            if "configMap" in v:
+                f.check(v["configMap"]["name"] in cms, f"{r.name}: {dl.kn(w)}: ConfigMap "
+                                                       f"{v['configMap']['name']} does not exist")
+            if "persistentVolumeClaim" in v:
+                name = v["persistentVolumeClaim"]["claimName"]
+                pvc = pvcs.get(name)
+                if f.check(pvc is not None, f"{r.name}: {dl.kn(w)}: PVC {name} does not exist"):
+                    f.check(pvc["spec"]["accessModes"] == ["ReadOnlyMany"],
+                            f"{r.name}: PVC {name}: weights should be ReadOnlyMany")
+                    f.check(v["persistentVolumeClaim"].get("readOnly") is True,
+                            f"{r.name}: {dl.kn(w)}: weights volume should be readOnly")
+        for _, c in containers(spec):
+            for m in c.get("volumeMounts") or []:
+                f.check(m["name"] in vols, f"{r.name}: {dl.kn(w)}: mount of missing volume "
+                                           f"{m['name']}")
+            for e in c.get("envFrom") or []:
+                if "configMapRef" in e:
+                    f.check(e["configMapRef"]["name"] in cms,
+                            f"{r.name}: {dl.kn(w)}: envFrom ConfigMap missing")
+
+
+def cluster_config_of(r, w, f):
+    """(config dict, container) for the workload's moe container, from --config and the mounted
+    ConfigMap."""
+    spec = pod_template(w)["spec"]
+    c = spec["containers"][0]
+    args = (c.get("command") or []) + (c.get("args") or [])
+    path = flag(args, "--config")
+    if not f.check(path, f"{r.name}: {dl.kn(w)}: no --config"):
+        return None, c
+    for m in c.get("volumeMounts") or []:
+        mp = m["mountPath"].rstrip("/") + "/"
+        if path.startswith(mp):
+            vol = next(v for v in spec["volumes"] if v["name"] == m["name"])
+            cm = r.get("ConfigMap", (vol.get("configMap") or {}).get("name"))
+            key = path[len(mp):]
+            if f.check(cm is not None and key in cm.get("data", {}),
+                       f"{r.name}: {dl.kn(w)}: --config {path} is not a key of a mounted "
+                       f"ConfigMap"):
+                return yaml.safe_load(cm["data"][key]), c
+            return None, c
+    f.check(False, f"{r.name}: {dl.kn(w)}: --config {path} is not on a mounted volume")
+    return None, c
+
+
+def named_port(c, name):
+    return next((p["containerPort"] for p in c.get("ports") or [] if p.get("name") == name), None)
+
+
+def check_cluster_config(r, f):
+    router = r.get("Deployment", "moe-router")
+    sts = r.get("StatefulSet", "moe-expert")
+    if not (f.check(router, f"{r.name}: no Deployment/moe-router")
+            and f.check(sts, f"{r.name}: no StatefulSet/moe-expert")):
+        return
+    f.check(r.ns is not None, f"{r.name}: the overlay should create its Namespace")
+    f.check(router["spec"].get("replicas", 1) >= 2, f"{r.name}: router needs >= 2 replicas")
+    f.check(sts["spec"].get("podManagementPolicy") == "Parallel",
+            f"{r.name}: StatefulSet podManagementPolicy should be Parallel")
+    headless = r.get("Service", sts["spec"]["serviceName"])
+    sts_labels = pod_template(sts)["metadata"]["labels"]
+    if f.check(headless, f"{r.name}: StatefulSet serviceName {sts['spec']['serviceName']} is not "
+                         f"a Service"):
+        f.check(headless["spec"].get("clusterIP") == "None",
+                f"{r.name}: {dl.kn(headless)} must be headless (clusterIP: None)")
+        f.check(dl.selector_matches({"matchLabels": headless["spec"].get("selector")}, sts_labels),
+                f"{r.name}: {dl.kn(headless)} does not select the StatefulSet's pods")
+
+    rcfg, rc = cluster_config_of(r, router, f)
+    ecfg, ec = cluster_config_of(r, sts, f)
+    if rcfg is None or ecfg is None:
+        return
+    f.check(rcfg == ecfg, f"{r.name}: router and experts mount different cluster configs")
+    cfg = ecfg
+    shards = cfg["shards"]
+    f.check(sts["spec"].get("replicas") == len(shards),
+            f"{r.name}: StatefulSet replicas {sts['spec'].get('replicas')} != {len(shards)} shards "
+            f"in the cluster YAML")
+
+    # Expert args: what the StatefulSet runs and where the YAML says it is reached.
+    eargs = (ec.get("command") or []) + (ec.get("args") or [])
+    f.check(eargs[:1] == ["moe-expert"], f"{r.name}: expert command should be moe-expert")
+    f.check("--shard-index-from-hostname" in eargs,
+            f"{r.name}: experts must pick their shard with --shard-index-from-hostname")
+    rpc, admin = named_port(ec, "rpc"), named_port(ec, "admin")
+    f.check(flag(eargs, "--listen") == f"0.0.0.0:{rpc}", f"{r.name}: expert --listen != rpc port")
+    f.check(flag(eargs, "--admin") == f"0.0.0.0:{admin}",
+            f"{r.name}: expert --admin != admin port")
+    for i, s in enumerate(shards):
+        host = (f"{sts['metadata']['name']}-{i}.{headless['metadata']['name']}.{r.ns}"
+                f".svc.cluster.local")
+        f.check(s["listen"] == f"{host}:{rpc}",
+                f"{r.name}: shards[{i}].listen {s['listen']} != {host}:{rpc} (pod {i}'s DNS name)")
+        f.check(s.get("admin") == f"{host}:{admin}",
+                f"{r.name}: shards[{i}].admin {s.get('admin')} != {host}:{admin}")
+
+    # Router args and the Service clients use.
+    rargs = (rc.get("command") or []) + (rc.get("args") or [])
+    f.check(rargs[:1] == ["moe-router"], f"{r.name}: router command should be moe-router")
+    rrpc, radmin = named_port(rc, "rpc"), named_port(rc, "admin")
+    f.check(flag(rargs, "--listen") == f"0.0.0.0:{rrpc}", f"{r.name}: router --listen != rpc port")
+    f.check(flag(rargs, "--admin") == f"0.0.0.0:{radmin}",
+            f"{r.name}: router --admin != admin port")
+    rsvc = r.get("Service", "moe-router")
+    if f.check(rsvc, f"{r.name}: no Service/moe-router"):
+        port = next(p["port"] for p in rsvc["spec"]["ports"] if p["name"] == "rpc")
+        f.check(cfg["router"]["listen"] == f"moe-router.{r.ns}.svc.cluster.local:{port}",
+                f"{r.name}: router.listen {cfg['router']['listen']} is not the Service address")
+
+    # Weights: model.path lies on the read-only PVC mount of both.
+    for w, c in ((router, rc), (sts, ec)):
+        vols = {v["name"]: v for v in pod_template(w)["spec"]["volumes"]}
+        on_pvc = [m["mountPath"] for m in c.get("volumeMounts") or []
+                  if "persistentVolumeClaim" in vols[m["name"]]]
+        mp = cfg["model"]["path"]
+        f.check(any(mp == p or mp.startswith(p.rstrip("/") + "/") for p in on_pvc),
+                f"{r.name}: {dl.kn(w)}: model.path {mp} is not on the weights volume {on_pvc}")
+
+    # Termination: preStop, then SIGTERM and drain_ms of serving while not ready.
+    drain_s = cfg.get("timeouts", {}).get("drain_ms", 0) / 1000.0
+    f.check(drain_s > 0, f"{r.name}: timeouts.drain_ms should be > 0 on Kubernetes")
+    for w, c in ((router, rc), (sts, ec)):
+        grace = pod_template(w)["spec"].get("terminationGracePeriodSeconds", 30)
+        pre = prestop_seconds(c)
+        f.check(pre > 0, f"{r.name}: {dl.kn(w)}: no preStop sleep")
+        f.check(grace > pre + drain_s, f"{r.name}: {dl.kn(w)}: terminationGracePeriodSeconds "
+                                       f"{grace} <= preStop {pre} + drain {drain_s}")
+    return cfg
+
+
+def check_gpu(r, f):
+    sts = r.get("StatefulSet", "moe-expert")
+    router = r.get("Deployment", "moe-router")
+    if not (sts and router):
+        return
+    ec = pod_template(sts)["spec"]["containers"][0]
+    gpu = (ec.get("resources", {}).get("limits") or {}).get("nvidia.com/gpu")
+    if r.name == "gpu":
+        f.check(str(gpu) == "1", f"{r.name}: expert limits nvidia.com/gpu should be 1, got {gpu}")
+        tol = pod_template(sts)["spec"].get("tolerations") or []
+        f.check(any(t.get("key") == "nvidia.com/gpu" for t in tol),
+                f"{r.name}: experts should tolerate the nvidia.com/gpu taint")
+    else:
+        f.check(gpu is None, f"{r.name}: experts request a GPU in a non-GPU overlay")
+    for _, c in containers(pod_template(router)["spec"]):
+        f.check("nvidia.com/gpu" not in (c.get("resources", {}).get("limits") or {}),
+                f"{r.name}: the router should not take a GPU")
+
+
+def check_network_policies(r, f):
+    nps = r.of("NetworkPolicy")
+    app_pods = [w for w in r.workloads()]
+    deny = [n for n in nps if n["spec"].get("policyTypes") == ["Ingress"]
+            and not n["spec"].get("ingress")]
+    f.check(deny, f"{r.name}: no default-deny ingress NetworkPolicy")
+    for n in deny:
+        f.check(set(map(id, r.pods_selected(n["spec"]["podSelector"]))) == set(map(id, app_pods)),
+                f"{r.name}: {dl.kn(n)} should select every app pod")
+    for n in nps:
+        pods = r.pods_selected(n["spec"]["podSelector"])
+        if not f.check(pods, f"{r.name}: {dl.kn(n)} selects no pods"):
+            continue
+        for rule in n["spec"].get("ingress") or []:
+            for peer in rule.get("from") or []:
+                if "podSelector" in peer and "namespaceSelector" not in peer:
+                    f.check(r.pods_selected(peer["podSelector"]),
+                            f"{r.name}: {dl.kn(n)}: `from` podSelector selects no pods")
+            for p in rule.get("ports") or []:
+                f.check(all(port_exists(p["port"], pod_template(w)["spec"]) for w in pods),
+                        f"{r.name}: {dl.kn(n)}: port {p['port']} is not a port of its pods")
+    # Who may reach what: every (pod, port) -> the peers allowed.
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name":
+                                                        "monitoring"}}}
+    router_peer = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "moe-router"}}}
+
+    def peers(app, port):
+        out = []
+        for n in nps:
+            if not any(pod_template(w)["metadata"]["labels"].get("app.kubernetes.io/name") == app
+                       for w in r.pods_selected(n["spec"]["podSelector"])):
+                continue
+            for rule in n["spec"].get("ingress") or []:
+                if any(p["port"] == port for p in rule.get("ports") or []) or not rule.get("ports"):
+                    out.append(rule.get("from", "anywhere"))
+        return out
+
+    f.check(peers("moe-expert", "rpc") == [[router_peer]],
+            f"{r.name}: expert rpc should accept only router pods, got {peers('moe-expert', 'rpc')}")
+    for app in ("moe-expert", "moe-router"):
+        f.check(peers(app, "admin") == [[monitoring]],
+                f"{r.name}: {app} admin should accept only the monitoring namespace, got "
+                f"{peers(app, 'admin')}")
+
+
+def check_monitoring(r, f, cfg):
+    sms, pms = r.of("ServiceMonitor"), r.of("PodMonitor")
+    if not (sms or pms):
+        print(f"{r.name}: no monitoring objects (component left out)")
+        return
+    sm = r.get("ServiceMonitor", "moe-router")
+    pm = r.get("PodMonitor", "moe-expert")
+    if f.check(sm, f"{r.name}: no ServiceMonitor/moe-router"):
+        svcs = [s for s in r.of("Service")
+                if dl.selector_matches(sm["spec"]["selector"], s["metadata"].get("labels"))]
+        f.check([s["metadata"]["name"] for s in svcs] == ["moe-router"],
+                f"{r.name}: ServiceMonitor selects {[s['metadata']['name'] for s in svcs]}")
+        for s in svcs:
+            f.check(s["metadata"]["labels"].get(sm["spec"].get("jobLabel")) == JOB_NAMES["router"],
+                    f"{r.name}: router job label would not be {JOB_NAMES['router']}")
+            names = {p["name"] for p in s["spec"]["ports"]}
+            for ep in sm["spec"]["endpoints"]:
+                f.check(ep["port"] in names, f"{r.name}: ServiceMonitor port {ep['port']} missing")
+                f.check(ep.get("path", "/metrics") == "/metrics", f"{r.name}: router scrape path")
+    if f.check(pm, f"{r.name}: no PodMonitor/moe-expert"):
+        pods = r.pods_selected(pm["spec"]["selector"])
+        f.check([w["metadata"]["name"] for w in pods] == ["moe-expert"],
+                f"{r.name}: PodMonitor selects {[w['metadata']['name'] for w in pods]}")
+        for w in pods:
+            labels = pod_template(w)["metadata"]["labels"]
+            f.check(labels.get(pm["spec"].get("jobLabel")) == JOB_NAMES["expert"],
+                    f"{r.name}: expert job label would not be {JOB_NAMES['expert']}")
+            for ep in pm["spec"]["podMetricsEndpoints"]:
+                f.check(port_exists(ep["port"], pod_template(w)["spec"]),
+                        f"{r.name}: PodMonitor port {ep['port']} missing")
+        if cfg:
+            # Pod moe-expert-<i> must be labelled shard=<shards[i].name>.
+            rel = pm["spec"]["podMetricsEndpoints"][0].get("relabelings") or []
+            got = {}
+            for x in rel:
+                if x.get("targetLabel") == "shard" and \
+                        x.get("sourceLabels") == ["__meta_kubernetes_pod_name"]:
+                    got[x["regex"]] = x["replacement"]
+            want = {f"moe-expert-{i}": s["name"] for i, s in enumerate(cfg["shards"])}
+            f.check(got == want, f"{r.name}: PodMonitor shard labels {got} != {want} "
+                                 f"(regenerate with deploy/k8s/generate.py)")
+    # Alert rules: exactly deploy/prometheus/alerts.yml.
+    pr = r.get("PrometheusRule", "moe-cluster")
+    if f.check(pr, f"{r.name}: no PrometheusRule/moe-cluster"):
+        with open(os.path.join(dl.REPO, "deploy", "prometheus", "alerts.yml")) as fh:
+            alerts = yaml.safe_load(fh)
+        f.check(pr["spec"] == {"groups": alerts["groups"]},
+                f"{r.name}: PrometheusRule differs from deploy/prometheus/alerts.yml "
+                f"(run python3 deploy/k8s/generate.py)")
+    # Dashboards: one ConfigMap per dashboards/*.json, same bytes, labelled for the sidecar.
+    ddir = os.path.join(dl.REPO, "dashboards")
+    want = {}
+    for n in sorted(os.listdir(ddir)):
+        if n.endswith(".json"):
+            with open(os.path.join(ddir, n), encoding="utf-8") as fh:
+                want[n] = fh.read()
+    got = {}
+    for cm in r.of("ConfigMap"):
+        if (cm["metadata"].get("labels") or {}).get("grafana_dashboard") == "1":
+            got.update(cm.get("data") or {})
+    f.check(sorted(got) == sorted(want), f"{r.name}: dashboard ConfigMaps {sorted(got)} != "
+                                         f"dashboards/*.json {sorted(want)}")
+    for n in want:
+        f.check(got.get(n) == want[n], f"{r.name}: dashboard {n} differs from dashboards/{n}")
+
+
+def run_checks(r, f):
+    for w in r.workloads():
+        check_security(r, f, w)
+        check_probes(r, f, w)
+    check_selectors(r, f)
+    check_references(r, f)
+    cfg = check_cluster_config(r, f)
+    check_gpu(r, f)
+    check_network_policies(r, f)
+    check_monitoring(r, f, cfg)
+    for o in r.objs:
+        if o["kind"] != "Namespace":
+            f.check(o["metadata"].get("namespace") == r.ns,
+                    f"{r.name}: {dl.kn(o)} is not in namespace {r.ns}")
+
+
+def _container(r, kind, name):
+    return pod_template(r.get(kind, name))["spec"]["containers"][0]
+
+
+def _set_config(r, edit):
+    cm = next(c for c in r.of("ConfigMap") if "cluster.yaml" in c.get("data", {}))
+    cfg = yaml.safe_load(cm["data"]["cluster.yaml"])
+    edit(cfg)
+    cm["data"]["cluster.yaml"] = yaml.safe_dump(cfg)
+
+
+# Each mutation breaks one rule; the checks must notice every one, or passing proves nothing.
+MUTATIONS = {
+    "writable root filesystem": lambda r: _container(r, "StatefulSet", "moe-expert")[
+        "securityContext"].pop("readOnlyRootFilesystem"),
+    "no memory limit": lambda r: _container(r, "Deployment", "moe-router")["resources"][
+        "limits"].pop("memory"),
+    "readiness on /healthz": lambda r: _container(r, "StatefulSet", "moe-expert")[
+        "readinessProbe"]["httpGet"].update(path="/healthz"),
+    "probe on a missing port": lambda r: _container(r, "Deployment", "moe-router")[
+        "livenessProbe"]["httpGet"].update(port="metrics"),
+    "headless Service selects nothing": lambda r: r.get("Service", "moe-expert")["spec"][
+        "selector"].update({"app.kubernetes.io/name": "moe-shard"}),
+    "Service not headless": lambda r: r.get("Service", "moe-expert")["spec"].pop("clusterIP"),
+    "grace too short": lambda r: pod_template(r.get("StatefulSet", "moe-expert"))["spec"].update(
+        terminationGracePeriodSeconds=15),
+    "replicas != shards": lambda r: r.get("StatefulSet", "moe-expert")["spec"].update(replicas=3),
+    "shard address drift": lambda r: _set_config(r, lambda c: c["shards"][1].update(
+        listen="moe-expert-1.moe-expert.elsewhere.svc.cluster.local:7201")),
+    "model outside the weights volume": lambda r: _set_config(
+        r, lambda c: c["model"].update(path="/data/model")),
+    "expert rpc open to all": lambda r: r.get("NetworkPolicy", "moe-expert-ingress")["spec"][
+        "ingress"][0].pop("from"),
+    "PDB selects nothing": lambda r: r.get("PodDisruptionBudget", "moe-router")["spec"][
+        "selector"]["matchLabels"].update(app="x"),
+    "GPU in the cpu overlay": lambda r: _container(r, "StatefulSet", "moe-expert")["resources"][
+        "limits"].update({"nvidia.com/gpu": 1}),
+    "alert rule drift": lambda r: r.get("PrometheusRule", "moe-cluster")["spec"]["groups"][0][
+        "rules"].pop(),
+    "wrong shard label": lambda r: r.get("PodMonitor", "moe-expert")["spec"][
+        "podMetricsEndpoints"][0]["relabelings"][0].update(replacement="shard-9"),
+    "missing ConfigMap": lambda r: r.objs.remove(next(
+        c for c in r.of("ConfigMap") if "cluster.yaml" in c.get("data", {}))),
+}
+
+
+def self_test(name, objs, f):
+    import copy
+    for what, mutate in MUTATIONS.items():
+        r = Rendered(name, copy.deepcopy(objs))
+        mutate(r)
+        probe = dl.Failures()
+        try:
+            run_checks(r, probe)
+        except Exception as e:  # a crash on broken input counts as noticing it, but say so
+            probe.check(False, f"crashed: {e!r}")
+        f.check(probe.items, f"self-test: the checks did not notice '{what}' in {name}")
+
+
+def main():
+    f = dl.Failures()
+    names = dl.overlays()
+    f.check({"gpu", "cpu"} <= set(names), f"overlays gpu and cpu expected, found {names}")
+    for name in names:
+        try:
+            objs = dl.render(os.path.join(dl.K8S, "overlays", name))
+        except RuntimeError as e:
+            f.check(False, str(e))
+            continue
+        r = Rendered(name, objs)
+        run_checks(r, f)
+        print(f"{name}: {len(r.objs)} objects checked")
+        if name == "cpu":
+            self_test(name, objs, f)
+            print(f"{name}: {len(MUTATIONS)} broken variants rejected")
+    return f.report("policy")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Unit tests of tools/k8s_cluster_config.py (local cluster YAML -> Kubernetes cluster YAML).
+The checked-in overlay files are compared with the generator's output by
+`deploy/k8s/generate.py --check` (CTest deploy_generated_up_to_date)."""
+
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import deploylib as dl  # noqa: E402
+
+sys.path.insert(0, os.path.join(dl.REPO, "tools"))
+import k8s_cluster_config as kcc  # noqa: E402
+
+TOOL = os.path.join(dl.REPO, "tools", "k8s_cluster_config.py")
+DEFAULT = os.path.join(dl.REPO, "deploy", "local", "default-cluster.yaml")
+
+LOCAL = {
+    "model": {"path": "../../models/default"},
+    "router": {"listen": "127.0.0.1:7100", "admin": "127.0.0.1:9100", "device": "cpu",
+               "max_tokens": 4096},
+    "shards": [
+        {"name": "a", "listen": "127.0.0.1:7201", "admin": "127.0.0.1:9201", "device": "auto",
+         "experts": "0-3", "layers": [0]},
+        {"name": "b", "listen": "127.0.0.1:7202", "device": "cuda:1", "experts": [4, 5, "6-7"]},
+        {"name": "c", "listen": "127.0.0.1:7203", "experts": [0, 1, 2, 3, 4, 5, 6, 7],
+         "layers": "all"},
+    ],
+    "timeouts": {"request_ms": 1000, "shard_call_ms": 500, "connect_ms": 100, "drain_ms": 0},
+}
+
+
+class ConvertTest(unittest.TestCase):
+    def test_addresses_follow_the_statefulset(self):
+        c = kcc.convert(LOCAL, namespace="prod")
+        for i, s in enumerate(c["shards"]):
+            host = f"moe-expert-{i}.moe-expert.prod.svc.cluster.local"
+            self.assertEqual(s["listen"], f"{host}:7201")
+            self.assertEqual(s["admin"], f"{host}:9201")  # even when the local shard had none
+        self.assertEqual(c["router"]["listen"], "moe-router.prod.svc.cluster.local:7100")
+        self.assertEqual(c["router"]["admin"], "moe-router.prod.svc.cluster.local:9100")
+
+    def test_everything_else_carried_over(self):
+        c = kcc.convert(LOCAL)
+        self.assertEqual([s["name"] for s in c["shards"]], ["a", "b", "c"])
+        self.assertEqual(c["shards"][0]["experts"], "0-3")
+        self.assertEqual(c["shards"][1]["experts"], [4, 5, "6-7"])
+        self.assertEqual(c["shards"][0]["layers"], [0])
+        self.assertEqual(c["shards"][2]["layers"], "all")
+        self.assertNotIn("layers", c["shards"][1])
+        self.assertEqual([s.get("device") for s in c["shards"]], ["auto", "cuda:1", None])
+        self.assertEqual(c["router"]["device"], "cpu")
+        self.assertEqual(c["router"]["max_tokens"], 4096)
+        self.assertEqual(c["timeouts"]["request_ms"], 1000)
+        self.assertEqual(c["timeouts"]["shard_call_ms"], 500)
+        self.assertEqual(c["timeouts"]["connect_ms"], 100)
+
+    def test_model_path_and_drain(self):
+        c = kcc.convert(LOCAL, model_path="/weights/mixtral", drain_ms=7000)
+        self.assertEqual(c["model"]["path"], "/weights/mixtral")
+        self.assertEqual(c["timeouts"]["drain_ms"], 7000)  # 0 locally -> the k8s value
+        kept = dict(LOCAL, timeouts={"drain_ms": 3000})
+        self.assertEqual(kcc.convert(kept)["timeouts"]["drain_ms"], 3000)
+        unset = {k: v for k, v in LOCAL.items() if k != "timeouts"}
+        self.assertEqual(kcc.convert(unset)["timeouts"], {"drain_ms": 15000})
+        with self.assertRaises(kcc.ConfigError):
+            kcc.convert(LOCAL, model_path="models")  # must be a mount path
+
+    def test_names_domain_ports_devices_hosts(self):
+        c = kcc.convert(LOCAL, namespace="ml", statefulset="shard", headless_service="shards",
+                        router_service="gate", cluster_domain="k8s.example", rpc_port=8000,
+                        admin_port=8001, router_port=7000, router_admin_port=7001,
+                        shard_device="cpu")
+        self.assertEqual(c["shards"][2]["listen"], "shard-2.shards.ml.svc.k8s.example:8000")
+        self.assertEqual(c["shards"][2]["admin"], "shard-2.shards.ml.svc.k8s.example:8001")
+        self.assertEqual(c["router"]["listen"], "gate.ml.svc.k8s.example:7000")
+        self.assertEqual({s["device"] for s in c["shards"]}, {"cpu"})
+        c = kcc.convert(LOCAL, shard_hosts=["10.0.0.2", "10.0.0.3", "10.0.0.4"],
+                        router_host="10.0.0.1")
+        self.assertEqual(c["shards"][1]["listen"], "10.0.0.3:7201")
+        self.assertEqual(c["router"]["listen"], "10.0.0.1:7100")
+        with self.assertRaises(kcc.ConfigError):
+            kcc.convert(LOCAL, shard_hosts=["10.0.0.2"])
+        with self.assertRaises(kcc.ConfigError):
+            kcc.convert(LOCAL, namespace="Not_A_Label")
+
+    def test_errors_name_the_key(self):
+        cases = [
+            (dict(LOCAL, extra=1), "extra: unknown key"),
+            (dict(LOCAL, router={"listen": "x:1", "threads": 2}), "router.threads: unknown key"),
+            (dict(LOCAL, shards=[{"name": "a", "listen": "x:1", "experts": [0], "gpu": 0}]),
+             "shards[0].gpu: unknown key"),
+            (dict(LOCAL, shards=[{"name": "a", "listen": "x:1"}]), "shards[0].experts: missing"),
+            (dict(LOCAL, shards=[]), "shards: expected a non-empty list"),
+            (dict(LOCAL, shards=[LOCAL["shards"][0], LOCAL["shards"][0]]), "used twice"),
+            (dict(LOCAL, timeouts={"drain": 1}), "timeouts.drain: unknown key"),
+            ({k: v for k, v in LOCAL.items() if k != "model"}, "model: missing"),
+        ]
+        for local, msg in cases:
+            with self.assertRaises(kcc.ConfigError, msg=msg) as e:
+                kcc.convert(local)
+            self.assertIn(msg, str(e.exception))
+
+    def test_rendered_yaml_reads_back(self):
+        c = kcc.convert(LOCAL, namespace="prod")
+        text = kcc.render(c, ["header"])
+        self.assertTrue(text.startswith("# header\n"))
+        self.assertEqual(yaml.safe_load(text), c)
+        # Ranges stay quoted strings, as the local file writes them.
+        self.assertIn('experts: "0-3"', text)
+
+    def test_podmonitor_patch(self):
+        local = dict(LOCAL, shards=[dict(LOCAL["shards"][0], name="a$1")] + LOCAL["shards"][1:])
+        c = kcc.convert(local)
+        ops = yaml.safe_load(kcc.podmonitor_patch(c, ["h"], statefulset="moe-expert"))
+        self.assertEqual(ops[0]["op"], "add")
+        self.assertEqual(ops[0]["path"], "/spec/podMetricsEndpoints/0/relabelings")
+        rel = ops[0]["value"]
+        self.assertEqual([(r["regex"], r["replacement"]) for r in rel],
+                         [("moe-expert-0", "a$$1"), ("moe-expert-1", "b"), ("moe-expert-2", "c")])
+        self.assertTrue(all(r["targetLabel"] == "shard" and
+                            r["sourceLabels"] == ["__meta_kubernetes_pod_name"] for r in rel))
+
+
+class CliTest(unittest.TestCase):
+    def test_writes_config_and_patch(self):
+        with tempfile.TemporaryDirectory() as d:
+            out, patch = os.path.join(d, "cluster.yaml"), os.path.join(d, "patch.yaml")
+            r = subprocess.run([sys.executable, TOOL, DEFAULT, "--namespace", "team-a",
+                                "--model-path", "/models/default", "-o", out,
+                                "--podmonitor-patch", patch], capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            with open(out) as f:
+                c = yaml.safe_load(f)
+            self.assertEqual(c["model"]["path"], "/models/default")
+            self.assertEqual(c["shards"][1]["listen"],
+                             "moe-expert-1.moe-expert.team-a.svc.cluster.local:7201")
+            with open(patch) as f:
+                self.assertEqual(len(yaml.safe_load(f)[0]["value"]), len(c["shards"]))
+            with open(DEFAULT) as f:
+                local = yaml.safe_load(f)
+            self.assertEqual([s["experts"] for s in c["shards"]],
+                             [s["experts"] for s in local["shards"]])
+
+    def test_error_exit_status(self):
+        with tempfile.TemporaryDirectory() as d:
+            bad = os.path.join(d, "bad.yaml")
+            with open(bad, "w") as f:
+                f.write("model: {path: m}\nshards:\n  - {name: a, listen: 'x:1', experts: [0], "
+                        "replicas: 2}\n")
+            r = subprocess.run([sys.executable, TOOL, bad], capture_output=True, text=True)
+            self.assertEqual(r.returncode, 2)
+            self.assertIn("shards[0].replicas: unknown key", r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=1)
