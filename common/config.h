@@ -38,7 +38,7 @@ struct RouterConfig {
   std::string listen = "127.0.0.1:7100";
   ComputeDevice device{ComputeDevice::Kind::kCpu, 0};
   uint32_t maxTokens = 8192;  // per forward call; larger batches are rejected, not truncated
-  std::string admin;  // admin HTTP plane "host:port"; "" = off
+  std::string admin;          // admin HTTP plane "host:port"; "" = off
 };
 
 struct TimeoutConfig {

@@ -133,8 +133,8 @@ TEST_F(ComputeExecutorTest, QueuedCountsJobsNotYetStarted) {
 }
 
 // Known bug in the code under test: fails until common/compute_executor.h is fixed.
-// Regression (common/compute_executor.h, ComputeExecutor::run): queued_ is incremented when a job is
-// posted and decremented only inside the job's lambda. When the caller drops the promise before
+// Regression (common/compute_executor.h, ComputeExecutor::run): queued_ is incremented when a job
+// is posted and decremented only inside the job's lambda. When the caller drops the promise before
 // the job starts (an RPC cancelled or timed out while waiting), KJ cancels the cross-thread event
 // and the lambda never runs, so queued() stays too high forever (the queue-depth gauge leaks).
 class ComputeExecutorRegression : public ComputeExecutorTest {};

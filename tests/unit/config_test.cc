@@ -555,8 +555,8 @@ TEST(ConfigErrors, EmptyFile) {
 // ---------------------------------------------------------------------------------------------
 // Known bugs in the code under test: these fail until common/config.cc is fixed.
 
-// Regression (common/config.cc, parse → checkKeys(root, "", ...): a top-level document that is not a
-// mapping is reported with an empty key ("cluster.yaml:1: : expected a mapping"); the empty-file
+// Regression (common/config.cc, parse → checkKeys(root, "", ...): a top-level document that is not
+// a mapping is reported with an empty key ("cluster.yaml:1: : expected a mapping"); the empty-file
 // case names it "(top level)", and errors must name the key.
 TEST(ConfigRegression, TopLevelNotAMappingNamesTheTopLevel) {
   auto e = errorOf("- a\n- b\n");
