@@ -167,27 +167,33 @@ std::string LocalCluster::reapExited() {
 }
 
 void LocalCluster::stop() {
-  // Router first, so no request is mid-way to a shard that is already gone.
-  for (auto it = children_.rbegin(); it != children_.rend(); ++it) {
-    if (it->pid > 0) kill(it->pid, SIGTERM);
-  }
-  const auto deadline = Clock::now() + std::chrono::seconds(10);
-  for (auto& c : children_) {
-    while (c.pid > 0) {
-      int status = 0;
-      pid_t r = waitpid(c.pid, &status, WNOHANG);
-      if (r == c.pid || r < 0) {
-        c.pid = -1;
-      } else if (Clock::now() > deadline) {
-        logWarn(c.name, " did not stop within 10 s; killing it");
-        kill(c.pid, SIGKILL);
-        waitpid(c.pid, nullptr, 0);
-        c.pid = -1;
-      } else {
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  // The router first, and wait for it: no request is then mid-way to a shard that is already
+  // gone. Then every shard at once. Each gets its drain time plus a grace period before SIGKILL.
+  const auto grace = std::chrono::milliseconds(config_.timeouts.drainMs) + std::chrono::seconds(10);
+  auto stopAll = [&](bool router) {
+    for (auto& c : children_) {
+      if ((c.name == "router") == router && c.pid > 0) kill(c.pid, SIGTERM);
+    }
+    const auto deadline = Clock::now() + grace;
+    for (auto& c : children_) {
+      while ((c.name == "router") == router && c.pid > 0) {
+        int status = 0;
+        pid_t r = waitpid(c.pid, &status, WNOHANG);
+        if (r == c.pid || r < 0) {
+          c.pid = -1;
+        } else if (Clock::now() > deadline) {
+          logWarn(c.name, " did not stop in time; killing it");
+          kill(c.pid, SIGKILL);
+          waitpid(c.pid, nullptr, 0);
+          c.pid = -1;
+        } else {
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
       }
     }
-  }
+  };
+  stopAll(true);
+  stopAll(false);
 }
 
 LocalCluster::~LocalCluster() {
