@@ -158,10 +158,12 @@ ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir)
   c.modelPath = mp.lexically_normal().string();
 
   if (const auto r = root["router"]) {
-    p.checkKeys(r, "router", {"listen", "device", "max_tokens", "admin"});
+    p.checkKeys(r, "router", {"listen", "device", "max_tokens", "admin", "threads"});
     if (r["listen"]) c.router.listen = p.hostPort(r["listen"], "router.listen");
     if (r["device"]) c.router.device = p.device(r["device"], "router.device");
     if (r["admin"]) c.router.admin = p.hostPort(r["admin"], "router.admin");
+    if (r["threads"])
+      c.router.threads = static_cast<uint32_t>(p.uint(r["threads"], "router.threads", 1, 1024));
     if (r["max_tokens"]) {
       c.router.maxTokens =
           static_cast<uint32_t>(p.uint(r["max_tokens"], "router.max_tokens", 1, 1u << 20));
@@ -176,7 +178,7 @@ ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir)
   for (size_t i = 0; i < shards.size(); ++i) {
     const auto s = shards[i];
     std::string where = "shards[" + std::to_string(i) + "]";
-    p.checkKeys(s, where, {"name", "listen", "device", "experts", "layers", "admin"});
+    p.checkKeys(s, where, {"name", "listen", "device", "experts", "layers", "admin", "threads"});
     ShardConfig sc;
     for (const char* required : {"name", "listen", "experts"}) {
       if (!s[required]) p.fail(s, Parser::join(where, required), "missing");
@@ -191,6 +193,8 @@ ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir)
     }
     if (s["device"]) sc.device = p.device(s["device"], where + ".device");
     if (s["admin"]) sc.admin = p.hostPort(s["admin"], where + ".admin");
+    if (s["threads"])
+      sc.threads = static_cast<uint32_t>(p.uint(s["threads"], where + ".threads", 1, 1024));
     sc.experts = p.idList(s["experts"], where + ".experts");
     if (s["layers"] && !(s["layers"].IsScalar() && s["layers"].Scalar() == "all")) {
       sc.layers = p.idList(s["layers"], where + ".layers");

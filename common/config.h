@@ -31,6 +31,7 @@ struct ShardConfig {
   std::vector<uint32_t> experts;                // expert ids served, on every layer in `layers`
   std::optional<std::vector<uint32_t>> layers;  // MoE layers served; unset: all of them
   std::string admin;  // admin HTTP plane "host:port" (/metrics /healthz /readyz /v1/info); "" = off
+  uint32_t threads = 0;  // CPU threads for BLAS on this shard; 0 = the library's default
   bool servesLayer(uint32_t layer) const;
 };
 
@@ -39,6 +40,7 @@ struct RouterConfig {
   ComputeDevice device{ComputeDevice::Kind::kCpu, 0};
   uint32_t maxTokens = 8192;  // per forward call; larger batches are rejected, not truncated
   std::string admin;          // admin HTTP plane "host:port"; "" = off
+  uint32_t threads = 0;       // CPU threads for BLAS gating; 0 = the library default
 };
 
 struct TimeoutConfig {

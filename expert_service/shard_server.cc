@@ -39,7 +39,7 @@ Result<std::unique_ptr<ShardModel>> ShardModel::load(const ClusterConfig& cluste
   m->model = ckpt.value()->config();
   m->maxRows = cluster.router.maxTokens;
   if (auto s = validatePlacement(cluster, m->model); !s) return makeError(s.message());
-  auto backend = kernels::createBackendFor(shard->device);
+  auto backend = kernels::createBackendFor(shard->device, shard->threads);
   if (!backend)
     return makeError("shard " + shardName + " device " + shard->device.str() + ": " +
                      backend.error());

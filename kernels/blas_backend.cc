@@ -144,4 +144,8 @@ std::unique_ptr<Backend> makeBlasBackend() {
   return std::make_unique<BlasBackend>();
 }
 
+void setBlasThreads(int n) {
+  openblas_set_num_threads(std::max(1, n));
+}
+
 }  // namespace moe::kernels

@@ -12,4 +12,8 @@ namespace moe::kernels {
 // it may be shared between threads; for parallelism use one backend per executor thread.
 std::unique_ptr<Backend> makeBlasBackend();
 
+// Threads OpenBLAS uses in this process (n >= 1). Several shards on one machine should split its
+// cores between them: oversubscribed BLAS threads slow every shard down.
+void setBlasThreads(int n);
+
 }  // namespace moe::kernels

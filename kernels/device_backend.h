@@ -3,10 +3,14 @@
 
 #include "common/config.h"
 #include "kernels/backend.h"
+#include "kernels/blas_backend.h"
 
 namespace moe::kernels {
 
-inline Result<std::unique_ptr<Backend>> createBackendFor(const ComputeDevice& device) {
+// `blasThreads` > 0 caps the CPU threads BLAS may use in this process (configured per service).
+inline Result<std::unique_ptr<Backend>> createBackendFor(const ComputeDevice& device,
+                                                         uint32_t blasThreads) {
+  if (blasThreads > 0) setBlasThreads(static_cast<int>(blasThreads));
   switch (device.kind) {
     case ComputeDevice::Kind::kAuto:
       return createBackend(BackendKind::kAuto, device.index);

@@ -63,7 +63,7 @@ Result<std::unique_ptr<RouterModel>> RouterModel::load(const ClusterConfig& clus
                      std::to_string(m->model.hiddenSize) +
                      " × 4 bytes exceeds the 512 MiB per-message limit; lower router.max_tokens");
   }
-  auto backend = kernels::createBackendFor(cluster.router.device);
+  auto backend = kernels::createBackendFor(cluster.router.device, cluster.router.threads);
   if (!backend)
     return makeError("router.device " + cluster.router.device.str() + ": " + backend.error());
   m->backend = std::move(backend).value();

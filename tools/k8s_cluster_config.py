@@ -17,7 +17,8 @@ everything else over unchanged:
                        while endpoints are removed); a non-zero value is kept
 
 Names, experts, layers, devices (unless --shard-device), max_tokens and the other timeouts are
-copied as they are. With --podmonitor-patch it also writes a kustomize JSON patch for the expert
+copied as they are. BLAS `threads` are a per-machine choice and are not carried over:
+--shard-threads / --router-threads set them for the pods. With --podmonitor-patch it also writes a kustomize JSON patch for the expert
 PodMonitor that labels each pod's metrics with its shard name (shard="<name of shards[i]>" for
 pod <statefulset>-<i>), the label the alert rules and dashboards group by.
 
@@ -39,8 +40,8 @@ import yaml
 # The schema of common/config.cc: unknown keys are errors there, so they are errors here too.
 TOP_KEYS = ("model", "router", "shards", "timeouts")
 MODEL_KEYS = ("path",)
-ROUTER_KEYS = ("listen", "admin", "device", "max_tokens")
-SHARD_KEYS = ("name", "listen", "admin", "device", "experts", "layers")
+ROUTER_KEYS = ("listen", "admin", "device", "max_tokens", "threads")
+SHARD_KEYS = ("name", "listen", "admin", "device", "experts", "layers", "threads")
 TIMEOUT_KEYS = ("request_ms", "shard_call_ms", "connect_ms", "drain_ms")
 
 DEFAULTS = {
@@ -56,6 +57,8 @@ DEFAULTS = {
     "model_path": "/models",
     "drain_ms": 15000,
     "shard_device": None,
+    "shard_threads": None,
+    "router_threads": None,
     "shard_hosts": None,
     "router_host": None,
 }
@@ -142,6 +145,10 @@ def convert(local, **overrides):
     for key in ("device", "max_tokens"):
         if key in router:
             r[key] = router[key]
+    # BLAS threads split one machine's cores between its processes; a pod has its own CPU limit,
+    # so the local values are not carried over (--router-threads / --shard-threads set them).
+    if opts.get("router_threads"):
+        r["threads"] = opts["router_threads"]
     out["router"] = r
 
     names = set()
@@ -168,6 +175,8 @@ def convert(local, **overrides):
         o["experts"] = s["experts"]
         if "layers" in s:
             o["layers"] = s["layers"]
+        if opts.get("shard_threads"):
+            o["threads"] = opts["shard_threads"]
         out_shards.append(o)
     out["shards"] = out_shards
 
@@ -291,6 +300,8 @@ def main(argv=None):
                     help=f"timeouts.drain_ms when the input's is 0 or unset "
                          f"(default {DEFAULTS['drain_ms']})")
     ap.add_argument("--shard-device", help="override every shard's device (e.g. cpu)")
+    ap.add_argument("--shard-threads", type=int, help="BLAS threads per shard pod (its CPU limit)")
+    ap.add_argument("--router-threads", type=int, help="BLAS threads per router pod")
     ap.add_argument("--shard-hosts",
                     help="comma-separated host per shard instead of the StatefulSet DNS names "
                          "(for running the same placement outside Kubernetes)")
@@ -307,6 +318,7 @@ def main(argv=None):
         "cluster_domain": a.cluster_domain, "rpc_port": a.rpc_port, "admin_port": a.admin_port,
         "router_port": a.router_port, "router_admin_port": a.router_admin_port,
         "model_path": a.model_path, "drain_ms": a.drain_ms, "shard_device": a.shard_device,
+        "shard_threads": a.shard_threads, "router_threads": a.router_threads,
         "shard_hosts": a.shard_hosts.split(",") if a.shard_hosts else None,
         "router_host": a.router_host,
     }

@@ -89,10 +89,20 @@ class ConvertTest(unittest.TestCase):
         with self.assertRaises(kcc.ConfigError):
             kcc.convert(LOCAL, namespace="Not_A_Label")
 
+    def test_blas_threads_are_not_carried_but_can_be_set(self):
+        local = dict(LOCAL, router=dict(LOCAL["router"], threads=1),
+                     shards=[dict(sh, threads=1) for sh in LOCAL["shards"]])
+        c = kcc.convert(local)
+        self.assertNotIn("threads", c["router"])
+        self.assertTrue(all("threads" not in sh for sh in c["shards"]))
+        c = kcc.convert(local, shard_threads=4, router_threads=2)
+        self.assertEqual(c["router"]["threads"], 2)
+        self.assertEqual([sh["threads"] for sh in c["shards"]], [4] * len(LOCAL["shards"]))
+
     def test_errors_name_the_key(self):
         cases = [
             (dict(LOCAL, extra=1), "extra: unknown key"),
-            (dict(LOCAL, router={"listen": "x:1", "threads": 2}), "router.threads: unknown key"),
+            (dict(LOCAL, router={"listen": "x:1", "thread": 2}), "router.thread: unknown key"),
             (dict(LOCAL, shards=[{"name": "a", "listen": "x:1", "experts": [0], "gpu": 0}]),
              "shards[0].gpu: unknown key"),
             (dict(LOCAL, shards=[{"name": "a", "listen": "x:1"}]), "shards[0].experts: missing"),

@@ -694,5 +694,19 @@ TEST(ParseHostPort, Invalid) {
   EXPECT_TRUE(contains(parseHostPort("h: 80").error(), "port ' 80'"));
 }
 
+TEST(ConfigParse, BlasThreadsPerService) {
+  auto c = parse(kMinimal + "router:\n  threads: 2\n");
+  ASSERT_TRUE(c.isOk()) << c.error();
+  EXPECT_EQ(c.value().router.threads, 2u);
+  EXPECT_EQ(c.value().shards[0].threads, 0u);  // unset: the library default
+  auto withShard =
+      parse(lines({"model: {path: /m}", "shards:", "  - name: s0", "    listen: 127.0.0.1:7201",
+                   "    experts: [0]", "    threads: 3"}));
+  ASSERT_TRUE(withShard.isOk()) << withShard.error();
+  EXPECT_EQ(withShard.value().shards[0].threads, 3u);
+  EXPECT_TRUE(contains(errorOf(kMinimal + "router:\n  threads: 0\n"),
+                       "cluster.yaml:11: router.threads: 0 out of range [1, 1024]"));
+}
+
 }  // namespace
 }  // namespace moe
