@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <sstream>
 #include <string>
 
 #include "client/in_process_layer.h"
@@ -58,6 +59,8 @@ TEST_P(ParityTest, ClusterMatchesInProcessLayer) {
         maxRef = std::max(maxRef, std::fabs(double{want[i]}));
       }
       EXPECT_LE(maxErr, 1e-4) << "max_abs_err " << maxErr;
+      RecordProperty("max_abs_err_layer" + std::to_string(layer) + "_T" + std::to_string(T),
+                     (std::ostringstream() << std::scientific << maxErr).str());
       EXPECT_GT(maxRef, 1e-3) << "outputs are trivially zero: the test would not catch anything";
       auto stats = reply.value->getStats();
       EXPECT_EQ(stats.getTokens(), T);
