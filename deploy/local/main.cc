@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <cstring>
 #include <iostream>
 #include <memory>
@@ -69,7 +70,14 @@ int main(int argc, char** argv) {
     } else if (a == "--log-dir" && i + 1 < argc) {
       options.logDir = argv[++i];
     } else if (a == "--ready-timeout-s" && i + 1 < argc) {
-      options.readyTimeoutMs = static_cast<uint32_t>(std::stoul(argv[++i]) * 1000);
+      const std::string v = argv[++i];
+      unsigned seconds = 0;
+      auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), seconds);
+      if (ec != std::errc() || p != v.data() + v.size() || seconds == 0 || seconds > 86400) {
+        std::cerr << "moe-cluster: --ready-timeout-s: '" << v << "' is not a number of seconds\n";
+        return usage();
+      }
+      options.readyTimeoutMs = seconds * 1000;
     } else if (a == "--prometheus") {
       prometheus = true;
     } else if (a.rfind("--prometheus=", 0) == 0) {
