@@ -1,6 +1,10 @@
 // InProcessModel implementation.
 #include "client/in_process_layer.h"
 
+#include <cmath>
+#include <vector>
+
+#include "client/reference_routing.h"
 #include "kernels/moe_layer.h"
 
 namespace moe::client {
@@ -35,6 +39,32 @@ Result<std::unique_ptr<InProcessModel>> InProcessModel::load(
       l.matrices.push_back(std::move(w3).value());
       l.matrices.push_back(std::move(w2).value());
     }
+    if (c.hasScoreCorrectionBias) {
+      auto b = ckpt.value()->scoreCorrectionBias(layer);
+      if (!b) return makeError(b.error());
+      l.bias = std::move(b).value();
+    }
+    if (c.sharedIntermediateSize > 0) {
+      auto t = ckpt.value()->sharedExpert(layer);
+      if (!t) return makeError(t.error());
+      const uint32_t I = c.sharedIntermediateSize;
+      auto w1 = m->backend_->upload(t.value().w1, I, c.hiddenSize);
+      auto w3 = m->backend_->upload(t.value().w3, I, c.hiddenSize);
+      auto w2 = m->backend_->upload(t.value().w2, c.hiddenSize, I);
+      for (auto* r : {&w1, &w3, &w2}) {
+        if (!*r) return makeError(r->error());
+      }
+      l.sharedW1 = std::move(w1).value();
+      l.sharedW3 = std::move(w3).value();
+      l.sharedW2 = std::move(w2).value();
+      if (c.sharedExpertGated) {
+        auto g = ckpt.value()->sharedExpertGate(layer);
+        if (!g) return makeError(g.error());
+        auto gate = m->backend_->upload(g.value(), 1, c.hiddenSize);
+        if (!gate) return makeError(gate.error());
+        l.sharedGate = std::move(gate).value();
+      }
+    }
     m->layers_.emplace(layer, std::move(l));
   }
   return m;
@@ -44,8 +74,42 @@ Status InProcessModel::forward(uint32_t layer, std::span<const float> x, size_t 
                                std::span<float> y) {
   auto it = layers_.find(layer);
   if (it == layers_.end()) return Status::error("layer " + std::to_string(layer) + " not loaded");
-  return kernels::moeLayerInProcess(*backend_, *it->second.gate, it->second.experts, x, T,
-                                    config_.hiddenSize, config_.topK, /*renormalize=*/true, y);
+  const Layer& l = it->second;
+  const size_t H = config_.hiddenSize;
+  const bool deepseek =
+      config_.family == ModelFamily::kDeepseekV2 || config_.family == ModelFamily::kDeepseekV3;
+  if (deepseek) {
+    std::vector<float> logits(T * config_.numExperts);
+    if (auto s = backend_->linear(*l.gate, x, T, logits); !s) return s;
+    std::vector<uint32_t> ids;
+    std::vector<float> weights;
+    referenceDeepseekRoute(config_, logits, T, l.bias, ids, weights);
+    if (auto s = kernels::moeExpertsInProcess(*backend_, l.experts, x, T, H, config_.topK, ids,
+                                              weights, y);
+        !s) {
+      return s;
+    }
+  } else if (auto s = kernels::moeLayerInProcess(*backend_, *l.gate, l.experts, x, T, H,
+                                                 config_.topK, config_.normTopkProb, y);
+             !s) {
+    return s;
+  }
+  if (!l.sharedW1) return Status::ok();
+  // The shared expert, written out op by op (not through expertFfn, which the cluster uses).
+  const size_t I = config_.sharedIntermediateSize;
+  std::vector<float> h1(T * I), h3(T * I), h(T * I), o(T * H), g(T, 0.0f);
+  for (auto s : {backend_->linear(*l.sharedW1, x, T, h1), backend_->linear(*l.sharedW3, x, T, h3),
+                 backend_->swiglu(h1, h3, h), backend_->linear(*l.sharedW2, h, T, o)}) {
+    if (!s) return s;
+  }
+  if (l.sharedGate) {
+    if (auto s = backend_->linear(*l.sharedGate, x, T, g); !s) return s;
+  }
+  for (size_t t = 0; t < T; ++t) {
+    const float w = l.sharedGate ? 1.0f / (1.0f + std::exp(-g[t])) : 1.0f;
+    for (size_t i = 0; i < H; ++i) y[t * H + i] += w * o[t * H + i];
+  }
+  return Status::ok();
 }
 
 }  // namespace moe::client

@@ -19,7 +19,8 @@ class InProcessModel {
                                                       std::unique_ptr<kernels::Backend> backend,
                                                       const std::vector<uint32_t>& layers);
   const ModelConfig& config() const { return config_; }
-  // y[T, H] = the MoE layer applied to x[T, H] (Mixtral routing: softmax, top-k, renormalize).
+  // y[T, H] = the MoE layer applied to x[T, H]: softmax top-k (renormalized when the model says
+  // norm_topk_prob), plus the shared expert (sigmoid-gated for Qwen2-MoE) when it has one.
   Status forward(uint32_t layer, std::span<const float> x, size_t T, std::span<float> y);
 
  private:
@@ -27,6 +28,9 @@ class InProcessModel {
     std::unique_ptr<kernels::Matrix> gate;
     std::vector<std::unique_ptr<kernels::Matrix>> matrices;
     std::vector<kernels::ExpertFfnWeights> experts;
+    std::unique_ptr<kernels::Matrix> sharedW1, sharedW3, sharedW2;  // null: no shared expert
+    std::unique_ptr<kernels::Matrix> sharedGate;                    // [1, H] or null
+    std::vector<float> bias;  // [E] DeepSeek-V3 score correction, or empty
   };
   ModelConfig config_;
   std::unique_ptr<kernels::Backend> backend_;

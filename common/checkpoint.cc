@@ -1,13 +1,15 @@
 // Checkpoint directory loading: config.json validation, single-file or sharded (index.json)
-// safetensors layout, and fp32 loading of the Mixtral MoE tensors with shapes checked against the
-// config. Tensors are looked up lazily so a process touches only the experts it serves.
+// safetensors layout, and fp32 loading of each supported family's MoE tensors with shapes checked
+// against the config. Tensors are looked up lazily so a process touches only the experts it serves.
 #include "common/checkpoint.h"
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <limits>
 #include <sstream>
 #include <tuple>
@@ -20,7 +22,8 @@ namespace {
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-constexpr const char* kSupportedModelTypes = "mixtral";
+constexpr const char* kSupportedModelTypes =
+    "mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3";
 
 // Reads and parses a JSON file; errors are prefixed with `path`.
 Result<json> readJsonFile(const std::string& path) {
@@ -38,17 +41,236 @@ Result<json> readJsonFile(const std::string& path) {
   }
 }
 
+// True for a JSON integer in [minValue, UINT32_MAX]; floats such as 16.5 or 16.0 do not count.
+bool isU32AtLeast(const json& v, uint64_t minValue) {
+  if (v.is_number_unsigned()) {
+    const uint64_t u = v.get<uint64_t>();
+    return u >= minValue && u <= std::numeric_limits<uint32_t>::max();
+  }
+  return v.is_number_integer() && v.get<int64_t>() >= static_cast<int64_t>(minValue) &&
+         v.get<int64_t>() <= std::numeric_limits<uint32_t>::max();
+}
+
 // config.json integers must be positive and fit the uint32 fields of ModelConfig.
 Result<uint32_t> positiveU32(const json& config, const std::string& path, const char* key) {
   auto it = config.find(key);
   if (it == config.end()) return makeError(path + ": key '" + key + "' missing");
-  const bool isPositiveInt = (it->is_number_unsigned() && it->get<uint64_t>() > 0) ||
-                             (it->is_number_integer() && it->get<int64_t>() > 0);
-  if (!isPositiveInt || it->get<uint64_t>() > std::numeric_limits<uint32_t>::max()) {
+  if (!isU32AtLeast(*it, 1)) {
     return makeError(path + ": key '" + key + "' must be a positive integer (got " + it->dump() +
                      ")");
   }
   return static_cast<uint32_t>(it->get<uint64_t>());
+}
+
+// Optional keys: HF configs write unset optionals as null, which means "use the default" just as
+// an absent key does. `minValue` is 0 for counts that may be zero (e.g. n_shared_experts).
+Result<uint32_t> optionalU32(const json& config, const std::string& path, const char* key,
+                             uint32_t fallback, uint64_t minValue) {
+  auto it = config.find(key);
+  if (it == config.end() || it->is_null()) return fallback;
+  if (!isU32AtLeast(*it, minValue)) {
+    return makeError(path + ": key '" + key + "' must be a " +
+                     (minValue > 0 ? "positive" : "non-negative") + " integer (got " + it->dump() +
+                     ")");
+  }
+  return static_cast<uint32_t>(it->get<uint64_t>());
+}
+
+Result<bool> optionalBool(const json& config, const std::string& path, const char* key,
+                          bool fallback) {
+  auto it = config.find(key);
+  if (it == config.end() || it->is_null()) return fallback;
+  if (!it->is_boolean()) {
+    return makeError(path + ": key '" + key + "' must be true or false (got " + it->dump() + ")");
+  }
+  return it->get<bool>();
+}
+
+Result<std::string> optionalChoice(const json& config, const std::string& path, const char* key,
+                                   const std::string& fallback,
+                                   std::initializer_list<const char*> allowed) {
+  auto it = config.find(key);
+  if (it == config.end() || it->is_null()) return fallback;
+  std::string joined;
+  for (const char* a : allowed) {
+    if (it->is_string() && it->get_ref<const std::string&>() == a) return std::string(a);
+    joined += (joined.empty() ? "" : ", ") + std::string(a);
+  }
+  return makeError(path + ": key '" + key + "' must be one of " + joined + " (got " + it->dump() +
+                   ")");
+}
+
+Result<float> optionalPositiveFloat(const json& config, const std::string& path, const char* key,
+                                    float fallback) {
+  auto it = config.find(key);
+  if (it == config.end() || it->is_null()) return fallback;
+  if (!it->is_number() || !(it->get<double>() > 0.0) || !std::isfinite(it->get<double>())) {
+    return makeError(path + ": key '" + key + "' must be a positive number (got " + it->dump() +
+                     ")");
+  }
+  return static_cast<float>(it->get<double>());
+}
+
+Result<std::vector<uint32_t>> optionalLayerList(const json& config, const std::string& path,
+                                                const char* key) {
+  auto it = config.find(key);
+  if (it == config.end() || it->is_null()) return std::vector<uint32_t>{};
+  std::vector<uint32_t> out;
+  if (it->is_array()) {
+    for (const json& v : *it) {
+      if (!isU32AtLeast(v, 0)) break;
+      out.push_back(static_cast<uint32_t>(v.get<uint64_t>()));
+    }
+    if (out.size() == it->size()) return out;
+  }
+  return makeError(path + ": key '" + key + "' must be a list of non-negative layer indices (got " +
+                   it->dump() + ")");
+}
+
+// The config.json key holding the routed-expert count, for reading it and for error messages.
+const char* expertsKeyOf(ModelFamily f) {
+  switch (f) {
+    case ModelFamily::kMixtral:
+      return "num_local_experts";
+    case ModelFamily::kDeepseekV2:
+    case ModelFamily::kDeepseekV3:
+      return "n_routed_experts";
+    default:
+      return "num_experts";
+  }
+}
+
+// Stores a parsed value or passes its error on, keeping the per-key reads below one line each.
+template <typename T>
+Status assign(T& dest, Result<T> r) {
+  if (!r) return Status::error(r.error());
+  dest = std::move(r).value();
+  return Status::ok();
+}
+
+// Reads the fields common to all families plus the family's own; field names and defaults follow
+// each family's HuggingFace configuration_*.py and the MoE-layer rule in its modeling_*.py.
+Status parseFamilyFields(const json& config, const std::string& path, ModelConfig& c) {
+  const ModelFamily f = c.family;
+  const bool qwen = f == ModelFamily::kQwen2Moe || f == ModelFamily::kQwen3Moe;
+  const bool deepseek = f == ModelFamily::kDeepseekV2 || f == ModelFamily::kDeepseekV3;
+  // Mixtral and OLMoE name a routed expert's width intermediate_size; Qwen and DeepSeek use
+  // intermediate_size for their dense layers and moe_intermediate_size for the experts.
+  const char* interKey = (qwen || deepseek) ? "moe_intermediate_size" : "intermediate_size";
+  const char* expertsKey = expertsKeyOf(f);
+  struct Field {
+    const char* key;
+    uint32_t* dest;
+  };
+  for (Field fld : {Field{"hidden_size", &c.hiddenSize}, Field{interKey, &c.intermediateSize},
+                    Field{expertsKey, &c.numExperts}, Field{"num_experts_per_tok", &c.topK},
+                    Field{"num_hidden_layers", &c.numLayers}}) {
+    auto v = positiveU32(config, path, fld.key);
+    if (!v) return Status::error(v.error());
+    *fld.dest = v.value();
+  }
+  if (c.topK < 1 || c.topK > c.numExperts) {
+    return Status::error(path + ": num_experts_per_tok " + std::to_string(c.topK) +
+                         " must be between 1 and " + expertsKey + " (" +
+                         std::to_string(c.numExperts) + ")");
+  }
+
+  if (f == ModelFamily::kMixtral) {
+    c.normTopkProb = true;  // MixtralSparseMoeBlock always renormalizes; there is no key
+    for (uint32_t l = 0; l < c.numLayers; ++l) c.moeLayers.push_back(l);
+  } else if (f == ModelFamily::kOlmoe) {
+    if (Status s = assign(c.normTopkProb, optionalBool(config, path, "norm_topk_prob", false)); !s)
+      return s;
+    for (uint32_t l = 0; l < c.numLayers; ++l) c.moeLayers.push_back(l);
+  } else if (qwen) {
+    if (Status s = assign(c.normTopkProb, optionalBool(config, path, "norm_topk_prob", false)); !s)
+      return s;
+    if (f == ModelFamily::kQwen2Moe) {
+      if (Status s = assign(c.sharedIntermediateSize,
+                            optionalU32(config, path, "shared_expert_intermediate_size", 0, 0));
+          !s)
+        return s;
+      // Qwen2MoeSparseMoeBlock always pairs the shared expert with its sigmoid gate.
+      c.sharedExpertGated = c.sharedIntermediateSize > 0;
+    }
+    uint32_t step = 1;
+    std::vector<uint32_t> mlpOnly;
+    if (Status s = assign(step, optionalU32(config, path, "decoder_sparse_step", 1, 1)); !s)
+      return s;
+    if (Status s = assign(mlpOnly, optionalLayerList(config, path, "mlp_only_layers")); !s)
+      return s;
+    // Qwen2MoeDecoderLayer: sparse iff not in mlp_only_layers and (layer + 1) % step == 0.
+    for (uint32_t l = 0; l < c.numLayers; ++l) {
+      if (std::find(mlpOnly.begin(), mlpOnly.end(), l) == mlpOnly.end() && (l + 1) % step == 0) {
+        c.moeLayers.push_back(l);
+      }
+    }
+  } else {  // DeepSeek-V2/V3
+    const bool v3 = f == ModelFamily::kDeepseekV3;
+    uint32_t nShared = 0, firstDense = 0, freq = 1;
+    if (Status s = assign(nShared, optionalU32(config, path, "n_shared_experts", 0, 0)); !s)
+      return s;
+    const uint64_t sharedWidth = uint64_t{nShared} * c.intermediateSize;
+    if (sharedWidth > std::numeric_limits<uint32_t>::max()) {
+      return Status::error(path + ": n_shared_experts × moe_intermediate_size is too large");
+    }
+    c.sharedIntermediateSize = static_cast<uint32_t>(sharedWidth);
+    c.sharedExpertGated = false;
+    if (Status s = assign(firstDense, optionalU32(config, path, "first_k_dense_replace", 0, 0)); !s)
+      return s;
+    if (Status s = assign(freq, optionalU32(config, path, "moe_layer_freq", 1, 1)); !s) return s;
+    if (Status s = assign(c.nGroup, optionalU32(config, path, "n_group", 1, 1)); !s) return s;
+    if (Status s = assign(c.topkGroup, optionalU32(config, path, "topk_group", 1, 1)); !s) return s;
+    if (Status s = assign(c.routedScalingFactor,
+                          optionalPositiveFloat(config, path, "routed_scaling_factor", 1.0f));
+        !s)
+      return s;
+    if (Status s = assign(c.scoringFunc,
+                          optionalChoice(config, path, "scoring_func", v3 ? "sigmoid" : "softmax",
+                                         {"softmax", "sigmoid"}));
+        !s)
+      return s;
+    if (Status s = assign(c.topkMethod,
+                          optionalChoice(config, path, "topk_method", v3 ? "noaux_tc" : "greedy",
+                                         {"greedy", "group_limited_greedy", "noaux_tc"}));
+        !s)
+      return s;
+    if (Status s = assign(c.normTopkProb, optionalBool(config, path, "norm_topk_prob", v3)); !s)
+      return s;
+    c.hasScoreCorrectionBias = v3;
+    if (c.numExperts % c.nGroup != 0) {
+      return Status::error(path + ": n_group " + std::to_string(c.nGroup) +
+                           " must divide n_routed_experts (" + std::to_string(c.numExperts) + ")");
+    }
+    if (c.topkGroup > c.nGroup) {
+      return Status::error(path + ": topk_group " + std::to_string(c.topkGroup) +
+                           " must be at most n_group (" + std::to_string(c.nGroup) + ")");
+    }
+    if (c.topkMethod != "greedy") {
+      // Group-limited selection picks k experts from topk_group groups only.
+      const uint32_t reachable = c.topkGroup * (c.numExperts / c.nGroup);
+      if (c.topK > reachable) {
+        return Status::error(path + ": num_experts_per_tok " + std::to_string(c.topK) +
+                             " exceeds the " + std::to_string(reachable) +
+                             " experts in topk_group (" + std::to_string(c.topkGroup) +
+                             ") of n_group (" + std::to_string(c.nGroup) + ") groups");
+      }
+    }
+    if (c.topkMethod == "noaux_tc" && c.numExperts / c.nGroup < 2) {
+      // V3 scores a group by the sum of its top-2 experts, so a group needs two.
+      return Status::error(path +
+                           ": topk_method noaux_tc needs at least 2 experts per group "
+                           "(n_routed_experts " +
+                           std::to_string(c.numExperts) + " / n_group " + std::to_string(c.nGroup) +
+                           ")");
+    }
+    // DeepseekV2DecoderLayer: sparse iff layer >= first_k_dense_replace and
+    // layer % moe_layer_freq == 0.
+    for (uint32_t l = firstDense; l < c.numLayers; ++l) {
+      if (l % freq == 0) c.moeLayers.push_back(l);
+    }
+  }
+  return Status::ok();
 }
 
 Result<ModelConfig> parseConfig(const std::string& path) {
@@ -62,31 +284,22 @@ Result<ModelConfig> parseConfig(const std::string& path) {
   if (mt == config.end()) return makeError(path + ": key 'model_type' missing");
   if (!mt->is_string()) return makeError(path + ": key 'model_type' must be a string");
   c.modelType = mt->get<std::string>();
-  if (c.modelType != "mixtral") {
+  static const std::map<std::string, ModelFamily, std::less<>> kFamilies = {
+      {"mixtral", ModelFamily::kMixtral},        {"qwen2_moe", ModelFamily::kQwen2Moe},
+      {"qwen3_moe", ModelFamily::kQwen3Moe},     {"olmoe", ModelFamily::kOlmoe},
+      {"deepseek_v2", ModelFamily::kDeepseekV2}, {"deepseek_v3", ModelFamily::kDeepseekV3}};
+  auto fam = kFamilies.find(c.modelType);
+  if (fam == kFamilies.end()) {
     return makeError(path + ": model_type '" + c.modelType +
                      "' is not supported (supported: " + kSupportedModelTypes + ")");
   }
-
-  struct Field {
-    const char* key;
-    uint32_t* dest;
-  };
-  for (Field f :
-       {Field{"hidden_size", &c.hiddenSize}, Field{"intermediate_size", &c.intermediateSize},
-        Field{"num_local_experts", &c.numExperts}, Field{"num_experts_per_tok", &c.topK},
-        Field{"num_hidden_layers", &c.numLayers}}) {
-    auto v = positiveU32(config, path, f.key);
-    if (!v) return makeError(v.error());
-    *f.dest = v.value();
+  c.family = fam->second;
+  if (Status s = parseFamilyFields(config, path, c); !s) return makeError(s.message());
+  if (c.moeLayers.empty()) {
+    return makeError(path + ": no MoE layers among the " + std::to_string(c.numLayers) +
+                     " layers (check decoder_sparse_step / mlp_only_layers / "
+                     "first_k_dense_replace / moe_layer_freq)");
   }
-  if (c.topK < 1 || c.topK > c.numExperts) {
-    return makeError(path + ": num_experts_per_tok " + std::to_string(c.topK) +
-                     " must be between 1 and num_local_experts (" + std::to_string(c.numExperts) +
-                     ")");
-  }
-  // Every Mixtral decoder layer has a sparse MoE block; other families (e.g. interleaved dense and
-  // MoE layers) will fill this list differently.
-  for (uint32_t l = 0; l < c.numLayers; ++l) c.moeLayers.push_back(l);
   return c;
 }
 
@@ -101,16 +314,43 @@ bool isSafeShardName(const std::string& name) {
   return true;
 }
 
-std::string layerPrefix(uint32_t layer) {
-  return "model.layers." + std::to_string(layer) + ".block_sparse_moe.";
+// The MoE block's module path: Mixtral's MixtralSparseMoeBlock sits at block_sparse_moe, the other
+// families' sparse blocks replace the decoder layer's mlp.
+std::string moePrefix(const ModelConfig& c, uint32_t layer) {
+  return "model.layers." + std::to_string(layer) +
+         (c.family == ModelFamily::kMixtral ? ".block_sparse_moe." : ".mlp.");
 }
 
 Status checkMoeLayer(const ModelConfig& config, const std::string& dir, uint32_t layer) {
   const auto& layers = config.moeLayers;
   if (std::find(layers.begin(), layers.end(), layer) != layers.end()) return Status::ok();
-  return Status::error("layer " + std::to_string(layer) + " is not a MoE layer of " + dir + " (" +
-                       std::to_string(layers.size()) + " MoE layers of " +
-                       std::to_string(config.numLayers) + ")");
+  if (layer >= config.numLayers) {
+    return Status::error("layer " + std::to_string(layer) + " is not a MoE layer of " + dir + " (" +
+                         std::to_string(layers.size()) + " MoE layers of " +
+                         std::to_string(config.numLayers) + ")");
+  }
+  std::string list;
+  for (uint32_t l : layers) list += (list.empty() ? "" : ", ") + std::to_string(l);
+  return Status::error(dir + ": layer " + std::to_string(layer) +
+                       " is a dense layer of this model (MoE layers: " + list + ")");
+}
+
+// Loads gate_proj/up_proj/down_proj (or Mixtral's w1/w3/w2) under `prefix` with width `inter`.
+Result<ExpertTensors> loadFfn(const Checkpoint& ckpt, const std::string& prefix, uint64_t inter) {
+  const bool mixtral = ckpt.config().family == ModelFamily::kMixtral;
+  const uint64_t h = ckpt.config().hiddenSize;
+  ExpertTensors t;
+  for (auto [suffix, dest, shape] : {std::tuple{mixtral ? "w1.weight" : "gate_proj.weight", &t.w1,
+                                                std::vector<uint64_t>{inter, h}},
+                                     std::tuple{mixtral ? "w3.weight" : "up_proj.weight", &t.w3,
+                                                std::vector<uint64_t>{inter, h}},
+                                     std::tuple{mixtral ? "w2.weight" : "down_proj.weight", &t.w2,
+                                                std::vector<uint64_t>{h, inter}}}) {
+    auto loaded = ckpt.loadF32(prefix + suffix, shape);
+    if (!loaded) return makeError(loaded.error());
+    *dest = std::move(loaded).value();
+  }
+  return t;
 }
 
 }  // namespace
@@ -191,27 +431,55 @@ Result<std::vector<float>> Checkpoint::loadF32(const std::string& name,
 
 Result<std::vector<float>> Checkpoint::gateWeight(uint32_t layer) const {
   if (Status s = checkMoeLayer(config_, dir_, layer); !s) return makeError(s.message());
-  return loadF32(layerPrefix(layer) + "gate.weight", {config_.numExperts, config_.hiddenSize});
+  return loadF32(moePrefix(config_, layer) + "gate.weight",
+                 {config_.numExperts, config_.hiddenSize});
 }
 
 Result<ExpertTensors> Checkpoint::expert(uint32_t layer, uint32_t expert) const {
   if (Status s = checkMoeLayer(config_, dir_, layer); !s) return makeError(s.message());
   if (expert >= config_.numExperts) {
     return makeError("expert " + std::to_string(expert) + " out of range: " + dir_ + " has " +
-                     std::to_string(config_.numExperts) + " experts (num_local_experts)");
+                     std::to_string(config_.numExperts) + " experts (" +
+                     expertsKeyOf(config_.family) + ")");
   }
-  const std::string prefix = layerPrefix(layer) + "experts." + std::to_string(expert) + ".";
-  const uint64_t h = config_.hiddenSize;
-  const uint64_t i = config_.intermediateSize;
-  ExpertTensors t;
-  for (auto [suffix, dest, shape] : {std::tuple{"w1.weight", &t.w1, std::vector<uint64_t>{i, h}},
-                                     std::tuple{"w3.weight", &t.w3, std::vector<uint64_t>{i, h}},
-                                     std::tuple{"w2.weight", &t.w2, std::vector<uint64_t>{h, i}}}) {
-    auto loaded = loadF32(prefix + suffix, shape);
-    if (!loaded) return makeError(loaded.error());
-    *dest = std::move(loaded).value();
+  return loadFfn(*this, moePrefix(config_, layer) + "experts." + std::to_string(expert) + ".",
+                 config_.intermediateSize);
+}
+
+Result<ExpertTensors> Checkpoint::sharedExpert(uint32_t layer) const {
+  if (config_.sharedIntermediateSize == 0) {
+    return makeError(
+        dir_ + ": model_type '" + config_.modelType + "' has no shared expert here (" +
+        (config_.family == ModelFamily::kQwen2Moe ? "shared_expert_intermediate_size is 0"
+         : config_.family == ModelFamily::kDeepseekV2 || config_.family == ModelFamily::kDeepseekV3
+             ? "n_shared_experts is 0"
+             : "the family has none") +
+        ")");
   }
-  return t;
+  if (Status s = checkMoeLayer(config_, dir_, layer); !s) return makeError(s.message());
+  // Qwen2-MoE has one module "shared_expert"; DeepSeek fuses its n_shared_experts into one MLP
+  // named "shared_experts".
+  const char* name =
+      config_.family == ModelFamily::kQwen2Moe ? "shared_expert." : "shared_experts.";
+  return loadFfn(*this, moePrefix(config_, layer) + name, config_.sharedIntermediateSize);
+}
+
+Result<std::vector<float>> Checkpoint::sharedExpertGate(uint32_t layer) const {
+  if (!config_.sharedExpertGated) {
+    return makeError(dir_ + ": model_type '" + config_.modelType +
+                     "' has no shared_expert_gate (only Qwen2-MoE with a shared expert gates it)");
+  }
+  if (Status s = checkMoeLayer(config_, dir_, layer); !s) return makeError(s.message());
+  return loadF32(moePrefix(config_, layer) + "shared_expert_gate.weight", {1, config_.hiddenSize});
+}
+
+Result<std::vector<float>> Checkpoint::scoreCorrectionBias(uint32_t layer) const {
+  if (!config_.hasScoreCorrectionBias) {
+    return makeError(dir_ + ": model_type '" + config_.modelType +
+                     "' has no gate.e_score_correction_bias (only deepseek_v3 does)");
+  }
+  if (Status s = checkMoeLayer(config_, dir_, layer); !s) return makeError(s.message());
+  return loadF32(moePrefix(config_, layer) + "gate.e_score_correction_bias", {config_.numExperts});
 }
 
 }  // namespace moe

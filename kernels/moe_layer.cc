@@ -43,6 +43,21 @@ Status moeLayerInProcess(Backend& b, const Matrix& gate, std::span<const ExpertF
   std::vector<float> weights(T * k);  // [T, k]
   MOE_KERNELS_RETURN_IF_ERROR(b.softmaxTopk(logits, T, E, k, renormalize, ids, weights));
 
+  return moeExpertsInProcess(b, experts, x, T, H, k, ids, weights, y);
+}
+
+Status moeExpertsInProcess(Backend& b, std::span<const ExpertFfnWeights> experts,
+                           std::span<const float> x, size_t T, size_t H, size_t k,
+                           std::span<const uint32_t> ids, std::span<const float> weights,
+                           std::span<float> y) {
+  const size_t E = experts.size();
+  if (ids.size() != T * k || weights.size() != T * k || x.size() != T * H || y.size() != T * H) {
+    return Status::error("moeExpertsInProcess: ids/weights must be [T, k], x/y [T, H]");
+  }
+  for (uint32_t id : ids) {
+    if (id >= E)
+      return Status::error("moeExpertsInProcess: expert id " + std::to_string(id) + " >= E");
+  }
   // Experts, one at a time, over the tokens that picked them.
   std::fill(y.begin(), y.end(), 0.0f);
   std::vector<size_t> tokens;  // tokens routed to the current expert

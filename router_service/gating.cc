@@ -1,6 +1,8 @@
 // Gating on a compute backend.
 #include "router_service/gating.h"
 
+#include "router_service/routing.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -32,6 +34,18 @@ Result<RoutingDecision> softmaxTopkRouting(kernels::Backend& backend, const kern
     for (size_t e = 0; e < E; ++e) d.probSum[e] += p[e] / sum;
   }
   return d;
+}
+
+Result<RoutingDecision> routeTokens(kernels::Backend& backend, const kernels::Matrix& gate,
+                                    std::span<const float> x, uint32_t T, const ModelConfig& model,
+                                    std::span<const float> bias) {
+  const bool deepseek =
+      model.family == ModelFamily::kDeepseekV2 || model.family == ModelFamily::kDeepseekV3;
+  if (!deepseek) return softmaxTopkRouting(backend, gate, x, T, model.topK, model.normTopkProb);
+  const uint32_t E = static_cast<uint32_t>(gate.rows());
+  std::vector<float> logits(size_t{T} * E);  // [T, E]
+  if (auto s = backend.linear(gate, x, T, logits); !s) return makeError("gate: " + s.message());
+  return routeLogits(logits, T, E, routingRuleFor(model), bias);
 }
 
 }  // namespace moe::router

@@ -6,6 +6,7 @@
 #include <span>
 #include <vector>
 
+#include "common/checkpoint.h"
 #include "common/result.h"
 #include "kernels/backend.h"
 
@@ -24,5 +25,12 @@ struct RoutingDecision {
 Result<RoutingDecision> softmaxTopkRouting(kernels::Backend& backend, const kernels::Matrix& gate,
                                            std::span<const float> x,  // [T, H]
                                            uint32_t T, uint32_t k, bool renormalize);
+
+// The family's routing (routing.h) on top of the gate GEMM: the softmax families use the backend's
+// softmax_topk op; DeepSeek's grouped / sigmoid rules run on the CPU. `bias`: [E] or empty.
+Result<RoutingDecision> routeTokens(kernels::Backend& backend, const kernels::Matrix& gate,
+                                    std::span<const float> x,  // [T, H]
+                                    uint32_t T, const ModelConfig& model,
+                                    std::span<const float> bias);
 
 }  // namespace moe::router

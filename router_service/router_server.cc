@@ -73,6 +73,16 @@ Result<std::unique_ptr<RouterModel>> RouterModel::load(const ClusterConfig& clus
     auto gate = m->backend->upload(w.value(), m->model.numExperts, m->model.hiddenSize);
     if (!gate) return makeError("layer " + std::to_string(layer) + " gate: " + gate.error());
     m->gates.emplace(layer, std::move(gate).value());
+    if (m->model.hasScoreCorrectionBias) {
+      auto b = ckpt.value()->scoreCorrectionBias(layer);
+      if (!b) return makeError(b.error());
+      m->bias.emplace(layer, std::move(b).value());
+    }
+    if (m->model.sharedIntermediateSize > 0) {
+      auto shared = SharedExpert::load(*m->backend, *ckpt.value(), layer);
+      if (!shared) return makeError(shared.error());
+      m->shared.emplace(layer, std::move(shared).value());
+    }
   }
   return m;
 }
@@ -158,24 +168,36 @@ kj::Promise<void> RouterServer::forwardUnbounded(ForwardContext context) {
   // x points into the request message (f32) or owns a widened copy; the context keeps the
   // request alive until this call completes.
   auto x = std::make_shared<F32Rows>(view.value());
-  const uint32_t k = m.topK;
   struct Gated {
     RoutingDecision decision;
     DispatchPlan plan;
+    std::vector<float> shared;  // [T, H] the shared expert's contribution, or empty
   };
-  auto gating = executor_.run([this, x, T, H, layer, k,
+  auto sharedIt = model_->shared.find(layer);
+  const SharedExpert* shared = sharedIt == model_->shared.end() ? nullptr : sharedIt->second.get();
+  auto gating = executor_.run([this, x, T, H, layer, shared,
                                gateMatrix = gate->second.get()]() -> Result<Gated> {
     auto xs = x->values();
     if (int64_t bad = firstNonFinite(xs); bad >= 0) {
       return makeError("hidden: token " + std::to_string(bad / H) + " has a non-finite value (" +
                        std::to_string(xs[bad]) + ") at column " + std::to_string(bad % H));
     }
-    auto decision =
-        softmaxTopkRouting(*model_->backend, *gateMatrix, xs, T, k, /*renormalize=*/true);
+    auto biasIt = model_->bias.find(layer);
+    std::span<const float> bias;
+    if (biasIt != model_->bias.end()) bias = biasIt->second;
+    auto decision = routeTokens(*model_->backend, *gateMatrix, xs, T, model_->model, bias);
     if (!decision) return makeError(decision.error());
     auto plan = planDispatch(decision.value(), placement_, layer);
     if (!plan) return makeError(plan.error());
-    return Gated{std::move(decision).value(), std::move(plan).value()};
+    std::vector<float> sharedOut;
+    if (shared != nullptr) {
+      // Computed in the gating job, before the fan-out (overlapping it with the shards' work is
+      // a later optimization).
+      sharedOut.resize(size_t{T} * H);
+      if (auto s = shared->compute(*model_->backend, xs, T, sharedOut); !s)
+        return makeError(s.message());
+    }
+    return Gated{std::move(decision).value(), std::move(plan).value(), std::move(sharedOut)};
   });
   metrics_.queueDepth.Set(static_cast<double>(executor_.queued()));
 
@@ -186,6 +208,7 @@ kj::Promise<void> RouterServer::forwardUnbounded(ForwardContext context) {
     metrics_.gateDuration.Observe(static_cast<double>(gateMicros) * 1e-6);
     metrics_.recordRouting(layer, gated.value().decision);
     auto plan = std::make_shared<const DispatchPlan>(std::move(gated.value().plan));
+    auto sharedOut = std::make_shared<const std::vector<float>>(std::move(gated.value().shared));
     kj::Vector<kj::Promise<ShardClient::RunResponse>> calls;
     for (size_t i = 0; i < plan->work.size(); ++i) {
       const auto rows = static_cast<uint32_t>(plan->work[i].tokens.size());
@@ -216,12 +239,16 @@ kj::Promise<void> RouterServer::forwardUnbounded(ForwardContext context) {
     }
     const auto fanOut = Clock::now();
     return kj::joinPromises(calls.releaseAsArray())
-        .then([this, context, plan, T, H, start, fanOut,
+        .then([this, context, plan, sharedOut, T, H, start, fanOut,
                gateMicros](kj::Array<ShardClient::RunResponse> replies) mutable {
           auto results = context.getResults();
           const uint32_t shape[2] = {T, H};
           auto out = initF32(results.initOutput(), shape);
-          std::fill(out.begin(), out.end(), 0.0f);
+          if (sharedOut->empty()) {
+            std::fill(out.begin(), out.end(), 0.0f);
+          } else {
+            std::copy(sharedOut->begin(), sharedOut->end(), out.begin());
+          }
           for (size_t i = 0; i < replies.size(); ++i) {
             const ShardWork& w = plan->work[i];
             const auto& label = shards_[w.shard]->config().name;

@@ -17,6 +17,7 @@
 #include "router_service/dispatch_plan.h"
 #include "router_service/router_metrics.h"
 #include "router_service/shard_client.h"
+#include "router_service/shared_expert.h"
 
 namespace moe::router {
 
@@ -26,6 +27,8 @@ struct RouterModel {
   ModelConfig model;
   std::unique_ptr<kernels::Backend> backend;
   std::map<uint32_t, std::unique_ptr<kernels::Matrix>> gates;  // MoE layer -> [E, H]
+  std::map<uint32_t, std::unique_ptr<SharedExpert>> shared;    // MoE layer -> its shared expert
+  std::map<uint32_t, std::vector<float>> bias;  // MoE layer -> [E] score correction (DeepSeek-V3)
 
   // Opens the checkpoint, checks the placement and loads every MoE layer's gate.
   static Result<std::unique_ptr<RouterModel>> load(const ClusterConfig& cluster);

@@ -1,12 +1,15 @@
-// moe-make-checkpoint: writes a synthetic Mixtral-layout checkpoint (config.json + safetensors) so
-// the cluster can be run and benchmarked without downloading a real model.
+// moe-make-checkpoint: writes a synthetic checkpoint (config.json + safetensors) in one of the
+// supported families' HuggingFace layouts so the cluster can be run and benchmarked without
+// downloading a real model.
 #include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/checkpoint.h"
 
@@ -18,13 +21,21 @@ void printUsage(std::FILE* to) {
   const moe::SyntheticModelSpec d;
   std::fprintf(
       to,
-      "usage: moe-make-checkpoint --out DIR [--hidden N] [--intermediate N] [--experts N]\n"
-      "                           [--top-k N] [--layers N] [--seed N] [--dtype f32|bf16|f16]\n"
-      "                           [--files N]\n"
-      "Writes DIR/config.json and Mixtral MoE weights (gate + experts of every layer).\n"
-      "defaults: --hidden %u --intermediate %u --experts %u --top-k %u --layers %u --seed %llu\n"
-      "          --dtype %s --files %u\n",
-      d.hiddenSize, d.intermediateSize, d.numExperts, d.topK, d.numLayers,
+      "usage: moe-make-checkpoint --out DIR [--model-type T] [--hidden N] [--intermediate N]\n"
+      "                           [--experts N] [--top-k N] [--layers N] [--seed N]\n"
+      "                           [--dtype f32|bf16|f16] [--files N]\n"
+      "  family options (ignored where the family has no such key):\n"
+      "                           [--norm-topk-prob[=true|false]] [--shared-intermediate N]\n"
+      "                           [--decoder-sparse-step N] [--mlp-only-layers 0,2]\n"
+      "                           [--first-k-dense N] [--n-group N] [--topk-group N]\n"
+      "                           [--routed-scaling F]\n"
+      "Writes DIR/config.json and the MoE weights of every MoE layer (gate, experts, shared\n"
+      "expert, DeepSeek-V3 bias). --model-type: mixtral, qwen2_moe, qwen3_moe, olmoe,\n"
+      "deepseek_v2, deepseek_v3. --intermediate is the routed expert width; DeepSeek writes\n"
+      "n_shared_experts = --shared-intermediate / --intermediate.\n"
+      "defaults: --model-type %s --hidden %u --intermediate %u --experts %u --top-k %u\n"
+      "          --layers %u --seed %llu --dtype %s --files %u\n",
+      d.modelType.c_str(), d.hiddenSize, d.intermediateSize, d.numExperts, d.topK, d.numLayers,
       static_cast<unsigned long long>(d.seed), std::string(moe::dtypeName(d.dtype)).c_str(),
       d.numFiles);
 }
@@ -42,6 +53,32 @@ std::optional<moe::DType> parseDType(std::string_view s) {
   if (s == "bf16") return moe::DType::kBF16;
   if (s == "f16") return moe::DType::kF16;
   return std::nullopt;
+}
+
+// "0,2,5" → {0, 2, 5}; the empty string is the empty list.
+std::optional<std::vector<uint32_t>> parseU32List(std::string_view s) {
+  std::vector<uint32_t> out;
+  while (!s.empty()) {
+    const size_t comma = s.find(',');
+    auto v = parseUnsigned<uint32_t>(s.substr(0, comma));
+    if (!v) return std::nullopt;
+    out.push_back(*v);
+    if (comma == std::string_view::npos) break;
+    s.remove_prefix(comma + 1);
+    if (s.empty()) return std::nullopt;  // trailing comma
+  }
+  return out;
+}
+
+// A positive finite decimal such as 2.5 (std::from_chars for floats is all-or-nothing here too).
+std::optional<float> parsePositiveFloat(std::string_view s) {
+  float v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size() || s.empty() || !(v > 0.0f) ||
+      !std::isfinite(v)) {
+    return std::nullopt;
+  }
+  return v;
 }
 
 int usageError(const std::string& problem) {
@@ -67,6 +104,8 @@ int main(int argc, char** argv) {
     if (auto eq = arg.find('='); arg.starts_with("--") && eq != std::string_view::npos) {
       flag = arg.substr(0, eq);
       value = arg.substr(eq + 1);
+    } else if (flag == "--norm-topk-prob") {
+      value = "true";  // a switch: it never takes the next argument as its value
     } else if (i + 1 < argc) {
       value = argv[i + 1];
       ++i;
@@ -99,6 +138,33 @@ int main(int argc, char** argv) {
       auto v = parseUnsigned<uint64_t>(*value);
       ok = v.has_value();
       if (ok) spec.seed = *v;
+    } else if (flag == "--model-type") {
+      spec.modelType = std::string(*value);
+      // Checked here too so a typo is a usage error (status 2) like any other bad value.
+      ok = spec.modelType == "mixtral" || spec.modelType == "qwen2_moe" ||
+           spec.modelType == "qwen3_moe" || spec.modelType == "olmoe" ||
+           spec.modelType == "deepseek_v2" || spec.modelType == "deepseek_v3";
+    } else if (flag == "--norm-topk-prob") {
+      ok = *value == "true" || *value == "false";
+      spec.normTopkProb = *value == "true";
+    } else if (flag == "--shared-intermediate") {
+      ok = setU32(spec.sharedIntermediateSize);
+    } else if (flag == "--decoder-sparse-step") {
+      ok = setU32(spec.decoderSparseStep) && spec.decoderSparseStep > 0;
+    } else if (flag == "--mlp-only-layers") {
+      auto v = parseU32List(*value);
+      ok = v.has_value();
+      if (ok) spec.mlpOnlyLayers = *v;
+    } else if (flag == "--first-k-dense") {
+      ok = setU32(spec.firstKDenseReplace);
+    } else if (flag == "--n-group") {
+      ok = setU32(spec.nGroup) && spec.nGroup > 0;
+    } else if (flag == "--topk-group") {
+      ok = setU32(spec.topkGroup) && spec.topkGroup > 0;
+    } else if (flag == "--routed-scaling") {
+      auto v = parsePositiveFloat(*value);
+      ok = v.has_value();
+      if (ok) spec.routedScalingFactor = *v;
     } else if (flag == "--dtype") {
       auto v = parseDType(*value);
       ok = v.has_value();
@@ -120,17 +186,30 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  const uint64_t h = spec.hiddenSize;
-  const uint64_t params =
-      uint64_t{spec.numLayers} * spec.numExperts * (h + 3 * h * spec.intermediateSize);
+  // Count what was written by reading it back: this also checks that Checkpoint::open accepts the
+  // output, and the per-family tensor set (dense layers, shared experts, biases) is counted once.
+  auto ckpt = moe::Checkpoint::open(out);
+  if (!ckpt) {
+    std::fprintf(stderr, "moe-make-checkpoint: wrote %s but cannot read it back: %s\n", out.c_str(),
+                 ckpt.error().c_str());
+    return 1;
+  }
+  const moe::ModelConfig& c = ckpt.value()->config();
+  const uint64_t h = c.hiddenSize;
+  const uint64_t e = c.numExperts;
+  uint64_t perLayer = e * h + e * 3 * h * c.intermediateSize;
+  perLayer += 3 * h * c.sharedIntermediateSize;
+  if (c.sharedExpertGated) perLayer += h;
+  if (c.hasScoreCorrectionBias) perLayer += e;
+  const uint64_t params = uint64_t{c.moeLayers.size()} * perLayer;
   const uint64_t bytes = params * moe::dtypeSize(spec.dtype);
   std::printf(
-      "wrote %s: mixtral hidden=%u intermediate=%u experts=%u top-k=%u layers=%u seed=%llu %s, "
-      "%u file%s, %llu params, %.1f MiB of weights (%llu bytes)\n",
-      out.c_str(), spec.hiddenSize, spec.intermediateSize, spec.numExperts, spec.topK,
-      spec.numLayers, static_cast<unsigned long long>(spec.seed),
-      std::string(moe::dtypeName(spec.dtype)).c_str(), spec.numFiles, spec.numFiles == 1 ? "" : "s",
-      static_cast<unsigned long long>(params), static_cast<double>(bytes) / (1 << 20),
-      static_cast<unsigned long long>(bytes));
+      "wrote %s: %s hidden=%u intermediate=%u experts=%u top-k=%u layers=%u (%zu MoE) "
+      "shared=%u seed=%llu %s, %u file%s, %llu params, %.1f MiB of weights (%llu bytes)\n",
+      out.c_str(), c.modelType.c_str(), c.hiddenSize, c.intermediateSize, c.numExperts, c.topK,
+      c.numLayers, c.moeLayers.size(), c.sharedIntermediateSize,
+      static_cast<unsigned long long>(spec.seed), std::string(moe::dtypeName(spec.dtype)).c_str(),
+      spec.numFiles, spec.numFiles == 1 ? "" : "s", static_cast<unsigned long long>(params),
+      static_cast<double>(bytes) / (1 << 20), static_cast<unsigned long long>(bytes));
   return 0;
 }

@@ -1,6 +1,7 @@
-// Checkpoint directory tests on tiny synthetic Mixtral models: the generator's determinism and
-// value ranges, single-file vs sharded layouts, and each config.json / weight error naming its
-// cause.
+// Checkpoint directory tests on tiny synthetic models: the generator's determinism and value
+// ranges, single-file vs sharded layouts, each config.json / weight error naming its cause, and
+// for every other family (Qwen2/3-MoE, OLMoE, DeepSeek-V2/V3) its config keys, MoE-layer rule and
+// tensor names.
 #include "common/checkpoint.h"
 
 #include <gtest/gtest.h>
@@ -9,6 +10,7 @@
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -297,7 +299,10 @@ TEST_F(CheckpointTest, UnsupportedModelType) {
   editConfig(d, [](json& c) { c["model_type"] = "llama"; });
   std::string e = openError(d);
   EXPECT_TRUE(contains(e, d + "/config.json")) << e;
-  EXPECT_TRUE(contains(e, "model_type 'llama' is not supported (supported: mixtral)")) << e;
+  EXPECT_TRUE(contains(e,
+                       "model_type 'llama' is not supported (supported: mixtral, qwen2_moe, "
+                       "qwen3_moe, olmoe, deepseek_v2, deepseek_v3)"))
+      << e;
 }
 
 TEST_F(CheckpointTest, MissingKey) {
@@ -433,6 +438,480 @@ TEST_F(CheckpointTest, LoadF32ByName) {
   auto missing = ckpt->loadF32("model.embed_tokens.weight", {32000, 16});
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.error(), "tensor model.embed_tokens.weight missing from " + ckpt->dir());
+}
+
+// ---- Families other than Mixtral ----------------------------------------------------------------
+
+SyntheticModelSpec familySpec(const std::string& modelType, uint32_t experts = 4,
+                              uint32_t layers = 3) {
+  SyntheticModelSpec s = tinySpec();
+  s.modelType = modelType;
+  s.numExperts = experts;
+  s.numLayers = layers;
+  s.dtype = DType::kF32;
+  return s;
+}
+
+std::set<std::string> tensorNames(const std::string& file) {
+  std::set<std::string> names;
+  auto f = SafetensorsFile::open(file);
+  EXPECT_TRUE(f) << f.error();
+  if (f) {
+    for (const TensorInfo& t : f.value()->tensors()) names.insert(t.name);
+  }
+  return names;
+}
+
+// Loads the gate and every routed expert of every MoE layer and checks their sizes.
+void expectRoutedTensors(const Checkpoint& ckpt) {
+  const ModelConfig& c = ckpt.config();
+  for (uint32_t l : c.moeLayers) {
+    auto gate = ckpt.gateWeight(l);
+    ASSERT_TRUE(gate) << gate.error();
+    EXPECT_EQ(gate.value().size(), uint64_t{c.numExperts} * c.hiddenSize);
+    for (uint32_t e = 0; e < c.numExperts; ++e) {
+      auto ex = ckpt.expert(l, e);
+      ASSERT_TRUE(ex) << ex.error();
+      EXPECT_EQ(ex.value().w1.size(), uint64_t{c.intermediateSize} * c.hiddenSize);
+      EXPECT_EQ(ex.value().w3.size(), uint64_t{c.intermediateSize} * c.hiddenSize);
+      EXPECT_EQ(ex.value().w2.size(), uint64_t{c.hiddenSize} * c.intermediateSize);
+      EXPECT_NE(ex.value().w1, ex.value().w3);
+    }
+  }
+}
+
+void expectSharedExpert(const Checkpoint& ckpt, uint32_t layer, uint64_t width) {
+  auto sh = ckpt.sharedExpert(layer);
+  ASSERT_TRUE(sh) << sh.error();
+  EXPECT_EQ(sh.value().w1.size(), width * 16);
+  EXPECT_EQ(sh.value().w3.size(), width * 16);
+  EXPECT_EQ(sh.value().w2.size(), 16 * width);
+}
+
+TEST_F(CheckpointTest, Qwen2MoeSparseStepAndGatedSharedExpert) {
+  SyntheticModelSpec spec = familySpec("qwen2_moe", 4, 4);
+  spec.decoderSparseStep = 2;
+  spec.sharedIntermediateSize = 32;
+  spec.normTopkProb = true;
+  const std::string d = make(spec);
+  json config = json::parse(readFile(d + "/config.json"));
+  EXPECT_EQ(config["architectures"], json::array({"Qwen2MoeForCausalLM"}));
+  EXPECT_EQ(config["moe_intermediate_size"], 24);
+  EXPECT_EQ(config["num_experts"], 4);
+  EXPECT_EQ(config["shared_expert_intermediate_size"], 32);
+  EXPECT_EQ(config["decoder_sparse_step"], 2);
+  EXPECT_EQ(config["mlp_only_layers"], json::array());
+  EXPECT_EQ(config["norm_topk_prob"], true);
+
+  auto ckpt = openOk(d);
+  ASSERT_NE(ckpt, nullptr);
+  const ModelConfig& c = ckpt->config();
+  EXPECT_EQ(c.modelType, "qwen2_moe");
+  EXPECT_EQ(c.family, ModelFamily::kQwen2Moe);
+  EXPECT_EQ(c.hiddenSize, 16u);
+  EXPECT_EQ(c.intermediateSize, 24u);
+  EXPECT_EQ(c.numExperts, 4u);
+  EXPECT_EQ(c.topK, 2u);
+  EXPECT_EQ(c.numLayers, 4u);
+  // Qwen2MoeDecoderLayer: sparse where (layer + 1) % decoder_sparse_step == 0.
+  EXPECT_EQ(c.moeLayers, (std::vector<uint32_t>{1, 3}));
+  EXPECT_TRUE(c.normTopkProb);
+  EXPECT_EQ(c.sharedIntermediateSize, 32u);
+  EXPECT_TRUE(c.sharedExpertGated);
+  EXPECT_FALSE(c.hasScoreCorrectionBias);
+  EXPECT_EQ(c.scoringFunc, "softmax");
+
+  // Dense layers get no tensors; each MoE layer: gate, 4×3 experts, 3 shared, 1 shared gate.
+  auto names = tensorNames(d + "/model.safetensors");
+  EXPECT_EQ(names.size(), 2u * (1 + 4 * 3 + 3 + 1));
+  EXPECT_TRUE(names.count("model.layers.1.mlp.experts.3.down_proj.weight"));
+  EXPECT_TRUE(names.count("model.layers.3.mlp.shared_expert.gate_proj.weight"));
+  EXPECT_TRUE(names.count("model.layers.3.mlp.shared_expert_gate.weight"));
+  EXPECT_FALSE(names.count("model.layers.0.mlp.gate.weight"));
+
+  expectRoutedTensors(*ckpt);
+  for (uint32_t l : c.moeLayers) {
+    expectSharedExpert(*ckpt, l, 32);
+    auto g = ckpt->sharedExpertGate(l);
+    ASSERT_TRUE(g) << g.error();
+    EXPECT_EQ(g.value().size(), 16u);
+  }
+
+  auto dense = ckpt->gateWeight(0);
+  ASSERT_FALSE(dense);
+  EXPECT_EQ(dense.error(), d + ": layer 0 is a dense layer of this model (MoE layers: 1, 3)");
+  auto denseExpert = ckpt->expert(2, 0);
+  ASSERT_FALSE(denseExpert);
+  EXPECT_TRUE(contains(denseExpert.error(), "layer 2 is a dense layer")) << denseExpert.error();
+  auto denseShared = ckpt->sharedExpert(0);
+  ASSERT_FALSE(denseShared);
+  EXPECT_TRUE(contains(denseShared.error(), "layer 0 is a dense layer")) << denseShared.error();
+  EXPECT_TRUE(contains(ckpt->expert(4, 0).error(), "layer 4 is not a MoE layer"));
+  auto bias = ckpt->scoreCorrectionBias(1);
+  ASSERT_FALSE(bias);
+  EXPECT_TRUE(contains(bias.error(), "e_score_correction_bias")) << bias.error();
+  EXPECT_TRUE(contains(ckpt->expert(1, 4).error(), "has 4 experts (num_experts)"));
+}
+
+TEST_F(CheckpointTest, Qwen2MoeMlpOnlyLayersAndDefaults) {
+  SyntheticModelSpec spec = familySpec("qwen2_moe");
+  spec.mlpOnlyLayers = {0, 2};
+  const std::string d = make(spec);
+  auto ckpt = openOk(d);
+  ASSERT_NE(ckpt, nullptr);
+  EXPECT_EQ(ckpt->config().moeLayers, (std::vector<uint32_t>{1}));
+  EXPECT_FALSE(ckpt->config().normTopkProb);
+  EXPECT_EQ(ckpt->config().sharedIntermediateSize, 0u);
+  EXPECT_FALSE(ckpt->config().sharedExpertGated);
+  expectRoutedTensors(*ckpt);
+  EXPECT_TRUE(contains(ckpt->gateWeight(2).error(),
+                       "layer 2 is a dense layer of this model "
+                       "(MoE layers: 1)"));
+  // shared_expert_intermediate_size 0: no shared expert, and no gate for it.
+  auto sh = ckpt->sharedExpert(1);
+  ASSERT_FALSE(sh);
+  EXPECT_TRUE(contains(sh.error(), "no shared expert")) << sh.error();
+  auto g = ckpt->sharedExpertGate(1);
+  ASSERT_FALSE(g);
+  EXPECT_TRUE(contains(g.error(), "no shared_expert_gate")) << g.error();
+
+  // HF defaults: decoder_sparse_step 1, mlp_only_layers [], norm_topk_prob false (null = unset).
+  editConfig(d, [](json& c) {
+    c.erase("decoder_sparse_step");
+    c["mlp_only_layers"] = nullptr;
+    c.erase("norm_topk_prob");
+    c.erase("shared_expert_intermediate_size");
+  });
+  auto defaults = openOk(d);
+  ASSERT_NE(defaults, nullptr);
+  EXPECT_EQ(defaults->config().moeLayers, (std::vector<uint32_t>{0, 1, 2}));
+  EXPECT_FALSE(defaults->config().normTopkProb);
+  EXPECT_EQ(defaults->config().sharedIntermediateSize, 0u);
+
+  editConfig(d, [](json& c) { c["mlp_only_layers"] = json::array({0, "x"}); });
+  EXPECT_TRUE(contains(openError(d), "key 'mlp_only_layers' must be a list")) << openError(d);
+  editConfig(d, [](json& c) {
+    c["mlp_only_layers"] = json::array();
+    c["decoder_sparse_step"] = 0;
+  });
+  EXPECT_TRUE(contains(openError(d), "key 'decoder_sparse_step' must be a positive integer"));
+  editConfig(d, [](json& c) { c["decoder_sparse_step"] = 4; });  // (l + 1) % 4 == 0 for no l < 3
+  EXPECT_TRUE(contains(openError(d), "no MoE layers")) << openError(d);
+}
+
+TEST_F(CheckpointTest, Qwen3MoeHasNoSharedExpert) {
+  SyntheticModelSpec spec = familySpec("qwen3_moe");
+  spec.mlpOnlyLayers = {1};
+  spec.sharedIntermediateSize = 32;  // not a Qwen3-MoE key: ignored
+  spec.normTopkProb = true;
+  const std::string d = make(spec);
+  json config = json::parse(readFile(d + "/config.json"));
+  EXPECT_EQ(config["architectures"], json::array({"Qwen3MoeForCausalLM"}));
+  EXPECT_FALSE(config.contains("shared_expert_intermediate_size"));
+  auto ckpt = openOk(d);
+  ASSERT_NE(ckpt, nullptr);
+  const ModelConfig& c = ckpt->config();
+  EXPECT_EQ(c.family, ModelFamily::kQwen3Moe);
+  EXPECT_EQ(c.moeLayers, (std::vector<uint32_t>{0, 2}));
+  EXPECT_TRUE(c.normTopkProb);
+  EXPECT_EQ(c.sharedIntermediateSize, 0u);
+  EXPECT_EQ(tensorNames(d + "/model.safetensors").size(), 2u * (1 + 4 * 3));
+  expectRoutedTensors(*ckpt);
+  EXPECT_FALSE(ckpt->sharedExpert(0));
+  EXPECT_FALSE(ckpt->sharedExpertGate(0));
+  EXPECT_FALSE(ckpt->scoreCorrectionBias(0));
+  EXPECT_TRUE(contains(ckpt->gateWeight(1).error(), "(MoE layers: 0, 2)"));
+
+  editConfig(d, [](json& c) { c.erase("norm_topk_prob"); });  // Qwen3MoeConfig default: false
+  auto defaults = openOk(d);
+  ASSERT_NE(defaults, nullptr);
+  EXPECT_FALSE(defaults->config().normTopkProb);
+  editConfig(d, [](json& c) { c["norm_topk_prob"] = "yes"; });
+  EXPECT_TRUE(contains(openError(d), "key 'norm_topk_prob' must be true or false"));
+  editConfig(d, [](json& c) {
+    c["norm_topk_prob"] = true;
+    c.erase("moe_intermediate_size");
+  });
+  EXPECT_EQ(openError(d), d + "/config.json: key 'moe_intermediate_size' missing");
+}
+
+TEST_F(CheckpointTest, OlmoeAllLayersMoe) {
+  SyntheticModelSpec spec = familySpec("olmoe", 8);
+  spec.topK = 3;
+  spec.sharedIntermediateSize = 32;  // ignored: OLMoE has no shared expert
+  const std::string d = make(spec);
+  json config = json::parse(readFile(d + "/config.json"));
+  EXPECT_EQ(config["architectures"], json::array({"OlmoeForCausalLM"}));
+  EXPECT_EQ(config["intermediate_size"], 24);
+  EXPECT_EQ(config["num_experts"], 8);
+  auto ckpt = openOk(d);
+  ASSERT_NE(ckpt, nullptr);
+  const ModelConfig& c = ckpt->config();
+  EXPECT_EQ(c.family, ModelFamily::kOlmoe);
+  EXPECT_EQ(c.numExperts, 8u);
+  EXPECT_EQ(c.topK, 3u);
+  EXPECT_EQ(c.moeLayers, (std::vector<uint32_t>{0, 1, 2}));
+  EXPECT_FALSE(c.normTopkProb);
+  EXPECT_EQ(tensorNames(d + "/model.safetensors").size(), 3u * (1 + 8 * 3));
+  expectRoutedTensors(*ckpt);
+  auto sh = ckpt->sharedExpert(0);
+  ASSERT_FALSE(sh);
+  EXPECT_TRUE(contains(sh.error(), "model_type 'olmoe' has no shared expert")) << sh.error();
+  EXPECT_FALSE(ckpt->scoreCorrectionBias(0));
+
+  editConfig(d, [](json& c) { c.erase("num_experts"); });
+  EXPECT_EQ(openError(d), d + "/config.json: key 'num_experts' missing");
+  editConfig(d, [](json& c) {
+    c["num_experts"] = 8;
+    c["num_experts_per_tok"] = 9;
+  });
+  EXPECT_TRUE(
+      contains(openError(d), "num_experts_per_tok 9 must be between 1 and num_experts (8)"));
+}
+
+TEST_F(CheckpointTest, DeepseekV2FirstKDenseAndUngatedSharedExperts) {
+  SyntheticModelSpec spec = familySpec("deepseek_v2", 8);
+  spec.firstKDenseReplace = 1;
+  spec.sharedIntermediateSize = 48;  // n_shared_experts = 2
+  spec.nGroup = 4;
+  spec.topkGroup = 2;
+  spec.routedScalingFactor = 1.5f;
+  const std::string d = make(spec);
+  json config = json::parse(readFile(d + "/config.json"));
+  EXPECT_EQ(config["architectures"], json::array({"DeepseekV2ForCausalLM"}));
+  EXPECT_EQ(config["n_routed_experts"], 8);
+  EXPECT_EQ(config["n_shared_experts"], 2);
+  EXPECT_EQ(config["moe_intermediate_size"], 24);
+  EXPECT_EQ(config["first_k_dense_replace"], 1);
+  EXPECT_EQ(config["topk_method"], "group_limited_greedy");
+  auto ckpt = openOk(d);
+  ASSERT_NE(ckpt, nullptr);
+  const ModelConfig& c = ckpt->config();
+  EXPECT_EQ(c.family, ModelFamily::kDeepseekV2);
+  EXPECT_EQ(c.numExperts, 8u);
+  EXPECT_EQ(c.moeLayers, (std::vector<uint32_t>{1, 2}));
+  EXPECT_EQ(c.sharedIntermediateSize, 48u);
+  EXPECT_FALSE(c.sharedExpertGated);
+  EXPECT_EQ(c.scoringFunc, "softmax");
+  EXPECT_EQ(c.topkMethod, "group_limited_greedy");
+  EXPECT_EQ(c.nGroup, 4u);
+  EXPECT_EQ(c.topkGroup, 2u);
+  EXPECT_FLOAT_EQ(c.routedScalingFactor, 1.5f);
+  EXPECT_FALSE(c.normTopkProb);
+  EXPECT_FALSE(c.hasScoreCorrectionBias);
+
+  auto names = tensorNames(d + "/model.safetensors");
+  EXPECT_EQ(names.size(), 2u * (1 + 8 * 3 + 3));
+  EXPECT_TRUE(names.count("model.layers.2.mlp.shared_experts.up_proj.weight"));
+  expectRoutedTensors(*ckpt);
+  for (uint32_t l : c.moeLayers) expectSharedExpert(*ckpt, l, 48);
+  auto g = ckpt->sharedExpertGate(1);
+  ASSERT_FALSE(g);
+  EXPECT_TRUE(contains(g.error(), "no shared_expert_gate")) << g.error();
+  auto bias = ckpt->scoreCorrectionBias(1);
+  ASSERT_FALSE(bias);
+  EXPECT_TRUE(contains(bias.error(), "only deepseek_v3")) << bias.error();
+  EXPECT_EQ(ckpt->gateWeight(0).error(),
+            d + ": layer 0 is a dense layer of this model (MoE layers: 1, 2)");
+
+  // Defaults of an older config that leaves the routing keys out: greedy softmax top-k, no
+  // shared experts, every layer sparse.
+  editConfig(d, [](json& c) {
+    for (const char* k :
+         {"n_shared_experts", "first_k_dense_replace", "moe_layer_freq", "n_group", "topk_group",
+          "routed_scaling_factor", "scoring_func", "topk_method", "norm_topk_prob"}) {
+      c.erase(k);
+    }
+  });
+  auto defaults = openOk(d);
+  ASSERT_NE(defaults, nullptr);
+  const ModelConfig& dc = defaults->config();
+  EXPECT_EQ(dc.moeLayers, (std::vector<uint32_t>{0, 1, 2}));
+  EXPECT_EQ(dc.sharedIntermediateSize, 0u);
+  EXPECT_EQ(dc.scoringFunc, "softmax");
+  EXPECT_EQ(dc.topkMethod, "greedy");
+  EXPECT_EQ(dc.nGroup, 1u);
+  EXPECT_EQ(dc.topkGroup, 1u);
+  EXPECT_FLOAT_EQ(dc.routedScalingFactor, 1.0f);
+  EXPECT_FALSE(dc.normTopkProb);
+  EXPECT_FALSE(defaults->sharedExpert(1));
+}
+
+TEST_F(CheckpointTest, DeepseekV3BiasAndGroups) {
+  SyntheticModelSpec spec = familySpec("deepseek_v3", 8, 4);
+  spec.firstKDenseReplace = 1;
+  spec.sharedIntermediateSize = 24;  // n_shared_experts = 1
+  spec.nGroup = 4;
+  spec.topkGroup = 2;
+  spec.routedScalingFactor = 2.5f;
+  spec.normTopkProb = true;
+  const std::string d = make(spec);
+  json config = json::parse(readFile(d + "/config.json"));
+  EXPECT_EQ(config["architectures"], json::array({"DeepseekV3ForCausalLM"}));
+  EXPECT_EQ(config["scoring_func"], "sigmoid");
+  EXPECT_EQ(config["topk_method"], "noaux_tc");
+  auto ckpt = openOk(d);
+  ASSERT_NE(ckpt, nullptr);
+  const ModelConfig& c = ckpt->config();
+  EXPECT_EQ(c.family, ModelFamily::kDeepseekV3);
+  EXPECT_EQ(c.moeLayers, (std::vector<uint32_t>{1, 2, 3}));
+  EXPECT_EQ(c.sharedIntermediateSize, 24u);
+  EXPECT_FALSE(c.sharedExpertGated);
+  EXPECT_EQ(c.scoringFunc, "sigmoid");
+  EXPECT_EQ(c.topkMethod, "noaux_tc");
+  EXPECT_EQ(c.nGroup, 4u);
+  EXPECT_EQ(c.topkGroup, 2u);
+  EXPECT_FLOAT_EQ(c.routedScalingFactor, 2.5f);
+  EXPECT_TRUE(c.normTopkProb);
+  EXPECT_TRUE(c.hasScoreCorrectionBias);
+
+  EXPECT_EQ(tensorNames(d + "/model.safetensors").size(), 3u * (2 + 8 * 3 + 3));
+  expectRoutedTensors(*ckpt);
+  for (uint32_t l : c.moeLayers) {
+    expectSharedExpert(*ckpt, l, 24);
+    auto bias = ckpt->scoreCorrectionBias(l);
+    ASSERT_TRUE(bias) << bias.error();
+    ASSERT_EQ(bias.value().size(), 8u);
+    float maxAbs = 0;
+    for (float b : bias.value()) maxAbs = std::max(maxAbs, std::fabs(b));
+    EXPECT_LE(maxAbs, 0.05f);
+    EXPECT_GT(maxAbs, 0.01f);
+  }
+  EXPECT_TRUE(contains(ckpt->scoreCorrectionBias(0).error(), "layer 0 is a dense layer"));
+
+  // The bias is large enough to change some top-2 choices on sigmoid scores (so a router that
+  // ignores it is caught), but not most of them.
+  auto gate = ckpt->gateWeight(1).value();
+  auto bias = ckpt->scoreCorrectionBias(1).value();
+  int changed = 0;
+  const int tokens = 256;
+  for (int t = 0; t < tokens; ++t) {
+    std::vector<float> score(8), biased(8);
+    for (uint32_t e = 0; e < 8; ++e) {
+      float logit = 0;
+      for (uint32_t h = 0; h < 16; ++h) {
+        logit += gate[e * 16 + h] * std::sin(static_cast<float>(t * 16 + h) * 0.7f);
+      }
+      score[e] = 1.0f / (1.0f + std::exp(-logit));
+      biased[e] = score[e] + bias[e];
+    }
+    auto top2 = [](std::vector<float> v) {
+      std::vector<int> idx(v.size());
+      for (size_t i = 0; i < idx.size(); ++i) idx[i] = static_cast<int>(i);
+      std::partial_sort(idx.begin(), idx.begin() + 2, idx.end(),
+                        [&](int a, int b) { return v[a] > v[b]; });
+      return std::set<int>{idx[0], idx[1]};
+    };
+    changed += top2(score) != top2(biased);
+  }
+  EXPECT_LT(changed, tokens / 2) << changed;
+  EXPECT_GT(changed, 0) << changed;
+
+  // V3 defaults differ from V2's: sigmoid scores, noaux_tc, renormalized.
+  editConfig(d, [](json& c) {
+    c.erase("scoring_func");
+    c.erase("topk_method");
+    c.erase("norm_topk_prob");
+    c["moe_layer_freq"] = 2;
+  });
+  auto defaults = openOk(d);
+  ASSERT_NE(defaults, nullptr);
+  EXPECT_EQ(defaults->config().scoringFunc, "sigmoid");
+  EXPECT_EQ(defaults->config().topkMethod, "noaux_tc");
+  EXPECT_TRUE(defaults->config().normTopkProb);
+  // DeepseekV2DecoderLayer: layer >= first_k_dense_replace and layer % moe_layer_freq == 0.
+  EXPECT_EQ(defaults->config().moeLayers, (std::vector<uint32_t>{2}));
+}
+
+TEST_F(CheckpointTest, DeepseekConfigErrorsNameTheKeys) {
+  SyntheticModelSpec spec = familySpec("deepseek_v3", 8);
+  spec.nGroup = 4;
+  spec.topkGroup = 2;
+  const std::string d = make(spec);
+  const std::string cfg = d + "/config.json";
+  auto expectError = [&](auto edit, const std::string& want) {
+    json saved = json::parse(readFile(cfg));
+    editConfig(d, edit);
+    std::string e = openError(d);
+    EXPECT_TRUE(contains(e, cfg)) << e;
+    EXPECT_TRUE(contains(e, want)) << e;
+    writeFile(cfg, saved.dump(2));
+  };
+  expectError([](json& c) { c["n_group"] = 3; }, "n_group 3 must divide n_routed_experts (8)");
+  expectError([](json& c) { c["topk_group"] = 5; }, "topk_group 5 must be at most n_group (4)");
+  expectError([](json& c) { c["n_group"] = 0; }, "key 'n_group' must be a positive integer");
+  expectError([](json& c) { c["n_group"] = 8; }, "at least 2 experts per group");
+  expectError(
+      [](json& c) {
+        c["topk_group"] = 1;
+        c["num_experts_per_tok"] = 3;
+      },
+      "num_experts_per_tok 3 exceeds the 2 experts in topk_group (1)");
+  expectError([](json& c) { c.erase("moe_intermediate_size"); },
+              "key 'moe_intermediate_size' missing");
+  expectError([](json& c) { c.erase("n_routed_experts"); }, "key 'n_routed_experts' missing");
+  expectError([](json& c) { c["num_experts_per_tok"] = 9; },
+              "num_experts_per_tok 9 must be between 1 and n_routed_experts (8)");
+  expectError([](json& c) { c["scoring_func"] = "relu"; },
+              "key 'scoring_func' must be one of softmax, sigmoid (got \"relu\")");
+  expectError([](json& c) { c["topk_method"] = "best"; }, "key 'topk_method' must be one of");
+  expectError([](json& c) { c["routed_scaling_factor"] = -1; },
+              "key 'routed_scaling_factor' must be a positive number");
+  expectError([](json& c) { c["n_shared_experts"] = -1; },
+              "key 'n_shared_experts' must be a non-negative integer");
+  expectError([](json& c) { c["first_k_dense_replace"] = 3; }, "no MoE layers");
+  EXPECT_NE(openOk(d), nullptr);  // every edit was undone
+}
+
+TEST_F(CheckpointTest, FamilyGeneratorDeterministicAndSharded) {
+  for (const char* type : {"qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3"}) {
+    SCOPED_TRACE(type);
+    SyntheticModelSpec spec = familySpec(type, 8);
+    spec.sharedIntermediateSize = 24;
+    spec.nGroup = 2;
+    spec.dtype = DType::kBF16;
+    const std::string a = make(spec, std::string(type) + "-a");
+    const std::string b = make(spec, std::string(type) + "-b");
+    EXPECT_EQ(readFile(a + "/model.safetensors"), readFile(b + "/model.safetensors"));
+    EXPECT_EQ(readFile(a + "/config.json"), readFile(b + "/config.json"));
+    spec.numFiles = 3;
+    const std::string sharded = make(spec, std::string(type) + "-s");
+    auto one = openOk(a);
+    auto three = openOk(sharded);
+    ASSERT_TRUE(one && three);
+    for (uint32_t l : one->config().moeLayers) {
+      EXPECT_EQ(one->gateWeight(l).value(), three->gateWeight(l).value());
+      EXPECT_EQ(one->expert(l, 7).value().w2, three->expert(l, 7).value().w2);
+      if (one->config().sharedIntermediateSize > 0) {
+        EXPECT_EQ(one->sharedExpert(l).value().w1, three->sharedExpert(l).value().w1);
+      }
+    }
+  }
+}
+
+TEST_F(CheckpointTest, FamilyGeneratorRejectsBadSpecs) {
+  auto expectReject = [&](const SyntheticModelSpec& s, const std::string& want) {
+    Status st = writeSyntheticCheckpoint(s, path("bad"));
+    EXPECT_FALSE(st);
+    EXPECT_TRUE(contains(st.message(), want)) << st.message();
+  };
+  SyntheticModelSpec s = familySpec("llama");
+  expectReject(s, "model_type 'llama' is not supported");
+  s = familySpec("deepseek_v3", 8);
+  s.nGroup = 3;
+  expectReject(s, "n_group 3");
+  s = familySpec("deepseek_v2", 8);
+  s.topkGroup = 2;
+  expectReject(s, "topk_group 2");
+  s = familySpec("deepseek_v2");
+  s.sharedIntermediateSize = 30;  // not a multiple of 24
+  expectReject(s, "multiple of the expert width");
+  s = familySpec("qwen2_moe");
+  s.mlpOnlyLayers = {0, 1, 2};
+  expectReject(s, "no MoE layer");
+  s = familySpec("qwen3_moe");
+  s.decoderSparseStep = 0;
+  expectReject(s, "decoder_sparse_step");
 }
 
 }  // namespace

@@ -1,0 +1,120 @@
+// Routing rules; see routing.h for the formulas and their sources.
+#include "router_service/routing.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+namespace moe::router {
+namespace {
+
+// Indices of the n largest values, larger first, ties to the lower index.
+std::vector<uint32_t> topIndices(std::span<const float> values, uint32_t n) {
+  std::vector<uint32_t> idx(values.size());
+  std::iota(idx.begin(), idx.end(), 0u);
+  std::partial_sort(idx.begin(), idx.begin() + n, idx.end(), [&](uint32_t a, uint32_t b) {
+    return values[a] > values[b] || (values[a] == values[b] && a < b);
+  });
+  idx.resize(n);
+  return idx;
+}
+
+}  // namespace
+
+RoutingRule routingRuleFor(const ModelConfig& m) {
+  RoutingRule r;
+  r.k = m.topK;
+  r.nGroup = m.nGroup;
+  r.topkGroup = m.topkGroup;
+  r.normTopkProb = m.normTopkProb;
+  r.routedScalingFactor = m.routedScalingFactor;
+  if (m.family == ModelFamily::kDeepseekV2) {
+    r.weighting = RoutingRule::Weighting::kDeepseekV2;
+    if (m.topkMethod == "group_limited_greedy") r.selection = RoutingRule::Selection::kGroupMax;
+  } else if (m.family == ModelFamily::kDeepseekV3) {
+    r.weighting = RoutingRule::Weighting::kDeepseekV3;
+    r.scoring = m.scoringFunc == "sigmoid" ? RoutingRule::Scoring::kSigmoid
+                                           : RoutingRule::Scoring::kSoftmax;
+    if (m.topkMethod == "noaux_tc") r.selection = RoutingRule::Selection::kGroupTop2Sum;
+    if (m.topkMethod == "group_limited_greedy") r.selection = RoutingRule::Selection::kGroupMax;
+  }
+  return r;
+}
+
+RoutingDecision routeLogits(std::span<const float> logits, uint32_t T, uint32_t E,
+                            const RoutingRule& rule, std::span<const float> bias) {
+  RoutingDecision d;
+  d.tokens = T;
+  d.k = rule.k;
+  d.ids.resize(size_t{T} * rule.k);
+  d.weights.resize(size_t{T} * rule.k);
+  d.probSum.assign(E, 0.0);
+  std::vector<float> score(E), choice(E), group(rule.nGroup);
+  const uint32_t perGroup = E / rule.nGroup;
+  for (uint32_t t = 0; t < T; ++t) {
+    const float* s = logits.data() + size_t{t} * E;
+    // Softmax in fp32 as the references compute it; also feeds the load statistics.
+    const float m = *std::max_element(s, s + E);
+    float sum = 0;
+    std::vector<float> p(E);
+    for (uint32_t e = 0; e < E; ++e) sum += (p[e] = std::exp(s[e] - m));
+    for (uint32_t e = 0; e < E; ++e) {
+      p[e] /= sum;
+      d.probSum[e] += p[e];
+    }
+    for (uint32_t e = 0; e < E; ++e) {
+      score[e] =
+          rule.scoring == RoutingRule::Scoring::kSigmoid ? 1.0f / (1.0f + std::exp(-s[e])) : p[e];
+      choice[e] = score[e] + (bias.empty() ? 0.0f : bias[e]);
+    }
+    if (rule.selection != RoutingRule::Selection::kGreedy) {
+      for (uint32_t g = 0; g < rule.nGroup; ++g) {
+        std::span<const float> members(choice.data() + size_t{g} * perGroup, perGroup);
+        if (rule.selection == RoutingRule::Selection::kGroupMax) {
+          group[g] = *std::max_element(members.begin(), members.end());
+        } else {
+          auto top2 = topIndices(members, std::min<uint32_t>(2, perGroup));
+          group[g] = 0;
+          for (uint32_t i : top2) group[g] += members[i];
+        }
+      }
+      std::vector<bool> keep(rule.nGroup, false);
+      for (uint32_t g : topIndices(group, rule.topkGroup)) keep[g] = true;
+      for (uint32_t e = 0; e < E; ++e) {
+        if (!keep[e / perGroup]) choice[e] = 0.0f;  // masked_fill(~mask, 0.0), as the references do
+      }
+    }
+    const auto chosen = topIndices(choice, rule.k);
+    float* w = d.weights.data() + size_t{t} * rule.k;
+    float total = 0;
+    for (uint32_t j = 0; j < rule.k; ++j) {
+      d.ids[size_t{t} * rule.k + j] = chosen[j];
+      w[j] = score[chosen[j]];
+      total += w[j];
+    }
+    switch (rule.weighting) {
+      case RoutingRule::Weighting::kNormalizeOnly:
+        if (rule.normTopkProb) {
+          for (uint32_t j = 0; j < rule.k; ++j) w[j] /= total;
+        }
+        break;
+      case RoutingRule::Weighting::kDeepseekV2:
+        if (rule.k > 1 && rule.normTopkProb) {
+          for (uint32_t j = 0; j < rule.k; ++j) w[j] /= total + 1e-20f;
+        } else {
+          for (uint32_t j = 0; j < rule.k; ++j) w[j] *= rule.routedScalingFactor;
+        }
+        break;
+      case RoutingRule::Weighting::kDeepseekV3:
+        for (uint32_t j = 0; j < rule.k; ++j) {
+          if (rule.normTopkProb) w[j] /= total + 1e-20f;
+          w[j] *= rule.routedScalingFactor;
+        }
+        break;
+    }
+  }
+  return d;
+}
+
+}  // namespace moe::router

@@ -1,0 +1,47 @@
+// Routing rules of the model families, from router logits to (expert ids, weights) per token, as
+// pure functions on the CPU (scores are cheap next to the gate GEMM). Each rule follows its
+// family's published reference code (HuggingFace transformers / deepseek-ai modeling files):
+//
+//   softmax greedy (Mixtral, Qwen2/3-MoE, OLMoE, DeepSeek-V2 "greedy"):
+//     p = softmax(s); top-k of p; w = p_sel, renormalized when norm_topk_prob.
+//   DeepSeek-V2 "group_limited_greedy": p = softmax(s); group score = max p in the group; keep the
+//     topk_group best groups (others' scores masked to 0.0); top-k; w = p_sel.
+//   DeepSeek-V2 weights: normalized (+1e-20) when k > 1 and norm_topk_prob, else × scaling factor.
+//   DeepSeek-V3 "noaux_tc": σ = sigmoid(s); c = σ + bias (choice only); group score = sum of the
+//     group's top-2 c; keep topk_group groups (others' c masked to 0.0); top-k of c; w = σ_sel,
+//     normalized (+1e-20) when norm_topk_prob; then × routed_scaling_factor.
+//
+// Ties go to the lower expert (and group) id everywhere; the references use torch.topk, whose tie
+// order is unspecified, so this is the deterministic choice.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "common/checkpoint.h"
+#include "router_service/gating.h"
+
+namespace moe::router {
+
+struct RoutingRule {
+  enum class Scoring { kSoftmax, kSigmoid };
+  enum class Selection { kGreedy, kGroupMax, kGroupTop2Sum };
+  enum class Weighting { kNormalizeOnly, kDeepseekV2, kDeepseekV3 };
+  Scoring scoring = Scoring::kSoftmax;
+  Selection selection = Selection::kGreedy;
+  Weighting weighting = Weighting::kNormalizeOnly;
+  uint32_t k = 1;
+  uint32_t nGroup = 1, topkGroup = 1;
+  bool normTopkProb = true;
+  float routedScalingFactor = 1.0f;
+};
+
+// The rule a model's config.json implies.
+RoutingRule routingRuleFor(const ModelConfig& model);
+
+// Routes T tokens from logits [T, E]; `bias` is [E] (DeepSeek-V3) or empty. Fills ids/weights and
+// probSum (Σ softmax(logits), for load statistics) of the returned decision.
+RoutingDecision routeLogits(std::span<const float> logits, uint32_t T, uint32_t E,
+                            const RoutingRule& rule, std::span<const float> bias);
+
+}  // namespace moe::router

@@ -1,0 +1,58 @@
+// SharedExpert implementation.
+#include "router_service/shared_expert.h"
+
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+namespace moe::router {
+
+Result<std::unique_ptr<SharedExpert>> SharedExpert::load(kernels::Backend& backend,
+                                                         const Checkpoint& ckpt, uint32_t layer) {
+  const ModelConfig& m = ckpt.config();
+  auto t = ckpt.sharedExpert(layer);
+  if (!t) return makeError(t.error());
+  std::unique_ptr<SharedExpert> s(new SharedExpert());
+  s->hidden_ = m.hiddenSize;
+  const uint32_t I = m.sharedIntermediateSize;
+  auto w1 = backend.upload(t.value().w1, I, m.hiddenSize);
+  auto w3 = backend.upload(t.value().w3, I, m.hiddenSize);
+  auto w2 = backend.upload(t.value().w2, m.hiddenSize, I);
+  for (auto* r : {&w1, &w3, &w2}) {
+    if (!*r) return makeError("layer " + std::to_string(layer) + " shared expert: " + r->error());
+  }
+  s->w1_ = std::move(w1).value();
+  s->w3_ = std::move(w3).value();
+  s->w2_ = std::move(w2).value();
+  if (m.sharedExpertGated) {
+    auto g = ckpt.sharedExpertGate(layer);
+    if (!g) return makeError(g.error());
+    auto gate = backend.upload(g.value(), 1, m.hiddenSize);
+    if (!gate)
+      return makeError("layer " + std::to_string(layer) + " shared expert gate: " + gate.error());
+    s->gate_ = std::move(gate).value();
+  }
+  return s;
+}
+
+Status SharedExpert::compute(kernels::Backend& backend, std::span<const float> x, uint32_t T,
+                             std::span<float> out) const {
+  std::vector<float> weights(T, 1.0f);  // [T]
+  if (gate_) {
+    std::vector<float> logits(T);  // [T, 1]
+    if (auto s = backend.linear(*gate_, x, T, logits); !s)
+      return Status::error("shared gate: " + s.message());
+    for (uint32_t t = 0; t < T; ++t) weights[t] = 1.0f / (1.0f + std::exp(-logits[t]));
+  }
+  std::vector<uint32_t> rows(T);
+  std::iota(rows.begin(), rows.end(), 0u);
+  const kernels::ExpertFfnWeights ffn{w1_.get(), w3_.get(), w2_.get()};
+  const uint32_t offsets[2] = {0, T};
+  kernels::ExpertSegments segments{std::span(&ffn, 1), offsets, rows, weights};
+  if (auto s = backend.expertFfn(segments, x, T, hidden_, out); !s) {
+    return Status::error("shared expert: " + s.message());
+  }
+  return Status::ok();
+}
+
+}  // namespace moe::router

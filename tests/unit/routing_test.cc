@@ -1,0 +1,119 @@
+// Routing rules (router_service/routing.h): hand-computed DeepSeek cases, and the router's rule
+// against the op-by-op reference routing (client/reference_routing.h) on random logits.
+#include "router_service/routing.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "client/reference_routing.h"
+
+namespace moe::router {
+namespace {
+
+ModelConfig deepseek(ModelFamily f, uint32_t E, uint32_t k, uint32_t groups, uint32_t keep) {
+  ModelConfig m;
+  m.family = f;
+  m.modelType = f == ModelFamily::kDeepseekV3 ? "deepseek_v3" : "deepseek_v2";
+  m.numExperts = E;
+  m.topK = k;
+  m.nGroup = groups;
+  m.topkGroup = keep;
+  if (f == ModelFamily::kDeepseekV3) {
+    m.scoringFunc = "sigmoid";
+    m.topkMethod = "noaux_tc";
+    m.normTopkProb = true;
+    m.routedScalingFactor = 2.5f;
+  } else {
+    m.topkMethod = groups > 1 ? "group_limited_greedy" : "greedy";
+    m.normTopkProb = false;
+    m.routedScalingFactor = 16.0f;
+  }
+  return m;
+}
+
+float sigmoid(float v) {
+  return 1.0f / (1.0f + std::exp(-v));
+}
+
+TEST(Routing, DeepseekV3KeepsTheBestGroupByTopTwoSum) {
+  // Group 0 = {0, 1}, group 1 = {2, 3}. Expert 0 alone is the best, but group 1's two experts
+  // sum higher, so both picks come from group 1.
+  auto m = deepseek(ModelFamily::kDeepseekV3, 4, 2, 2, 1);
+  const std::vector<float> logits = {3.0f, -3.0f, 1.5f, 1.0f};
+  auto d = routeLogits(logits, 1, 4, routingRuleFor(m), {});
+  ASSERT_EQ(d.ids, (std::vector<uint32_t>{2, 3}));
+  const float a = sigmoid(1.5f), b = sigmoid(1.0f);
+  EXPECT_NEAR(d.weights[0], a / (a + b + 1e-20f) * 2.5f, 1e-6);
+  EXPECT_NEAR(d.weights[1], b / (a + b + 1e-20f) * 2.5f, 1e-6);
+}
+
+TEST(Routing, DeepseekV3BiasChoosesButWeightsStayUnbiased) {
+  auto m = deepseek(ModelFamily::kDeepseekV3, 4, 1, 1, 1);
+  m.normTopkProb = false;
+  const std::vector<float> logits = {1.0f, 0.5f, 0.0f, 0.0f};
+  const std::vector<float> bias = {0.0f, 0.5f, 0.0f, 0.0f};  // lifts expert 1 above expert 0
+  auto d = routeLogits(logits, 1, 4, routingRuleFor(m), bias);
+  ASSERT_EQ(d.ids, (std::vector<uint32_t>{1}));
+  EXPECT_NEAR(d.weights[0], sigmoid(0.5f) * 2.5f, 1e-6);  // σ of the logit, no bias
+}
+
+TEST(Routing, MaskedExpertsScoreZeroAsInTheReference) {
+  // A negative bias pushes every biased score of the kept group below 0; the reference masks the
+  // other group with 0.0 (not -inf), so a masked expert wins the second pick.
+  auto m = deepseek(ModelFamily::kDeepseekV3, 4, 2, 2, 1);
+  const std::vector<float> logits = {4.0f, 4.0f, -4.0f, -4.0f};
+  const std::vector<float> bias = {-2.0f, -2.0f, 0.0f, -2.0f};
+  // Biased: {-1.018, -1.018, 0.018, -1.982}; group sums: g0 = -2.036, g1 = -1.964 → keep g1.
+  // Masked choice: {0, 0, 0.018, -1.982} → picks 2, then 0 (0.0, lower id than 1).
+  auto d = routeLogits(logits, 1, 4, routingRuleFor(m), bias);
+  EXPECT_EQ(d.ids, (std::vector<uint32_t>{2, 0}));
+}
+
+TEST(Routing, DeepseekV2ScalesWhenNotNormalizing) {
+  auto m = deepseek(ModelFamily::kDeepseekV2, 4, 2, 1, 1);
+  const std::vector<float> logits = {0.0f, 1.0f, 2.0f, 0.0f};
+  auto d = routeLogits(logits, 1, 4, routingRuleFor(m), {});
+  ASSERT_EQ(d.ids, (std::vector<uint32_t>{2, 1}));
+  const float z = 1 + std::exp(1.0f) + std::exp(2.0f) + 1;
+  EXPECT_NEAR(d.weights[0], std::exp(2.0f) / z * 16.0f, 1e-5);
+  EXPECT_NEAR(d.weights[1], std::exp(1.0f) / z * 16.0f, 1e-5);
+  m.normTopkProb = true;  // normalizes instead, and does not scale
+  d = routeLogits(logits, 1, 4, routingRuleFor(m), {});
+  EXPECT_NEAR(d.weights[0] + d.weights[1], 1.0f, 1e-6);
+}
+
+TEST(Routing, MatchesTheReferenceRoutingOnRandomLogits) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  struct Case {
+    ModelFamily family;
+    uint32_t E, k, groups, keep;
+  };
+  for (const Case& c :
+       {Case{ModelFamily::kDeepseekV3, 16, 4, 4, 2}, Case{ModelFamily::kDeepseekV3, 8, 8, 2, 2},
+        Case{ModelFamily::kDeepseekV3, 12, 1, 3, 1}, Case{ModelFamily::kDeepseekV2, 16, 3, 4, 2},
+        Case{ModelFamily::kDeepseekV2, 6, 2, 1, 1}}) {
+    SCOPED_TRACE(std::to_string(c.E) + " experts, k " + std::to_string(c.k));
+    auto m = deepseek(c.family, c.E, c.k, c.groups, c.keep);
+    const size_t T = 300;
+    std::vector<float> logits(T * c.E), bias(c.E);
+    for (auto& v : logits) v = normal(rng);
+    // Quantized values make exact ties common, so the tie rule is exercised too.
+    for (size_t i = 0; i < logits.size(); i += 7) logits[i] = std::round(logits[i]);
+    for (auto& v : bias) v = 0.1f * normal(rng);
+    std::span<const float> b;
+    if (c.family == ModelFamily::kDeepseekV3) b = bias;
+    auto d = routeLogits(logits, T, c.E, routingRuleFor(m), b);
+    std::vector<uint32_t> ids;
+    std::vector<float> weights;
+    client::referenceDeepseekRoute(m, logits, T, b, ids, weights);
+    ASSERT_EQ(d.ids, ids);
+    for (size_t i = 0; i < weights.size(); ++i)
+      EXPECT_NEAR(d.weights[i], weights[i], 1e-5f * std::fabs(weights[i]) + 1e-7f);
+  }
+}
+
+}  // namespace
+}  // namespace moe::router
