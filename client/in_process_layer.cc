@@ -28,16 +28,11 @@ Result<std::unique_ptr<InProcessModel>> InProcessModel::load(
     for (uint32_t e = 0; e < c.numExperts; ++e) {
       auto t = ckpt.value()->expert(layer, e);
       if (!t) return makeError(t.error());
-      auto w1 = m->backend_->upload(t.value().w1, c.intermediateSize, c.hiddenSize);
-      auto w3 = m->backend_->upload(t.value().w3, c.intermediateSize, c.hiddenSize);
-      auto w2 = m->backend_->upload(t.value().w2, c.hiddenSize, c.intermediateSize);
-      for (auto* r : {&w1, &w3, &w2}) {
-        if (!*r) return makeError(r->error());
-      }
-      l.experts.push_back({w1.value().get(), w3.value().get(), w2.value().get()});
-      l.matrices.push_back(std::move(w1).value());
-      l.matrices.push_back(std::move(w3).value());
-      l.matrices.push_back(std::move(w2).value());
+      auto resident =
+          kernels::uploadExpert(*m->backend_, t.value(), c.intermediateSize, c.hiddenSize);
+      if (!resident) return makeError(resident.error());
+      l.experts.push_back(resident.value().view());
+      l.resident.push_back(std::move(resident).value());
     }
     if (c.hasScoreCorrectionBias) {
       auto b = ckpt.value()->scoreCorrectionBias(layer);
@@ -47,16 +42,10 @@ Result<std::unique_ptr<InProcessModel>> InProcessModel::load(
     if (c.sharedIntermediateSize > 0) {
       auto t = ckpt.value()->sharedExpert(layer);
       if (!t) return makeError(t.error());
-      const uint32_t I = c.sharedIntermediateSize;
-      auto w1 = m->backend_->upload(t.value().w1, I, c.hiddenSize);
-      auto w3 = m->backend_->upload(t.value().w3, I, c.hiddenSize);
-      auto w2 = m->backend_->upload(t.value().w2, c.hiddenSize, I);
-      for (auto* r : {&w1, &w3, &w2}) {
-        if (!*r) return makeError(r->error());
-      }
-      l.sharedW1 = std::move(w1).value();
-      l.sharedW3 = std::move(w3).value();
-      l.sharedW2 = std::move(w2).value();
+      auto shared =
+          kernels::uploadExpert(*m->backend_, t.value(), c.sharedIntermediateSize, c.hiddenSize);
+      if (!shared) return makeError(shared.error());
+      l.shared = std::move(shared).value();
       if (c.sharedExpertGated) {
         auto g = ckpt.value()->sharedExpertGate(layer);
         if (!g) return makeError(g.error());
@@ -94,12 +83,13 @@ Status InProcessModel::forward(uint32_t layer, std::span<const float> x, size_t 
              !s) {
     return s;
   }
-  if (!l.sharedW1) return Status::ok();
+  if (!l.shared) return Status::ok();
   // The shared expert, written out op by op (not through expertFfn, which the cluster uses).
   const size_t I = config_.sharedIntermediateSize;
   std::vector<float> h1(T * I), h3(T * I), h(T * I), o(T * H), g(T, 0.0f);
-  for (auto s : {backend_->linear(*l.sharedW1, x, T, h1), backend_->linear(*l.sharedW3, x, T, h3),
-                 backend_->swiglu(h1, h3, h), backend_->linear(*l.sharedW2, h, T, o)}) {
+  for (auto s :
+       {backend_->linear(*l.shared->w1, x, T, h1), backend_->linear(*l.shared->w3, x, T, h3),
+        backend_->swiglu(h1, h3, h), backend_->linear(*l.shared->w2, h, T, o)}) {
     if (!s) return s;
   }
   if (l.sharedGate) {

@@ -4,11 +4,13 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
 #include "common/checkpoint.h"
 #include "kernels/backend.h"
+#include "kernels/resident_expert.h"
 
 namespace moe::client {
 
@@ -26,11 +28,11 @@ class InProcessModel {
  private:
   struct Layer {
     std::unique_ptr<kernels::Matrix> gate;
-    std::vector<std::unique_ptr<kernels::Matrix>> matrices;
+    std::vector<kernels::ResidentExpert> resident;
     std::vector<kernels::ExpertFfnWeights> experts;
-    std::unique_ptr<kernels::Matrix> sharedW1, sharedW3, sharedW2;  // null: no shared expert
-    std::unique_ptr<kernels::Matrix> sharedGate;                    // [1, H] or null
-    std::vector<float> bias;  // [E] DeepSeek-V3 score correction, or empty
+    std::optional<kernels::ResidentExpert> shared;
+    std::unique_ptr<kernels::Matrix> sharedGate;  // [1, H] or null
+    std::vector<float> bias;                      // [E] DeepSeek-V3 score correction, or empty
   };
   ModelConfig config_;
   std::unique_ptr<kernels::Backend> backend_;

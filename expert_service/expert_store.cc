@@ -14,14 +14,10 @@ Result<std::unique_ptr<ExpertStore>> ExpertStore::load(kernels::Backend& backend
       auto t = ckpt.expert(layer, e);
       if (!t) return makeError(t.error());
       const std::string where = "layer " + std::to_string(layer) + " expert " + std::to_string(e);
-      auto w1 = backend.upload(t.value().w1, m.intermediateSize, m.hiddenSize);
-      auto w3 = backend.upload(t.value().w3, m.intermediateSize, m.hiddenSize);
-      auto w2 = backend.upload(t.value().w2, m.hiddenSize, m.intermediateSize);
-      for (auto* r : {&w1, &w3, &w2}) {
-        if (!*r) return makeError(where + ": " + r->error());
-      }
-      Resident res{std::move(w1).value(), std::move(w3).value(), std::move(w2).value(), {}};
-      res.view = {res.w1.get(), res.w3.get(), res.w2.get()};
+      auto resident = kernels::uploadExpert(backend, t.value(), m.intermediateSize, m.hiddenSize);
+      if (!resident) return makeError(where + ": " + resident.error());
+      Resident res{std::move(resident).value(), {}};
+      res.view = res.matrices.view();
       store->weights_.emplace(std::make_pair(layer, e), std::move(res));
       store->byLayer_[layer].push_back(e);
       store->residentBytes_ +=

@@ -10,6 +10,7 @@
 #include "common/checkpoint.h"
 #include "common/config.h"
 #include "kernels/backend.h"
+#include "kernels/resident_expert.h"
 
 namespace moe::expert {
 
@@ -27,7 +28,7 @@ class ExpertStore {
 
  private:
   struct Resident {
-    std::unique_ptr<kernels::Matrix> w1, w3, w2;
+    kernels::ResidentExpert matrices;
     kernels::ExpertFfnWeights view;
   };
   std::map<std::pair<uint32_t, uint32_t>, Resident> weights_;

@@ -14,16 +14,9 @@ Result<std::unique_ptr<SharedExpert>> SharedExpert::load(kernels::Backend& backe
   if (!t) return makeError(t.error());
   std::unique_ptr<SharedExpert> s(new SharedExpert());
   s->hidden_ = m.hiddenSize;
-  const uint32_t I = m.sharedIntermediateSize;
-  auto w1 = backend.upload(t.value().w1, I, m.hiddenSize);
-  auto w3 = backend.upload(t.value().w3, I, m.hiddenSize);
-  auto w2 = backend.upload(t.value().w2, m.hiddenSize, I);
-  for (auto* r : {&w1, &w3, &w2}) {
-    if (!*r) return makeError("layer " + std::to_string(layer) + " shared expert: " + r->error());
-  }
-  s->w1_ = std::move(w1).value();
-  s->w3_ = std::move(w3).value();
-  s->w2_ = std::move(w2).value();
+  auto ffn = kernels::uploadExpert(backend, t.value(), m.sharedIntermediateSize, m.hiddenSize);
+  if (!ffn) return makeError("layer " + std::to_string(layer) + " shared expert: " + ffn.error());
+  s->ffn_ = std::move(ffn).value();
   if (m.sharedExpertGated) {
     auto g = ckpt.sharedExpertGate(layer);
     if (!g) return makeError(g.error());
@@ -46,7 +39,7 @@ Status SharedExpert::compute(kernels::Backend& backend, std::span<const float> x
   }
   std::vector<uint32_t> rows(T);
   std::iota(rows.begin(), rows.end(), 0u);
-  const kernels::ExpertFfnWeights ffn{w1_.get(), w3_.get(), w2_.get()};
+  const kernels::ExpertFfnWeights ffn = ffn_.view();
   const uint32_t offsets[2] = {0, T};
   kernels::ExpertSegments segments{std::span(&ffn, 1), offsets, rows, weights};
   if (auto s = backend.expertFfn(segments, x, T, hidden_, out); !s) {

@@ -9,6 +9,7 @@
 
 #include "common/checkpoint.h"
 #include "kernels/backend.h"
+#include "kernels/resident_expert.h"
 
 namespace moe::router {
 
@@ -23,7 +24,7 @@ class SharedExpert {
                  std::span<float> out) const;
 
  private:
-  std::unique_ptr<kernels::Matrix> w1_, w3_, w2_;
+  kernels::ResidentExpert ffn_;
   std::unique_ptr<kernels::Matrix> gate_;  // [1, H], or null when ungated
   uint32_t hidden_ = 0;
 };

@@ -1,0 +1,20 @@
+// An expert FFN's three weight matrices uploaded to a backend, from checkpoint tensors.
+#pragma once
+
+#include <memory>
+
+#include "common/checkpoint.h"
+#include "kernels/backend.h"
+
+namespace moe::kernels {
+
+struct ResidentExpert {
+  std::unique_ptr<Matrix> w1, w3, w2;  // [I, H], [I, H], [H, I]
+  ExpertFfnWeights view() const { return {w1.get(), w3.get(), w2.get()}; }
+};
+
+// Uploads w1/w3 as [I, H] and w2 as [H, I]; the error names the matrix that failed.
+Result<ResidentExpert> uploadExpert(Backend& backend, const ExpertTensors& tensors, size_t I,
+                                    size_t H);
+
+}  // namespace moe::kernels
