@@ -65,9 +65,7 @@ Status InProcessModel::forward(uint32_t layer, std::span<const float> x, size_t 
   if (it == layers_.end()) return Status::error("layer " + std::to_string(layer) + " not loaded");
   const Layer& l = it->second;
   const size_t H = config_.hiddenSize;
-  const bool deepseek =
-      config_.family == ModelFamily::kDeepseekV2 || config_.family == ModelFamily::kDeepseekV3;
-  if (deepseek) {
+  if (isDeepseekFamily(config_.family)) {
     std::vector<float> logits(T * config_.numExperts);
     if (auto s = backend_->linear(*l.gate, x, T, logits); !s) return s;
     std::vector<uint32_t> ids;

@@ -152,8 +152,8 @@ Status assign(T& dest, Result<T> r) {
 // each family's HuggingFace configuration_*.py and the MoE-layer rule in its modeling_*.py.
 Status parseFamilyFields(const json& config, const std::string& path, ModelConfig& c) {
   const ModelFamily f = c.family;
-  const bool qwen = f == ModelFamily::kQwen2Moe || f == ModelFamily::kQwen3Moe;
-  const bool deepseek = f == ModelFamily::kDeepseekV2 || f == ModelFamily::kDeepseekV3;
+  const bool qwen = isQwenFamily(f);
+  const bool deepseek = isDeepseekFamily(f);
   // Mixtral and OLMoE name a routed expert's width intermediate_size; Qwen and DeepSeek use
   // intermediate_size for their dense layers and moe_intermediate_size for the experts.
   const char* interKey = (qwen || deepseek) ? "moe_intermediate_size" : "intermediate_size";
@@ -448,13 +448,12 @@ Result<ExpertTensors> Checkpoint::expert(uint32_t layer, uint32_t expert) const 
 
 Result<ExpertTensors> Checkpoint::sharedExpert(uint32_t layer) const {
   if (config_.sharedIntermediateSize == 0) {
-    return makeError(
-        dir_ + ": model_type '" + config_.modelType + "' has no shared expert here (" +
-        (config_.family == ModelFamily::kQwen2Moe ? "shared_expert_intermediate_size is 0"
-         : config_.family == ModelFamily::kDeepseekV2 || config_.family == ModelFamily::kDeepseekV3
-             ? "n_shared_experts is 0"
-             : "the family has none") +
-        ")");
+    return makeError(dir_ + ": model_type '" + config_.modelType + "' has no shared expert here (" +
+                     (config_.family == ModelFamily::kQwen2Moe
+                          ? "shared_expert_intermediate_size is 0"
+                      : isDeepseekFamily(config_.family) ? "n_shared_experts is 0"
+                                                         : "the family has none") +
+                     ")");
   }
   if (Status s = checkMoeLayer(config_, dir_, layer); !s) return makeError(s.message());
   // Qwen2-MoE has one module "shared_expert"; DeepSeek fuses its n_shared_experts into one MLP

@@ -17,6 +17,13 @@ namespace moe {
 // Model families whose HuggingFace layout the cluster reads (config.json "model_type").
 enum class ModelFamily { kMixtral, kQwen2Moe, kQwen3Moe, kOlmoe, kDeepseekV2, kDeepseekV3 };
 
+inline bool isQwenFamily(ModelFamily f) {
+  return f == ModelFamily::kQwen2Moe || f == ModelFamily::kQwen3Moe;
+}
+inline bool isDeepseekFamily(ModelFamily f) {
+  return f == ModelFamily::kDeepseekV2 || f == ModelFamily::kDeepseekV3;
+}
+
 // The model facts the cluster needs, read from config.json with each family's field names.
 struct ModelConfig {
   std::string modelType;  // "mixtral", "qwen2_moe", "qwen3_moe", "olmoe",

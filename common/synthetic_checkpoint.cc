@@ -151,24 +151,17 @@ bool lookupFamily(const std::string& modelType, Family& out) {
   return true;
 }
 
-bool isQwen(ModelFamily f) {
-  return f == ModelFamily::kQwen2Moe || f == ModelFamily::kQwen3Moe;
-}
-bool isDeepseek(ModelFamily f) {
-  return f == ModelFamily::kDeepseekV2 || f == ModelFamily::kDeepseekV3;
-}
-
 // The same MoE-layer rules Checkpoint::open applies to the config.json written here (HF's
 // Qwen2MoeDecoderLayer / DeepseekV2DecoderLayer); moe_layer_freq is always written as 1.
 std::vector<uint32_t> moeLayersOf(const SyntheticModelSpec& s, ModelFamily f) {
   std::vector<uint32_t> layers;
   for (uint32_t l = 0; l < s.numLayers; ++l) {
     bool moe = true;
-    if (isQwen(f)) {
+    if (isQwenFamily(f)) {
       const auto& only = s.mlpOnlyLayers;
       moe = std::find(only.begin(), only.end(), l) == only.end() &&
             (l + 1) % s.decoderSparseStep == 0;
-    } else if (isDeepseek(f)) {
+    } else if (isDeepseekFamily(f)) {
       moe = l >= s.firstKDenseReplace;
     }
     if (moe) layers.push_back(l);
@@ -178,10 +171,10 @@ std::vector<uint32_t> moeLayersOf(const SyntheticModelSpec& s, ModelFamily f) {
 
 // Family-specific spec checks, so the generator never writes a config.json open() would reject.
 Status validateFamily(const SyntheticModelSpec& s, ModelFamily f) {
-  if (isQwen(f) && s.decoderSparseStep == 0) {
+  if (isQwenFamily(f) && s.decoderSparseStep == 0) {
     return Status::error("synthetic checkpoint: decoder_sparse_step must be > 0");
   }
-  if (isDeepseek(f)) {
+  if (isDeepseekFamily(f)) {
     if (s.sharedIntermediateSize % s.intermediateSize != 0) {
       return Status::error("synthetic checkpoint: DeepSeek shared width " +
                            std::to_string(s.sharedIntermediateSize) +
@@ -363,8 +356,9 @@ Status writeSyntheticCheckpoint(const SyntheticModelSpec& spec, const std::strin
   if (Status s = validate(spec, std::numeric_limits<size_t>::max()); !s) return s;
   if (Status s = validateFamily(spec, fam.id); !s) return s;
   // Shared experts exist only where the family has them; the spec field is ignored elsewhere.
-  const uint64_t shared =
-      (fam.id == ModelFamily::kQwen2Moe || isDeepseek(fam.id)) ? spec.sharedIntermediateSize : 0;
+  const uint64_t shared = (fam.id == ModelFamily::kQwen2Moe || isDeepseekFamily(fam.id))
+                              ? spec.sharedIntermediateSize
+                              : 0;
   // Fan-in scaling keeps activations O(1) through w1/w3 and back through w2.
   const float inScale = 1.0f / std::sqrt(static_cast<float>(h));
   // Gate scale 2/sqrt(H): router logits then have a standard deviation near 1 for unit-scale

@@ -7,13 +7,25 @@
 #include <cmath>
 
 namespace moe::router {
+namespace {
+
+// logits [T, E] = x · gateᵀ on the backend.
+Result<std::vector<float>> gateLogits(kernels::Backend& backend, const kernels::Matrix& gate,
+                                      std::span<const float> x, uint32_t T) {
+  std::vector<float> logits(size_t{T} * gate.rows());
+  if (auto s = backend.linear(gate, x, T, logits); !s) return makeError("gate: " + s.message());
+  return logits;
+}
+
+}  // namespace
 
 Result<RoutingDecision> softmaxTopkRouting(kernels::Backend& backend, const kernels::Matrix& gate,
                                            std::span<const float> x, uint32_t T, uint32_t k,
                                            bool renormalize) {
   const size_t E = gate.rows();
-  std::vector<float> logits(size_t{T} * E);  // [T, E]
-  if (auto s = backend.linear(gate, x, T, logits); !s) return makeError("gate: " + s.message());
+  auto gated = gateLogits(backend, gate, x, T);
+  if (!gated) return makeError(gated.error());
+  const std::vector<float>& logits = gated.value();
   RoutingDecision d;
   d.tokens = T;
   d.k = k;
@@ -39,13 +51,13 @@ Result<RoutingDecision> softmaxTopkRouting(kernels::Backend& backend, const kern
 Result<RoutingDecision> routeTokens(kernels::Backend& backend, const kernels::Matrix& gate,
                                     std::span<const float> x, uint32_t T, const ModelConfig& model,
                                     std::span<const float> bias) {
-  const bool deepseek =
-      model.family == ModelFamily::kDeepseekV2 || model.family == ModelFamily::kDeepseekV3;
-  if (!deepseek) return softmaxTopkRouting(backend, gate, x, T, model.topK, model.normTopkProb);
-  const uint32_t E = static_cast<uint32_t>(gate.rows());
-  std::vector<float> logits(size_t{T} * E);  // [T, E]
-  if (auto s = backend.linear(gate, x, T, logits); !s) return makeError("gate: " + s.message());
-  return routeLogits(logits, T, E, routingRuleFor(model), bias);
+  if (!isDeepseekFamily(model.family)) {
+    return softmaxTopkRouting(backend, gate, x, T, model.topK, model.normTopkProb);
+  }
+  auto logits = gateLogits(backend, gate, x, T);
+  if (!logits) return makeError(logits.error());
+  return routeLogits(logits.value(), T, static_cast<uint32_t>(gate.rows()), routingRuleFor(model),
+                     bias);
 }
 
 }  // namespace moe::router
