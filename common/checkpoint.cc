@@ -23,7 +23,8 @@ using nlohmann::json;
 namespace fs = std::filesystem;
 
 constexpr const char* kSupportedModelTypes =
-    "mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3";
+    "mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3, MoE++ (or moe_plus_plus), "
+    "yuan";
 
 // Reads and parses a JSON file; errors are prefixed with `path`.
 Result<json> readJsonFile(const std::string& path) {
@@ -51,9 +52,17 @@ bool isU32AtLeast(const json& v, uint64_t minValue) {
          v.get<int64_t>() <= std::numeric_limits<uint32_t>::max();
 }
 
+// Keys of a nested object (Yuan's moe_config) are passed by their dotted path so that errors name
+// them in full ("moe_config.moe_top_k"); the lookup in `obj` uses the last component. HF config
+// keys never contain dots themselves.
+json::const_iterator findKey(const json& obj, const char* key) {
+  const char* dot = std::strrchr(key, '.');
+  return obj.find(dot ? dot + 1 : key);
+}
+
 // config.json integers must be positive and fit the uint32 fields of ModelConfig.
 Result<uint32_t> positiveU32(const json& config, const std::string& path, const char* key) {
-  auto it = config.find(key);
+  auto it = findKey(config, key);
   if (it == config.end()) return makeError(path + ": key '" + key + "' missing");
   if (!isU32AtLeast(*it, 1)) {
     return makeError(path + ": key '" + key + "' must be a positive integer (got " + it->dump() +
@@ -66,7 +75,7 @@ Result<uint32_t> positiveU32(const json& config, const std::string& path, const 
 // an absent key does. `minValue` is 0 for counts that may be zero (e.g. n_shared_experts).
 Result<uint32_t> optionalU32(const json& config, const std::string& path, const char* key,
                              uint32_t fallback, uint64_t minValue) {
-  auto it = config.find(key);
+  auto it = findKey(config, key);
   if (it == config.end() || it->is_null()) return fallback;
   if (!isU32AtLeast(*it, minValue)) {
     return makeError(path + ": key '" + key + "' must be a " +
@@ -78,7 +87,7 @@ Result<uint32_t> optionalU32(const json& config, const std::string& path, const 
 
 Result<bool> optionalBool(const json& config, const std::string& path, const char* key,
                           bool fallback) {
-  auto it = config.find(key);
+  auto it = findKey(config, key);
   if (it == config.end() || it->is_null()) return fallback;
   if (!it->is_boolean()) {
     return makeError(path + ": key '" + key + "' must be true or false (got " + it->dump() + ")");
@@ -89,7 +98,7 @@ Result<bool> optionalBool(const json& config, const std::string& path, const cha
 Result<std::string> optionalChoice(const json& config, const std::string& path, const char* key,
                                    const std::string& fallback,
                                    std::initializer_list<const char*> allowed) {
-  auto it = config.find(key);
+  auto it = findKey(config, key);
   if (it == config.end() || it->is_null()) return fallback;
   std::string joined;
   for (const char* a : allowed) {
@@ -102,7 +111,7 @@ Result<std::string> optionalChoice(const json& config, const std::string& path, 
 
 Result<float> optionalPositiveFloat(const json& config, const std::string& path, const char* key,
                                     float fallback) {
-  auto it = config.find(key);
+  auto it = findKey(config, key);
   if (it == config.end() || it->is_null()) return fallback;
   if (!it->is_number() || !(it->get<double>() > 0.0) || !std::isfinite(it->get<double>())) {
     return makeError(path + ": key '" + key + "' must be a positive number (got " + it->dump() +
@@ -113,7 +122,7 @@ Result<float> optionalPositiveFloat(const json& config, const std::string& path,
 
 Result<std::vector<uint32_t>> optionalLayerList(const json& config, const std::string& path,
                                                 const char* key) {
-  auto it = config.find(key);
+  auto it = findKey(config, key);
   if (it == config.end() || it->is_null()) return std::vector<uint32_t>{};
   std::vector<uint32_t> out;
   if (it->is_array()) {
@@ -135,6 +144,8 @@ const char* expertsKeyOf(ModelFamily f) {
     case ModelFamily::kDeepseekV2:
     case ModelFamily::kDeepseekV3:
       return "n_routed_experts";
+    case ModelFamily::kYuan:
+      return "moe_config.moe_num_experts";
     default:
       return "num_experts";
   }
@@ -148,32 +159,142 @@ Status assign(T& dest, Result<T> r) {
   return Status::ok();
 }
 
+struct U32Field {
+  const char* key;
+  uint32_t* dest;
+};
+
+Status readPositiveFields(const json& obj, const std::string& path,
+                          std::initializer_list<U32Field> fields) {
+  for (U32Field fld : fields) {
+    if (Status s = assign(*fld.dest, positiveU32(obj, path, fld.key)); !s) return s;
+  }
+  return Status::ok();
+}
+
+Status checkTopK(const std::string& path, const ModelConfig& c, const char* topKKey) {
+  if (c.topK >= 1 && c.topK <= c.numExperts) return Status::ok();
+  return Status::error(path + ": " + topKKey + " " + std::to_string(c.topK) +
+                       " must be between 1 and " + expertsKeyOf(c.family) + " (" +
+                       std::to_string(c.numExperts) + ")");
+}
+
+// MoE++ (configuration_moe_plus_plus.py) writes num_experts as a list with one count per expert
+// group; the model builds every MoE layer from element 0. A plain integer is accepted as well.
+Result<uint32_t> moePlusPlusExperts(const json& config, const std::string& path) {
+  auto it = config.find("num_experts");
+  if (it == config.end()) return makeError(path + ": key 'num_experts' missing");
+  const json& v = it->is_array() && !it->empty() ? it->front() : *it;
+  if (!isU32AtLeast(v, 1)) {
+    return makeError(path + ": key 'num_experts' must be a positive integer or a list starting " +
+                     "with one (got " + it->dump() + ")");
+  }
+  const uint32_t n = static_cast<uint32_t>(v.get<uint64_t>());
+  if (n <= kMoePlusPlusZeroComputeExperts) {
+    return makeError(path + ": key 'num_experts' is " + std::to_string(n) +
+                     ": MoE++ needs at least 5 experts (at least one FFN expert plus the 4 " +
+                     "zero-computation experts)");
+  }
+  return n;
+}
+
+Status parseMoePlusPlus(const json& config, const std::string& path, ModelConfig& c) {
+  if (Status s = readPositiveFields(config, path,
+                                    {{"hidden_size", &c.hiddenSize},
+                                     {"intermediate_size", &c.intermediateSize},
+                                     {"num_hidden_layers", &c.numLayers}});
+      !s)
+    return s;
+  if (Status s = assign(c.numExperts, moePlusPlusExperts(config, path)); !s) return s;
+  // The reference hard-codes top-2 (MOE_TOP_K); a config asking for anything else is not MoE++.
+  if (Status s = assign(c.topK, optionalU32(config, path, "num_experts_per_tok", 2, 1)); !s)
+    return s;
+  if (c.topK != 2) {
+    return Status::error(path + ": key 'num_experts_per_tok' is " + std::to_string(c.topK) +
+                         ": MoE++ routes every token to exactly 2 experts (MOE_TOP_K)");
+  }
+  uint32_t interval = 1;
+  bool twoLayerGate = true;
+  if (Status s = assign(interval, optionalU32(config, path, "moe_expert_interval", 1, 1)); !s)
+    return s;
+  if (Status s = assign(twoLayerGate, optionalBool(config, path, "moe_2layer_gate", true)); !s)
+    return s;
+  for (auto [key, dest] : {std::pair{"moe_use_mixtral_gating", &c.moeMixtralGating},
+                           std::pair{"moe_use_logits_norm", &c.moeLogitsNorm},
+                           std::pair{"moe_feature_no_mul_topk", &c.moeFeatureNoMulTopk}}) {
+    if (Status s = assign(*dest, optionalBool(config, path, key, false)); !s) return s;
+  }
+  if (Status s =
+          assign(c.moeGateNormStd, optionalPositiveFloat(config, path, "moe_gate_norm_std", 1.0f));
+      !s)
+    return s;
+  c.gateKind = twoLayerGate ? GateKind::kTwoLayerTanh : GateKind::kLinear;
+  c.gatingResidual = true;  // every MoE++ gate has its gate_map
+  c.normTopkProb = true;
+  // MoE++ decoder layer: sparse iff moe_expert_interval == 1 or (layer + 1) % interval == 0.
+  for (uint32_t l = 0; l < c.numLayers; ++l) {
+    if (interval == 1 || (l + 1) % interval == 0) c.moeLayers.push_back(l);
+  }
+  return Status::ok();
+}
+
+// Yuan 2.0-M32 (configuration_yuan.py): the MoE settings live in the moe_config object.
+Status parseYuan(const json& config, const std::string& path, ModelConfig& c) {
+  if (Status s = readPositiveFields(
+          config, path, {{"hidden_size", &c.hiddenSize}, {"num_hidden_layers", &c.numLayers}});
+      !s)
+    return s;
+  bool useMoe = false;
+  if (Status s = assign(useMoe, optionalBool(config, path, "use_moe", false)); !s) return s;
+  if (!useMoe) {
+    return Status::error(path + ": key 'use_moe' is false or missing: this yuan model is a dense " +
+                         "model, not a MoE model");
+  }
+  auto mc = config.find("moe_config");
+  if (mc == config.end()) return Status::error(path + ": key 'moe_config' missing");
+  if (!mc->is_object()) {
+    return Status::error(path + ": key 'moe_config' must be a JSON object (got " + mc->dump() +
+                         ")");
+  }
+  if (Status s = readPositiveFields(*mc, path,
+                                    {{"moe_config.moe_num_experts", &c.numExperts},
+                                     {"moe_config.moe_top_k", &c.topK},
+                                     {"moe_config.ffn_hidden_size", &c.intermediateSize}});
+      !s)
+    return s;
+  if (Status s = checkTopK(path, c, "moe_config.moe_top_k"); !s) return s;
+  auto rt = mc->find("router_type");
+  if (rt == mc->end() || *rt != "attn_router") {
+    return Status::error(path + ": key 'moe_config.router_type' must be \"attn_router\" (got " +
+                         (rt == mc->end() ? std::string("nothing") : rt->dump()) +
+                         "): only Yuan's attention router is supported");
+  }
+  c.gateKind = GateKind::kAttention;
+  c.normTopkProb = true;
+  for (uint32_t l = 0; l < c.numLayers; ++l) c.moeLayers.push_back(l);
+  return Status::ok();
+}
+
 // Reads the fields common to all families plus the family's own; field names and defaults follow
 // each family's HuggingFace configuration_*.py and the MoE-layer rule in its modeling_*.py.
 Status parseFamilyFields(const json& config, const std::string& path, ModelConfig& c) {
   const ModelFamily f = c.family;
+  if (f == ModelFamily::kMoePlusPlus) return parseMoePlusPlus(config, path, c);
+  if (f == ModelFamily::kYuan) return parseYuan(config, path, c);
   const bool qwen = isQwenFamily(f);
   const bool deepseek = isDeepseekFamily(f);
   // Mixtral and OLMoE name a routed expert's width intermediate_size; Qwen and DeepSeek use
   // intermediate_size for their dense layers and moe_intermediate_size for the experts.
   const char* interKey = (qwen || deepseek) ? "moe_intermediate_size" : "intermediate_size";
-  const char* expertsKey = expertsKeyOf(f);
-  struct Field {
-    const char* key;
-    uint32_t* dest;
-  };
-  for (Field fld : {Field{"hidden_size", &c.hiddenSize}, Field{interKey, &c.intermediateSize},
-                    Field{expertsKey, &c.numExperts}, Field{"num_experts_per_tok", &c.topK},
-                    Field{"num_hidden_layers", &c.numLayers}}) {
-    auto v = positiveU32(config, path, fld.key);
-    if (!v) return Status::error(v.error());
-    *fld.dest = v.value();
-  }
-  if (c.topK < 1 || c.topK > c.numExperts) {
-    return Status::error(path + ": num_experts_per_tok " + std::to_string(c.topK) +
-                         " must be between 1 and " + expertsKey + " (" +
-                         std::to_string(c.numExperts) + ")");
-  }
+  if (Status s = readPositiveFields(config, path,
+                                    {{"hidden_size", &c.hiddenSize},
+                                     {interKey, &c.intermediateSize},
+                                     {expertsKeyOf(f), &c.numExperts},
+                                     {"num_experts_per_tok", &c.topK},
+                                     {"num_hidden_layers", &c.numLayers}});
+      !s)
+    return s;
+  if (Status s = checkTopK(path, c, "num_experts_per_tok"); !s) return s;
 
   if (f == ModelFamily::kMixtral) {
     c.normTopkProb = true;  // MixtralSparseMoeBlock always renormalizes; there is no key
@@ -285,9 +406,15 @@ Result<ModelConfig> parseConfig(const std::string& path) {
   if (!mt->is_string()) return makeError(path + ": key 'model_type' must be a string");
   c.modelType = mt->get<std::string>();
   static const std::map<std::string, ModelFamily, std::less<>> kFamilies = {
-      {"mixtral", ModelFamily::kMixtral},        {"qwen2_moe", ModelFamily::kQwen2Moe},
-      {"qwen3_moe", ModelFamily::kQwen3Moe},     {"olmoe", ModelFamily::kOlmoe},
-      {"deepseek_v2", ModelFamily::kDeepseekV2}, {"deepseek_v3", ModelFamily::kDeepseekV3}};
+      {"mixtral", ModelFamily::kMixtral},
+      {"qwen2_moe", ModelFamily::kQwen2Moe},
+      {"qwen3_moe", ModelFamily::kQwen3Moe},
+      {"olmoe", ModelFamily::kOlmoe},
+      {"deepseek_v2", ModelFamily::kDeepseekV2},
+      {"deepseek_v3", ModelFamily::kDeepseekV3},
+      {"MoE++", ModelFamily::kMoePlusPlus},
+      {"moe_plus_plus", ModelFamily::kMoePlusPlus},
+      {"yuan", ModelFamily::kYuan}};
   auto fam = kFamilies.find(c.modelType);
   if (fam == kFamilies.end()) {
     return makeError(path + ": model_type '" + c.modelType +
@@ -298,8 +425,11 @@ Result<ModelConfig> parseConfig(const std::string& path) {
   if (c.moeLayers.empty()) {
     return makeError(path + ": no MoE layers among the " + std::to_string(c.numLayers) +
                      " layers (check decoder_sparse_step / mlp_only_layers / "
-                     "first_k_dense_replace / moe_layer_freq)");
+                     "first_k_dense_replace / moe_layer_freq / moe_expert_interval)");
   }
+  // MoE++'s zero-computation experts (N > 4 checked above) are not FFNs on shards.
+  c.numFfnExperts =
+      c.numExperts - (c.family == ModelFamily::kMoePlusPlus ? kMoePlusPlusZeroComputeExperts : 0);
   return c;
 }
 
@@ -314,11 +444,13 @@ bool isSafeShardName(const std::string& name) {
   return true;
 }
 
-// The MoE block's module path: Mixtral's MixtralSparseMoeBlock sits at block_sparse_moe, the other
-// families' sparse blocks replace the decoder layer's mlp.
+// The MoE block's module path: Mixtral's MixtralSparseMoeBlock sits at block_sparse_moe, MoE++'s
+// at mlp.moe, the other families' sparse blocks replace the decoder layer's mlp.
 std::string moePrefix(const ModelConfig& c, uint32_t layer) {
-  return "model.layers." + std::to_string(layer) +
-         (c.family == ModelFamily::kMixtral ? ".block_sparse_moe." : ".mlp.");
+  const char* block = c.family == ModelFamily::kMixtral       ? ".block_sparse_moe."
+                      : c.family == ModelFamily::kMoePlusPlus ? ".mlp.moe."
+                                                              : ".mlp.";
+  return "model.layers." + std::to_string(layer) + block;
 }
 
 Status checkMoeLayer(const ModelConfig& config, const std::string& dir, uint32_t layer) {
@@ -333,6 +465,54 @@ Status checkMoeLayer(const ModelConfig& config, const std::string& dir, uint32_t
   for (uint32_t l : layers) list += (list.empty() ? "" : ", ") + std::to_string(l);
   return Status::error(dir + ": layer " + std::to_string(layer) +
                        " is a dense layer of this model (MoE layers: " + list + ")");
+}
+
+// For tensors only some models have: `lacking` says what this model has instead ("has no gate_map
+// (...)"), then the layer must be a MoE layer.
+Status checkHas(const ModelConfig& config, const std::string& dir, uint32_t layer, bool has,
+                const std::string& lacking) {
+  if (!has) return Status::error(dir + ": model_type '" + config.modelType + "' " + lacking);
+  return checkMoeLayer(config, dir, layer);
+}
+
+const char* expertKindName(ExpertKind k) {
+  switch (k) {
+    case ExpertKind::kFfn:
+      return "an FFN";
+    case ExpertKind::kConstant:
+      return "a constant";
+    case ExpertKind::kCopy:
+      return "the copy";
+    case ExpertKind::kZero:
+      return "the zero";
+  }
+  return "?";
+}
+
+Status checkExpertId(const ModelConfig& config, const std::string& dir, uint32_t expert) {
+  if (expert < config.numExperts) return Status::ok();
+  return Status::error("expert " + std::to_string(expert) + " out of range: " + dir + " has " +
+                       std::to_string(config.numExperts) + " experts (" +
+                       expertsKeyOf(config.family) + ")");
+}
+
+// MoE++ and Yuan store an expert's gate and up projections as one [2I, H] matrix whose output the
+// reference chunks in two: rows [0, I) go through silu (w1), rows [I, 2I) are the linear half (w3).
+Result<ExpertTensors> loadFusedFfn(const Checkpoint& ckpt, const std::string& fusedName,
+                                   const std::string& downName) {
+  const uint64_t h = ckpt.config().hiddenSize;
+  const uint64_t inter = ckpt.config().intermediateSize;
+  auto fused = ckpt.loadF32(fusedName, {2 * inter, h});
+  if (!fused) return makeError(fused.error());
+  auto down = ckpt.loadF32(downName, {h, inter});
+  if (!down) return makeError(down.error());
+  const std::vector<float>& both = fused.value();
+  const auto half = both.begin() + static_cast<std::ptrdiff_t>(inter * h);
+  ExpertTensors t;
+  t.w1.assign(both.begin(), half);
+  t.w3.assign(half, both.end());
+  t.w2 = std::move(down).value();
+  return t;
 }
 
 // Loads gate_proj/up_proj/down_proj (or Mixtral's w1/w3/w2) under `prefix` with width `inter`.
@@ -430,32 +610,124 @@ Result<std::vector<float>> Checkpoint::loadF32(const std::string& name,
 }
 
 Result<std::vector<float>> Checkpoint::gateWeight(uint32_t layer) const {
-  if (Status s = checkMoeLayer(config_, dir_, layer); !s) return makeError(s.message());
-  return loadF32(moePrefix(config_, layer) + "gate.weight",
-                 {config_.numExperts, config_.hiddenSize});
+  const GateKind kind = config_.gateKind;
+  if (Status s = checkHas(config_, dir_, layer, kind == GateKind::kLinear,
+                          kind == GateKind::kAttention
+                              ? "has an attention router, not a linear gate"
+                              : "has a two-layer gate, not a linear gate (moe_2layer_gate)");
+      !s)
+    return makeError(s.message());
+  // MoE++'s single-layer gate is the nn.Linear "wg" inside its gate module.
+  return loadF32(
+      moePrefix(config_, layer) +
+          (config_.family == ModelFamily::kMoePlusPlus ? "gate.wg.weight" : "gate.weight"),
+      {config_.numExperts, config_.hiddenSize});
 }
 
 Result<ExpertTensors> Checkpoint::expert(uint32_t layer, uint32_t expert) const {
   if (Status s = checkMoeLayer(config_, dir_, layer); !s) return makeError(s.message());
-  if (expert >= config_.numExperts) {
-    return makeError("expert " + std::to_string(expert) + " out of range: " + dir_ + " has " +
-                     std::to_string(config_.numExperts) + " experts (" +
-                     expertsKeyOf(config_.family) + ")");
+  if (Status s = checkExpertId(config_, dir_, expert); !s) return makeError(s.message());
+  const ExpertKind kind = config_.expertKind(expert);
+  if (kind != ExpertKind::kFfn) {
+    return makeError("expert " + std::to_string(expert) + " of " + dir_ + " is " +
+                     expertKindName(kind) +
+                     " expert, a MoE++ zero-computation expert, not an FFN " +
+                     "(FFN experts are 0.." + std::to_string(config_.numFfnExperts - 1) + ")");
   }
-  return loadFfn(*this, moePrefix(config_, layer) + "experts." + std::to_string(expert) + ".",
-                 config_.intermediateSize);
+  const std::string id = std::to_string(expert);
+  const std::string prefix = moePrefix(config_, layer);
+  switch (config_.family) {
+    case ModelFamily::kMoePlusPlus:
+      return loadFusedFfn(*this, prefix + "experts.experts." + id + ".up_proj.weight",
+                          prefix + "experts.experts." + id + ".down_proj.weight");
+    case ModelFamily::kYuan:
+      return loadFusedFfn(*this, prefix + "experts." + id + ".w1.weight",
+                          prefix + "experts." + id + ".w2.weight");
+    default:
+      return loadFfn(*this, prefix + "experts." + id + ".", config_.intermediateSize);
+  }
+}
+
+Result<TwoLayerGateTensors> Checkpoint::twoLayerGate(uint32_t layer) const {
+  if (Status s = checkHas(config_, dir_, layer, config_.gateKind == GateKind::kTwoLayerTanh,
+                          config_.family == ModelFamily::kMoePlusPlus
+                              ? "has no two-layer gate (moe_2layer_gate is false)"
+                              : "has no two-layer gate (only MoE++ has one)");
+      !s)
+    return makeError(s.message());
+  const uint64_t n = config_.numExperts;
+  const std::string prefix = moePrefix(config_, layer) + "gate.wg.";
+  // The reference's wg is nn.Sequential(Linear(H, 8N), Tanh(), Linear(8N, N)): modules 0 and 2.
+  auto w1 = loadF32(prefix + "0.weight", {8 * n, config_.hiddenSize});
+  if (!w1) return makeError(w1.error());
+  auto w2 = loadF32(prefix + "2.weight", {n, 8 * n});
+  if (!w2) return makeError(w2.error());
+  return TwoLayerGateTensors{std::move(w1).value(), std::move(w2).value()};
+}
+
+Result<std::vector<float>> Checkpoint::gateResidualMap(uint32_t layer) const {
+  if (Status s = checkHas(config_, dir_, layer, config_.gatingResidual,
+                          "has no gate.gate_map (only MoE++ has gating residuals)");
+      !s)
+    return makeError(s.message());
+  return loadF32(moePrefix(config_, layer) + "gate.gate_map.weight",
+                 {config_.numExperts, config_.numExperts});
+}
+
+Result<ConstantExpertTensors> Checkpoint::constantExpert(uint32_t layer, uint32_t expert) const {
+  const bool moepp = config_.family == ModelFamily::kMoePlusPlus;
+  if (Status s = checkHas(config_, dir_, layer, moepp, "has no constant experts (only MoE++ does)");
+      !s)
+    return makeError(s.message());
+  if (Status s = checkExpertId(config_, dir_, expert); !s) return makeError(s.message());
+  const ExpertKind kind = config_.expertKind(expert);
+  if (kind != ExpertKind::kConstant) {
+    const uint32_t first = config_.numFfnExperts;
+    return makeError("expert " + std::to_string(expert) + " of " + dir_ + " is " +
+                     expertKindName(kind) + " expert, not a constant expert (those are " +
+                     std::to_string(first) + " and " + std::to_string(first + 1) + ")");
+  }
+  const std::string prefix =
+      moePrefix(config_, layer) + "experts.experts." + std::to_string(expert) + ".";
+  auto wc = loadF32(prefix + "wg.weight", {2, config_.hiddenSize});
+  if (!wc) return makeError(wc.error());
+  auto v = loadF32(prefix + "constant", {config_.hiddenSize});
+  if (!v) return makeError(v.error());
+  return ConstantExpertTensors{std::move(wc).value(), std::move(v).value()};
+}
+
+Result<std::vector<float>> Checkpoint::attentionRouter(uint32_t layer) const {
+  if (Status s = checkHas(config_, dir_, layer, config_.gateKind == GateKind::kAttention,
+                          "has no attention router (only yuan has one)");
+      !s)
+    return makeError(s.message());
+  std::vector<float> qkv;
+  qkv.reserve(uint64_t{3} * config_.numExperts * config_.hiddenSize);
+  for (const char* part : {"query", "key", "value"}) {
+    auto w = loadF32(moePrefix(config_, layer) + "gate." + part + ".weight",
+                     {config_.numExperts, config_.hiddenSize});
+    if (!w) return makeError(w.error());
+    qkv.insert(qkv.end(), w.value().begin(), w.value().end());
+  }
+  return qkv;
+}
+
+Result<std::vector<float>> Checkpoint::noiseWeight(uint32_t layer) const {
+  if (Status s = checkMoeLayer(config_, dir_, layer); !s) return makeError(s.message());
+  return loadF32(moePrefix(config_, layer) + "w_noise.weight",
+                 {config_.numExperts, config_.hiddenSize});
 }
 
 Result<ExpertTensors> Checkpoint::sharedExpert(uint32_t layer) const {
-  if (config_.sharedIntermediateSize == 0) {
-    return makeError(dir_ + ": model_type '" + config_.modelType + "' has no shared expert here (" +
-                     (config_.family == ModelFamily::kQwen2Moe
-                          ? "shared_expert_intermediate_size is 0"
-                      : isDeepseekFamily(config_.family) ? "n_shared_experts is 0"
-                                                         : "the family has none") +
-                     ")");
-  }
-  if (Status s = checkMoeLayer(config_, dir_, layer); !s) return makeError(s.message());
+  if (Status s = checkHas(
+          config_, dir_, layer, config_.sharedIntermediateSize > 0,
+          std::string("has no shared expert here (") +
+              (config_.family == ModelFamily::kQwen2Moe ? "shared_expert_intermediate_size is 0"
+               : isDeepseekFamily(config_.family)       ? "n_shared_experts is 0"
+                                                        : "the family has none") +
+              ")");
+      !s)
+    return makeError(s.message());
   // Qwen2-MoE has one module "shared_expert"; DeepSeek fuses its n_shared_experts into one MLP
   // named "shared_experts".
   const char* name =
@@ -464,20 +736,19 @@ Result<ExpertTensors> Checkpoint::sharedExpert(uint32_t layer) const {
 }
 
 Result<std::vector<float>> Checkpoint::sharedExpertGate(uint32_t layer) const {
-  if (!config_.sharedExpertGated) {
-    return makeError(dir_ + ": model_type '" + config_.modelType +
-                     "' has no shared_expert_gate (only Qwen2-MoE with a shared expert gates it)");
-  }
-  if (Status s = checkMoeLayer(config_, dir_, layer); !s) return makeError(s.message());
+  if (Status s =
+          checkHas(config_, dir_, layer, config_.sharedExpertGated,
+                   "has no shared_expert_gate (only Qwen2-MoE with a shared expert gates it)");
+      !s)
+    return makeError(s.message());
   return loadF32(moePrefix(config_, layer) + "shared_expert_gate.weight", {1, config_.hiddenSize});
 }
 
 Result<std::vector<float>> Checkpoint::scoreCorrectionBias(uint32_t layer) const {
-  if (!config_.hasScoreCorrectionBias) {
-    return makeError(dir_ + ": model_type '" + config_.modelType +
-                     "' has no gate.e_score_correction_bias (only deepseek_v3 does)");
-  }
-  if (Status s = checkMoeLayer(config_, dir_, layer); !s) return makeError(s.message());
+  if (Status s = checkHas(config_, dir_, layer, config_.hasScoreCorrectionBias,
+                          "has no gate.e_score_correction_bias (only deepseek_v3 does)");
+      !s)
+    return makeError(s.message());
   return loadF32(moePrefix(config_, layer) + "gate.e_score_correction_bias", {config_.numExperts});
 }
 

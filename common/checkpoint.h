@@ -15,7 +15,28 @@
 namespace moe {
 
 // Model families whose HuggingFace layout the cluster reads (config.json "model_type").
-enum class ModelFamily { kMixtral, kQwen2Moe, kQwen3Moe, kOlmoe, kDeepseekV2, kDeepseekV3 };
+// kMoePlusPlus: SkyworkAI MoE++ (model_type "MoE++"); kYuan: Yuan 2.0-M32 (model_type "yuan").
+enum class ModelFamily {
+  kMixtral,
+  kQwen2Moe,
+  kQwen3Moe,
+  kOlmoe,
+  kDeepseekV2,
+  kDeepseekV3,
+  kMoePlusPlus,
+  kYuan
+};
+
+// How a layer's router turns a token into logits over the experts.
+//   kLinear:       s = x·Wgᵀ (every family but the two below)
+//   kTwoLayerTanh: s = W2·tanh(W1·x) [+ Wmap·s_prev] (MoE++ with moe_2layer_gate)
+//   kAttention:    Yuan 2.0-M32's attention router over the expert axis
+enum class GateKind { kLinear, kTwoLayerTanh, kAttention };
+
+// MoE++ zero-computation experts: of N experts the first N-4 are FFNs, then 2 constant experts,
+// 1 copy expert and the zero expert (index N-1). Every other family has only FFN experts.
+enum class ExpertKind { kFfn, kConstant, kCopy, kZero };
+inline constexpr uint32_t kMoePlusPlusZeroComputeExperts = 4;
 
 inline bool isQwenFamily(ModelFamily f) {
   return f == ModelFamily::kQwen2Moe || f == ModelFamily::kQwen3Moe;
@@ -51,12 +72,49 @@ struct ModelConfig {
   uint32_t topkGroup = 1;
   float routedScalingFactor = 1.0f;
   bool hasScoreCorrectionBias = false;  // DeepSeek-V3 gate.e_score_correction_bias [E]
+
+  GateKind gateKind = GateKind::kLinear;
+  // Experts that are FFNs and live on shards: ids [0, numFfnExperts). Equal to numExperts except
+  // for MoE++, whose last 4 ids are the zero-computation experts evaluated on the router.
+  uint32_t numFfnExperts = 0;
+  // MoE++ (configuration_moe_plus_plus.py keys; topK is fixed at 2 there, MOE_TOP_K):
+  bool gatingResidual = false;       // gate_map: s += Wmap·s_prev (MoE++ always has it)
+  bool moeMixtralGating = false;     // moe_use_mixtral_gating: top-k of logits, softmax over them,
+                                     // no zero-expert masking, no input scaling
+  bool moeLogitsNorm = false;        // moe_use_logits_norm: s /= std(s) / moe_gate_norm_std
+  float moeGateNormStd = 1.0f;       // moe_gate_norm_std
+  bool moeFeatureNoMulTopk = false;  // moe_feature_no_mul_topk: experts see x, not k·x
+
+  ExpertKind expertKind(uint32_t expert) const {
+    if (expert < numFfnExperts) return ExpertKind::kFfn;
+    const uint32_t j = expert - numFfnExperts;  // MoE++: 0,1 constant; 2 copy; 3 zero
+    return j < 2 ? ExpertKind::kConstant : j == 2 ? ExpertKind::kCopy : ExpertKind::kZero;
+  }
+  // The factor MoE++ scales expert inputs by (k unless mixtral gating or feature_no_mul_topk);
+  // 1 for every other family.
+  float expertInputScale() const {
+    return family == ModelFamily::kMoePlusPlus && !moeMixtralGating && !moeFeatureNoMulTopk
+               ? static_cast<float>(topK)
+               : 1.0f;
+  }
 };
 
 struct ExpertTensors {
   std::vector<float> w1;  // [I, H]
   std::vector<float> w3;  // [I, H]
   std::vector<float> w2;  // [H, I]
+};
+
+// MoE++ two-layer gate: logits = w2 · tanh(w1 · x).
+struct TwoLayerGateTensors {
+  std::vector<float> w1;  // [8N, H]  (mlp.moe.gate.wg.0.weight)
+  std::vector<float> w2;  // [N, 8N]  (mlp.moe.gate.wg.2.weight)
+};
+
+// MoE++ constant expert: [a1, a2] = softmax(wc · x̃); output a1·x̃ + a2·v.
+struct ConstantExpertTensors {
+  std::vector<float> wc;  // [2, H]  (experts.experts.{e}.wg.weight)
+  std::vector<float> v;   // [H]     (experts.experts.{e}.constant)
 };
 
 class Checkpoint {
@@ -70,9 +128,22 @@ class Checkpoint {
 
   // Each family's tensor names (Mixtral: ...block_sparse_moe.gate.weight and
   // ...experts.{E}.w1/w3/w2; the others: ...mlp.gate.weight and ...experts.{E}.gate_proj/up_proj/
-  // down_proj). A dense layer or an expert id out of range is an error naming it.
-  Result<std::vector<float>> gateWeight(uint32_t layer) const;          // [E, H]
+  // down_proj; MoE++: ...mlp.moe.gate.wg.weight (single-layer gate) and the fused
+  // ...mlp.moe.experts.experts.{E}.up_proj [2I,H] + down_proj; Yuan: the fused
+  // ...mlp.experts.{E}.w1 [2I,H] + w2). Fused [2I,H] weights are split: rows [0,I) are the
+  // silu-gated half (w1), rows [I,2I) the linear half (w3). A dense layer or an expert id out of
+  // range (for expert(): not an FFN expert) is an error naming it.
+  Result<std::vector<float>> gateWeight(uint32_t layer) const;          // [E, H] (kLinear)
   Result<ExpertTensors> expert(uint32_t layer, uint32_t expert) const;  // w1=gate, w3=up, w2=down
+  Result<TwoLayerGateTensors> twoLayerGate(uint32_t layer) const;       // kTwoLayerTanh
+  Result<std::vector<float>> gateResidualMap(uint32_t layer) const;     // [E, E] MoE++ gate_map
+  Result<ConstantExpertTensors> constantExpert(uint32_t layer, uint32_t expert) const;  // MoE++
+  // Yuan attention router: [3E, H], rows [0,E) = mlp.gate.query.weight, [E,2E) = key, [2E,3E) =
+  // value (the order torch.chunk(query_key_value(x), 3) splits in the reference).
+  Result<std::vector<float>> attentionRouter(uint32_t layer) const;
+  // Noisy top-k's W_noise [E, H]: the MoE block's "w_noise.weight" (e.g.
+  // model.layers.{L}.block_sparse_moe.w_noise.weight); any family, present only when written.
+  Result<std::vector<float>> noiseWeight(uint32_t layer) const;
   // Shared expert FFN [Is, H]/[Is, H]/[H, Is] (Qwen2-MoE mlp.shared_expert.*, DeepSeek
   // mlp.shared_experts.*); an error when the model has none.
   Result<ExpertTensors> sharedExpert(uint32_t layer) const;
@@ -113,6 +184,14 @@ struct SyntheticModelSpec {
   uint32_t firstKDenseReplace = 0;      // DeepSeek: first_k_dense_replace
   uint32_t nGroup = 1, topkGroup = 1;   // DeepSeek
   float routedScalingFactor = 1.0f;     // DeepSeek
+  // MoE++ (numExperts counts all N experts, the 4 zero-computation ones included; topK must be 2):
+  uint32_t moeExpertInterval = 1;  // moe_expert_interval
+  bool moeTwoLayerGate = true;     // moe_2layer_gate
+  bool moeMixtralGating = false;   // moe_use_mixtral_gating
+  bool moeFeatureNoMulTopk = false;
+  bool moeLogitsNorm = false;
+  // Any family: also write each MoE layer's w_noise.weight [E, H] for noisy top-k.
+  bool noiseWeights = false;
 };
 Status writeSyntheticCheckpoint(const SyntheticModelSpec& spec, const std::string& dir);
 

@@ -1,5 +1,5 @@
 // Synthetic checkpoints in each supported family's HuggingFace layout (Mixtral, Qwen2/3-MoE, OLMoE,
-// DeepSeek-V2/V3) for tests, benchmarks and the default demo model: the same
+// DeepSeek-V2/V3, MoE++, Yuan 2.0-M32) for tests, benchmarks and the default demo model: the same
 // files a HuggingFace download has (config.json, model.safetensors or shards + index.json), filled
 // with deterministic pseudo-random weights so runs on different machines see identical bytes.
 #include <algorithm>
@@ -28,6 +28,11 @@ namespace fs = std::filesystem;
 
 // Elements are stored with memcpy in host order; safetensors is little-endian.
 static_assert(std::endian::native == std::endian::little, "synthetic writer assumes little-endian");
+
+// Yuan's router weights, times 1/sqrt(H): q and k entries with a std near 1.3 (q_i·k_j spreads by
+// ~1.7), values near 2.
+constexpr float kYuanQueryKeyScale = 2.25f;
+constexpr float kYuanValueScale = 3.5f;
 
 // Refuse absurd specs instead of overflowing or exhausting memory part-way through a write.
 constexpr uint64_t kMaxTensorBytes = 1ull << 40;
@@ -144,6 +149,9 @@ bool lookupFamily(const std::string& modelType, Family& out) {
       {"olmoe", {ModelFamily::kOlmoe, "OlmoeForCausalLM"}},
       {"deepseek_v2", {ModelFamily::kDeepseekV2, "DeepseekV2ForCausalLM"}},
       {"deepseek_v3", {ModelFamily::kDeepseekV3, "DeepseekV3ForCausalLM"}},
+      {"MoE++", {ModelFamily::kMoePlusPlus, "MoEPlusPlusForCausalLM"}},
+      {"moe_plus_plus", {ModelFamily::kMoePlusPlus, "MoEPlusPlusForCausalLM"}},
+      {"yuan", {ModelFamily::kYuan, "YuanForCausalLM"}},
   };
   auto it = kFamilies.find(modelType);
   if (it == kFamilies.end()) return false;
@@ -152,7 +160,8 @@ bool lookupFamily(const std::string& modelType, Family& out) {
 }
 
 // The same MoE-layer rules Checkpoint::open applies to the config.json written here (HF's
-// Qwen2MoeDecoderLayer / DeepseekV2DecoderLayer); moe_layer_freq is always written as 1.
+// Qwen2MoeDecoderLayer / DeepseekV2DecoderLayer / MoE++'s moe_expert_interval); moe_layer_freq is
+// always written as 1.
 std::vector<uint32_t> moeLayersOf(const SyntheticModelSpec& s, ModelFamily f) {
   std::vector<uint32_t> layers;
   for (uint32_t l = 0; l < s.numLayers; ++l) {
@@ -163,6 +172,8 @@ std::vector<uint32_t> moeLayersOf(const SyntheticModelSpec& s, ModelFamily f) {
             (l + 1) % s.decoderSparseStep == 0;
     } else if (isDeepseekFamily(f)) {
       moe = l >= s.firstKDenseReplace;
+    } else if (f == ModelFamily::kMoePlusPlus) {
+      moe = s.moeExpertInterval == 1 || (l + 1) % s.moeExpertInterval == 0;
     }
     if (moe) layers.push_back(l);
   }
@@ -173,6 +184,20 @@ std::vector<uint32_t> moeLayersOf(const SyntheticModelSpec& s, ModelFamily f) {
 Status validateFamily(const SyntheticModelSpec& s, ModelFamily f) {
   if (isQwenFamily(f) && s.decoderSparseStep == 0) {
     return Status::error("synthetic checkpoint: decoder_sparse_step must be > 0");
+  }
+  if (f == ModelFamily::kMoePlusPlus) {
+    if (s.topK != 2) {
+      return Status::error("synthetic checkpoint: MoE++ top-k must be 2 (MOE_TOP_K), not " +
+                           std::to_string(s.topK));
+    }
+    if (s.numExperts <= kMoePlusPlusZeroComputeExperts) {
+      return Status::error("synthetic checkpoint: MoE++ needs at least 5 experts (" +
+                           std::to_string(s.numExperts) +
+                           " given): one FFN expert plus the 4 zero-computation experts");
+    }
+    if (s.moeExpertInterval == 0) {
+      return Status::error("synthetic checkpoint: moe_expert_interval must be > 0");
+    }
   }
   if (isDeepseekFamily(f)) {
     if (s.sharedIntermediateSize % s.intermediateSize != 0) {
@@ -308,8 +333,88 @@ json familyConfig(const SyntheticModelSpec& spec, const Family& fam) {
       c["rope_theta"] = 10000.0;
       c["aux_loss_alpha"] = 0.001;
       break;
+    case ModelFamily::kMoePlusPlus:
+      c.erase("num_experts_per_tok");  // the reference fixes top-2 and has no such key
+      c["intermediate_size"] = spec.intermediateSize;
+      c["num_experts"] = json::array({spec.numExperts});  // a list in MoE++'s own configs
+      c["moe_expert_interval"] = spec.moeExpertInterval;
+      c["moe_2layer_gate"] = spec.moeTwoLayerGate;
+      c["moe_use_mixtral_gating"] = spec.moeMixtralGating;
+      c["moe_use_logits_norm"] = spec.moeLogitsNorm;
+      c["moe_gate_norm_std"] = 1.0;
+      c["moe_feature_no_mul_topk"] = spec.moeFeatureNoMulTopk;
+      c["num_attention_heads"] = 32;
+      c["num_key_value_heads"] = 32;
+      c["vocab_size"] = 32000;
+      c["max_position_embeddings"] = 4096;
+      c["rms_norm_eps"] = 1e-6;
+      c["rope_theta"] = 10000.0;
+      break;
+    case ModelFamily::kYuan:
+      c.erase("num_experts_per_tok");  // Yuan keeps top-k in moe_config
+      c["use_moe"] = true;
+      c["moe_config"] = {
+          {"moe_num_experts", spec.numExperts},
+          {"moe_top_k", spec.topK},
+          {"ffn_hidden_size", spec.intermediateSize},
+          {"router_type", "attn_router"},
+          {"gated_linear_unit", true},
+      };
+      c["intermediate_size"] = spec.intermediateSize;
+      c["num_attention_heads"] = 16;
+      c["vocab_size"] = 135040;
+      c["max_position_embeddings"] = 4096;
+      c["rms_norm_eps"] = 1e-6;
+      break;
   }
   return c;
+}
+
+// One MoE layer's router tensors under `prefix`. Every family's scales aim at logits that spread by
+// O(1) across experts for unit-variance inputs, so the softmax is far from uniform and different
+// tokens pick different experts.
+std::vector<TensorSpec> gateTensors(const SyntheticModelSpec& spec, ModelFamily f,
+                                    const std::string& prefix, float gateScale) {
+  const uint64_t h = spec.hiddenSize;
+  const uint64_t n = spec.numExperts;
+  const float rootH = std::sqrt(static_cast<float>(h));
+  switch (f) {
+    case ModelFamily::kMoePlusPlus: {
+      std::vector<TensorSpec> t;
+      if (spec.moeTwoLayerGate) {
+        // W1 at 1.5/sqrt(H) keeps tanh out of saturation (its outputs have a std near 0.6); W2 at
+        // 3/sqrt(8N) brings the logits back to a std near 1.
+        t.push_back({prefix + "gate.wg.0.weight", {8 * n, h}, 1.5f / rootH});
+        t.push_back({prefix + "gate.wg.2.weight",
+                     {n, 8 * n},
+                     3.0f / std::sqrt(8.0f * static_cast<float>(n))});
+      } else {
+        t.push_back({prefix + "gate.wg.weight", {n, h}, gateScale});
+      }
+      // Wmap·l_prev at 1.2/sqrt(N) moves the logits by about 0.7 std, enough to change top-2
+      // choices, while the map's spectral radius stays near 0.7 so logits do not grow with depth.
+      t.push_back(
+          {prefix + "gate.gate_map.weight", {n, n}, 1.2f / std::sqrt(static_cast<float>(n))});
+      return t;
+    }
+    case ModelFamily::kYuan:
+      // Each expert's logit is an attention-weighted mean of the values: q_i·k_j must spread by
+      // O(1) or the attention is uniform and every expert gets the same logit, and the values
+      // must spread wider than a linear gate's logits since averaging shrinks them.
+      return {{prefix + "gate.query.weight", {n, h}, kYuanQueryKeyScale / rootH},
+              {prefix + "gate.key.weight", {n, h}, kYuanQueryKeyScale / rootH},
+              {prefix + "gate.value.weight", {n, h}, kYuanValueScale / rootH}};
+    default: {
+      std::vector<TensorSpec> t = {{prefix + "gate.weight", {n, h}, gateScale}};
+      if (f == ModelFamily::kDeepseekV3) {
+        // ±0.05 against sigmoid scores spread over roughly (0.2, 0.8): it changes the top-2 of
+        // about a third of tokens on a tiny model, so a router that ignores the bias is caught
+        // while the scores still dominate most choices.
+        t.push_back({prefix + "gate.e_score_correction_bias", {n}, 0.05f});
+      }
+      return t;
+    }
+  }
 }
 
 Status validate(const SyntheticModelSpec& s, size_t numUnits) {
@@ -327,8 +432,9 @@ Status validate(const SyntheticModelSpec& s, size_t numUnits) {
                          " must be between 1 and " + std::to_string(numUnits) +
                          " (one gate or expert per file at most)");
   }
+  // Fused [2I, H] expert weights and MoE++'s [8N, H] gate are the widest tensors.
   const uint64_t biggest = static_cast<uint64_t>(s.hiddenSize) *
-                           std::max<uint64_t>(s.intermediateSize, s.numExperts) *
+                           std::max<uint64_t>(2ull * s.intermediateSize, 8ull * s.numExperts) *
                            dtypeSize(s.dtype);
   if (biggest > kMaxTensorBytes) {
     return Status::error("synthetic checkpoint: a " + std::to_string(biggest) +
@@ -339,15 +445,16 @@ Status validate(const SyntheticModelSpec& s, size_t numUnits) {
 
 }  // namespace
 
-// Only the MoE tensors of the MoE layers are written (router gate, its V3 bias, experts, shared
-// expert): the cluster serves MoE blocks only, and attention/embedding/dense-MLP weights would
-// multiply the size for nothing it reads.
+// Only the MoE tensors of the MoE layers are written (router gate or MoE++/Yuan router tensors, V3
+// bias, optional w_noise, experts, MoE++ constant experts, shared expert): the cluster serves MoE
+// blocks only, and attention/embedding/dense-MLP weights would multiply the size for nothing it
+// reads.
 Status writeSyntheticCheckpoint(const SyntheticModelSpec& spec, const std::string& dir) {
   Family fam{};
   if (!lookupFamily(spec.modelType, fam)) {
     return Status::error("synthetic checkpoint: model_type '" + spec.modelType +
                          "' is not supported (supported: mixtral, qwen2_moe, qwen3_moe, olmoe, "
-                         "deepseek_v2, deepseek_v3)");
+                         "deepseek_v2, deepseek_v3, MoE++ (or moe_plus_plus), yuan)");
   }
   const bool mixtral = fam.id == ModelFamily::kMixtral;
   const uint64_t h = spec.hiddenSize;
@@ -372,25 +479,52 @@ Status writeSyntheticCheckpoint(const SyntheticModelSpec& spec, const std::strin
                                    {p + w2, {h, width}, outScale}};
   };
 
-  // A unit is what stays together in one shard: a layer's gate (and bias), one expert's three
-  // matrices, or the shared expert with its gate.
+  // MoE++ and Yuan fuse w1 and w3 into one [2I, H] matrix; its halves get the same scale.
+  auto fusedFfn = [&](const std::string& p, const char* fused, const char* down) {
+    return std::vector<TensorSpec>{
+        {p + fused, {2 * inter, h}, inScale},
+        {p + down, {h, inter}, 1.0f / std::sqrt(static_cast<float>(inter))}};
+  };
+  const uint32_t numFfnExperts =
+      spec.numExperts - (fam.id == ModelFamily::kMoePlusPlus ? kMoePlusPlusZeroComputeExperts : 0);
+  const char* block = mixtral                               ? ".block_sparse_moe."
+                      : fam.id == ModelFamily::kMoePlusPlus ? ".mlp.moe."
+                                                            : ".mlp.";
+
+  // A unit is what stays together in one shard: a layer's router tensors, one expert's matrices,
+  // or the shared expert with its gate.
   std::vector<std::vector<TensorSpec>> units;
   for (uint32_t l : moeLayersOf(spec, fam.id)) {
-    const std::string prefix =
-        "model.layers." + std::to_string(l) + (mixtral ? ".block_sparse_moe." : ".mlp.");
-    std::vector<TensorSpec> gate = {{prefix + "gate.weight", {spec.numExperts, h}, gateScale}};
-    if (fam.id == ModelFamily::kDeepseekV3) {
-      // ±0.05 against sigmoid scores spread over roughly (0.2, 0.8): it changes the top-2 of
-      // about a third of tokens on a tiny model, so a router that ignores the bias is caught
-      // while the scores still dominate most choices.
-      gate.push_back({prefix + "gate.e_score_correction_bias", {spec.numExperts}, 0.05f});
-    }
+    const std::string prefix = "model.layers." + std::to_string(l) + block;
+    std::vector<TensorSpec> gate = gateTensors(spec, fam.id, prefix, gateScale);
+    // softplus(x·Wnoiseᵀ) near 0.7 ± 0.3: noise of the same order as the logit spread.
+    if (spec.noiseWeights)
+      gate.push_back({prefix + "w_noise.weight", {spec.numExperts, h}, inScale});
     units.push_back(std::move(gate));
-    for (uint32_t e = 0; e < spec.numExperts; ++e) {
-      const std::string ep = prefix + "experts." + std::to_string(e) + ".";
-      units.push_back(
-          mixtral ? ffn(ep, inter, "w1.weight", "w3.weight", "w2.weight")
-                  : ffn(ep, inter, "gate_proj.weight", "up_proj.weight", "down_proj.weight"));
+    // MoE++ keeps its experts in a ModuleList "experts" inside its experts module.
+    auto expertPrefix = [&](uint32_t e) {
+      return prefix + (fam.id == ModelFamily::kMoePlusPlus ? "experts.experts." : "experts.") +
+             std::to_string(e) + ".";
+    };
+    for (uint32_t e = 0; e < numFfnExperts; ++e) {
+      const std::string ep = expertPrefix(e);
+      if (fam.id == ModelFamily::kMoePlusPlus) {
+        units.push_back(fusedFfn(ep, "up_proj.weight", "down_proj.weight"));
+      } else if (fam.id == ModelFamily::kYuan) {
+        units.push_back(fusedFfn(ep, "w1.weight", "w2.weight"));
+      } else {
+        units.push_back(
+            mixtral ? ffn(ep, inter, "w1.weight", "w3.weight", "w2.weight")
+                    : ffn(ep, inter, "gate_proj.weight", "up_proj.weight", "down_proj.weight"));
+      }
+    }
+    if (fam.id == ModelFamily::kMoePlusPlus) {
+      // The two constant experts follow the FFNs; the copy and zero experts have no weights.
+      // Wc at 1/sqrt(H) on the k-scaled input gives softmax logits of std ~1; v is O(1) like x.
+      for (uint32_t e = numFfnExperts; e < numFfnExperts + 2; ++e) {
+        const std::string ep = expertPrefix(e);
+        units.push_back({{ep + "wg.weight", {2, h}, inScale}, {ep + "constant", {h}, 1.0f}});
+      }
     }
     if (shared > 0) {
       const bool qwen2 = fam.id == ModelFamily::kQwen2Moe;

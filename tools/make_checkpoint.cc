@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/checkpoint.h"
@@ -29,10 +30,19 @@ void printUsage(std::FILE* to) {
       "                           [--decoder-sparse-step N] [--mlp-only-layers 0,2]\n"
       "                           [--first-k-dense N] [--n-group N] [--topk-group N]\n"
       "                           [--routed-scaling F]\n"
+      "  MoE++ options:           [--moe-expert-interval N] [--moe-single-layer-gate]\n"
+      "                           [--moe-mixtral-gating] [--moe-feature-no-mul-topk]\n"
+      "                           [--moe-logits-norm]\n"
+      "  any family:              [--noise-weights]\n"
       "Writes DIR/config.json and the MoE weights of every MoE layer (gate, experts, shared\n"
       "expert, DeepSeek-V3 bias). --model-type: mixtral, qwen2_moe, qwen3_moe, olmoe,\n"
-      "deepseek_v2, deepseek_v3. --intermediate is the routed expert width; DeepSeek writes\n"
-      "n_shared_experts = --shared-intermediate / --intermediate.\n"
+      "deepseek_v2, deepseek_v3, MoE++ (or moe_plus_plus), yuan. --intermediate is the routed\n"
+      "expert width; DeepSeek writes n_shared_experts = --shared-intermediate / --intermediate.\n"
+      "MoE++: --experts counts all N experts, the 4 zero-computation ones (2 constant, copy,\n"
+      "zero) included, so it must be at least 5, and --top-k must be 2; it writes the two-layer\n"
+      "gate unless --moe-single-layer-gate. Yuan writes its attention router (moe_config\n"
+      "router_type attn_router). --noise-weights adds each MoE layer's w_noise.weight [E, H].\n"
+      "Switches take no value, or =true|false.\n"
       "defaults: --model-type %s --hidden %u --intermediate %u --experts %u --top-k %u\n"
       "          --layers %u --seed %llu --dtype %s --files %u\n",
       d.modelType.c_str(), d.hiddenSize, d.intermediateSize, d.numExperts, d.topK, d.numLayers,
@@ -81,6 +91,31 @@ std::optional<float> parsePositiveFloat(std::string_view s) {
   return v;
 }
 
+// A MoE layer's parameter count as Checkpoint::open reads the written config back.
+uint64_t paramsPerMoeLayer(const moe::ModelConfig& c, bool noiseWeights) {
+  const uint64_t h = c.hiddenSize;
+  const uint64_t e = c.numExperts;
+  uint64_t n = uint64_t{c.numFfnExperts} * 3 * h * c.intermediateSize;  // fused or not
+  switch (c.gateKind) {
+    case moe::GateKind::kLinear:
+      n += e * h;
+      break;
+    case moe::GateKind::kTwoLayerTanh:
+      n += 8 * e * h + e * 8 * e;
+      break;
+    case moe::GateKind::kAttention:
+      n += 3 * e * h;  // query, key, value
+      break;
+  }
+  if (c.gatingResidual) n += e * e;                                      // MoE++ gate_map
+  if (c.family == moe::ModelFamily::kMoePlusPlus) n += 2 * (2 * h + h);  // constant experts
+  n += 3 * h * c.sharedIntermediateSize;
+  if (c.sharedExpertGated) n += h;
+  if (c.hasScoreCorrectionBias) n += e;
+  if (noiseWeights) n += e * h;
+  return n;
+}
+
 int usageError(const std::string& problem) {
   std::fprintf(stderr, "moe-make-checkpoint: %s\n", problem.c_str());
   printUsage(stderr);
@@ -92,6 +127,22 @@ int usageError(const std::string& problem) {
 int main(int argc, char** argv) {
   moe::SyntheticModelSpec spec;
   std::string out;
+  bool singleLayerGate = false;
+  // Boolean switches: "--flag" alone means true; "--flag=false" is accepted too.
+  const std::pair<std::string_view, bool*> switches[] = {
+      {"--norm-topk-prob", &spec.normTopkProb},
+      {"--moe-single-layer-gate", &singleLayerGate},
+      {"--moe-mixtral-gating", &spec.moeMixtralGating},
+      {"--moe-feature-no-mul-topk", &spec.moeFeatureNoMulTopk},
+      {"--moe-logits-norm", &spec.moeLogitsNorm},
+      {"--noise-weights", &spec.noiseWeights},
+  };
+  auto findSwitch = [&](std::string_view flag) -> bool* {
+    for (const auto& [name, dest] : switches) {
+      if (name == flag) return dest;
+    }
+    return nullptr;
+  };
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
     if (arg == "--help" || arg == "-h") {
@@ -104,7 +155,7 @@ int main(int argc, char** argv) {
     if (auto eq = arg.find('='); arg.starts_with("--") && eq != std::string_view::npos) {
       flag = arg.substr(0, eq);
       value = arg.substr(eq + 1);
-    } else if (flag == "--norm-topk-prob") {
+    } else if (findSwitch(flag)) {
       value = "true";  // a switch: it never takes the next argument as its value
     } else if (i + 1 < argc) {
       value = argv[i + 1];
@@ -143,10 +194,14 @@ int main(int argc, char** argv) {
       // Checked here too so a typo is a usage error (status 2) like any other bad value.
       ok = spec.modelType == "mixtral" || spec.modelType == "qwen2_moe" ||
            spec.modelType == "qwen3_moe" || spec.modelType == "olmoe" ||
-           spec.modelType == "deepseek_v2" || spec.modelType == "deepseek_v3";
-    } else if (flag == "--norm-topk-prob") {
+           spec.modelType == "deepseek_v2" || spec.modelType == "deepseek_v3" ||
+           spec.modelType == "MoE++" || spec.modelType == "moe_plus_plus" ||
+           spec.modelType == "yuan";
+    } else if (bool* dest = findSwitch(flag)) {
       ok = *value == "true" || *value == "false";
-      spec.normTopkProb = *value == "true";
+      *dest = *value == "true";
+    } else if (flag == "--moe-expert-interval") {
+      ok = setU32(spec.moeExpertInterval) && spec.moeExpertInterval > 0;
     } else if (flag == "--shared-intermediate") {
       ok = setU32(spec.sharedIntermediateSize);
     } else if (flag == "--decoder-sparse-step") {
@@ -179,6 +234,13 @@ int main(int argc, char** argv) {
       spec.numLayers == 0 || spec.numFiles == 0 || spec.topK == 0 || spec.topK > spec.numExperts) {
     return usageError("sizes must be positive and --top-k at most --experts");
   }
+  spec.moeTwoLayerGate = !singleLayerGate;
+  if ((spec.modelType == "MoE++" || spec.modelType == "moe_plus_plus") &&
+      (spec.topK != 2 || spec.numExperts < 5)) {
+    return usageError(
+        "MoE++ needs --top-k 2 and --experts at least 5 (the last 4 experts are "
+        "its zero-computation experts)");
+  }
 
   moe::Status s = moe::writeSyntheticCheckpoint(spec, out);
   if (!s) {
@@ -195,13 +257,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   const moe::ModelConfig& c = ckpt.value()->config();
-  const uint64_t h = c.hiddenSize;
-  const uint64_t e = c.numExperts;
-  uint64_t perLayer = e * h + e * 3 * h * c.intermediateSize;
-  perLayer += 3 * h * c.sharedIntermediateSize;
-  if (c.sharedExpertGated) perLayer += h;
-  if (c.hasScoreCorrectionBias) perLayer += e;
-  const uint64_t params = uint64_t{c.moeLayers.size()} * perLayer;
+  const uint64_t params = uint64_t{c.moeLayers.size()} * paramsPerMoeLayer(c, spec.noiseWeights);
   const uint64_t bytes = params * moe::dtypeSize(spec.dtype);
   std::printf(
       "wrote %s: %s hidden=%u intermediate=%u experts=%u top-k=%u layers=%u (%zu MoE) "

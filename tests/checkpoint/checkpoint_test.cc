@@ -1,7 +1,7 @@
 // Checkpoint directory tests on tiny synthetic models: the generator's determinism and value
 // ranges, single-file vs sharded layouts, each config.json / weight error naming its cause, and
-// for every other family (Qwen2/3-MoE, OLMoE, DeepSeek-V2/V3) its config keys, MoE-layer rule and
-// tensor names.
+// for every other family (Qwen2/3-MoE, OLMoE, DeepSeek-V2/V3, MoE++, Yuan 2.0-M32) its config keys,
+// MoE-layer rule and tensor names.
 #include "common/checkpoint.h"
 
 #include <gtest/gtest.h>
@@ -10,6 +10,7 @@
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <set>
 #include <string>
 #include <vector>
@@ -75,6 +76,19 @@ class CheckpointTest : public test::TempDirTest {
     json config = json::parse(readFile(d + "/config.json"));
     edit(config);
     writeFile(d + "/config.json", config.dump(2));
+  }
+
+  // Applies `edit` to DIR/config.json, expects open() to fail naming config.json and `want`, then
+  // restores the file.
+  template <typename Edit>
+  void expectConfigError(const std::string& d, Edit edit, const std::string& want) {
+    const std::string cfg = d + "/config.json";
+    const std::string saved = readFile(cfg);
+    editConfig(d, edit);
+    std::string e = openError(d);
+    EXPECT_TRUE(contains(e, cfg + ": ")) << e;
+    EXPECT_TRUE(contains(e, want)) << e;
+    writeFile(cfg, saved);
   }
 
   // Rewrites a safetensors file without tensor `drop`, the way a broken conversion script would.
@@ -301,7 +315,8 @@ TEST_F(CheckpointTest, UnsupportedModelType) {
   EXPECT_TRUE(contains(e, d + "/config.json")) << e;
   EXPECT_TRUE(contains(e,
                        "model_type 'llama' is not supported (supported: mixtral, qwen2_moe, "
-                       "qwen3_moe, olmoe, deepseek_v2, deepseek_v3)"))
+                       "qwen3_moe, olmoe, deepseek_v2, deepseek_v3, MoE++ (or moe_plus_plus), "
+                       "yuan)"))
       << e;
 }
 
@@ -828,15 +843,7 @@ TEST_F(CheckpointTest, DeepseekConfigErrorsNameTheKeys) {
   spec.nGroup = 4;
   spec.topkGroup = 2;
   const std::string d = make(spec);
-  const std::string cfg = d + "/config.json";
-  auto expectError = [&](auto edit, const std::string& want) {
-    json saved = json::parse(readFile(cfg));
-    editConfig(d, edit);
-    std::string e = openError(d);
-    EXPECT_TRUE(contains(e, cfg)) << e;
-    EXPECT_TRUE(contains(e, want)) << e;
-    writeFile(cfg, saved.dump(2));
-  };
+  auto expectError = [&](auto edit, const std::string& want) { expectConfigError(d, edit, want); };
   expectError([](json& c) { c["n_group"] = 3; }, "n_group 3 must divide n_routed_experts (8)");
   expectError([](json& c) { c["topk_group"] = 5; }, "topk_group 5 must be at most n_group (4)");
   expectError([](json& c) { c["n_group"] = 0; }, "key 'n_group' must be a positive integer");
@@ -912,6 +919,501 @@ TEST_F(CheckpointTest, FamilyGeneratorRejectsBadSpecs) {
   s = familySpec("qwen3_moe");
   s.decoderSparseStep = 0;
   expectReject(s, "decoder_sparse_step");
+}
+
+// ---- MoE++ and Yuan 2.0-M32 ---------------------------------------------------------------------
+
+const std::string kMoePP1 = "model.layers.1.mlp.moe.";
+
+// The fused [2I, H] weight split into w1 (rows [0, I)) and w3 (rows [I, 2I)), w2 as stored.
+void expectFusedSplit(const Checkpoint& ckpt, uint32_t layer, uint32_t e, const std::string& fused,
+                      const std::string& down) {
+  const ModelConfig& c = ckpt.config();
+  const uint64_t half = uint64_t{c.intermediateSize} * c.hiddenSize;
+  auto raw = ckpt.loadF32(fused, {2 * uint64_t{c.intermediateSize}, c.hiddenSize});
+  ASSERT_TRUE(raw) << raw.error();
+  auto rawDown = ckpt.loadF32(down, {c.hiddenSize, c.intermediateSize});
+  ASSERT_TRUE(rawDown) << rawDown.error();
+  auto ex = ckpt.expert(layer, e);
+  ASSERT_TRUE(ex) << ex.error();
+  const auto mid = raw.value().begin() + static_cast<std::ptrdiff_t>(half);
+  EXPECT_EQ(ex.value().w1, std::vector<float>(raw.value().begin(), mid)) << fused;
+  EXPECT_EQ(ex.value().w3, std::vector<float>(mid, raw.value().end())) << fused;
+  EXPECT_EQ(ex.value().w2, rawDown.value()) << down;
+}
+
+SyntheticModelSpec moePlusPlusSpec() {
+  SyntheticModelSpec s = familySpec("MoE++", 10, 4);  // 6 FFN experts + 4 zero-computation
+  s.moeExpertInterval = 2;
+  return s;
+}
+
+TEST_F(CheckpointTest, MoePlusPlusConfigAndTensors) {
+  SyntheticModelSpec spec = moePlusPlusSpec();
+  spec.noiseWeights = true;
+  const std::string d = make(spec);
+  json config = json::parse(readFile(d + "/config.json"));
+  EXPECT_EQ(config["model_type"], "MoE++");
+  EXPECT_EQ(config["num_experts"], json::array({10}));
+  EXPECT_EQ(config["moe_expert_interval"], 2);
+  EXPECT_EQ(config["moe_2layer_gate"], true);
+  EXPECT_FALSE(config.contains("num_experts_per_tok"));
+
+  auto ckpt = openOk(d);
+  ASSERT_NE(ckpt, nullptr);
+  const ModelConfig& c = ckpt->config();
+  EXPECT_EQ(c.family, ModelFamily::kMoePlusPlus);
+  EXPECT_EQ(c.hiddenSize, 16u);
+  EXPECT_EQ(c.intermediateSize, 24u);
+  EXPECT_EQ(c.numExperts, 10u);
+  EXPECT_EQ(c.numFfnExperts, 6u);
+  EXPECT_EQ(c.topK, 2u);
+  EXPECT_EQ(c.numLayers, 4u);
+  // (layer + 1) % moe_expert_interval == 0.
+  EXPECT_EQ(c.moeLayers, (std::vector<uint32_t>{1, 3}));
+  EXPECT_TRUE(c.normTopkProb);
+  EXPECT_TRUE(c.gatingResidual);
+  EXPECT_EQ(c.gateKind, GateKind::kTwoLayerTanh);
+  EXPECT_FALSE(c.moeMixtralGating);
+  EXPECT_FALSE(c.moeLogitsNorm);
+  EXPECT_FALSE(c.moeFeatureNoMulTopk);
+  EXPECT_FLOAT_EQ(c.moeGateNormStd, 1.0f);
+  EXPECT_FLOAT_EQ(c.expertInputScale(), 2.0f);
+  EXPECT_EQ(c.expertKind(5), ExpertKind::kFfn);
+  EXPECT_EQ(c.expertKind(6), ExpertKind::kConstant);
+  EXPECT_EQ(c.expertKind(7), ExpertKind::kConstant);
+  EXPECT_EQ(c.expertKind(8), ExpertKind::kCopy);
+  EXPECT_EQ(c.expertKind(9), ExpertKind::kZero);
+
+  // Per MoE layer: wg.0, wg.2, gate_map, w_noise; 6 × (up_proj, down_proj); 2 × (wg, constant).
+  auto names = tensorNames(d + "/model.safetensors");
+  EXPECT_EQ(names.size(), 2u * (4 + 6 * 2 + 2 * 2));
+  EXPECT_TRUE(names.count(kMoePP1 + "experts.experts.5.up_proj.weight"));
+  EXPECT_TRUE(names.count(kMoePP1 + "experts.experts.7.constant"));
+  EXPECT_FALSE(names.count(kMoePP1 + "experts.experts.8.wg.weight"));  // copy: no weights
+  EXPECT_FALSE(names.count("model.layers.0.mlp.moe.gate.gate_map.weight"));
+
+  for (uint32_t l : c.moeLayers) {
+    const std::string p = "model.layers." + std::to_string(l) + ".mlp.moe.";
+    auto gate = ckpt->twoLayerGate(l);
+    ASSERT_TRUE(gate) << gate.error();
+    EXPECT_EQ(gate.value().w1.size(), 80u * 16);
+    EXPECT_EQ(gate.value().w2.size(), 10u * 80);
+    auto map = ckpt->gateResidualMap(l);
+    ASSERT_TRUE(map) << map.error();
+    EXPECT_EQ(map.value().size(), 10u * 10);
+    auto noise = ckpt->noiseWeight(l);
+    ASSERT_TRUE(noise) << noise.error();
+    EXPECT_EQ(noise.value().size(), 10u * 16);
+    for (uint32_t e = 0; e < c.numFfnExperts; ++e) {
+      const std::string ep = p + "experts.experts." + std::to_string(e) + ".";
+      expectFusedSplit(*ckpt, l, e, ep + "up_proj.weight", ep + "down_proj.weight");
+    }
+    for (uint32_t e : {6u, 7u}) {
+      auto k = ckpt->constantExpert(l, e);
+      ASSERT_TRUE(k) << k.error();
+      EXPECT_EQ(k.value().wc.size(), 2u * 16);
+      EXPECT_EQ(k.value().v.size(), 16u);
+    }
+  }
+
+  // Zero-computation experts are not FFNs; constantExpert() takes only the constant ones.
+  for (auto [e, kind] : {std::pair{6u, "a constant"}, {8u, "the copy"}, {9u, "the zero"}}) {
+    auto ex = ckpt->expert(1, e);
+    ASSERT_FALSE(ex);
+    EXPECT_TRUE(contains(ex.error(),
+                         "expert " + std::to_string(e) + " of " + d + " is " + kind + " expert"))
+        << ex.error();
+    EXPECT_TRUE(contains(ex.error(), "not an FFN (FFN experts are 0..5)")) << ex.error();
+  }
+  EXPECT_TRUE(contains(ckpt->expert(1, 10).error(), "has 10 experts (num_experts)"));
+  for (uint32_t e : {5u, 8u, 9u}) {
+    auto k = ckpt->constantExpert(1, e);
+    ASSERT_FALSE(k);
+    EXPECT_TRUE(contains(k.error(), "not a constant expert (those are 6 and 7)")) << k.error();
+  }
+  EXPECT_TRUE(contains(ckpt->constantExpert(1, 10).error(), "out of range"));
+  EXPECT_EQ(ckpt->gateWeight(1).error(),
+            d + ": model_type 'MoE++' has a two-layer gate, not a linear gate (moe_2layer_gate)");
+  EXPECT_TRUE(contains(ckpt->attentionRouter(1).error(), "has no attention router"));
+  EXPECT_TRUE(contains(ckpt->twoLayerGate(0).error(), "layer 0 is a dense layer"));
+  EXPECT_TRUE(contains(ckpt->noiseWeight(2).error(), "layer 2 is a dense layer"));
+  EXPECT_FALSE(ckpt->sharedExpert(1));
+  EXPECT_FALSE(ckpt->scoreCorrectionBias(1));
+
+  // Defaults (configuration_moe_plus_plus.py), num_experts as a plain integer, the snake_case
+  // alias, and the option keys.
+  editConfig(d, [](json& c) {
+    for (const char* k : {"moe_expert_interval", "moe_2layer_gate", "moe_use_mixtral_gating",
+                          "moe_use_logits_norm", "moe_gate_norm_std", "moe_feature_no_mul_topk"}) {
+      c.erase(k);
+    }
+    c["num_experts"] = 10;
+    c["num_experts_per_tok"] = 2;
+    c["model_type"] = "moe_plus_plus";
+  });
+  auto defaults = openOk(d);
+  ASSERT_NE(defaults, nullptr);
+  EXPECT_EQ(defaults->config().family, ModelFamily::kMoePlusPlus);
+  EXPECT_EQ(defaults->config().numExperts, 10u);
+  EXPECT_EQ(defaults->config().moeLayers, (std::vector<uint32_t>{0, 1, 2, 3}));
+  EXPECT_EQ(defaults->config().gateKind, GateKind::kTwoLayerTanh);
+  editConfig(d, [](json& c) {
+    c["moe_use_mixtral_gating"] = true;
+    c["moe_use_logits_norm"] = true;
+    c["moe_gate_norm_std"] = 0.5;
+    c["moe_feature_no_mul_topk"] = true;
+  });
+  auto options = openOk(d);
+  ASSERT_NE(options, nullptr);
+  EXPECT_TRUE(options->config().moeMixtralGating);
+  EXPECT_TRUE(options->config().moeLogitsNorm);
+  EXPECT_FLOAT_EQ(options->config().moeGateNormStd, 0.5f);
+  EXPECT_TRUE(options->config().moeFeatureNoMulTopk);
+  EXPECT_FLOAT_EQ(options->config().expertInputScale(), 1.0f);
+}
+
+TEST_F(CheckpointTest, MoePlusPlusSingleLayerGate) {
+  SyntheticModelSpec spec = moePlusPlusSpec();
+  spec.moeTwoLayerGate = false;
+  const std::string d = make(spec);
+  auto ckpt = openOk(d);
+  ASSERT_NE(ckpt, nullptr);
+  EXPECT_EQ(ckpt->config().gateKind, GateKind::kLinear);
+  auto names = tensorNames(d + "/model.safetensors");
+  EXPECT_TRUE(names.count(kMoePP1 + "gate.wg.weight"));
+  EXPECT_FALSE(names.count(kMoePP1 + "gate.wg.0.weight"));
+  auto gate = ckpt->gateWeight(1);
+  ASSERT_TRUE(gate) << gate.error();
+  EXPECT_EQ(gate.value().size(), 10u * 16);
+  EXPECT_TRUE(ckpt->gateResidualMap(3));
+  EXPECT_TRUE(
+      contains(ckpt->twoLayerGate(1).error(), "has no two-layer gate (moe_2layer_gate is false)"));
+  // No w_noise written unless asked for.
+  EXPECT_EQ(ckpt->noiseWeight(1).error(), "tensor " + kMoePP1 + "w_noise.weight missing from " + d);
+}
+
+TEST_F(CheckpointTest, MoePlusPlusConfigErrorsNameTheKeys) {
+  const std::string d = make(moePlusPlusSpec());
+  auto expectError = [&](auto edit, const std::string& want) { expectConfigError(d, edit, want); };
+  expectError([](json& c) { c["num_experts"] = json::array({4}); },
+              "key 'num_experts' is 4: MoE++ needs at least 5 experts");
+  expectError([](json& c) { c["num_experts"] = 4; }, "key 'num_experts' is 4");
+  expectError([](json& c) { c["num_experts"] = json::array(); },
+              "key 'num_experts' must be a positive integer or a list starting with one");
+  expectError([](json& c) { c["num_experts"] = "32"; }, "key 'num_experts' must be a positive");
+  expectError([](json& c) { c.erase("num_experts"); }, "key 'num_experts' missing");
+  expectError([](json& c) { c["num_experts_per_tok"] = 3; },
+              "key 'num_experts_per_tok' is 3: MoE++ routes every token to exactly 2 experts");
+  expectError([](json& c) { c["moe_expert_interval"] = 0; },
+              "key 'moe_expert_interval' must be a positive integer");
+  expectError([](json& c) { c["moe_expert_interval"] = 5; }, "no MoE layers among the 4 layers");
+  expectError([](json& c) { c["moe_2layer_gate"] = "yes"; },
+              "key 'moe_2layer_gate' must be true or false");
+  expectError([](json& c) { c["moe_gate_norm_std"] = 0; },
+              "key 'moe_gate_norm_std' must be a positive number");
+  expectError([](json& c) { c.erase("intermediate_size"); }, "key 'intermediate_size' missing");
+  EXPECT_NE(openOk(d), nullptr);  // every edit was undone
+}
+
+SyntheticModelSpec yuanSpec() {
+  return familySpec("yuan", 8, 2);
+}
+
+TEST_F(CheckpointTest, YuanConfigAndTensors) {
+  const std::string d = make(yuanSpec());
+  json config = json::parse(readFile(d + "/config.json"));
+  EXPECT_EQ(config["architectures"], json::array({"YuanForCausalLM"}));
+  EXPECT_EQ(config["use_moe"], true);
+  EXPECT_EQ(config["moe_config"]["moe_num_experts"], 8);
+  EXPECT_EQ(config["moe_config"]["moe_top_k"], 2);
+  EXPECT_EQ(config["moe_config"]["ffn_hidden_size"], 24);
+  EXPECT_EQ(config["moe_config"]["router_type"], "attn_router");
+
+  auto ckpt = openOk(d);
+  ASSERT_NE(ckpt, nullptr);
+  const ModelConfig& c = ckpt->config();
+  EXPECT_EQ(c.family, ModelFamily::kYuan);
+  EXPECT_EQ(c.gateKind, GateKind::kAttention);
+  EXPECT_EQ(c.numExperts, 8u);
+  EXPECT_EQ(c.numFfnExperts, 8u);
+  EXPECT_EQ(c.topK, 2u);
+  EXPECT_EQ(c.intermediateSize, 24u);
+  EXPECT_EQ(c.moeLayers, (std::vector<uint32_t>{0, 1}));
+  EXPECT_TRUE(c.normTopkProb);
+  EXPECT_FALSE(c.gatingResidual);
+  EXPECT_FLOAT_EQ(c.expertInputScale(), 1.0f);
+  EXPECT_EQ(c.expertKind(7), ExpertKind::kFfn);
+
+  // Per layer: query, key, value; 8 × (w1, w2).
+  EXPECT_EQ(tensorNames(d + "/model.safetensors").size(), 2u * (3 + 8 * 2));
+  for (uint32_t l : c.moeLayers) {
+    const std::string p = "model.layers." + std::to_string(l) + ".mlp.";
+    auto qkv = ckpt->attentionRouter(l);
+    ASSERT_TRUE(qkv) << qkv.error();
+    ASSERT_EQ(qkv.value().size(), 3u * 8 * 16);
+    std::vector<float> expected;
+    for (const char* part : {"query", "key", "value"}) {
+      auto w = ckpt->loadF32(p + "gate." + part + ".weight", {8, 16});
+      ASSERT_TRUE(w) << w.error();
+      expected.insert(expected.end(), w.value().begin(), w.value().end());
+    }
+    EXPECT_EQ(qkv.value(), expected);
+    for (uint32_t e = 0; e < c.numExperts; ++e) {
+      const std::string ep = p + "experts." + std::to_string(e) + ".";
+      expectFusedSplit(*ckpt, l, e, ep + "w1.weight", ep + "w2.weight");
+    }
+  }
+
+  EXPECT_EQ(ckpt->gateWeight(0).error(),
+            d + ": model_type 'yuan' has an attention router, not a linear gate");
+  EXPECT_TRUE(contains(ckpt->twoLayerGate(0).error(), "has no two-layer gate (only MoE++"));
+  EXPECT_TRUE(contains(ckpt->gateResidualMap(0).error(), "has no gate.gate_map"));
+  EXPECT_TRUE(contains(ckpt->constantExpert(0, 0).error(), "has no constant experts"));
+  EXPECT_TRUE(contains(ckpt->expert(0, 8).error(), "has 8 experts (moe_config.moe_num_experts)"));
+  EXPECT_TRUE(contains(ckpt->attentionRouter(2).error(), "layer 2 is not a MoE layer"));
+  EXPECT_EQ(ckpt->noiseWeight(0).error(),
+            "tensor model.layers.0.mlp.w_noise.weight missing from " + d);
+}
+
+TEST_F(CheckpointTest, YuanConfigErrorsNameTheKeys) {
+  const std::string d = make(yuanSpec());
+  auto expectError = [&](auto edit, const std::string& want) { expectConfigError(d, edit, want); };
+  expectError([](json& c) { c["moe_config"]["router_type"] = "linear"; },
+              "key 'moe_config.router_type' must be \"attn_router\" (got \"linear\"): only "
+              "Yuan's attention router is supported");
+  expectError([](json& c) { c["moe_config"].erase("router_type"); },
+              "key 'moe_config.router_type' must be \"attn_router\" (got nothing)");
+  expectError([](json& c) { c["use_moe"] = false; }, "key 'use_moe' is false or missing");
+  expectError([](json& c) { c.erase("use_moe"); },
+              "key 'use_moe' is false or missing: this yuan model is a dense model");
+  expectError([](json& c) { c.erase("moe_config"); }, "key 'moe_config' missing");
+  expectError([](json& c) { c["moe_config"] = 8; }, "key 'moe_config' must be a JSON object");
+  expectError([](json& c) { c["moe_config"]["moe_top_k"] = 9; },
+              "moe_config.moe_top_k 9 must be between 1 and moe_config.moe_num_experts (8)");
+  expectError([](json& c) { c["moe_config"]["moe_num_experts"] = 0; },
+              "key 'moe_config.moe_num_experts' must be a positive integer");
+  expectError([](json& c) { c["moe_config"].erase("ffn_hidden_size"); },
+              "key 'moe_config.ffn_hidden_size' missing");
+  EXPECT_NE(openOk(d), nullptr);
+}
+
+// A missing or mis-shaped tensor of the new kinds is named in the error when it is asked for.
+TEST_F(CheckpointTest, MoePlusPlusAndYuanTensorErrorsNameTheTensor) {
+  const std::string m = make(moePlusPlusSpec(), "moepp");
+  const std::string dropped = kMoePP1 + "experts.experts.7.constant";
+  rewriteWithout(m + "/model.safetensors", dropped);
+  rewriteWithout(m + "/model.safetensors", kMoePP1 + "gate.gate_map.weight");
+  auto ckpt = openOk(m);
+  ASSERT_NE(ckpt, nullptr);
+  EXPECT_TRUE(ckpt->constantExpert(1, 6));
+  EXPECT_EQ(ckpt->constantExpert(1, 7).error(), "tensor " + dropped + " missing from " + m);
+  EXPECT_EQ(ckpt->gateResidualMap(1).error(),
+            "tensor " + kMoePP1 + "gate.gate_map.weight missing from " + m);
+  EXPECT_TRUE(ckpt->gateResidualMap(3));
+
+  editConfig(m, [](json& c) { c["intermediate_size"] = 32; });
+  auto wide = openOk(m);
+  ASSERT_NE(wide, nullptr);
+  EXPECT_EQ(wide->expert(3, 0).error(),
+            "tensor model.layers.3.mlp.moe.experts.experts.0.up_proj.weight: shape [64,16] "
+            "expected from config.json, file " +
+                m + "/model.safetensors has [48,16]");
+  editConfig(m, [](json& c) { c["num_experts"] = json::array({12}); });
+  EXPECT_TRUE(contains(openOk(m)->twoLayerGate(3).error(),
+                       "tensor model.layers.3.mlp.moe.gate.wg.0.weight: shape [96,16] expected"));
+
+  const std::string y = make(yuanSpec(), "yuan");
+  rewriteWithout(y + "/model.safetensors", "model.layers.1.mlp.gate.value.weight");
+  editConfig(y, [](json& c) { c["moe_config"]["ffn_hidden_size"] = 20; });
+  auto yuan = openOk(y);
+  ASSERT_NE(yuan, nullptr);
+  EXPECT_EQ(yuan->attentionRouter(1).error(),
+            "tensor model.layers.1.mlp.gate.value.weight missing from " + y);
+  EXPECT_TRUE(yuan->attentionRouter(0));
+  EXPECT_TRUE(contains(yuan->expert(0, 2).error(),
+                       "tensor model.layers.0.mlp.experts.2.w1.weight: shape [40,16] expected"))
+      << yuan->expert(0, 2).error();
+}
+
+TEST_F(CheckpointTest, NoiseWeightsForEveryFamily) {
+  for (const char* type : {"mixtral", "qwen2_moe", "deepseek_v3", "MoE++", "yuan"}) {
+    SCOPED_TRACE(type);
+    SyntheticModelSpec spec = familySpec(type, 8);
+    spec.noiseWeights = true;
+    const std::string d = make(spec, type == std::string("MoE++") ? "moepp" : type);
+    auto ckpt = openOk(d);
+    ASSERT_NE(ckpt, nullptr);
+    const char* block = type == std::string("mixtral") ? ".block_sparse_moe."
+                        : type == std::string("MoE++") ? ".mlp.moe."
+                                                       : ".mlp.";
+    for (uint32_t l : ckpt->config().moeLayers) {
+      auto noise = ckpt->noiseWeight(l);
+      ASSERT_TRUE(noise) << noise.error();
+      auto raw =
+          ckpt->loadF32("model.layers." + std::to_string(l) + block + "w_noise.weight", {8, 16});
+      ASSERT_TRUE(raw) << raw.error();
+      EXPECT_EQ(noise.value(), raw.value());
+    }
+  }
+}
+
+TEST_F(CheckpointTest, MoePlusPlusAndYuanGeneratorDeterministicShardedDTypes) {
+  for (SyntheticModelSpec spec : {moePlusPlusSpec(), yuanSpec()}) {
+    SCOPED_TRACE(spec.modelType);
+    const std::string t = spec.modelType == "yuan" ? "yuan" : "moepp";
+    spec.dtype = DType::kBF16;
+    spec.noiseWeights = true;
+    const std::string a = make(spec, t + "-a");
+    const std::string b = make(spec, t + "-b");
+    EXPECT_EQ(readFile(a + "/model.safetensors"), readFile(b + "/model.safetensors"));
+    EXPECT_EQ(readFile(a + "/config.json"), readFile(b + "/config.json"));
+    EXPECT_EQ(json::parse(readFile(a + "/config.json"))["torch_dtype"], "bfloat16");
+    spec.numFiles = 3;
+    const std::string sharded = make(spec, t + "-s");
+    EXPECT_TRUE(fs::exists(sharded + "/model-00003-of-00003.safetensors"));
+    auto one = openOk(a);
+    auto three = openOk(sharded);
+    ASSERT_TRUE(one && three);
+    const uint32_t lastFfn = one->config().numFfnExperts - 1;
+    for (uint32_t l : one->config().moeLayers) {
+      EXPECT_EQ(one->expert(l, lastFfn).value().w3, three->expert(l, lastFfn).value().w3);
+      EXPECT_EQ(one->noiseWeight(l).value(), three->noiseWeight(l).value());
+      if (spec.modelType == "yuan") {
+        EXPECT_EQ(one->attentionRouter(l).value(), three->attentionRouter(l).value());
+      } else {
+        EXPECT_EQ(one->twoLayerGate(l).value().w2, three->twoLayerGate(l).value().w2);
+        EXPECT_EQ(one->constantExpert(l, 7).value().v, three->constantExpert(l, 7).value().v);
+      }
+    }
+  }
+}
+
+TEST_F(CheckpointTest, MoePlusPlusGeneratorRejectsBadSpecs) {
+  auto expectReject = [&](const SyntheticModelSpec& s, const std::string& want) {
+    Status st = writeSyntheticCheckpoint(s, path("bad"));
+    EXPECT_FALSE(st);
+    EXPECT_TRUE(contains(st.message(), want)) << st.message();
+  };
+  SyntheticModelSpec s = moePlusPlusSpec();
+  s.topK = 3;
+  expectReject(s, "MoE++ top-k must be 2");
+  s = familySpec("MoE++", 4);
+  expectReject(s, "MoE++ needs at least 5 experts (4 given)");
+  s = moePlusPlusSpec();
+  s.moeExpertInterval = 0;
+  expectReject(s, "moe_expert_interval must be > 0");
+  s = moePlusPlusSpec();
+  s.moeExpertInterval = 5;  // 4 layers
+  expectReject(s, "no MoE layer");
+}
+
+// ---- Synthetic routing is non-degenerate for the new routers (hidden 64, N(0,1) tokens) --------
+
+std::vector<float> normalTokens(uint32_t count, uint32_t h) {
+  std::mt19937_64 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(size_t{count} * h);
+  for (float& v : x) v = normal(rng);
+  return x;
+}
+
+// out[r] = Σ_c w[r, c] · x[c] for a row-major [rows, x.size()] matrix.
+std::vector<float> matVec(const std::vector<float>& w, const float* x, size_t cols) {
+  std::vector<float> out(w.size() / cols, 0.0f);
+  for (size_t r = 0; r < out.size(); ++r) {
+    for (size_t c = 0; c < cols; ++c) out[r] += w[r * cols + c] * x[c];
+  }
+  return out;
+}
+
+// The two largest entries, as DESIGN §6's top-2 of softmax (monotone in the logits) picks them.
+std::pair<int, int> top2(const std::vector<float>& v) {
+  std::vector<int> idx(v.size());
+  for (size_t i = 0; i < idx.size(); ++i) idx[i] = static_cast<int>(i);
+  std::partial_sort(idx.begin(), idx.begin() + 2, idx.end(),
+                    [&](int a, int b) { return v[a] > v[b]; });
+  return {idx[0], idx[1]};
+}
+
+TEST_F(CheckpointTest, MoePlusPlusSyntheticRoutingUsesEveryExpertKind) {
+  SyntheticModelSpec spec = familySpec("MoE++", 10, 2);
+  spec.hiddenSize = 64;
+  auto ckpt = openOk(make(spec));
+  ASSERT_NE(ckpt, nullptr);
+  const uint32_t T = 512, H = 64, N = 10;
+  const std::vector<float> x = normalTokens(T, H);
+  std::vector<std::vector<float>> prev(T);  // layer 0's logits, the gate_map input of layer 1
+  for (uint32_t l : {0u, 1u}) {
+    auto gate = ckpt->twoLayerGate(l).value();
+    auto map = ckpt->gateResidualMap(l).value();
+    std::vector<int> picked(N, 0);
+    int zeroCompute = 0, mapChanged = 0;
+    float spread = 0;
+    for (uint32_t t = 0; t < T; ++t) {
+      std::vector<float> hidden = matVec(gate.w1, &x[size_t{t} * H], H);
+      for (float& v : hidden) v = std::tanh(v);
+      std::vector<float> logits = matVec(gate.w2, hidden.data(), 8 * N);
+      const auto plain = top2(logits);
+      if (l == 1) {
+        const std::vector<float> residual = matVec(map, prev[t].data(), N);
+        for (uint32_t e = 0; e < N; ++e) logits[e] += residual[e];
+        mapChanged += top2(logits) != plain;
+      }
+      const auto [a, b] = top2(logits);
+      ++picked[a];
+      ++picked[b];
+      zeroCompute += (a >= 6) + (b >= 6);
+      spread += *std::max_element(logits.begin(), logits.end()) -
+                *std::min_element(logits.begin(), logits.end());
+      prev[t] = logits;
+    }
+    SCOPED_TRACE("layer " + std::to_string(l));
+    // 4 of 10 experts are zero-computation: with unbiased weights about 40% of the 2T picks land
+    // there; demand a quarter.
+    EXPECT_GT(zeroCompute, static_cast<int>(2 * T / 4)) << zeroCompute;
+    for (uint32_t e = 0; e < N; ++e) EXPECT_GT(picked[e], static_cast<int>(T / 50)) << e;
+    EXPECT_GT(spread / T, 1.5f);
+    EXPECT_LT(spread / T, 10.0f);
+    if (l == 1) {
+      EXPECT_GT(mapChanged, static_cast<int>(T / 10)) << mapChanged;
+    }
+  }
+}
+
+TEST_F(CheckpointTest, YuanSyntheticRoutingSpreadsAcrossExperts) {
+  SyntheticModelSpec spec = familySpec("yuan", 8, 1);
+  spec.hiddenSize = 64;
+  auto ckpt = openOk(make(spec));
+  ASSERT_NE(ckpt, nullptr);
+  const uint32_t T = 512, H = 64, N = 8;
+  const std::vector<float> x = normalTokens(T, H);
+  auto qkvW = ckpt->attentionRouter(0).value();
+  std::vector<int> picked(N, 0);
+  float spread = 0;
+  for (uint32_t t = 0; t < T; ++t) {
+    const std::vector<float> qkv = matVec(qkvW, &x[size_t{t} * H], H);
+    std::vector<float> logits(N);
+    for (uint32_t i = 0; i < N; ++i) {
+      // l_i = Σ_j softmax_j(q_i·k_j)·v_j (DESIGN §6, no 1/√d).
+      float maxS = -INFINITY, den = 0, num = 0;
+      for (uint32_t j = 0; j < N; ++j) maxS = std::max(maxS, qkv[i] * qkv[N + j]);
+      for (uint32_t j = 0; j < N; ++j) {
+        const float w = std::exp(qkv[i] * qkv[N + j] - maxS);
+        den += w;
+        num += w * qkv[2 * N + j];
+      }
+      logits[i] = num / den;
+    }
+    const auto [a, b] = top2(logits);
+    ++picked[a];
+    ++picked[b];
+    spread += *std::max_element(logits.begin(), logits.end()) -
+              *std::min_element(logits.begin(), logits.end());
+  }
+  for (uint32_t e = 0; e < N; ++e) EXPECT_GT(picked[e], static_cast<int>(T / 25)) << e;
+  EXPECT_GT(spread / T, 1.0f);
+  EXPECT_LT(spread / T, 10.0f);
 }
 
 }  // namespace
