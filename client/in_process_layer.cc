@@ -1,57 +1,64 @@
-// InProcessModel implementation.
+// InProcessModel implementation: DESIGN.md §6 step by step (gate, noise, selection, capacity,
+// experts, shared expert), each step in its own reference_*.cc after the published code.
 #include "client/in_process_layer.h"
 
+#include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
+#include "client/reference_capacity.h"
+#include "client/reference_experts.h"
 #include "client/reference_routing.h"
-#include "kernels/moe_layer.h"
 
 namespace moe::client {
 
 Result<std::unique_ptr<InProcessModel>> InProcessModel::load(
     const std::string& checkpointDir, std::unique_ptr<kernels::Backend> backend,
-    const std::vector<uint32_t>& layers) {
-  auto ckpt = Checkpoint::open(checkpointDir);
-  if (!ckpt) return makeError(ckpt.error());
+    const std::vector<uint32_t>& layers, const RoutingOptions& routing) {
+  auto opened = Checkpoint::open(checkpointDir);
+  if (!opened) return makeError(opened.error());
+  const Checkpoint& ckpt = *opened.value();
   std::unique_ptr<InProcessModel> m(new InProcessModel());
-  m->config_ = ckpt.value()->config();
+  m->config_ = ckpt.config();
+  m->routing_ = routing;
   m->backend_ = std::move(backend);
   const auto& c = m->config_;
+  kernels::Backend& b = *m->backend_;
   for (uint32_t layer : layers) {
     Layer l;
-    auto g = ckpt.value()->gateWeight(layer);
-    if (!g) return makeError(g.error());
-    auto gate = m->backend_->upload(g.value(), c.numExperts, c.hiddenSize);
+    auto gate = loadReferenceGate(ckpt, b, layer, routing.noisyTopk);
     if (!gate) return makeError(gate.error());
     l.gate = std::move(gate).value();
-    for (uint32_t e = 0; e < c.numExperts; ++e) {
-      auto t = ckpt.value()->expert(layer, e);
+    for (uint32_t e = 0; e < c.numFfnExperts; ++e) {
+      auto t = ckpt.expert(layer, e);
       if (!t) return makeError(t.error());
-      auto resident =
-          kernels::uploadExpert(*m->backend_, t.value(), c.intermediateSize, c.hiddenSize);
+      auto resident = kernels::uploadExpert(b, t.value(), c.intermediateSize, c.hiddenSize);
       if (!resident) return makeError(resident.error());
       l.experts.push_back(resident.value().view());
       l.resident.push_back(std::move(resident).value());
     }
+    for (uint32_t e = c.numFfnExperts; e < c.numExperts; ++e) {
+      if (c.expertKind(e) != ExpertKind::kConstant) continue;
+      auto t = ckpt.constantExpert(layer, e);
+      if (!t) return makeError(t.error());
+      l.constants.push_back(std::move(t).value());
+    }
     if (c.hasScoreCorrectionBias) {
-      auto b = ckpt.value()->scoreCorrectionBias(layer);
-      if (!b) return makeError(b.error());
-      l.bias = std::move(b).value();
+      auto bias = ckpt.scoreCorrectionBias(layer);
+      if (!bias) return makeError(bias.error());
+      l.bias = std::move(bias).value();
     }
     if (c.sharedIntermediateSize > 0) {
-      auto t = ckpt.value()->sharedExpert(layer);
+      auto t = ckpt.sharedExpert(layer);
       if (!t) return makeError(t.error());
-      auto shared =
-          kernels::uploadExpert(*m->backend_, t.value(), c.sharedIntermediateSize, c.hiddenSize);
+      auto shared = kernels::uploadExpert(b, t.value(), c.sharedIntermediateSize, c.hiddenSize);
       if (!shared) return makeError(shared.error());
       l.shared = std::move(shared).value();
       if (c.sharedExpertGated) {
-        auto g = ckpt.value()->sharedExpertGate(layer);
+        auto g = uploadTensor(b, ckpt.sharedExpertGate(layer), 1, c.hiddenSize);
         if (!g) return makeError(g.error());
-        auto gate = m->backend_->upload(g.value(), 1, c.hiddenSize);
-        if (!gate) return makeError(gate.error());
-        l.sharedGate = std::move(gate).value();
+        l.sharedGate = std::move(g).value();
       }
     }
     m->layers_.emplace(layer, std::move(l));
@@ -59,31 +66,66 @@ Result<std::unique_ptr<InProcessModel>> InProcessModel::load(
   return m;
 }
 
+void InProcessModel::select(const Layer& l, std::span<const float> logits, size_t T,
+                            ReferenceRouting& r) const {
+  const ModelConfig& c = config_;
+  if (isDeepseekFamily(c.family)) {
+    referenceDeepseekRoute(c, logits, T, l.bias, r.ids, r.weights);
+  } else if (c.family == ModelFamily::kMoePlusPlus) {
+    referenceMoePlusPlusRoute(c, logits, T, r.ids, r.weights);
+  } else {
+    // YuanSparseMoeBlock always divides by the selected sum.
+    const bool renormalize = c.normTopkProb || c.family == ModelFamily::kYuan;
+    referenceSoftmaxRoute(logits, T, c.numExperts, c.topK, renormalize, r.ids, r.weights);
+  }
+}
+
 Status InProcessModel::forward(uint32_t layer, std::span<const float> x, size_t T,
-                               std::span<float> y) {
+                               std::span<float> y, const ReferenceRequest& request,
+                               ReferenceRouting* routing) {
   auto it = layers_.find(layer);
   if (it == layers_.end()) return Status::error("layer " + std::to_string(layer) + " not loaded");
   const Layer& l = it->second;
-  const size_t H = config_.hiddenSize;
-  if (isDeepseekFamily(config_.family)) {
-    std::vector<float> logits(T * config_.numExperts);
-    if (auto s = backend_->linear(*l.gate, x, T, logits); !s) return s;
-    std::vector<uint32_t> ids;
-    std::vector<float> weights;
-    referenceDeepseekRoute(config_, logits, T, l.bias, ids, weights);
-    if (auto s = kernels::moeExpertsInProcess(*backend_, l.experts, x, T, H, config_.topK, ids,
-                                              weights, y);
-        !s) {
-      return s;
-    }
-  } else if (auto s = kernels::moeLayerInProcess(*backend_, *l.gate, l.experts, x, T, H,
-                                                 config_.topK, config_.normTopkProb, y);
-             !s) {
+  const ModelConfig& c = config_;
+  const size_t H = c.hiddenSize, E = c.numExperts;
+  if (x.size() != T * H || y.size() != T * H) {
+    return Status::error("forward: x and y must have T * H = " + std::to_string(T * H) +
+                         " elements");
+  }
+  ReferenceRouting r;
+  r.k = c.topK;
+  // 1. Gate logits (incl. the MoE++ gating residual): what the caller sees as the logits.
+  r.logits.assign(T * E, 0.0f);
+  if (auto s = referenceGateLogits(*backend_, l.gate, x, T, request.prevLogits, r.logits); !s) {
     return s;
   }
+  // 2. Noisy top-k perturbs a copy; the reported logits stay noise-free.
+  std::vector<float> scores = r.logits;
+  if (routing_.noisyTopk) {
+    const uint64_t seed = request.noiseSeed.value_or(routing_.noiseSeed);
+    if (auto s = addReferenceNoise(*backend_, l.gate, x, T, seed, layer, scores); !s) return s;
+  }
+  // 3. The family's selection and weights; 4. capacity.
+  select(l, scores, T, r);
+  applyReferenceCapacity(routing_, c.numExperts, c.numFfnExperts, T, r.k, r.ids, r.weights,
+                         r.dropped);
+  // 5. Experts on x̃ = scale · x (MoE++ multiplies by k), 6. the shared expert on x.
+  const float scale = c.expertInputScale();
+  std::vector<float> scaled(x.begin(), x.end());
+  for (float& v : scaled) v *= scale;
+  std::fill(y.begin(), y.end(), 0.0f);
+  if (auto s = addFfnExperts(*backend_, l.experts, scaled, T, H, r, y); !s) return s;
+  addZeroComputeExperts(c, l.constants, scaled, T, r, y);
+  if (auto s = addSharedExpert(l, x, T, y); !s) return s;
+  if (routing != nullptr) *routing = std::move(r);
+  return Status::ok();
+}
+
+Status InProcessModel::addSharedExpert(const Layer& l, std::span<const float> x, size_t T,
+                                       std::span<float> y) {
   if (!l.shared) return Status::ok();
   // The shared expert, written out op by op (not through expertFfn, which the cluster uses).
-  const size_t I = config_.sharedIntermediateSize;
+  const size_t H = config_.hiddenSize, I = config_.sharedIntermediateSize;
   std::vector<float> h1(T * I), h3(T * I), h(T * I), o(T * H), g(T, 0.0f);
   for (auto s :
        {backend_->linear(*l.shared->w1, x, T, h1), backend_->linear(*l.shared->w3, x, T, h3),

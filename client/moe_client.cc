@@ -1,5 +1,6 @@
 // moe-client: drives traffic at a router and reports throughput and latency; with --check it also
-// computes every reply in-process on the same weights and reports the largest difference.
+// computes every reply in-process on the same weights and reports the largest difference and
+// whether the router chose the same experts for every token (the reply's routing field).
 #include <kj/async-io.h>
 #include <unistd.h>
 
@@ -52,7 +53,9 @@ int usage() {
          "  --concurrency C   requests in flight at once (default 1)\n"
          "  --dtype f32|bf16  request dtype (default f32)\n"
          "  --seed S          random token seed (default 7)\n"
-         "  --check           compare every reply with an in-process computation of the layer\n"
+         "  --check           compare every reply with an in-process computation of the layer:\n"
+         "                    output error, and the experts chosen for each token (with\n"
+         "                    --config the cluster's routing: options are applied too)\n"
          "  --model DIR       checkpoint for --check (default: model.path of --config)\n"
          "  --tolerance X     largest allowed |cluster - in-process| (default 1e-4)\n"
          "  --deadline-ms MS  per-request deadline (default 60000)\n"
@@ -146,6 +149,7 @@ int main(int argc, char** argv) {
     return usage();
   }
   moe::setLogComponent("moe-client");
+  moe::RoutingOptions routingOptions;  // noisy top-k / capacity, when --config says so
   if (!o.config.empty()) {
     auto c = moe::loadClusterConfig(o.config);
     if (!c) {
@@ -154,6 +158,7 @@ int main(int argc, char** argv) {
     }
     if (o.router.empty()) o.router = c.value().router.listen;
     if (o.model.empty()) o.model = c.value().modelPath;
+    routingOptions = c.value().routing;
   }
   if (o.check && o.model.empty()) {
     std::cerr << "moe-client: --check needs --config or --model\n";
@@ -215,7 +220,8 @@ int main(int argc, char** argv) {
       std::cerr << "moe-client: " << backend.error() << "\n";
       return 1;
     }
-    auto m = moe::client::InProcessModel::load(o.model, std::move(backend).value(), layers);
+    auto m = moe::client::InProcessModel::load(o.model, std::move(backend).value(), layers,
+                                               routingOptions);
     if (!m) {
       std::cerr << "moe-client: --check: " << m.error() << "\n";
       return 1;
@@ -230,8 +236,10 @@ int main(int argc, char** argv) {
   }
 
   std::vector<std::vector<float>> replies(local ? requests.size() : 0);  // [request][count × H]
+  std::vector<std::vector<uint32_t>> replyExperts(replies.size());       // [request][count × k]
   std::vector<double> latencyMs;
-  double maxAbsErr = 0;
+  double maxAbsErr = 0, maxRef = 0;
+  uint64_t tokensChecked = 0, routingMismatches = 0;
   uint64_t done = 0, errors = 0;
   std::string firstError;
   size_t nextRequest = 0;
@@ -246,6 +254,7 @@ int main(int argc, char** argv) {
     const Request r = requests[idx];
     auto req = router.forwardRequest();
     req.setLayer(r.layer);
+    if (local) req.initOptions().setReturnRouting(true);
     auto hidden = req.initHidden();
     hidden.setDtype(moe::toProto(o.dtype));
     auto shape = hidden.initShape(2);
@@ -284,6 +293,8 @@ int main(int argc, char** argv) {
             // Kept for checking after the timed loop, so the check does not slow the traffic.
             moe::F32Rows got(out.value());
             replies[idx].assign(got.values().begin(), got.values().end());
+            auto experts = reply.getRouting().getExperts();
+            for (uint32_t e : experts) replyExperts[idx].push_back(e);
           }
           done += r.count;
           if (showProgress) progress(done, o.tokens, elapsed());
@@ -305,8 +316,10 @@ int main(int argc, char** argv) {
     const Request& r = requests[i];
     if (replies[i].empty()) continue;  // that request failed; already counted
     std::vector<float> want(size_t{r.count} * H);
-    auto s = local->forward(
-        r.layer, std::span<const float>(tokens.data() + r.first * H, want.size()), r.count, want);
+    moe::client::ReferenceRouting routing;
+    auto s =
+        local->forward(r.layer, std::span<const float>(tokens.data() + r.first * H, want.size()),
+                       r.count, want, {}, &routing);
     if (!s) {
       ++errors;
       if (firstError.empty()) firstError = "in-process computation: " + s.message();
@@ -315,14 +328,34 @@ int main(int argc, char** argv) {
     for (size_t j = 0; j < want.size(); ++j) {
       double d = std::fabs(static_cast<double>(replies[i][j]) - want[j]);
       if (!(d <= maxAbsErr)) maxAbsErr = std::isnan(d) ? INFINITY : d;
+      maxRef = std::max(maxRef, std::fabs(static_cast<double>(want[j])));
+    }
+    // The same set of experts per token (the order of equal scores is not part of the contract).
+    const size_t k = routing.k;
+    for (uint32_t t = 0; t < r.count; ++t) {
+      ++tokensChecked;
+      if (replyExperts[i].size() != size_t{r.count} * k) {
+        ++routingMismatches;
+        continue;
+      }
+      std::vector<uint32_t> a(replyExperts[i].begin() + t * k,
+                              replyExperts[i].begin() + (t + 1) * k);
+      std::vector<uint32_t> b(routing.ids.begin() + t * k, routing.ids.begin() + (t + 1) * k);
+      std::sort(a.begin(), a.end());
+      std::sort(b.begin(), b.end());
+      if (a != b) ++routingMismatches;
     }
   }
+  const double maxRelErr = maxRef > 0 ? maxAbsErr / maxRef : maxAbsErr;
 
   const double tps = seconds > 0 ? static_cast<double>(o.tokens) / seconds : 0;
   const double p50 = percentile(latencyMs, 50), p99 = percentile(latencyMs, 99);
-  const bool parityOk = !o.check || maxAbsErr <= o.tolerance;
+  const bool parityOk = !o.check || (maxAbsErr <= o.tolerance && routingMismatches == 0);
   std::string layerList;
-  for (auto l : layers) layerList += (layerList.empty() ? "" : ",") + std::to_string(l);
+  for (auto l : layers) {
+    if (!layerList.empty()) layerList += ',';
+    layerList += std::to_string(l);
+  }
   if (o.json) {
     std::printf(
         "{\"router\": \"%s\", \"tokens\": %llu, \"requests\": %zu, \"batch\": %u, \"concurrency\": "
@@ -333,8 +366,11 @@ int main(int argc, char** argv) {
         o.router.c_str(), static_cast<unsigned long long>(o.tokens), requests.size(), o.batch,
         o.concurrency, static_cast<unsigned long long>(errors), seconds, tps, p50, p99);
     if (o.check)
-      std::printf(", \"max_abs_err\": %.3e, \"tolerance\": %.3e, \"parity\": %s", maxAbsErr,
-                  o.tolerance, parityOk ? "true" : "false");
+      std::printf(
+          ", \"max_abs_err\": %.3e, \"max_rel_err\": %.3e, \"tolerance\": %.3e, "
+          "\"tokens_checked\": %llu, \"routing_mismatches\": %llu, \"parity\": %s",
+          maxAbsErr, maxRelErr, o.tolerance, static_cast<unsigned long long>(tokensChecked),
+          static_cast<unsigned long long>(routingMismatches), parityOk ? "true" : "false");
     if (!firstError.empty()) {
       std::string esc;
       for (char ch : firstError)
@@ -352,8 +388,12 @@ int main(int argc, char** argv) {
                 tps, p50, p99, static_cast<unsigned long long>(errors));
     if (!firstError.empty()) std::printf("first error: %s\n", firstError.c_str());
     if (o.check) {
-      std::printf("parity vs in-process: max_abs_err=%.3e (tolerance %.1e) %s\n", maxAbsErr,
-                  o.tolerance, parityOk ? "OK" : "MISMATCH");
+      std::printf(
+          "parity vs in-process: max_abs_err=%.3e max_rel_err=%.3e (tolerance %.1e); expert "
+          "choices identical for %llu/%llu tokens %s\n",
+          maxAbsErr, maxRelErr, o.tolerance,
+          static_cast<unsigned long long>(tokensChecked - routingMismatches),
+          static_cast<unsigned long long>(tokensChecked), parityOk ? "OK" : "MISMATCH");
     }
   }
   return errors == 0 && parityOk ? 0 : 1;

@@ -1,13 +1,14 @@
-// Reference DeepSeek routing: each step mirrors one tensor op of the reference code.
+// Reference routing: each step mirrors one tensor op of the reference code.
 #include "client/reference_routing.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace moe::client {
 namespace {
 
 // torch.topk(v, n) with ties to the lower index, by n passes of argmax over what is left.
-std::vector<uint32_t> topk(const std::vector<float>& v, uint32_t n) {
+std::vector<uint32_t> topk(std::span<const float> v, uint32_t n) {
   std::vector<uint32_t> out;
   std::vector<bool> taken(v.size(), false);
   for (uint32_t j = 0; j < n; ++j) {
@@ -22,7 +23,80 @@ std::vector<uint32_t> topk(const std::vector<float>& v, uint32_t n) {
   return out;
 }
 
+// The [E] row of token t in a [T, E] tensor.
+std::span<const float> row(std::span<const float> m, size_t t, uint32_t E) {
+  return m.subspan(t * E, E);
+}
+
 }  // namespace
+
+std::vector<float> referenceSoftmax(std::span<const float> v) {
+  float mx = v[0];
+  for (float e : v) mx = std::fmax(mx, e);
+  std::vector<float> p(v.size());
+  float sum = 0;
+  for (size_t i = 0; i < v.size(); ++i) sum += (p[i] = std::exp(v[i] - mx));
+  for (float& e : p) e /= sum;
+  return p;
+}
+
+void referenceSoftmaxRoute(std::span<const float> logits, size_t T, uint32_t E, uint32_t k,
+                           bool renormalize, std::vector<uint32_t>& ids,
+                           std::vector<float>& weights) {
+  ids.assign(T * k, 0);
+  weights.assign(T * k, 0.0f);
+  for (size_t t = 0; t < T; ++t) {
+    // routing_weights = softmax(router_logits); topk(routing_weights, k); /= sum when normalizing
+    const auto p = referenceSoftmax(row(logits, t, E));
+    const auto chosen = topk(p, k);
+    float sum = 0;
+    for (uint32_t j = 0; j < k; ++j) sum += p[chosen[j]];
+    for (uint32_t j = 0; j < k; ++j) {
+      ids[t * k + j] = chosen[j];
+      weights[t * k + j] = renormalize ? p[chosen[j]] / sum : p[chosen[j]];
+    }
+  }
+}
+
+void referenceMoePlusPlusRoute(const ModelConfig& m, std::span<const float> logits, size_t T,
+                               std::vector<uint32_t>& ids, std::vector<float>& weights) {
+  const uint32_t E = m.numExperts, k = m.topK;
+  ids.assign(T * k, 0);
+  weights.assign(T * k, 0.0f);
+  for (size_t t = 0; t < T; ++t) {
+    const auto r = row(logits, t, E);
+    std::vector<float> s(r.begin(), r.end());
+    if (m.moeLogitsNorm) {
+      // logits / (logits.std(dim=1) / target_std); torch.std is unbiased (divides by E - 1).
+      double mean = 0, var = 0;
+      for (float v : s) mean += v;
+      mean /= E;
+      for (float v : s) var += (v - mean) * (v - mean);
+      const float stdev = static_cast<float>(std::sqrt(var / (E - 1)));
+      const float divisor = stdev / m.moeGateNormStd;
+      for (float& v : s) v = v / divisor;
+    }
+    std::vector<uint32_t> chosen;
+    std::vector<float> w(k);
+    if (m.moeMixtralGating) {
+      // gates, indices = topk(logits, k); gates = softmax(gates)
+      chosen = topk(s, k);
+      for (uint32_t j = 0; j < k; ++j) w[j] = s[chosen[j]];
+      w = referenceSoftmax(w);
+    } else {
+      // gates = softmax(logits); topk; where(indices == E-1, 0, gates); gates /= sum(gates)
+      const auto p = referenceSoftmax(s);
+      chosen = topk(p, k);
+      float sum = 0;
+      for (uint32_t j = 0; j < k; ++j) sum += (w[j] = chosen[j] == E - 1 ? 0.0f : p[chosen[j]]);
+      for (float& v : w) v /= sum;
+    }
+    for (uint32_t j = 0; j < k; ++j) {
+      ids[t * k + j] = chosen[j];
+      weights[t * k + j] = w[j];
+    }
+  }
+}
 
 void referenceDeepseekRoute(const ModelConfig& m, std::span<const float> logits, size_t T,
                             std::span<const float> bias, std::vector<uint32_t>& ids,
@@ -37,11 +111,7 @@ void referenceDeepseekRoute(const ModelConfig& m, std::span<const float> logits,
     if (v3 && m.scoringFunc == "sigmoid") {
       for (uint32_t e = 0; e < E; ++e) scores[e] = 1.0f / (1.0f + std::exp(-logits[t * E + e]));
     } else {
-      float mx = logits[t * E];
-      for (uint32_t e = 1; e < E; ++e) mx = std::fmax(mx, logits[t * E + e]);
-      float sum = 0;
-      for (uint32_t e = 0; e < E; ++e) sum += (scores[e] = std::exp(logits[t * E + e] - mx));
-      for (uint32_t e = 0; e < E; ++e) scores[e] /= sum;
+      scores = referenceSoftmax(row(logits, t, E));
     }
     // scores_for_choice = scores + e_score_correction_bias
     std::vector<float> forChoice = scores;

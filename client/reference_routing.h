@@ -1,6 +1,7 @@
-// DeepSeek routing written op by op after the published reference code (transformers'
-// DeepseekV3TopkRouter.get_topk_indices/forward; DeepSeek-V2's MoEGate), independently of
-// router_service/routing.cc, so the in-process check does not share the router's routing code.
+// The families' expert selection written op by op after the published reference code
+// (transformers' Mixtral/Qwen/OLMoE sparse blocks, Yuan's YuanSparseMoeBlock, MoE++'s gating() in
+// moe_plus_plus_layer.py, DeepSeek-V3's DeepseekV3TopkRouter and DeepSeek-V2's MoEGate),
+// independently of router_service/, so the in-process check does not share the router's code.
 #pragma once
 
 #include <cstdint>
@@ -11,7 +12,23 @@
 
 namespace moe::client {
 
-// logits: [T, E]; bias: [E] or empty. ids/weights: [T, k].
+// F.softmax(v, dim=-1) in fp32, max-subtracted as torch does. v is non-empty.
+std::vector<float> referenceSoftmax(std::span<const float> v);
+
+// Softmax families (Mixtral, Qwen2/3-MoE, OLMoE, Yuan): p = softmax(s); the k largest p, ties to
+// the lower id; w = p_sel, divided by Σ p_sel when `renormalize`. logits: [T, E]; ids/weights:
+// [T, k] in selection order.
+void referenceSoftmaxRoute(std::span<const float> logits, size_t T, uint32_t E, uint32_t k,
+                           bool renormalize, std::vector<uint32_t>& ids,
+                           std::vector<float>& weights);
+
+// MoE++ gating(): optional logits norm (s / (std(s) / moe_gate_norm_std), unbiased std), then
+// either the default gating (softmax, top-k by p, a selected zero expert — id E-1 — gets weight 0,
+// renormalize) or the mixtral gating (top-k of s, softmax over those k values).
+void referenceMoePlusPlusRoute(const ModelConfig& model, std::span<const float> logits, size_t T,
+                               std::vector<uint32_t>& ids, std::vector<float>& weights);
+
+// DeepSeek-V2/V3. logits: [T, E]; bias: [E] or empty. ids/weights: [T, k].
 void referenceDeepseekRoute(const ModelConfig& model, std::span<const float> logits, size_t T,
                             std::span<const float> bias, std::vector<uint32_t>& ids,
                             std::vector<float>& weights);

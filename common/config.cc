@@ -76,6 +76,33 @@ class Parser {
     return v;
   }
 
+  bool boolean(const YAML::Node& node, const std::string& key) {
+    if (node.IsScalar()) {
+      const auto& v = node.Scalar();
+      if (v == "true") return true;
+      if (v == "false") return false;
+    }
+    fail(node, key, "expected true or false");
+  }
+
+  double number(const YAML::Node& node, const std::string& key, double min, double max) {
+    if (!node.IsScalar()) fail(node, key, "expected a number");
+    const auto& s = node.Scalar();
+    double v = 0;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc() || p != s.data() + s.size() || !(v >= min && v <= max)) {
+      fail(node, key,
+           "'" + s + "' is not a number in [" + formatNumber(min) + ", " + formatNumber(max) + "]");
+    }
+    return v;
+  }
+
+  static std::string formatNumber(double v) {
+    std::ostringstream os;
+    os << v;
+    return os.str();
+  }
+
   std::string hostPort(const YAML::Node& node, const std::string& key) {
     auto s = str(node, key);
     auto hp = parseHostPort(s);
@@ -147,7 +174,7 @@ class Parser {
 ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir) {
   ClusterConfig c;
   if (!root.IsDefined() || root.IsNull()) p.fail(root, "(top level)", "the file is empty");
-  p.checkKeys(root, "", {"model", "router", "shards", "timeouts"});
+  p.checkKeys(root, "", {"model", "router", "shards", "timeouts", "routing"});
 
   const auto model = root["model"];
   if (!model) p.fail(root, "model", "missing (needs model.path: the checkpoint directory)");
@@ -178,7 +205,9 @@ ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir)
   for (size_t i = 0; i < shards.size(); ++i) {
     const auto s = shards[i];
     std::string where = "shards[" + std::to_string(i) + "]";
-    p.checkKeys(s, where, {"name", "listen", "device", "experts", "layers", "admin", "threads"});
+    p.checkKeys(
+        s, where,
+        {"name", "listen", "device", "experts", "layers", "admin", "threads", "shared_expert"});
     ShardConfig sc;
     for (const char* required : {"name", "listen", "experts"}) {
       if (!s[required]) p.fail(s, Parser::join(where, required), "missing");
@@ -196,10 +225,33 @@ ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir)
     if (s["threads"])
       sc.threads = static_cast<uint32_t>(p.uint(s["threads"], where + ".threads", 1, 1024));
     sc.experts = p.idList(s["experts"], where + ".experts");
+    if (s["shared_expert"])
+      sc.sharedExpert = p.boolean(s["shared_expert"], where + ".shared_expert");
     if (s["layers"] && !(s["layers"].IsScalar() && s["layers"].Scalar() == "all")) {
       sc.layers = p.idList(s["layers"], where + ".layers");
     }
     c.shards.push_back(std::move(sc));
+  }
+
+  if (const auto r = root["routing"]) {
+    p.checkKeys(r, "routing", {"noisy_topk", "capacity_factor", "capacity_renormalize"});
+    if (const auto n = r["noisy_topk"]) {
+      p.checkKeys(n, "routing.noisy_topk", {"seed"});
+      c.routing.noisyTopk = true;
+      if (n["seed"])
+        c.routing.noiseSeed = p.uint(n["seed"], "routing.noisy_topk.seed", 0, UINT64_MAX);
+    }
+    if (r["capacity_factor"]) {
+      c.routing.capacityFactor = p.number(r["capacity_factor"], "routing.capacity_factor", 0, 1e6);
+    }
+    if (r["capacity_renormalize"]) {
+      c.routing.capacityRenormalize =
+          p.boolean(r["capacity_renormalize"], "routing.capacity_renormalize");
+      if (c.routing.capacityFactor == 0) {
+        p.fail(r["capacity_renormalize"], "routing.capacity_renormalize",
+               "needs routing.capacity_factor > 0");
+      }
+    }
   }
 
   if (const auto t = root["timeouts"]) {
@@ -265,7 +317,9 @@ const ShardConfig* ClusterConfig::findShard(std::string_view name) const {
 Result<std::pair<std::string, uint16_t>> parseHostPort(std::string_view text) {
   auto colon = text.rfind(':');
   if (colon == std::string_view::npos || colon == 0) {
-    return makeError("'" + std::string(text) + "' is not host:port");
+    std::string message = "'";  // appended piecewise: GCC 12's -Wrestrict misfires on a + chain
+    message.append(text).append("' is not host:port");
+    return makeError(message);
   }
   auto portText = text.substr(colon + 1);
   unsigned port = 0;
@@ -306,10 +360,20 @@ Status validatePlacement(const ClusterConfig& config, const ModelConfig& model) 
   const std::string src = config.sourcePath;
   for (const auto& s : config.shards) {
     for (auto e : s.experts) {
-      if (e >= model.numExperts) {
-        return Status::error(src + ": shard " + s.name + " lists expert " + std::to_string(e) +
-                             " but the model has " + std::to_string(model.numExperts) + " experts");
+      if (e >= model.numFfnExperts) {
+        std::ostringstream os;
+        os << src << ": shard " << s.name << " lists expert " << e << " but the model has "
+           << model.numFfnExperts << " FFN experts";
+        if (model.numFfnExperts < model.numExperts) {
+          os << " (ids " << model.numFfnExperts << ".." << model.numExperts - 1
+             << " are zero-computation experts, evaluated on the router)";
+        }
+        return Status::error(os.str());
       }
+    }
+    if (s.sharedExpert && model.sharedIntermediateSize == 0) {
+      return Status::error(src + ": shard " + s.name + " sets shared_expert: true but the model (" +
+                           model.modelType + ") has no shared expert");
     }
     if (s.layers) {
       for (auto l : *s.layers) {
@@ -321,7 +385,7 @@ Status validatePlacement(const ClusterConfig& config, const ModelConfig& model) 
     }
   }
   for (auto layer : model.moeLayers) {
-    for (uint32_t e = 0; e < model.numExperts; ++e) {
+    for (uint32_t e = 0; e < model.numFfnExperts; ++e) {
       bool served =
           std::any_of(config.shards.begin(), config.shards.end(), [&](const ShardConfig& s) {
             return s.servesLayer(layer) &&

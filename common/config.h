@@ -32,6 +32,9 @@ struct ShardConfig {
   std::optional<std::vector<uint32_t>> layers;  // MoE layers served; unset: all of them
   std::string admin;  // admin HTTP plane "host:port" (/metrics /healthz /readyz /v1/info); "" = off
   uint32_t threads = 0;  // CPU threads for BLAS on this shard; 0 = the library's default
+  // Serve the layers' shared expert here (Qwen2-MoE, DeepSeek) instead of on the router. With
+  // several such shards the first one listed is used.
+  bool sharedExpert = false;
   bool servesLayer(uint32_t layer) const;
 };
 
@@ -50,12 +53,28 @@ struct TimeoutConfig {
   uint32_t drainMs = 0;  // on SIGTERM: /readyz says not ready but requests are served this long
 };
 
+// Routing options on top of the model's own rule (config section `routing:`); all off by default.
+struct RoutingOptions {
+  // Noisy top-k (Shazeer et al. 2017): s_i += n_i · softplus((x·W_noiseᵀ)_i), n_i ~ N(0,1) drawn
+  // by routingNoise(seed, layer, token, i) (common/routing_noise.h); W_noise is the checkpoint's
+  // noiseWeight(layer). A request may pass its own seed.
+  bool noisyTopk = false;
+  uint64_t noiseSeed = 0;
+  // Capacity: cap = ceil(capacity_factor · T · k / E) assignments per FFN expert and batch; beyond
+  // it the expert's lowest-weight assignments are dropped (ties: the later token is dropped).
+  // 0 = no cap. Kept weights are rescaled to the token's pre-drop sum only when
+  // capacityRenormalize.
+  double capacityFactor = 0.0;
+  bool capacityRenormalize = false;
+};
+
 struct ClusterConfig {
   std::string sourcePath;  // the YAML file it came from
   std::string modelPath;   // checkpoint directory, resolved against the YAML file's directory
   RouterConfig router;
   std::vector<ShardConfig> shards;
   TimeoutConfig timeouts;
+  RoutingOptions routing;
 
   const ShardConfig* findShard(std::string_view name) const;
 };

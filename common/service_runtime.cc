@@ -102,11 +102,14 @@ std::string serviceInfoJson(const ClusterConfig& cluster, const ModelConfig* mod
   j["backend"] = backend;
   j["config"] = cluster.sourcePath;
   if (model != nullptr) {
-    j["model"] = {
-        {"path", cluster.modelPath},        {"type", model->modelType},
-        {"hidden_size", model->hiddenSize}, {"intermediate_size", model->intermediateSize},
-        {"num_experts", model->numExperts}, {"top_k", model->topK},
-        {"moe_layers", model->moeLayers}};
+    j["model"] = {{"path", cluster.modelPath},
+                  {"type", model->modelType},
+                  {"hidden_size", model->hiddenSize},
+                  {"intermediate_size", model->intermediateSize},
+                  {"num_experts", model->numExperts},
+                  {"ffn_experts", model->numFfnExperts},
+                  {"top_k", model->topK},
+                  {"moe_layers", model->moeLayers}};
   } else {
     j["model"] = {{"path", cluster.modelPath}};
   }
@@ -123,8 +126,13 @@ std::string serviceInfoJson(const ClusterConfig& cluster, const ModelConfig* mod
                       {"admin", s.admin},
                       {"device", s.device.str()},
                       {"experts", s.experts},
-                      {"layers", layers}});
+                      {"layers", layers},
+                      {"shared_expert", s.sharedExpert}});
   }
+  const RoutingOptions& r = cluster.routing;
+  j["routing"] = {{"noisy_topk", r.noisyTopk ? nlohmann::json{{"seed", r.noiseSeed}} : nullptr},
+                  {"capacity_factor", r.capacityFactor},
+                  {"capacity_renormalize", r.capacityRenormalize}};
   j["timeouts"] = {{"request_ms", cluster.timeouts.requestMs},
                    {"shard_call_ms", cluster.timeouts.shardCallMs},
                    {"connect_ms", cluster.timeouts.connectMs},

@@ -33,6 +33,7 @@ Status expect2d(const TensorView& t, uint32_t cols, std::string_view what);
 class F32Rows {
  public:
   explicit F32Rows(const TensorView& t);
+  explicit F32Rows(std::vector<float> owned) : owned_(std::move(owned)), values_(owned_) {}
   std::span<const float> values() const { return values_; }
 
  private:

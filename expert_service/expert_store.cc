@@ -14,17 +14,39 @@ Result<std::unique_ptr<ExpertStore>> ExpertStore::load(kernels::Backend& backend
       auto t = ckpt.expert(layer, e);
       if (!t) return makeError(t.error());
       const std::string where = "layer " + std::to_string(layer) + " expert " + std::to_string(e);
-      auto resident = kernels::uploadExpert(backend, t.value(), m.intermediateSize, m.hiddenSize);
-      if (!resident) return makeError(where + ": " + resident.error());
-      Resident res{std::move(resident).value(), {}};
-      res.view = res.matrices.view();
+      Resident res;
+      if (auto s = store->add(backend, t.value(), m.intermediateSize, m.hiddenSize, where, res); !s)
+        return makeError(s.message());
       store->weights_.emplace(std::make_pair(layer, e), std::move(res));
       store->byLayer_[layer].push_back(e);
-      store->residentBytes_ +=
-          (t.value().w1.size() + t.value().w3.size() + t.value().w2.size()) * sizeof(float);
+    }
+    if (shard.sharedExpert) {
+      auto t = ckpt.sharedExpert(layer);
+      if (!t) return makeError(t.error());
+      Resident res;
+      if (auto s = store->add(backend, t.value(), m.sharedIntermediateSize, m.hiddenSize,
+                              "layer " + std::to_string(layer) + " shared expert", res);
+          !s)
+        return makeError(s.message());
+      store->shared_.emplace(layer, std::move(res));
     }
   }
   return store;
+}
+
+Status ExpertStore::add(kernels::Backend& backend, const ExpertTensors& t, size_t inter,
+                        size_t hidden, const std::string& where, Resident& into) {
+  auto resident = kernels::uploadExpert(backend, t, inter, hidden);
+  if (!resident) return Status::error(where + ": " + resident.error());
+  into.matrices = std::move(resident).value();
+  into.view = into.matrices.view();
+  residentBytes_ += (t.w1.size() + t.w3.size() + t.w2.size()) * sizeof(float);
+  return Status::ok();
+}
+
+const kernels::ExpertFfnWeights* ExpertStore::findShared(uint32_t layer) const {
+  auto it = shared_.find(layer);
+  return it == shared_.end() ? nullptr : &it->second.view;
 }
 
 const kernels::ExpertFfnWeights* ExpertStore::find(uint32_t layer, uint32_t expert) const {

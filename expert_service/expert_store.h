@@ -22,6 +22,8 @@ class ExpertStore {
 
   // nullptr when this shard does not hold (layer, expert).
   const kernels::ExpertFfnWeights* find(uint32_t layer, uint32_t expert) const;
+  // The layer's shared expert, when this shard holds it (shards[].shared_expert); else nullptr.
+  const kernels::ExpertFfnWeights* findShared(uint32_t layer) const;
   bool servesLayer(uint32_t layer) const;
   const std::map<uint32_t, std::vector<uint32_t>>& experts() const { return byLayer_; }
   uint64_t residentBytes() const { return residentBytes_; }  // weights held on the device
@@ -29,9 +31,14 @@ class ExpertStore {
  private:
   struct Resident {
     kernels::ResidentExpert matrices;
-    kernels::ExpertFfnWeights view;
+    kernels::ExpertFfnWeights view{};
   };
+  // Uploads one FFN and accounts for its bytes.
+  Status add(kernels::Backend& backend, const ExpertTensors& t, size_t inter, size_t hidden,
+             const std::string& where, Resident& into);
+
   std::map<std::pair<uint32_t, uint32_t>, Resident> weights_;
+  std::map<uint32_t, Resident> shared_;                // layer -> shared expert
   std::map<uint32_t, std::vector<uint32_t>> byLayer_;  // layer -> expert ids
   uint64_t residentBytes_ = 0;
 };

@@ -87,9 +87,12 @@ kj::Promise<void> ShardServer::runChecked(RunContext context) {
   auto segments = params.getSegments();
   for (uint32_t s = 0; s < segments.size(); ++s) {
     auto seg = segments[s];
-    const auto* w = model_->store->find(layer, seg.getExpert());
+    const auto* w = seg.getShared() ? model_->store->findShared(layer)
+                                    : model_->store->find(layer, seg.getExpert());
     if (!w) {
-      badRequest("segment " + std::to_string(s) + ": expert " + std::to_string(seg.getExpert()) +
+      badRequest("segment " + std::to_string(s) + ": " +
+                 (seg.getShared() ? std::string("the shared expert")
+                                  : "expert " + std::to_string(seg.getExpert())) +
                  " of layer " + std::to_string(layer) + " is not on shard " + name);
     }
     auto idx = seg.getRowIndex();
@@ -117,6 +120,7 @@ kj::Promise<void> ShardServer::runChecked(RunContext context) {
   }
 
   for (uint32_t s = 0; s < segments.size(); ++s) {
+    if (segments[s].getShared()) continue;
     if (auto* c = metrics_.tokens(layer, segments[s].getExpert())) {
       c->Increment(segments[s].getRowIndex().size());
     }

@@ -14,18 +14,30 @@ Placement::Placement(uint32_t numLayers, uint32_t numExperts, uint32_t numShards
     : numLayers_(numLayers),
       numExperts_(numExperts),
       numShards_(numShards),
-      holders_(size_t{numLayers} * numExperts) {}
+      holders_(size_t{numLayers} * numExperts),
+      sharedHolders_(numLayers) {}
 
 Placement Placement::fromConfig(const ClusterConfig& config, const ModelConfig& model) {
-  Placement p(model.numLayers, model.numExperts, static_cast<uint32_t>(config.shards.size()));
+  Placement p(model.numLayers, model.numFfnExperts, static_cast<uint32_t>(config.shards.size()));
   for (uint32_t s = 0; s < config.shards.size(); ++s) {
     const auto& shard = config.shards[s];
     for (uint32_t layer : model.moeLayers) {
       if (!shard.servesLayer(layer)) continue;
       for (uint32_t e : shard.experts) p.add(layer, e, s);
+      if (shard.sharedExpert) p.addShared(layer, s);
     }
   }
   return p;
+}
+
+void Placement::addShared(uint32_t layer, uint32_t shard) {
+  KJ_ASSERT(layer < numLayers_ && shard < numShards_, layer, shard);
+  sharedHolders_[layer].push_back(shard);
+}
+
+std::span<const uint32_t> Placement::sharedShardsFor(uint32_t layer) const {
+  if (layer >= numLayers_) return {};
+  return sharedHolders_[layer];
 }
 
 void Placement::add(uint32_t layer, uint32_t expert, uint32_t shard) {
@@ -46,7 +58,7 @@ uint32_t DispatchPlan::rowsSent() const {
 }
 
 Result<DispatchPlan> planDispatch(const RoutingDecision& d, const Placement& placement,
-                                  uint32_t layer) {
+                                  uint32_t layer, const DispatchExtras& extras) {
   const uint32_t S = placement.numShards();
   const uint32_t E = placement.numExperts();
   // Per shard: row of each token (or -1), and per expert its (row, weight) list.
@@ -54,28 +66,45 @@ Result<DispatchPlan> planDispatch(const RoutingDecision& d, const Placement& pla
   std::vector<std::vector<uint32_t>> rowOf(S);
   std::vector<ShardWork> work(S);
   std::vector<std::vector<ShardSegment>> byExpert(S);
+  // The row token t occupies in shard s's call, added on first use.
+  auto rowFor = [&](uint32_t s, uint32_t t) {
+    auto& rows = rowOf[s];
+    if (rows.empty()) {
+      rows.assign(d.tokens, kNone);
+      byExpert[s].resize(E + 1);  // the last slot is the shared expert
+    }
+    if (rows[t] == kNone) {
+      rows[t] = static_cast<uint32_t>(work[s].tokens.size());
+      work[s].tokens.push_back(t);
+    }
+    return rows[t];
+  };
   for (uint32_t t = 0; t < d.tokens; ++t) {
     for (uint32_t j = 0; j < d.k; ++j) {
-      const uint32_t e = d.ids[size_t{t} * d.k + j];
+      const size_t at = size_t{t} * d.k + j;
+      const uint32_t e = d.ids[at];
+      if (d.isDropped(at) || (e >= E && e < extras.routedExperts)) continue;
       auto holders = placement.shardsFor(layer, e);
       if (holders.empty()) {
         return makeError("no shard serves expert " + std::to_string(e) + " of layer " +
                          std::to_string(layer));
       }
       const uint32_t s = holders.front();
-      auto& rows = rowOf[s];
-      if (rows.empty()) {
-        rows.assign(d.tokens, kNone);
-        byExpert[s].resize(E);
-      }
-      if (rows[t] == kNone) {
-        rows[t] = static_cast<uint32_t>(work[s].tokens.size());
-        work[s].tokens.push_back(t);
-      }
+      const uint32_t row = rowFor(s, t);
       auto& seg = byExpert[s][e];
       seg.expert = e;
-      seg.rowIndex.push_back(rows[t]);
-      seg.weight.push_back(d.weights[size_t{t} * d.k + j]);
+      seg.rowIndex.push_back(row);
+      seg.weight.push_back(d.weights[at]);
+    }
+  }
+  if (extras.sharedShard) {
+    const uint32_t s = *extras.sharedShard;
+    for (uint32_t t = 0; t < d.tokens; ++t) {
+      const uint32_t row = rowFor(s, t);
+      auto& seg = byExpert[s][E];
+      seg.shared = true;
+      seg.rowIndex.push_back(row);
+      seg.weight.push_back(extras.sharedWeights[t]);
     }
   }
   DispatchPlan plan;

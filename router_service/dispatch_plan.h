@@ -3,10 +3,13 @@
 //
 // Rules: a token row goes to a shard at most once, however many of its experts live there
 // (the shard sums them); an expert with several replicas is served by the first shard listed for
-// it that the caller marks usable; shards with nothing to do get no call.
+// it that the caller marks usable; shards with nothing to do get no call. Assignments dropped by
+// capacity and MoE++ zero-computation experts are not dispatched; a shared expert placed on a
+// shard gets every token, as one more segment.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -27,17 +30,22 @@ class Placement {
   Placement(uint32_t numLayers, uint32_t numExperts, uint32_t numShards);
   static Placement fromConfig(const ClusterConfig& config, const ModelConfig& model);
   void add(uint32_t layer, uint32_t expert, uint32_t shard);
+  void addShared(uint32_t layer, uint32_t shard);
   std::span<const uint32_t> shardsFor(uint32_t layer, uint32_t expert) const;
+  // Shards holding the layer's shared expert (empty: the router computes it).
+  std::span<const uint32_t> sharedShardsFor(uint32_t layer) const;
   uint32_t numExperts() const { return numExperts_; }
   uint32_t numShards() const { return numShards_; }
 
  private:
   uint32_t numLayers_, numExperts_, numShards_;
-  std::vector<std::vector<uint32_t>> holders_;  // [layer * E + expert] -> shard ids
+  std::vector<std::vector<uint32_t>> holders_;        // [layer * E + expert] -> shard ids
+  std::vector<std::vector<uint32_t>> sharedHolders_;  // [layer] -> shard ids
 };
 
 struct ShardSegment {
-  uint32_t expert;
+  uint32_t expert = 0;
+  bool shared = false;             // the layer's shared expert (`expert` unused)
   std::vector<uint32_t> rowIndex;  // into ShardWork::tokens
   std::vector<float> weight;
 };
@@ -45,7 +53,7 @@ struct ShardSegment {
 struct ShardWork {
   uint32_t shard;
   std::vector<uint32_t> tokens;  // unique token ids in ascending order; row r carries tokens[r]
-  std::vector<ShardSegment> segments;  // ascending expert id, none empty
+  std::vector<ShardSegment> segments;  // ascending expert id, then the shared expert; none empty
 };
 
 struct DispatchPlan {
@@ -53,9 +61,20 @@ struct DispatchPlan {
   uint32_t rowsSent() const;
 };
 
+// What the plan carries beyond the routed FFN experts.
+struct DispatchExtras {
+  // Ids in [placement.numExperts(), routedExperts) are zero-computation experts evaluated on the
+  // router (MoE++); 0 means there are none.
+  uint32_t routedExperts = 0;
+  // The shared expert on a shard: every token goes to `sharedShard` with weight
+  // sharedWeights[t] (1 for DeepSeek, sigmoid(x·w_gate) for Qwen2-MoE).
+  std::optional<uint32_t> sharedShard;
+  std::span<const float> sharedWeights;  // [T]
+};
+
 // Fails (naming layer and expert) when an expert has no holder.
 Result<DispatchPlan> planDispatch(const RoutingDecision& decision, const Placement& placement,
-                                  uint32_t layer);
+                                  uint32_t layer, const DispatchExtras& extras = {});
 
 // out[tokens[r]] += partial[r] for every row r of one shard's reply. out: [T, H], partial: [R, H].
 void addShardPartial(const ShardWork& work, std::span<const float> partial, size_t H,

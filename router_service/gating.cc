@@ -1,6 +1,7 @@
 // Gating on a compute backend.
 #include "router_service/gating.h"
 
+#include "router_service/gate_network.h"
 #include "router_service/routing.h"
 
 #include <algorithm>
@@ -9,23 +10,23 @@
 namespace moe::router {
 namespace {
 
-// logits [T, E] = x · gateᵀ on the backend.
-Result<std::vector<float>> gateLogits(kernels::Backend& backend, const kernels::Matrix& gate,
-                                      std::span<const float> x, uint32_t T) {
-  std::vector<float> logits(size_t{T} * gate.rows());
-  if (auto s = backend.linear(gate, x, T, logits); !s) return makeError("gate: " + s.message());
-  return logits;
+// Σ over tokens of softmax(logits)[e]: the mean router probability per expert (P_i of the Switch
+// auxiliary loss); cheap next to the GEMM, so computed here rather than asked of every backend.
+std::vector<double> probabilitySums(std::span<const float> logits, size_t T, size_t E) {
+  std::vector<double> sums(E, 0.0), p(E);
+  for (size_t t = 0; t < T; ++t) {
+    const float* row = logits.data() + t * E;
+    const double m = *std::max_element(row, row + E);
+    double sum = 0;
+    for (size_t e = 0; e < E; ++e) sum += (p[e] = std::exp(double{row[e]} - m));
+    for (size_t e = 0; e < E; ++e) sums[e] += p[e] / sum;
+  }
+  return sums;
 }
 
-}  // namespace
-
-Result<RoutingDecision> softmaxTopkRouting(kernels::Backend& backend, const kernels::Matrix& gate,
-                                           std::span<const float> x, uint32_t T, uint32_t k,
-                                           bool renormalize) {
-  const size_t E = gate.rows();
-  auto gated = gateLogits(backend, gate, x, T);
-  if (!gated) return makeError(gated.error());
-  const std::vector<float>& logits = gated.value();
+Result<RoutingDecision> softmaxTopkOnBackend(kernels::Backend& backend,
+                                             std::span<const float> logits, uint32_t T, size_t E,
+                                             uint32_t k, bool renormalize) {
   RoutingDecision d;
   d.tokens = T;
   d.k = k;
@@ -34,30 +35,45 @@ Result<RoutingDecision> softmaxTopkRouting(kernels::Backend& backend, const kern
   if (auto s = backend.softmaxTopk(logits, T, E, k, renormalize, d.ids, d.weights); !s) {
     return makeError("softmax_topk: " + s.message());
   }
-  // Mean router probability per expert (P_i of the Switch auxiliary loss); cheap next to the
-  // GEMM, so it is computed here rather than asked of every backend.
-  d.probSum.assign(E, 0.0);
-  std::vector<double> p(E);
-  for (size_t t = 0; t < T; ++t) {
-    const float* row = logits.data() + t * E;
-    const double m = *std::max_element(row, row + E);
-    double sum = 0;
-    for (size_t e = 0; e < E; ++e) sum += (p[e] = std::exp(double{row[e]} - m));
-    for (size_t e = 0; e < E; ++e) d.probSum[e] += p[e] / sum;
-  }
+  d.probSum = probabilitySums(logits, T, E);
   return d;
 }
 
-Result<RoutingDecision> routeTokens(kernels::Backend& backend, const kernels::Matrix& gate,
-                                    std::span<const float> x, uint32_t T, const ModelConfig& model,
-                                    std::span<const float> bias) {
-  if (!isDeepseekFamily(model.family)) {
-    return softmaxTopkRouting(backend, gate, x, T, model.topK, model.normTopkProb);
+}  // namespace
+
+Result<RoutingDecision> softmaxTopkRouting(kernels::Backend& backend, const kernels::Matrix& gate,
+                                           std::span<const float> x, uint32_t T, uint32_t k,
+                                           bool renormalize) {
+  std::vector<float> logits(size_t{T} * gate.rows());
+  if (auto s = backend.linear(gate, x, T, logits); !s) return makeError("gate: " + s.message());
+  return softmaxTopkOnBackend(backend, logits, T, gate.rows(), k, renormalize);
+}
+
+Result<GateResult> routeTokens(kernels::Backend& backend, const GateNetwork& gate,
+                               std::span<const float> x, uint32_t T, const ModelConfig& model,
+                               std::span<const float> bias, const GateInputs& inputs) {
+  const uint32_t E = gate.numExperts();
+  GateResult r;
+  r.logits.resize(size_t{T} * E);
+  if (auto s = gate.logits(backend, x, T, inputs.prevLogits, r.logits); !s)
+    return makeError(s.message());
+  const RoutingRule rule = routingRuleFor(model);
+  std::span<const float> scores = r.logits;
+  std::vector<float> noisy;
+  if (inputs.noiseSeed) {
+    noisy = r.logits;
+    if (auto s = gate.addNoise(backend, x, T, *inputs.noiseSeed, inputs.layer, noisy); !s)
+      return makeError(s.message());
+    scores = noisy;
   }
-  auto logits = gateLogits(backend, gate, x, T);
-  if (!logits) return makeError(logits.error());
-  return routeLogits(logits.value(), T, static_cast<uint32_t>(gate.rows()), routingRuleFor(model),
-                     bias);
+  if (rule.isPlainSoftmaxTopk()) {
+    auto d = softmaxTopkOnBackend(backend, scores, T, E, rule.k, rule.normTopkProb);
+    if (!d) return makeError(d.error());
+    r.decision = std::move(d).value();
+  } else {
+    r.decision = routeLogits(scores, T, E, rule, bias);
+  }
+  return r;
 }
 
 }  // namespace moe::router

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -12,12 +13,18 @@
 
 namespace moe::router {
 
+class GateNetwork;
+
 struct RoutingDecision {
   uint32_t tokens = 0;
   uint32_t k = 0;
-  std::vector<uint32_t> ids;    // [tokens, k], per token in descending weight (ties: lower id)
-  std::vector<float> weights;   // [tokens, k]
-  std::vector<double> probSum;  // [E] Σ over tokens of softmax(logits)[e], for load statistics
+  std::vector<uint32_t> ids;     // [tokens, k], per token in descending weight (ties: lower id)
+  std::vector<float> weights;    // [tokens, k]
+  std::vector<double> probSum;   // [E] Σ over tokens of softmax(logits)[e], for load statistics
+  std::vector<uint8_t> dropped;  // [tokens, k] 1 = over the expert's capacity (weight 0, not
+                                 // computed); empty when nothing was dropped
+
+  bool isDropped(size_t at) const { return !dropped.empty() && dropped[at] != 0; }
 };
 
 // Mixtral routing: logits = x·Wgᵀ, p = softmax(logits), top-k, weights renormalized over the k
@@ -26,11 +33,25 @@ Result<RoutingDecision> softmaxTopkRouting(kernels::Backend& backend, const kern
                                            std::span<const float> x,  // [T, H]
                                            uint32_t T, uint32_t k, bool renormalize);
 
-// The family's routing (routing.h) on top of the gate GEMM: the softmax families use the backend's
-// softmax_topk op; DeepSeek's grouped / sigmoid rules run on the CPU. `bias`: [E] or empty.
-Result<RoutingDecision> routeTokens(kernels::Backend& backend, const kernels::Matrix& gate,
-                                    std::span<const float> x,  // [T, H]
-                                    uint32_t T, const ModelConfig& model,
-                                    std::span<const float> bias);
+// What routing one batch produced.
+struct GateResult {
+  RoutingDecision decision;
+  std::vector<float> logits;  // [T, E] the gate network's logits (with the residual, no noise)
+};
+
+// What a call adds to the layer's own routing.
+struct GateInputs {
+  std::span<const float> prevLogits;  // [T, E] MoE++ gating residual, or empty
+  std::optional<uint64_t> noiseSeed;  // noisy top-k on, with this seed
+  uint32_t layer = 0;                 // keys the noise draws
+};
+
+// The family's routing (routing.h) on top of its gate network (gate_network.h): the plain
+// softmax families without noise use the backend's softmax_topk op; the other rules run on the
+// CPU. `bias`: [E] (DeepSeek-V3) or empty.
+Result<GateResult> routeTokens(kernels::Backend& backend, const GateNetwork& gate,
+                               std::span<const float> x,  // [T, H]
+                               uint32_t T, const ModelConfig& model, std::span<const float> bias,
+                               const GateInputs& inputs);
 
 }  // namespace moe::router

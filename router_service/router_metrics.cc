@@ -77,8 +77,8 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, const ModelConfig& 
       st.routed.push_back(&routed.Add({{"layer", l}, {"expert", std::to_string(e)}}));
     }
     // Created (at 0) so dashboards and alerts see the series before any drop happens.
-    dropped.Add({{"layer", l}});
-    zero.Add({{"layer", l}});
+    st.dropped = &dropped.Add({{"layer", l}});
+    st.zeroCompute = &zero.Add({{"layer", l}});
     st.imbalance = &imbalance.Add({{"layer", l}});
     st.balanceLoss = &loss.Add({{"layer", l}});
     st.window.assignments.assign(model.numExperts, 0);
@@ -171,6 +171,14 @@ void RouterMetrics::recordRouting(uint32_t layer, const RoutingDecision& d) {
     std::fill(st.window.probSum.begin(), st.window.probSum.end(), 0);
     st.window.tokens = 0;
   }
+}
+
+void RouterMetrics::recordDropsAndZeroCompute(uint32_t layer, uint32_t dropped,
+                                              uint32_t zeroCompute) {
+  auto it = layers_.find(layer);
+  if (it == layers_.end()) return;
+  it->second.dropped->Increment(dropped);
+  it->second.zeroCompute->Increment(zeroCompute);
 }
 
 }  // namespace moe::router

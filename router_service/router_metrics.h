@@ -56,6 +56,8 @@ class RouterMetrics {
   void recordRequest(std::string_view code, double seconds);
   // Token→expert assignments of one gated batch, and the recent-window load statistics.
   void recordRouting(uint32_t layer, const RoutingDecision& decision);
+  // Assignments the capacity cap dropped, and those served by zero-computation experts.
+  void recordDropsAndZeroCompute(uint32_t layer, uint32_t dropped, uint32_t zeroCompute);
 
   struct Shard {
     prometheus::Histogram* duration;
@@ -87,6 +89,8 @@ class RouterMetrics {
     std::vector<prometheus::Counter*> routed;  // [E]
     prometheus::Gauge* imbalance;
     prometheus::Gauge* balanceLoss;
+    prometheus::Counter* dropped;
+    prometheus::Counter* zeroCompute;
     LayerWindow window, previous;
   };
   prometheus::Family<prometheus::Counter>& requests_;

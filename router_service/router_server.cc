@@ -10,6 +10,7 @@
 #include "common/service_runtime.h"
 #include "common/tensor_wire.h"
 #include "kernels/device_backend.h"
+#include "router_service/capacity.h"
 #include "router_service/gating.h"
 
 namespace moe::router {
@@ -46,6 +47,19 @@ std::string_view errorCode(const kj::Exception& e) {
   }
 }
 
+void fillRouting(proto::Routing::Builder out, const RoutingDecision& d) {
+  const auto n = static_cast<unsigned>(d.ids.size());
+  out.setK(d.k);
+  auto ids = out.initExperts(n);
+  auto weights = out.initWeights(n);
+  auto dropped = out.initDropped(n);
+  for (unsigned i = 0; i < n; ++i) {
+    ids.set(i, d.ids[i]);
+    weights.set(i, d.weights[i]);
+    dropped.set(i, d.isDropped(i));
+  }
+}
+
 }  // namespace
 
 Result<std::unique_ptr<RouterModel>> RouterModel::load(const ClusterConfig& cluster) {
@@ -68,10 +82,11 @@ Result<std::unique_ptr<RouterModel>> RouterModel::load(const ClusterConfig& clus
     return makeError("router.device " + cluster.router.device.str() + ": " + backend.error());
   m->backend = std::move(backend).value();
   for (uint32_t layer : m->model.moeLayers) {
-    auto w = ckpt.value()->gateWeight(layer);
-    if (!w) return makeError(w.error());
-    auto gate = m->backend->upload(w.value(), m->model.numExperts, m->model.hiddenSize);
-    if (!gate) return makeError("layer " + std::to_string(layer) + " gate: " + gate.error());
+    const bool sharedOnShard = std::any_of(
+        cluster.shards.begin(), cluster.shards.end(),
+        [layer](const ShardConfig& s) { return s.sharedExpert && s.servesLayer(layer); });
+    auto gate = GateNetwork::load(*m->backend, *ckpt.value(), layer, cluster.routing);
+    if (!gate) return makeError(gate.error());
     m->gates.emplace(layer, std::move(gate).value());
     if (m->model.hasScoreCorrectionBias) {
       auto b = ckpt.value()->scoreCorrectionBias(layer);
@@ -79,9 +94,14 @@ Result<std::unique_ptr<RouterModel>> RouterModel::load(const ClusterConfig& clus
       m->bias.emplace(layer, std::move(b).value());
     }
     if (m->model.sharedIntermediateSize > 0) {
-      auto shared = SharedExpert::load(*m->backend, *ckpt.value(), layer);
+      auto shared = SharedExpert::load(*m->backend, *ckpt.value(), layer, !sharedOnShard);
       if (!shared) return makeError(shared.error());
       m->shared.emplace(layer, std::move(shared).value());
+    }
+    if (m->model.numFfnExperts < m->model.numExperts) {
+      auto zero = ZeroComputeExperts::load(*ckpt.value(), layer);
+      if (!zero) return makeError(zero.error());
+      m->zeroCompute.emplace(layer, std::move(zero).value());
     }
   }
   return m;
@@ -146,7 +166,7 @@ kj::Promise<ShardClient::RunResponse> RouterServer::runOnShard(
 kj::Promise<void> RouterServer::forwardUnbounded(ForwardContext context) {
   const auto start = Clock::now();
   const ModelConfig& m = model_->model;
-  const uint32_t H = m.hiddenSize;
+  const uint32_t H = m.hiddenSize, E = m.numExperts;
   auto params = context.getParams();
   const uint32_t layer = params.getLayer();
   auto gate = model_->gates.find(layer);
@@ -168,111 +188,195 @@ kj::Promise<void> RouterServer::forwardUnbounded(ForwardContext context) {
   // x points into the request message (f32) or owns a widened copy; the context keeps the
   // request alive until this call completes.
   auto x = std::make_shared<F32Rows>(view.value());
+  std::shared_ptr<F32Rows> prev;
+  if (params.hasPrevLogits()) {
+    if (!gate->second->hasResidual()) {
+      badRequest("prevLogits: model_type '" + m.modelType +
+                 "' has no gating residual; send prevLogits only to MoE++ models");
+    }
+    auto pv = decodeTensor(params.getPrevLogits(), "prevLogits");
+    if (!pv) badRequest(pv.error());
+    if (auto s = expect2d(pv.value(), E, "prevLogits"); !s) badRequest(s.message());
+    if (pv.value().shape[0] != T) {
+      badRequest("prevLogits: " + std::to_string(pv.value().shape[0]) + " rows for a batch of " +
+                 std::to_string(T) + " tokens");
+    }
+    prev = std::make_shared<F32Rows>(pv.value());
+  }
+  const auto options = params.getOptions();
+  const bool returnRouting = options.getReturnRouting();
+  std::optional<uint64_t> noiseSeed;
+  if (model_->cluster.routing.noisyTopk) {
+    noiseSeed =
+        options.getNoiseSeed() != 0 ? options.getNoiseSeed() : model_->cluster.routing.noiseSeed;
+  } else if (options.getNoiseSeed() != 0) {
+    badRequest("options.noiseSeed: noisy top-k is off in this cluster (routing.noisy_topk)");
+  }
+
+  // Everything computed before the fan-out: the routing, the plan, and what the router adds
+  // itself (shared expert when it is not on a shard, MoE++ zero-computation experts).
   struct Gated {
-    RoutingDecision decision;
+    GateResult gate;
     DispatchPlan plan;
-    std::vector<float> shared;  // [T, H] the shared expert's contribution, or empty
+    std::vector<float> local;           // [T, H] the router's own contribution, or empty
+    std::shared_ptr<F32Rows> expertIn;  // rows the shards see (MoE++: k·x)
+    uint32_t dropped = 0, zeroCompute = 0, sharedRows = 0;
   };
   auto sharedIt = model_->shared.find(layer);
   const SharedExpert* shared = sharedIt == model_->shared.end() ? nullptr : sharedIt->second.get();
-  auto gating = executor_.run([this, x, T, H, layer, shared,
-                               gateMatrix = gate->second.get()]() -> Result<Gated> {
+  auto zeroIt = model_->zeroCompute.find(layer);
+  const ZeroComputeExperts* zero =
+      zeroIt == model_->zeroCompute.end() ? nullptr : zeroIt->second.get();
+  auto gating = executor_.run([this, x, prev, T, H, layer, shared, zero, noiseSeed,
+                               gateNetwork = gate->second.get()]() -> Result<Gated> {
+    const ModelConfig& m = model_->model;
     auto xs = x->values();
     if (int64_t bad = firstNonFinite(xs); bad >= 0) {
       return makeError("hidden: token " + std::to_string(bad / H) + " has a non-finite value (" +
                        std::to_string(xs[bad]) + ") at column " + std::to_string(bad % H));
     }
+    GateInputs inputs;
+    inputs.layer = layer;
+    inputs.noiseSeed = noiseSeed;
+    if (prev) {
+      inputs.prevLogits = prev->values();
+      if (int64_t bad = firstNonFinite(inputs.prevLogits); bad >= 0) {
+        return makeError("prevLogits: token " + std::to_string(bad / m.numExperts) +
+                         " has a non-finite value at column " + std::to_string(bad % m.numExperts));
+      }
+    }
     auto biasIt = model_->bias.find(layer);
     std::span<const float> bias;
     if (biasIt != model_->bias.end()) bias = biasIt->second;
-    auto decision = routeTokens(*model_->backend, *gateMatrix, xs, T, model_->model, bias);
-    if (!decision) return makeError(decision.error());
-    auto plan = planDispatch(decision.value(), placement_, layer);
-    if (!plan) return makeError(plan.error());
-    std::vector<float> sharedOut;
-    if (shared != nullptr) {
-      // Computed in the gating job, before the fan-out (overlapping it with the shards' work is
-      // a later optimization).
-      sharedOut.resize(size_t{T} * H);
-      if (auto s = shared->compute(*model_->backend, xs, T, sharedOut); !s)
-        return makeError(s.message());
+    auto routed = routeTokens(*model_->backend, *gateNetwork, xs, T, m, bias, inputs);
+    if (!routed) return makeError(routed.error());
+    Gated g;
+    g.gate = std::move(routed).value();
+    RoutingDecision& d = g.gate.decision;
+    g.dropped = applyCapacity(d, model_->cluster.routing, m.numExperts, m.numFfnExperts);
+
+    const float scale = m.expertInputScale();
+    if (scale == 1.0f) {
+      g.expertIn = x;
+    } else {
+      std::vector<float> scaled(xs.begin(), xs.end());
+      for (float& v : scaled) v *= scale;
+      g.expertIn = std::make_shared<F32Rows>(std::move(scaled));
     }
-    return Gated{std::move(decision).value(), std::move(plan).value(), std::move(sharedOut)};
+
+    DispatchExtras extras;
+    extras.routedExperts = m.numExperts;
+    std::vector<float> sharedWeights;
+    auto sharedShards = placement_.sharedShardsFor(layer);
+    if (shared != nullptr) {
+      g.sharedRows = T;
+      if (!sharedShards.empty()) {
+        auto w = shared->weights(*model_->backend, xs, T);
+        if (!w) return makeError(w.error());
+        sharedWeights = std::move(w).value();
+        extras.sharedShard = sharedShards.front();
+        extras.sharedWeights = sharedWeights;
+      } else {
+        g.local.resize(size_t{T} * H);
+        if (auto s = shared->compute(*model_->backend, xs, T, g.local); !s)
+          return makeError(s.message());
+      }
+    }
+    auto plan = planDispatch(d, placement_, layer, extras);
+    if (!plan) return makeError(plan.error());
+    g.plan = std::move(plan).value();
+    if (zero != nullptr) {
+      if (g.local.empty()) g.local.assign(size_t{T} * H, 0.0f);
+      g.zeroCompute = zero->accumulate(d, g.expertIn->values(), g.local);
+    }
+    return g;
   });
   metrics_.queueDepth.Set(static_cast<double>(executor_.queued()));
 
-  return gating.then([this, context, x, T, H, layer, start](Result<Gated> gated) mutable {
-    metrics_.queueDepth.Set(static_cast<double>(executor_.queued()));
-    if (!gated) badRequest(gated.error());
-    const uint64_t gateMicros = microsSince(start);
-    metrics_.gateDuration.Observe(static_cast<double>(gateMicros) * 1e-6);
-    metrics_.recordRouting(layer, gated.value().decision);
-    auto plan = std::make_shared<const DispatchPlan>(std::move(gated.value().plan));
-    auto sharedOut = std::make_shared<const std::vector<float>>(std::move(gated.value().shared));
-    kj::Vector<kj::Promise<ShardClient::RunResponse>> calls;
-    for (size_t i = 0; i < plan->work.size(); ++i) {
-      const auto rows = static_cast<uint32_t>(plan->work[i].tokens.size());
-      calls.add(runOnShard(
-          plan->work[i].shard, rows, [plan, i, x, H, layer](ShardClient::RunParams::Builder req) {
-            const ShardWork& w = plan->work[i];
-            req.setLayer(layer);
-            const uint32_t shape[2] = {static_cast<uint32_t>(w.tokens.size()), H};
-            auto rows = initF32(req.initRows(), shape);
-            auto xs = x->values();
-            for (size_t r = 0; r < w.tokens.size(); ++r) {
-              std::memcpy(rows.data() + r * H, xs.data() + size_t{w.tokens[r]} * H,
-                          H * sizeof(float));
-            }
-            auto segs = req.initSegments(static_cast<unsigned>(w.segments.size()));
-            for (size_t s = 0; s < w.segments.size(); ++s) {
-              const auto& seg = w.segments[s];
-              auto out = segs[static_cast<unsigned>(s)];
-              out.setExpert(seg.expert);
-              auto idx = out.initRowIndex(static_cast<unsigned>(seg.rowIndex.size()));
-              auto wt = out.initWeight(static_cast<unsigned>(seg.weight.size()));
-              for (size_t j = 0; j < seg.rowIndex.size(); ++j) {
-                idx.set(static_cast<unsigned>(j), seg.rowIndex[j]);
-                wt.set(static_cast<unsigned>(j), seg.weight[j]);
+  return gating.then(
+      [this, context, T, H, layer, start, returnRouting](Result<Gated> gated) mutable {
+        metrics_.queueDepth.Set(static_cast<double>(executor_.queued()));
+        if (!gated) badRequest(gated.error());
+        const uint64_t gateMicros = microsSince(start);
+        metrics_.gateDuration.Observe(static_cast<double>(gateMicros) * 1e-6);
+        metrics_.recordRouting(layer, gated.value().gate.decision);
+        metrics_.recordDropsAndZeroCompute(layer, gated.value().dropped, gated.value().zeroCompute);
+        auto g = std::make_shared<const Gated>(std::move(gated).value());
+        kj::Vector<kj::Promise<ShardClient::RunResponse>> calls;
+        for (size_t i = 0; i < g->plan.work.size(); ++i) {
+          const auto rows = static_cast<uint32_t>(g->plan.work[i].tokens.size());
+          calls.add(runOnShard(
+              g->plan.work[i].shard, rows, [g, i, H, layer](ShardClient::RunParams::Builder req) {
+                const ShardWork& w = g->plan.work[i];
+                req.setLayer(layer);
+                const uint32_t shape[2] = {static_cast<uint32_t>(w.tokens.size()), H};
+                auto rows = initF32(req.initRows(), shape);
+                auto xs = g->expertIn->values();
+                for (size_t r = 0; r < w.tokens.size(); ++r) {
+                  std::memcpy(rows.data() + r * H, xs.data() + size_t{w.tokens[r]} * H,
+                              H * sizeof(float));
+                }
+                auto segs = req.initSegments(static_cast<unsigned>(w.segments.size()));
+                for (size_t s = 0; s < w.segments.size(); ++s) {
+                  const auto& seg = w.segments[s];
+                  auto out = segs[static_cast<unsigned>(s)];
+                  out.setExpert(seg.expert);
+                  out.setShared(seg.shared);
+                  auto idx = out.initRowIndex(static_cast<unsigned>(seg.rowIndex.size()));
+                  auto wt = out.initWeight(static_cast<unsigned>(seg.weight.size()));
+                  for (size_t j = 0; j < seg.rowIndex.size(); ++j) {
+                    idx.set(static_cast<unsigned>(j), seg.rowIndex[j]);
+                    wt.set(static_cast<unsigned>(j), seg.weight[j]);
+                  }
+                }
+              }));
+        }
+        const auto fanOut = Clock::now();
+        return kj::joinPromises(calls.releaseAsArray())
+            .then([this, context, g, T, H, start, fanOut, gateMicros,
+                   returnRouting](kj::Array<ShardClient::RunResponse> replies) mutable {
+              auto results = context.getResults();
+              const uint32_t shape[2] = {T, H};
+              auto out = initF32(results.initOutput(), shape);
+              if (g->local.empty()) {
+                std::fill(out.begin(), out.end(), 0.0f);
+              } else {
+                std::copy(g->local.begin(), g->local.end(), out.begin());
               }
-            }
-          }));
-    }
-    const auto fanOut = Clock::now();
-    return kj::joinPromises(calls.releaseAsArray())
-        .then([this, context, plan, sharedOut, T, H, start, fanOut,
-               gateMicros](kj::Array<ShardClient::RunResponse> replies) mutable {
-          auto results = context.getResults();
-          const uint32_t shape[2] = {T, H};
-          auto out = initF32(results.initOutput(), shape);
-          if (sharedOut->empty()) {
-            std::fill(out.begin(), out.end(), 0.0f);
-          } else {
-            std::copy(sharedOut->begin(), sharedOut->end(), out.begin());
-          }
-          for (size_t i = 0; i < replies.size(); ++i) {
-            const ShardWork& w = plan->work[i];
-            const auto& label = shards_[w.shard]->config().name;
-            auto partial = decodeTensor(replies[i].getOutput(), "shard " + label + " output");
-            if (!partial) throwRpcError(kj::Exception::Type::FAILED, partial.error());
-            if (auto s = expect2d(partial.value(), H, "shard " + label + " output");
-                !s || partial.value().shape[0] != w.tokens.size()) {
-              throwRpcError(kj::Exception::Type::FAILED,
-                            "shard " + label + " returned shape " +
-                                shapeString(partial.value().shape) + " for " +
-                                std::to_string(w.tokens.size()) + " rows");
-            }
-            F32Rows rows(partial.value());
-            addShardPartial(w, rows.values(), H, out);
-          }
-          auto stats = results.initStats();
-          stats.setTokens(T);
-          stats.setShardCalls(static_cast<uint32_t>(plan->work.size()));
-          stats.setRowsSent(plan->rowsSent());
-          stats.setGateMicros(gateMicros);
-          stats.setDispatchMicros(microsSince(fanOut));
-          stats.setTotalMicros(microsSince(start));
-        });
-  });
+              for (size_t i = 0; i < replies.size(); ++i) {
+                const ShardWork& w = g->plan.work[i];
+                const auto& label = shards_[w.shard]->config().name;
+                auto partial = decodeTensor(replies[i].getOutput(), "shard " + label + " output");
+                if (!partial) throwRpcError(kj::Exception::Type::FAILED, partial.error());
+                if (auto s = expect2d(partial.value(), H, "shard " + label + " output");
+                    !s || partial.value().shape[0] != w.tokens.size()) {
+                  throwRpcError(kj::Exception::Type::FAILED,
+                                "shard " + label + " returned shape " +
+                                    shapeString(partial.value().shape) + " for " +
+                                    std::to_string(w.tokens.size()) + " rows");
+                }
+                F32Rows rows(partial.value());
+                addShardPartial(w, rows.values(), H, out);
+              }
+              const RoutingDecision& d = g->gate.decision;
+              if (returnRouting) fillRouting(results.initRouting(), d);
+              if (returnRouting || model_->model.gatingResidual) {
+                const uint32_t logitShape[2] = {T, model_->model.numExperts};
+                auto logits = initF32(results.initGateLogits(), logitShape);
+                std::copy(g->gate.logits.begin(), g->gate.logits.end(), logits.begin());
+              }
+              auto stats = results.initStats();
+              stats.setTokens(T);
+              stats.setShardCalls(static_cast<uint32_t>(g->plan.work.size()));
+              stats.setRowsSent(g->plan.rowsSent());
+              stats.setGateMicros(gateMicros);
+              stats.setDispatchMicros(microsSince(fanOut));
+              stats.setTotalMicros(microsSince(start));
+              stats.setDroppedAssignments(g->dropped);
+              stats.setRouterRows(g->zeroCompute);
+              stats.setSharedRows(g->sharedRows);
+            });
+      });
 }
 
 kj::Promise<kj::Array<std::string>> RouterServer::probeShards() {
@@ -294,16 +398,27 @@ kj::Promise<kj::Array<std::string>> RouterServer::probeShards() {
 
 std::string RouterServer::unreachableExperts(const kj::Array<std::string>& errors) const {
   const ModelConfig& m = model_->model;
+  // Empty when one of `holders` answers, else why none does.
+  auto noneReachable = [&](std::span<const uint32_t> holders,
+                           const std::string& what) -> std::string {
+    for (uint32_t s : holders) {
+      if (errors[s].empty()) return "";
+    }
+    std::string why = what + " has no reachable shard";
+    for (uint32_t s : holders) why += "; " + errors[s];
+    return why;
+  };
   for (uint32_t layer : m.moeLayers) {
-    for (uint32_t e = 0; e < m.numExperts; ++e) {
-      bool any = false;
-      for (uint32_t s : placement_.shardsFor(layer, e)) any = any || errors[s].empty();
-      if (!any) {
-        std::string why = "expert " + std::to_string(e) + " of layer " + std::to_string(layer) +
-                          " has no reachable shard";
-        for (uint32_t s : placement_.shardsFor(layer, e)) why += "; " + errors[s];
-        return why;
-      }
+    for (uint32_t e = 0; e < m.numFfnExperts; ++e) {
+      auto why =
+          noneReachable(placement_.shardsFor(layer, e),
+                        "expert " + std::to_string(e) + " of layer " + std::to_string(layer));
+      if (!why.empty()) return why;
+    }
+    auto shared = placement_.sharedShardsFor(layer);
+    if (!shared.empty()) {
+      auto why = noneReachable(shared, "the shared expert of layer " + std::to_string(layer));
+      if (!why.empty()) return why;
     }
   }
   return "";

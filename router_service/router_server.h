@@ -15,9 +15,11 @@
 #include "common/proto/moe.capnp.h"
 #include "kernels/backend.h"
 #include "router_service/dispatch_plan.h"
+#include "router_service/gate_network.h"
 #include "router_service/router_metrics.h"
 #include "router_service/shard_client.h"
 #include "router_service/shared_expert.h"
+#include "router_service/zero_compute_experts.h"
 
 namespace moe::router {
 
@@ -26,11 +28,13 @@ struct RouterModel {
   ClusterConfig cluster;
   ModelConfig model;
   std::unique_ptr<kernels::Backend> backend;
-  std::map<uint32_t, std::unique_ptr<kernels::Matrix>> gates;  // MoE layer -> [E, H]
-  std::map<uint32_t, std::unique_ptr<SharedExpert>> shared;    // MoE layer -> its shared expert
+  std::map<uint32_t, std::unique_ptr<GateNetwork>> gates;    // MoE layer -> its router network
+  std::map<uint32_t, std::unique_ptr<SharedExpert>> shared;  // MoE layer -> its shared expert
   std::map<uint32_t, std::vector<float>> bias;  // MoE layer -> [E] score correction (DeepSeek-V3)
+  std::map<uint32_t, std::unique_ptr<ZeroComputeExperts>> zeroCompute;  // MoE++ layers
 
-  // Opens the checkpoint, checks the placement and loads every MoE layer's gate.
+  // Opens the checkpoint, checks the placement and loads every MoE layer's gate network, shared
+  // expert (its FFN only when no shard holds it) and MoE++ zero-computation experts.
   static Result<std::unique_ptr<RouterModel>> load(const ClusterConfig& cluster);
 };
 

@@ -38,6 +38,9 @@ RoutingRule routingRuleFor(const ModelConfig& m) {
                                            : RoutingRule::Scoring::kSoftmax;
     if (m.topkMethod == "noaux_tc") r.selection = RoutingRule::Selection::kGroupTop2Sum;
     if (m.topkMethod == "group_limited_greedy") r.selection = RoutingRule::Selection::kGroupMax;
+  } else if (m.family == ModelFamily::kMoePlusPlus) {
+    if (!m.moeMixtralGating) r.zeroWeightExpert = m.numExperts - 1;
+    if (m.moeLogitsNorm) r.logitsNormStd = m.moeGateNormStd;
   }
   return r;
 }
@@ -50,10 +53,20 @@ RoutingDecision routeLogits(std::span<const float> logits, uint32_t T, uint32_t 
   d.ids.resize(size_t{T} * rule.k);
   d.weights.resize(size_t{T} * rule.k);
   d.probSum.assign(E, 0.0);
-  std::vector<float> score(E), choice(E), group(rule.nGroup);
+  std::vector<float> score(E), choice(E), group(rule.nGroup), normed(E);
   const uint32_t perGroup = E / rule.nGroup;
   for (uint32_t t = 0; t < T; ++t) {
     const float* s = logits.data() + size_t{t} * E;
+    if (rule.logitsNormStd > 0.0f) {
+      // MoE++: logits / (logits.std(dim=1) / target_std), torch's unbiased std.
+      float mean = 0, var = 0;
+      for (uint32_t e = 0; e < E; ++e) mean += s[e];
+      mean /= static_cast<float>(E);
+      for (uint32_t e = 0; e < E; ++e) var += (s[e] - mean) * (s[e] - mean);
+      const float stdev = std::sqrt(var / static_cast<float>(E - 1));
+      for (uint32_t e = 0; e < E; ++e) normed[e] = s[e] / (stdev / rule.logitsNormStd);
+      s = normed.data();
+    }
     // Softmax in fp32 as the references compute it; also feeds the load statistics.
     const float m = *std::max_element(s, s + E);
     float sum = 0;
@@ -90,7 +103,7 @@ RoutingDecision routeLogits(std::span<const float> logits, uint32_t T, uint32_t 
     float total = 0;
     for (uint32_t j = 0; j < rule.k; ++j) {
       d.ids[size_t{t} * rule.k + j] = chosen[j];
-      w[j] = score[chosen[j]];
+      w[j] = chosen[j] == rule.zeroWeightExpert ? 0.0f : score[chosen[j]];
       total += w[j];
     }
     switch (rule.weighting) {

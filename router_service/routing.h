@@ -10,12 +10,18 @@
 //   DeepSeek-V3 "noaux_tc": σ = sigmoid(s); c = σ + bias (choice only); group score = sum of the
 //     group's top-2 c; keep topk_group groups (others' c masked to 0.0); top-k of c; w = σ_sel,
 //     normalized (+1e-20) when norm_topk_prob; then × routed_scaling_factor.
+//   MoE++ (moe_plus_plus_layer.py gating): optionally s /= std(s)/moe_gate_norm_std (unbiased
+//     std); p = softmax(s); top-2; the zero expert's (id E-1) weight set to 0, then renormalized.
+//     With moe_use_mixtral_gating: no zero-expert masking (top-k of s, softmax over them, which
+//     is the renormalized softmax greedy rule).
+//   Yuan 2.0-M32: softmax greedy, renormalized (its router is the attention gate network).
 //
 // Ties go to the lower expert (and group) id everywhere; the references use torch.topk, whose tie
 // order is unspecified, so this is the deterministic choice.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 
 #include "common/checkpoint.h"
@@ -34,6 +40,14 @@ struct RoutingRule {
   uint32_t nGroup = 1, topkGroup = 1;
   bool normTopkProb = true;
   float routedScalingFactor = 1.0f;
+  std::optional<uint32_t> zeroWeightExpert;  // MoE++: weight 0 for this expert, then renormalize
+  float logitsNormStd = 0.0f;                // MoE++ moe_use_logits_norm target std (0 = off)
+
+  // True when the backend's softmax_topk op computes this rule exactly (the fast path).
+  bool isPlainSoftmaxTopk() const {
+    return scoring == Scoring::kSoftmax && selection == Selection::kGreedy &&
+           weighting == Weighting::kNormalizeOnly && !zeroWeightExpert && logitsNormStd == 0.0f;
+  }
 };
 
 // The rule a model's config.json implies.

@@ -8,15 +8,18 @@
 namespace moe::router {
 
 Result<std::unique_ptr<SharedExpert>> SharedExpert::load(kernels::Backend& backend,
-                                                         const Checkpoint& ckpt, uint32_t layer) {
+                                                         const Checkpoint& ckpt, uint32_t layer,
+                                                         bool withFfn) {
   const ModelConfig& m = ckpt.config();
-  auto t = ckpt.sharedExpert(layer);
-  if (!t) return makeError(t.error());
   std::unique_ptr<SharedExpert> s(new SharedExpert());
   s->hidden_ = m.hiddenSize;
-  auto ffn = kernels::uploadExpert(backend, t.value(), m.sharedIntermediateSize, m.hiddenSize);
-  if (!ffn) return makeError("layer " + std::to_string(layer) + " shared expert: " + ffn.error());
-  s->ffn_ = std::move(ffn).value();
+  if (withFfn) {
+    auto t = ckpt.sharedExpert(layer);
+    if (!t) return makeError(t.error());
+    auto ffn = kernels::uploadExpert(backend, t.value(), m.sharedIntermediateSize, m.hiddenSize);
+    if (!ffn) return makeError("layer " + std::to_string(layer) + " shared expert: " + ffn.error());
+    s->ffn_ = std::move(ffn).value();
+  }
   if (m.sharedExpertGated) {
     auto g = ckpt.sharedExpertGate(layer);
     if (!g) return makeError(g.error());
@@ -28,15 +31,23 @@ Result<std::unique_ptr<SharedExpert>> SharedExpert::load(kernels::Backend& backe
   return s;
 }
 
-Status SharedExpert::compute(kernels::Backend& backend, std::span<const float> x, uint32_t T,
-                             std::span<float> out) const {
+Result<std::vector<float>> SharedExpert::weights(kernels::Backend& backend,
+                                                 std::span<const float> x, uint32_t T) const {
   std::vector<float> weights(T, 1.0f);  // [T]
   if (gate_) {
     std::vector<float> logits(T);  // [T, 1]
     if (auto s = backend.linear(*gate_, x, T, logits); !s)
-      return Status::error("shared gate: " + s.message());
+      return makeError("shared gate: " + s.message());
     for (uint32_t t = 0; t < T; ++t) weights[t] = 1.0f / (1.0f + std::exp(-logits[t]));
   }
+  return weights;
+}
+
+Status SharedExpert::compute(kernels::Backend& backend, std::span<const float> x, uint32_t T,
+                             std::span<float> out) const {
+  auto gated = this->weights(backend, x, T);
+  if (!gated) return Status::error(gated.error());
+  const std::vector<float>& weights = gated.value();
   std::vector<uint32_t> rows(T);
   std::iota(rows.begin(), rows.end(), 0u);
   const kernels::ExpertFfnWeights ffn = ffn_.view();

@@ -1,11 +1,13 @@
-// SharedExpert: the always-on expert of a layer, evaluated on the router next to gating:
-// y = g(x) · FFN_shared(x), with g = sigmoid(x·w_gateᵀ) for Qwen2-MoE and g = 1 for DeepSeek.
-// It runs through the backend's grouped FFN as one segment over every token, weighted by g.
+// SharedExpert: the always-on expert of a layer: y = g(x) · FFN_shared(x), with
+// g = sigmoid(x·w_gateᵀ) for Qwen2-MoE and g = 1 for DeepSeek. The router always computes g; the
+// FFN runs on the router (through the backend's grouped FFN, one segment over every token) unless
+// a shard holds it (shards[].shared_expert), in which case g travels as the segment's weights.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <vector>
 
 #include "common/checkpoint.h"
 #include "kernels/backend.h"
@@ -15,11 +17,17 @@ namespace moe::router {
 
 class SharedExpert {
  public:
-  // Loads layer `layer`'s shared expert (and its gate, when the model gates it) onto `backend`.
+  // Loads layer `layer`'s shared-expert gate (when the model gates it) and, when `withFfn`, its
+  // FFN onto `backend`.
   static Result<std::unique_ptr<SharedExpert>> load(kernels::Backend& backend,
-                                                    const Checkpoint& ckpt, uint32_t layer);
+                                                    const Checkpoint& ckpt, uint32_t layer,
+                                                    bool withFfn);
 
-  // out = the shared contribution for x. x: [T, H], out: [T, H] (overwritten).
+  // g(x) per token: [T].
+  Result<std::vector<float>> weights(kernels::Backend& backend, std::span<const float> x,
+                                     uint32_t T) const;
+
+  // out = the shared contribution for x. x: [T, H], out: [T, H] (overwritten). Needs the FFN.
   Status compute(kernels::Backend& backend, std::span<const float> x, uint32_t T,
                  std::span<float> out) const;
 

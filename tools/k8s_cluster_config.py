@@ -16,8 +16,8 @@ everything else over unchanged:
   timeouts.drain_ms -> --drain-ms when the local file leaves it at 0 (a pod must keep serving
                        while endpoints are removed); a non-zero value is kept
 
-Names, experts, layers, devices (unless --shard-device), max_tokens and the other timeouts are
-copied as they are. BLAS `threads` are a per-machine choice and are not carried over:
+Names, experts, layers, shared_expert, devices (unless --shard-device), max_tokens, the
+routing: section and the other timeouts are copied as they are. BLAS `threads` are a per-machine choice and are not carried over:
 --shard-threads / --router-threads set them for the pods. With --podmonitor-patch it also writes a kustomize JSON patch for the expert
 PodMonitor that labels each pod's metrics with its shard name (shard="<name of shards[i]>" for
 pod <statefulset>-<i>), the label the alert rules and dashboards group by.
@@ -38,11 +38,12 @@ import sys
 import yaml
 
 # The schema of common/config.cc: unknown keys are errors there, so they are errors here too.
-TOP_KEYS = ("model", "router", "shards", "timeouts")
+TOP_KEYS = ("model", "router", "shards", "timeouts", "routing")
 MODEL_KEYS = ("path",)
 ROUTER_KEYS = ("listen", "admin", "device", "max_tokens", "threads")
-SHARD_KEYS = ("name", "listen", "admin", "device", "experts", "layers", "threads")
+SHARD_KEYS = ("name", "listen", "admin", "device", "experts", "layers", "threads", "shared_expert")
 TIMEOUT_KEYS = ("request_ms", "shard_call_ms", "connect_ms", "drain_ms")
+ROUTING_KEYS = ("noisy_topk", "capacity_factor", "capacity_renormalize")
 
 DEFAULTS = {
     "namespace": "moe",
@@ -133,6 +134,8 @@ def convert(local, **overrides):
         raise ConfigError("shards: expected a non-empty list")
     timeouts = local.get("timeouts") or {}
     _check_keys(timeouts, "timeouts", TIMEOUT_KEYS)
+    routing = local.get("routing") or {}
+    _check_keys(routing, "routing", ROUTING_KEYS)
     if opts["shard_hosts"] and len(opts["shard_hosts"]) != len(shards):
         raise ConfigError(f"--shard-hosts: {len(opts['shard_hosts'])} hosts for "
                           f"{len(shards)} shards")
@@ -175,6 +178,8 @@ def convert(local, **overrides):
         o["experts"] = s["experts"]
         if "layers" in s:
             o["layers"] = s["layers"]
+        if "shared_expert" in s:
+            o["shared_expert"] = s["shared_expert"]
         if opts.get("shard_threads"):
             o["threads"] = opts["shard_threads"]
         out_shards.append(o)
@@ -187,6 +192,8 @@ def convert(local, **overrides):
     if not t.get("drain_ms"):
         t["drain_ms"] = int(opts["drain_ms"])
     out["timeouts"] = t
+    if routing:
+        out["routing"] = {k: routing[k] for k in ROUTING_KEYS if k in routing}
     return out
 
 
@@ -195,8 +202,8 @@ def _scalar(v):
     string, which is valid YAML."""
     if isinstance(v, bool):
         return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
+    if isinstance(v, (int, float)):
+        return repr(v)
     s = str(v)
     # Strings starting with a digit ("0-3" expert ranges) stay quoted, as people write them.
     if re.match(r"^[A-Za-z_./:][A-Za-z0-9_./:@-]*$", s):
@@ -211,6 +218,8 @@ def _scalar(v):
 def _value(v):
     if isinstance(v, list):
         return "[" + ", ".join(_scalar(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_scalar(x)}" for k, x in v.items()) + "}"
     return _scalar(v)
 
 
@@ -227,9 +236,12 @@ def render(config, header_lines):
         for k, v in s.items():
             lines.append(f"  {'- ' if first else '  '}{k}: {_value(v)}")
             first = False
-    lines.append("timeouts:")
-    for k, v in config["timeouts"].items():
-        lines.append(f"  {k}: {_value(v)}")
+    for section in ("timeouts", "routing"):
+        if section not in config:
+            continue
+        lines.append(f"{section}:")
+        for k, v in config[section].items():
+            lines.append(f"  {k}: {_value(v)}")
     return "\n".join(lines) + "\n"
 
 

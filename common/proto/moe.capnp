@@ -47,8 +47,27 @@ struct ShardStatus {
 
 interface Router {
   # Returns the MoE layer output for `hidden` [T, H] (f32, bf16 or f16; output is f32 [T, H]).
-  forward @0 (layer :UInt32, hidden :Tensor) -> (output :Tensor, stats :ForwardStats);
+  # prevLogits: MoE++ gating residual, the `gateLogits` [T, E] of the previous MoE layer's reply
+  # for the same tokens (absent for the first MoE layer; an error for models without a residual).
+  # gateLogits: this layer's router logits [T, E] f32 (with the residual, without noise); returned
+  # for models with a gating residual, or when options.returnRouting.
+  forward @0 (layer :UInt32, hidden :Tensor, prevLogits :Tensor, options :ForwardOptions)
+      -> (output :Tensor, stats :ForwardStats, routing :Routing, gateLogits :Tensor);
   info @1 () -> (info :ServiceInfo);
+}
+
+struct ForwardOptions {
+  returnRouting @0 :Bool;   # fill `routing` (and `gateLogits`) in the reply
+  noiseSeed @1 :UInt64;     # noisy top-k: this call's seed (0 = the configured seed)
+}
+
+# The routing decision of one call: for token t and slot j < k, experts[t·k + j] with final weight
+# weights[t·k + j] (0 when dropped[t·k + j], i.e. over the expert's capacity).
+struct Routing {
+  k @0 :UInt32;
+  experts @1 :List(UInt32);
+  weights @2 :List(Float32);
+  dropped @3 :List(Bool);
 }
 
 struct ForwardStats {
@@ -58,6 +77,9 @@ struct ForwardStats {
   gateMicros @3 :UInt64;
   dispatchMicros @4 :UInt64;  # fan-out until every shard answered
   totalMicros @5 :UInt64;
+  droppedAssignments @6 :UInt32;  # (token, expert) pairs over capacity, not computed
+  routerRows @7 :UInt32;          # MoE++ zero-computation assignments evaluated on the router
+  sharedRows @8 :UInt32;          # rows the shared expert ran on (router or shard)
 }
 
 # One expert's share of a shard call: which rows of `rows` it applies to, with what weight.
@@ -65,6 +87,7 @@ struct ExpertSegment {
   expert @0 :UInt32;
   rowIndex @1 :List(UInt32);   # indices into the call's `rows` tensor, distinct
   weight @2 :List(Float32);    # same length as rowIndex
+  shared @3 :Bool;             # the layer's shared expert (`expert` is ignored)
 }
 
 interface ExpertShard {

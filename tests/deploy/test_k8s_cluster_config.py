@@ -60,6 +60,19 @@ class ConvertTest(unittest.TestCase):
         self.assertEqual(c["timeouts"]["shard_call_ms"], 500)
         self.assertEqual(c["timeouts"]["connect_ms"], 100)
 
+    def test_routing_and_shared_expert_carried_over(self):
+        local = dict(LOCAL, routing={"noisy_topk": {"seed": 7}, "capacity_factor": 1.25,
+                                     "capacity_renormalize": True})
+        local["shards"] = [dict(LOCAL["shards"][0], shared_expert=True)] + LOCAL["shards"][1:]
+        c = kcc.convert(local)
+        self.assertEqual(c["routing"], local["routing"])
+        self.assertTrue(c["shards"][0]["shared_expert"])
+        self.assertNotIn("shared_expert", c["shards"][1])
+        self.assertEqual(yaml.safe_load(kcc.render(c, [])), c)  # reads back as written
+        self.assertNotIn("routing", kcc.convert(LOCAL))
+        with self.assertRaisesRegex(kcc.ConfigError, "routing.capacity: unknown key"):
+            kcc.convert(dict(LOCAL, routing={"capacity": 2}))
+
     def test_model_path_and_drain(self):
         c = kcc.convert(LOCAL, model_path="/weights/mixtral", drain_ms=7000)
         self.assertEqual(c["model"]["path"], "/weights/mixtral")

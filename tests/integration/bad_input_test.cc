@@ -156,6 +156,54 @@ TEST_F(BadInputTest, Bf16InputIsAccepted) {
   EXPECT_TRUE(ok.value) << ok.error;
 }
 
+TEST_F(BadInputTest, RoutingOptionsThisModelDoesNotHave) {
+  TestClient c(cluster_->routerAddress());
+  auto x = randomTokens(4, kH, 4);
+  ForwardExtras residual;
+  residual.prevLogits.assign(4 * 4, 0.5f);
+  EXPECT_RPC_ERROR(c.forward(0, x, 4, kH, residual),
+                   "prevLogits: model_type 'mixtral' has no gating residual");
+  ForwardExtras noise;
+  noise.noiseSeed = 7;
+  EXPECT_RPC_ERROR(c.forward(0, x, 4, kH, noise),
+                   "options.noiseSeed: noisy top-k is off in this cluster (routing.noisy_topk)");
+  expectServing(c);
+}
+
+// MoE++'s gating residual must match the batch: [T, E] with finite values.
+TEST(BadInputMoePlusPlus, MalformedPrevLogits) {
+  ClusterSpec spec;
+  spec.model.modelType = "MoE++";
+  spec.model.hiddenSize = kH;
+  spec.model.intermediateSize = 48;
+  spec.model.numExperts = 6;  // FFN experts 0, 1; four zero-computation experts
+  spec.model.topK = 2;
+  spec.model.numLayers = 2;
+  spec.shardExperts = {{0}, {1}};
+  auto cluster = startCluster(writeCluster("bad-input-moepp", spec));
+  ASSERT_TRUE(cluster);
+  TestClient c(cluster->routerAddress());
+  auto x = randomTokens(4, kH, 6);
+  ForwardExtras wrongRows;
+  wrongRows.prevLogits.assign(3 * 6, 0.1f);
+  wrongRows.prevRows = 3;
+  EXPECT_RPC_ERROR(c.forward(1, x, 4, kH, wrongRows), "prevLogits: 3 rows for a batch of 4 tokens");
+  ForwardExtras wrongWidth;
+  wrongWidth.prevLogits.assign(4 * 5, 0.1f);
+  EXPECT_RPC_ERROR(c.forward(1, x, 4, kH, wrongWidth), "prevLogits");
+  ForwardExtras nan;
+  nan.prevLogits.assign(4 * 6, 0.1f);
+  nan.prevLogits[2 * 6 + 3] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_RPC_ERROR(c.forward(1, x, 4, kH, nan), "prevLogits: token 2 has a non-finite value");
+  ForwardExtras good;
+  good.prevLogits.assign(4 * 6, 0.1f);
+  good.returnRouting = true;
+  auto ok = c.forward(1, x, 4, kH, good);
+  ASSERT_TRUE(ok.value) << ok.error;
+  EXPECT_EQ(gateLogitValues(*ok.value).size(), 4u * 6u);
+  EXPECT_EQ(ok.value->getRouting().getExperts().size(), 4u * 2u);
+}
+
 // Malformed ExpertShard.run calls straight to a shard: the shard rejects each and keeps serving.
 TEST_F(BadInputTest, ShardRejectsMalformedRuns) {
   const auto& shard0 = cluster_->config().shards[0];
@@ -274,7 +322,29 @@ TEST(StartupErrors, BrokenConfigAndWeights) {
   std::tie(code, out) =
       runCommand(bin + "/moe-expert --config " + dir + "/placement.yaml --shard a");
   EXPECT_EQ(code, 2);
-  EXPECT_NE(out.find("lists expert 2 but the model has 2 experts"), std::string::npos) << out;
+  EXPECT_NE(out.find("lists expert 2 but the model has 2 FFN experts"), std::string::npos) << out;
+
+  // Noisy top-k asked of a checkpoint without W_noise: the router names the missing tensor.
+  std::ofstream(dir + "/noisy.yaml")
+      << "model:\n  path: model\nshards:\n  - {name: a, listen: '127.0.0.1:1', experts: [0, 1]}\n"
+         "routing:\n  noisy_topk: {seed: 3}\n";
+  std::tie(code, out) = runCommand(bin + "/moe-router --config " + dir + "/noisy.yaml");
+  EXPECT_EQ(code, 2);
+  EXPECT_NE(out.find("routing.noisy_topk is on but the checkpoint has no noise weights: tensor "
+                     "model.layers.0.block_sparse_moe.w_noise.weight missing"),
+            std::string::npos)
+      << out;
+
+  // A shared expert placed on a shard of a model that has none.
+  std::ofstream(dir + "/shared.yaml")
+      << "model:\n  path: model\nshards:\n  - {name: a, listen: '127.0.0.1:1', experts: [0, 1], "
+         "shared_expert: true}\n";
+  std::tie(code, out) = runCommand(bin + "/moe-expert --config " + dir + "/shared.yaml --shard a");
+  EXPECT_EQ(code, 2);
+  EXPECT_NE(
+      out.find("shard a sets shared_expert: true but the model (mixtral) has no shared expert"),
+      std::string::npos)
+      << out;
 
   // Truncated weights file.
   const auto weights = dir + "/model/model.safetensors";

@@ -57,6 +57,16 @@ std::string writeCluster(const std::string& name, const ClusterSpec& spec) {
     for (size_t j = 0; j < spec.shardExperts[i].size(); ++j)
       y << (j ? ", " : "") << spec.shardExperts[i][j];
     y << "]\n";
+    if (static_cast<int>(i) == spec.sharedExpertShard) y << "    shared_expert: true\n";
+  }
+  const RoutingOptions& r = spec.routing;
+  if (r.noisyTopk || r.capacityFactor > 0) {
+    y << "routing:\n";
+    if (r.noisyTopk) y << "  noisy_topk: {seed: " << r.noiseSeed << "}\n";
+    if (r.capacityFactor > 0) {
+      y << "  capacity_factor: " << r.capacityFactor << "\n";
+      if (r.capacityRenormalize) y << "  capacity_renormalize: true\n";
+    }
   }
   y << "timeouts:\n  request_ms: " << spec.requestMs << "\n  shard_call_ms: " << spec.shardCallMs
     << "\n  connect_ms: 1000\n";
@@ -114,6 +124,27 @@ Outcome<TestClient::ForwardResponse> TestClient::forward(uint32_t layer,
   });
 }
 
+Outcome<TestClient::ForwardResponse> TestClient::forward(uint32_t layer,
+                                                         const std::vector<float>& x, uint32_t T,
+                                                         uint32_t H, const ForwardExtras& extras) {
+  auto req = conn_->bootstrap<proto::Router>().forwardRequest();
+  req.setLayer(layer);
+  const uint32_t shape[2] = {T, H};
+  auto hidden = initF32(req.initHidden(), shape);
+  std::copy(x.begin(), x.begin() + static_cast<long>(size_t{T} * H), hidden.begin());
+  if (!extras.prevLogits.empty()) {
+    const uint32_t rows = extras.prevRows != 0 ? extras.prevRows : T;
+    const uint32_t E = static_cast<uint32_t>(extras.prevLogits.size() / rows);
+    const uint32_t logitShape[2] = {rows, E};
+    auto prev = initF32(req.initPrevLogits(), logitShape);
+    std::copy(extras.prevLogits.begin(), extras.prevLogits.end(), prev.begin());
+  }
+  auto options = req.initOptions();
+  options.setReturnRouting(extras.returnRouting);
+  options.setNoiseSeed(extras.noiseSeed);
+  return wait(kj::Promise<ForwardResponse>(req.send()));
+}
+
 Outcome<capnp::Response<proto::Router::InfoResults>> TestClient::routerInfo() {
   auto req = conn_->bootstrap<proto::Router>().infoRequest();
   return wait(kj::Promise<capnp::Response<proto::Router::InfoResults>>(req.send()));
@@ -134,12 +165,22 @@ std::vector<float> randomTokens(uint32_t T, uint32_t H, uint64_t seed) {
   return x;
 }
 
-std::vector<float> outputValues(const TestClient::ForwardResponse& r) {
-  auto view = decodeTensor(r.getOutput(), "output");
-  EXPECT_TRUE(view.isOk());
+namespace {
+std::vector<float> tensorValues(proto::Tensor::Reader t, const std::string& what) {
+  auto view = decodeTensor(t, what);
+  EXPECT_TRUE(view.isOk()) << view.error();
   if (!view) return {};
   F32Rows rows(view.value());
   return {rows.values().begin(), rows.values().end()};
+}
+}  // namespace
+
+std::vector<float> outputValues(const TestClient::ForwardResponse& r) {
+  return tensorValues(r.getOutput(), "output");
+}
+
+std::vector<float> gateLogitValues(const TestClient::ForwardResponse& r) {
+  return tensorValues(r.getGateLogits(), "gateLogits");
 }
 
 std::pair<int, std::string> httpGet(const std::string& address, const std::string& path) {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/checkpoint.h"
+#include "common/config.h"
 #include "common/proto/moe.capnp.h"
 #include "common/rpc_endpoint.h"
 #include "deploy/local/local_cluster.h"
@@ -28,6 +29,16 @@ struct ClusterSpec {
   uint32_t maxTokens = 4096;
   uint32_t shardCallMs = 10000;
   uint32_t requestMs = 20000;
+  RoutingOptions routing;      // written as the `routing:` section
+  int sharedExpertShard = -1;  // index of the shard with shared_expert: true (-1: on the router)
+};
+
+// What a forward call may add to the tokens.
+struct ForwardExtras {
+  std::vector<float> prevLogits;  // [rows, E] MoE++ gating residual, or empty
+  uint32_t prevRows = 0;          // rows of prevLogits; 0: the batch's T
+  bool returnRouting = false;
+  uint64_t noiseSeed = 0;
 };
 
 // Writes the checkpoint and the YAML into a fresh directory; returns the YAML path.
@@ -56,6 +67,8 @@ class TestClient {
   // Router.forward with an f32 tensor [T, H] of `x`.
   Outcome<ForwardResponse> forward(uint32_t layer, const std::vector<float>& x, uint32_t T,
                                    uint32_t H);
+  Outcome<ForwardResponse> forward(uint32_t layer, const std::vector<float>& x, uint32_t T,
+                                   uint32_t H, const ForwardExtras& extras);
   // Router.forward with a tensor the caller fills (for malformed input).
   Outcome<ForwardResponse> forwardRaw(uint32_t layer,
                                       kj::Function<void(proto::Tensor::Builder)> fill);
@@ -71,6 +84,7 @@ class TestClient {
 
 std::vector<float> randomTokens(uint32_t T, uint32_t H, uint64_t seed);
 std::vector<float> outputValues(const TestClient::ForwardResponse& r);
+std::vector<float> gateLogitValues(const TestClient::ForwardResponse& r);
 
 // GET http://address/path over a fresh connection: (status code, body); status -1 when the
 // server does not answer.

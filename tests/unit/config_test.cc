@@ -604,6 +604,7 @@ ModelConfig model4x2() {
   m.hiddenSize = 8;
   m.intermediateSize = 16;
   m.numExperts = 4;
+  m.numFfnExperts = 4;
   m.topK = 2;
   m.numLayers = 3;
   m.moeLayers = {0, 2};
@@ -637,8 +638,8 @@ TEST(ValidatePlacement, ExpertIdOutOfRange) {
   }));
   auto s = validatePlacement(c, model4x2());
   ASSERT_FALSE(s.isOk());
-  EXPECT_TRUE(
-      contains(s.message(), "cluster.yaml: shard b lists expert 4 but the model has 4 experts"));
+  EXPECT_TRUE(contains(s.message(),
+                       "cluster.yaml: shard b lists expert 4 but the model has 4 FFN experts"));
 }
 
 TEST(ValidatePlacement, LayerNotAnMoeLayer) {
@@ -706,6 +707,78 @@ TEST(ConfigParse, BlasThreadsPerService) {
   EXPECT_EQ(withShard.value().shards[0].threads, 3u);
   EXPECT_TRUE(contains(errorOf(kMinimal + "router:\n  threads: 0\n"),
                        "cluster.yaml:11: router.threads: 0 out of range [1, 1024]"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routing options and shared-expert placement
+
+TEST(ConfigParse, RoutingOptionsAreOffByDefault) {
+  auto c = mustParse(kMinimal);
+  EXPECT_FALSE(c.routing.noisyTopk);
+  EXPECT_EQ(c.routing.capacityFactor, 0.0);
+  EXPECT_FALSE(c.routing.capacityRenormalize);
+  EXPECT_FALSE(c.shards[0].sharedExpert);
+}
+
+TEST(ConfigParse, RoutingSectionAndSharedExpertFlag) {
+  auto c = mustParse(kMinimal + lines({
+                                    "routing:",
+                                    "  noisy_topk: {seed: 42}",
+                                    "  capacity_factor: 1.25",
+                                    "  capacity_renormalize: true",
+                                }));
+  EXPECT_TRUE(c.routing.noisyTopk);
+  EXPECT_EQ(c.routing.noiseSeed, 42u);
+  EXPECT_DOUBLE_EQ(c.routing.capacityFactor, 1.25);
+  EXPECT_TRUE(c.routing.capacityRenormalize);
+  auto shared = mustParse(lines({
+      "model: {path: /m}",
+      "shards:",
+      "  - {name: a, listen: 'h:1', experts: '0-3', shared_expert: true}",
+  }));
+  EXPECT_TRUE(shared.shards[0].sharedExpert);
+}
+
+TEST(ConfigErrors, RoutingOptionsNameTheKey) {
+  EXPECT_TRUE(contains(errorOf(kMinimal + "routing: {capacity_factor: -1}\n"),
+                       "cluster.yaml:10: routing.capacity_factor: '-1' is not a number"));
+  EXPECT_TRUE(contains(errorOf(kMinimal + "routing: {capacity_factor: lots}\n"),
+                       "routing.capacity_factor: 'lots' is not a number"));
+  EXPECT_TRUE(contains(errorOf(kMinimal + "routing: {capacity_renormalize: true}\n"),
+                       "routing.capacity_renormalize: needs routing.capacity_factor > 0"));
+  EXPECT_TRUE(contains(errorOf(kMinimal + "routing: {noisy_topk: {sead: 1}}\n"),
+                       "routing.noisy_topk.sead: unknown key"));
+  EXPECT_TRUE(
+      contains(errorOf(kMinimal + "routing: {capacity: 2}\n"), "routing.capacity: unknown key"));
+}
+
+TEST(ValidatePlacement, ZeroComputeExpertsAreNotPlacedOnShards) {
+  ModelConfig m = model4x2();
+  m.modelType = "MoE++";
+  m.family = ModelFamily::kMoePlusPlus;
+  m.numExperts = 6;
+  m.numFfnExperts = 2;
+  auto ok = mustParse(
+      lines({"model: {path: /m}", "shards:", "  - {name: a, listen: 'h:1', experts: [0, 1]}"}));
+  EXPECT_TRUE(validatePlacement(ok, m).isOk());
+  auto bad = mustParse(
+      lines({"model: {path: /m}", "shards:", "  - {name: a, listen: 'h:1', experts: '0-2'}"}));
+  auto s = validatePlacement(bad, m);
+  ASSERT_FALSE(s.isOk());
+  EXPECT_TRUE(contains(s.message(),
+                       "lists expert 2 but the model has 2 FFN experts (ids 2..5 are "
+                       "zero-computation experts, evaluated on the router)"))
+      << s.message();
+}
+
+TEST(ValidatePlacement, SharedExpertFlagNeedsAModelWithOne) {
+  auto c = mustParse(lines({"model: {path: /m}", "shards:",
+                            "  - {name: a, listen: 'h:1', experts: '0-3', shared_expert: true}"}));
+  auto s = validatePlacement(c, model4x2());
+  ASSERT_FALSE(s.isOk());
+  EXPECT_TRUE(contains(s.message(),
+                       "shard a sets shared_expert: true but the model (mixtral) has "
+                       "no shared expert"));
 }
 
 }  // namespace

@@ -17,15 +17,7 @@ namespace {
 
 using unit::contains;
 
-RoutingDecision decision(uint32_t tokens, uint32_t k, std::vector<uint32_t> ids,
-                         std::vector<float> weights) {
-  RoutingDecision d;
-  d.tokens = tokens;
-  d.k = k;
-  d.ids = std::move(ids);
-  d.weights = std::move(weights);
-  return d;
-}
+using unit::decision;
 
 std::vector<uint32_t> span2vec(std::span<const uint32_t> s) {
   return {s.begin(), s.end()};
@@ -53,7 +45,10 @@ void checkInvariants(const DispatchPlan& plan) {
     for (size_t s = 0; s < w.segments.size(); ++s) {
       const ShardSegment& seg = w.segments[s];
       if (s > 0) {
-        EXPECT_LT(w.segments[s - 1].expert, seg.expert) << "segments not ascending";
+        EXPECT_FALSE(w.segments[s - 1].shared) << "the shared expert's segment must come last";
+        if (!seg.shared) {
+          EXPECT_LT(w.segments[s - 1].expert, seg.expert) << "segments not ascending";
+        }
       }
       EXPECT_FALSE(seg.rowIndex.empty()) << "empty segment for expert " << seg.expert;
       EXPECT_EQ(seg.rowIndex.size(), seg.weight.size());
@@ -299,6 +294,7 @@ TEST(Placement, FromConfigHonoursPerShardLayers) {
   ASSERT_TRUE(parsed.isOk()) << parsed.error();
   ModelConfig m;
   m.numExperts = 4;
+  m.numFfnExperts = 4;
   m.numLayers = 4;
   m.moeLayers = {1, 3};
   Placement p = Placement::fromConfig(parsed.value(), m);
@@ -319,6 +315,47 @@ TEST(Placement, FromConfigHonoursPerShardLayers) {
   ASSERT_EQ(r.value().work.size(), 2u);
   EXPECT_EQ(r.value().work[0].shard, 0u);
   EXPECT_EQ(r.value().work[1].shard, 2u);
+}
+
+TEST(PlanDispatch, DroppedAssignmentsAndZeroComputeExpertsAreNotSent) {
+  // 4 FFN experts (threeShards) plus zero-computation ids 4..7 (MoE++). t0 → 0 and 5 (router);
+  // t1 → 2 (dropped by capacity) and 1; t2 → 6 and 7 (both on the router: no row sent at all).
+  auto d = decision(3, 2, {0, 5, 2, 1, 6, 7}, {0.5f, 0.5f, 0.0f, 1.0f, 0.5f, 0.5f});
+  d.dropped = {0, 0, 1, 0, 0, 0};
+  DispatchExtras extras;
+  extras.routedExperts = 8;
+  auto r = planDispatch(d, threeShards(), 0, extras);
+  ASSERT_TRUE(r.isOk()) << r.error();
+  checkInvariants(r.value());
+  ASSERT_EQ(r.value().work.size(), 1u);  // shard 1 (expert 2) gets nothing: t1's 2 was dropped
+  const ShardWork& w = r.value().work[0];
+  EXPECT_EQ(w.shard, 0u);
+  EXPECT_EQ(w.tokens, (std::vector<uint32_t>{0, 1}));
+  EXPECT_EQ(r.value().rowsSent(), 2u);
+  // Without routedExperts an id past the FFN experts is still an error, not silently skipped.
+  EXPECT_FALSE(planDispatch(d, threeShards(), 0).isOk());
+}
+
+TEST(PlanDispatch, SharedExpertOnAShardGetsEveryTokenOnceWithItsGateWeight) {
+  // t0 → 2 (shard 1), t1 → 0 (shard 0); the shared expert lives on shard 1.
+  auto d = decision(2, 1, {2, 0}, {1.0f, 1.0f});
+  const std::vector<float> gate = {0.25f, 0.75f};
+  DispatchExtras extras;
+  extras.sharedShard = 1;
+  extras.sharedWeights = gate;
+  auto r = planDispatch(d, threeShards(), 0, extras);
+  ASSERT_TRUE(r.isOk()) << r.error();
+  checkInvariants(r.value());
+  const ShardWork* w = findWork(r.value(), 1);
+  ASSERT_NE(w, nullptr);
+  EXPECT_EQ(w->tokens, (std::vector<uint32_t>{0, 1}));  // t0 once, though it has two segments
+  ASSERT_EQ(w->segments.size(), 2u);
+  EXPECT_FALSE(w->segments[0].shared);
+  EXPECT_EQ(w->segments[0].expert, 2u);
+  EXPECT_TRUE(w->segments[1].shared);
+  EXPECT_EQ(w->segments[1].rowIndex, (std::vector<uint32_t>{0, 1}));
+  EXPECT_EQ(w->segments[1].weight, gate);
+  EXPECT_EQ(r.value().rowsSent(), 3u);  // shard 0: t1; shard 1: t0, t1
 }
 
 }  // namespace

@@ -115,5 +115,65 @@ TEST(Routing, MatchesTheReferenceRoutingOnRandomLogits) {
   }
 }
 
+ModelConfig moePlusPlus(uint32_t E) {
+  ModelConfig m;
+  m.family = ModelFamily::kMoePlusPlus;
+  m.modelType = "MoE++";
+  m.numExperts = E;
+  m.numFfnExperts = E - kMoePlusPlusZeroComputeExperts;
+  m.topK = 2;
+  m.normTopkProb = true;
+  m.gatingResidual = true;
+  return m;
+}
+
+TEST(Routing, MoePlusPlusZeroExpertGetsNoWeightAndTheOtherTakesAll) {
+  // E = 6: FFN 0, 1; constant 2, 3; copy 4; zero 5. Token 0 picks {5, 0}; token 1 picks {0, 1}.
+  auto m = moePlusPlus(6);
+  const std::vector<float> logits = {1.0f, -1.0f, -2.0f, -2.0f, -2.0f, 2.0f,
+                                     1.0f, 0.5f,  -2.0f, -2.0f, -2.0f, -2.0f};
+  auto d = routeLogits(logits, 2, 6, routingRuleFor(m), {});
+  ASSERT_EQ(d.ids, (std::vector<uint32_t>{5, 0, 0, 1}));
+  EXPECT_FLOAT_EQ(d.weights[0], 0.0f);
+  EXPECT_FLOAT_EQ(d.weights[1], 1.0f);
+  const float a = std::exp(1.0f), b = std::exp(0.5f);
+  EXPECT_NEAR(d.weights[2], a / (a + b), 1e-6);
+  EXPECT_NEAR(d.weights[3], b / (a + b), 1e-6);
+}
+
+TEST(Routing, MoePlusPlusMixtralGatingKeepsTheZeroExpertsWeight) {
+  auto m = moePlusPlus(6);
+  m.moeMixtralGating = true;
+  const std::vector<float> logits = {1.0f, -1.0f, -2.0f, -2.0f, -2.0f, 2.0f};
+  auto d = routeLogits(logits, 1, 6, routingRuleFor(m), {});
+  ASSERT_EQ(d.ids, (std::vector<uint32_t>{5, 0}));
+  const float a = std::exp(2.0f), b = std::exp(1.0f);
+  EXPECT_NEAR(d.weights[0], a / (a + b), 1e-6);  // softmax over the top-2 logits
+  EXPECT_NEAR(d.weights[1], b / (a + b), 1e-6);
+}
+
+TEST(Routing, MoePlusPlusLogitsNormDividesByTheUnbiasedStd) {
+  auto m = moePlusPlus(6);
+  m.moeMixtralGating = true;
+  m.moeLogitsNorm = true;
+  m.moeGateNormStd = 2.0f;
+  const std::vector<float> logits = {3.0f, 1.0f, 0.0f, 0.0f, 0.0f, 2.0f};  // mean 1, Σd² = 8
+  const float stdev = std::sqrt(8.0f / 5.0f);
+  auto d = routeLogits(logits, 1, 6, routingRuleFor(m), {});
+  ASSERT_EQ(d.ids, (std::vector<uint32_t>{0, 5}));
+  const float a = std::exp(3.0f * 2.0f / stdev), b = std::exp(2.0f * 2.0f / stdev);
+  EXPECT_NEAR(d.weights[0], a / (a + b), 1e-6);
+}
+
+TEST(Routing, OnlyThePlainSoftmaxRuleTakesTheBackendFastPath) {
+  ModelConfig mixtral;
+  mixtral.numExperts = 8;
+  mixtral.numFfnExperts = 8;
+  mixtral.topK = 2;
+  EXPECT_TRUE(routingRuleFor(mixtral).isPlainSoftmaxTopk());
+  EXPECT_FALSE(routingRuleFor(moePlusPlus(8)).isPlainSoftmaxTopk());
+  EXPECT_FALSE(routingRuleFor(deepseek(ModelFamily::kDeepseekV3, 8, 2, 2, 1)).isPlainSoftmaxTopk());
+}
+
 }  // namespace
 }  // namespace moe::router

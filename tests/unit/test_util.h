@@ -1,5 +1,5 @@
-// Small helpers shared by the unit tests: substring assertions on error messages and a per-test
-// scratch directory.
+// Small helpers shared by the unit tests: substring assertions on error messages, a per-test
+// scratch directory, and hand-written routing decisions.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -8,6 +8,9 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <vector>
+
+#include "router_service/gating.h"
 
 namespace moe::unit {
 
@@ -43,5 +46,16 @@ class ScratchDirTest : public ::testing::Test {
 
   std::filesystem::path dir_;
 };
+
+// A routing decision of `tokens` × `k` assignments, spelled out by a test.
+inline router::RoutingDecision decision(uint32_t tokens, uint32_t k, std::vector<uint32_t> ids,
+                                        std::vector<float> weights) {
+  router::RoutingDecision d;
+  d.tokens = tokens;
+  d.k = k;
+  d.ids = std::move(ids);
+  d.weights = std::move(weights);
+  return d;
+}
 
 }  // namespace moe::unit
