@@ -2,7 +2,9 @@
 """Every example cluster config in deploy/examples (one per model family, the ones README.md
 documents) works as a user would run it: generate the checkpoint with the command in the file's
 header, start the cluster with moe-cluster, and drive traffic with moe-client --check, which
-compares every reply and every token's expert choice with an in-process computation.
+compares every reply and every token's expert choice with an in-process computation. While the
+cluster still runs, the router's /metrics must show what the example's routing implies: dropped
+assignments under a capacity factor, zero-computation experts served on the router for MoE++.
 
 Ports and the model path are rewritten to a temporary directory and free ports; nothing else in
 the file changes. Usage: examples_test.py BIN_DIR [EXAMPLES_DIR]"""
@@ -33,6 +35,18 @@ def checkpoint_command(path):
     raise SystemExit(f"FAIL: {path} has no moe-make-checkpoint command in its header")
 
 
+def metric_sums(path):
+    """Prometheus text exposition -> {metric name: sum over its series}."""
+    sums = {}
+    for line in open(path):
+        if line.startswith("#") or not line.strip():
+            continue
+        series, value = line.rsplit(" ", 1)
+        metric = series.split("{", 1)[0]
+        sums[metric] = sums.get(metric, 0.0) + float(value)
+    return sums
+
+
 def run_example(bin_dir, path, work):
     name = os.path.splitext(os.path.basename(path))[0]
     cmd = checkpoint_command(path)
@@ -55,8 +69,11 @@ def run_example(bin_dir, path, work):
 
     client = [os.path.join(bin_dir, "moe-client"), "--config", cluster, "--tokens", "256",
               "--batch", "128", "--check", "--json", "--quiet"]
-    run = subprocess.run([os.path.join(bin_dir, "moe-cluster"), "--config", cluster, "--"] + client,
-                         capture_output=True, text=True, timeout=240)
+    metrics = os.path.join(work, name, "metrics.txt")
+    script = (" ".join(shlex.quote(c) for c in client) +
+              f" && curl -sf http://{config['router']['admin']}/metrics > {shlex.quote(metrics)}")
+    run = subprocess.run([os.path.join(bin_dir, "moe-cluster"), "--config", cluster, "--",
+                          "sh", "-c", script], capture_output=True, text=True, timeout=240)
     summary = None
     for line in run.stdout.splitlines():
         if line.startswith("{"):
@@ -65,8 +82,18 @@ def run_example(bin_dir, path, work):
         print(run.stdout, run.stderr, sep="\n")
         raise SystemExit(f"FAIL: {name}: " + " ".join(shlex.quote(c) for c in client))
     assert summary["errors"] == 0 and summary["routing_mismatches"] == 0, summary
+    exported = metric_sums(metrics)
+    routing = config.get("routing") or {}
+    if routing.get("capacity_factor", 0) <= 1.0 and "capacity_factor" in routing:
+        assert exported.get("moe_capacity_dropped_tokens_total", 0) > 0, \
+            f"{name}: capacity {routing['capacity_factor']} dropped nothing"
+    if name == "moe_plus_plus":
+        assert exported.get("moe_zero_compute_tokens_total", 0) > 0, \
+            f"{name}: no zero-computation expert served on the router"
     print(f"ok: {name}: {summary['tokens_checked']} tokens, identical expert choices, "
-          f"max_rel_err {summary['max_rel_err']:.2e}")
+          f"max_rel_err {summary['max_rel_err']:.2e}, "
+          f"{exported.get('moe_capacity_dropped_tokens_total', 0):.0f} dropped, "
+          f"{exported.get('moe_zero_compute_tokens_total', 0):.0f} zero-compute on the router")
 
 
 def main():
