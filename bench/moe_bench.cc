@@ -95,8 +95,17 @@ int main(int argc, char** argv) {
   }
   const auto& cfg = cluster.value()->config();
 
+  // The first MoE layer (layer 0 is dense in e.g. DeepSeek with first_k_dense_replace), with the
+  // cluster's routing options so both sides do the same work.
+  auto ckpt = moe::Checkpoint::open(cfg.modelPath);
+  if (!ckpt) {
+    std::cerr << "moe-bench: " << ckpt.error() << "\n";
+    return 1;
+  }
+  const uint32_t layer = ckpt.value()->config().moeLayers.front();
   auto blas = moe::kernels::createBackend(moe::kernels::BackendKind::kBlas);
-  auto local = moe::client::InProcessModel::load(cfg.modelPath, std::move(blas).value(), {0});
+  auto local = moe::client::InProcessModel::load(cfg.modelPath, std::move(blas).value(), {layer},
+                                                 cfg.routing);
   if (!local) {
     std::cerr << "moe-bench: " << local.error() << "\n";
     return 1;
@@ -119,7 +128,7 @@ int main(int argc, char** argv) {
     std::vector<double> clusterTimes, localTimes;
     for (int r = 0; r < repeats + 1; ++r) {  // the first run of each kind warms up, not counted
       auto req = router.forwardRequest();
-      req.setLayer(0);
+      req.setLayer(layer);
       const uint32_t shape[2] = {B, H};
       auto dst = moe::initF32(req.initHidden(), shape);
       std::copy(x.begin(), x.end(), dst.begin());
@@ -128,7 +137,7 @@ int main(int argc, char** argv) {
       if (r > 0) clusterTimes.push_back(seconds(t0, Clock::now()));
       std::vector<float> y(x.size());
       t0 = Clock::now();
-      auto s = local.value()->forward(0, x, B, y);
+      auto s = local.value()->forward(layer, x, B, y);
       if (!s) {
         std::cerr << "moe-bench: " << s.message() << "\n";
         return 1;
