@@ -42,15 +42,7 @@ float sigmoid(float v) {
   return 1.0f / (1.0f + std::exp(-v));
 }
 
-ModelConfig moePlusPlus(uint32_t numExperts) {
-  ModelConfig m;
-  m.family = ModelFamily::kMoePlusPlus;
-  m.modelType = "MoE++";
-  m.numExperts = numExperts;
-  m.numFfnExperts = numExperts - kMoePlusPlusZeroComputeExperts;
-  m.topK = 2;
-  return m;
-}
+const auto moePlusPlus = unit::moePlusPlusConfig;
 
 // ---- MoE++ gating (referenceMoePlusPlusRoute) ----
 

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "client/reference_routing.h"
+#include "tests/unit/test_util.h"
 
 namespace moe::router {
 namespace {
@@ -115,17 +116,7 @@ TEST(Routing, MatchesTheReferenceRoutingOnRandomLogits) {
   }
 }
 
-ModelConfig moePlusPlus(uint32_t E) {
-  ModelConfig m;
-  m.family = ModelFamily::kMoePlusPlus;
-  m.modelType = "MoE++";
-  m.numExperts = E;
-  m.numFfnExperts = E - kMoePlusPlusZeroComputeExperts;
-  m.topK = 2;
-  m.normTopkProb = true;
-  m.gatingResidual = true;
-  return m;
-}
+const auto moePlusPlus = unit::moePlusPlusConfig;
 
 TEST(Routing, MoePlusPlusZeroExpertGetsNoWeightAndTheOtherTakesAll) {
   // E = 6: FFN 0, 1; constant 2, 3; copy 4; zero 5. Token 0 picks {5, 0}; token 1 picks {0, 1}.

@@ -10,6 +10,7 @@
 #include <system_error>
 #include <vector>
 
+#include "common/checkpoint.h"
 #include "router_service/gating.h"
 
 namespace moe::unit {
@@ -56,6 +57,19 @@ inline router::RoutingDecision decision(uint32_t tokens, uint32_t k, std::vector
   d.ids = std::move(ids);
   d.weights = std::move(weights);
   return d;
+}
+
+// The ModelConfig of an MoE++ layer with E experts (E - 4 FFN experts), as config.json implies.
+inline ModelConfig moePlusPlusConfig(uint32_t E) {
+  ModelConfig m;
+  m.family = ModelFamily::kMoePlusPlus;
+  m.modelType = "MoE++";
+  m.numExperts = E;
+  m.numFfnExperts = E - kMoePlusPlusZeroComputeExperts;
+  m.topK = 2;
+  m.normTopkProb = true;
+  m.gatingResidual = true;
+  return m;
 }
 
 }  // namespace moe::unit
