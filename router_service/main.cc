@@ -52,9 +52,17 @@ int main(int argc, char** argv) {
   }
   const auto& m = model.value()->model;
   const std::string backend(model.value()->backend->name());
-  moe::logInfo("model ", cluster.modelPath, ": ", m.numExperts, " experts, top-", m.topK,
-               ", hidden ", m.hiddenSize, ", ", m.moeLayers.size(), " MoE layers; gating on ",
-               backend, "; ", cluster.shards.size(), " shards");
+  moe::logInfo("model ", cluster.modelPath, " (", m.modelType, "): ", m.numExperts, " experts (",
+               m.numFfnExperts, " FFN), top-", m.topK, ", hidden ", m.hiddenSize, ", ",
+               m.moeLayers.size(), " MoE layers; gating on ", backend, "; ", cluster.shards.size(),
+               " shards");
+  const moe::RoutingOptions& r = cluster.routing;
+  if (r.noisyTopk || r.capacityFactor > 0) {
+    moe::logInfo("routing options: noisy top-k ",
+                 r.noisyTopk ? "on, seed " + std::to_string(r.noiseSeed) : std::string("off"),
+                 "; capacity factor ", r.capacityFactor,
+                 r.capacityRenormalize ? " (kept weights renormalized)" : "");
+  }
   info->set(moe::serviceInfoJson(cluster, &m, "router", "router", backend));
   moe::router::RouterMetrics metrics(*registry, m, cluster.shards, backend);
   if (admin) admin->setState(moe::ServiceState::kNotReady, "waiting for every expert's shard");
