@@ -205,6 +205,68 @@ TEST_P(ParityTest, ClusterMatchesInProcessLayer) {
   }
 }
 
+// MoE++: tokens whose two experts are both zero-computation ones (constant, copy, zero) are
+// served by the router alone. A batch of only such tokens makes no shard call at all, and its
+// output still matches the reference; mixed with FFN tokens, only the FFN tokens are sent.
+TEST(ZeroComputeExperts, TokensOnZeroComputeExpertsCauseNoRpcTraffic) {
+  ClusterSpec spec;
+  spec.model.modelType = "MoE++";
+  spec.model.hiddenSize = 64;
+  spec.model.intermediateSize = 96;
+  spec.model.numExperts = 10;  // FFN 0-5 on two shards; 6, 7 constant; 8 copy; 9 zero
+  spec.model.topK = 2;
+  spec.model.numLayers = 1;
+  spec.shardExperts = {{0, 1, 2}, {3, 4, 5}};
+  auto cluster = startCluster(writeCluster("zero-compute-rows", spec));
+  ASSERT_TRUE(cluster);
+  auto backend = kernels::createBackend(kernels::BackendKind::kReference);
+  ASSERT_TRUE(backend.isOk());
+  auto local =
+      client::InProcessModel::load(cluster->config().modelPath, std::move(backend).value(), {0});
+  ASSERT_TRUE(local.isOk()) << local.error();
+  const uint32_t H = 64, T = 512;
+
+  // Route a pool of tokens in-process and split it by whether a token needs any FFN expert.
+  auto pool = randomTokens(T, H, 77);
+  std::vector<float> y(size_t{T} * H);
+  client::ReferenceRouting routing;
+  ASSERT_TRUE(local.value()->forward(0, pool, T, y, {}, &routing).isOk());
+  std::vector<float> zeroOnly, mixed;
+  uint32_t nZero = 0, nMixed = 0;
+  for (uint32_t t = 0; t < T; ++t) {
+    const bool ffn = routing.ids[2 * t] < 6 || routing.ids[2 * t + 1] < 6;
+    auto& dst = ffn ? mixed : zeroOnly;
+    dst.insert(dst.end(), pool.begin() + size_t{t} * H, pool.begin() + size_t{t + 1} * H);
+    (ffn ? nMixed : nZero) += 1;
+  }
+  ASSERT_GT(nZero, 0u) << "no token chose only zero-computation experts";
+  ASSERT_GT(nMixed, 0u);
+
+  TestClient c(cluster->routerAddress());
+  auto reply = c.forward(0, zeroOnly, nZero, H, {});
+  ASSERT_TRUE(reply.value) << reply.error;
+  auto stats = reply.value->getStats();
+  EXPECT_EQ(stats.getShardCalls(), 0u);
+  EXPECT_EQ(stats.getRowsSent(), 0u);
+  EXPECT_EQ(stats.getRouterRows(), 2 * nZero);
+  std::vector<float> want(zeroOnly.size());
+  ASSERT_TRUE(local.value()->forward(0, zeroOnly, nZero, want).isOk());
+  auto got = outputValues(*reply.value);
+  double maxErr = 0, maxRef = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    maxErr = std::max(maxErr, std::fabs(double{got[i]} - want[i]));
+    maxRef = std::max(maxRef, std::fabs(double{want[i]}));
+  }
+  EXPECT_GT(maxRef, 1e-3);
+  EXPECT_LE(maxErr / maxRef, 1e-5);
+
+  // The whole pool: rows go out for the FFN tokens only (each to at most its two shards).
+  auto all = c.forward(0, pool, T, H, {});
+  ASSERT_TRUE(all.value) << all.error;
+  EXPECT_GE(all.value->getStats().getRowsSent(), nMixed);
+  EXPECT_LE(all.value->getStats().getRowsSent(), 2 * nMixed);
+}
+
 RoutingOptions noisy(uint64_t seed) {
   RoutingOptions r;
   r.noisyTopk = true;
