@@ -161,7 +161,7 @@ int main(int argc, char** argv) {
         auto routed =
             moe::router::routeTokens(*backend, *gate.value(), x, T, m, bias, inputs).value();
         moe::router::applyCapacity(routed.decision, var.routing, m.numExperts, m.numFfnExperts);
-        if (zero) zero->accumulate(routed.decision, x, out);
+        if (zero) zero->accumulate(routed.decision, x, m.expertInputScale(), out);
         if (r > 0) runs.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
       }
       times[v].push_back(median(runs));

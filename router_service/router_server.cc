@@ -218,8 +218,7 @@ kj::Promise<void> RouterServer::forwardUnbounded(ForwardContext context) {
   struct Gated {
     GateResult gate;
     DispatchPlan plan;
-    std::vector<float> local;           // [T, H] the router's own contribution, or empty
-    std::shared_ptr<F32Rows> expertIn;  // rows the shards see (MoE++: k·x)
+    std::vector<float> local;  // [T, H] the router's own contribution, or empty
     uint32_t dropped = 0, zeroCompute = 0, sharedRows = 0;
   };
   auto sharedIt = model_->shared.find(layer);
@@ -255,15 +254,6 @@ kj::Promise<void> RouterServer::forwardUnbounded(ForwardContext context) {
     RoutingDecision& d = g.gate.decision;
     g.dropped = applyCapacity(d, model_->cluster.routing, m.numExperts, m.numFfnExperts);
 
-    const float scale = m.expertInputScale();
-    if (scale == 1.0f) {
-      g.expertIn = x;
-    } else {
-      std::vector<float> scaled(xs.begin(), xs.end());
-      for (float& v : scaled) v *= scale;
-      g.expertIn = std::make_shared<F32Rows>(std::move(scaled));
-    }
-
     DispatchExtras extras;
     extras.routedExperts = m.numExperts;
     std::vector<float> sharedWeights;
@@ -287,14 +277,15 @@ kj::Promise<void> RouterServer::forwardUnbounded(ForwardContext context) {
     g.plan = std::move(plan).value();
     if (zero != nullptr) {
       if (g.local.empty()) g.local.assign(size_t{T} * H, 0.0f);
-      g.zeroCompute = zero->accumulate(d, g.expertIn->values(), g.local);
+      g.zeroCompute = zero->accumulate(d, xs, m.expertInputScale(), g.local);
     }
     return g;
   });
   metrics_.queueDepth.Set(static_cast<double>(executor_.queued()));
 
+  const float scale = m.expertInputScale();
   return gating.then(
-      [this, context, T, H, layer, start, returnRouting](Result<Gated> gated) mutable {
+      [this, context, x, scale, T, H, layer, start, returnRouting](Result<Gated> gated) mutable {
         metrics_.queueDepth.Set(static_cast<double>(executor_.queued()));
         if (!gated) badRequest(gated.error());
         const uint64_t gateMicros = microsSince(start);
@@ -306,15 +297,21 @@ kj::Promise<void> RouterServer::forwardUnbounded(ForwardContext context) {
         for (size_t i = 0; i < g->plan.work.size(); ++i) {
           const auto rows = static_cast<uint32_t>(g->plan.work[i].tokens.size());
           calls.add(runOnShard(
-              g->plan.work[i].shard, rows, [g, i, H, layer](ShardClient::RunParams::Builder req) {
+              g->plan.work[i].shard, rows,
+              [g, x, scale, i, H, layer](ShardClient::RunParams::Builder req) {
                 const ShardWork& w = g->plan.work[i];
                 req.setLayer(layer);
                 const uint32_t shape[2] = {static_cast<uint32_t>(w.tokens.size()), H};
                 auto rows = initF32(req.initRows(), shape);
-                auto xs = g->expertIn->values();
+                auto xs = x->values();
                 for (size_t r = 0; r < w.tokens.size(); ++r) {
-                  std::memcpy(rows.data() + r * H, xs.data() + size_t{w.tokens[r]} * H,
-                              H * sizeof(float));
+                  const float* src = xs.data() + size_t{w.tokens[r]} * H;
+                  float* dst = rows.data() + r * H;
+                  if (scale == 1.0f) {
+                    std::memcpy(dst, src, H * sizeof(float));
+                  } else {  // MoE++: experts see k·x (it has no shared expert to keep unscaled)
+                    for (size_t h = 0; h < H; ++h) dst[h] = scale * src[h];
+                  }
                 }
                 auto segs = req.initSegments(static_cast<unsigned>(w.segments.size()));
                 for (size_t s = 0; s < w.segments.size(); ++s) {

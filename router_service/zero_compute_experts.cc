@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace moe::router {
 
@@ -19,18 +20,24 @@ Result<std::unique_ptr<ZeroComputeExperts>> ZeroComputeExperts::load(const Check
   return z;
 }
 
-uint32_t ZeroComputeExperts::accumulate(const RoutingDecision& d, std::span<const float> xScaled,
-                                        std::span<float> out) const {
+uint32_t ZeroComputeExperts::accumulate(const RoutingDecision& d, std::span<const float> xs,
+                                        float scale, std::span<float> out) const {
   const size_t H = model_.hiddenSize;
   uint32_t evaluated = 0;
+  std::vector<float> scaled(H);  // x̃ of the current token, made on first use
   for (uint32_t t = 0; t < d.tokens; ++t) {
-    const float* x = xScaled.data() + size_t{t} * H;
+    const float* x = scaled.data();
+    bool ready = false;
     float* y = out.data() + size_t{t} * H;
     for (uint32_t j = 0; j < d.k; ++j) {
       const size_t at = size_t{t} * d.k + j;
       const uint32_t e = d.ids[at];
       if (e < model_.numFfnExperts || d.isDropped(at)) continue;
       ++evaluated;
+      if (!ready) {
+        for (size_t h = 0; h < H; ++h) scaled[h] = scale * xs[size_t{t} * H + h];
+        ready = true;
+      }
       const float w = d.weights[at];
       switch (model_.expertKind(e)) {
         case ExpertKind::kCopy:

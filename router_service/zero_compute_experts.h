@@ -20,9 +20,9 @@ class ZeroComputeExperts {
  public:
   static Result<std::unique_ptr<ZeroComputeExperts>> load(const Checkpoint& ckpt, uint32_t layer);
 
-  // out[t] += w · expert(x̃[t]) for every kept assignment of `d` to a zero-computation expert.
-  // xScaled: [T, H] expert inputs; out: [T, H]. Returns the number of assignments evaluated.
-  uint32_t accumulate(const RoutingDecision& d, std::span<const float> xScaled,
+  // out[t] += w · expert(x̃[t]) with x̃ = scale · x, for every kept assignment of `d` to a
+  // zero-computation expert. x, out: [T, H]. Returns the number of assignments evaluated.
+  uint32_t accumulate(const RoutingDecision& d, std::span<const float> x, float scale,
                       std::span<float> out) const;
 
  private:
