@@ -91,6 +91,14 @@ Result<std::unique_ptr<GateNetwork>> GateNetwork::load(kernels::Backend& backend
   return g;
 }
 
+std::unique_ptr<GateNetwork> GateNetwork::linear(std::unique_ptr<kernels::Matrix> wg) {
+  auto g = std::make_unique<GateNetwork>();
+  g->kind_ = GateKind::kLinear;
+  g->experts_ = static_cast<uint32_t>(wg->rows());
+  g->first_ = std::move(wg);
+  return g;
+}
+
 Status GateNetwork::logits(kernels::Backend& backend, std::span<const float> x, uint32_t T,
                            std::span<const float> prev, std::span<float> out) const {
   const uint32_t E = experts_;

@@ -25,6 +25,9 @@ class GateNetwork {
                                                    const Checkpoint& ckpt, uint32_t layer,
                                                    const RoutingOptions& routing);
 
+  // A plain linear gate s = x·Wgᵀ over an uploaded Wg [E, H] (tests build routers this way).
+  static std::unique_ptr<GateNetwork> linear(std::unique_ptr<kernels::Matrix> wg);
+
   // logits [T, E] for x [T, H]; `prev` is [T, E] (the previous MoE layer's logits) or empty.
   Status logits(kernels::Backend& backend, std::span<const float> x, uint32_t T,
                 std::span<const float> prev, std::span<float> out) const;

@@ -41,14 +41,6 @@ Result<RoutingDecision> softmaxTopkOnBackend(kernels::Backend& backend,
 
 }  // namespace
 
-Result<RoutingDecision> softmaxTopkRouting(kernels::Backend& backend, const kernels::Matrix& gate,
-                                           std::span<const float> x, uint32_t T, uint32_t k,
-                                           bool renormalize) {
-  std::vector<float> logits(size_t{T} * gate.rows());
-  if (auto s = backend.linear(gate, x, T, logits); !s) return makeError("gate: " + s.message());
-  return softmaxTopkOnBackend(backend, logits, T, gate.rows(), k, renormalize);
-}
-
 Result<GateResult> routeTokens(kernels::Backend& backend, const GateNetwork& gate,
                                std::span<const float> x, uint32_t T, const ModelConfig& model,
                                std::span<const float> bias, const GateInputs& inputs) {

@@ -27,12 +27,6 @@ struct RoutingDecision {
   bool isDropped(size_t at) const { return !dropped.empty() && dropped[at] != 0; }
 };
 
-// Mixtral routing: logits = x·Wgᵀ, p = softmax(logits), top-k, weights renormalized over the k
-// chosen when `renormalize`.
-Result<RoutingDecision> softmaxTopkRouting(kernels::Backend& backend, const kernels::Matrix& gate,
-                                           std::span<const float> x,  // [T, H]
-                                           uint32_t T, uint32_t k, bool renormalize);
-
 // What routing one batch produced.
 struct GateResult {
   RoutingDecision decision;

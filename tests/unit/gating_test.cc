@@ -1,5 +1,6 @@
-// Unit tests for router_service/gating: softmaxTopkRouting on the reference backend — a
-// hand-computed case, the tie rule (lower expert id first), renormalisation, and error prefixes.
+// Unit tests for router_service/gating: routeTokens with a linear gate on the reference backend
+// (the router's softmax top-k fast path) — a hand-computed case, the tie rule (lower expert id
+// first), renormalisation, and error prefixes.
 #include "router_service/gating.h"
 
 #include <gtest/gtest.h>
@@ -8,9 +9,11 @@
 #include <cstdint>
 #include <memory>
 #include <numeric>
+#include <span>
 #include <vector>
 
 #include "kernels/backend.h"
+#include "router_service/gate_network.h"
 #include "tests/unit/test_util.h"
 
 namespace moe::router {
@@ -26,11 +29,23 @@ class Gating : public ::testing::Test {
     backend_ = std::move(b).value();
   }
 
-  // Gate [E, H] row-major.
-  std::unique_ptr<kernels::Matrix> gate(std::vector<float> w, size_t E, size_t H) {
+  // A linear gate over Wg [E, H] row-major.
+  std::unique_ptr<GateNetwork> gate(std::vector<float> w, size_t E, size_t H) {
     auto m = backend_->upload(w, E, H);
     EXPECT_TRUE(m.isOk()) << m.error();
-    return m.isOk() ? std::move(m).value() : nullptr;
+    return m.isOk() ? GateNetwork::linear(std::move(m).value()) : nullptr;
+  }
+
+  // Softmax top-k routing of T tokens, renormalized or not, as the router runs it.
+  Result<RoutingDecision> route(const GateNetwork& g, std::span<const float> x, uint32_t T,
+                                uint32_t k, bool renormalize) {
+    ModelConfig m;
+    m.numExperts = m.numFfnExperts = g.numExperts();
+    m.topK = k;
+    m.normTopkProb = renormalize;
+    auto r = routeTokens(*backend_, g, x, T, m, {}, {});
+    if (!r) return makeError(r.error());
+    return std::move(r.value().decision);
   }
 
   std::unique_ptr<kernels::Backend> backend_;
@@ -43,7 +58,7 @@ TEST_F(Gating, HandComputedCase) {
   // t0 = [1, 2] → logits [1, 2, 3]; t1 = [3, -1] → logits [3, -1, 2].
   const std::vector<float> x = {1, 2, 3, -1};
 
-  auto r = softmaxTopkRouting(*backend_, *g, x, 2, 2, /*renormalize=*/true);
+  auto r = route(*g, x, 2, 2, /*renormalize=*/true);
   ASSERT_TRUE(r.isOk()) << r.error();
   const RoutingDecision& d = r.value();
   EXPECT_EQ(d.tokens, 2u);
@@ -57,7 +72,7 @@ TEST_F(Gating, HandComputedCase) {
   EXPECT_NEAR(d.weights[2], hi, 1e-6);
   EXPECT_NEAR(d.weights[3], 1.0 - hi, 1e-6);
 
-  auto raw = softmaxTopkRouting(*backend_, *g, x, 2, 2, /*renormalize=*/false);
+  auto raw = route(*g, x, 2, 2, /*renormalize=*/false);
   ASSERT_TRUE(raw.isOk()) << raw.error();
   EXPECT_EQ(raw.value().ids, d.ids);
   const double z0 = std::exp(1.0) + std::exp(2.0) + std::exp(3.0);
@@ -73,19 +88,19 @@ TEST_F(Gating, TiesGoToTheLowerExpertId) {
   auto g = gate({0, 2, 2, 0, 2}, 5, 1);
   ASSERT_NE(g, nullptr);
   const std::vector<float> x = {1};
-  auto r2 = softmaxTopkRouting(*backend_, *g, x, 1, 2, true);
+  auto r2 = route(*g, x, 1, 2, true);
   ASSERT_TRUE(r2.isOk()) << r2.error();
   EXPECT_EQ(r2.value().ids, (std::vector<uint32_t>{1, 2}));
   EXPECT_FLOAT_EQ(r2.value().weights[0], 0.5f);
   EXPECT_FLOAT_EQ(r2.value().weights[1], 0.5f);
 
-  auto r4 = softmaxTopkRouting(*backend_, *g, x, 1, 4, true);
+  auto r4 = route(*g, x, 1, 4, true);
   ASSERT_TRUE(r4.isOk()) << r4.error();
   EXPECT_EQ(r4.value().ids, (std::vector<uint32_t>{1, 2, 4, 0}));
 
   // All equal (x = 0): the first k ids in order, uniform weights.
   const std::vector<float> zero = {0};
-  auto r3 = softmaxTopkRouting(*backend_, *g, zero, 1, 3, false);
+  auto r3 = route(*g, zero, 1, 3, false);
   ASSERT_TRUE(r3.isOk()) << r3.error();
   EXPECT_EQ(r3.value().ids, (std::vector<uint32_t>{0, 1, 2}));
   for (float w : r3.value().weights) EXPECT_FLOAT_EQ(w, 0.2f);
@@ -101,7 +116,7 @@ TEST_F(Gating, RenormalisedWeightsSumToOneAndDescend) {
   ASSERT_NE(g, nullptr);
   for (uint32_t k : {1u, 2u, 3u, 8u}) {
     SCOPED_TRACE(k);
-    auto r = softmaxTopkRouting(*backend_, *g, x, T, k, true);
+    auto r = route(*g, x, T, k, true);
     ASSERT_TRUE(r.isOk()) << r.error();
     ASSERT_EQ(r.value().ids.size(), T * k);
     ASSERT_EQ(r.value().weights.size(), T * k);
@@ -124,7 +139,7 @@ TEST_F(Gating, RenormalisedWeightsSumToOneAndDescend) {
     }
   }
   // Without renormalisation, k = 1 weights are the plain softmax maximum (< 1 here).
-  auto raw = softmaxTopkRouting(*backend_, *g, x, T, 1, false);
+  auto raw = route(*g, x, T, 1, false);
   ASSERT_TRUE(raw.isOk()) << raw.error();
   for (float wt : raw.value().weights) EXPECT_LT(wt, 1.f);
 }
@@ -132,7 +147,7 @@ TEST_F(Gating, RenormalisedWeightsSumToOneAndDescend) {
 TEST_F(Gating, ZeroTokens) {
   auto g = gate({1, 0, 0, 1}, 2, 2);
   ASSERT_NE(g, nullptr);
-  auto r = softmaxTopkRouting(*backend_, *g, {}, 0, 1, true);
+  auto r = route(*g, {}, 0, 1, true);
   ASSERT_TRUE(r.isOk()) << r.error();
   EXPECT_EQ(r.value().tokens, 0u);
   EXPECT_TRUE(r.value().ids.empty());
@@ -143,13 +158,13 @@ TEST_F(Gating, ErrorsArePrefixedWithTheStep) {
   auto g = gate({1, 0, 0, 1, 1, 1}, 3, 2);
   ASSERT_NE(g, nullptr);
   const std::vector<float> x = {1, 2, 3};  // not T × H
-  auto bad = softmaxTopkRouting(*backend_, *g, x, 2, 2, true);
+  auto bad = route(*g, x, 2, 2, true);
   ASSERT_FALSE(bad.isOk());
   EXPECT_TRUE(contains(bad.error(), "gate: "));
   EXPECT_TRUE(contains(bad.error(), "x has 3 elements, expected 4"));
 
   const std::vector<float> ok = {1, 2};
-  auto bigK = softmaxTopkRouting(*backend_, *g, ok, 1, 4, true);
+  auto bigK = route(*g, ok, 1, 4, true);
   ASSERT_FALSE(bigK.isOk());
   EXPECT_TRUE(contains(bigK.error(), "softmax_topk: "));
   EXPECT_TRUE(contains(bigK.error(), "k = 4 must be in [1, E = 3]"));
