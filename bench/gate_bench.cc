@@ -135,7 +135,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     const moe::ModelConfig& m = ckpt.value()->config();
-    auto gate = moe::router::GateNetwork::load(*backend, *ckpt.value(), 0, var.routing);
+    auto gate = moe::router::GateNetwork::load(*ckpt.value(), 0, var.routing);
     if (!gate) {
       std::cerr << "moe-gate-bench: " << gate.error() << "\n";
       return 1;

@@ -17,7 +17,7 @@ Result<std::unique_ptr<InProcessModel>> InProcessModel::load(
     const std::string& checkpointDir, std::unique_ptr<kernels::Backend> backend,
     const std::vector<uint32_t>& layers, const RoutingOptions& routing) {
   auto opened = Checkpoint::open(checkpointDir);
-  if (!opened) return makeError(opened.error());
+  if (!opened) return makeError(opened.status());
   const Checkpoint& ckpt = *opened.value();
   std::unique_ptr<InProcessModel> m(new InProcessModel());
   m->config_ = ckpt.config();
@@ -28,36 +28,36 @@ Result<std::unique_ptr<InProcessModel>> InProcessModel::load(
   for (uint32_t layer : layers) {
     Layer l;
     auto gate = loadReferenceGate(ckpt, b, layer, routing.noisyTopk);
-    if (!gate) return makeError(gate.error());
+    if (!gate) return makeError(gate.status());
     l.gate = std::move(gate).value();
     for (uint32_t e = 0; e < c.numFfnExperts; ++e) {
       auto t = ckpt.expert(layer, e);
-      if (!t) return makeError(t.error());
+      if (!t) return makeError(t.status());
       auto resident = kernels::uploadExpert(b, t.value(), c.intermediateSize, c.hiddenSize);
-      if (!resident) return makeError(resident.error());
+      if (!resident) return makeError(resident.status());
       l.experts.push_back(resident.value().view());
       l.resident.push_back(std::move(resident).value());
     }
     for (uint32_t e = c.numFfnExperts; e < c.numExperts; ++e) {
       if (c.expertKind(e) != ExpertKind::kConstant) continue;
       auto t = ckpt.constantExpert(layer, e);
-      if (!t) return makeError(t.error());
+      if (!t) return makeError(t.status());
       l.constants.push_back(std::move(t).value());
     }
     if (c.hasScoreCorrectionBias) {
       auto bias = ckpt.scoreCorrectionBias(layer);
-      if (!bias) return makeError(bias.error());
+      if (!bias) return makeError(bias.status());
       l.bias = std::move(bias).value();
     }
     if (c.sharedIntermediateSize > 0) {
       auto t = ckpt.sharedExpert(layer);
-      if (!t) return makeError(t.error());
+      if (!t) return makeError(t.status());
       auto shared = kernels::uploadExpert(b, t.value(), c.sharedIntermediateSize, c.hiddenSize);
-      if (!shared) return makeError(shared.error());
+      if (!shared) return makeError(shared.status());
       l.shared = std::move(shared).value();
       if (c.sharedExpertGated) {
         auto g = uploadTensor(b, ckpt.sharedExpertGate(layer), 1, c.hiddenSize);
-        if (!g) return makeError(g.error());
+        if (!g) return makeError(g.status());
         l.sharedGate = std::move(g).value();
       }
     }

@@ -14,7 +14,7 @@ namespace moe::client {
 Result<std::unique_ptr<kernels::Matrix>> uploadTensor(kernels::Backend& b,
                                                       const Result<std::vector<float>>& tensor,
                                                       size_t rows, size_t cols) {
-  if (!tensor) return makeError(tensor.error());
+  if (!tensor) return makeError(tensor.status());
   return b.upload(tensor.value(), rows, cols);
 }
 
@@ -40,7 +40,7 @@ Result<ReferenceGate> loadReferenceGate(const Checkpoint& ckpt, kernels::Backend
       break;
     case GateKind::kTwoLayerTanh: {
       auto t = ckpt.twoLayerGate(layer);
-      if (!t) return makeError(t.error());
+      if (!t) return makeError(t.status());
       s = fill(g.w, std::move(t.value().w1), 8 * E, H);
       if (s) s = fill(g.w2, std::move(t.value().w2), E, 8 * E);
       break;
@@ -51,7 +51,7 @@ Result<ReferenceGate> loadReferenceGate(const Checkpoint& ckpt, kernels::Backend
   }
   if (s && c.gatingResidual) s = fill(g.residualMap, ckpt.gateResidualMap(layer), E, E);
   if (s && noisy) s = fill(g.noise, ckpt.noiseWeight(layer), E, H);
-  if (!s) return makeError(s.message());
+  if (!s) return makeError(s);
   return g;
 }
 

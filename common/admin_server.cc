@@ -342,7 +342,7 @@ struct AdminServer::Impl {
 Result<std::unique_ptr<AdminServer>> AdminServer::start(AdminOptions options) {
   auto impl = std::make_unique<Impl>(std::move(options));
   Result<tcp::endpoint> endpoint = parseListen(impl->listen, impl->ioc);
-  if (!endpoint) return makeError(endpoint.error());
+  if (!endpoint) return makeError(endpoint.status());
 
   auto cannot = [&](const char* step, const beast::error_code& ec) {
     return makeError("admin server: cannot listen on " + impl->listen + " (" + step +

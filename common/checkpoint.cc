@@ -154,7 +154,7 @@ const char* expertsKeyOf(ModelFamily f) {
 // Stores a parsed value or passes its error on, keeping the per-key reads below one line each.
 template <typename T>
 Status assign(T& dest, Result<T> r) {
-  if (!r) return Status::error(r.error());
+  if (!r) return r.status();
   dest = std::move(r).value();
   return Status::ok();
 }
@@ -396,7 +396,7 @@ Status parseFamilyFields(const json& config, const std::string& path, ModelConfi
 
 Result<ModelConfig> parseConfig(const std::string& path) {
   auto parsed = readJsonFile(path);
-  if (!parsed) return makeError(parsed.error());
+  if (!parsed) return makeError(parsed.status());
   const json& config = parsed.value();
   if (!config.is_object()) return makeError(path + ": top level is not a JSON object");
 
@@ -421,7 +421,7 @@ Result<ModelConfig> parseConfig(const std::string& path) {
                      "' is not supported (supported: " + kSupportedModelTypes + ")");
   }
   c.family = fam->second;
-  if (Status s = parseFamilyFields(config, path, c); !s) return makeError(s.message());
+  if (Status s = parseFamilyFields(config, path, c); !s) return makeError(s);
   if (c.moeLayers.empty()) {
     return makeError(path + ": no MoE layers among the " + std::to_string(c.numLayers) +
                      " layers (check decoder_sparse_step / mlp_only_layers / "
@@ -503,9 +503,9 @@ Result<ExpertTensors> loadFusedFfn(const Checkpoint& ckpt, const std::string& fu
   const uint64_t h = ckpt.config().hiddenSize;
   const uint64_t inter = ckpt.config().intermediateSize;
   auto fused = ckpt.loadF32(fusedName, {2 * inter, h});
-  if (!fused) return makeError(fused.error());
+  if (!fused) return makeError(fused.status());
   auto down = ckpt.loadF32(downName, {h, inter});
-  if (!down) return makeError(down.error());
+  if (!down) return makeError(down.status());
   const std::vector<float>& both = fused.value();
   const auto half = both.begin() + static_cast<std::ptrdiff_t>(inter * h);
   ExpertTensors t;
@@ -527,7 +527,7 @@ Result<ExpertTensors> loadFfn(const Checkpoint& ckpt, const std::string& prefix,
                                      std::tuple{mixtral ? "w2.weight" : "down_proj.weight", &t.w2,
                                                 std::vector<uint64_t>{h, inter}}}) {
     auto loaded = ckpt.loadF32(prefix + suffix, shape);
-    if (!loaded) return makeError(loaded.error());
+    if (!loaded) return makeError(loaded.status());
     *dest = std::move(loaded).value();
   }
   return t;
@@ -538,7 +538,7 @@ Result<ExpertTensors> loadFfn(const Checkpoint& ckpt, const std::string& prefix,
 Result<std::unique_ptr<Checkpoint>> Checkpoint::open(const std::string& dir) {
   const fs::path root(dir);
   auto config = parseConfig((root / "config.json").string());
-  if (!config) return makeError(config.error());
+  if (!config) return makeError(config.status());
 
   // The private constructor rules out make_unique; the pointer is owned from the first moment.
   std::unique_ptr<Checkpoint> ckpt(new Checkpoint());
@@ -550,7 +550,7 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::open(const std::string& dir) {
   std::error_code ec;
   if (fs::exists(indexPath, ec)) {
     auto parsed = readJsonFile(indexPath);
-    if (!parsed) return makeError(parsed.error());
+    if (!parsed) return makeError(parsed.status());
     const json& index = parsed.value();
     auto wm = index.is_object() ? index.find("weight_map") : index.end();
     if (!index.is_object() || wm == index.end() || !wm->is_object()) {
@@ -568,7 +568,7 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::open(const std::string& dir) {
       auto it = opened.find(name);
       if (it == opened.end()) {
         auto file = SafetensorsFile::open((root / name).string());
-        if (!file) return makeError(file.error());
+        if (!file) return makeError(file.status());
         ckpt->files_.push_back(std::move(file).value());
         it = opened.emplace(name, ckpt->files_.back().get()).first;
       }
@@ -580,7 +580,7 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::open(const std::string& dir) {
     }
   } else if (fs::exists(singlePath, ec)) {
     auto file = SafetensorsFile::open(singlePath);
-    if (!file) return makeError(file.error());
+    if (!file) return makeError(file.status());
     ckpt->files_.push_back(std::move(file).value());
     for (const TensorInfo& t : ckpt->files_.back()->tensors()) {
       ckpt->tensorFile_.emplace(t.name, ckpt->files_.back().get());
@@ -616,7 +616,7 @@ Result<std::vector<float>> Checkpoint::gateWeight(uint32_t layer) const {
                               ? "has an attention router, not a linear gate"
                               : "has a two-layer gate, not a linear gate (moe_2layer_gate)");
       !s)
-    return makeError(s.message());
+    return makeError(s);
   // MoE++'s single-layer gate is the nn.Linear "wg" inside its gate module.
   return loadF32(
       moePrefix(config_, layer) +
@@ -625,8 +625,8 @@ Result<std::vector<float>> Checkpoint::gateWeight(uint32_t layer) const {
 }
 
 Result<ExpertTensors> Checkpoint::expert(uint32_t layer, uint32_t expert) const {
-  if (Status s = checkMoeLayer(config_, dir_, layer); !s) return makeError(s.message());
-  if (Status s = checkExpertId(config_, dir_, expert); !s) return makeError(s.message());
+  if (Status s = checkMoeLayer(config_, dir_, layer); !s) return makeError(s);
+  if (Status s = checkExpertId(config_, dir_, expert); !s) return makeError(s);
   const ExpertKind kind = config_.expertKind(expert);
   if (kind != ExpertKind::kFfn) {
     return makeError("expert " + std::to_string(expert) + " of " + dir_ + " is " +
@@ -654,14 +654,14 @@ Result<TwoLayerGateTensors> Checkpoint::twoLayerGate(uint32_t layer) const {
                               ? "has no two-layer gate (moe_2layer_gate is false)"
                               : "has no two-layer gate (only MoE++ has one)");
       !s)
-    return makeError(s.message());
+    return makeError(s);
   const uint64_t n = config_.numExperts;
   const std::string prefix = moePrefix(config_, layer) + "gate.wg.";
   // The reference's wg is nn.Sequential(Linear(H, 8N), Tanh(), Linear(8N, N)): modules 0 and 2.
   auto w1 = loadF32(prefix + "0.weight", {8 * n, config_.hiddenSize});
-  if (!w1) return makeError(w1.error());
+  if (!w1) return makeError(w1.status());
   auto w2 = loadF32(prefix + "2.weight", {n, 8 * n});
-  if (!w2) return makeError(w2.error());
+  if (!w2) return makeError(w2.status());
   return TwoLayerGateTensors{std::move(w1).value(), std::move(w2).value()};
 }
 
@@ -669,7 +669,7 @@ Result<std::vector<float>> Checkpoint::gateResidualMap(uint32_t layer) const {
   if (Status s = checkHas(config_, dir_, layer, config_.gatingResidual,
                           "has no gate.gate_map (only MoE++ has gating residuals)");
       !s)
-    return makeError(s.message());
+    return makeError(s);
   return loadF32(moePrefix(config_, layer) + "gate.gate_map.weight",
                  {config_.numExperts, config_.numExperts});
 }
@@ -678,8 +678,8 @@ Result<ConstantExpertTensors> Checkpoint::constantExpert(uint32_t layer, uint32_
   const bool moepp = config_.family == ModelFamily::kMoePlusPlus;
   if (Status s = checkHas(config_, dir_, layer, moepp, "has no constant experts (only MoE++ does)");
       !s)
-    return makeError(s.message());
-  if (Status s = checkExpertId(config_, dir_, expert); !s) return makeError(s.message());
+    return makeError(s);
+  if (Status s = checkExpertId(config_, dir_, expert); !s) return makeError(s);
   const ExpertKind kind = config_.expertKind(expert);
   if (kind != ExpertKind::kConstant) {
     const uint32_t first = config_.numFfnExperts;
@@ -690,9 +690,9 @@ Result<ConstantExpertTensors> Checkpoint::constantExpert(uint32_t layer, uint32_
   const std::string prefix =
       moePrefix(config_, layer) + "experts.experts." + std::to_string(expert) + ".";
   auto wc = loadF32(prefix + "wg.weight", {2, config_.hiddenSize});
-  if (!wc) return makeError(wc.error());
+  if (!wc) return makeError(wc.status());
   auto v = loadF32(prefix + "constant", {config_.hiddenSize});
-  if (!v) return makeError(v.error());
+  if (!v) return makeError(v.status());
   return ConstantExpertTensors{std::move(wc).value(), std::move(v).value()};
 }
 
@@ -700,20 +700,20 @@ Result<std::vector<float>> Checkpoint::attentionRouter(uint32_t layer) const {
   if (Status s = checkHas(config_, dir_, layer, config_.gateKind == GateKind::kAttention,
                           "has no attention router (only yuan has one)");
       !s)
-    return makeError(s.message());
+    return makeError(s);
   std::vector<float> qkv;
   qkv.reserve(uint64_t{3} * config_.numExperts * config_.hiddenSize);
   for (const char* part : {"query", "key", "value"}) {
     auto w = loadF32(moePrefix(config_, layer) + "gate." + part + ".weight",
                      {config_.numExperts, config_.hiddenSize});
-    if (!w) return makeError(w.error());
+    if (!w) return makeError(w.status());
     qkv.insert(qkv.end(), w.value().begin(), w.value().end());
   }
   return qkv;
 }
 
 Result<std::vector<float>> Checkpoint::noiseWeight(uint32_t layer) const {
-  if (Status s = checkMoeLayer(config_, dir_, layer); !s) return makeError(s.message());
+  if (Status s = checkMoeLayer(config_, dir_, layer); !s) return makeError(s);
   return loadF32(moePrefix(config_, layer) + "w_noise.weight",
                  {config_.numExperts, config_.hiddenSize});
 }
@@ -727,7 +727,7 @@ Result<ExpertTensors> Checkpoint::sharedExpert(uint32_t layer) const {
                                                         : "the family has none") +
               ")");
       !s)
-    return makeError(s.message());
+    return makeError(s);
   // Qwen2-MoE has one module "shared_expert"; DeepSeek fuses its n_shared_experts into one MLP
   // named "shared_experts".
   const char* name =
@@ -740,7 +740,7 @@ Result<std::vector<float>> Checkpoint::sharedExpertGate(uint32_t layer) const {
           checkHas(config_, dir_, layer, config_.sharedExpertGated,
                    "has no shared_expert_gate (only Qwen2-MoE with a shared expert gates it)");
       !s)
-    return makeError(s.message());
+    return makeError(s);
   return loadF32(moePrefix(config_, layer) + "shared_expert_gate.weight", {1, config_.hiddenSize});
 }
 
@@ -748,7 +748,7 @@ Result<std::vector<float>> Checkpoint::scoreCorrectionBias(uint32_t layer) const
   if (Status s = checkHas(config_, dir_, layer, config_.hasScoreCorrectionBias,
                           "has no gate.e_score_correction_bias (only deepseek_v3 does)");
       !s)
-    return makeError(s.message());
+    return makeError(s);
   return loadF32(moePrefix(config_, layer) + "gate.e_score_correction_bias", {config_.numExperts});
 }
 

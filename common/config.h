@@ -38,12 +38,21 @@ struct ShardConfig {
   bool servesLayer(uint32_t layer) const;
 };
 
+// Merging concurrent Router.forward calls of one layer into one batch (router.batching).
+struct RouterBatchingConfig {
+  bool enabled = true;
+  uint32_t windowUs = 0;     // longest a lone request waits for company; 0: never wait
+  uint32_t maxTokens = 4096;  // tokens of one merged batch at most
+};
+
 struct RouterConfig {
   std::string listen = "127.0.0.1:7100";
   ComputeDevice device{ComputeDevice::Kind::kCpu, 0};
   uint32_t maxTokens = 8192;  // per forward call; larger batches are rejected, not truncated
   std::string admin;          // admin HTTP plane "host:port"; "" = off
   uint32_t threads = 0;       // CPU threads for BLAS gating; 0 = the library default
+  RouterBatchingConfig batching;
+  uint32_t maxQueuedTokens = 65536;  // tokens waiting for a batch; beyond: ResourceExhausted
 };
 
 struct TimeoutConfig {

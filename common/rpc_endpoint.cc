@@ -55,14 +55,6 @@ capnp::rpc::twoparty::VatId::Reader RpcConnection::serverId() {
   return id.asReader();
 }
 
-kj::Exception rpcError(kj::Exception::Type type, const std::string& message) {
-  return kj::Exception(type, __FILE__, __LINE__, kj::str(message.c_str()));
-}
-
-void throwRpcError(kj::Exception::Type type, const std::string& message) {
-  kj::throwFatalException(rpcError(type, message));
-}
-
 kj::Promise<kj::Own<RpcConnection>> connectRpc(kj::AsyncIoProvider& io, kj::Timer& timer,
                                                const std::string& address, uint32_t timeoutMs) {
   auto connecting = io.getNetwork()
@@ -76,16 +68,16 @@ kj::Promise<kj::Own<RpcConnection>> connectRpc(kj::AsyncIoProvider& io, kj::Time
                         });
   auto timedOut = timer.afterDelay(timeoutMs * kj::MILLISECONDS)
                       .then([address, timeoutMs]() -> kj::Own<RpcConnection> {
-                        throwRpcError(kj::Exception::Type::DISCONNECTED,
-                                      "cannot connect to " + address + " within " +
-                                          std::to_string(timeoutMs) + " ms");
+                        throwStatus(StatusCode::kUnavailable,
+                                    "cannot connect to " + address + " within " +
+                                        std::to_string(timeoutMs) + " ms");
                       });
-  return connecting.exclusiveJoin(kj::mv(timedOut))
-      .catch_([address](kj::Exception&& e) -> kj::Own<RpcConnection> {
-        if (e.getDescription().startsWith("cannot connect")) kj::throwFatalException(kj::mv(e));
-        throwRpcError(kj::Exception::Type::DISCONNECTED,
-                      "cannot connect to " + address + ": " + e.getDescription().cStr());
-      });
+  // Only a failed connect is reworded; the time-out above already says what happened.
+  auto refused = connecting.catch_([address](kj::Exception&& e) -> kj::Own<RpcConnection> {
+    throwStatus(StatusCode::kUnavailable,
+                "cannot connect to " + address + ": " + e.getDescription().cStr());
+  });
+  return refused.exclusiveJoin(kj::mv(timedOut));
 }
 
 }  // namespace moe

@@ -8,6 +8,8 @@
 
 #include <string>
 
+#include "common/rpc_status.h"
+
 namespace moe {
 
 // Largest message either side accepts (traversal limit): 1 GiB.
@@ -46,25 +48,21 @@ class RpcConnection {
   capnp::MallocMessageBuilder vatId_;
 };
 
-// Connects to "host:port" within `timeoutMs`; errors are DISCONNECTED and name the address.
+// Connects to "host:port" within `timeoutMs`; errors are Unavailable and name the address.
 kj::Promise<kj::Own<RpcConnection>> connectRpc(kj::AsyncIoProvider& io, kj::Timer& timer,
                                                const std::string& address, uint32_t timeoutMs);
 
-// `promise`, or an OVERLOADED error saying `message` once `ms` milliseconds pass first.
+// `promise`, or a DeadlineExceeded error saying `message` once `ms` milliseconds pass first.
 template <typename T>
 kj::Promise<T> withDeadline(kj::Timer& timer, uint32_t ms, kj::Promise<T> promise,
                             std::string message);
-
-// A human-readable KJ exception of the given type, for the RPC boundary.
-[[noreturn]] void throwRpcError(kj::Exception::Type type, const std::string& message);
-kj::Exception rpcError(kj::Exception::Type type, const std::string& message);
 
 template <typename T>
 kj::Promise<T> withDeadline(kj::Timer& timer, uint32_t ms, kj::Promise<T> promise,
                             std::string message) {
   return promise.exclusiveJoin(
       timer.afterDelay(ms * kj::MILLISECONDS).then([message = kj::mv(message)]() -> kj::Promise<T> {
-        throwRpcError(kj::Exception::Type::OVERLOADED, message);
+        throwStatus(StatusCode::kDeadlineExceeded, message);
       }));
 }
 

@@ -40,7 +40,7 @@ Result<ServiceFlags> parseServiceFlags(int argc, char** argv, bool expert) {
   if (f.config.empty()) return makeError("--config is required");
   for (const auto* addr : {&f.listen, &f.admin}) {
     if (!addr->empty()) {
-      if (auto hp = parseHostPort(*addr); !hp) return makeError(hp.error());
+      if (auto hp = parseHostPort(*addr); !hp) return makeError(hp.status());
     }
   }
   if (expert) {

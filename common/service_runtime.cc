@@ -149,7 +149,7 @@ Result<std::unique_ptr<AdminServer>> startAdminPlane(const std::string& listen,
   o.registry = std::move(registry);
   o.info = [info]() { return info->get(); };
   auto admin = AdminServer::start(std::move(o));
-  if (!admin) return makeError(admin.error());
+  if (!admin) return makeError(admin.status());
   admin.value()->setState(ServiceState::kStarting, reason);
   logInfo("admin plane on port ", admin.value()->port(), " (", listen,
           "): /metrics /healthz /readyz /v1/info");

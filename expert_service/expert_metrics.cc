@@ -32,7 +32,8 @@ ExpertMetrics::ExpertMetrics(prometheus::Registry& registry, const ExpertStore& 
                        .Name("moe_expert_requests_total")
                        .Help("ExpertShard.run calls by result code")
                        .Register(registry);
-  for (const char* code : {"ok", "invalid_argument", "internal"}) {
+  for (const char* code : {"ok", "invalid_argument", "failed_precondition", "unavailable",
+                           "deadline_exceeded", "resource_exhausted", "internal"}) {
     requestsByCode_.emplace(code, &requests.Add({{"code", code}}));
   }
   auto& tokens = prometheus::BuildCounter()

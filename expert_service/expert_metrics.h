@@ -1,8 +1,8 @@
 // Every metric an expert shard exports, in one place (naming as in router_metrics.h).
 //
 //   moe_build_info{version,role,backend}                 gauge, always 1
-//   moe_expert_requests_total{code}                      counter; code = ok | invalid_argument |
-//                                                        internal
+//   moe_expert_requests_total{code}                      counter; code = a metricCodeLabel:
+//                                                        ok, invalid_argument, internal, …
 //   moe_expert_compute_duration_seconds                  histogram, compute time of one run
 //   moe_expert_batch_rows                                histogram, token rows per run
 //   moe_expert_tokens_total{layer,expert}                counter, (row, expert) products computed
@@ -29,7 +29,7 @@ class ExpertMetrics {
  public:
   ExpertMetrics(prometheus::Registry& registry, const ExpertStore& store, std::string_view backend);
 
-  // code: ok | invalid_argument | internal
+  // code: a metricCodeLabel (common/rpc_status.h)
   void recordRequest(std::string_view code);
   prometheus::Counter* tokens(uint32_t layer, uint32_t expert);  // nullptr if not served
 

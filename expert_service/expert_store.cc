@@ -12,22 +12,22 @@ Result<std::unique_ptr<ExpertStore>> ExpertStore::load(kernels::Backend& backend
     if (!shard.servesLayer(layer)) continue;
     for (uint32_t e : shard.experts) {
       auto t = ckpt.expert(layer, e);
-      if (!t) return makeError(t.error());
+      if (!t) return makeError(t.status());
       const std::string where = "layer " + std::to_string(layer) + " expert " + std::to_string(e);
       Resident res;
       if (auto s = store->add(backend, t.value(), m.intermediateSize, m.hiddenSize, where, res); !s)
-        return makeError(s.message());
+        return makeError(s);
       store->weights_.emplace(std::make_pair(layer, e), std::move(res));
       store->byLayer_[layer].push_back(e);
     }
     if (shard.sharedExpert) {
       auto t = ckpt.sharedExpert(layer);
-      if (!t) return makeError(t.error());
+      if (!t) return makeError(t.status());
       Resident res;
       if (auto s = store->add(backend, t.value(), m.sharedIntermediateSize, m.hiddenSize,
                               "layer " + std::to_string(layer) + " shared expert", res);
           !s)
-        return makeError(s.message());
+        return makeError(s);
       store->shared_.emplace(layer, std::move(res));
     }
   }

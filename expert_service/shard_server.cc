@@ -6,6 +6,7 @@
 
 #include "common/log.h"
 #include "common/rpc_endpoint.h"
+#include "common/rpc_status.h"
 #include "common/service_runtime.h"
 #include "common/tensor_wire.h"
 #include "kernels/device_backend.h"
@@ -14,7 +15,7 @@ namespace moe::expert {
 namespace {
 
 [[noreturn]] void badRequest(const std::string& message) {
-  throwRpcError(kj::Exception::Type::FAILED, message);
+  throwStatus(StatusCode::kInvalidArgument, message);
 }
 
 // The CSR form of a request's segments, owned for the duration of the compute job.
@@ -33,19 +34,19 @@ Result<std::unique_ptr<ShardModel>> ShardModel::load(const ClusterConfig& cluste
   const ShardConfig* shard = cluster.findShard(shardName);
   if (!shard) return makeError(cluster.sourcePath + ": no shard named '" + shardName + "'");
   auto ckpt = Checkpoint::open(cluster.modelPath);
-  if (!ckpt) return makeError(ckpt.error());
+  if (!ckpt) return makeError(ckpt.status());
   auto m = std::make_unique<ShardModel>();
   m->shard = *shard;
   m->model = ckpt.value()->config();
   m->maxRows = cluster.router.maxTokens;
-  if (auto s = validatePlacement(cluster, m->model); !s) return makeError(s.message());
+  if (auto s = validatePlacement(cluster, m->model); !s) return makeError(s);
   auto backend = kernels::createBackendFor(shard->device, shard->threads);
   if (!backend)
     return makeError("shard " + shardName + " device " + shard->device.str() + ": " +
                      backend.error());
   m->backend = std::move(backend).value();
   auto store = ExpertStore::load(*m->backend, *ckpt.value(), *shard);
-  if (!store) return makeError(store.error());
+  if (!store) return makeError(store.status());
   m->store = std::move(store).value();
   return m;
 }
@@ -57,9 +58,7 @@ kj::Promise<void> ShardServer::run(RunContext context) {
   return kj::evalNow([&]() { return runChecked(context); })
       .then([this]() { metrics_.recordRequest("ok"); },
             [this](kj::Exception&& e) {
-              // Request checks fail before compute; compute failures are prefixed "shard ".
-              metrics_.recordRequest(e.getDescription().startsWith("shard ") ? "internal"
-                                                                             : "invalid_argument");
+              metrics_.recordRequest(metricCodeLabel(statusFromException(e).code()));
               kj::throwFatalException(kj::mv(e));
             });
 }
@@ -153,7 +152,7 @@ kj::Promise<void> ShardServer::runChecked(RunContext context) {
   return job.then([this, start, R, &name](Outcome o) {
     metrics_.queueDepth.Set(static_cast<double>(executor_.queued()));
     if (!o.badInput.empty()) badRequest(o.badInput);
-    if (!o.status) badRequest("shard " + name + ": " + o.status.message());
+    if (!o.status) throwStatus(StatusCode::kInternal, "shard " + name + ": " + o.status.message());
     metrics_.computeDuration.Observe(o.seconds);
     logDebug("ran ", R, " rows in ",
              std::chrono::duration_cast<std::chrono::microseconds>(

@@ -23,7 +23,7 @@ class ReferenceBackend final : public Backend {
 
   Result<std::unique_ptr<Matrix>> upload(std::span<const float> data, size_t rows,
                                          size_t cols) override {
-    if (Status s = checkUpload(data, rows, cols); !s.isOk()) return makeError(s.message());
+    if (Status s = checkUpload(data, rows, cols); !s.isOk()) return makeError(s);
     return std::unique_ptr<Matrix>(
         std::make_unique<HostMatrix>(std::vector<float>(data.begin(), data.end()), rows, cols));
   }

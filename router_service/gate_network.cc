@@ -6,19 +6,10 @@
 #include <vector>
 
 #include "common/routing_noise.h"
+#include "kernels/row_invariant_linear.h"
 
 namespace moe::router {
 namespace {
-
-Result<std::unique_ptr<kernels::Matrix>> uploadNamed(kernels::Backend& backend,
-                                                     Result<std::vector<float>> weights,
-                                                     uint32_t rows, uint32_t cols,
-                                                     const std::string& what) {
-  if (!weights) return makeError(weights.error());
-  auto m = backend.upload(weights.value(), rows, cols);
-  if (!m) return makeError(what + ": " + m.error());
-  return std::move(m).value();
-}
 
 // Numerically stable log(1 + eˣ).
 float softplus(float z) {
@@ -44,8 +35,31 @@ void attentionAcrossExperts(const float* q, const float* k, const float* v, uint
 
 }  // namespace
 
-Result<std::unique_ptr<GateNetwork>> GateNetwork::load(kernels::Backend& backend,
-                                                       const Checkpoint& ckpt, uint32_t layer,
+Status GateNetwork::Weights::apply(std::span<const float> x, uint32_t T, std::span<float> y,
+                                   const char* what) const {
+  const size_t want = size_t{T} * cols, out = size_t{T} * rows;
+  if (x.size() != want || y.size() != out) {
+    return Status::error(StatusCode::kInternal,
+                         std::string(what) + ": x has " + std::to_string(x.size()) +
+                             " elements, expected " + std::to_string(want) + "; y has " +
+                             std::to_string(y.size()) + ", expected " + std::to_string(out));
+  }
+  kernels::linearRowInvariant(data, rows, cols, x, T, y);
+  return Status::ok();
+}
+
+Result<GateNetwork::Weights> GateNetwork::named(Result<std::vector<float>> weights, uint32_t rows,
+                                                uint32_t cols, const std::string& what) {
+  if (!weights) return makeError(weights.status());
+  if (weights.value().size() != size_t{rows} * cols) {
+    return makeError(StatusCode::kFailedPrecondition,
+                     what + ": " + std::to_string(weights.value().size()) + " values, expected [" +
+                         std::to_string(rows) + ", " + std::to_string(cols) + "]");
+  }
+  return Weights{std::move(weights).value(), rows, cols};
+}
+
+Result<std::unique_ptr<GateNetwork>> GateNetwork::load(const Checkpoint& ckpt, uint32_t layer,
                                                        const RoutingOptions& routing) {
   const ModelConfig& m = ckpt.config();
   const uint32_t E = m.numExperts, H = m.hiddenSize;
@@ -53,73 +67,67 @@ Result<std::unique_ptr<GateNetwork>> GateNetwork::load(kernels::Backend& backend
   auto g = std::make_unique<GateNetwork>();
   g->kind_ = m.gateKind;
   g->experts_ = E;
-  Result<std::unique_ptr<kernels::Matrix>> first = makeError("");
+  Result<Weights> first = makeError("");
   switch (m.gateKind) {
     case GateKind::kLinear:
-      first = uploadNamed(backend, ckpt.gateWeight(layer), E, H, where + "gate");
+      first = named(ckpt.gateWeight(layer), E, H, where + "gate");
       break;
     case GateKind::kTwoLayerTanh: {
       auto t = ckpt.twoLayerGate(layer);
-      if (!t) return makeError(t.error());
-      first = uploadNamed(backend, std::move(t.value().w1), 8 * E, H, where + "gate W1");
-      auto second = uploadNamed(backend, std::move(t.value().w2), E, 8 * E, where + "gate W2");
-      if (!second) return makeError(second.error());
+      if (!t) return makeError(t.status());
+      first = named(std::move(t.value().w1), 8 * E, H, where + "gate W1");
+      auto second = named(std::move(t.value().w2), E, 8 * E, where + "gate W2");
+      if (!second) return makeError(second.status());
       g->second_ = std::move(second).value();
       break;
     }
     case GateKind::kAttention:
-      first = uploadNamed(backend, ckpt.attentionRouter(layer), 3 * E, H, where + "router qkv");
+      first = named(ckpt.attentionRouter(layer), 3 * E, H, where + "router qkv");
       break;
   }
-  if (!first) return makeError(first.error());
+  if (!first) return makeError(first.status());
   g->first_ = std::move(first).value();
   if (m.gatingResidual) {
-    auto map = uploadNamed(backend, ckpt.gateResidualMap(layer), E, E, where + "gate_map");
-    if (!map) return makeError(map.error());
+    auto map = named(ckpt.gateResidualMap(layer), E, E, where + "gate_map");
+    if (!map) return makeError(map.status());
     g->residualMap_ = std::move(map).value();
   }
   if (routing.noisyTopk) {
     auto noise = ckpt.noiseWeight(layer);
     if (!noise) {
-      return makeError("routing.noisy_topk is on but the checkpoint has no noise weights: " +
-                       noise.error());
+      return makeError(
+          noise.code(),
+          "routing.noisy_topk is on but the checkpoint has no noise weights: " + noise.error());
     }
-    auto w = uploadNamed(backend, std::move(noise), E, H, where + "w_noise");
-    if (!w) return makeError(w.error());
+    auto w = named(std::move(noise), E, H, where + "w_noise");
+    if (!w) return makeError(w.status());
     g->noise_ = std::move(w).value();
   }
   return g;
 }
 
-std::unique_ptr<GateNetwork> GateNetwork::linear(std::unique_ptr<kernels::Matrix> wg) {
+std::unique_ptr<GateNetwork> GateNetwork::linear(std::vector<float> wg, uint32_t E, uint32_t H) {
   auto g = std::make_unique<GateNetwork>();
   g->kind_ = GateKind::kLinear;
-  g->experts_ = static_cast<uint32_t>(wg->rows());
-  g->first_ = std::move(wg);
+  g->experts_ = E;
+  g->first_ = Weights{std::move(wg), E, H};
   return g;
 }
 
-Status GateNetwork::logits(kernels::Backend& backend, std::span<const float> x, uint32_t T,
-                           std::span<const float> prev, std::span<float> out) const {
+Status GateNetwork::logits(std::span<const float> x, uint32_t T, std::span<float> out) const {
   const uint32_t E = experts_;
   switch (kind_) {
     case GateKind::kLinear:
-      if (auto s = backend.linear(*first_, x, T, out); !s)
-        return Status::error("gate: " + s.message());
-      break;
+      return first_.apply(x, T, out, "gate");
     case GateKind::kTwoLayerTanh: {
-      std::vector<float> hidden(size_t{T} * first_->rows());
-      if (auto s = backend.linear(*first_, x, T, hidden); !s)
-        return Status::error("gate W1: " + s.message());
+      std::vector<float> hidden(size_t{T} * first_.rows);
+      if (auto s = first_.apply(x, T, hidden, "gate W1"); !s) return s;
       for (float& h : hidden) h = std::tanh(h);
-      if (auto s = backend.linear(*second_, hidden, T, out); !s)
-        return Status::error("gate W2: " + s.message());
-      break;
+      return second_.apply(hidden, T, out, "gate W2");
     }
     case GateKind::kAttention: {
       std::vector<float> qkv(size_t{T} * 3 * E), scratch;
-      if (auto s = backend.linear(*first_, x, T, qkv); !s)
-        return Status::error("attention router: " + s.message());
+      if (auto s = first_.apply(x, T, qkv, "attention router"); !s) return s;
       for (uint32_t t = 0; t < T; ++t) {
         const float* row = qkv.data() + size_t{t} * 3 * E;
         attentionAcrossExperts(row, row + E, row + 2 * E, E, out.data() + size_t{t} * E, scratch);
@@ -127,21 +135,28 @@ Status GateNetwork::logits(kernels::Backend& backend, std::span<const float> x, 
       break;
     }
   }
-  if (!prev.empty()) {
-    std::vector<float> residual(size_t{T} * E);
-    if (auto s = backend.linear(*residualMap_, prev, T, residual); !s)
-      return Status::error("gate_map: " + s.message());
-    for (size_t i = 0; i < residual.size(); ++i) out[i] += residual[i];
-  }
   return Status::ok();
 }
 
-Status GateNetwork::addNoise(kernels::Backend& backend, std::span<const float> x, uint32_t T,
-                             uint64_t seed, uint32_t layer, std::span<float> logits) const {
+Status GateNetwork::addResidual(std::span<const float> prev, uint32_t T,
+                                std::span<float> logits) const {
+  if (!hasResidual()) {
+    return Status::error(StatusCode::kInternal, "gate_map: this layer has no gating residual");
+  }
+  std::vector<float> residual(size_t{T} * experts_);
+  if (auto s = residualMap_.apply(prev, T, residual, "gate_map"); !s) return s;
+  for (size_t i = 0; i < residual.size(); ++i) logits[i] += residual[i];
+  return Status::ok();
+}
+
+Status GateNetwork::addNoise(std::span<const float> x, uint32_t T, uint64_t seed, uint32_t layer,
+                             std::span<float> logits) const {
   const uint32_t E = experts_;
+  if (!hasNoise()) {
+    return Status::error(StatusCode::kInternal, "w_noise: noisy top-k was not loaded");
+  }
   std::vector<float> scale(size_t{T} * E);
-  if (auto s = backend.linear(*noise_, x, T, scale); !s)
-    return Status::error("w_noise: " + s.message());
+  if (auto s = noise_.apply(x, T, scale, "w_noise"); !s) return s;
   for (uint32_t t = 0; t < T; ++t) {
     for (uint32_t i = 0; i < E; ++i) {
       const size_t at = size_t{t} * E + i;

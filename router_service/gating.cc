@@ -33,7 +33,7 @@ Result<RoutingDecision> softmaxTopkOnBackend(kernels::Backend& backend,
   d.ids.resize(size_t{T} * k);
   d.weights.resize(size_t{T} * k);
   if (auto s = backend.softmaxTopk(logits, T, E, k, renormalize, d.ids, d.weights); !s) {
-    return makeError("softmax_topk: " + s.message());
+    return makeError(StatusCode::kInternal, "softmax_topk: " + s.message());
   }
   d.probSum = probabilitySums(logits, T, E);
   return d;
@@ -41,30 +41,38 @@ Result<RoutingDecision> softmaxTopkOnBackend(kernels::Backend& backend,
 
 }  // namespace
 
-Result<GateResult> routeTokens(kernels::Backend& backend, const GateNetwork& gate,
-                               std::span<const float> x, uint32_t T, const ModelConfig& model,
-                               std::span<const float> bias, const GateInputs& inputs) {
+Result<RoutingDecision> routeRequest(kernels::Backend& backend, const GateNetwork& gate,
+                                     std::span<const float> x, std::span<const float> logits,
+                                     uint32_t T, const ModelConfig& model,
+                                     std::span<const float> bias, const GateInputs& inputs) {
   const uint32_t E = gate.numExperts();
-  GateResult r;
-  r.logits.resize(size_t{T} * E);
-  if (auto s = gate.logits(backend, x, T, inputs.prevLogits, r.logits); !s)
-    return makeError(s.message());
   const RoutingRule rule = routingRuleFor(model);
-  std::span<const float> scores = r.logits;
+  std::span<const float> scores = logits;
   std::vector<float> noisy;
   if (inputs.noiseSeed) {
-    noisy = r.logits;
-    if (auto s = gate.addNoise(backend, x, T, *inputs.noiseSeed, inputs.layer, noisy); !s)
-      return makeError(s.message());
+    noisy.assign(logits.begin(), logits.end());
+    if (auto s = gate.addNoise(x, T, *inputs.noiseSeed, inputs.layer, noisy); !s)
+      return makeError(s);
     scores = noisy;
   }
   if (rule.isPlainSoftmaxTopk()) {
-    auto d = softmaxTopkOnBackend(backend, scores, T, E, rule.k, rule.normTopkProb);
-    if (!d) return makeError(d.error());
-    r.decision = std::move(d).value();
-  } else {
-    r.decision = routeLogits(scores, T, E, rule, bias);
+    return softmaxTopkOnBackend(backend, scores, T, E, rule.k, rule.normTopkProb);
   }
+  return routeLogits(scores, T, E, rule, bias);
+}
+
+Result<GateResult> routeTokens(kernels::Backend& backend, const GateNetwork& gate,
+                               std::span<const float> x, uint32_t T, const ModelConfig& model,
+                               std::span<const float> bias, const GateInputs& inputs) {
+  GateResult r;
+  r.logits.resize(size_t{T} * gate.numExperts());
+  if (auto s = gate.logits(x, T, r.logits); !s) return makeError(s);
+  if (!inputs.prevLogits.empty()) {
+    if (auto s = gate.addResidual(inputs.prevLogits, T, r.logits); !s) return makeError(s);
+  }
+  auto d = routeRequest(backend, gate, x, r.logits, T, model, bias, inputs);
+  if (!d) return makeError(d.status());
+  r.decision = std::move(d).value();
   return r;
 }
 

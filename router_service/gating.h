@@ -40,9 +40,17 @@ struct GateInputs {
   uint32_t layer = 0;                 // keys the noise draws
 };
 
-// The family's routing (routing.h) on top of its gate network (gate_network.h): the plain
-// softmax families without noise use the backend's softmax_topk op; the other rules run on the
-// CPU. `bias`: [E] (DeepSeek-V3) or empty.
+// One request's routing from its gate logits [T, E] (residual included): the noise term when
+// `inputs.noiseSeed` (x is that request's rows [T, H]), then the family's rule (routing.h). The
+// plain softmax families without noise use the backend's softmax_topk op; the other rules run
+// on the CPU. `bias`: [E] (DeepSeek-V3) or empty. Every step is per token, so a token's routing
+// does not depend on the other tokens of the call.
+Result<RoutingDecision> routeRequest(kernels::Backend& backend, const GateNetwork& gate,
+                                     std::span<const float> x, std::span<const float> logits,
+                                     uint32_t T, const ModelConfig& model,
+                                     std::span<const float> bias, const GateInputs& inputs);
+
+// One request alone, from its tokens: gate logits, the residual, then routeRequest.
 Result<GateResult> routeTokens(kernels::Backend& backend, const GateNetwork& gate,
                                std::span<const float> x,  // [T, H]
                                uint32_t T, const ModelConfig& model, std::span<const float> bias,

@@ -17,19 +17,29 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, const ModelConfig& 
                    .Add({})),
       queueDepth(prometheus::BuildGauge()
                      .Name("moe_router_queue_depth")
-                     .Help("Gating jobs waiting for the router's compute thread")
+                     .Help("Router.forward requests waiting to join a batch")
                      .Register(registry)
                      .Add({})),
       gateDuration(prometheus::BuildHistogram()
                        .Name("moe_router_gate_duration_seconds")
-                       .Help("Gating and dispatch planning time of one forward")
+                       .Help("Gating and dispatch planning time of one merged batch")
                        .Register(registry)
                        .Add({}, latencyBuckets())),
       batchTokens(prometheus::BuildHistogram()
                       .Name("moe_router_batch_tokens")
-                      .Help("Tokens per Router.forward call")
+                      .Help("Tokens per merged batch")
                       .Register(registry)
                       .Add({}, sizeBuckets())),
+      batchRequests(prometheus::BuildHistogram()
+                        .Name("moe_router_batch_requests")
+                        .Help("Router.forward requests per merged batch")
+                        .Register(registry)
+                        .Add({}, sizeBuckets())),
+      queueSeconds(prometheus::BuildHistogram()
+                       .Name("moe_router_queue_seconds")
+                       .Help("Time from a request's admission to the start of its batch's gating")
+                       .Register(registry)
+                       .Add({}, latencyBuckets())),
       requests_(prometheus::BuildCounter()
                     .Name("moe_router_requests_total")
                     .Help("Router.forward calls by result code")
@@ -41,8 +51,8 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, const ModelConfig& 
                            .Add({}, latencyBuckets())),
       numExperts_(model.numExperts) {
   registerBuildInfo(registry, "router", backend);
-  for (const char* code :
-       {"ok", "invalid_argument", "unavailable", "deadline_exceeded", "internal"}) {
+  for (const char* code : {"ok", "invalid_argument", "failed_precondition", "unavailable",
+                           "deadline_exceeded", "resource_exhausted", "internal"}) {
     requestsByCode_.emplace(code, &requests_.Add({{"code", code}}));
   }
   auto& tokens = prometheus::BuildCounter()

@@ -6,13 +6,17 @@
 // clang-format off
 //   moe_build_info{version,role,backend}          gauge, always 1
 //   moe_router_requests_total{code}               counter; code = ok | invalid_argument |
-//                                                 unavailable | deadline_exceeded | internal
+//                                                 failed_precondition | unavailable |
+//                                                 deadline_exceeded | resource_exhausted |
+//                                                 internal (common/rpc_status.h)
 //   moe_router_request_duration_seconds           histogram, whole Router.forward
-//   moe_router_gate_duration_seconds              histogram, gating + planning
-//   moe_router_batch_tokens                       histogram, tokens per forward
+//   moe_router_gate_duration_seconds              histogram, gating + planning of a batch
+//   moe_router_batch_tokens                       histogram, tokens per merged batch
+//   moe_router_batch_requests                     histogram, requests per merged batch
+//   moe_router_queue_seconds                      histogram, admission to start of gating
 //   moe_router_tokens_total{layer}                counter, tokens served
 //   moe_router_in_flight_requests                 gauge
-//   moe_router_queue_depth                        gauge, gating jobs waiting for the executor
+//   moe_router_queue_depth                        gauge, requests waiting to join a batch
 //   moe_expert_tokens_routed_total{layer,expert}  counter, token→expert assignments
 //   moe_capacity_dropped_tokens_total{layer}      counter, assignments dropped by capacity
 //   moe_zero_compute_tokens_total{layer}          counter, assignments served by
@@ -52,7 +56,7 @@ class RouterMetrics {
   RouterMetrics(prometheus::Registry& registry, const ModelConfig& model,
                 const std::vector<ShardConfig>& shards, std::string_view backend);
 
-  // code: ok | invalid_argument | unavailable | deadline_exceeded | internal
+  // code: a metricCodeLabel (common/rpc_status.h)
   void recordRequest(std::string_view code, double seconds);
   // Token→expert assignments of one gated batch, and the recent-window load statistics.
   void recordRouting(uint32_t layer, const RoutingDecision& decision);
@@ -75,6 +79,8 @@ class RouterMetrics {
   prometheus::Gauge& queueDepth;
   prometheus::Histogram& gateDuration;
   prometheus::Histogram& batchTokens;
+  prometheus::Histogram& batchRequests;
+  prometheus::Histogram& queueSeconds;
 
  private:
   // Tumbling window per layer: statistics over at least the last kWindowTokens tokens.

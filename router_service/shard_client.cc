@@ -7,15 +7,16 @@ namespace moe::router {
 
 ShardClient::ShardClient(kj::AsyncIoProvider& io, kj::Timer& timer, const ShardConfig& shard,
                          const TimeoutConfig& timeouts)
-    : io_(io),
-      timer_(timer),
-      shard_(shard),
-      timeouts_(timeouts),
-      label_("shard " + shard.name + " (" + shard.listen + ")"),
-      watchers_(*this) {}
+    : io_(io), timer_(timer), shard_(shard), timeouts_(timeouts), watchers_(*this) {}
 
 void ShardClient::taskFailed(kj::Exception&& exception) {
-  logDebug(label_, ": watcher: ", exception.getDescription().cStr());
+  logDebug("shard ", shard_.name, ": watcher: ", exception.getDescription().cStr());
+}
+
+void ShardClient::dropConnection() {
+  cap_ = nullptr;
+  connection_ = nullptr;
+  ++generation_;
 }
 
 kj::Promise<proto::ExpertShard::Client> ShardClient::capability() {
@@ -33,50 +34,15 @@ kj::Promise<proto::ExpertShard::Client> ShardClient::capability() {
         const uint64_t gen = ++generation_;
         watchers_.add(conn->onDisconnect().then([this, gen]() {
           if (gen != generation_) return;
-          logWarn(label_, ": disconnected; will reconnect on the next call");
-          cap_ = nullptr;
-          connection_ = nullptr;
-          ++generation_;
+          logWarn("shard ", shard_.name, " (", shard_.listen,
+                  "): disconnected; will reconnect on the next call");
+          dropConnection();
         }));
         connection_ = kj::mv(conn);
         cap_ = cap;
-        logInfo("connected to ", label_);
+        logInfo("connected to shard ", shard_.name, " (", shard_.listen, ")");
         return cap;
       });
-}
-
-template <typename T>
-kj::Promise<T> ShardClient::guarded(kj::Promise<T> call, uint32_t deadlineMs) {
-  auto bounded =
-      withDeadline(timer_, deadlineMs, kj::mv(call),
-                   label_ + " did not answer within " + std::to_string(deadlineMs) + " ms");
-  return bounded.catch_([this](kj::Exception&& e) -> T {
-    if (e.getType() == kj::Exception::Type::DISCONNECTED) {
-      cap_ = nullptr;  // drop the broken connection; the next call reconnects
-      connection_ = nullptr;
-      ++generation_;
-    }
-    auto desc = std::string(e.getDescription().cStr());
-    if (desc.rfind(label_, 0) == 0) kj::throwFatalException(kj::mv(e));
-    throwRpcError(e.getType(), label_ + ": " + desc);
-  });
-}
-
-kj::Promise<ShardClient::RunResponse> ShardClient::run(
-    kj::Function<void(RunParams::Builder)> fill) {
-  auto call = capability().then([fill = kj::mv(fill)](proto::ExpertShard::Client cap) mutable {
-    auto req = cap.runRequest();
-    fill(req);
-    return kj::Promise<RunResponse>(req.send());
-  });
-  return guarded<RunResponse>(kj::mv(call), timeouts_.shardCallMs);
-}
-
-kj::Promise<ShardClient::InfoResponse> ShardClient::info() {
-  auto call = capability().then([](proto::ExpertShard::Client cap) {
-    return kj::Promise<InfoResponse>(cap.infoRequest().send());
-  });
-  return guarded<InfoResponse>(kj::mv(call), timeouts_.connectMs + timeouts_.shardCallMs);
 }
 
 }  // namespace moe::router

@@ -1,9 +1,9 @@
-// ShardClient: the router's handle on one expert shard. Connects lazily, reconnects after a
-// disconnect, bounds every call by a deadline, and names the shard in every error it raises.
+// ShardClient: the router's connection to one expert shard over Cap'n Proto. Connects lazily and
+// reconnects on the next call after the connection is dropped; calls, deadlines and error
+// labels are the transport's (shard_transport.h).
 #pragma once
 
 #include <kj/async-io.h>
-#include <kj/function.h>
 
 #include <string>
 
@@ -20,26 +20,19 @@ class ShardClient final : private kj::TaskSet::ErrorHandler {
 
   const ShardConfig& config() const { return shard_; }
 
-  using RunParams = proto::ExpertShard::RunParams;
-  using RunResponse = capnp::Response<proto::ExpertShard::RunResults>;
-  using InfoResponse = capnp::Response<proto::ExpertShard::InfoResults>;
-
-  // One ExpertShard.run call; `fill` writes the request. Errors: DISCONNECTED when the shard
-  // cannot be reached, OVERLOADED past the shard-call deadline, else the shard's own error.
-  kj::Promise<RunResponse> run(kj::Function<void(RunParams::Builder)> fill);
-  kj::Promise<InfoResponse> info();
+  // The shard's capability, connecting first when there is no live connection (Unavailable when
+  // it cannot within timeouts.connect_ms).
+  kj::Promise<proto::ExpertShard::Client> capability();
+  // Forgets the connection (a call on it failed Unavailable); the next call reconnects.
+  void dropConnection();
 
  private:
-  kj::Promise<proto::ExpertShard::Client> capability();
-  template <typename T>
-  kj::Promise<T> guarded(kj::Promise<T> call, uint32_t deadlineMs);
   void taskFailed(kj::Exception&& exception) override;
 
   kj::AsyncIoProvider& io_;
   kj::Timer& timer_;
   ShardConfig shard_;
   TimeoutConfig timeouts_;
-  std::string label_;  // "shard shard-0 (127.0.0.1:7201)"
   kj::Maybe<kj::Own<RpcConnection>> connection_;
   kj::Maybe<proto::ExpertShard::Client> cap_;
   uint64_t generation_ = 0;  // bumps on every (dis)connect so a stale watcher does nothing

@@ -15,14 +15,14 @@ Result<std::unique_ptr<SharedExpert>> SharedExpert::load(kernels::Backend& backe
   s->hidden_ = m.hiddenSize;
   if (withFfn) {
     auto t = ckpt.sharedExpert(layer);
-    if (!t) return makeError(t.error());
+    if (!t) return makeError(t.status());
     auto ffn = kernels::uploadExpert(backend, t.value(), m.sharedIntermediateSize, m.hiddenSize);
     if (!ffn) return makeError("layer " + std::to_string(layer) + " shared expert: " + ffn.error());
     s->ffn_ = std::move(ffn).value();
   }
   if (m.sharedExpertGated) {
     auto g = ckpt.sharedExpertGate(layer);
-    if (!g) return makeError(g.error());
+    if (!g) return makeError(g.status());
     auto gate = backend.upload(g.value(), 1, m.hiddenSize);
     if (!gate)
       return makeError("layer " + std::to_string(layer) + " shared expert gate: " + gate.error());
@@ -46,7 +46,7 @@ Result<std::vector<float>> SharedExpert::weights(kernels::Backend& backend,
 Status SharedExpert::compute(kernels::Backend& backend, std::span<const float> x, uint32_t T,
                              std::span<float> out) const {
   auto gated = this->weights(backend, x, T);
-  if (!gated) return Status::error(gated.error());
+  if (!gated) return gated.status();
   const std::vector<float>& weights = gated.value();
   std::vector<uint32_t> rows(T);
   std::iota(rows.begin(), rows.end(), 0u);

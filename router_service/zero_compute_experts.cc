@@ -14,7 +14,7 @@ Result<std::unique_ptr<ZeroComputeExperts>> ZeroComputeExperts::load(const Check
   for (uint32_t e = z->model_.numFfnExperts; e < z->model_.numExperts; ++e) {
     if (z->model_.expertKind(e) != ExpertKind::kConstant) continue;
     auto t = ckpt.constantExpert(layer, e);
-    if (!t) return makeError(t.error());
+    if (!t) return makeError(t.status());
     z->constants_.push_back({std::move(t.value().wc), std::move(t.value().v)});
   }
   return z;

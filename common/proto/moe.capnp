@@ -80,6 +80,8 @@ struct ForwardStats {
   droppedAssignments @6 :UInt32;  # (token, expert) pairs over capacity, not computed
   routerRows @7 :UInt32;          # MoE++ zero-computation assignments evaluated on the router
   sharedRows @8 :UInt32;          # rows the shared expert ran on (router or shard)
+  batchRequests @9 :UInt32;       # requests merged into the batch this one was served in
+  batchTokens @10 :UInt32;        # tokens of that batch
 }
 
 # One expert's share of a shard call: which rows of `rows` it applies to, with what weight.

@@ -72,7 +72,7 @@ std::string selfDir() {
 
 Result<std::unique_ptr<LocalCluster>> LocalCluster::start(const LocalClusterOptions& options) {
   auto config = loadClusterConfig(options.configPath);
-  if (!config) return makeError(config.error());
+  if (!config) return makeError(config.status());
   std::unique_ptr<LocalCluster> c(new LocalCluster());
   c->options_ = options;
   if (c->options_.binDir.empty()) c->options_.binDir = selfDir();
@@ -90,13 +90,13 @@ Result<std::unique_ptr<LocalCluster>> LocalCluster::start(const LocalClusterOpti
   c->children_.push_back({"router", {router, "--config", options.configPath}, -1});
   // Shards start in parallel (weight loading dominates); the router starts once they are ready.
   for (size_t i = 0; i + 1 < c->children_.size(); ++i) {
-    if (auto s = c->spawn(c->children_[i]); !s) return makeError(s.message());
+    if (auto s = c->spawn(c->children_[i]); !s) return makeError(s);
   }
   for (size_t i = 0; i + 1 < c->children_.size(); ++i) {
-    if (auto s = c->waitReady(c->children_[i], false); !s) return makeError(s.message());
+    if (auto s = c->waitReady(c->children_[i], false); !s) return makeError(s);
   }
-  if (auto s = c->spawn(c->children_.back()); !s) return makeError(s.message());
-  if (auto s = c->waitReady(c->children_.back(), true); !s) return makeError(s.message());
+  if (auto s = c->spawn(c->children_.back()); !s) return makeError(s);
+  if (auto s = c->waitReady(c->children_.back(), true); !s) return makeError(s);
   return c;
 }
 
@@ -104,7 +104,7 @@ Status LocalCluster::spawn(Child& child) {
   ChildOptions o;
   if (!options_.logDir.empty()) o.logPath = options_.logDir + "/" + child.name + ".log";
   auto pid = spawnChild(child.argv, o);
-  if (!pid) return Status::error(pid.error());
+  if (!pid) return pid.status();
   child.pid = pid.value();
   return Status::ok();
 }

@@ -178,7 +178,7 @@ std::string PrometheusRunner::renderConfig(const ClusterConfig& config,
 Result<std::unique_ptr<PrometheusRunner>> PrometheusRunner::start(
     const ClusterConfig& config, const PrometheusOptions& options) {
   auto binary = findBinary(options.binary);
-  if (!binary) return makeError(binary.error());
+  if (!binary) return makeError(binary.status());
 
   std::string unscraped;
   size_t targets = config.router.admin.empty() ? 0 : 1;

@@ -107,9 +107,9 @@ class CudaBackend final : public Backend {
 
   Result<std::unique_ptr<Matrix>> upload(std::span<const float> data, size_t rows,
                                          size_t cols) override {
-    if (Status s = checkUpload(data, rows, cols); !s.isOk()) return makeError(s.message());
+    if (Status s = checkUpload(data, rows, cols); !s.isOk()) return makeError(s);
     auto m = std::make_unique<CudaMatrix>(rows, cols, device_);
-    if (Status s = uploadInto(*m, data); !s.isOk()) return makeError(s.message());
+    if (Status s = uploadInto(*m, data); !s.isOk()) return makeError(s);
     return std::unique_ptr<Matrix>(std::move(m));
   }
 

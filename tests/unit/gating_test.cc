@@ -31,9 +31,7 @@ class Gating : public ::testing::Test {
 
   // A linear gate over Wg [E, H] row-major.
   std::unique_ptr<GateNetwork> gate(std::vector<float> w, size_t E, size_t H) {
-    auto m = backend_->upload(w, E, H);
-    EXPECT_TRUE(m.isOk()) << m.error();
-    return m.isOk() ? GateNetwork::linear(std::move(m).value()) : nullptr;
+    return GateNetwork::linear(std::move(w), static_cast<uint32_t>(E), static_cast<uint32_t>(H));
   }
 
   // Softmax top-k routing of T tokens, renormalized or not, as the router runs it.
@@ -44,7 +42,7 @@ class Gating : public ::testing::Test {
     m.topK = k;
     m.normTopkProb = renormalize;
     auto r = routeTokens(*backend_, g, x, T, m, {}, {});
-    if (!r) return makeError(r.error());
+    if (!r) return makeError(r.status());
     return std::move(r.value().decision);
   }
 

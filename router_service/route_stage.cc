@@ -1,0 +1,110 @@
+// routeBatch: see route_stage.h.
+#include "router_service/route_stage.h"
+
+#include "router_service/capacity.h"
+
+namespace moe::router {
+namespace {
+
+// One request's routing from its slice of the batch's logits, as if it were served alone.
+Result<MemberRouting> routeMember(const LayerModel& L, const Batch& b, const Batch::Member& m,
+                                  std::span<const float> batchLogits) {
+  const ModelConfig& model = *L.model;
+  const size_t E = model.numExperts, H = model.hiddenSize;
+  MemberRouting r;
+  auto slice = batchLogits.subspan(m.offset * E, m.tokens * E);
+  r.logits.assign(slice.begin(), slice.end());
+  if (m.prevLogits) {
+    if (auto s = L.gate->addResidual(m.prevLogits->values(), m.tokens, r.logits); !s)
+      return makeError(s);
+  }
+  GateInputs inputs;
+  inputs.layer = L.layer;
+  inputs.noiseSeed = m.noiseSeed;
+  auto x = std::span<const float>(b.x).subspan(m.offset * H, m.tokens * H);
+  auto d = routeRequest(*L.backend, *L.gate, x, r.logits, m.tokens, model, L.bias, inputs);
+  if (!d) return makeError(d.status());
+  r.decision = std::move(d).value();
+  r.dropped = applyCapacity(r.decision, *L.routing, model.numExperts, model.numFfnExperts);
+  return r;
+}
+
+// The members' decisions back to back: the batch's routing, for the plan and the load metrics.
+RoutingDecision mergeDecisions(const std::vector<MemberRouting>& members, uint32_t k, size_t E) {
+  RoutingDecision d;
+  d.k = k;
+  d.probSum.assign(E, 0.0);
+  bool anyDropped = false;
+  for (const auto& m : members) anyDropped |= !m.decision.dropped.empty();
+  for (const auto& m : members) {
+    const RoutingDecision& md = m.decision;
+    d.tokens += md.tokens;
+    d.ids.insert(d.ids.end(), md.ids.begin(), md.ids.end());
+    d.weights.insert(d.weights.end(), md.weights.begin(), md.weights.end());
+    for (size_t e = 0; e < E && e < md.probSum.size(); ++e) d.probSum[e] += md.probSum[e];
+    if (anyDropped) {
+      if (md.dropped.empty()) {
+        d.dropped.insert(d.dropped.end(), md.ids.size(), 0);
+      } else {
+        d.dropped.insert(d.dropped.end(), md.dropped.begin(), md.dropped.end());
+      }
+    }
+  }
+  return d;
+}
+
+// The shared expert: computed here when no shard holds it, else its gate weights go into the
+// plan. Then MoE++'s zero-computation experts, per request.
+Status planLocalAndShared(const LayerModel& L, const Batch& b, RoutedBatch& r) {
+  const ModelConfig& model = *L.model;
+  const size_t H = model.hiddenSize;
+  DispatchExtras extras;
+  extras.routedExperts = model.numExperts;
+  std::vector<float> sharedWeights;
+  if (L.shared != nullptr) {
+    r.hasShared = true;
+    auto onShards = L.placement->sharedShardsFor(L.layer);
+    if (!onShards.empty()) {
+      auto w = L.shared->weights(*L.backend, b.x, b.tokens);
+      if (!w) return w.status();
+      sharedWeights = std::move(w).value();
+      extras.sharedShard = onShards.front();
+      extras.sharedWeights = sharedWeights;
+    } else {
+      r.local.resize(size_t{b.tokens} * H);
+      if (auto s = L.shared->compute(*L.backend, b.x, b.tokens, r.local); !s) return s;
+    }
+  }
+  auto plan = planDispatch(r.merged, *L.placement, L.layer, extras);
+  if (!plan) return plan.status();
+  r.plan = std::move(plan).value();
+  if (L.zero == nullptr) return Status::ok();
+  if (r.local.empty()) r.local.assign(size_t{b.tokens} * H, 0.0f);
+  for (size_t i = 0; i < b.members.size(); ++i) {
+    const auto& m = b.members[i];
+    auto x = std::span<const float>(b.x).subspan(m.offset * H, m.tokens * H);
+    auto out = std::span<float>(r.local).subspan(m.offset * H, m.tokens * H);
+    r.members[i].zeroCompute =
+        L.zero->accumulate(r.members[i].decision, x, model.expertInputScale(), out);
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+Result<RoutedBatch> routeBatch(const LayerModel& L, const Batch& b) {
+  const ModelConfig& model = *L.model;
+  std::vector<float> logits(size_t{b.tokens} * model.numExperts);
+  if (auto s = L.gate->logits(b.x, b.tokens, logits); !s) return makeError(s);
+  RoutedBatch r;
+  for (const auto& m : b.members) {
+    auto routed = routeMember(L, b, m, logits);
+    if (!routed) return makeError(routed.status());
+    r.members.push_back(std::move(routed).value());
+  }
+  r.merged = mergeDecisions(r.members, r.members.front().decision.k, model.numExperts);
+  if (auto s = planLocalAndShared(L, b, r); !s) return makeError(s);
+  return r;
+}
+
+}  // namespace moe::router

@@ -1,0 +1,36 @@
+// The gate+route and plan stages over a merged batch (runs on a compute thread): one gate pass
+// over every row of the batch ("gating sharing"), then, per request as if it were alone, its
+// gating residual, noise (its own seed, its own token indices), the family's rule and capacity;
+// then what the router adds itself (shared expert, MoE++ zero-computation experts) and one
+// dispatch plan for the whole batch. The gate kernel is row-invariant, so a token's routing is
+// bit-identical whatever else shares its batch.
+#pragma once
+
+#include <vector>
+
+#include "common/result.h"
+#include "router_service/dispatch_plan.h"
+#include "router_service/forward_types.h"
+#include "router_service/router_model.h"
+
+namespace moe::router {
+
+// One request's share of the routing.
+struct MemberRouting {
+  RoutingDecision decision;   // its tokens only
+  std::vector<float> logits;  // [T, E] residual included, no noise
+  uint32_t dropped = 0;       // assignments dropped by capacity
+  uint32_t zeroCompute = 0;   // assignments served by zero-computation experts
+};
+
+struct RoutedBatch {
+  std::vector<MemberRouting> members;  // in batch member order
+  RoutingDecision merged;              // every token of the batch, for planning and metrics
+  std::vector<float> local;            // [T, H] the router's own contribution, or empty
+  DispatchPlan plan;
+  bool hasShared = false;  // every token also went through the layer's shared expert
+};
+
+Result<RoutedBatch> routeBatch(const LayerModel& layer, const Batch& batch);
+
+}  // namespace moe::router

@@ -1,0 +1,89 @@
+// ShardTransport: how the router reaches its shards — the transport stage's seam. One interface,
+// two ways to obtain each shard's ExpertShard capability: over Cap'n Proto connections (the
+// service) or in this process (unit tests drive every router stage, deadlines and partial
+// failures included, against real or scripted ExpertShard servers without processes). Deadlines,
+// error statuses and the shard's name in every error are the same for both.
+#pragma once
+
+#include <kj/async-io.h>
+#include <kj/timer.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+#include "common/proto/moe.capnp.h"
+#include "router_service/shard_client.h"
+
+namespace moe::router {
+
+class ShardTransport {
+ public:
+  using RunRequest = capnp::Request<proto::ExpertShard::RunParams, proto::ExpertShard::RunResults>;
+  using RunResponse = capnp::Response<proto::ExpertShard::RunResults>;
+  using InfoResponse = capnp::Response<proto::ExpertShard::InfoResults>;
+
+  ShardTransport(kj::Timer& timer, const TimeoutConfig& timeouts);
+  virtual ~ShardTransport() = default;
+
+  virtual size_t numShards() const = 0;
+  virtual const ShardConfig& shard(uint32_t index) const = 0;
+
+  // A request for `shard` to fill (connecting first when needed). Fails Unavailable.
+  kj::Promise<RunRequest> newRunRequest(uint32_t shard);
+  // Sends a filled request. Fails with the shard's status (Unavailable when the connection is
+  // lost, DeadlineExceeded past timeouts.shard_call_ms), the message naming the shard.
+  kj::Promise<RunResponse> send(uint32_t shard, RunRequest request);
+  kj::Promise<InfoResponse> info(uint32_t shard);
+
+  // "shard shard-0 (127.0.0.1:7201)": how errors name a shard.
+  std::string label(uint32_t shard) const;
+
+ protected:
+  virtual kj::Promise<proto::ExpertShard::Client> capability(uint32_t shard) = 0;
+  // A call to `shard` failed Unavailable: forget its connection.
+  virtual void connectionLost(uint32_t shard) {}
+
+ private:
+  template <typename T>
+  kj::Promise<T> guarded(uint32_t shard, kj::Promise<T> call, uint32_t deadlineMs);
+
+  kj::Timer& timer_;
+  TimeoutConfig timeouts_;
+};
+
+// Shards over Cap'n Proto connections (ShardClient each).
+class CapnpShardTransport final : public ShardTransport {
+ public:
+  CapnpShardTransport(kj::AsyncIoProvider& io, kj::Timer& timer,
+                      const std::vector<ShardConfig>& shards, const TimeoutConfig& timeouts);
+  size_t numShards() const override { return clients_.size(); }
+  const ShardConfig& shard(uint32_t index) const override { return clients_[index]->config(); }
+
+ protected:
+  kj::Promise<proto::ExpertShard::Client> capability(uint32_t shard) override;
+  void connectionLost(uint32_t shard) override;
+
+ private:
+  std::vector<std::unique_ptr<ShardClient>> clients_;
+};
+
+// Shards in this process: each an ExpertShard capability served locally (a real ShardServer, or
+// a scripted one that fails or stalls on purpose).
+class InProcessShardTransport final : public ShardTransport {
+ public:
+  InProcessShardTransport(kj::Timer& timer, const TimeoutConfig& timeouts);
+  void add(const ShardConfig& config, proto::ExpertShard::Client shard);
+  size_t numShards() const override { return configs_.size(); }
+  const ShardConfig& shard(uint32_t index) const override { return configs_[index]; }
+
+ protected:
+  kj::Promise<proto::ExpertShard::Client> capability(uint32_t shard) override;
+
+ private:
+  std::vector<ShardConfig> configs_;
+  std::vector<proto::ExpertShard::Client> shards_;
+};
+
+}  // namespace moe::router
