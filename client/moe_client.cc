@@ -23,6 +23,7 @@
 #include "common/log.h"
 #include "common/proto/moe.capnp.h"
 #include "common/rpc_endpoint.h"
+#include "common/rpc_status.h"
 #include "common/tensor_wire.h"
 #include "kernels/backend.h"
 
@@ -182,8 +183,10 @@ int main(int argc, char** argv) {
     H = info.getInfo().getHiddenSize();
     for (auto l : info.getInfo().getMoeLayers()) moeLayers.push_back(l);
   } catch (const kj::Exception& e) {
-    std::cerr << "moe-client: router " << o.router << ": " << e.getDescription().cStr() << "\n";
-    return 1;
+    const moe::Status st = moe::statusFromException(e);
+    std::cerr << "moe-client: router " << o.router << ": " << moe::statusCodeName(st.code())
+              << ": " << st.message() << "\n";
+    return moe::exitStatusFor(st.code());
   }
   std::vector<uint32_t> layers = moeLayers;
   if (o.layer >= 0) layers = {static_cast<uint32_t>(o.layer)};
@@ -241,6 +244,7 @@ int main(int argc, char** argv) {
   double maxAbsErr = 0, maxRef = 0;
   uint64_t tokensChecked = 0, routingMismatches = 0;
   uint64_t done = 0, errors = 0;
+  moe::StatusCode firstErrorCode = moe::StatusCode::kOk;
   std::string firstError;
   size_t nextRequest = 0;
   const bool showProgress = !o.quiet && !o.json;
@@ -303,7 +307,11 @@ int main(int argc, char** argv) {
         [&, r](kj::Exception&& e) -> kj::Promise<void> {
           ++errors;
           done += r.count;
-          if (firstError.empty()) firstError = e.getDescription().cStr();
+          if (firstError.empty()) {
+            const moe::Status st = moe::statusFromException(e);
+            firstErrorCode = st.code();
+            firstError = std::string(moe::statusCodeName(st.code())) + ": " + st.message();
+          }
           return worker();
         });
   };
@@ -396,5 +404,8 @@ int main(int argc, char** argv) {
           static_cast<unsigned long long>(tokensChecked), parityOk ? "OK" : "MISMATCH");
     }
   }
+  // A failed call ends the program with its code's status (common/rpc_status.h); a parity
+  // mismatch or a malformed reply with 1.
+  if (firstErrorCode != moe::StatusCode::kOk) return moe::exitStatusFor(firstErrorCode);
   return errors == 0 && parityOk ? 0 : 1;
 }

@@ -34,7 +34,7 @@ BatchPipeline::BatchPipeline(const RouterModel& model, ShardTransport& transport
                              ComputeExecutor& executor, RouterMetrics* metrics)
     : model_(model), transport_(transport), executor_(executor), metrics_(metrics) {}
 
-kj::Promise<Batcher::Replies> BatchPipeline::run(Batch batch) {
+kj::Promise<Batcher::Replies> BatchPipeline::run(Batch batch, kj::Function<void()> routed) {
   auto layer = model_.layerModel(batch.layer);
   if (!layer) {  // the decode stage admits MoE layers only
     return failAll(batch.members.size(),
@@ -44,9 +44,11 @@ kj::Promise<Batcher::Replies> BatchPipeline::run(Batch batch) {
   st->batch = std::move(batch);
   st->layer = *layer;
   return executor_.run([st]() { return routeBatch(st->layer, st->batch); })
-      .then([this, st](Result<RoutedBatch> routed) -> kj::Promise<Batcher::Replies> {
-        if (!routed) return failAll(st->batch.members.size(), routed.status());
-        st->routed = std::move(routed).value();
+      .then([this, st, onRouted = kj::mv(routed)](
+                Result<RoutedBatch> r) mutable -> kj::Promise<Batcher::Replies> {
+        onRouted();
+        if (!r) return failAll(st->batch.members.size(), r.status());
+        st->routed = std::move(r).value();
         st->timings.gateMicros = microsSince(st->start);
         recordRouting(*st);
         return fanOut(st);

@@ -24,7 +24,8 @@ class BatchPipeline {
   BatchPipeline(const RouterModel& model, ShardTransport& transport, ComputeExecutor& executor,
                 RouterMetrics* metrics);
 
-  kj::Promise<Batcher::Replies> run(Batch batch);
+  // Serves `batch`; calls `routed` (on the event loop) once its gate stage is over.
+  kj::Promise<Batcher::Replies> run(Batch batch, kj::Function<void()> routed);
 
  private:
   struct State;

@@ -79,11 +79,11 @@ bool Batcher::waitForCompany(uint32_t layer, LayerQueue& q) {
 
 void Batcher::pump(uint32_t layer) {
   auto& q = layers_[layer];
-  if (q.waiting.empty() || (policy_.enabled && q.running)) return;
+  if (q.waiting.empty()) return;
+  if (policy_.enabled && (q.gating || q.inFlight >= kMaxBatchesInFlight)) return;
   if (policy_.enabled && waitForCompany(layer, q)) return;
   std::vector<std::shared_ptr<Pending>> members;
   Batch batch = takeBatch(q, members);
-  if (policy_.enabled) q.running = true;
   if (observer_.queueDepth) observer_.queueDepth(waiting_);
   if (observer_.batchStarted) {
     const auto now = Clock::now();
@@ -92,7 +92,7 @@ void Batcher::pump(uint32_t layer) {
       queued.push_back(std::chrono::duration<double>(now - m->admitted).count());
     observer_.batchStarted(batch, queued);
   }
-  deliver(layer, std::move(members), run_(std::move(batch)));
+  start(layer, std::move(batch), std::move(members));
   // With batching off every request runs at once, on its own.
   if (!policy_.enabled) pump(layer);
 }
@@ -132,9 +132,18 @@ Batch Batcher::takeBatch(LayerQueue& q, std::vector<std::shared_ptr<Pending>>& m
   return b;
 }
 
-void Batcher::deliver(uint32_t layer, std::vector<std::shared_ptr<Pending>> members,
-                      kj::Promise<Replies> replies) {
+void Batcher::start(uint32_t layer, Batch batch, std::vector<std::shared_ptr<Pending>> members) {
+  auto& q = layers_[layer];
+  q.gating = true;
+  ++q.inFlight;
+  auto routed = [this, layer, done = false]() mutable {
+    if (done) return;
+    done = true;
+    layers_[layer].gating = false;
+    pump(layer);
+  };
   auto shared = std::make_shared<std::vector<std::shared_ptr<Pending>>>(std::move(members));
+  auto replies = run_(std::move(batch), kj::mv(routed));
   tasks_.add(replies
                  .then(
                      [shared](Replies r) {
@@ -151,8 +160,9 @@ void Batcher::deliver(uint32_t layer, std::vector<std::shared_ptr<Pending>> memb
                        for (auto& p : *shared) p->fulfiller->reject(kj::cp(e));
                      })
                  .then([this, layer]() {
-                   if (!policy_.enabled) return;
-                   layers_[layer].running = false;
+                   auto& q = layers_[layer];
+                   --q.inFlight;
+                   q.gating = false;  // in case the run ended before it said so
                    pump(layer);
                  }));
 }

@@ -1,7 +1,9 @@
 // Batcher: the admit/batch stage. Requests for the same layer that arrive while a batch of that
-// layer is being served wait, and are merged into the next batch (up to max_tokens), so that
+// layer is being gated wait, and are merged into the next batch (up to max_tokens), so that
 // concurrent small requests share one gate GEMM, one plan and one call per shard ("gating
 // sharing"). window_us > 0 lets a lone request wait that long for company; 0 never waits.
+// Once a batch is routed the next may start (at most kMaxBatchesInFlight per layer), so a slow
+// shard holds up only the batches that need it; the shards coalesce what then reaches them.
 // Each request keeps its own deadline: one withdrawn (its promise dropped) while queued leaves
 // the queue and never runs; one withdrawn while its batch runs simply gets no reply. A queue over
 // max_queued_tokens refuses new requests at once (ResourceExhausted) instead of growing.
@@ -38,7 +40,9 @@ struct BatchObserver {
 class Batcher final : private kj::TaskSet::ErrorHandler {
  public:
   using Replies = std::vector<Result<ForwardReply>>;  // one per batch member, in member order
-  using RunBatch = kj::Function<kj::Promise<Replies>(Batch)>;
+  // Serves a batch; calls `routed` once the batch no longer needs the gate stage.
+  using RunBatch = kj::Function<kj::Promise<Replies>(Batch, kj::Function<void()> routed)>;
+  static constexpr uint32_t kMaxBatchesInFlight = 8;
 
   Batcher(BatchingPolicy policy, uint32_t hidden, kj::Timer& timer, RunBatch run,
           BatchObserver observer = {});
@@ -59,15 +63,15 @@ class Batcher final : private kj::TaskSet::ErrorHandler {
   struct LayerQueue {
     PendingList waiting;
     uint64_t tokens = 0;
-    bool running = false;      // a batch of this layer is being served
+    bool gating = false;       // a batch of this layer is in its gate stage
+    uint32_t inFlight = 0;     // batches of this layer being served
     bool windowArmed = false;  // a timer will pump this layer when the window closes
   };
 
   void pump(uint32_t layer);
   bool waitForCompany(uint32_t layer, LayerQueue& q);
   Batch takeBatch(LayerQueue& q, std::vector<std::shared_ptr<Pending>>& members);
-  void deliver(uint32_t layer, std::vector<std::shared_ptr<Pending>> members,
-               kj::Promise<Replies> replies);
+  void start(uint32_t layer, Batch batch, std::vector<std::shared_ptr<Pending>> members);
   void withdraw(uint32_t layer, const std::shared_ptr<Pending>& p);
   void taskFailed(kj::Exception&& exception) override;
 

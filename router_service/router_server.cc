@@ -35,7 +35,10 @@ RouterServer::RouterServer(std::unique_ptr<RouterModel> model,
       transport_(std::move(transport)),
       batcher_(
           policyFor(model_->cluster.router), model_->model.hiddenSize, timer,
-          [this](Batch b) { return pipeline_->run(std::move(b)); }, observer()) {
+          [this](Batch b, kj::Function<void()> routed) {
+            return pipeline_->run(std::move(b), kj::mv(routed));
+          },
+          observer()) {
   if (transport_) {
     pipeline_ = std::make_unique<BatchPipeline>(*model_, *transport_, executor_, metrics_);
   }

@@ -1,0 +1,62 @@
+// An in-process cluster for unit tests of the router's stages: a tiny synthetic checkpoint, a
+// real RouterServer and real ShardServers in this process, joined by the in-process shard
+// transport (no sockets, no child processes). Any shard can be replaced by a scripted one that
+// fails or stalls, to test partial failures and deadlines.
+#pragma once
+
+#include <kj/async-io.h>
+#include <prometheus/registry.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/checkpoint.h"
+#include "common/config.h"
+#include "common/proto/moe.capnp.h"
+
+namespace moe::unit {
+
+struct InProcessClusterSpec {
+  SyntheticModelSpec model;
+  std::vector<std::vector<uint32_t>> shardExperts = {{0, 1, 2, 3}, {4, 5, 6, 7}};
+  std::string extraYaml;  // appended to the router: section (e.g. "  batching: {enabled: false}\n")
+  std::string routingYaml;  // a whole `routing:` section, or empty
+  uint32_t requestMs = 20000;
+  uint32_t shardCallMs = 10000;
+};
+
+// How a scripted shard behaves instead of the real one.
+enum class ShardFault { kNone, kUnavailable, kStall };
+
+class InProcessCluster {
+ public:
+  // Writes the checkpoint under `dir` and builds router + shards; `faults[i]` scripts shard i.
+  InProcessCluster(const std::string& dir, const InProcessClusterSpec& spec,
+                   std::vector<ShardFault> faults = {});
+  ~InProcessCluster();
+
+  kj::WaitScope& waitScope() { return io_.waitScope; }
+  kj::Timer& timer() { return io_.provider->getTimer(); }
+  proto::Router::Client& router() { return router_; }
+  const ModelConfig& model() const { return model_; }
+  prometheus::Registry& registry();
+
+  using ForwardResponse = capnp::Response<proto::Router::ForwardResults>;
+  // A forward call in flight: f32 rows [T, H].
+  kj::Promise<ForwardResponse> forward(uint32_t layer, const std::vector<float>& x, uint32_t T,
+                                       bool returnRouting = true, uint64_t noiseSeed = 0);
+
+ private:
+  struct Parts;
+  kj::AsyncIoContext io_;
+  ModelConfig model_;
+  std::unique_ptr<Parts> parts_;
+  proto::Router::Client router_;
+};
+
+std::vector<float> tokens(uint32_t T, uint32_t H, uint64_t seed);
+std::vector<float> outputOf(const InProcessCluster::ForwardResponse& r);
+
+}  // namespace moe::unit

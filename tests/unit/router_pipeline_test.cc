@@ -1,0 +1,205 @@
+// The router's request path end to end in one process (tests/unit/in_process_cluster.h): real
+// RouterServer and ShardServers over the in-process transport. Batching across concurrent
+// requests (merging, batch invariance of routing, per-request options and errors), partial
+// shard failures and per-request deadlines — without processes or sockets.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "common/tensor_wire.h"
+#include "tests/unit/in_process_cluster.h"
+#include "tests/unit/test_util.h"
+
+namespace moe::unit {
+namespace {
+
+InProcessClusterSpec tinySpec() {
+  InProcessClusterSpec s;
+  s.model.hiddenSize = 64;
+  s.model.intermediateSize = 96;
+  s.model.numExperts = 8;
+  s.model.topK = 2;
+  s.model.numLayers = 2;
+  s.model.dtype = DType::kF32;
+  return s;
+}
+
+struct Served {
+  std::vector<uint32_t> ids;
+  std::vector<float> weights;
+  std::vector<float> logits;
+  std::vector<float> output;
+  uint32_t batchRequests = 0;
+};
+
+Served served(const InProcessCluster::ForwardResponse& r) {
+  Served s;
+  auto routing = r.getRouting();
+  for (auto v : routing.getExperts()) s.ids.push_back(v);
+  for (auto v : routing.getWeights()) s.weights.push_back(v);
+  auto view = decodeTensor(r.getGateLogits(), "gateLogits");
+  EXPECT_TRUE(view.isOk());
+  if (view) {
+    F32Rows rows(view.value());
+    s.logits.assign(rows.values().begin(), rows.values().end());
+  }
+  s.output = outputOf(r);
+  s.batchRequests = r.getStats().getBatchRequests();
+  return s;
+}
+
+double maxRelErr(const std::vector<float>& a, const std::vector<float>& b) {
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    diff = std::max(diff, std::fabs(double{a[i]} - b[i]));
+    scale = std::max(scale, std::fabs(double{b[i]}));
+  }
+  return scale > 0 ? diff / scale : diff;
+}
+
+class RouterPipeline : public ScratchDirTest {};
+
+// Requests of mixed sizes in flight together are merged (some batch holds several of them) and
+// each gets exactly the routing it gets alone, bit for bit, and its output within 1e-6.
+TEST_F(RouterPipeline, ConcurrentRequestsAreMergedAndBatchInvariant) {
+  InProcessCluster c(dir_.string(), tinySpec());
+  const uint32_t H = 64;
+  const std::vector<uint32_t> sizes = {1, 7, 3, 16, 1, 5, 2, 9, 1, 4};
+  std::vector<std::vector<float>> xs;
+  std::vector<Served> alone;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    xs.push_back(tokens(sizes[i], H, 100 + i));
+    alone.push_back(served(c.forward(0, xs[i], sizes[i]).wait(c.waitScope())));
+    EXPECT_EQ(alone.back().batchRequests, 1u);
+  }
+  kj::Vector<kj::Promise<InProcessCluster::ForwardResponse>> inFlight;
+  for (size_t i = 0; i < sizes.size(); ++i) inFlight.add(c.forward(0, xs[i], sizes[i]));
+  auto replies = kj::joinPromises(inFlight.releaseAsArray()).wait(c.waitScope());
+  uint32_t largestBatch = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    Served together = served(replies[i]);
+    largestBatch = std::max(largestBatch, together.batchRequests);
+    EXPECT_EQ(together.ids, alone[i].ids) << "request " << i;
+    EXPECT_EQ(together.weights, alone[i].weights) << "request " << i;
+    EXPECT_EQ(together.logits, alone[i].logits) << "request " << i;
+    EXPECT_LE(maxRelErr(together.output, alone[i].output), 1e-6) << "request " << i;
+  }
+  EXPECT_GT(largestBatch, 1u) << "no two concurrent requests were merged";
+}
+
+// With batching off every request is its own batch.
+TEST_F(RouterPipeline, BatchingOffServesEachRequestAlone) {
+  auto spec = tinySpec();
+  spec.extraYaml = "  batching: {enabled: false}\n";
+  InProcessCluster c(dir_.string(), spec);
+  kj::Vector<kj::Promise<InProcessCluster::ForwardResponse>> inFlight;
+  for (int i = 0; i < 6; ++i) inFlight.add(c.forward(0, tokens(3, 64, i), 3));
+  for (auto& r : kj::joinPromises(inFlight.releaseAsArray()).wait(c.waitScope())) {
+    EXPECT_EQ(r.getStats().getBatchRequests(), 1u);
+  }
+}
+
+// max_tokens caps a merged batch.
+TEST_F(RouterPipeline, MergedBatchesRespectMaxTokens) {
+  auto spec = tinySpec();
+  spec.extraYaml = "  batching: {max_tokens: 8}\n";
+  InProcessCluster c(dir_.string(), spec);
+  kj::Vector<kj::Promise<InProcessCluster::ForwardResponse>> inFlight;
+  for (int i = 0; i < 8; ++i) inFlight.add(c.forward(0, tokens(3, 64, i), 3));
+  for (auto& r : kj::joinPromises(inFlight.releaseAsArray()).wait(c.waitScope())) {
+    EXPECT_LE(r.getStats().getBatchTokens(), 8u);
+  }
+}
+
+// A shard that is down fails only the requests that needed it; the rest are served.
+TEST_F(RouterPipeline, AShardFailureFailsOnlyTheRequestsThatNeededIt) {
+  auto spec = tinySpec();
+  // shard-0 holds experts 0-6, the scripted shard-1 only expert 7.
+  spec.shardExperts = {{0, 1, 2, 3, 4, 5, 6}, {7}};
+  InProcessCluster c(dir_.string(), spec, {ShardFault::kNone, ShardFault::kUnavailable});
+  // Requests of one token each, in flight together (merged): those routed to expert 7 fail.
+  std::vector<std::vector<float>> xs;
+  kj::Vector<kj::Promise<InProcessCluster::ForwardResponse>> inFlight;
+  for (int i = 0; i < 24; ++i) {
+    xs.push_back(tokens(1, 64, 500 + i));
+    inFlight.add(c.forward(0, xs.back(), 1));
+  }
+  int ok = 0, failed = 0;
+  auto all = inFlight.releaseAsArray();
+  for (auto& p : all) {
+    try {
+      auto r = p.wait(c.waitScope());
+      for (auto e : r.getRouting().getExperts()) EXPECT_NE(e, 7u);
+      ++ok;
+    } catch (const kj::Exception& e) {
+      EXPECT_TRUE(contains(e.getDescription().cStr(), "Unavailable: shard shard-1"));
+      ++failed;
+    }
+  }
+  EXPECT_GT(ok, 0);
+  EXPECT_GT(failed, 0);
+}
+
+// A stalled shard: the request's own deadline ends it with DeadlineExceeded; a request that
+// does not need the stalled shard, in flight at the same time, is served.
+TEST_F(RouterPipeline, EachRequestKeepsItsOwnDeadline) {
+  auto spec = tinySpec();
+  spec.shardExperts = {{0, 1, 2, 3, 4, 5, 6}, {7}};
+  spec.requestMs = 300;
+  spec.shardCallMs = 5000;
+  InProcessCluster c(dir_.string(), spec, {ShardFault::kNone, ShardFault::kStall});
+  int deadline = 0, ok = 0;
+  for (int i = 0; i < 16; ++i) {
+    try {
+      c.forward(0, tokens(1, 64, 900 + i), 1).wait(c.waitScope());
+      ++ok;
+    } catch (const kj::Exception& e) {
+      EXPECT_TRUE(contains(e.getDescription().cStr(), "DeadlineExceeded: forward did not complete"));
+      ++deadline;
+    }
+  }
+  EXPECT_GT(deadline, 0);
+  EXPECT_GT(ok, 0);
+}
+
+// Bad input fails alone, at decode, with InvalidArgument; a good request right after is served.
+TEST_F(RouterPipeline, BadInputFailsAloneWithInvalidArgument) {
+  InProcessCluster c(dir_.string(), tinySpec());
+  auto bad = tokens(2, 64, 1);
+  bad[70] = NAN;
+  auto badCall = c.forward(0, bad, 2);
+  auto goodCall = c.forward(0, tokens(4, 64, 2), 4);
+  try {
+    badCall.wait(c.waitScope());
+    ADD_FAILURE() << "a NaN was accepted";
+  } catch (const kj::Exception& e) {
+    EXPECT_TRUE(contains(e.getDescription().cStr(), "InvalidArgument: hidden: token 1"));
+  }
+  EXPECT_EQ(goodCall.wait(c.waitScope()).getStats().getTokens(), 4u);
+}
+
+// Too many tokens waiting: refused at once with ResourceExhausted, nothing else fails.
+TEST_F(RouterPipeline, AFullQueueRefusesWithResourceExhausted) {
+  auto spec = tinySpec();
+  spec.extraYaml = "  max_queued_tokens: 10\n";
+  InProcessCluster c(dir_.string(), spec);
+  kj::Vector<kj::Promise<InProcessCluster::ForwardResponse>> inFlight;
+  for (int i = 0; i < 6; ++i) inFlight.add(c.forward(0, tokens(4, 64, i), 4));
+  int ok = 0, refused = 0;
+  for (auto& p : inFlight.releaseAsArray()) {
+    try {
+      p.wait(c.waitScope());
+      ++ok;
+    } catch (const kj::Exception& e) {
+      EXPECT_TRUE(contains(e.getDescription().cStr(), "ResourceExhausted: router queue full"));
+      EXPECT_TRUE(contains(e.getDescription().cStr(), "router.max_queued_tokens = 10"));
+      ++refused;
+    }
+  }
+  EXPECT_GT(ok, 0);
+  EXPECT_GT(refused, 0);
+}
+
+}  // namespace
+}  // namespace moe::unit
