@@ -20,6 +20,7 @@
 #include "common/routing_noise.h"
 #include "common/safetensors.h"
 #include "tests/unit/test_util.h"
+#include "tools/synthetic_checkpoint.h"
 
 namespace moe::client {
 namespace {
