@@ -26,6 +26,7 @@
 #include "router_service/gate_network.h"
 #include "router_service/gating.h"
 #include "router_service/zero_compute_experts.h"
+#include "tools/synthetic_checkpoint.h"
 
 namespace {
 

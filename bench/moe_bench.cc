@@ -21,7 +21,7 @@
 #include <thread>
 #include <vector>
 
-#include "client/in_process_layer.h"
+#include "client/reference/in_process_layer.h"
 #include "common/log.h"
 #include "common/proto/moe.capnp.h"
 #include "common/rpc_endpoint.h"

@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "client/in_process_layer.h"
+#include "client/reference/in_process_layer.h"
 #include "client/npy.h"
 #include "common/config.h"
 #include "common/dtype.h"

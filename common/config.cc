@@ -289,20 +289,6 @@ ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir)
 
 }  // namespace
 
-std::string ComputeDevice::str() const {
-  switch (kind) {
-    case Kind::kAuto:
-      return index == 0 ? "auto" : "auto:" + std::to_string(index);
-    case Kind::kCpu:
-      return "cpu";
-    case Kind::kReference:
-      return "reference";
-    case Kind::kCuda:
-      return "cuda:" + std::to_string(index);
-  }
-  return "?";
-}
-
 bool ShardConfig::servesLayer(uint32_t layer) const {
   return !layers || std::find(layers->begin(), layers->end(), layer) != layers->end();
 }

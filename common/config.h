@@ -10,19 +10,12 @@
 #include <string_view>
 #include <vector>
 
+#include "common/compute_device.h"
 #include "common/result.h"
 
 namespace moe {
 
 struct ModelConfig;
-
-// Where a process computes. kAuto: the GPU with `index` when usable, else BLAS on the CPU.
-struct ComputeDevice {
-  enum class Kind { kAuto, kCpu, kReference, kCuda };
-  Kind kind = Kind::kAuto;
-  int index = 0;
-  std::string str() const;  // "auto", "cpu", "reference", "cuda:1"
-};
 
 struct ShardConfig {
   std::string name;    // unique, e.g. "shard-0"

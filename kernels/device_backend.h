@@ -1,7 +1,7 @@
 // Maps a configured ComputeDevice (from the cluster YAML) to a compute backend.
 #pragma once
 
-#include "common/config.h"
+#include "common/compute_device.h"
 #include "kernels/backend.h"
 #include "kernels/blas_backend.h"
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/checkpoint.h"
+#include "tools/synthetic_checkpoint.h"
 
 namespace {
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "tests/checkpoint/test_util.h"
+#include "tools/synthetic_checkpoint.h"
 
 namespace moe {
 namespace {

@@ -12,7 +12,7 @@
 #include <sstream>
 #include <string>
 
-#include "client/in_process_layer.h"
+#include "client/reference/in_process_layer.h"
 #include "tests/integration/test_cluster.h"
 
 namespace moe::testing {

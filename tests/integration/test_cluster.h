@@ -15,6 +15,7 @@
 #include "common/proto/moe.capnp.h"
 #include "common/rpc_endpoint.h"
 #include "deploy/local/local_cluster.h"
+#include "tools/synthetic_checkpoint.h"
 
 namespace moe::testing {
 

@@ -15,6 +15,7 @@
 #include "common/checkpoint.h"
 #include "common/config.h"
 #include "common/proto/moe.capnp.h"
+#include "tools/synthetic_checkpoint.h"
 
 namespace moe::unit {
 

@@ -1,4 +1,4 @@
-// The in-process reference layer (client/in_process_layer.h, client/reference_*.h) on tiny
+// The in-process reference layer (client/reference/: in_process_layer.h, reference_*.h) on tiny
 // hand-computed cases that a misreading of DESIGN.md §6 would fail: MoE++'s zero expert and
 // gating, Yuan's attention router, expert capacity and noisy top-k, first on the single steps and
 // then through InProcessModel on small checkpoints whose weights the tests choose.
@@ -13,13 +13,14 @@
 #include <string>
 #include <vector>
 
-#include "client/in_process_layer.h"
-#include "client/reference_capacity.h"
-#include "client/reference_gates.h"
-#include "client/reference_routing.h"
+#include "client/reference/in_process_layer.h"
+#include "client/reference/reference_capacity.h"
+#include "client/reference/reference_gates.h"
+#include "client/reference/reference_routing.h"
 #include "common/routing_noise.h"
 #include "common/safetensors.h"
 #include "tests/unit/test_util.h"
+#include "tools/synthetic_checkpoint.h"
 
 namespace moe::client {
 namespace {

@@ -1,5 +1,5 @@
 // Routing rules (router_service/routing.h): hand-computed DeepSeek cases, and the router's rule
-// against the op-by-op reference routing (client/reference_routing.h) on random logits.
+// against the op-by-op reference routing (client/reference/reference_routing.h) on random logits.
 #include "router_service/routing.h"
 
 #include <gtest/gtest.h>
@@ -7,7 +7,7 @@
 #include <cmath>
 #include <random>
 
-#include "client/reference_routing.h"
+#include "client/reference/reference_routing.h"
 #include "tests/unit/test_util.h"
 
 namespace moe::router {

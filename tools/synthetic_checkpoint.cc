@@ -2,6 +2,8 @@
 // DeepSeek-V2/V3, MoE++, Yuan 2.0-M32) for tests, benchmarks and the default demo model: the same
 // files a HuggingFace download has (config.json, model.safetensors or shards + index.json), filled
 // with deterministic pseudo-random weights so runs on different machines see identical bytes.
+#include "tools/synthetic_checkpoint.h"
+
 #include <algorithm>
 #include <bit>
 #include <cerrno>

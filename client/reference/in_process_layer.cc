@@ -1,15 +1,15 @@
 // InProcessModel implementation: DESIGN.md §6 step by step (gate, noise, selection, capacity,
 // experts, shared expert), each step in its own reference_*.cc after the published code.
-#include "client/in_process_layer.h"
+#include "client/reference/in_process_layer.h"
 
 #include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
 
-#include "client/reference_capacity.h"
-#include "client/reference_experts.h"
-#include "client/reference_routing.h"
+#include "client/reference/reference_capacity.h"
+#include "client/reference/reference_experts.h"
+#include "client/reference/reference_routing.h"
 
 namespace moe::client {
 

@@ -1,12 +1,12 @@
 // Reference gate networks; see reference_gates.h. Matrix products go through Backend::linear, the
 // element-wise steps are plain loops over the reference code's tensor ops.
-#include "client/reference_gates.h"
+#include "client/reference/reference_gates.h"
 
 #include <algorithm>
 #include <cmath>
 #include <string>
 
-#include "client/reference_routing.h"
+#include "client/reference/reference_routing.h"
 #include "common/routing_noise.h"
 
 namespace moe::client {

@@ -7,7 +7,7 @@
 #include <span>
 #include <vector>
 
-#include "client/in_process_layer.h"
+#include "client/reference/in_process_layer.h"
 #include "common/checkpoint.h"
 #include "kernels/backend.h"
 

@@ -1,5 +1,5 @@
 // Reference routing: each step mirrors one tensor op of the reference code.
-#include "client/reference_routing.h"
+#include "client/reference/reference_routing.h"
 
 #include <algorithm>
 #include <cmath>

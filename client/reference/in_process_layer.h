@@ -8,7 +8,7 @@
 #include <span>
 #include <vector>
 
-#include "client/reference_gates.h"
+#include "client/reference/reference_gates.h"
 #include "common/checkpoint.h"
 #include "common/config.h"
 #include "kernels/backend.h"

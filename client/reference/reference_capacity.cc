@@ -1,5 +1,5 @@
 // Reference expert capacity; see reference_capacity.h.
-#include "client/reference_capacity.h"
+#include "client/reference/reference_capacity.h"
 
 #include <algorithm>
 #include <cmath>

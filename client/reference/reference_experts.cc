@@ -1,7 +1,7 @@
 // Reference expert outputs; see reference_experts.h.
-#include "client/reference_experts.h"
+#include "client/reference/reference_experts.h"
 
-#include "client/reference_routing.h"
+#include "client/reference/reference_routing.h"
 #include "kernels/moe_layer.h"
 
 namespace moe::client {
