@@ -3,7 +3,9 @@
 //   - the cluster: tokens/s and p50/p99 latency of Router.forward;
 //   - the same layer in this process (BLAS backend, the --check computation): tokens/s;
 //   - their ratio (the cost of being distributed);
-// and the expert FFN kernel's GFLOP/s next to a plain GEMM of the same shape (the compute limit).
+// and the expert FFN kernel's GFLOP/s next to a plain GEMM of the same shape (the compute limit);
+// and the concurrency scenarios (bench/concurrency_scenario.h): C clients × B tokens each, with the
+// ratio of 16×8 to 1×128 tokens/s (what batching across concurrent requests recovers).
 // Medians of --repeats runs; the machine and command go in the report. Not a test: no thresholds.
 #include <kj/async-io.h>
 #include <sys/utsname.h>
@@ -26,6 +28,7 @@
 #include "common/proto/moe.capnp.h"
 #include "common/rpc_endpoint.h"
 #include "common/tensor_wire.h"
+#include "bench/concurrency_scenario.h"
 #include "deploy/local/local_cluster.h"
 #include "kernels/backend.h"
 
@@ -52,6 +55,30 @@ std::string cpuModel() {
   return "unknown CPU";
 }
 
+// tokens/s of 16x8 over 1x128 when both ran, else 0.
+double concurrencyRatio(const std::vector<moe::bench::ConcurrencyResult>& results) {
+  double many = 0, one = 0;
+  for (const auto& r : results) {
+    if (r.scenario.clients == 16 && r.scenario.batch == 8) many = r.tokensPerSecond;
+    if (r.scenario.clients == 1 && r.scenario.batch == 128) one = r.tokensPerSecond;
+  }
+  return one > 0 ? many / one : 0;
+}
+
+void printConcurrency(const std::vector<moe::bench::ConcurrencyResult>& results) {
+  if (results.empty()) return;
+  std::printf(
+      "\nconcurrent clients × tokens per request (medians of tokens/s; latency over every "
+      "request)\n\n| clients × batch | tokens/s | p50 ms | p99 ms | errors |\n"
+      "|---|---:|---:|---:|---:|\n");
+  for (const auto& r : results) {
+    std::printf("| %u × %u | %.1f | %.2f | %.2f | %llu |\n", r.scenario.clients, r.scenario.batch,
+                r.tokensPerSecond, r.p50Ms, r.p99Ms, static_cast<unsigned long long>(r.errors));
+  }
+  if (const double ratio = concurrencyRatio(results); ratio > 0)
+    std::printf("\n16 × 8 / 1 × 128 tokens/s: %.2f\n", ratio);
+}
+
 struct Row {
   uint32_t batch;
   double clusterTps, p50Ms, p99Ms, localTps;
@@ -64,12 +91,22 @@ int main(int argc, char** argv) {
   std::vector<uint32_t> batches = {1, 8, 64, 256, 1024};
   int repeats = 5;
   bool json = false;
+  std::string scenarioList = "1x128,16x8,64x1,1x1";
+  uint64_t scenarioTokens = 2048;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--config" && i + 1 < argc) {
       config = argv[++i];
+    } else if (a == "--concurrency" && i + 1 < argc) {
+      scenarioList = argv[++i];
+    } else if (a == "--concurrency-tokens" && i + 1 < argc) {
+      scenarioTokens = std::stoull(argv[++i]);
     } else if (a == "--batches" && i + 1 < argc) {
       batches.clear();
+      if (std::string(argv[i + 1]) == "none") {
+        ++i;
+        continue;
+      }
       std::stringstream ss(argv[++i]);
       for (std::string t; std::getline(ss, t, ',');)
         batches.push_back(static_cast<uint32_t>(std::stoul(t)));
@@ -78,10 +115,18 @@ int main(int argc, char** argv) {
     } else if (a == "--json") {
       json = true;
     } else {
-      std::cerr << "usage: moe-bench [--config CLUSTER.yaml] [--batches 1,8,64,256,1024] "
+      std::cerr << "usage: moe-bench [--config CLUSTER.yaml] [--batches 1,8,64,256,1024|none] "
+                   "[--concurrency 1x128,16x8,64x1,1x1|none] [--concurrency-tokens 2048] "
                    "[--repeats N] [--json]\n";
       return 2;
     }
+  }
+  const auto scenarios = scenarioList == "none" ? std::vector<moe::bench::ConcurrencyScenario>{}
+                                                : moe::bench::parseScenarios(scenarioList);
+  if (scenarioList != "none" && scenarios.empty()) {
+    std::cerr << "moe-bench: --concurrency: expected CLIENTSxBATCH[,…], got '" << scenarioList
+              << "'\n";
+    return 2;
   }
   moe::setLogComponent("moe-bench");
   moe::setLogLevel(moe::LogLevel::kWarn);
@@ -149,6 +194,9 @@ int main(int argc, char** argv) {
     if (!json) std::cerr << "batch " << B << " done\n";
   }
 
+  const auto concurrency = moe::bench::runScenarios(io.waitScope, router, layer, H, scenarios,
+                                                    scenarioTokens, std::min(repeats, 3));
+
   // The kernel against the GEMM rate: one expert's FFN over the largest batch vs three plain GEMMs.
   const uint32_t B = batches.empty() ? 256 : *std::max_element(batches.begin(), batches.end());
   auto backend = moe::kernels::createBackend(moe::kernels::BackendKind::kBlas).value();
@@ -196,7 +244,16 @@ int main(int argc, char** argv) {
           i ? ", " : "", r.batch, r.clusterTps, r.p50Ms, r.p99Ms, r.localTps,
           r.clusterTps / r.localTps);
     }
-    std::printf("], \"expert_ffn_gflops\": %.2f, \"gemm_gflops\": %.2f, \"ffn_over_gemm\": %.3f}\n",
+    std::printf("], \"concurrency\": [");
+    for (size_t i = 0; i < concurrency.size(); ++i) {
+      const auto& c = concurrency[i];
+      std::printf("%s{\"scenario\": \"%s\", \"tokens_per_s\": %.1f, \"p50_ms\": %.3f, "
+                  "\"p99_ms\": %.3f, \"errors\": %llu}",
+                  i ? ", " : "", c.scenario.name().c_str(), c.tokensPerSecond, c.p50Ms, c.p99Ms,
+                  static_cast<unsigned long long>(c.errors));
+    }
+    std::printf("], \"ratio_16x8_over_1x128\": %.3f", concurrencyRatio(concurrency));
+    std::printf(", \"expert_ffn_gflops\": %.2f, \"gemm_gflops\": %.2f, \"ffn_over_gemm\": %.3f}\n",
                 ffnGflops, gemmGflops, ffnGflops / gemmGflops);
   } else {
     std::printf(
@@ -217,6 +274,7 @@ int main(int argc, char** argv) {
         "\nexpert FFN kernel (batch %u): %.1f GFLOP/s; plain GEMM of the same shape: %.1f GFLOP/s; "
         "ratio %.2f\n",
         B, ffnGflops, gemmGflops, ffnGflops / gemmGflops);
+    printConcurrency(concurrency);
   }
   cluster.value()->stop();
   return 0;
