@@ -1,15 +1,34 @@
 // Unit tests for coalescing on an expert shard: the pure merge / split and queue rules of
-// expert_service/run_coalescer.
+// expert_service/run_coalescer, then a real ShardServer driven in-process over a synthetic
+// checkpoint (concurrent runs equal the same runs alone, a bad call fails alone, cancelled calls
+// are dropped, and moe_expert_coalesced_calls counts the calls of each compute job).
 #include <gtest/gtest.h>
+#include <kj/async-io.h>
+#include <prometheus/registry.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <memory>
 #include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
+#include "common/checkpoint.h"
+#include "common/config.h"
+#include "expert_service/expert_metrics.h"
 #include "expert_service/run_coalescer.h"
+#include "expert_service/shard_server.h"
+#include "tests/unit/test_util.h"
 
 namespace moe::expert {
 namespace {
+
+using unit::contains;
 
 // ---------------------------------------------------------------------------------------------
 // mergeRuns / mergedRows on hand-made calls
@@ -198,6 +217,341 @@ TEST(RunQueue, Scenarios) {
       }
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A real ShardServer in-process
+
+constexpr uint32_t kH = 64;
+constexpr uint32_t kI = 96;
+constexpr uint32_t kExperts = 4;
+
+struct SegmentSpec {
+  uint32_t expert;
+  bool shared;
+  std::vector<uint32_t> rows;
+  std::vector<float> weights;
+};
+
+struct RunSpec {
+  uint32_t layer = 0;
+  uint32_t rows = 0;
+  std::vector<float> x;  // [rows, kH]
+  std::vector<SegmentSpec> segments;
+};
+
+// R random rows; every expert in `experts` takes a random subset of them.
+RunSpec randomRun(uint32_t layer, uint32_t R, std::vector<uint32_t> experts, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f), weight(0.05f, 1.0f);
+  RunSpec spec{layer, R, std::vector<float>(size_t{R} * kH), {}};
+  for (float& v : spec.x) v = value(rng);
+  for (uint32_t e : experts) {
+    SegmentSpec seg{e, false, {}, {}};
+    for (uint32_t r = 0; r < R; ++r) {
+      if (rng() % 3 == 0) continue;
+      seg.rows.push_back(r);
+      seg.weights.push_back(weight(rng));
+    }
+    spec.segments.push_back(std::move(seg));
+  }
+  return spec;
+}
+
+// The server of shard "s0" (all experts, BLAS on one thread) over a checkpoint written once.
+class ShardServerHarness {
+ public:
+  ShardServerHarness(const std::string& modelDir, const std::string& batchingYaml)
+      : io_(kj::setupAsyncIo()) {
+    const std::string yaml = "model: {path: " + modelDir + "}\n" + batchingYaml +
+                             "shards:\n  - {name: s0, listen: '127.0.0.1:1', experts: '0-3', "
+                             "device: cpu, threads: 1}\n";
+    auto cluster = parseClusterConfig(yaml, "test.yaml", "/");
+    EXPECT_TRUE(cluster.isOk()) << cluster.error();
+    auto model = ShardModel::load(cluster.value(), "s0");
+    EXPECT_TRUE(model.isOk()) << model.error();
+    metrics_ = std::make_unique<ExpertMetrics>(registry_, *model.value()->store, "blas");
+    client_ = kj::heap<ShardServer>(std::move(model).value(), *metrics_, io_.provider->getTimer());
+  }
+
+  kj::WaitScope& ws() { return io_.waitScope; }
+  kj::Timer& timer() { return io_.provider->getTimer(); }
+
+  capnp::RemotePromise<proto::ExpertShard::RunResults> send(const RunSpec& spec) {
+    auto req = client_.runRequest();
+    req.setLayer(spec.layer);
+    auto rows = req.initRows();
+    rows.setDtype(proto::DType::F32);
+    auto shape = rows.initShape(2);
+    shape.set(0, spec.rows);
+    shape.set(1, kH);
+    auto data = rows.initData(spec.x.size() * sizeof(float));
+    std::memcpy(data.begin(), spec.x.data(), data.size());
+    auto segs = req.initSegments(static_cast<unsigned>(spec.segments.size()));
+    for (unsigned s = 0; s < spec.segments.size(); ++s) {
+      const SegmentSpec& in = spec.segments[s];
+      segs[s].setExpert(in.expert);
+      segs[s].setShared(in.shared);
+      auto idx = segs[s].initRowIndex(static_cast<unsigned>(in.rows.size()));
+      auto wt = segs[s].initWeight(static_cast<unsigned>(in.weights.size()));
+      for (unsigned j = 0; j < in.rows.size(); ++j) idx.set(j, in.rows[j]);
+      for (unsigned j = 0; j < in.weights.size(); ++j) wt.set(j, in.weights[j]);
+    }
+    return req.send();
+  }
+
+  // The output of a finished call, or its error message.
+  struct Reply {
+    std::vector<float> out;
+    std::string error;
+  };
+  Reply wait(kj::Promise<capnp::Response<proto::ExpertShard::RunResults>>& promise) {
+    Reply r;
+    KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() {
+                   auto resp = promise.wait(ws());
+                   auto data = resp.getOutput().getData();
+                   r.out.resize(data.size() / sizeof(float));
+                   std::memcpy(r.out.data(), data.begin(), data.size());
+                 })) {
+      r.error = e->getDescription().cStr();
+    }
+    return r;
+  }
+  Reply runAlone(const RunSpec& spec) {
+    kj::Promise<capnp::Response<proto::ExpertShard::RunResults>> p = send(spec);
+    return wait(p);
+  }
+
+  // moe_expert_coalesced_calls: jobs, calls, and jobs with one call.
+  struct Coalesced {
+    uint64_t jobs = 0;
+    double calls = 0;
+    uint64_t singleCallJobs = 0;
+  };
+  Coalesced coalesced() const {
+    Coalesced c;
+    for (const auto& family : registry_.Collect()) {
+      if (family.name != "moe_expert_coalesced_calls") continue;
+      const auto& h = family.metric.at(0).histogram;
+      c.jobs = h.sample_count;
+      c.calls = h.sample_sum;
+      c.singleCallJobs = h.bucket.at(0).cumulative_count;  // le="1"
+    }
+    return c;
+  }
+  double queueDepth() const { return metrics_->queueDepth.Value(); }
+
+  // Runs the event loop (without blocking on the compute thread) until `done` or 5 s.
+  template <typename Pred>
+  bool spinUntil(Pred done) {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!done()) {
+      if (std::chrono::steady_clock::now() > end) return false;
+      timer().afterDelay(50 * kj::MICROSECONDS).wait(ws());
+    }
+    return true;
+  }
+
+ private:
+  kj::AsyncIoContext io_;
+  prometheus::Registry registry_;
+  std::unique_ptr<ExpertMetrics> metrics_;
+  proto::ExpertShard::Client client_{nullptr};
+};
+
+using RunPromise = kj::Promise<capnp::Response<proto::ExpertShard::RunResults>>;
+
+// Equal within 1e-6 relative to the magnitude of the row's values (a merged GEMM may block the
+// rows differently, so bit equality is not promised).
+void expectClose(const std::vector<float>& got, const std::vector<float>& want) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t r = 0; r < want.size() / kH; ++r) {
+    float scale = 1e-3f;
+    for (size_t h = 0; h < kH; ++h) scale = std::max(scale, std::abs(want[r * kH + h]));
+    for (size_t h = 0; h < kH; ++h) {
+      ASSERT_NEAR(got[r * kH + h], want[r * kH + h], 1e-6f * scale) << "row " << r << " col " << h;
+    }
+  }
+}
+
+class ShardServerCoalescing : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(::testing::TempDir() + "moe_unit_shard_coalescing");
+    std::filesystem::remove_all(*dir_);
+    SyntheticModelSpec spec;
+    spec.hiddenSize = kH;
+    spec.intermediateSize = kI;
+    spec.numExperts = kExperts;
+    spec.topK = 2;
+    spec.numLayers = 2;
+    spec.dtype = DType::kF32;
+    spec.seed = 7;
+    auto s = writeSyntheticCheckpoint(spec, *dir_);
+    ASSERT_TRUE(s.isOk()) << s.message();
+  }
+  static void TearDownTestSuite() {
+    std::filesystem::remove_all(*dir_);
+    delete dir_;
+    dir_ = nullptr;
+  }
+  static std::string* dir_;
+
+  // Calls of both layers, different sizes, overlapping experts.
+  static std::vector<RunSpec> mixedRuns() {
+    return {randomRun(0, 7, {0, 1, 2, 3}, 1), randomRun(0, 1, {2}, 2),
+            randomRun(0, 33, {1, 3}, 3),      randomRun(1, 5, {0, 3}, 4),
+            randomRun(0, 12, {3, 0}, 5),      randomRun(1, 9, {1, 2}, 6),
+            randomRun(0, 64, {0, 1, 2, 3}, 7)};
+  }
+};
+std::string* ShardServerCoalescing::dir_ = nullptr;
+
+TEST_F(ShardServerCoalescing, ConcurrentRunsEqualTheSameRunsAlone) {
+  const struct {
+    const char* name;
+    const char* yaml;
+    bool expectMerged;
+  } configs[] = {
+      {"window 0", "expert: {batching: {window_us: 0}}\n", true},
+      {"window 2 ms", "expert: {batching: {window_us: 2000}}\n", true},
+      {"max_rows 16", "expert: {batching: {max_rows: 16}}\n", true},
+      {"disabled", "expert: {batching: {enabled: false}}\n", false},
+  };
+  const std::vector<RunSpec> runs = mixedRuns();
+  for (const auto& cfg : configs) {
+    SCOPED_TRACE(cfg.name);
+    ShardServerHarness shard(*dir_, cfg.yaml);
+    std::vector<std::vector<float>> alone;
+    for (const RunSpec& r : runs) {
+      auto reply = shard.runAlone(r);
+      ASSERT_EQ(reply.error, "");
+      alone.push_back(reply.out);
+    }
+    const auto before = shard.coalesced();
+    EXPECT_EQ(before.jobs, runs.size());  // each alone: one job per call
+    std::vector<RunPromise> pending;
+    for (const RunSpec& r : runs) pending.push_back(shard.send(r));
+    for (size_t i = 0; i < runs.size(); ++i) {
+      SCOPED_TRACE("call " + std::to_string(i));
+      auto reply = shard.wait(pending[i]);
+      ASSERT_EQ(reply.error, "");
+      expectClose(reply.out, alone[i]);
+    }
+    const auto after = shard.coalesced();
+    EXPECT_DOUBLE_EQ(after.calls - before.calls, static_cast<double>(runs.size()));
+    const uint64_t jobs = after.jobs - before.jobs;
+    const uint64_t multi = jobs - (after.singleCallJobs - before.singleCallJobs);
+    if (cfg.expectMerged) {
+      EXPECT_GE(multi, 1u) << "no compute job coalesced several calls";
+      EXPECT_LT(jobs, runs.size());
+    } else {
+      EXPECT_EQ(jobs, runs.size());
+      EXPECT_EQ(multi, 0u);
+    }
+    EXPECT_EQ(shard.queueDepth(), 0);
+  }
+}
+
+TEST_F(ShardServerCoalescing, MalformedCallFailsAloneWhileItsBatchMatesSucceed) {
+  ShardServerHarness shard(*dir_, "");
+  std::vector<RunSpec> runs = mixedRuns();
+  std::vector<std::vector<float>> alone;
+  for (const RunSpec& r : runs) alone.push_back(shard.runAlone(r).out);
+
+  RunSpec nan = randomRun(0, 6, {0, 1}, 11);
+  nan.x[2 * kH + 5] = std::numeric_limits<float>::quiet_NaN();
+  RunSpec badRow = randomRun(0, 4, {2}, 12);
+  badRow.segments[0].rows.push_back(4);
+  badRow.segments[0].weights.push_back(0.5f);
+  RunSpec badWeight = randomRun(0, 4, {1, 3}, 13);
+  badWeight.segments[1].weights.back() = std::numeric_limits<float>::infinity();
+  const struct {
+    size_t at;  // position among the good calls
+    RunSpec spec;
+    const char* error;
+  } bad[] = {
+      {1, nan, "rows: row 2 has a non-finite value at column 5"},
+      {3, badRow, "segment 0: row index 4 >= 4 rows"},
+      {5, badWeight, "segment 1: non-finite weight"},
+  };
+  std::vector<RunPromise> good, failing;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    for (const auto& b : bad) {
+      if (b.at == i) failing.push_back(shard.send(b.spec));
+    }
+    good.push_back(shard.send(runs[i]));
+  }
+  for (size_t i = 0; i < std::size(bad); ++i) {
+    SCOPED_TRACE(bad[i].error);
+    EXPECT_TRUE(contains(shard.wait(failing[i]).error, bad[i].error));
+  }
+  for (size_t i = 0; i < runs.size(); ++i) {
+    SCOPED_TRACE("call " + std::to_string(i));
+    auto reply = shard.wait(good[i]);
+    ASSERT_EQ(reply.error, "");
+    expectClose(reply.out, alone[i]);
+  }
+  EXPECT_GE(shard.coalesced().jobs - shard.coalesced().singleCallJobs, 1u);
+}
+
+TEST_F(ShardServerCoalescing, CancelledWaitingCallIsNeverComputed) {
+  // A 1 s window and max_rows 8: a 4-row call waits for company; an 8-row call starts at once.
+  ShardServerHarness shard(*dir_, "expert: {batching: {window_us: 1000000, max_rows: 8}}\n");
+  {
+    RunPromise waiting = shard.send(randomRun(0, 4, {0, 1}, 21));
+    ASSERT_TRUE(shard.spinUntil([&] { return shard.queueDepth() == 1; }));
+  }  // dropped: the caller cancels
+  EXPECT_EQ(shard.queueDepth(), 0);
+  const RunSpec full = randomRun(0, 8, {0, 2}, 22);
+  auto reply = shard.runAlone(full);
+  ASSERT_EQ(reply.error, "");
+  EXPECT_EQ(shard.coalesced().jobs, 1u);  // only the 8-row call was computed
+  EXPECT_EQ(shard.coalesced().calls, 1);
+  // The server goes away with the window's timer still armed for the cancelled call.
+}
+
+TEST_F(ShardServerCoalescing, CancellingCallsInsideRunningJobsIsSafe) {
+  const RunSpec big = randomRun(0, 1024, {0, 1, 2, 3}, 31);
+  const auto want = ShardServerHarness(*dir_, "").runAlone(big).out;
+  // A 1 s window and max_rows 3072: the third call fills the job, which starts at once; two of
+  // its three callers cancel while it runs (it may have finished already: then nothing is left).
+  ShardServerHarness shard(*dir_, "expert: {batching: {window_us: 1000000, max_rows: 3072}}\n");
+  {
+    RunPromise a = shard.send(big);
+    RunPromise b = shard.send(big);
+    RunPromise c = shard.send(big);
+    ASSERT_TRUE(shard.spinUntil([&] { return shard.coalesced().jobs == 1; }));
+    EXPECT_EQ(shard.coalesced().calls, 3);
+    a = nullptr;
+    c = nullptr;
+    auto reply = shard.wait(b);
+    ASSERT_EQ(reply.error, "");
+    expectClose(reply.out, want);
+  }
+  // A call computed alone, straight into its reply, cancelled while it runs: dropping it waits
+  // for the compute before the reply is freed.
+  {
+    RunPromise d = shard.send(randomRun(0, 4096, {0, 1, 2, 3}, 32));
+    ASSERT_TRUE(shard.spinUntil([&] { return shard.coalesced().jobs == 2; }));
+    d = nullptr;
+  }
+  auto after = shard.runAlone(randomRun(0, 3072, {1}, 33));  // fills a job: runs at once
+  EXPECT_EQ(after.error, "");
+  EXPECT_EQ(shard.coalesced().jobs, 3u);
+  EXPECT_EQ(shard.queueDepth(), 0);
+}
+
+TEST_F(ShardServerCoalescing, WindowHoldsAnIdleCallForCompany) {
+  ShardServerHarness shard(*dir_, "expert: {batching: {window_us: 20000}}\n");
+  const RunSpec a = randomRun(0, 3, {0}, 41), b = randomRun(0, 5, {0, 2}, 42);
+  const auto start = std::chrono::steady_clock::now();
+  RunPromise pa = shard.send(a), pb = shard.send(b);
+  EXPECT_EQ(shard.wait(pa).error, "");
+  EXPECT_EQ(shard.wait(pb).error, "");
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(19));
+  EXPECT_EQ(shard.coalesced().jobs, 1u);  // both in one job
+  EXPECT_EQ(shard.coalesced().calls, 2);
 }
 
 }  // namespace
