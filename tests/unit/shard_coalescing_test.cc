@@ -153,6 +153,31 @@ struct QueueCase {
   std::vector<Step> steps;
 };
 
+void runScenario(const QueueCase& tc) {
+  RunQueue q(tc.config);
+  for (size_t i = 0; i < tc.steps.size(); ++i) {
+    SCOPED_TRACE("step " + std::to_string(i));
+    const Step& s = tc.steps[i];
+    switch (s.op) {
+      case Step::kPush:
+        q.push(s.id, s.layer, s.rows, s.now);
+        break;
+      case Step::kTake: {
+        auto next = q.take(s.now);
+        EXPECT_EQ(next.ids, s.want);
+        EXPECT_EQ(next.waitUntilUs, s.wantWait);
+        break;
+      }
+      case Step::kFinish:
+        q.finished();
+        break;
+      case Step::kRemove:
+        EXPECT_EQ(q.remove(s.id), !s.want.empty());
+        break;
+    }
+  }
+}
+
 TEST(RunQueue, Scenarios) {
   const QueueCase cases[] = {
       {"window 0: calls queued behind a job go together, other layers wait their turn",
@@ -194,28 +219,7 @@ TEST(RunQueue, Scenarios) {
   };
   for (const QueueCase& tc : cases) {
     SCOPED_TRACE(tc.name);
-    RunQueue q(tc.config);
-    for (size_t i = 0; i < tc.steps.size(); ++i) {
-      SCOPED_TRACE("step " + std::to_string(i));
-      const Step& s = tc.steps[i];
-      switch (s.op) {
-        case Step::kPush:
-          q.push(s.id, s.layer, s.rows, s.now);
-          break;
-        case Step::kTake: {
-          auto next = q.take(s.now);
-          EXPECT_EQ(next.ids, s.want);
-          EXPECT_EQ(next.waitUntilUs, s.wantWait);
-          break;
-        }
-        case Step::kFinish:
-          q.finished();
-          break;
-        case Step::kRemove:
-          EXPECT_EQ(q.remove(s.id), !s.want.empty());
-          break;
-      }
-    }
+    runScenario(tc);
   }
 }
 
