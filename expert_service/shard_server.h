@@ -7,6 +7,7 @@
 
 #include <kj/async.h>
 #include <kj/timer.h>
+#include <kj/vector.h>
 
 #include <map>
 #include <memory>

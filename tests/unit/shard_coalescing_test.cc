@@ -549,6 +549,8 @@ TEST_F(ShardServerCoalescing, CancellingCallsInsideRunningJobsIsSafe) {
 TEST_F(ShardServerCoalescing, WindowHoldsAnIdleCallForCompany) {
   ShardServerHarness shard(*dir_, "expert: {batching: {window_us: 20000}}\n");
   const RunSpec a = randomRun(0, 3, {0}, 41), b = randomRun(0, 5, {0, 2}, 42);
+  // The kj timer's clock is read when the loop wakes; wake it so arrivals are stamped with now.
+  shard.timer().afterDelay(1 * kj::MILLISECONDS).wait(shard.ws());
   const auto start = std::chrono::steady_clock::now();
   RunPromise pa = shard.send(a), pb = shard.send(b);
   EXPECT_EQ(shard.wait(pa).error, "");
