@@ -171,10 +171,54 @@ class Parser {
   std::string source_;
 };
 
+// A `batching:` section (router or expert shard). Only the keys present replace the fields, so a
+// shard's block can override the cluster default key by key.
+struct BatchingFields {
+  bool* enabled;
+  uint32_t* windowUs;
+  const char* maxKey;  // "max_tokens" on the router, "max_rows" on an expert shard
+  uint32_t* max;
+};
+
+void parseBatching(Parser& p, const YAML::Node& node, const std::string& where,
+                   const BatchingFields& f) {
+  p.checkKeys(node, where, {"enabled", "window_us", f.maxKey});
+  if (node["enabled"]) *f.enabled = p.boolean(node["enabled"], where + ".enabled");
+  if (node["window_us"]) {
+    *f.windowUs =
+        static_cast<uint32_t>(p.uint(node["window_us"], where + ".window_us", 0, 1000000));
+  }
+  if (node[f.maxKey]) {
+    *f.max =
+        static_cast<uint32_t>(p.uint(node[f.maxKey], Parser::join(where, f.maxKey), 1, UINT32_MAX));
+  }
+}
+
+// An `expert:` section (top level or under a shard) over `base`.
+ExpertBatchingConfig parseExpertSection(Parser& p, const YAML::Node& node, const std::string& where,
+                                        ExpertBatchingConfig base) {
+  p.checkKeys(node, where, {"batching"});
+  if (const auto b = node["batching"]) {
+    parseBatching(p, b, where + ".batching",
+                  {&base.enabled, &base.windowUs, "max_rows", &base.maxRows});
+  }
+  return base;
+}
+
+void parseRouterBatching(Parser& p, const YAML::Node& router, RouterConfig& r) {
+  if (const auto b = router["batching"]) {
+    parseBatching(p, b, "router.batching",
+                  {&r.batching.enabled, &r.batching.windowUs, "max_tokens", &r.batching.maxTokens});
+  }
+  if (const auto q = router["max_queued_tokens"]) {
+    r.maxQueuedTokens = static_cast<uint32_t>(p.uint(q, "router.max_queued_tokens", 1, UINT32_MAX));
+  }
+}
+
 ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir) {
   ClusterConfig c;
   if (!root.IsDefined() || root.IsNull()) p.fail(root, "(top level)", "the file is empty");
-  p.checkKeys(root, "", {"model", "router", "shards", "timeouts", "routing"});
+  p.checkKeys(root, "", {"model", "router", "shards", "timeouts", "routing", "expert"});
 
   const auto model = root["model"];
   if (!model) p.fail(root, "model", "missing (needs model.path: the checkpoint directory)");
@@ -185,7 +229,9 @@ ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir)
   c.modelPath = mp.lexically_normal().string();
 
   if (const auto r = root["router"]) {
-    p.checkKeys(r, "router", {"listen", "device", "max_tokens", "admin", "threads"});
+    p.checkKeys(
+        r, "router",
+        {"listen", "device", "max_tokens", "admin", "threads", "batching", "max_queued_tokens"});
     if (r["listen"]) c.router.listen = p.hostPort(r["listen"], "router.listen");
     if (r["device"]) c.router.device = p.device(r["device"], "router.device");
     if (r["admin"]) c.router.admin = p.hostPort(r["admin"], "router.admin");
@@ -195,6 +241,10 @@ ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir)
       c.router.maxTokens =
           static_cast<uint32_t>(p.uint(r["max_tokens"], "router.max_tokens", 1, 1u << 20));
     }
+    parseRouterBatching(p, r, c.router);
+  }
+  if (const auto e = root["expert"]) {
+    c.expertDefaults.batching = parseExpertSection(p, e, "expert", c.expertDefaults.batching);
   }
 
   const auto shards = root["shards"];
@@ -205,9 +255,9 @@ ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir)
   for (size_t i = 0; i < shards.size(); ++i) {
     const auto s = shards[i];
     std::string where = "shards[" + std::to_string(i) + "]";
-    p.checkKeys(
-        s, where,
-        {"name", "listen", "device", "experts", "layers", "admin", "threads", "shared_expert"});
+    p.checkKeys(s, where,
+                {"name", "listen", "device", "experts", "layers", "admin", "threads",
+                 "shared_expert", "expert"});
     ShardConfig sc;
     for (const char* required : {"name", "listen", "experts"}) {
       if (!s[required]) p.fail(s, Parser::join(where, required), "missing");
@@ -230,6 +280,9 @@ ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir)
     if (s["layers"] && !(s["layers"].IsScalar() && s["layers"].Scalar() == "all")) {
       sc.layers = p.idList(s["layers"], where + ".layers");
     }
+    sc.batching = s["expert"] ? parseExpertSection(p, s["expert"], where + ".expert",
+                                                   c.expertDefaults.batching)
+                              : c.expertDefaults.batching;
     c.shards.push_back(std::move(sc));
   }
 

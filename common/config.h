@@ -17,6 +17,20 @@ namespace moe {
 
 struct ModelConfig;
 
+// Coalescing on an expert shard (config `expert.batching`, per shard `shards[].expert.batching`):
+// concurrent ExpertShard.run calls for the same layer that wait for the compute thread are merged
+// into one compute job, so each expert runs one GEMM over all their rows.
+struct ExpertBatchingConfig {
+  bool enabled = true;      // false: one compute job per call
+  uint32_t windowUs = 0;    // an idle shard may hold a call this long for company; 0 = never wait
+  uint32_t maxRows = 8192;  // rows per merged job; a larger call still runs, alone
+};
+
+// Expert-side settings every shard inherits (top-level config section `expert:`).
+struct ExpertServiceConfig {
+  ExpertBatchingConfig batching;
+};
+
 struct ShardConfig {
   std::string name;    // unique, e.g. "shard-0"
   std::string listen;  // "host:port"
@@ -28,14 +42,17 @@ struct ShardConfig {
   // Serve the layers' shared expert here (Qwen2-MoE, DeepSeek) instead of on the router. With
   // several such shards the first one listed is used.
   bool sharedExpert = false;
+  // The cluster's `expert.batching` with this shard's own `expert.batching` keys over it.
+  ExpertBatchingConfig batching;
   bool servesLayer(uint32_t layer) const;
 };
 
-// Merging concurrent Router.forward calls of one layer into one batch (router.batching).
+// Request batching on the router (config `router.batching`): concurrent forward calls for the
+// same layer are merged before gating and dispatch.
 struct RouterBatchingConfig {
   bool enabled = true;
-  uint32_t windowUs = 0;     // longest a lone request waits for company; 0: never wait
-  uint32_t maxTokens = 4096;  // tokens of one merged batch at most
+  uint32_t windowUs = 0;      // how long a batch may wait for more requests; 0 = never wait
+  uint32_t maxTokens = 4096;  // the most tokens one merged batch holds
 };
 
 struct RouterConfig {
@@ -45,7 +62,9 @@ struct RouterConfig {
   std::string admin;          // admin HTTP plane "host:port"; "" = off
   uint32_t threads = 0;       // CPU threads for BLAS gating; 0 = the library default
   RouterBatchingConfig batching;
-  uint32_t maxQueuedTokens = 65536;  // tokens waiting for a batch; beyond: ResourceExhausted
+  // Tokens of forward calls waiting to be batched; a call that would exceed it is refused
+  // (ResourceExhausted) rather than queued without bound.
+  uint32_t maxQueuedTokens = 65536;
 };
 
 struct TimeoutConfig {
@@ -77,6 +96,7 @@ struct ClusterConfig {
   std::vector<ShardConfig> shards;
   TimeoutConfig timeouts;
   RoutingOptions routing;
+  ExpertServiceConfig expertDefaults;  // `expert:`; already merged into each ShardConfig
 
   const ShardConfig* findShard(std::string_view name) const;
 };

@@ -9,7 +9,8 @@ ExpertMetrics::ExpertMetrics(prometheus::Registry& registry, const ExpertStore& 
                              std::string_view backend)
     : computeDuration(prometheus::BuildHistogram()
                           .Name("moe_expert_compute_duration_seconds")
-                          .Help("Compute time of one ExpertShard.run on the device")
+                          .Help("Compute time of one compute job (one ExpertShard.run, or several "
+                                "coalesced) on the device")
                           .Register(registry)
                           .Add({}, latencyBuckets())),
       batchRows(prometheus::BuildHistogram()
@@ -17,6 +18,12 @@ ExpertMetrics::ExpertMetrics(prometheus::Registry& registry, const ExpertStore& 
                     .Help("Token rows per ExpertShard.run")
                     .Register(registry)
                     .Add({}, sizeBuckets())),
+      coalescedCalls(
+          prometheus::BuildHistogram()
+              .Name("moe_expert_coalesced_calls")
+              .Help("ExpertShard.run calls merged into one compute job")
+              .Register(registry)
+              .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128})),
       queueDepth(prometheus::BuildGauge()
                      .Name("moe_expert_queue_depth")
                      .Help("Runs waiting for the compute thread")

@@ -3,7 +3,10 @@
 //   moe_build_info{version,role,backend}                 gauge, always 1
 //   moe_expert_requests_total{code}                      counter; code = a metricCodeLabel:
 //                                                        ok, invalid_argument, internal, …
-//   moe_expert_compute_duration_seconds                  histogram, compute time of one run
+//   moe_expert_compute_duration_seconds                  histogram, compute time of one compute
+//                                                        job (one run, or several coalesced)
+//   moe_expert_coalesced_calls                           histogram, run calls per compute job
+//                                                        (each expert runs one GEMM per job)
 //   moe_expert_batch_rows                                histogram, token rows per run
 //   moe_expert_tokens_total{layer,expert}                counter, (row, expert) products computed
 //   moe_expert_queue_depth                               gauge, runs waiting for the executor
@@ -35,6 +38,7 @@ class ExpertMetrics {
 
   prometheus::Histogram& computeDuration;
   prometheus::Histogram& batchRows;
+  prometheus::Histogram& coalescedCalls;
   prometheus::Gauge& queueDepth;
   prometheus::Gauge& deviceMemory;
 

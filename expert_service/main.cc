@@ -72,8 +72,8 @@ int main(int argc, char** argv) {
   moe::expert::ExpertMetrics metrics(*registry, *model.value()->store, backend);
 
   auto io = kj::setupAsyncIo();
-  capnp::Capability::Client server =
-      kj::heap<moe::expert::ShardServer>(std::move(model).value(), metrics);
+  capnp::Capability::Client server = kj::heap<moe::expert::ShardServer>(
+      std::move(model).value(), metrics, io.provider->getTimer());
   moe::ServeOptions serve{self->listen, "expert shard " + shard, admin.get(),
                           /*readyWhenListening=*/true, cluster.timeouts.drainMs};
   return moe::serveUntilSignal(io, kj::mv(server), serve);

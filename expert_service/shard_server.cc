@@ -1,8 +1,12 @@
-// ShardServer implementation.
+// ShardServer implementation: validation on the RPC loop, a queue, and compute jobs on the
+// executor one at a time, so that calls arriving while a job runs can join the next one.
 #include "expert_service/shard_server.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <utility>
+#include <vector>
 
 #include "common/log.h"
 #include "common/rpc_endpoint.h"
@@ -18,16 +22,31 @@ namespace {
   throwStatus(StatusCode::kInvalidArgument, message);
 }
 
-// The CSR form of a request's segments, owned for the duration of the compute job.
-struct SegmentTable {
-  std::vector<kernels::ExpertFfnWeights> experts;
-  std::vector<uint32_t> offsets{0};
-  std::vector<uint32_t> rows;
-  std::vector<float> weights;
-  kernels::ExpertSegments view() const { return {experts, offsets, rows, weights}; }
-};
+double secondsSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
 
 }  // namespace
+
+// A validated run, waiting for or inside a compute job. `x` may view the request's bytes and `out`
+// is the reply's payload: both live only as long as the call's promise (the RPC system owns them).
+struct ShardServer::Call {
+  uint64_t id = 0;
+  uint32_t layer = 0;
+  uint32_t rows = 0;
+  std::unique_ptr<F32Rows> x;  // [rows, H]
+  SegmentTable segments;
+  std::span<float> out;  // [rows, H]
+  kj::Own<kj::PromiseFulfiller<kj::Promise<JobOutcome>>> done;
+};
+
+// A job of several calls: their merged input and the job's own output, which each call's rows are
+// copied out of. The job owns all of it, so a call cancelled meanwhile leaves nothing dangling.
+struct ShardServer::MergedJob {
+  kj::Vector<kj::Own<Call>> calls;
+  MergedRuns merged;
+  std::vector<float> out;
+};
 
 Result<std::unique_ptr<ShardModel>> ShardModel::load(const ClusterConfig& cluster,
                                                      const std::string& shardName) {
@@ -51,8 +70,13 @@ Result<std::unique_ptr<ShardModel>> ShardModel::load(const ClusterConfig& cluste
   return m;
 }
 
-ShardServer::ShardServer(std::unique_ptr<ShardModel> model, ExpertMetrics& metrics)
-    : model_(std::move(model)), metrics_(metrics) {}
+ShardServer::ShardServer(std::unique_ptr<ShardModel> model, ExpertMetrics& metrics,
+                         kj::Timer& timer)
+    : model_(std::move(model)), metrics_(metrics), timer_(timer), queue_(model_->shard.batching) {}
+
+ShardServer::~ShardServer() {
+  stopping_ = true;  // tearing down tasks_ finishes jobs: no new ones then
+}
 
 kj::Promise<void> ShardServer::run(RunContext context) {
   return kj::evalNow([&]() { return runChecked(context); })
@@ -65,23 +89,63 @@ kj::Promise<void> ShardServer::run(RunContext context) {
 
 kj::Promise<void> ShardServer::runChecked(RunContext context) {
   const auto start = std::chrono::steady_clock::now();
+  // A caller that gives up (deadline, failover) takes its call out of the queue: nobody waits for
+  // that work any more (enqueue).
+  context.allowCancellation();
+  kj::Own<Call> call = validate(context);
+  const uint32_t R = call->rows;
+  const uint32_t shape[2] = {R, model_->model.hiddenSize};
+  call->out = initF32(context.getResults().initOutput(), shape);
+  return enqueue(kj::mv(call)).then([this, start, R](JobOutcome o) {
+    if (!o.status)
+      throwStatus(StatusCode::kInternal, "shard " + model_->shard.name + ": " + o.status.message());
+    logDebug("ran ", R, " rows in ",
+             std::chrono::duration_cast<std::chrono::microseconds>(
+                 std::chrono::steady_clock::now() - start)
+                 .count(),
+             " us");
+  });
+}
+
+// Every check of a call happens here, before it is queued, so a bad call fails alone and never
+// joins (or fails) a merged job.
+kj::Own<ShardServer::Call> ShardServer::validate(RunContext& context) {
   const uint32_t H = model_->model.hiddenSize;
   auto params = context.getParams();
-  const uint32_t layer = params.getLayer();
-  const std::string& name = model_->shard.name;
-  if (!model_->store->servesLayer(layer)) {
-    badRequest("layer " + std::to_string(layer) + " is not served by shard " + name);
+  auto call = kj::heap<Call>();
+  call->layer = params.getLayer();
+  if (!model_->store->servesLayer(call->layer)) {
+    badRequest("layer " + std::to_string(call->layer) + " is not served by shard " +
+               model_->shard.name);
   }
   auto view = decodeTensor(params.getRows(), "rows");
   if (!view) badRequest(view.error());
   if (auto s = expect2d(view.value(), H, "rows"); !s) badRequest(s.message());
-  const uint32_t R = view.value().shape[0];
+  const uint32_t R = call->rows = view.value().shape[0];
   if (R == 0) badRequest("rows: zero rows; send at least one");
   if (R > model_->maxRows) {
     badRequest("rows: " + std::to_string(R) + " rows exceeds the limit of " +
                std::to_string(model_->maxRows));
   }
-  auto table = std::make_shared<SegmentTable>();
+  call->segments = checkSegments(params, R);
+  call->x = std::make_unique<F32Rows>(view.value());
+  if (int64_t bad = firstNonFinite(call->x->values()); bad >= 0) {
+    badRequest("rows: row " + std::to_string(bad / H) + " has a non-finite value at column " +
+               std::to_string(bad % H));
+  }
+  const SegmentTable& t = call->segments;
+  for (size_t s = 0; s < t.keys.size(); ++s) {
+    if (t.keys[s] == kSharedExpertKey) continue;
+    if (auto* c = metrics_.tokens(call->layer, t.keys[s]))
+      c->Increment(t.offsets[s + 1] - t.offsets[s]);
+  }
+  metrics_.batchRows.Observe(R);
+  return call;
+}
+
+SegmentTable ShardServer::checkSegments(proto::ExpertShard::RunParams::Reader params, uint32_t R) {
+  const uint32_t layer = params.getLayer();
+  SegmentTable table;
   std::vector<uint32_t> lastSeen(R, UINT32_MAX);  // segment that last named each row
   auto segments = params.getSegments();
   for (uint32_t s = 0; s < segments.size(); ++s) {
@@ -92,7 +156,7 @@ kj::Promise<void> ShardServer::runChecked(RunContext context) {
       badRequest("segment " + std::to_string(s) + ": " +
                  (seg.getShared() ? std::string("the shared expert")
                                   : "expert " + std::to_string(seg.getExpert())) +
-                 " of layer " + std::to_string(layer) + " is not on shard " + name);
+                 " of layer " + std::to_string(layer) + " is not on shard " + model_->shard.name);
     }
     auto idx = seg.getRowIndex();
     auto wt = seg.getWeight();
@@ -111,55 +175,133 @@ kj::Promise<void> ShardServer::runChecked(RunContext context) {
         badRequest("segment " + std::to_string(s) + ": non-finite weight for row " +
                    std::to_string(r));
       lastSeen[r] = s;
-      table->rows.push_back(r);
-      table->weights.push_back(wt[j]);
+      table.rows.push_back(r);
+      table.weights.push_back(wt[j]);
     }
-    table->experts.push_back(*w);
-    table->offsets.push_back(static_cast<uint32_t>(table->rows.size()));
+    table.closeSegment(*w, seg.getShared() ? kSharedExpertKey : seg.getExpert());
   }
+  return table;
+}
 
-  for (uint32_t s = 0; s < segments.size(); ++s) {
-    if (segments[s].getShared()) continue;
-    if (auto* c = metrics_.tokens(layer, segments[s].getExpert())) {
-      c->Increment(segments[s].getRowIndex().size());
+kj::Promise<ShardServer::JobOutcome> ShardServer::enqueue(kj::Own<Call> call) {
+  auto paf = kj::newPromiseAndFulfiller<kj::Promise<JobOutcome>>();
+  call->done = kj::mv(paf.fulfiller);
+  const uint64_t id = call->id = nextId_++;
+  queue_.push(id, call->layer, call->rows, nowUs());
+  waiting_.emplace(id, kj::mv(call));
+  metrics_.queueDepth.Set(static_cast<double>(queue_.size()));
+  pump();
+  // Runs when the caller's promise goes away: after the reply (a no-op then), or when the caller
+  // cancels, so that a call still waiting leaves the queue and is never computed.
+  return kj::mv(paf.promise).attach(kj::defer([this, id]() { cancelWaiting(id); }));
+}
+
+void ShardServer::cancelWaiting(uint64_t id) {
+  if (!queue_.remove(id)) return;  // not waiting: replied to, or inside a running job
+  waiting_.erase(id);
+  metrics_.queueDepth.Set(static_cast<double>(queue_.size()));
+}
+
+// Starts the next compute job when none runs, or arms the coalescing window's timer.
+void ShardServer::pump() {
+  if (stopping_) return;
+  RunQueue::Next next = queue_.take(nowUs());
+  if (next.ids.empty()) {
+    if (next.waitUntilUs && !timerArmed_) {
+      timerArmed_ = true;
+      const kj::TimePoint at = kj::origin<kj::TimePoint>() + *next.waitUntilUs * kj::MICROSECONDS;
+      tasks_.add(timer_.atTime(at).then([this]() {
+        timerArmed_ = false;
+        pump();
+      }));
     }
+    return;
   }
-  metrics_.batchRows.Observe(R);
+  kj::Vector<kj::Own<Call>> calls(next.ids.size());
+  for (uint64_t id : next.ids) {
+    auto it = waiting_.find(id);
+    calls.add(kj::mv(it->second));
+    waiting_.erase(it);
+  }
+  metrics_.queueDepth.Set(static_cast<double>(queue_.size()));
+  metrics_.coalescedCalls.Observe(static_cast<double>(calls.size()));
+  if (calls.size() == 1) {
+    startAlone(kj::mv(calls[0]));
+  } else {
+    startMerged(kj::mv(calls));
+  }
+}
 
-  auto x = std::make_shared<F32Rows>(view.value());
-  const uint32_t shape[2] = {R, H};
-  auto out = initF32(context.getResults().initOutput(), shape);
+// One call: computed straight into its reply. The job's promise becomes the call's, so a caller
+// that cancels while it runs waits for it (kj::Executor) before the request and reply are freed.
+void ShardServer::startAlone(kj::Own<Call> call) {
   kernels::Backend& backend = *model_->backend;
-  // The job's outcome: an input problem (bad request), a compute failure, or the compute time.
-  struct Outcome {
-    std::string badInput;
-    Status status;
-    double seconds = 0;
-  };
-  auto job = executor_.run([&backend, table, x, out, R, H]() -> Outcome {
-    auto xs = x->values();
-    if (int64_t bad = firstNonFinite(xs); bad >= 0) {
-      return {"rows: row " + std::to_string(bad / H) + " has a non-finite value at column " +
-                  std::to_string(bad % H),
-              Status::ok(), 0};
-    }
+  const uint32_t H = model_->model.hiddenSize;
+  auto done = kj::mv(call->done);
+  auto job = executor_.run([&backend, H, c = kj::mv(call)]() -> JobOutcome {
     const auto t0 = std::chrono::steady_clock::now();
-    Status s = backend.expertFfn(table->view(), xs, R, H, out);
-    return {"", std::move(s),
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()};
+    Status s = backend.expertFfn(c->segments.view(), c->x->values(), c->rows, H, c->out);
+    return {std::move(s), secondsSince(t0)};
   });
-  metrics_.queueDepth.Set(static_cast<double>(executor_.queued()));
-  return job.then([this, start, R, &name](Outcome o) {
-    metrics_.queueDepth.Set(static_cast<double>(executor_.queued()));
-    if (!o.badInput.empty()) badRequest(o.badInput);
-    if (!o.status) throwStatus(StatusCode::kInternal, "shard " + name + ": " + o.status.message());
-    metrics_.computeDuration.Observe(o.seconds);
-    logDebug("ran ", R, " rows in ",
-             std::chrono::duration_cast<std::chrono::microseconds>(
-                 std::chrono::steady_clock::now() - start)
-                 .count(),
-             " us");
+  done->fulfill(job.then([this](JobOutcome o) {
+                     if (o.status) metrics_.computeDuration.Observe(o.seconds);
+                     return o;
+                   })
+                    .attach(kj::defer([this]() { jobFinished(); })));
+}
+
+// Several calls: one expertFfn over their merged rows, so each expert runs one GEMM. The rows are
+// copied now, on the loop, while every request is still alive.
+void ShardServer::startMerged(kj::Vector<kj::Own<Call>> calls) {
+  kernels::Backend& backend = *model_->backend;
+  const uint32_t H = model_->model.hiddenSize;
+  std::vector<MergePart> parts;
+  parts.reserve(calls.size());
+  for (auto& c : calls) parts.push_back({c->x->values(), &c->segments});
+  auto job = kj::heap<MergedJob>();
+  job->merged = mergeRuns(parts, H);
+  job->out.resize(size_t{job->merged.totalRows()} * H);
+  job->calls = kj::mv(calls);
+  MergedJob* j = job.get();  // the continuation below owns it and outlives the compute
+  auto compute = executor_.run([&backend, H, j]() -> JobOutcome {
+    const auto t0 = std::chrono::steady_clock::now();
+    Status s =
+        backend.expertFfn(j->merged.segments.view(), j->merged.x, j->merged.totalRows(), H, j->out);
+    return {std::move(s), secondsSince(t0)};
   });
+  tasks_.add(
+      compute.then([this, job = kj::mv(job)](JobOutcome o) mutable { finishMerged(*job, o); })
+          .attach(kj::defer([this]() { jobFinished(); })));
+}
+
+void ShardServer::finishMerged(MergedJob& job, const JobOutcome& outcome) {
+  if (outcome.status) metrics_.computeDuration.Observe(outcome.seconds);
+  const uint32_t H = model_->model.hiddenSize;
+  for (size_t i = 0; i < job.calls.size(); ++i) {
+    Call& c = *job.calls[i];
+    if (!c.done->isWaiting()) continue;  // cancelled during the compute: its reply is gone
+    if (outcome.status) {
+      auto rows = mergedRows(job.merged, i, job.out, H);
+      std::copy(rows.begin(), rows.end(), c.out.begin());
+    }
+    c.done->fulfill(kj::Promise<JobOutcome>(JobOutcome(outcome)));
+  }
+}
+
+void ShardServer::jobFinished() {
+  queue_.finished();
+  if (stopping_) return;
+  // On a later turn: this runs while the job's promise is being torn down.
+  tasks_.add(kj::evalLater([this]() { pump(); }));
+}
+
+uint64_t ShardServer::nowUs() const {
+  return static_cast<uint64_t>((timer_.now() - kj::origin<kj::TimePoint>()) / kj::MICROSECONDS);
+}
+
+void ShardServer::taskFailed(kj::Exception&& exception) {
+  logError("shard ", model_->shard.name,
+           ": compute task failed: ", exception.getDescription().cStr());
 }
 
 kj::Promise<void> ShardServer::info(InfoContext context) {

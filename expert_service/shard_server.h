@@ -1,14 +1,24 @@
-// ShardServer: the ExpertShard RPC. Validates a run request (layer, rows, segments), computes the
-// weighted grouped FFN on the compute executor straight into the reply, and answers.
+// ShardServer: the ExpertShard RPC. Validates a run request (layer, rows, segments, finite values),
+// queues it, and computes the weighted grouped FFN on the compute executor. Calls for the same
+// layer that wait while the executor is busy are coalesced into one compute job
+// (ShardConfig::batching; the merge rules are in run_coalescer.h); a call that runs alone is
+// computed straight into its reply.
 #pragma once
 
+#include <kj/async.h>
+#include <kj/timer.h>
+#include <kj/vector.h>
+
+#include <map>
 #include <memory>
+#include <string>
 
 #include "common/compute_executor.h"
 #include "common/config.h"
 #include "common/proto/moe.capnp.h"
 #include "expert_service/expert_metrics.h"
 #include "expert_service/expert_store.h"
+#include "expert_service/run_coalescer.h"
 #include "kernels/backend.h"
 
 namespace moe::expert {
@@ -24,18 +34,46 @@ struct ShardModel {
                                                   const std::string& shardName);
 };
 
-class ShardServer final : public proto::ExpertShard::Server {
+class ShardServer final : public proto::ExpertShard::Server, private kj::TaskSet::ErrorHandler {
  public:
-  ShardServer(std::unique_ptr<ShardModel> model, ExpertMetrics& metrics);
+  // `timer` runs the coalescing window (ShardConfig::batching.windowUs).
+  ShardServer(std::unique_ptr<ShardModel> model, ExpertMetrics& metrics, kj::Timer& timer);
+  ~ShardServer();
   kj::Promise<void> run(RunContext context) override;
   kj::Promise<void> info(InfoContext context) override;
 
  private:
+  struct Call;
+  struct MergedJob;
+  // What a compute job reports to each of its calls.
+  struct JobOutcome {
+    Status status;
+    double seconds = 0;
+  };
+
   kj::Promise<void> runChecked(RunContext context);
+  kj::Own<Call> validate(RunContext& context);
+  SegmentTable checkSegments(proto::ExpertShard::RunParams::Reader params, uint32_t rows);
+  kj::Promise<JobOutcome> enqueue(kj::Own<Call> call);
+  void cancelWaiting(uint64_t id);
+  void pump();
+  void startAlone(kj::Own<Call> call);
+  void startMerged(kj::Vector<kj::Own<Call>> calls);
+  void finishMerged(MergedJob& job, const JobOutcome& outcome);
+  void jobFinished();
+  uint64_t nowUs() const;
+  void taskFailed(kj::Exception&& exception) override;
 
   std::unique_ptr<ShardModel> model_;
   ExpertMetrics& metrics_;
+  kj::Timer& timer_;
+  RunQueue queue_;
+  std::map<uint64_t, kj::Own<Call>> waiting_;  // the queue's calls, by id
+  uint64_t nextId_ = 0;
+  bool timerArmed_ = false;
+  bool stopping_ = false;
   ComputeExecutor executor_{"expert-compute"};
+  kj::TaskSet tasks_{*this};  // merged jobs and window timers; destroyed before the executor
 };
 
 }  // namespace moe::expert

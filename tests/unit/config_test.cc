@@ -752,6 +752,167 @@ TEST(ConfigErrors, RoutingOptionsNameTheKey) {
       contains(errorOf(kMinimal + "routing: {capacity: 2}\n"), "routing.capacity: unknown key"));
 }
 
+// ---------------------------------------------------------------------------------------------
+// Batching: router.batching, router.max_queued_tokens, expert.batching and shards[].expert.batching
+
+TEST(ConfigParse, BatchingDefaults) {
+  auto c = mustParse(kMinimal);
+  EXPECT_TRUE(c.router.batching.enabled);
+  EXPECT_EQ(c.router.batching.windowUs, 0u);
+  EXPECT_EQ(c.router.batching.maxTokens, 4096u);
+  EXPECT_EQ(c.router.maxQueuedTokens, 65536u);
+  EXPECT_TRUE(c.expertDefaults.batching.enabled);
+  EXPECT_EQ(c.expertDefaults.batching.windowUs, 0u);
+  EXPECT_EQ(c.expertDefaults.batching.maxRows, 8192u);
+  for (const ShardConfig& s : c.shards) {
+    SCOPED_TRACE(s.name);
+    EXPECT_TRUE(s.batching.enabled);
+    EXPECT_EQ(s.batching.windowUs, 0u);
+    EXPECT_EQ(s.batching.maxRows, 8192u);
+  }
+}
+
+TEST(ConfigParse, RouterBatchingExplicitValues) {
+  struct Case {
+    std::string yaml;  // the router section, appended to kMinimal
+    RouterBatchingConfig want;
+    uint32_t wantQueued;
+  };
+  const Case cases[] = {
+      {"router: {batching: {enabled: false}}\n", {false, 0, 4096}, 65536},
+      {"router: {batching: {window_us: 250}}\n", {true, 250, 4096}, 65536},
+      {"router:\n  batching: {enabled: true, window_us: 1000000, max_tokens: 1}\n"
+       "  max_queued_tokens: 1\n",
+       {true, 1000000, 1},
+       1},
+      {"router: {max_queued_tokens: 100000, batching: {max_tokens: 8192}}\n",
+       {true, 0, 8192},
+       100000},
+  };
+  for (const Case& tc : cases) {
+    SCOPED_TRACE(tc.yaml);
+    auto c = mustParse(kMinimal + tc.yaml);
+    EXPECT_EQ(c.router.batching.enabled, tc.want.enabled);
+    EXPECT_EQ(c.router.batching.windowUs, tc.want.windowUs);
+    EXPECT_EQ(c.router.batching.maxTokens, tc.want.maxTokens);
+    EXPECT_EQ(c.router.maxQueuedTokens, tc.wantQueued);
+    EXPECT_EQ(c.router.maxTokens, 8192u);  // the per-call limit is a different key
+  }
+}
+
+TEST(ConfigParse, ExpertBatchingDefaultAndShardOverridesKeyByKey) {
+  auto c = mustParse(lines({
+      "model: {path: /m}",
+      "expert:",
+      "  batching: {window_us: 100, max_rows: 512}",
+      "shards:",
+      "  - {name: a, listen: 'h:1', experts: [0]}",
+      "  - {name: b, listen: 'h:2', experts: [1], expert: {batching: {enabled: false}}}",
+      "  - {name: c, listen: 'h:3', experts: [2], expert: {batching: {max_rows: 64}}}",
+      "  - name: d",
+      "    listen: 'h:4'",
+      "    experts: [3]",
+      "    expert:",
+      "      batching: {enabled: true, window_us: 0, max_rows: 1}",
+  }));
+  EXPECT_EQ(c.expertDefaults.batching.windowUs, 100u);
+  EXPECT_EQ(c.expertDefaults.batching.maxRows, 512u);
+  struct Want {
+    const char* shard;
+    ExpertBatchingConfig batching;
+  };
+  for (const Want& w : {Want{"a", {true, 100, 512}}, Want{"b", {false, 100, 512}},
+                        Want{"c", {true, 100, 64}}, Want{"d", {true, 0, 1}}}) {
+    SCOPED_TRACE(w.shard);
+    const ShardConfig* s = c.findShard(w.shard);
+    ASSERT_NE(s, nullptr);
+    EXPECT_EQ(s->batching.enabled, w.batching.enabled);
+    EXPECT_EQ(s->batching.windowUs, w.batching.windowUs);
+    EXPECT_EQ(s->batching.maxRows, w.batching.maxRows);
+  }
+  // A shard block without a cluster default applies over the built-in defaults.
+  auto own = mustParse(lines({"model: {path: /m}", "shards:",
+                              "  - {name: a, listen: 'h:1', experts: [0], expert: {batching: "
+                              "{window_us: 7}}}"}));
+  EXPECT_TRUE(own.shards[0].batching.enabled);
+  EXPECT_EQ(own.shards[0].batching.windowUs, 7u);
+  EXPECT_EQ(own.shards[0].batching.maxRows, 8192u);
+  EXPECT_EQ(own.expertDefaults.batching.windowUs, 0u);
+}
+
+TEST(ConfigErrors, BatchingValuesNameTheKey) {
+  const std::string shardPrefix = lines({
+      "model: {path: /m}",                           // 1
+      "shards:",                                     // 2
+      "  - {name: a, listen: 'h:1', experts: [0],",  // 3
+  });
+  const struct {
+    std::string yaml;
+    const char* error;
+  } cases[] = {
+      {kMinimal + "router: {batching: {max_tokens: 0}}\n",
+       "cluster.yaml:10: router.batching.max_tokens: 0 out of range [1, 4294967295]"},
+      {kMinimal + "router: {batching: {window_us: 1000001}}\n",
+       "cluster.yaml:10: router.batching.window_us: 1000001 out of range [0, 1000000]"},
+      {kMinimal + "router: {batching: {window_us: -1}}\n",
+       "cluster.yaml:10: router.batching.window_us: '-1' is not a non-negative integer"},
+      {kMinimal + "router: {batching: {enabled: yes}}\n",
+       "cluster.yaml:10: router.batching.enabled: expected true or false"},
+      {kMinimal + "router: {max_queued_tokens: 0}\n",
+       "cluster.yaml:10: router.max_queued_tokens: 0 out of range [1, 4294967295]"},
+      {kMinimal + "router: {max_queued_tokens: 4294967296}\n",
+       "cluster.yaml:10: router.max_queued_tokens: 4294967296 out of range [1, 4294967295]"},
+      {kMinimal + "router: {batching: true}\n",
+       "cluster.yaml:10: router.batching: expected a mapping"},
+      {kMinimal + "expert:\n  batching:\n    max_rows: 0\n",
+       "cluster.yaml:12: expert.batching.max_rows: 0 out of range [1, 4294967295]"},
+      {kMinimal + "expert:\n  batching:\n    window_us: 2000000\n",
+       "cluster.yaml:12: expert.batching.window_us: 2000000 out of range [0, 1000000]"},
+      {kMinimal + "expert: {batching: {enabled: 1}}\n",
+       "cluster.yaml:10: expert.batching.enabled: expected true or false"},
+      {kMinimal + "expert: []\n", "cluster.yaml:10: expert: expected a mapping"},
+      {shardPrefix + "     expert: {batching: {max_rows: 0}}}\n",
+       "cluster.yaml:4: shards[0].expert.batching.max_rows: 0 out of range [1, 4294967295]"},
+      {shardPrefix + "     expert: {batching: {window_us: 1000001}}}\n",
+       "cluster.yaml:4: shards[0].expert.batching.window_us: 1000001 out of range"},
+  };
+  for (const auto& tc : cases) {
+    SCOPED_TRACE(tc.yaml);
+    EXPECT_TRUE(contains(errorOf(tc.yaml), tc.error));
+  }
+}
+
+TEST(ConfigErrors, UnknownKeysInBatchingSections) {
+  const struct {
+    std::string yaml;
+    const char* error;
+  } cases[] = {
+      {kMinimal + "router: {batching: {max_rows: 8}}\n",
+       "cluster.yaml:10: router.batching.max_rows: unknown key (expected one of: enabled, "
+       "window_us, max_tokens)"},
+      {kMinimal + "router: {batching: {window: 8}}\n", "router.batching.window: unknown key"},
+      {kMinimal + "router: {max_queued: 8}\n", "router.max_queued: unknown key"},
+      {kMinimal + "expert: {batching: {max_tokens: 8}}\n",
+       "cluster.yaml:10: expert.batching.max_tokens: unknown key (expected one of: enabled, "
+       "window_us, max_rows)"},
+      {kMinimal + "expert:\n  threads: 2\n",
+       "cluster.yaml:11: expert.threads: unknown key (expected one of: batching)"},
+      {lines({"model: {path: /m}", "shards:",
+              "  - {name: a, listen: 'h:1', experts: [0], expert: {batching: {size: 1}}}"}),
+       "cluster.yaml:3: shards[0].expert.batching.size: unknown key"},
+      {lines({"model: {path: /m}",
+              "shards:", "  - {name: a, listen: 'h:1', experts: [0], expert: {window_us: 1}}"}),
+       "cluster.yaml:3: shards[0].expert.window_us: unknown key"},
+      {lines({"model: {path: /m}",
+              "shards:", "  - {name: a, listen: 'h:1', experts: [0], batching: {window_us: 1}}"}),
+       "cluster.yaml:3: shards[0].batching: unknown key"},
+  };
+  for (const auto& tc : cases) {
+    SCOPED_TRACE(tc.yaml);
+    EXPECT_TRUE(contains(errorOf(tc.yaml), tc.error));
+  }
+}
+
 TEST(ValidatePlacement, ZeroComputeExpertsAreNotPlacedOnShards) {
   ModelConfig m = model4x2();
   m.modelType = "MoE++";

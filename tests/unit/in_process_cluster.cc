@@ -70,8 +70,8 @@ InProcessCluster::InProcessCluster(const std::string& dir, const InProcessCluste
     ADD_FAILURE() << cluster.error();
     return;
   }
-  auto transport = std::make_unique<router::InProcessShardTransport>(
-      io_.provider->getTimer(), cluster.value().timeouts);
+  auto transport = std::make_unique<router::InProcessShardTransport>(io_.provider->getTimer(),
+                                                                     cluster.value().timeouts);
   for (size_t i = 0; i < cluster.value().shards.size(); ++i) {
     const ShardConfig& sc = cluster.value().shards[i];
     if (i < faults.size() && faults[i] != ShardFault::kNone) {
@@ -85,8 +85,9 @@ InProcessCluster::InProcessCluster(const std::string& dir, const InProcessCluste
     }
     parts_->shardMetrics.push_back(std::make_unique<expert::ExpertMetrics>(
         parts_->registry, *shard.value()->store, "reference"));
-    transport->add(sc, kj::heap<expert::ShardServer>(std::move(shard).value(),
-                                                     *parts_->shardMetrics.back()));
+    transport->add(
+        sc, kj::heap<expert::ShardServer>(std::move(shard).value(), *parts_->shardMetrics.back(),
+                                          io_.provider->getTimer()));
   }
   auto model = router::RouterModel::load(cluster.value());
   if (!model) {
