@@ -422,7 +422,7 @@ TEST_F(ShardServerCoalescing, ConcurrentRunsEqualTheSameRunsAlone) {
       // end before the others arrive, so merging is not asserted here (the window cases do).
       {"window 0", "expert: {batching: {window_us: 0}}\n", false},
       {"window 2 ms", "expert: {batching: {window_us: 2000}}\n", true},
-      {"max_rows 16", "expert: {batching: {max_rows: 16}}\n", true},
+      {"max_rows 16", "expert: {batching: {max_rows: 16, window_us: 2000}}\n", true},
       {"disabled", "expert: {batching: {enabled: false}}\n", false},
   };
   const std::vector<RunSpec> runs = mixedRuns();
