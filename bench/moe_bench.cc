@@ -23,12 +23,12 @@
 #include <thread>
 #include <vector>
 
+#include "bench/concurrency_scenario.h"
 #include "client/reference/in_process_layer.h"
 #include "common/log.h"
 #include "common/proto/moe.capnp.h"
 #include "common/rpc_endpoint.h"
 #include "common/tensor_wire.h"
-#include "bench/concurrency_scenario.h"
 #include "deploy/local/local_cluster.h"
 #include "kernels/backend.h"
 
@@ -247,10 +247,11 @@ int main(int argc, char** argv) {
     std::printf("], \"concurrency\": [");
     for (size_t i = 0; i < concurrency.size(); ++i) {
       const auto& c = concurrency[i];
-      std::printf("%s{\"scenario\": \"%s\", \"tokens_per_s\": %.1f, \"p50_ms\": %.3f, "
-                  "\"p99_ms\": %.3f, \"errors\": %llu}",
-                  i ? ", " : "", c.scenario.name().c_str(), c.tokensPerSecond, c.p50Ms, c.p99Ms,
-                  static_cast<unsigned long long>(c.errors));
+      std::printf(
+          "%s{\"scenario\": \"%s\", \"tokens_per_s\": %.1f, \"p50_ms\": %.3f, "
+          "\"p99_ms\": %.3f, \"errors\": %llu}",
+          i ? ", " : "", c.scenario.name().c_str(), c.tokensPerSecond, c.p50Ms, c.p99Ms,
+          static_cast<unsigned long long>(c.errors));
     }
     std::printf("], \"ratio_16x8_over_1x128\": %.3f", concurrencyRatio(concurrency));
     std::printf(", \"expert_ffn_gflops\": %.2f, \"gemm_gflops\": %.2f, \"ffn_over_gemm\": %.3f}\n",

@@ -16,8 +16,8 @@
 #include <string>
 #include <vector>
 
-#include "client/reference/in_process_layer.h"
 #include "client/npy.h"
+#include "client/reference/in_process_layer.h"
 #include "common/config.h"
 #include "common/dtype.h"
 #include "common/log.h"
@@ -184,8 +184,8 @@ int main(int argc, char** argv) {
     for (auto l : info.getInfo().getMoeLayers()) moeLayers.push_back(l);
   } catch (const kj::Exception& e) {
     const moe::Status st = moe::statusFromException(e);
-    std::cerr << "moe-client: router " << o.router << ": " << moe::statusCodeName(st.code())
-              << ": " << st.message() << "\n";
+    std::cerr << "moe-client: router " << o.router << ": " << moe::statusCodeName(st.code()) << ": "
+              << st.message() << "\n";
     return moe::exitStatusFor(st.code());
   }
   std::vector<uint32_t> layers = moeLayers;

@@ -60,28 +60,48 @@ void Batcher::withdraw(uint32_t layer, const std::shared_ptr<Pending>& p) {
   if (observer_.queueDepth) observer_.queueDepth(waiting_);
 }
 
-// True when the lone request(s) of `q` should wait for company first (window_us > 0).
+// Pumps `layer` again at `when`, once (`armed` marks the pending timer).
+void Batcher::wakeAt(uint32_t layer, Clock::time_point when, bool LayerQueue::*armed) {
+  auto& q = layers_[layer];
+  if (q.*armed) return;
+  q.*armed = true;
+  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(when - Clock::now());
+  tasks_.add(timer_.afterDelay(std::max<int64_t>(us.count(), 0) * kj::MICROSECONDS)
+                 .then([this, layer, armed]() {
+                   layers_[layer].*armed = false;
+                   pump(layer);
+                 }));
+}
+
+// True while the layer's current batch should be left to finish first: it is being gated, or it
+// is in flight and not yet overdue (3× the layer's usual batch time, at least 20 ms).
+bool Batcher::busy(uint32_t layer, LayerQueue& q) {
+  if (q.gating || q.inFlight >= kMaxBatchesInFlight) return true;
+  if (q.inFlight == 0) return false;
+  const auto overdue =
+      q.lastStart + std::chrono::duration_cast<Clock::duration>(
+                        std::chrono::duration<double>(std::max(0.020, 3 * q.typicalSeconds)));
+  if (Clock::now() >= overdue) return false;
+  wakeAt(layer, overdue, &LayerQueue::overdueArmed);
+  return true;
+}
+
+// True when the waiting request(s) should wait for company first (window_us > 0).
 bool Batcher::waitForCompany(uint32_t layer, LayerQueue& q) {
   if (policy_.windowUs == 0 || q.tokens >= policy_.maxTokens) return false;
-  const auto deadline = q.waiting.front()->admitted + std::chrono::microseconds(policy_.windowUs);
-  const auto now = Clock::now();
-  if (now >= deadline) return false;
-  if (!q.windowArmed) {
-    q.windowArmed = true;
-    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(deadline - now).count();
-    tasks_.add(timer_.afterDelay(us * kj::MICROSECONDS).then([this, layer]() {
-      layers_[layer].windowArmed = false;
-      pump(layer);
-    }));
-  }
+  if (q.waiting.size() + q.inFlightRequests >= q.expectedCompany) return false;
+  const auto deadline = std::max(q.waiting.front()->admitted, q.freeSince) +
+                        std::chrono::microseconds(policy_.windowUs);
+  if (Clock::now() >= deadline) return false;
+  wakeAt(layer, deadline, &LayerQueue::windowArmed);
   return true;
 }
 
 void Batcher::pump(uint32_t layer) {
   auto& q = layers_[layer];
   if (q.waiting.empty()) return;
-  if (policy_.enabled && (q.gating || q.inFlight >= kMaxBatchesInFlight)) return;
-  if (policy_.enabled && waitForCompany(layer, q)) return;
+  if (policy_.enabled && (busy(layer, q) || waitForCompany(layer, q))) return;
+  q.expectedCompany = q.waiting.size() + q.inFlightRequests;
   std::vector<std::shared_ptr<Pending>> members;
   Batch batch = takeBatch(q, members);
   if (observer_.queueDepth) observer_.queueDepth(waiting_);
@@ -136,6 +156,10 @@ void Batcher::start(uint32_t layer, Batch batch, std::vector<std::shared_ptr<Pen
   auto& q = layers_[layer];
   q.gating = true;
   ++q.inFlight;
+  q.inFlightRequests += members.size();
+  q.lastStart = Clock::now();
+  const auto started = q.lastStart;
+  const size_t count = members.size();
   auto routed = [this, layer, done = false]() mutable {
     if (done) return;
     done = true;
@@ -159,9 +183,15 @@ void Batcher::start(uint32_t layer, Batch batch, std::vector<std::shared_ptr<Pen
                      [shared](kj::Exception&& e) {
                        for (auto& p : *shared) p->fulfiller->reject(kj::cp(e));
                      })
-                 .then([this, layer]() {
+                 .then([this, layer, started, count]() {
                    auto& q = layers_[layer];
+                   const double took =
+                       std::chrono::duration<double>(Clock::now() - started).count();
+                   q.typicalSeconds =
+                       q.typicalSeconds == 0 ? took : 0.8 * q.typicalSeconds + 0.2 * took;
                    --q.inFlight;
+                   q.inFlightRequests -= count;
+                   if (q.inFlight == 0) q.freeSince = Clock::now();
                    q.gating = false;  // in case the run ended before it said so
                    pump(layer);
                  }));

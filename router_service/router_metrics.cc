@@ -145,7 +145,6 @@ void RouterMetrics::recordRouting(uint32_t layer, const RoutingDecision& d) {
   auto it = layers_.find(layer);
   if (it == layers_.end()) return;
   Layer& st = it->second;
-  batchTokens.Observe(d.tokens);
   st.tokens->Increment(d.tokens);
   std::vector<double> counts(numExperts_, 0);
   for (uint32_t id : d.ids) counts[id] += 1;

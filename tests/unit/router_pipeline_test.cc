@@ -155,7 +155,8 @@ TEST_F(RouterPipeline, EachRequestKeepsItsOwnDeadline) {
       c.forward(0, tokens(1, 64, 900 + i), 1).wait(c.waitScope());
       ++ok;
     } catch (const kj::Exception& e) {
-      EXPECT_TRUE(contains(e.getDescription().cStr(), "DeadlineExceeded: forward did not complete"));
+      EXPECT_TRUE(
+          contains(e.getDescription().cStr(), "DeadlineExceeded: forward did not complete"));
       ++deadline;
     }
   }
