@@ -49,7 +49,8 @@ std::string writeCluster(const std::string& name, const ClusterSpec& spec) {
   std::ostringstream y;
   y << "model:\n  path: model\n";
   y << "router:\n  listen: 127.0.0.1:" << freePort()
-    << "\n  device: cpu\n  max_tokens: " << spec.maxTokens << "\n";
+    << "\n  device: cpu\n  max_tokens: " << spec.maxTokens << "\n"
+    << spec.routerYaml;
   y << "shards:\n";
   for (size_t i = 0; i < spec.shardExperts.size(); ++i) {
     y << "  - name: shard-" << i << "\n    listen: 127.0.0.1:" << freePort()
@@ -127,6 +128,13 @@ Outcome<TestClient::ForwardResponse> TestClient::forward(uint32_t layer,
 Outcome<TestClient::ForwardResponse> TestClient::forward(uint32_t layer,
                                                          const std::vector<float>& x, uint32_t T,
                                                          uint32_t H, const ForwardExtras& extras) {
+  return wait(forwardAsync(layer, x, T, H, extras));
+}
+
+kj::Promise<TestClient::ForwardResponse> TestClient::forwardAsync(uint32_t layer,
+                                                                  const std::vector<float>& x,
+                                                                  uint32_t T, uint32_t H,
+                                                                  const ForwardExtras& extras) {
   auto req = conn_->bootstrap<proto::Router>().forwardRequest();
   req.setLayer(layer);
   const uint32_t shape[2] = {T, H};
@@ -142,7 +150,14 @@ Outcome<TestClient::ForwardResponse> TestClient::forward(uint32_t layer,
   auto options = req.initOptions();
   options.setReturnRouting(extras.returnRouting);
   options.setNoiseSeed(extras.noiseSeed);
-  return wait(kj::Promise<ForwardResponse>(req.send()));
+  return kj::Promise<ForwardResponse>(req.send());
+}
+
+std::vector<Outcome<TestClient::ForwardResponse>> TestClient::waitAll(
+    kj::Array<kj::Promise<ForwardResponse>> calls) {
+  std::vector<Outcome<ForwardResponse>> out;
+  for (auto& call : calls) out.push_back(wait(kj::mv(call)));
+  return out;
 }
 
 Outcome<capnp::Response<proto::Router::InfoResults>> TestClient::routerInfo() {

@@ -32,6 +32,7 @@ struct ClusterSpec {
   uint32_t requestMs = 20000;
   RoutingOptions routing;      // written as the `routing:` section
   int sharedExpertShard = -1;  // index of the shard with shared_expert: true (-1: on the router)
+  std::string routerYaml;      // more keys of the router: section, e.g. "  batching: {...}\n"
 };
 
 // What a forward call may add to the tokens.
@@ -70,6 +71,10 @@ class TestClient {
                                    uint32_t H);
   Outcome<ForwardResponse> forward(uint32_t layer, const std::vector<float>& x, uint32_t T,
                                    uint32_t H, const ForwardExtras& extras);
+  // The same call left in flight, to send several at once; waitAll collects them in order.
+  kj::Promise<ForwardResponse> forwardAsync(uint32_t layer, const std::vector<float>& x, uint32_t T,
+                                            uint32_t H, const ForwardExtras& extras);
+  std::vector<Outcome<ForwardResponse>> waitAll(kj::Array<kj::Promise<ForwardResponse>> calls);
   // Router.forward with a tensor the caller fills (for malformed input).
   Outcome<ForwardResponse> forwardRaw(uint32_t layer,
                                       kj::Function<void(proto::Tensor::Builder)> fill);
