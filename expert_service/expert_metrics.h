@@ -1,8 +1,10 @@
 // Every metric an expert shard exports, in one place (naming as in router_metrics.h).
 //
 //   moe_build_info{version,role,backend}                 gauge, always 1
-//   moe_expert_requests_total{code}                      counter; code = a metricCodeLabel:
-//                                                        ok, invalid_argument, internal, …
+//   moe_expert_requests_total{code}                      counter; code = ok | invalid_argument |
+//                                                        failed_precondition | unavailable |
+//                                                        deadline_exceeded | resource_exhausted |
+//                                                        internal (common/rpc_status.h)
 //   moe_expert_compute_duration_seconds                  histogram, compute time of one compute
 //                                                        job (one run, or several coalesced)
 //   moe_expert_coalesced_calls                           histogram, run calls per compute job

@@ -16,7 +16,8 @@ everything else over unchanged:
   timeouts.drain_ms -> --drain-ms when the local file leaves it at 0 (a pod must keep serving
                        while endpoints are removed); a non-zero value is kept
 
-Names, experts, layers, shared_expert, devices (unless --shard-device), max_tokens, the
+Names, experts, layers, shared_expert, devices (unless --shard-device), max_tokens, batching
+(router.batching, router.max_queued_tokens, expert: and shards[].expert:), the
 routing: section and the other timeouts are copied as they are. BLAS `threads` are a per-machine choice and are not carried over:
 --shard-threads / --router-threads set them for the pods. With --podmonitor-patch it also writes a kustomize JSON patch for the expert
 PodMonitor that labels each pod's metrics with its shard name (shard="<name of shards[i]>" for
@@ -38,10 +39,11 @@ import sys
 import yaml
 
 # The schema of common/config.cc: unknown keys are errors there, so they are errors here too.
-TOP_KEYS = ("model", "router", "shards", "timeouts", "routing")
+TOP_KEYS = ("model", "router", "shards", "timeouts", "routing", "expert")
 MODEL_KEYS = ("path",)
-ROUTER_KEYS = ("listen", "admin", "device", "max_tokens", "threads")
-SHARD_KEYS = ("name", "listen", "admin", "device", "experts", "layers", "threads", "shared_expert")
+ROUTER_KEYS = ("listen", "admin", "device", "max_tokens", "threads", "batching", "max_queued_tokens")
+SHARD_KEYS = ("name", "listen", "admin", "device", "experts", "layers", "threads", "shared_expert",
+              "expert")
 TIMEOUT_KEYS = ("request_ms", "shard_call_ms", "connect_ms", "drain_ms")
 ROUTING_KEYS = ("noisy_topk", "capacity_factor", "capacity_renormalize")
 
@@ -145,7 +147,7 @@ def convert(local, **overrides):
         "listen": f"{router_host(opts)}:{opts['router_port']}",
         "admin": f"{router_host(opts)}:{opts['router_admin_port']}",
     }
-    for key in ("device", "max_tokens"):
+    for key in ("device", "max_tokens", "batching", "max_queued_tokens"):
         if key in router:
             r[key] = router[key]
     # BLAS threads split one machine's cores between its processes; a pod has its own CPU limit,
@@ -180,6 +182,8 @@ def convert(local, **overrides):
             o["layers"] = s["layers"]
         if "shared_expert" in s:
             o["shared_expert"] = s["shared_expert"]
+        if "expert" in s:
+            o["expert"] = s["expert"]
         if opts.get("shard_threads"):
             o["threads"] = opts["shard_threads"]
         out_shards.append(o)
@@ -194,6 +198,8 @@ def convert(local, **overrides):
     out["timeouts"] = t
     if routing:
         out["routing"] = {k: routing[k] for k in ROUTING_KEYS if k in routing}
+    if local.get("expert"):
+        out["expert"] = local["expert"]
     return out
 
 
@@ -219,7 +225,7 @@ def _value(v):
     if isinstance(v, list):
         return "[" + ", ".join(_scalar(x) for x in v) + "]"
     if isinstance(v, dict):
-        return "{" + ", ".join(f"{k}: {_scalar(x)}" for k, x in v.items()) + "}"
+        return "{" + ", ".join(f"{k}: {_value(x)}" for k, x in v.items()) + "}"
     return _scalar(v)
 
 
@@ -236,7 +242,7 @@ def render(config, header_lines):
         for k, v in s.items():
             lines.append(f"  {'- ' if first else '  '}{k}: {_value(v)}")
             first = False
-    for section in ("timeouts", "routing"):
+    for section in ("timeouts", "routing", "expert"):
         if section not in config:
             continue
         lines.append(f"{section}:")

@@ -310,10 +310,10 @@ TEST(StartupErrors, BrokenConfigAndWeights) {
   // Unknown key, with its line.
   std::ofstream(dir + "/typo.yaml")
       << "model:\n  path: model\nshards:\n  - name: a\n    listen: 127.0.0.1:1\n"
-         "    experts: [0, 1]\n    expert: [2]\n";
+         "    experts: [0, 1]\n    expertz: [2]\n";
   auto [code, out] = runCommand(bin + "/moe-router --config " + dir + "/typo.yaml");
   EXPECT_EQ(code, 2);
-  EXPECT_NE(out.find("typo.yaml:7: shards[0].expert: unknown key"), std::string::npos) << out;
+  EXPECT_NE(out.find("typo.yaml:7: shards[0].expertz: unknown key"), std::string::npos) << out;
 
   // Placement naming an expert the model lacks.
   std::ofstream(dir + "/placement.yaml")
