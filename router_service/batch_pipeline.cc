@@ -26,13 +26,54 @@ struct BatchPipeline::State {
   RoutedBatch routed;
   Clock::time_point start = Clock::now(), fanOut;
   BatchTimings timings;
+  std::vector<std::unique_ptr<ShardTransport::RunRequest>> prepared;    // by shard; null: none
+  std::vector<bool> encoded;                                            // one per plan work
   std::vector<std::unique_ptr<ShardTransport::RunResponse>> responses;  // one per plan work
   std::vector<Status> status;                                           // one per plan work
 };
 
 BatchPipeline::BatchPipeline(const RouterModel& model, ShardTransport& transport,
                              ComputeExecutor& executor, RouterMetrics* metrics)
-    : model_(model), transport_(transport), executor_(executor), metrics_(metrics) {}
+    : model_(model), transport_(transport), executor_(executor), metrics_(metrics) {
+  const Placement& p = *model.placement;
+  for (uint32_t layer : model.model.moeLayers) {
+    std::vector<bool> used(transport.numShards(), false);
+    for (uint32_t e = 0; e < p.numExperts(); ++e) {
+      for (uint32_t s : p.shardsFor(layer, e)) used[s] = true;
+    }
+    for (uint32_t s : p.sharedShardsFor(layer)) used[s] = true;
+    auto& list = layerShards_[layer];
+    for (uint32_t s = 0; s < used.size(); ++s) {
+      if (used[s]) list.push_back(s);
+    }
+  }
+}
+
+// Requests for the layer's connected shards, taken now so the routing job can fill them.
+void BatchPipeline::prepareRequests(State& st) {
+  st.prepared.resize(transport_.numShards());
+  for (uint32_t s : layerShards_[st.batch.layer]) {
+    KJ_IF_MAYBE (req, transport_.readyRunRequest(s)) {
+      st.prepared[s] = std::make_unique<ShardTransport::RunRequest>(kj::mv(*req));
+    }
+  }
+}
+
+// The compute job of a batch: route and plan, then encode every planned call whose request is
+// at hand.
+Result<RoutedBatch> BatchPipeline::routeAndEncode(State& st, float scale, uint32_t H) {
+  auto routed = routeBatch(st.layer, st.batch);
+  if (!routed) return routed;
+  const auto& work = routed.value().plan.work;
+  st.encoded.assign(work.size(), false);
+  for (size_t i = 0; i < work.size(); ++i) {
+    if (auto* req = st.prepared[work[i].shard].get()) {
+      encodeShardCall(work[i], st.batch.layer, st.batch.x, H, scale, *req);
+      st.encoded[i] = true;
+    }
+  }
+  return routed;
+}
 
 kj::Promise<Batcher::Replies> BatchPipeline::run(Batch batch, kj::Function<void()> routed) {
   auto layer = model_.layerModel(batch.layer);
@@ -43,7 +84,10 @@ kj::Promise<Batcher::Replies> BatchPipeline::run(Batch batch, kj::Function<void(
   auto st = std::make_shared<State>();
   st->batch = std::move(batch);
   st->layer = *layer;
-  return executor_.run([st]() { return routeBatch(st->layer, st->batch); })
+  prepareRequests(*st);
+  const float scale = model_.model.expertInputScale();
+  const uint32_t H = model_.model.hiddenSize;
+  return executor_.run([st, scale, H]() { return routeAndEncode(*st, scale, H); })
       .then([this, st, onRouted = kj::mv(routed)](
                 Result<RoutedBatch> r) mutable -> kj::Promise<Batcher::Replies> {
         onRouted();
@@ -92,8 +136,25 @@ kj::Promise<Batcher::Replies> BatchPipeline::fanOut(std::shared_ptr<State> st) {
   });
 }
 
-// One shard's call: a request from the transport, encoded on the compute thread, sent; the
-// reply or the failure is kept in `st` (a failed call fails only the requests it carried).
+// One shard's call, sent: encoded by the routing job, or now on the compute thread once the
+// shard is connected.
+kj::Promise<ShardTransport::RunResponse> BatchPipeline::encodeAndSend(std::shared_ptr<State> st,
+                                                                      size_t i) {
+  const uint32_t shard = st->routed.plan.work[i].shard;
+  if (st->encoded[i]) return transport_.send(shard, kj::mv(*st->prepared[shard]));
+  return transport_.newRunRequest(shard).then([this, st, i, shard](ShardTransport::RunRequest req) {
+    proto::ExpertShard::RunParams::Builder params = req;
+    auto encoded = executor_.run([this, st, i, params]() mutable {
+      encodeShardCall(st->routed.plan.work[i], st->batch.layer, st->batch.x,
+                      model_.model.hiddenSize, model_.model.expertInputScale(), params);
+    });
+    return encoded.then(
+        [this, shard, req = kj::mv(req)]() mutable { return transport_.send(shard, kj::mv(req)); });
+  });
+}
+
+// One shard's call; the reply or the failure is kept in `st` (a failed call fails only the
+// requests it carried).
 kj::Promise<void> BatchPipeline::callShard(std::shared_ptr<State> st, size_t i) {
   const ShardWork& w = st->routed.plan.work[i];
   const uint32_t shard = w.shard;
@@ -103,18 +164,7 @@ kj::Promise<void> BatchPipeline::callShard(std::shared_ptr<State> st, size_t i) 
     m->rowsSent->Increment(static_cast<double>(w.tokens.size()));
   }
   const auto start = Clock::now();
-  auto sent =
-      transport_.newRunRequest(shard).then([this, st, i, shard](ShardTransport::RunRequest req) {
-        proto::ExpertShard::RunParams::Builder params = req;
-        auto encoded = executor_.run([this, st, i, params]() mutable {
-          const ShardWork& w = st->routed.plan.work[i];
-          encodeShardCall(w, st->batch.layer, st->batch.x, model_.model.hiddenSize,
-                          model_.model.expertInputScale(), params);
-        });
-        return encoded.then([this, shard, req = kj::mv(req)]() mutable {
-          return transport_.send(shard, kj::mv(req));
-        });
-      });
+  auto sent = encodeAndSend(st, i);
   return sent.then(
       [st, i, m, start](ShardTransport::RunResponse&& r) {
         st->responses[i] = std::make_unique<ShardTransport::RunResponse>(kj::mv(r));

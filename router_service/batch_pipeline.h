@@ -1,13 +1,18 @@
 // BatchPipeline: serves one merged batch through the stages after admission —
-//   route+plan (compute thread) → per shard: encode (compute thread) → transport (event loop,
-//   all shards in flight at once) → combine (compute thread)
+//   route+plan+encode (one compute job) → transport (event loop, all shards in flight at once)
+//   → combine (compute thread)
+// Requests are taken from the transport before routing for every connected shard of the layer,
+// so encoding joins the routing job (two thread hops per batch, not one more per shard); a
+// shard that must connect first is encoded in a job of its own once it is.
 // and answers one Result per request. Only the transport runs on the event loop, so the loop
 // keeps accepting requests (which queue for the next batch) while a batch is gated or combined.
 #pragma once
 
 #include <kj/async.h>
 
+#include <map>
 #include <memory>
+#include <vector>
 
 #include "common/compute_executor.h"
 #include "router_service/batcher.h"
@@ -29,7 +34,10 @@ class BatchPipeline {
 
  private:
   struct State;
+  void prepareRequests(State& st);
+  static Result<RoutedBatch> routeAndEncode(State& st, float scale, uint32_t H);
   kj::Promise<Batcher::Replies> fanOut(std::shared_ptr<State> st);
+  kj::Promise<ShardTransport::RunResponse> encodeAndSend(std::shared_ptr<State> st, size_t work);
   kj::Promise<void> callShard(std::shared_ptr<State> st, size_t work);
   void recordRouting(const State& st);
 
@@ -37,6 +45,7 @@ class BatchPipeline {
   ShardTransport& transport_;
   ComputeExecutor& executor_;
   RouterMetrics* metrics_;
+  std::map<uint32_t, std::vector<uint32_t>> layerShards_;  // MoE layer -> shards it may call
 };
 
 }  // namespace moe::router

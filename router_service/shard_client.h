@@ -23,6 +23,8 @@ class ShardClient final : private kj::TaskSet::ErrorHandler {
   // The shard's capability, connecting first when there is no live connection (Unavailable when
   // it cannot within timeouts.connect_ms).
   kj::Promise<proto::ExpertShard::Client> capability();
+  // The capability when a connection is up, else nothing (never connects).
+  kj::Maybe<proto::ExpertShard::Client> connected() { return cap_; }
   // Forgets the connection (a call on it failed Unavailable); the next call reconnects.
   void dropConnection();
 

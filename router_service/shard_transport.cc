@@ -32,6 +32,13 @@ kj::Promise<ShardTransport::RunRequest> ShardTransport::newRunRequest(uint32_t s
                              timeouts_.connectMs + timeouts_.shardCallMs);
 }
 
+kj::Maybe<ShardTransport::RunRequest> ShardTransport::readyRunRequest(uint32_t shard) {
+  KJ_IF_MAYBE (cap, readyCapability(shard)) {
+    return cap->runRequest();
+  }
+  return nullptr;
+}
+
 kj::Promise<ShardTransport::RunResponse> ShardTransport::send(uint32_t shard, RunRequest request) {
   return guarded<RunResponse>(shard, request.send(), timeouts_.shardCallMs);
 }
@@ -55,6 +62,10 @@ kj::Promise<proto::ExpertShard::Client> CapnpShardTransport::capability(uint32_t
   return clients_[shard]->capability();
 }
 
+kj::Maybe<proto::ExpertShard::Client> CapnpShardTransport::readyCapability(uint32_t shard) {
+  return clients_[shard]->connected();
+}
+
 void CapnpShardTransport::connectionLost(uint32_t shard) {
   clients_[shard]->dropConnection();
 }
@@ -68,6 +79,10 @@ void InProcessShardTransport::add(const ShardConfig& config, proto::ExpertShard:
 }
 
 kj::Promise<proto::ExpertShard::Client> InProcessShardTransport::capability(uint32_t shard) {
+  return shards_[shard];
+}
+
+kj::Maybe<proto::ExpertShard::Client> InProcessShardTransport::readyCapability(uint32_t shard) {
   return shards_[shard];
 }
 

@@ -32,6 +32,9 @@ class ShardTransport {
 
   // A request for `shard` to fill (connecting first when needed). Fails Unavailable.
   kj::Promise<RunRequest> newRunRequest(uint32_t shard);
+  // A request for `shard` at once when its connection is up, else nothing (never waits): lets
+  // the pipeline encode while it routes, in one compute job.
+  kj::Maybe<RunRequest> readyRunRequest(uint32_t shard);
   // Sends a filled request. Fails with the shard's status (Unavailable when the connection is
   // lost, DeadlineExceeded past timeouts.shard_call_ms), the message naming the shard.
   kj::Promise<RunResponse> send(uint32_t shard, RunRequest request);
@@ -42,6 +45,8 @@ class ShardTransport {
 
  protected:
   virtual kj::Promise<proto::ExpertShard::Client> capability(uint32_t shard) = 0;
+  // The capability when it is usable right now (connected), else nothing.
+  virtual kj::Maybe<proto::ExpertShard::Client> readyCapability(uint32_t shard) = 0;
   // A call to `shard` failed Unavailable: forget its connection.
   virtual void connectionLost(uint32_t shard) {}
 
@@ -63,6 +68,7 @@ class CapnpShardTransport final : public ShardTransport {
 
  protected:
   kj::Promise<proto::ExpertShard::Client> capability(uint32_t shard) override;
+  kj::Maybe<proto::ExpertShard::Client> readyCapability(uint32_t shard) override;
   void connectionLost(uint32_t shard) override;
 
  private:
@@ -80,6 +86,7 @@ class InProcessShardTransport final : public ShardTransport {
 
  protected:
   kj::Promise<proto::ExpertShard::Client> capability(uint32_t shard) override;
+  kj::Maybe<proto::ExpertShard::Client> readyCapability(uint32_t shard) override;
 
  private:
   std::vector<ShardConfig> configs_;
