@@ -45,6 +45,80 @@ RoutingRule routingRuleFor(const ModelConfig& m) {
   return r;
 }
 
+namespace {
+
+// MoE++: logits / (logits.std() / target_std), torch's unbiased std.
+const float* normalizeLogits(const float* s, uint32_t E, float targetStd,
+                             std::vector<float>& normed) {
+  float mean = 0, var = 0;
+  for (uint32_t e = 0; e < E; ++e) mean += s[e];
+  mean /= static_cast<float>(E);
+  for (uint32_t e = 0; e < E; ++e) var += (s[e] - mean) * (s[e] - mean);
+  const float stdev = std::sqrt(var / static_cast<float>(E - 1));
+  for (uint32_t e = 0; e < E; ++e) normed[e] = s[e] / (stdev / targetStd);
+  return normed.data();
+}
+
+// p = softmax(s) in fp32 as the references compute it; also adds p to the load statistics.
+void softmaxRow(const float* s, uint32_t E, std::vector<float>& p, std::vector<double>& probSum) {
+  const float m = *std::max_element(s, s + E);
+  float sum = 0;
+  for (uint32_t e = 0; e < E; ++e) sum += (p[e] = std::exp(s[e] - m));
+  for (uint32_t e = 0; e < E; ++e) {
+    p[e] /= sum;
+    probSum[e] += p[e];
+  }
+}
+
+// Group-limited selection: experts outside the topk_group best groups get choice 0.0
+// (masked_fill(~mask, 0.0), as the references do).
+void keepBestGroups(const RoutingRule& rule, uint32_t E, std::vector<float>& choice,
+                    std::vector<float>& group) {
+  const uint32_t perGroup = E / rule.nGroup;
+  for (uint32_t g = 0; g < rule.nGroup; ++g) {
+    std::span<const float> members(choice.data() + size_t{g} * perGroup, perGroup);
+    if (rule.selection == RoutingRule::Selection::kGroupMax) {
+      group[g] = *std::max_element(members.begin(), members.end());
+    } else {
+      auto top2 = topIndices(members, std::min<uint32_t>(2, perGroup));
+      group[g] = 0;
+      for (uint32_t i : top2) group[g] += members[i];
+    }
+  }
+  std::vector<bool> keep(rule.nGroup, false);
+  for (uint32_t g : topIndices(group, rule.topkGroup)) keep[g] = true;
+  for (uint32_t e = 0; e < E; ++e) {
+    if (!keep[e / perGroup]) choice[e] = 0.0f;
+  }
+}
+
+// The chosen experts' weights w[0..k) (their scores, the zero expert's 0) finished by the
+// family's weighting rule.
+void finishWeights(const RoutingRule& rule, float* w, float total) {
+  switch (rule.weighting) {
+    case RoutingRule::Weighting::kNormalizeOnly:
+      if (rule.normTopkProb) {
+        for (uint32_t j = 0; j < rule.k; ++j) w[j] /= total;
+      }
+      break;
+    case RoutingRule::Weighting::kDeepseekV2:
+      if (rule.k > 1 && rule.normTopkProb) {
+        for (uint32_t j = 0; j < rule.k; ++j) w[j] /= total + 1e-20f;
+      } else {
+        for (uint32_t j = 0; j < rule.k; ++j) w[j] *= rule.routedScalingFactor;
+      }
+      break;
+    case RoutingRule::Weighting::kDeepseekV3:
+      for (uint32_t j = 0; j < rule.k; ++j) {
+        if (rule.normTopkProb) w[j] /= total + 1e-20f;
+        w[j] *= rule.routedScalingFactor;
+      }
+      break;
+  }
+}
+
+}  // namespace
+
 RoutingDecision routeLogits(std::span<const float> logits, uint32_t T, uint32_t E,
                             const RoutingRule& rule, std::span<const float> bias) {
   RoutingDecision d;
@@ -53,51 +127,17 @@ RoutingDecision routeLogits(std::span<const float> logits, uint32_t T, uint32_t 
   d.ids.resize(size_t{T} * rule.k);
   d.weights.resize(size_t{T} * rule.k);
   d.probSum.assign(E, 0.0);
-  std::vector<float> score(E), choice(E), group(rule.nGroup), normed(E);
-  const uint32_t perGroup = E / rule.nGroup;
+  std::vector<float> p(E), score(E), choice(E), group(rule.nGroup), normed(E);
   for (uint32_t t = 0; t < T; ++t) {
     const float* s = logits.data() + size_t{t} * E;
-    if (rule.logitsNormStd > 0.0f) {
-      // MoE++: logits / (logits.std(dim=1) / target_std), torch's unbiased std.
-      float mean = 0, var = 0;
-      for (uint32_t e = 0; e < E; ++e) mean += s[e];
-      mean /= static_cast<float>(E);
-      for (uint32_t e = 0; e < E; ++e) var += (s[e] - mean) * (s[e] - mean);
-      const float stdev = std::sqrt(var / static_cast<float>(E - 1));
-      for (uint32_t e = 0; e < E; ++e) normed[e] = s[e] / (stdev / rule.logitsNormStd);
-      s = normed.data();
-    }
-    // Softmax in fp32 as the references compute it; also feeds the load statistics.
-    const float m = *std::max_element(s, s + E);
-    float sum = 0;
-    std::vector<float> p(E);
-    for (uint32_t e = 0; e < E; ++e) sum += (p[e] = std::exp(s[e] - m));
-    for (uint32_t e = 0; e < E; ++e) {
-      p[e] /= sum;
-      d.probSum[e] += p[e];
-    }
+    if (rule.logitsNormStd > 0.0f) s = normalizeLogits(s, E, rule.logitsNormStd, normed);
+    softmaxRow(s, E, p, d.probSum);
     for (uint32_t e = 0; e < E; ++e) {
       score[e] =
           rule.scoring == RoutingRule::Scoring::kSigmoid ? 1.0f / (1.0f + std::exp(-s[e])) : p[e];
       choice[e] = score[e] + (bias.empty() ? 0.0f : bias[e]);
     }
-    if (rule.selection != RoutingRule::Selection::kGreedy) {
-      for (uint32_t g = 0; g < rule.nGroup; ++g) {
-        std::span<const float> members(choice.data() + size_t{g} * perGroup, perGroup);
-        if (rule.selection == RoutingRule::Selection::kGroupMax) {
-          group[g] = *std::max_element(members.begin(), members.end());
-        } else {
-          auto top2 = topIndices(members, std::min<uint32_t>(2, perGroup));
-          group[g] = 0;
-          for (uint32_t i : top2) group[g] += members[i];
-        }
-      }
-      std::vector<bool> keep(rule.nGroup, false);
-      for (uint32_t g : topIndices(group, rule.topkGroup)) keep[g] = true;
-      for (uint32_t e = 0; e < E; ++e) {
-        if (!keep[e / perGroup]) choice[e] = 0.0f;  // masked_fill(~mask, 0.0), as the references do
-      }
-    }
+    if (rule.selection != RoutingRule::Selection::kGreedy) keepBestGroups(rule, E, choice, group);
     const auto chosen = topIndices(choice, rule.k);
     float* w = d.weights.data() + size_t{t} * rule.k;
     float total = 0;
@@ -106,26 +146,7 @@ RoutingDecision routeLogits(std::span<const float> logits, uint32_t T, uint32_t 
       w[j] = chosen[j] == rule.zeroWeightExpert ? 0.0f : score[chosen[j]];
       total += w[j];
     }
-    switch (rule.weighting) {
-      case RoutingRule::Weighting::kNormalizeOnly:
-        if (rule.normTopkProb) {
-          for (uint32_t j = 0; j < rule.k; ++j) w[j] /= total;
-        }
-        break;
-      case RoutingRule::Weighting::kDeepseekV2:
-        if (rule.k > 1 && rule.normTopkProb) {
-          for (uint32_t j = 0; j < rule.k; ++j) w[j] /= total + 1e-20f;
-        } else {
-          for (uint32_t j = 0; j < rule.k; ++j) w[j] *= rule.routedScalingFactor;
-        }
-        break;
-      case RoutingRule::Weighting::kDeepseekV3:
-        for (uint32_t j = 0; j < rule.k; ++j) {
-          if (rule.normTopkProb) w[j] /= total + 1e-20f;
-          w[j] *= rule.routedScalingFactor;
-        }
-        break;
-    }
+    finishWeights(rule, w, total);
   }
   return d;
 }

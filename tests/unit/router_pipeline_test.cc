@@ -88,6 +88,43 @@ TEST_F(RouterPipeline, ConcurrentRequestsAreMergedAndBatchInvariant) {
   EXPECT_GT(largestBatch, 1u) << "no two concurrent requests were merged";
 }
 
+// Capacity and noisy top-k are per request even when merged: capacity counts the request's own
+// tokens, the noise is drawn from its own seed and its tokens' indices within it.
+TEST_F(RouterPipeline, CapacityAndNoiseStayPerRequestWhenMerged) {
+  auto spec = tinySpec();
+  spec.model.noiseWeights = true;
+  spec.routingYaml = "routing:\n  noisy_topk: {seed: 5}\n  capacity_factor: 1.0\n";
+  InProcessCluster c(dir_.string(), spec);
+  const std::vector<uint32_t> sizes = {9, 3, 16, 5, 12, 7};
+  std::vector<std::vector<float>> xs;
+  std::vector<InProcessCluster::ForwardResponse> alone;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    xs.push_back(tokens(sizes[i], 64, 700 + i));
+    alone.push_back(c.forward(0, xs[i], sizes[i], true, 11 + i).wait(c.waitScope()));
+  }
+  kj::Vector<kj::Promise<InProcessCluster::ForwardResponse>> inFlight;
+  for (size_t i = 0; i < sizes.size(); ++i)
+    inFlight.add(c.forward(0, xs[i], sizes[i], true, 11 + i));
+  auto together = kj::joinPromises(inFlight.releaseAsArray()).wait(c.waitScope());
+  uint32_t dropped = 0, merged = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    SCOPED_TRACE("request " + std::to_string(i));
+    const Served a = served(alone[i]), t = served(together[i]);
+    EXPECT_EQ(t.ids, a.ids);
+    EXPECT_EQ(t.weights, a.weights);
+    auto da = alone[i].getRouting().getDropped(), dt = together[i].getRouting().getDropped();
+    ASSERT_EQ(da.size(), dt.size());
+    for (unsigned j = 0; j < da.size(); ++j) EXPECT_EQ(dt[j], da[j]) << "assignment " << j;
+    EXPECT_EQ(together[i].getStats().getDroppedAssignments(),
+              alone[i].getStats().getDroppedAssignments());
+    EXPECT_LE(maxRelErr(t.output, a.output), 1e-6);
+    dropped += together[i].getStats().getDroppedAssignments();
+    merged = std::max(merged, t.batchRequests);
+  }
+  EXPECT_GT(dropped, 0u) << "capacity 1.0 dropped nothing: the case tests too little";
+  EXPECT_GT(merged, 1u);
+}
+
 // With batching off every request is its own batch.
 TEST_F(RouterPipeline, BatchingOffServesEachRequestAlone) {
   auto spec = tinySpec();
