@@ -10,6 +10,7 @@
 
 #include "common/log.h"
 #include "common/rpc_endpoint.h"
+#include "common/model_fingerprint.h"
 #include "common/rpc_status.h"
 #include "common/service_runtime.h"
 #include "common/tensor_wire.h"
@@ -67,6 +68,9 @@ Result<std::unique_ptr<ShardModel>> ShardModel::load(const ClusterConfig& cluste
   auto store = ExpertStore::load(*m->backend, *ckpt.value(), *shard);
   if (!store) return makeError(store.status());
   m->store = std::move(store).value();
+  auto fingerprint = modelFingerprint(cluster.modelPath);
+  if (!fingerprint) return makeError(fingerprint.status());
+  m->fingerprint = std::move(fingerprint).value();
   return m;
 }
 
@@ -312,6 +316,8 @@ kj::Promise<void> ShardServer::info(InfoContext context) {
   info.setBackend(std::string(model_->backend->name()));
   info.setMaxTokens(model_->maxRows);
   info.setReady(true);
+  info.setFingerprint(model_->fingerprint);
+  info.setDtype("f32");
   const auto& byLayer = model_->store->experts();
   auto list = info.initExperts(static_cast<unsigned>(byLayer.size()));
   unsigned i = 0;

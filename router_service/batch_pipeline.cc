@@ -17,60 +17,90 @@ Batcher::Replies failAll(size_t n, const Status& s) {
   return Batcher::Replies(n, Result<ForwardReply>(s));
 }
 
+// How many times one call's rows may move to another replica.
+constexpr uint32_t kMaxFailovers = 3;
+
 }  // namespace
+
+// One shard call of the batch: from the plan, or a failover of an earlier one.
+struct BatchPipeline::Attempt {
+  ShardWork work;
+  uint32_t failovers = 0;  // how many replicas these rows already failed on
+  std::unique_ptr<ShardTransport::RunRequest> request;
+  bool encoded = false;
+  std::unique_ptr<ShardTransport::RunResponse> response;
+  Status status;
+  bool replaced = false;  // failed, and its rows went to other replicas
+};
 
 // One batch in flight: owned jointly by its stages' jobs, so each finds it alive.
 struct BatchPipeline::State {
   Batch batch;
   LayerModel layer;
+  ReplicaChoice replicas;
   RoutedBatch routed;
   Clock::time_point start = Clock::now(), fanOut;
   BatchTimings timings;
-  std::vector<std::unique_ptr<ShardTransport::RunRequest>> prepared;    // by shard; null: none
-  std::vector<bool> encoded;                                            // one per plan work
-  std::vector<std::unique_ptr<ShardTransport::RunResponse>> responses;  // one per plan work
-  std::vector<Status> status;                                           // one per plan work
+  std::vector<std::unique_ptr<ShardTransport::RunRequest>> prepared;  // by shard; null: none
+  // Owned one by one: a compute job holds pointers to some while the loop appends failovers.
+  std::vector<std::unique_ptr<Attempt>> attempts;
 };
 
 BatchPipeline::BatchPipeline(const RouterModel& model, ShardTransport& transport,
-                             ComputeExecutor& executor, RouterMetrics* metrics)
-    : model_(model), transport_(transport), executor_(executor), metrics_(metrics) {
-  const Placement& p = *model.placement;
-  for (uint32_t layer : model.model.moeLayers) {
-    std::vector<bool> used(transport.numShards(), false);
-    for (uint32_t e = 0; e < p.numExperts(); ++e) {
-      for (uint32_t s : p.shardsFor(layer, e)) used[s] = true;
-    }
-    for (uint32_t s : p.sharedShardsFor(layer)) used[s] = true;
-    auto& list = layerShards_[layer];
-    for (uint32_t s = 0; s < used.size(); ++s) {
-      if (used[s]) list.push_back(s);
+                             ShardHealth& health, ComputeExecutor& executor, RouterMetrics* metrics)
+    : model_(model),
+      transport_(transport),
+      health_(health),
+      executor_(executor),
+      metrics_(metrics) {}
+
+ReplicaChoice BatchPipeline::chooseReplicas(uint32_t layer) {
+  const Placement& p = *model_.placement;
+  ReplicaChoice c;
+  c.available.assign(model_.model.numExperts, 1);  // zero-computation experts: the router
+  c.shardOfExpert.resize(p.numExperts());
+  c.why.resize(p.numExperts());
+  for (uint32_t e = 0; e < p.numExperts(); ++e) {
+    c.shardOfExpert[e] = health_.choose(p.shardsFor(layer, e));
+    c.available[e] = c.shardOfExpert[e] != ShardHealth::kNone;
+    if (c.available[e]) continue;
+    for (uint32_t s : p.shardsFor(layer, e)) {
+      c.why[e] += (c.why[e].empty() ? "" : "; ") + transport_.label(s) + " " +
+                  shardStateName(health_.state(s)) +
+                  (health_.why(s).empty() ? "" : ": " + health_.why(s));
     }
   }
+  c.sharedShard = health_.choose(p.sharedShardsFor(layer));
+  return c;
 }
 
-// Requests for the layer's connected shards, taken now so the routing job can fill them.
+// Requests for the chosen replicas, taken now so the routing job can fill them.
 void BatchPipeline::prepareRequests(State& st) {
   st.prepared.resize(transport_.numShards());
-  for (uint32_t s : layerShards_[st.batch.layer]) {
+  auto take = [&](uint32_t s) {
+    if (s == ShardHealth::kNone || st.prepared[s]) return;
     KJ_IF_MAYBE (req, transport_.readyRunRequest(s)) {
       st.prepared[s] = std::make_unique<ShardTransport::RunRequest>(kj::mv(*req));
     }
-  }
+  };
+  for (uint32_t s : st.replicas.shardOfExpert) take(s);
+  take(st.replicas.sharedShard);
 }
 
 // The compute job of a batch: route and plan, then encode every planned call whose request is
 // at hand.
 Result<RoutedBatch> BatchPipeline::routeAndEncode(State& st, float scale, uint32_t H) {
-  auto routed = routeBatch(st.layer, st.batch);
+  auto routed = routeBatch(st.layer, st.batch, st.replicas);
   if (!routed) return routed;
-  const auto& work = routed.value().plan.work;
-  st.encoded.assign(work.size(), false);
-  for (size_t i = 0; i < work.size(); ++i) {
-    if (auto* req = st.prepared[work[i].shard].get()) {
-      encodeShardCall(work[i], st.batch.layer, st.batch.x, H, scale, *req);
-      st.encoded[i] = true;
+  for (const ShardWork& w : routed.value().plan.work) {
+    auto a = std::make_unique<Attempt>();
+    a->work = w;
+    if (st.prepared[w.shard]) {
+      a->request = std::move(st.prepared[w.shard]);
+      encodeShardCall(w, st.batch.layer, st.batch.x, H, scale, *a->request);
+      a->encoded = true;
     }
+    st.attempts.push_back(std::move(a));
   }
   return routed;
 }
@@ -84,6 +114,7 @@ kj::Promise<Batcher::Replies> BatchPipeline::run(Batch batch, kj::Function<void(
   auto st = std::make_shared<State>();
   st->batch = std::move(batch);
   st->layer = *layer;
+  st->replicas = chooseReplicas(st->batch.layer);
   prepareRequests(*st);
   const float scale = model_.model.expertInputScale();
   const uint32_t H = model_.model.hiddenSize;
@@ -112,77 +143,144 @@ void BatchPipeline::recordRouting(const State& st) {
 }
 
 kj::Promise<Batcher::Replies> BatchPipeline::fanOut(std::shared_ptr<State> st) {
-  const size_t n = st->routed.plan.work.size();
-  st->responses.resize(n);
-  st->status.resize(n);
   st->fanOut = Clock::now();
   kj::Vector<kj::Promise<void>> calls;
-  for (size_t i = 0; i < n; ++i) calls.add(callShard(st, i));
-  return kj::joinPromises(calls.releaseAsArray()).then([this, st]() {
-    st->timings.dispatchMicros = microsSince(st->fanOut);
-    return executor_.run([this, st]() {
-      const uint32_t H = model_.model.hiddenSize;
-      std::vector<ShardPartial> partials(st->routed.plan.work.size());
-      for (size_t i = 0; i < partials.size(); ++i) {
-        const ShardWork& w = st->routed.plan.work[i];
-        if (st->responses[i]) {
-          partials[i] = decodeShardReply(*st->responses[i], w, H, transport_.label(w.shard));
-        } else {
-          partials[i].status = st->status[i];
-        }
-      }
-      return combineBatch(st->batch, st->routed, partials, H, st->timings);
-    });
+  std::vector<size_t> unencoded;
+  for (size_t i = 0; i < st->attempts.size(); ++i) {
+    if (st->attempts[i]->encoded) {
+      calls.add(send(st, i));
+    } else {
+      unencoded.push_back(i);
+    }
+  }
+  if (!unencoded.empty()) calls.add(encodeAndSend(st, std::move(unencoded)));
+  return kj::joinPromises(calls.releaseAsArray()).then([this, st]() { return combine(st); });
+}
+
+// Attempts whose requests were not prepared (their shard was not connected, or they are
+// failovers): requests taken now, encoded in one compute job, then sent.
+kj::Promise<void> BatchPipeline::encodeAndSend(std::shared_ptr<State> st,
+                                               std::vector<size_t> attempts) {
+  std::vector<Attempt*> jobs;
+  for (size_t i : attempts) {
+    Attempt* a = st->attempts[i].get();
+    KJ_IF_MAYBE (req, transport_.readyRunRequest(a->work.shard)) {
+      a->request = std::make_unique<ShardTransport::RunRequest>(kj::mv(*req));
+      jobs.push_back(a);
+    }
+  }
+  const float scale = model_.model.expertInputScale();
+  const uint32_t H = model_.model.hiddenSize;
+  auto encoded = executor_.run([st, jobs = std::move(jobs), scale, H]() {
+    for (Attempt* a : jobs) {
+      encodeShardCall(a->work, st->batch.layer, st->batch.x, H, scale, *a->request);
+      a->encoded = true;
+    }
+  });
+  return encoded.then([this, st, attempts = std::move(attempts)]() {
+    kj::Vector<kj::Promise<void>> calls;
+    for (size_t i : attempts) calls.add(send(st, i));
+    return kj::joinPromises(calls.releaseAsArray());
   });
 }
 
-// One shard's call, sent: encoded by the routing job, or now on the compute thread once the
-// shard is connected.
-kj::Promise<ShardTransport::RunResponse> BatchPipeline::encodeAndSend(std::shared_ptr<State> st,
-                                                                      size_t i) {
-  const uint32_t shard = st->routed.plan.work[i].shard;
-  if (st->encoded[i]) return transport_.send(shard, kj::mv(*st->prepared[shard]));
-  return transport_.newRunRequest(shard).then([this, st, i, shard](ShardTransport::RunRequest req) {
-    proto::ExpertShard::RunParams::Builder params = req;
-    auto encoded = executor_.run([this, st, i, params]() mutable {
-      encodeShardCall(st->routed.plan.work[i], st->batch.layer, st->batch.x,
-                      model_.model.hiddenSize, model_.model.expertInputScale(), params);
-    });
-    return encoded.then(
-        [this, shard, req = kj::mv(req)]() mutable { return transport_.send(shard, kj::mv(req)); });
-  });
-}
-
-// One shard's call; the reply or the failure is kept in `st` (a failed call fails only the
-// requests it carried).
-kj::Promise<void> BatchPipeline::callShard(std::shared_ptr<State> st, size_t i) {
-  const ShardWork& w = st->routed.plan.work[i];
-  const uint32_t shard = w.shard;
+// One call; its reply or failure is kept in `st`. Unavailable fails over to other replicas.
+kj::Promise<void> BatchPipeline::send(std::shared_ptr<State> st, size_t i) {
+  Attempt& a = *st->attempts[i];
+  const uint32_t shard = a.work.shard;
+  const auto rows = static_cast<uint32_t>(a.work.tokens.size());
+  if (!a.encoded) {
+    a.status = Status::error(StatusCode::kUnavailable,
+                             transport_.label(shard) + ": not connected (not verified yet)");
+    health_.markDown(shard, a.status.message());
+    return failover(st, i);
+  }
   RouterMetrics::Shard* m = metrics_ ? &metrics_->shard(shard) : nullptr;
   if (m) {
     m->inFlight->Increment();
-    m->rowsSent->Increment(static_cast<double>(w.tokens.size()));
+    m->rowsSent->Increment(rows);
+    m->inflightRows->Increment(rows);
   }
+  health_.callStarted(shard, rows);
   const auto start = Clock::now();
-  auto sent = encodeAndSend(st, i);
-  return sent.then(
-      [st, i, m, start](ShardTransport::RunResponse&& r) {
-        st->responses[i] = std::make_unique<ShardTransport::RunResponse>(kj::mv(r));
+  auto reply = transport_.send(shard, kj::mv(*a.request));
+  return reply.then(
+      [this, st, i, m, start, shard, rows](ShardTransport::RunResponse&& r) -> kj::Promise<void> {
+        const double seconds = static_cast<double>(microsSince(start)) * 1e-6;
+        health_.callEnded(shard, rows, seconds);
+        st->attempts[i]->response = std::make_unique<ShardTransport::RunResponse>(kj::mv(r));
         if (m) {
           m->inFlight->Decrement();
+          m->inflightRows->Decrement(rows);
           m->up->Set(1);
-          m->duration->Observe(static_cast<double>(microsSince(start)) * 1e-6);
+          m->duration->Observe(seconds);
         }
+        return kj::READY_NOW;
       },
-      [st, i, m, start](kj::Exception&& e) {
-        st->status[i] = statusFromException(e);
+      [this, st, i, m, start, shard, rows](kj::Exception&& e) -> kj::Promise<void> {
+        const double seconds = static_cast<double>(microsSince(start)) * 1e-6;
+        health_.callEnded(shard, rows, seconds);
+        Status s = statusFromException(e);
+        st->attempts[i]->status = s;
         if (m) {
           m->inFlight->Decrement();
-          m->duration->Observe(static_cast<double>(microsSince(start)) * 1e-6);
-          m->recordError(metricCodeLabel(st->status[i].code()));
-          if (st->status[i].code() == StatusCode::kUnavailable) m->up->Set(0);
+          m->inflightRows->Decrement(rows);
+          m->duration->Observe(seconds);
+          m->recordError(metricCodeLabel(s.code()));
         }
+        if (s.code() != StatusCode::kUnavailable) return kj::READY_NOW;
+        if (m) m->up->Set(0);
+        health_.markDown(shard, s.message());
+        return failover(st, i);
       });
+}
+
+// The failed call's segments go to other available replicas of their experts.
+kj::Promise<void> BatchPipeline::failover(std::shared_ptr<State> st, size_t i) {
+  Attempt& a = *st->attempts[i];
+  if (a.failovers >= kMaxFailovers) return kj::READY_NOW;
+  const Placement& p = *model_.placement;
+  const uint32_t layer = st->batch.layer;
+  const uint32_t failed = a.work.shard;
+  auto moved = replanOnto(
+      a.work,
+      [&](const ShardSegment& seg) {
+        return health_.choose(
+            seg.shared ? p.sharedShardsFor(layer) : p.shardsFor(layer, seg.expert), failed);
+      },
+      layer);
+  if (!moved) return kj::READY_NOW;  // no replica left: the attempt's own error stands
+  a.replaced = true;
+  std::vector<size_t> added;
+  for (ShardWork& w : moved.value()) {
+    auto next = std::make_unique<Attempt>();
+    next->work = std::move(w);
+    next->failovers = a.failovers + 1;
+    added.push_back(st->attempts.size());
+    st->attempts.push_back(std::move(next));
+  }
+  return encodeAndSend(st, std::move(added));
+}
+
+kj::Promise<Batcher::Replies> BatchPipeline::combine(std::shared_ptr<State> st) {
+  st->timings.dispatchMicros = microsSince(st->fanOut);
+  return executor_.run([this, st]() {
+    const uint32_t H = model_.model.hiddenSize;
+    std::vector<ShardWork> works;
+    std::vector<ShardPartial> partials;
+    for (const auto& a : st->attempts) {
+      if (a->replaced) continue;
+      ShardPartial p;
+      if (a->response) {
+        p = decodeShardReply(*a->response, a->work, H, transport_.label(a->work.shard));
+      } else {
+        p.status = a->status;
+      }
+      works.push_back(a->work);
+      partials.push_back(std::move(p));
+    }
+    return combineBatch(st->batch, st->routed, works, partials, H, st->timings);
+  });
 }
 
 }  // namespace moe::router

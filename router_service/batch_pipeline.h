@@ -1,11 +1,10 @@
 // BatchPipeline: serves one merged batch through the stages after admission —
-//   route+plan+encode (one compute job) → transport (event loop, all shards in flight at once)
-//   → combine (compute thread)
-// Requests are taken from the transport before routing for every connected shard of the layer,
-// so encoding joins the routing job (two thread hops per batch, not one more per shard); a
-// shard that must connect first is encoded in a job of its own once it is.
-// and answers one Result per request. Only the transport runs on the event loop, so the loop
-// keeps accepting requests (which queue for the next batch) while a batch is gated or combined.
+//   choose replicas (event loop, from ShardHealth) → route+plan+encode (one compute job) →
+//   transport (event loop, all shards in flight at once) → combine (compute thread)
+// and answers one Result per request. Requests are taken from the transport before routing for
+// each chosen replica, so encoding joins the routing job. A call that fails Unavailable marks its
+// shard down and is sent again to other replicas of its experts (failover; results already
+// received are kept); only requests whose tokens found no replica fail.
 #pragma once
 
 #include <kj/async.h>
@@ -19,6 +18,7 @@
 #include "router_service/combine.h"
 #include "router_service/router_metrics.h"
 #include "router_service/router_model.h"
+#include "router_service/shard_health.h"
 #include "router_service/shard_transport.h"
 
 namespace moe::router {
@@ -26,26 +26,32 @@ namespace moe::router {
 class BatchPipeline {
  public:
   // `metrics` may be null (unit tests).
-  BatchPipeline(const RouterModel& model, ShardTransport& transport, ComputeExecutor& executor,
-                RouterMetrics* metrics);
+  BatchPipeline(const RouterModel& model, ShardTransport& transport, ShardHealth& health,
+                ComputeExecutor& executor, RouterMetrics* metrics);
 
   // Serves `batch`; calls `routed` (on the event loop) once its gate stage is over.
   kj::Promise<Batcher::Replies> run(Batch batch, kj::Function<void()> routed);
 
+  // The replicas the next batch of `layer` would use (also: which experts are available).
+  ReplicaChoice chooseReplicas(uint32_t layer);
+
  private:
   struct State;
+  struct Attempt;
   void prepareRequests(State& st);
   static Result<RoutedBatch> routeAndEncode(State& st, float scale, uint32_t H);
   kj::Promise<Batcher::Replies> fanOut(std::shared_ptr<State> st);
-  kj::Promise<ShardTransport::RunResponse> encodeAndSend(std::shared_ptr<State> st, size_t work);
-  kj::Promise<void> callShard(std::shared_ptr<State> st, size_t work);
+  kj::Promise<void> send(std::shared_ptr<State> st, size_t attempt);
+  kj::Promise<void> failover(std::shared_ptr<State> st, size_t attempt);
+  kj::Promise<void> encodeAndSend(std::shared_ptr<State> st, std::vector<size_t> attempts);
+  kj::Promise<Batcher::Replies> combine(std::shared_ptr<State> st);
   void recordRouting(const State& st);
 
   const RouterModel& model_;
   ShardTransport& transport_;
+  ShardHealth& health_;
   ComputeExecutor& executor_;
   RouterMetrics* metrics_;
-  std::map<uint32_t, std::vector<uint32_t>> layerShards_;  // MoE layer -> shards it may call
 };
 
 }  // namespace moe::router

@@ -40,6 +40,7 @@ std::vector<MemberState> startMembers(const Batch& b, RoutedBatch& routed, uint3
       reply.output.assign(first, first + static_cast<ptrdiff_t>(size_t{m.tokens} * H));
     }
     auto& mr = routed.members[i];
+    states[i].status = mr.status;  // failed at routing (an expert it needs is gone)
     reply.routing = std::move(mr.decision);
     reply.logits = std::move(mr.logits);
     reply.stats.dropped = mr.dropped;
@@ -99,6 +100,7 @@ ShardPartial decodeShardReply(proto::ExpertShard::RunResults::Reader reply, cons
 }
 
 std::vector<Result<ForwardReply>> combineBatch(const Batch& b, RoutedBatch& routed,
+                                               std::span<const ShardWork> works,
                                                std::span<const ShardPartial> partials, uint32_t H,
                                                const BatchTimings& timings) {
   std::vector<uint32_t> memberOf(b.tokens);
@@ -107,8 +109,8 @@ std::vector<Result<ForwardReply>> combineBatch(const Batch& b, RoutedBatch& rout
     std::fill_n(memberOf.begin() + m.offset, m.tokens, i);
   }
   auto states = startMembers(b, routed, H, timings);
-  for (size_t w = 0; w < routed.plan.work.size() && w < partials.size(); ++w) {
-    applyPartial(routed.plan.work[w], partials[w], b, memberOf, H, states);
+  for (size_t w = 0; w < works.size() && w < partials.size(); ++w) {
+    applyPartial(works[w], partials[w], b, memberOf, H, states);
   }
   std::vector<Result<ForwardReply>> replies;
   replies.reserve(states.size());

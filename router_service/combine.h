@@ -33,8 +33,10 @@ struct BatchTimings {
   uint64_t dispatchMicros = 0;
 };
 
-// One reply per batch member, in member order. partials: one per routed.plan.work entry.
+// One reply per batch member, in member order. works: the calls that count (the plan's, with a
+// failed one replaced by its failover calls); partials: one per work.
 std::vector<Result<ForwardReply>> combineBatch(const Batch& batch, RoutedBatch& routed,
+                                               std::span<const ShardWork> works,
                                                std::span<const ShardPartial> partials, uint32_t H,
                                                const BatchTimings& timings);
 

@@ -4,6 +4,7 @@
 #include <kj/debug.h>
 
 #include <algorithm>
+#include <map>
 
 #include "common/checkpoint.h"
 #include "common/config.h"
@@ -89,7 +90,12 @@ Result<DispatchPlan> planDispatch(const RoutingDecision& d, const Placement& pla
         return makeError("no shard serves expert " + std::to_string(e) + " of layer " +
                          std::to_string(layer));
       }
-      const uint32_t s = holders.front();
+      const uint32_t s = extras.shardOfExpert.empty() ? holders.front() : extras.shardOfExpert[e];
+      if (s == UINT32_MAX) {
+        return makeError(StatusCode::kUnavailable, "layer " + std::to_string(layer) + ": expert " +
+                                                       std::to_string(e) +
+                                                       " has no available replica");
+      }
       const uint32_t row = rowFor(s, t);
       auto& seg = byExpert[s][e];
       seg.expert = e;
@@ -117,6 +123,43 @@ Result<DispatchPlan> planDispatch(const RoutingDecision& d, const Placement& pla
     plan.work.push_back(std::move(work[s]));
   }
   return plan;
+}
+
+Result<std::vector<ShardWork>> replanOnto(
+    const ShardWork& failed, const std::function<uint32_t(const ShardSegment&)>& shardFor,
+    uint32_t layer) {
+  std::map<uint32_t, std::vector<const ShardSegment*>> byShard;
+  for (const auto& seg : failed.segments) {
+    const uint32_t s = shardFor(seg);
+    if (s == UINT32_MAX) {
+      return makeError(StatusCode::kUnavailable,
+                       "layer " + std::to_string(layer) + ": " +
+                           (seg.shared ? std::string("the shared expert")
+                                       : "expert " + std::to_string(seg.expert)) +
+                           " has no other available replica");
+    }
+    byShard[s].push_back(&seg);
+  }
+  std::vector<ShardWork> out;
+  for (const auto& [shard, segs] : byShard) {
+    ShardWork w;
+    w.shard = shard;
+    std::map<uint32_t, uint32_t> rowOfToken;  // batch token -> row in the new call
+    for (const ShardSegment* seg : segs) {
+      for (uint32_t r : seg->rowIndex) rowOfToken.emplace(failed.tokens[r], 0);
+    }
+    for (auto& [token, row] : rowOfToken) {
+      row = static_cast<uint32_t>(w.tokens.size());
+      w.tokens.push_back(token);
+    }
+    for (const ShardSegment* seg : segs) {
+      ShardSegment moved{seg->expert, seg->shared, {}, seg->weight};
+      for (uint32_t r : seg->rowIndex) moved.rowIndex.push_back(rowOfToken[failed.tokens[r]]);
+      w.segments.push_back(std::move(moved));
+    }
+    out.push_back(std::move(w));
+  }
+  return out;
 }
 
 void addShardPartial(const ShardWork& work, std::span<const float> partial, size_t H,

@@ -2,13 +2,14 @@
 // Pure functions over plain data, so every rule here is unit-tested without a network.
 //
 // Rules: a token row goes to a shard at most once, however many of its experts live there
-// (the shard sums them); an expert with several replicas is served by the first shard listed for
-// it that the caller marks usable; shards with nothing to do get no call. Assignments dropped by
-// capacity and MoE++ zero-computation experts are not dispatched; a shared expert placed on a
-// shard gets every token, as one more segment.
+// (the shard sums them); an expert with several replicas is served by the replica the caller
+// chose for this batch (DispatchExtras::shardOfExpert); shards with nothing to do get no call.
+// Assignments dropped by capacity and MoE++ zero-computation experts are not dispatched; a shared
+// expert placed on a shard gets every token, as one more segment.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -70,11 +71,21 @@ struct DispatchExtras {
   // sharedWeights[t] (1 for DeepSeek, sigmoid(x·w_gate) for Qwen2-MoE).
   std::optional<uint32_t> sharedShard;
   std::span<const float> sharedWeights;  // [T]
+  // The replica chosen for each FFN expert of this batch ([placement.numExperts()], UINT32_MAX:
+  // none is available). Empty: the first shard listed for the expert.
+  std::span<const uint32_t> shardOfExpert;
 };
 
-// Fails (naming layer and expert) when an expert has no holder.
+// Fails (naming layer and expert) when an expert has no holder, or (Unavailable) no available one.
 Result<DispatchPlan> planDispatch(const RoutingDecision& decision, const Placement& placement,
                                   uint32_t layer, const DispatchExtras& extras = {});
+
+// Failover: the calls that carry a failed call's segments to other replicas. `shardFor` names
+// the replica for each segment (UINT32_MAX: none left, an Unavailable error naming the expert).
+// Tokens keep their batch ids; rows are renumbered per new call, tokens ascending.
+Result<std::vector<ShardWork>> replanOnto(
+    const ShardWork& failed, const std::function<uint32_t(const ShardSegment&)>& shardFor,
+    uint32_t layer);
 
 // out[tokens[r]] += partial[r] for every row r of one shard's reply. out: [T, H], partial: [R, H].
 void addShardPartial(const ShardWork& work, std::span<const float> partial, size_t H,

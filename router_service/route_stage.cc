@@ -3,6 +3,9 @@
 
 #include "router_service/capacity.h"
 
+#include <algorithm>
+#include <string>
+
 namespace moe::router {
 namespace {
 
@@ -29,20 +32,44 @@ Result<MemberRouting> routeMember(const LayerModel& L, const Batch& b, const Bat
   return r;
 }
 
+// Unavailable when a kept assignment of `d` needs an expert with no available replica.
+Status missingExperts(const RoutingDecision& d, const ReplicaChoice& replicas, uint32_t layer) {
+  std::vector<uint32_t> missing;
+  for (size_t at = 0; at < d.ids.size(); ++at) {
+    const uint32_t e = d.ids[at];
+    if (d.isDropped(at) || e >= replicas.available.size() || replicas.available[e]) continue;
+    if (std::find(missing.begin(), missing.end(), e) == missing.end()) missing.push_back(e);
+  }
+  if (missing.empty()) return Status::ok();
+  std::sort(missing.begin(), missing.end());
+  std::string list;
+  for (uint32_t e : missing) list += (list.empty() ? "" : ", ") + std::to_string(e);
+  const std::string& why = missing[0] < replicas.why.size() ? replicas.why[missing[0]] : "";
+  return Status::error(StatusCode::kUnavailable, "layer " + std::to_string(layer) + ": expert" +
+                                                     (missing.size() > 1 ? "s " : " ") + list +
+                                                     " ha" + (missing.size() > 1 ? "ve" : "s") +
+                                                     " no available replica" +
+                                                     (why.empty() ? "" : " (" + why + ")"));
+}
+
 // The members' decisions back to back: the batch's routing, for the plan and the load metrics.
+// A failed member's assignments are marked dropped here, so none of its rows is sent.
 RoutingDecision mergeDecisions(const std::vector<MemberRouting>& members, uint32_t k, size_t E) {
   RoutingDecision d;
   d.k = k;
   d.probSum.assign(E, 0.0);
   bool anyDropped = false;
-  for (const auto& m : members) anyDropped |= !m.decision.dropped.empty();
+  for (const auto& m : members) anyDropped |= !m.decision.dropped.empty() || !m.status;
   for (const auto& m : members) {
     const RoutingDecision& md = m.decision;
     d.tokens += md.tokens;
     d.ids.insert(d.ids.end(), md.ids.begin(), md.ids.end());
     d.weights.insert(d.weights.end(), md.weights.begin(), md.weights.end());
     for (size_t e = 0; e < E && e < md.probSum.size(); ++e) d.probSum[e] += md.probSum[e];
-    if (anyDropped) {
+    if (!m.status) {
+      d.dropped.resize(d.ids.size() - md.ids.size(), 0);
+      d.dropped.insert(d.dropped.end(), md.ids.size(), 1);
+    } else if (anyDropped) {
       if (md.dropped.empty()) {
         d.dropped.insert(d.dropped.end(), md.ids.size(), 0);
       } else {
@@ -55,20 +82,27 @@ RoutingDecision mergeDecisions(const std::vector<MemberRouting>& members, uint32
 
 // The shared expert: computed here when no shard holds it, else its gate weights go into the
 // plan. Then MoE++'s zero-computation experts, per request.
-Status planLocalAndShared(const LayerModel& L, const Batch& b, RoutedBatch& r) {
+Status planLocalAndShared(const LayerModel& L, const Batch& b, const ReplicaChoice& replicas,
+                          RoutedBatch& r) {
   const ModelConfig& model = *L.model;
   const size_t H = model.hiddenSize;
   DispatchExtras extras;
   extras.routedExperts = model.numExperts;
+  extras.shardOfExpert = replicas.shardOfExpert;
   std::vector<float> sharedWeights;
   if (L.shared != nullptr) {
     r.hasShared = true;
     auto onShards = L.placement->sharedShardsFor(L.layer);
     if (!onShards.empty()) {
+      if (replicas.sharedShard == UINT32_MAX) {
+        return Status::error(
+            StatusCode::kUnavailable,
+            "layer " + std::to_string(L.layer) + ": the shared expert has no available replica");
+      }
       auto w = L.shared->weights(*L.backend, b.x, b.tokens);
       if (!w) return w.status();
       sharedWeights = std::move(w).value();
-      extras.sharedShard = onShards.front();
+      extras.sharedShard = replicas.sharedShard;
       extras.sharedWeights = sharedWeights;
     } else {
       r.local.resize(size_t{b.tokens} * H);
@@ -92,7 +126,7 @@ Status planLocalAndShared(const LayerModel& L, const Batch& b, RoutedBatch& r) {
 
 }  // namespace
 
-Result<RoutedBatch> routeBatch(const LayerModel& L, const Batch& b) {
+Result<RoutedBatch> routeBatch(const LayerModel& L, const Batch& b, const ReplicaChoice& replicas) {
   const ModelConfig& model = *L.model;
   std::vector<float> logits(size_t{b.tokens} * model.numExperts);
   if (auto s = L.gate->logits(b.x, b.tokens, logits); !s) return makeError(s);
@@ -100,10 +134,11 @@ Result<RoutedBatch> routeBatch(const LayerModel& L, const Batch& b) {
   for (const auto& m : b.members) {
     auto routed = routeMember(L, b, m, logits);
     if (!routed) return makeError(routed.status());
+    routed.value().status = missingExperts(routed.value().decision, replicas, L.layer);
     r.members.push_back(std::move(routed).value());
   }
   r.merged = mergeDecisions(r.members, r.members.front().decision.k, model.numExperts);
-  if (auto s = planLocalAndShared(L, b, r); !s) return makeError(s);
+  if (auto s = planLocalAndShared(L, b, replicas, r); !s) return makeError(s);
   return r;
 }
 

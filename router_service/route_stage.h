@@ -6,6 +6,7 @@
 // bit-identical whatever else shares its batch.
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "common/result.h"
@@ -17,10 +18,19 @@ namespace moe::router {
 
 // One request's share of the routing.
 struct MemberRouting {
+  Status status;              // not ok: the request fails (e.g. an expert it needs is gone)
   RoutingDecision decision;   // its tokens only
   std::vector<float> logits;  // [T, E] residual included, no noise
   uint32_t dropped = 0;       // assignments dropped by capacity
   uint32_t zeroCompute = 0;   // assignments served by zero-computation experts
+};
+
+// The replicas a batch uses, chosen on the event loop from the shards' health before routing.
+struct ReplicaChoice {
+  std::vector<uint32_t> shardOfExpert;  // [FFN experts] the replica; UINT32_MAX: none available
+  uint32_t sharedShard = UINT32_MAX;    // the shared expert's replica, when it lives on shards
+  std::vector<uint8_t> available;       // [E] 1: the expert can be served (zero-compute: always)
+  std::vector<std::string> why;         // [FFN experts] for an unavailable one: its holders' state
 };
 
 struct RoutedBatch {
@@ -31,6 +41,7 @@ struct RoutedBatch {
   bool hasShared = false;  // every token also went through the layer's shared expert
 };
 
-Result<RoutedBatch> routeBatch(const LayerModel& layer, const Batch& batch);
+Result<RoutedBatch> routeBatch(const LayerModel& layer, const Batch& batch,
+                               const ReplicaChoice& replicas);
 
 }  // namespace moe::router

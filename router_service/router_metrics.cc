@@ -114,14 +114,31 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, const ModelConfig& 
                    .Name("moe_shard_rows_sent_total")
                    .Help("Token rows sent to the shard")
                    .Register(registry);
+  auto& inflightRows = prometheus::BuildGauge()
+                           .Name("moe_shard_inflight_rows")
+                           .Help("Token rows sent to the shard and not yet answered")
+                           .Register(registry);
+  auto& mismatches =
+      prometheus::BuildCounter()
+          .Name("moe_shard_identity_mismatch_total")
+          .Help("Probes that found another model or placement at the shard's address")
+          .Register(registry);
   for (const auto& s : shards) {
     const prometheus::Labels l{{"shard", s.name}};
     auto withCode = [&](const char* code) {
       return &errors.Add({{"shard", s.name}, {"code", code}});
     };
-    shards_.push_back(Shard{&duration.Add(l, latencyBuckets()), &inFlightShard.Add(l), &up.Add(l),
-                            &rows.Add(l), withCode("unavailable"), withCode("deadline_exceeded"),
-                            withCode("internal")});
+    Shard sh{};
+    sh.duration = &duration.Add(l, latencyBuckets());
+    sh.inFlight = &inFlightShard.Add(l);
+    sh.up = &up.Add(l);
+    sh.rowsSent = &rows.Add(l);
+    sh.inflightRows = &inflightRows.Add(l);
+    sh.identityMismatches = &mismatches.Add(l);
+    sh.errUnavailable = withCode("unavailable");
+    sh.errDeadline = withCode("deadline_exceeded");
+    sh.errInternal = withCode("internal");
+    shards_.push_back(sh);
   }
 }
 

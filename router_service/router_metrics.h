@@ -30,6 +30,9 @@
 //   moe_shard_rpc_in_flight{shard}                gauge
 //   moe_shard_up{shard}                           gauge, 1 when the last call/probe succeeded
 //   moe_shard_rows_sent_total{shard}              counter, token rows sent to the shard
+//   moe_shard_inflight_rows{shard}                gauge, token rows sent and not yet answered
+//   moe_shard_identity_mismatch_total{shard}      counter, probes that found another model or
+//                                                 placement at the shard's address
 // clang-format on
 #pragma once
 
@@ -68,6 +71,8 @@ class RouterMetrics {
     prometheus::Gauge* inFlight;
     prometheus::Gauge* up;
     prometheus::Counter* rowsSent;
+    prometheus::Gauge* inflightRows;
+    prometheus::Counter* identityMismatches;
     prometheus::Counter* errUnavailable;
     prometheus::Counter* errDeadline;
     prometheus::Counter* errInternal;

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "common/model_fingerprint.h"
 #include "kernels/device_backend.h"
 
 namespace moe::router {
@@ -13,6 +14,9 @@ Result<std::unique_ptr<RouterModel>> RouterModel::load(const ClusterConfig& clus
   auto m = std::make_unique<RouterModel>();
   m->cluster = cluster;
   m->model = ckpt.value()->config();
+  auto fingerprint = modelFingerprint(cluster.modelPath);
+  if (!fingerprint) return makeError(fingerprint.status());
+  m->fingerprint = std::move(fingerprint).value();
   if (auto s = validatePlacement(cluster, m->model); !s) return makeError(s);
   const uint64_t batchBytes =
       uint64_t{cluster.router.maxTokens} * m->model.hiddenSize * sizeof(float);

@@ -35,6 +35,7 @@ struct LayerModel {
 struct RouterModel {
   ClusterConfig cluster;
   ModelConfig model;
+  std::string fingerprint;  // modelFingerprint of the checkpoint: what every shard must report
   std::unique_ptr<kernels::Backend> backend;
   std::unique_ptr<Placement> placement;
   std::map<uint32_t, std::unique_ptr<GateNetwork>> gates;    // MoE layer -> its router network

@@ -6,6 +6,7 @@
 #include "common/rpc_status.h"
 #include "common/service_runtime.h"
 #include "router_service/decode.h"
+#include "router_service/readiness.h"
 #include "router_service/reply.h"
 
 namespace moe::router {
@@ -23,7 +24,14 @@ RouterServer::RouterServer(std::unique_ptr<RouterModel> model, kj::AsyncIoProvid
     : RouterServer(std::move(model), nullptr, timer, &metrics) {
   transport_ = std::make_unique<CapnpShardTransport>(io, timer, model_->cluster.shards,
                                                      model_->cluster.timeouts);
-  pipeline_ = std::make_unique<BatchPipeline>(*model_, *transport_, executor_, metrics_);
+  connectStages();
+}
+
+void RouterServer::connectStages() {
+  transport_->onConnectionLost(
+      [this](uint32_t s) { health_.markDown(s, "connection lost; must be verified again"); });
+  prober_ = std::make_unique<ShardProber>(*transport_, health_, timer_, *model_, metrics_);
+  pipeline_ = std::make_unique<BatchPipeline>(*model_, *transport_, health_, executor_, metrics_);
 }
 
 RouterServer::RouterServer(std::unique_ptr<RouterModel> model,
@@ -33,15 +41,14 @@ RouterServer::RouterServer(std::unique_ptr<RouterModel> model,
       timer_(timer),
       metrics_(metrics),
       transport_(std::move(transport)),
+      health_(model_->cluster.shards.size()),
       batcher_(
           policyFor(model_->cluster.router), model_->model.hiddenSize, timer,
           [this](Batch b, kj::Function<void()> routed) {
             return pipeline_->run(std::move(b), kj::mv(routed));
           },
           observer()) {
-  if (transport_) {
-    pipeline_ = std::make_unique<BatchPipeline>(*model_, *transport_, executor_, metrics_);
-  }
+  if (transport_) connectStages();
 }
 
 BatchingPolicy RouterServer::policyFor(const RouterConfig& router) {
@@ -96,70 +103,24 @@ kj::Promise<void> RouterServer::forward(ForwardContext context) {
       });
 }
 
-kj::Promise<kj::Array<std::string>> RouterServer::probeShards() {
-  kj::Vector<kj::Promise<std::string>> probes;
-  for (size_t i = 0; i < transport_->numShards(); ++i) {
-    auto* up = metrics_ ? metrics_->shard(i).up : nullptr;
-    probes.add(transport_->info(static_cast<uint32_t>(i))
-                   .then(
-                       [up](ShardTransport::InfoResponse&&) {
-                         if (up) up->Set(1);
-                         return std::string();
-                       },
-                       [up](kj::Exception&& e) {
-                         if (up) up->Set(0);
-                         return std::string(e.getDescription().cStr());
-                       }));
+void RouterServer::updateReadiness(AdminServer* admin) {
+  const Readiness r = assessReadiness(*model_, health_, *transport_, degradedRoutingAllowed());
+  if (admin == nullptr || admin->state() == ServiceState::kDraining) return;
+  if (r.ready) {
+    admin->setState(ServiceState::kReady, r.why);
+  } else {
+    admin->setState(ServiceState::kNotReady, r.why);
   }
-  return kj::joinPromises(probes.releaseAsArray());
-}
-
-std::string RouterServer::unreachableExperts(const kj::Array<std::string>& errors) const {
-  const ModelConfig& m = model_->model;
-  // Empty when one of `holders` answers, else why none does.
-  auto noneReachable = [&](std::span<const uint32_t> holders,
-                           const std::string& what) -> std::string {
-    for (uint32_t s : holders) {
-      if (errors[s].empty()) return "";
-    }
-    std::string why = what + " has no reachable shard";
-    for (uint32_t s : holders) why += "; " + errors[s];
-    return why;
-  };
-  for (uint32_t layer : m.moeLayers) {
-    for (uint32_t e = 0; e < m.numFfnExperts; ++e) {
-      auto why =
-          noneReachable(model_->placement->shardsFor(layer, e),
-                        "expert " + std::to_string(e) + " of layer " + std::to_string(layer));
-      if (!why.empty()) return why;
-    }
-    auto shared = model_->placement->sharedShardsFor(layer);
-    if (!shared.empty()) {
-      auto why = noneReachable(shared, "the shared expert of layer " + std::to_string(layer));
-      if (!why.empty()) return why;
-    }
-  }
-  return "";
 }
 
 kj::Promise<void> RouterServer::watchShards(AdminServer* admin, uint32_t periodMs) {
-  return probeShards().then([this, admin, periodMs](kj::Array<std::string> errors) {
-    if (admin != nullptr && admin->state() != ServiceState::kDraining) {
-      auto why = unreachableExperts(errors);
-      if (why.empty()) {
-        admin->setState(ServiceState::kReady);
-      } else {
-        admin->setState(ServiceState::kNotReady, why);
-      }
-    }
-    return timer_.afterDelay(periodMs * kj::MILLISECONDS).then([this, admin, periodMs]() {
-      return watchShards(admin, periodMs);
-    });
-  });
+  health_.onChange([this, admin]() { updateReadiness(admin); });
+  updateReadiness(admin);
+  return prober_->run(periodMs);
 }
 
 kj::Promise<void> RouterServer::info(InfoContext context) {
-  return probeShards().then([this, context](kj::Array<std::string> errors) mutable {
+  return prober_->probeAll().then([this, context]() mutable {
     const ModelConfig& m = model_->model;
     auto info = context.getResults().initInfo();
     fillModelInfo(info, m);
@@ -167,15 +128,18 @@ kj::Promise<void> RouterServer::info(InfoContext context) {
     info.setName("router");
     info.setBackend(std::string(model_->backend->name()));
     info.setMaxTokens(model_->cluster.router.maxTokens);
+    info.setFingerprint(model_->fingerprint);
     auto shards = info.initShards(static_cast<unsigned>(transport_->numShards()));
-    for (size_t i = 0; i < transport_->numShards(); ++i) {
-      auto s = shards[static_cast<unsigned>(i)];
-      s.setName(transport_->shard(static_cast<uint32_t>(i)).name);
-      s.setAddress(transport_->shard(static_cast<uint32_t>(i)).listen);
-      s.setReachable(errors[i].empty());
-      s.setError(errors[i]);
+    for (uint32_t i = 0; i < transport_->numShards(); ++i) {
+      auto s = shards[i];
+      s.setName(transport_->shard(i).name);
+      s.setAddress(transport_->shard(i).listen);
+      s.setReachable(health_.usable(i));
+      s.setError(health_.usable(i)
+                     ? std::string()
+                     : std::string(shardStateName(health_.state(i))) + ": " + health_.why(i));
     }
-    info.setReady(unreachableExperts(errors).empty());
+    info.setReady(assessReadiness(*model_, health_, *transport_, degradedRoutingAllowed()).ready);
   });
 }
 

@@ -16,6 +16,8 @@
 #include "router_service/batcher.h"
 #include "router_service/router_metrics.h"
 #include "router_service/router_model.h"
+#include "router_service/shard_health.h"
+#include "router_service/shard_prober.h"
 #include "router_service/shard_transport.h"
 
 namespace moe::router {
@@ -32,22 +34,23 @@ class RouterServer final : public proto::Router::Server {
   kj::Promise<void> forward(ForwardContext context) override;
   kj::Promise<void> info(InfoContext context) override;
 
-  // Probes every shard every `periodMs`, forever: keeps moe_shard_up current and the admin
-  // plane's readiness true to "every expert reachable on at least one shard".
+  // Probes the shards forever (shard_prober.h: identity, draining, backoff) and keeps the admin
+  // plane's readiness true (readiness.h). Every up shard is probed every `periodMs`.
   kj::Promise<void> watchShards(AdminServer* admin, uint32_t periodMs);
 
  private:
   static BatchingPolicy policyFor(const RouterConfig& router);
   BatchObserver observer();
-  // One info probe per shard: "" when reachable, else the error. Updates moe_shard_up.
-  kj::Promise<kj::Array<std::string>> probeShards();
-  // Empty when every (layer, expert) has a reachable holder, else why not.
-  std::string unreachableExperts(const kj::Array<std::string>& shardErrors) const;
+  void connectStages();  // once the transport exists: prober, pipeline, connection-lost hook
+  void updateReadiness(AdminServer* admin);
+  bool degradedRoutingAllowed() const { return false; }  // routing.missing_expert (next step)
 
   std::unique_ptr<RouterModel> model_;
   kj::Timer& timer_;
   RouterMetrics* metrics_;
   std::unique_ptr<ShardTransport> transport_;
+  ShardHealth health_;
+  std::unique_ptr<ShardProber> prober_;
   std::unique_ptr<BatchPipeline> pipeline_;
   ComputeExecutor executor_{"router-compute"};  // joined before the pipeline its jobs use goes
   Batcher batcher_;

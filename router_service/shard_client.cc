@@ -6,8 +6,13 @@
 namespace moe::router {
 
 ShardClient::ShardClient(kj::AsyncIoProvider& io, kj::Timer& timer, const ShardConfig& shard,
-                         const TimeoutConfig& timeouts)
-    : io_(io), timer_(timer), shard_(shard), timeouts_(timeouts), watchers_(*this) {}
+                         const TimeoutConfig& timeouts, std::function<void()> onDisconnect)
+    : io_(io),
+      timer_(timer),
+      shard_(shard),
+      timeouts_(timeouts),
+      onDisconnect_(std::move(onDisconnect)),
+      watchers_(*this) {}
 
 void ShardClient::taskFailed(kj::Exception&& exception) {
   logDebug("shard ", shard_.name, ": watcher: ", exception.getDescription().cStr());
@@ -35,8 +40,9 @@ kj::Promise<proto::ExpertShard::Client> ShardClient::capability() {
         watchers_.add(conn->onDisconnect().then([this, gen]() {
           if (gen != generation_) return;
           logWarn("shard ", shard_.name, " (", shard_.listen,
-                  "): disconnected; will reconnect on the next call");
+                  "): disconnected; it must prove its identity again before it gets work");
           dropConnection();
+          if (onDisconnect_) onDisconnect_();
         }));
         connection_ = kj::mv(conn);
         cap_ = cap;

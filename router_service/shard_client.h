@@ -5,6 +5,7 @@
 
 #include <kj/async-io.h>
 
+#include <functional>
 #include <string>
 
 #include "common/config.h"
@@ -15,8 +16,9 @@ namespace moe::router {
 
 class ShardClient final : private kj::TaskSet::ErrorHandler {
  public:
+  // `onDisconnect` runs when a live connection drops (the next one must be verified again).
   ShardClient(kj::AsyncIoProvider& io, kj::Timer& timer, const ShardConfig& shard,
-              const TimeoutConfig& timeouts);
+              const TimeoutConfig& timeouts, std::function<void()> onDisconnect);
 
   const ShardConfig& config() const { return shard_; }
 
@@ -37,6 +39,7 @@ class ShardClient final : private kj::TaskSet::ErrorHandler {
   TimeoutConfig timeouts_;
   kj::Maybe<kj::Own<RpcConnection>> connection_;
   kj::Maybe<proto::ExpertShard::Client> cap_;
+  std::function<void()> onDisconnect_;
   uint64_t generation_ = 0;  // bumps on every (dis)connect so a stale watcher does nothing
   kj::TaskSet watchers_;
 };

@@ -20,16 +20,12 @@ kj::Promise<T> ShardTransport::guarded(uint32_t shard, kj::Promise<T> call, uint
                               "did not answer within " + std::to_string(deadlineMs) + " ms");
   return bounded.catch_([this, shard](kj::Exception&& e) -> T {
     Status s = statusFromException(e);
-    if (s.code() == StatusCode::kUnavailable) connectionLost(shard);
+    if (s.code() == StatusCode::kUnavailable) {
+      connectionLost(shard);
+      notifyLost(shard);
+    }
     throwStatus(s.code(), label(shard) + ": " + s.message());
   });
-}
-
-kj::Promise<ShardTransport::RunRequest> ShardTransport::newRunRequest(uint32_t shard) {
-  return guarded<RunRequest>(shard, capability(shard).then([](proto::ExpertShard::Client cap) {
-    return cap.runRequest();
-  }),
-                             timeouts_.connectMs + timeouts_.shardCallMs);
 }
 
 kj::Maybe<ShardTransport::RunRequest> ShardTransport::readyRunRequest(uint32_t shard) {
@@ -54,8 +50,10 @@ CapnpShardTransport::CapnpShardTransport(kj::AsyncIoProvider& io, kj::Timer& tim
                                          const std::vector<ShardConfig>& shards,
                                          const TimeoutConfig& timeouts)
     : ShardTransport(timer, timeouts) {
-  for (const auto& s : shards)
-    clients_.push_back(std::make_unique<ShardClient>(io, timer, s, timeouts));
+  for (uint32_t i = 0; i < shards.size(); ++i) {
+    clients_.push_back(std::make_unique<ShardClient>(io, timer, shards[i], timeouts,
+                                                     [this, i]() { notifyLost(i); }));
+  }
 }
 
 kj::Promise<proto::ExpertShard::Client> CapnpShardTransport::capability(uint32_t shard) {

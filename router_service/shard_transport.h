@@ -8,6 +8,7 @@
 #include <kj/async-io.h>
 #include <kj/timer.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -30,15 +31,17 @@ class ShardTransport {
   virtual size_t numShards() const = 0;
   virtual const ShardConfig& shard(uint32_t index) const = 0;
 
-  // A request for `shard` to fill (connecting first when needed). Fails Unavailable.
-  kj::Promise<RunRequest> newRunRequest(uint32_t shard);
-  // A request for `shard` at once when its connection is up, else nothing (never waits): lets
-  // the pipeline encode while it routes, in one compute job.
+  // A request for `shard` at once when its connection is up, else nothing. Run calls never open
+  // a connection: only `info` (the prober, which verifies the shard's identity first) does.
   kj::Maybe<RunRequest> readyRunRequest(uint32_t shard);
   // Sends a filled request. Fails with the shard's status (Unavailable when the connection is
   // lost, DeadlineExceeded past timeouts.shard_call_ms), the message naming the shard.
   kj::Promise<RunResponse> send(uint32_t shard, RunRequest request);
+  // Connects when needed.
   kj::Promise<InfoResponse> info(uint32_t shard);
+  // Called with the shard's index whenever its connection is lost (a call failed Unavailable,
+  // or the connection dropped).
+  void onConnectionLost(std::function<void(uint32_t)> handler) { lost_ = std::move(handler); }
 
   // "shard shard-0 (127.0.0.1:7201)": how errors name a shard.
   std::string label(uint32_t shard) const;
@@ -49,6 +52,9 @@ class ShardTransport {
   virtual kj::Maybe<proto::ExpertShard::Client> readyCapability(uint32_t shard) = 0;
   // A call to `shard` failed Unavailable: forget its connection.
   virtual void connectionLost(uint32_t shard) {}
+  void notifyLost(uint32_t shard) {
+    if (lost_) lost_(shard);
+  }
 
  private:
   template <typename T>
@@ -56,6 +62,7 @@ class ShardTransport {
 
   kj::Timer& timer_;
   TimeoutConfig timeouts_;
+  std::function<void(uint32_t)> lost_;
 };
 
 // Shards over Cap'n Proto connections (ShardClient each).

@@ -269,17 +269,20 @@ TEST_F(BadInputTest, ShardDownThenBack) {
   auto x = randomTokens(128, kH, 9);  // 128 tokens × top-2 of 4 experts: both shards are needed
   auto failed = c.forward(0, x, 128, kH);
   EXPECT_RPC_ERROR(failed, "shard shard-1 (" + cluster_->config().shards[1].listen + ")");
+  EXPECT_RPC_ERROR(failed, "Unavailable: ");
   auto info = c.routerInfo();
   ASSERT_TRUE(info.value) << info.error;
   EXPECT_FALSE(info.value->getInfo().getReady());
   EXPECT_FALSE(info.value->getInfo().getShards()[1].getReachable());
 
   ASSERT_TRUE(cluster_->restartShard("shard-1").isOk());
-  auto ok = c.forward(0, x, 128, kH);
-  EXPECT_TRUE(ok.value) << ok.error;
+  // The router verifies the restarted shard (Router.info probes at once; otherwise its prober
+  // does within ~1 s) before sending it work.
   info = c.routerInfo();
   ASSERT_TRUE(info.value);
   EXPECT_TRUE(info.value->getInfo().getReady());
+  auto ok = c.forward(0, x, 128, kH);
+  EXPECT_TRUE(ok.value) << ok.error;
 }
 
 // A stalled shard (SIGSTOP): the call hits the shard deadline instead of hanging.

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <prometheus/registry.h>
 
+#include <algorithm>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -17,22 +18,26 @@
 namespace moe::unit {
 namespace {
 
-// A shard that fails every run with Unavailable, or never answers (the deadline must end it).
+// A scripted shard (see ShardFault); `real` answers its `info` when the fault allows.
 class ScriptedShard final : public proto::ExpertShard::Server {
  public:
-  explicit ScriptedShard(ShardFault fault) : fault_(fault) {}
+  ScriptedShard(ShardFault fault, proto::ExpertShard::Client real)
+      : fault_(fault), real_(kj::mv(real)) {}
   kj::Promise<void> run(RunContext) override {
-    if (fault_ == ShardFault::kUnavailable) {
+    if (fault_ == ShardFault::kStall) return kj::NEVER_DONE;
+    throwStatus(StatusCode::kUnavailable, "scripted: connection refused");
+  }
+  kj::Promise<void> info(InfoContext context) override {
+    if (fault_ == ShardFault::kDown) {
       throwStatus(StatusCode::kUnavailable, "scripted: connection refused");
     }
-    return kj::NEVER_DONE;
-  }
-  kj::Promise<void> info(InfoContext) override {
-    throwStatus(StatusCode::kUnavailable, "scripted: connection refused");
+    return real_.infoRequest().send().then(
+        [context](auto&& r) mutable { context.getResults().setInfo(r.getInfo()); });
   }
 
  private:
   ShardFault fault_;
+  proto::ExpertShard::Client real_;
 };
 
 std::string clusterYaml(const InProcessClusterSpec& spec) {
@@ -56,6 +61,8 @@ std::string clusterYaml(const InProcessClusterSpec& spec) {
 
 struct InProcessCluster::Parts {
   prometheus::Registry registry;
+  prometheus::Registry routerRegistry;
+  std::unique_ptr<router::RouterMetrics> routerMetrics;
   std::vector<std::unique_ptr<expert::ExpertMetrics>> shardMetrics;
 };
 
@@ -73,21 +80,17 @@ InProcessCluster::InProcessCluster(const std::string& dir, const InProcessCluste
   auto transport = std::make_unique<router::InProcessShardTransport>(io_.provider->getTimer(),
                                                                      cluster.value().timeouts);
   for (size_t i = 0; i < cluster.value().shards.size(); ++i) {
-    const ShardConfig& sc = cluster.value().shards[i];
-    if (i < faults.size() && faults[i] != ShardFault::kNone) {
-      transport->add(sc, kj::heap<ScriptedShard>(faults[i]));
-      continue;
-    }
-    auto shard = expert::ShardModel::load(cluster.value(), sc.name);
-    if (!shard) {
-      ADD_FAILURE() << shard.error();
+    const ShardFault fault = i < faults.size() ? faults[i] : ShardFault::kNone;
+    auto loaded = loadShard(cluster.value(), i, fault, spec, dir);
+    KJ_IF_MAYBE (shard, loaded) {
+      if (fault == ShardFault::kNone || fault == ShardFault::kForeignModel) {
+        transport->add(cluster.value().shards[i], kj::mv(*shard));
+      } else {
+        transport->add(cluster.value().shards[i], kj::heap<ScriptedShard>(fault, kj::mv(*shard)));
+      }
+    } else {
       return;
     }
-    parts_->shardMetrics.push_back(std::make_unique<expert::ExpertMetrics>(
-        parts_->registry, *shard.value()->store, "reference"));
-    transport->add(
-        sc, kj::heap<expert::ShardServer>(std::move(shard).value(), *parts_->shardMetrics.back(),
-                                          io_.provider->getTimer()));
   }
   auto model = router::RouterModel::load(cluster.value());
   if (!model) {
@@ -95,8 +98,54 @@ InProcessCluster::InProcessCluster(const std::string& dir, const InProcessCluste
     return;
   }
   model_ = model.value()->model;
+  parts_->routerMetrics = std::make_unique<router::RouterMetrics>(
+      parts_->routerRegistry, model_, cluster.value().shards, "reference");
   router_ = kj::heap<router::RouterServer>(std::move(model).value(), std::move(transport),
-                                           io_.provider->getTimer(), nullptr);
+                                           io_.provider->getTimer(), parts_->routerMetrics.get());
+  info();  // verifies the shards, as the service's prober does before any traffic
+}
+
+kj::Maybe<proto::ExpertShard::Client> InProcessCluster::loadShard(const ClusterConfig& cluster,
+                                                                  size_t i, ShardFault fault,
+                                                                  const InProcessClusterSpec& spec,
+                                                                  const std::string& dir) {
+  ClusterConfig c = cluster;
+  if (fault == ShardFault::kForeignModel) {  // same shapes, other weights, its own directory
+    SyntheticModelSpec other = spec.model;
+    other.seed += 1;
+    c.modelPath = dir + "/foreign-model";
+    if (auto s = writeSyntheticCheckpoint(other, c.modelPath); !s) ADD_FAILURE() << s.message();
+  }
+  auto shard = expert::ShardModel::load(c, c.shards[i].name);
+  if (!shard) {
+    ADD_FAILURE() << shard.error();
+    return nullptr;
+  }
+  parts_->shardMetrics.push_back(std::make_unique<expert::ExpertMetrics>(
+      parts_->registry, *shard.value()->store, "reference"));
+  return proto::ExpertShard::Client(kj::heap<expert::ShardServer>(
+      std::move(shard).value(), *parts_->shardMetrics.back(), io_.provider->getTimer()));
+}
+
+double InProcessCluster::routerCounter(const std::string& name,
+                                       const std::map<std::string, std::string>& labels) {
+  double total = 0;
+  for (const auto& family : parts_->routerRegistry.Collect()) {
+    if (family.name != name) continue;
+    for (const auto& m : family.metric) {
+      bool match = true;
+      for (const auto& [k, v] : labels) {
+        match &= std::any_of(m.label.begin(), m.label.end(),
+                             [&](const auto& l) { return l.name == k && l.value == v; });
+      }
+      if (match) total += m.counter.value;
+    }
+  }
+  return total;
+}
+
+capnp::Response<proto::Router::InfoResults> InProcessCluster::info() {
+  return router_.infoRequest().send().wait(io_.waitScope);
 }
 
 InProcessCluster::~InProcessCluster() = default;

@@ -7,6 +7,7 @@
 #include <kj/async-io.h>
 #include <prometheus/registry.h>
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -28,8 +29,11 @@ struct InProcessClusterSpec {
   uint32_t shardCallMs = 10000;
 };
 
-// How a scripted shard behaves instead of the real one.
-enum class ShardFault { kNone, kUnavailable, kStall };
+// How a scripted shard behaves instead of the real one: kDown refuses everything (never
+// verified); kRunUnavailable and kStall answer `info` as the real shard would (so they are
+// verified and chosen) but fail or never answer `run`; kForeignModel is a real shard of another
+// checkpoint with the same shapes (seed + 1).
+enum class ShardFault { kNone, kDown, kRunUnavailable, kStall, kForeignModel };
 
 class InProcessCluster {
  public:
@@ -48,9 +52,17 @@ class InProcessCluster {
   // A forward call in flight: f32 rows [T, H].
   kj::Promise<ForwardResponse> forward(uint32_t layer, const std::vector<float>& x, uint32_t T,
                                        bool returnRouting = true, uint64_t noiseSeed = 0);
+  // A router counter's value (its labels given), from the router's metrics.
+  double routerCounter(const std::string& name, const std::map<std::string, std::string>& labels);
+  // Router.info: probes every shard now (identity, health) and reports them.
+  capnp::Response<proto::Router::InfoResults> info();
 
  private:
   struct Parts;
+  kj::Maybe<proto::ExpertShard::Client> loadShard(const ClusterConfig& cluster, size_t i,
+                                                  ShardFault fault,
+                                                  const InProcessClusterSpec& spec,
+                                                  const std::string& dir);
   kj::AsyncIoContext io_;
   ModelConfig model_;
   std::unique_ptr<Parts> parts_;

@@ -11,6 +11,7 @@
 #include "kernels/row_invariant_linear.h"
 #include "router_service/combine.h"
 #include "router_service/encode.h"
+#include "router_service/shard_health.h"
 #include "tests/unit/test_util.h"
 
 namespace moe::router {
@@ -67,7 +68,7 @@ TEST(Combine, SumsPartialsPerRequestWithItsOwnStats) {
   std::vector<ShardPartial> partials;
   partials.push_back(rowsOf({1, 1, 2, 2, 3, 3}));
   partials.push_back(rowsOf({10, 10}));
-  auto replies = combineBatch(c.batch, c.routed, partials, 2, {7, 9});
+  auto replies = combineBatch(c.batch, c.routed, c.routed.plan.work, partials, 2, {7, 9});
   ASSERT_TRUE(replies[0].isOk());
   ASSERT_TRUE(replies[1].isOk());
   EXPECT_EQ(replies[0].value().output, (std::vector<float>{1, 1, 2, 2}));
@@ -87,7 +88,7 @@ TEST(Combine, AFailedShardFailsOnlyTheRequestsItCarried) {
   partials.push_back(rowsOf({1, 1, 2, 2, 3, 3}));
   partials.emplace_back();
   partials.back().status = Status::error(StatusCode::kUnavailable, "shard s1: connection lost");
-  auto replies = combineBatch(c.batch, c.routed, partials, 2, {});
+  auto replies = combineBatch(c.batch, c.routed, c.routed.plan.work, partials, 2, {});
   ASSERT_TRUE(replies[0].isOk());
   ASSERT_FALSE(replies[1].isOk());
   EXPECT_EQ(replies[1].code(), StatusCode::kUnavailable);
@@ -99,7 +100,7 @@ TEST(Combine, WhatAShardRejectedIsTheRoutersFault) {
   std::vector<ShardPartial> partials(2);
   partials[0].status = Status::error(StatusCode::kInvalidArgument, "segment 0: row index 9 >= 3");
   partials[1] = rowsOf({10, 10});
-  auto replies = combineBatch(c.batch, c.routed, partials, 2, {});
+  auto replies = combineBatch(c.batch, c.routed, c.routed.plan.work, partials, 2, {});
   EXPECT_EQ(replies[0].code(), StatusCode::kInternal);
   EXPECT_EQ(replies[1].code(), StatusCode::kInternal);
 }
@@ -124,6 +125,54 @@ TEST(RowInvariantLinear, MatchesTheProductAndIgnoresTheOtherRows) {
     kernels::linearRowInvariant(w, N, K, std::span<const float>(x).subspan(t * K, K), 1, alone);
     for (size_t j = 0; j < N; ++j) EXPECT_EQ(alone[j], all[t * N + j]) << "row " << t;
   }
+}
+
+}  // namespace
+}  // namespace moe::router
+
+namespace moe::router {
+namespace {
+
+// Replica choice: power of two choices on in-flight rows × latency, usable replicas only.
+TEST(ShardHealthChoice, SpreadsOverEqualReplicasAndAvoidsTheLoadedAndTheDown) {
+  ShardHealth h(3);
+  for (uint32_t s = 0; s < 3; ++s) h.markUp(s);
+  const uint32_t holders[] = {0, 1, 2};
+  std::vector<int> picks(3, 0);
+  for (int i = 0; i < 300; ++i) ++picks[h.choose(holders)];
+  for (int p : picks) EXPECT_GT(p, 30) << "an idle replica was never chosen";
+  h.callStarted(1, 10000);  // shard 1 is busy: never chosen over an idle one
+  for (int i = 0; i < 100; ++i) EXPECT_NE(h.choose(holders), 1u);
+  h.markDown(0, "connection lost");
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(h.choose(holders), 2u);
+  EXPECT_EQ(h.choose(holders, /*exclude=*/2), 1u);  // the only usable one left
+  h.markDraining(1);
+  EXPECT_EQ(h.choose(holders, 2), ShardHealth::kNone);
+}
+
+TEST(ShardHealthChoice, ASlowReplicaGetsLessWork) {
+  ShardHealth h(2);
+  h.markUp(0);
+  h.markUp(1);
+  h.callStarted(0, 8);
+  h.callEnded(0, 8, 0.002);
+  h.callStarted(1, 8);
+  h.callEnded(1, 8, 0.200);  // 100× slower
+  const uint32_t holders[] = {0, 1};
+  int slow = 0;
+  for (int i = 0; i < 100; ++i) slow += h.choose(holders) == 1;
+  EXPECT_EQ(slow, 0);
+}
+
+TEST(ShardHealthChoice, ProbesBackOffExponentiallyUpToOneSecond) {
+  ShardHealth h(1);
+  h.markDown(0, "refused");
+  const auto t0 = ShardHealth::Clock::now();
+  EXPECT_TRUE(h.probeDue(0, t0));  // at once after going down
+  auto t = t0;
+  for (int i = 0; i < 10; ++i) h.probeFailed(0, t);
+  EXPECT_FALSE(h.probeDue(0, t + std::chrono::milliseconds(900)));
+  EXPECT_TRUE(h.probeDue(0, t + std::chrono::milliseconds(1000)));
 }
 
 }  // namespace
