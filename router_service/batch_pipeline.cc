@@ -19,6 +19,9 @@ Batcher::Replies failAll(size_t n, const Status& s) {
 
 // How many times one call's rows may move to another replica.
 constexpr uint32_t kMaxFailovers = 3;
+// A call is hedged once it took this many times its shard's usual time, and at least the floor.
+constexpr double kHedgeFactor = 3.0;
+constexpr double kHedgeFloorSeconds = 0.100;
 
 }  // namespace
 
@@ -47,11 +50,13 @@ struct BatchPipeline::State {
 };
 
 BatchPipeline::BatchPipeline(const RouterModel& model, ShardTransport& transport,
-                             ShardHealth& health, ComputeExecutor& executor, RouterMetrics* metrics)
+                             ShardHealth& health, ComputeExecutor& executor, kj::Timer& timer,
+                             RouterMetrics* metrics)
     : model_(model),
       transport_(transport),
       health_(health),
       executor_(executor),
+      timer_(timer),
       metrics_(metrics) {}
 
 ReplicaChoice BatchPipeline::chooseReplicas(uint32_t layer) {
@@ -184,54 +189,138 @@ kj::Promise<void> BatchPipeline::encodeAndSend(std::shared_ptr<State> st,
   });
 }
 
-// One call; its reply or failure is kept in `st`. Unavailable fails over to other replicas.
+// Counts one call in health and metrics from its start until it ends or is cancelled (a hedge
+// won).
+struct CallAccount {
+  ShardHealth& health;
+  RouterMetrics::Shard* metrics;
+  uint32_t shard, rows;
+  Clock::time_point start = Clock::now();
+  bool open = true;
+  CallAccount(ShardHealth& h, RouterMetrics::Shard* m, uint32_t s, uint32_t r)
+      : health(h), metrics(m), shard(s), rows(r) {
+    health.callStarted(shard, rows);
+    if (metrics) {
+      metrics->inFlight->Increment();
+      metrics->rowsSent->Increment(rows);
+      metrics->inflightRows->Increment(rows);
+    }
+  }
+  void end(const Status& s) {
+    if (!open) return;
+    open = false;
+    const double seconds = static_cast<double>(microsSince(start)) * 1e-6;
+    health.callEnded(shard, rows, seconds);
+    if (!metrics) return;
+    metrics->inFlight->Decrement();
+    metrics->inflightRows->Decrement(rows);
+    metrics->duration->Observe(seconds);
+    if (s) {
+      metrics->up->Set(1);
+    } else {
+      metrics->recordError(metricCodeLabel(s.code()));
+      if (s.code() == StatusCode::kUnavailable) metrics->up->Set(0);
+    }
+  }
+};
+
+// One call of `a` to its shard; the reply or the failure lands in `a`.
+kj::Promise<void> BatchPipeline::callOnce(std::shared_ptr<State> st, Attempt* a) {
+  const uint32_t shard = a->work.shard;
+  auto account =
+      std::make_shared<CallAccount>(health_, metrics_ ? &metrics_->shard(shard) : nullptr, shard,
+                                    static_cast<uint32_t>(a->work.tokens.size()));
+  return transport_.send(shard, kj::mv(*a->request))
+      .then(
+          [a, account](ShardTransport::RunResponse&& r) {
+            a->response = std::make_unique<ShardTransport::RunResponse>(kj::mv(r));
+            account->end(Status::ok());
+          },
+          [a, account](kj::Exception&& e) {
+            a->status = statusFromException(e);
+            account->end(a->status);
+          })
+      .attach(kj::defer([account]() {
+                account->end(Status::error(StatusCode::kUnavailable, "cancelled: a hedge won"));
+              }),
+              kj::mv(st));
+}
+
+// One call of the batch: failover when it fails Unavailable, a hedge when it is slow.
 kj::Promise<void> BatchPipeline::send(std::shared_ptr<State> st, size_t i) {
-  Attempt& a = *st->attempts[i];
-  const uint32_t shard = a.work.shard;
-  const auto rows = static_cast<uint32_t>(a.work.tokens.size());
-  if (!a.encoded) {
-    a.status = Status::error(StatusCode::kUnavailable,
-                             transport_.label(shard) + ": not connected (not verified yet)");
-    health_.markDown(shard, a.status.message());
+  Attempt* a = st->attempts[i].get();
+  const uint32_t shard = a->work.shard;
+  if (!a->encoded) {
+    a->status = Status::error(StatusCode::kUnavailable,
+                              transport_.label(shard) + ": not connected (not verified yet)");
+    health_.markDown(shard, a->status.message());
     return failover(st, i);
   }
-  RouterMetrics::Shard* m = metrics_ ? &metrics_->shard(shard) : nullptr;
-  if (m) {
-    m->inFlight->Increment();
-    m->rowsSent->Increment(rows);
-    m->inflightRows->Increment(rows);
-  }
-  health_.callStarted(shard, rows);
-  const auto start = Clock::now();
-  auto reply = transport_.send(shard, kj::mv(*a.request));
-  return reply.then(
-      [this, st, i, m, start, shard, rows](ShardTransport::RunResponse&& r) -> kj::Promise<void> {
-        const double seconds = static_cast<double>(microsSince(start)) * 1e-6;
-        health_.callEnded(shard, rows, seconds);
-        st->attempts[i]->response = std::make_unique<ShardTransport::RunResponse>(kj::mv(r));
-        if (m) {
-          m->inFlight->Decrement();
-          m->inflightRows->Decrement(rows);
-          m->up->Set(1);
-          m->duration->Observe(seconds);
-        }
-        return kj::READY_NOW;
+  auto call = callOnce(st, a).then([this, st, i, a, shard]() -> kj::Promise<void> {
+    if (a->response || a->status.code() != StatusCode::kUnavailable) return kj::READY_NOW;
+    health_.markDown(shard, a->status.message());
+    return failover(st, i);
+  });
+  const double delay = std::max(kHedgeFloorSeconds, kHedgeFactor * health_.typicalSeconds(shard));
+  auto hedged =
+      timer_.afterDelay(static_cast<int64_t>(delay * 1e6) * kj::MICROSECONDS).then([this, st, i]() {
+        return hedge(st, i);
+      });
+  return call.exclusiveJoin(kj::mv(hedged));
+}
+
+// The segments of `work` placed on other usable replicas of their experts (not `work`'s shard).
+Result<std::vector<ShardWork>> BatchPipeline::otherReplicas(const State& st,
+                                                            const ShardWork& work) {
+  const Placement& p = *model_.placement;
+  const uint32_t layer = st.batch.layer;
+  return replanOnto(
+      work,
+      [&](const ShardSegment& seg) {
+        return health_.choose(
+            seg.shared ? p.sharedShardsFor(layer) : p.shardsFor(layer, seg.expert), work.shard);
       },
-      [this, st, i, m, start, shard, rows](kj::Exception&& e) -> kj::Promise<void> {
-        const double seconds = static_cast<double>(microsSince(start)) * 1e-6;
-        health_.callEnded(shard, rows, seconds);
-        Status s = statusFromException(e);
-        st->attempts[i]->status = s;
-        if (m) {
-          m->inFlight->Decrement();
-          m->inflightRows->Decrement(rows);
-          m->duration->Observe(seconds);
-          m->recordError(metricCodeLabel(s.code()));
+      layer);
+}
+
+// A slow call's rows sent to other replicas as well; wins (resolves) only when every hedge call
+// answered, then those answers replace the slow call's. Otherwise never resolves: the slow call
+// goes on until it answers, fails or meets its deadline.
+kj::Promise<void> BatchPipeline::hedge(std::shared_ptr<State> st, size_t i) {
+  auto moved = otherReplicas(*st, st->attempts[i]->work);
+  if (!moved) return kj::NEVER_DONE;
+  auto hedges = std::make_shared<std::vector<std::unique_ptr<Attempt>>>();
+  std::vector<Attempt*> jobs;
+  for (ShardWork& w : moved.value()) {
+    auto a = std::make_unique<Attempt>();
+    a->work = std::move(w);
+    KJ_IF_MAYBE (req, transport_.readyRunRequest(a->work.shard)) {
+      a->request = std::make_unique<ShardTransport::RunRequest>(kj::mv(*req));
+    } else {
+      return kj::NEVER_DONE;
+    }
+    jobs.push_back(a.get());
+    hedges->push_back(std::move(a));
+  }
+  const float scale = model_.model.expertInputScale();
+  const uint32_t H = model_.model.hiddenSize;
+  auto encoded = executor_.run([st, jobs, scale, H]() {
+    for (Attempt* a : jobs)
+      encodeShardCall(a->work, st->batch.layer, st->batch.x, H, scale, *a->request);
+  });
+  return encoded
+      .then([this, st, jobs]() {
+        kj::Vector<kj::Promise<void>> calls;
+        for (Attempt* a : jobs) calls.add(callOnce(st, a));
+        return kj::joinPromises(calls.releaseAsArray());
+      })
+      .then([st, i, hedges]() -> kj::Promise<void> {
+        for (const auto& h : *hedges) {
+          if (!h->response) return kj::NEVER_DONE;
         }
-        if (s.code() != StatusCode::kUnavailable) return kj::READY_NOW;
-        if (m) m->up->Set(0);
-        health_.markDown(shard, s.message());
-        return failover(st, i);
+        st->attempts[i]->replaced = true;
+        for (auto& h : *hedges) st->attempts.push_back(std::move(h));
+        return kj::READY_NOW;
       });
 }
 
@@ -239,16 +328,7 @@ kj::Promise<void> BatchPipeline::send(std::shared_ptr<State> st, size_t i) {
 kj::Promise<void> BatchPipeline::failover(std::shared_ptr<State> st, size_t i) {
   Attempt& a = *st->attempts[i];
   if (a.failovers >= kMaxFailovers) return kj::READY_NOW;
-  const Placement& p = *model_.placement;
-  const uint32_t layer = st->batch.layer;
-  const uint32_t failed = a.work.shard;
-  auto moved = replanOnto(
-      a.work,
-      [&](const ShardSegment& seg) {
-        return health_.choose(
-            seg.shared ? p.sharedShardsFor(layer) : p.shardsFor(layer, seg.expert), failed);
-      },
-      layer);
+  auto moved = otherReplicas(*st, a.work);
   if (!moved) return kj::READY_NOW;  // no replica left: the attempt's own error stands
   a.replaced = true;
   std::vector<size_t> added;
@@ -269,7 +349,8 @@ kj::Promise<Batcher::Replies> BatchPipeline::combine(std::shared_ptr<State> st) 
     std::vector<ShardWork> works;
     std::vector<ShardPartial> partials;
     for (const auto& a : st->attempts) {
-      if (a->replaced) continue;
+      // Replaced by failover or a hedge; or cancelled because a hedge covered it.
+      if (a->replaced || (!a->response && a->status)) continue;
       ShardPartial p;
       if (a->response) {
         p = decodeShardReply(*a->response, a->work, H, transport_.label(a->work.shard));

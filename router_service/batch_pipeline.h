@@ -4,7 +4,9 @@
 // and answers one Result per request. Requests are taken from the transport before routing for
 // each chosen replica, so encoding joins the routing job. A call that fails Unavailable marks its
 // shard down and is sent again to other replicas of its experts (failover; results already
-// received are kept); only requests whose tokens found no replica fail.
+// received are kept); only requests whose tokens found no replica fail. A call that takes much
+// longer than its shard usually does (3× its EWMA, at least 100 ms: a stalled or overloaded
+// replica) is hedged: the same rows go to other replicas and the first complete answer wins.
 #pragma once
 
 #include <kj/async.h>
@@ -27,7 +29,7 @@ class BatchPipeline {
  public:
   // `metrics` may be null (unit tests).
   BatchPipeline(const RouterModel& model, ShardTransport& transport, ShardHealth& health,
-                ComputeExecutor& executor, RouterMetrics* metrics);
+                ComputeExecutor& executor, kj::Timer& timer, RouterMetrics* metrics);
 
   // Serves `batch`; calls `routed` (on the event loop) once its gate stage is over.
   kj::Promise<Batcher::Replies> run(Batch batch, kj::Function<void()> routed);
@@ -42,6 +44,9 @@ class BatchPipeline {
   static Result<RoutedBatch> routeAndEncode(State& st, float scale, uint32_t H);
   kj::Promise<Batcher::Replies> fanOut(std::shared_ptr<State> st);
   kj::Promise<void> send(std::shared_ptr<State> st, size_t attempt);
+  kj::Promise<void> callOnce(std::shared_ptr<State> st, Attempt* attempt);
+  kj::Promise<void> hedge(std::shared_ptr<State> st, size_t attempt);
+  Result<std::vector<ShardWork>> otherReplicas(const State& st, const ShardWork& work);
   kj::Promise<void> failover(std::shared_ptr<State> st, size_t attempt);
   kj::Promise<void> encodeAndSend(std::shared_ptr<State> st, std::vector<size_t> attempts);
   kj::Promise<Batcher::Replies> combine(std::shared_ptr<State> st);
@@ -51,6 +56,7 @@ class BatchPipeline {
   ShardTransport& transport_;
   ShardHealth& health_;
   ComputeExecutor& executor_;
+  kj::Timer& timer_;
   RouterMetrics* metrics_;
 };
 

@@ -31,7 +31,8 @@ void RouterServer::connectStages() {
   transport_->onConnectionLost(
       [this](uint32_t s) { health_.markDown(s, "connection lost; must be verified again"); });
   prober_ = std::make_unique<ShardProber>(*transport_, health_, timer_, *model_, metrics_);
-  pipeline_ = std::make_unique<BatchPipeline>(*model_, *transport_, health_, executor_, metrics_);
+  pipeline_ =
+      std::make_unique<BatchPipeline>(*model_, *transport_, health_, executor_, timer_, metrics_);
 }
 
 RouterServer::RouterServer(std::unique_ptr<RouterModel> model,

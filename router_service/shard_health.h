@@ -47,6 +47,7 @@ class ShardHealth {
   void callStarted(uint32_t s, uint32_t rows);
   void callEnded(uint32_t s, uint32_t rows, double seconds);
   uint64_t inflightRows(uint32_t s) const { return shards_[s].inflightRows; }
+  double typicalSeconds(uint32_t s) const { return shards_[s].ewmaSeconds; }  // 0: no call yet
   double cost(uint32_t s) const;
 
   // The usable replica among `holders` that should take the next sub-batch: power of two

@@ -128,5 +128,34 @@ TEST(Chaos, KillNineAndRestartUnderLoadLoseNoRequest) {
               traffic.failed(), traffic.wrong());
 }
 
+// A replica stopped with SIGSTOP (slow, not dead) for 1.5 s: calls stuck on it are hedged to the
+// other replica, new sub-batches avoid it (its rows in flight only grow), and no request fails.
+TEST(Chaos, AStalledReplicaIsHedgedAroundWithoutFailures) {
+  auto cluster = startCluster(writeCluster("chaos-stop", replicatedSpec()));
+  ASSERT_NE(cluster, nullptr);
+  std::vector<std::vector<float>> want;
+  {
+    TestClient c(cluster->routerAddress());
+    for (int i = 0; i < kInputs; ++i) {
+      auto r = c.forward(0, randomTokens(kTokens, kH, 100 + i), kTokens, kH);
+      ASSERT_TRUE(r.value) << r.error;
+      want.push_back(outputValues(*r.value));
+    }
+  }
+  Traffic traffic(cluster->routerAddress(), want);
+  traffic.start();
+  std::this_thread::sleep_for(500ms);
+  const pid_t pid = cluster->pidOf("shard-1");
+  ASSERT_EQ(kill(pid, SIGSTOP), 0);
+  std::this_thread::sleep_for(1500ms);
+  kill(pid, SIGCONT);
+  std::this_thread::sleep_for(500ms);
+  traffic.stop();
+  EXPECT_EQ(traffic.failed(), 0) << traffic.firstError();
+  EXPECT_EQ(traffic.wrong(), 0);
+  std::printf("chaos SIGSTOP 1.5 s: %d requests, %d failed, %d wrong\n", traffic.sent(),
+              traffic.failed(), traffic.wrong());
+}
+
 }  // namespace
 }  // namespace moe::testing
