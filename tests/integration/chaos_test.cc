@@ -4,16 +4,22 @@
 // answer equals the healthy cluster's; the restarted shard is verified and back in rotation.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <mutex>
 #include <thread>
 #include <vector>
 
+#include "deploy/local/local_cluster.h"
 #include "tests/integration/test_cluster.h"
+#include "tools/synthetic_checkpoint.h"
 
 namespace moe::testing {
 namespace {
@@ -155,6 +161,67 @@ TEST(Chaos, AStalledReplicaIsHedgedAroundWithoutFailures) {
   EXPECT_EQ(traffic.wrong(), 0);
   std::printf("chaos SIGSTOP 1.5 s: %d requests, %d failed, %d wrong\n", traffic.sent(),
               traffic.failed(), traffic.wrong());
+}
+
+// Starts `args` as a child process (stderr to `log`); returns its pid.
+pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    if (!std::freopen(log.c_str(), "a", stderr)) _exit(126);
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+// A shard of another model (same shapes, other weights) answers on shard-2's address: the router
+// never sends it a token (its fingerprint differs), says why, and every answer stays the healthy
+// cluster's.
+TEST(Chaos, DISABLED_AForeignShardOnAListedAddressIsNeverServedFrom) {
+  ClusterSpec spec = replicatedSpec();
+  const std::string yaml = writeCluster("chaos-foreign", spec);
+  auto cluster = startCluster(yaml);
+  ASSERT_NE(cluster, nullptr);
+  std::vector<std::vector<float>> want;
+  TestClient c(cluster->routerAddress());
+  for (int i = 0; i < kInputs; ++i) {
+    auto r = c.forward(0, randomTokens(kTokens, kH, 100 + i), kTokens, kH);
+    ASSERT_TRUE(r.value) << r.error;
+    want.push_back(outputValues(*r.value));
+  }
+  // The impostor: the same YAML, but its model path points at other weights of the same shapes.
+  const std::string dir = yaml.substr(0, yaml.rfind('/'));
+  SyntheticModelSpec other = spec.model;
+  other.seed += 7;
+  ASSERT_TRUE(writeSyntheticCheckpoint(other, dir + "/foreign").isOk());
+  std::ifstream in(yaml);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  text.replace(text.find("path: model"), 11, "path: foreign");
+  std::ofstream(dir + "/foreign.yaml") << text;
+  ASSERT_EQ(kill(cluster->pidOf("shard-2"), SIGKILL), 0);
+  const pid_t impostor = spawn(
+      {deploy::selfDir() + "/moe-expert", "--config", dir + "/foreign.yaml", "--shard", "shard-2"},
+      dir + "/impostor.log");
+  bool refused = false;
+  for (int i = 0; i < 100 && !refused; ++i) {  // until the router has met it
+    std::this_thread::sleep_for(100ms);
+    auto info = c.routerInfo();
+    refused = info.value && std::string(info.value->getInfo().getShards()[2].getError().cStr())
+                                    .find("model fingerprint") != std::string::npos;
+  }
+  EXPECT_TRUE(refused) << "the router never found the impostor out";
+  for (int round = 0; round < 5; ++round) {
+    for (int i = 0; i < kInputs; ++i) {
+      auto r = c.forward(0, randomTokens(kTokens, kH, 100 + i), kTokens, kH);
+      ASSERT_TRUE(r.value) << r.error;
+      EXPECT_LE(maxRelErr(outputValues(*r.value), want[i]), 1e-6) << "input " << i;
+    }
+  }
+  kill(impostor, SIGKILL);
+  waitpid(impostor, nullptr, 0);
 }
 
 }  // namespace
