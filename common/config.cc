@@ -215,6 +215,42 @@ void parseRouterBatching(Parser& p, const YAML::Node& router, RouterConfig& r) {
   }
 }
 
+constexpr MissingExpertPolicy kMissingExpertPolicies[] = {
+    MissingExpertPolicy::kError, MissingExpertPolicy::kRenormalize, MissingExpertPolicy::kReroute};
+
+MissingExpertPolicy missingExpertPolicy(Parser& p, const YAML::Node& node, const std::string& key) {
+  const auto s = p.str(node, key);
+  for (auto policy : kMissingExpertPolicies) {
+    if (s == missingExpertPolicyName(policy)) return policy;
+  }
+  p.fail(node, key,
+         "'" + s + "' is not a missing-expert policy (expected error, renormalize or reroute)");
+}
+
+// The `routing:` section.
+void parseRouting(Parser& p, const YAML::Node& r, RoutingOptions& o) {
+  p.checkKeys(r, "routing",
+              {"noisy_topk", "capacity_factor", "capacity_renormalize", "missing_expert"});
+  if (const auto n = r["noisy_topk"]) {
+    p.checkKeys(n, "routing.noisy_topk", {"seed"});
+    o.noisyTopk = true;
+    if (n["seed"]) o.noiseSeed = p.uint(n["seed"], "routing.noisy_topk.seed", 0, UINT64_MAX);
+  }
+  if (r["capacity_factor"]) {
+    o.capacityFactor = p.number(r["capacity_factor"], "routing.capacity_factor", 0, 1e6);
+  }
+  if (r["capacity_renormalize"]) {
+    o.capacityRenormalize = p.boolean(r["capacity_renormalize"], "routing.capacity_renormalize");
+    if (o.capacityFactor == 0) {
+      p.fail(r["capacity_renormalize"], "routing.capacity_renormalize",
+             "needs routing.capacity_factor > 0");
+    }
+  }
+  if (const auto m = r["missing_expert"]) {
+    o.missingExpert = missingExpertPolicy(p, m, "routing.missing_expert");
+  }
+}
+
 ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir) {
   ClusterConfig c;
   if (!root.IsDefined() || root.IsNull()) p.fail(root, "(top level)", "the file is empty");
@@ -286,26 +322,7 @@ ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir)
     c.shards.push_back(std::move(sc));
   }
 
-  if (const auto r = root["routing"]) {
-    p.checkKeys(r, "routing", {"noisy_topk", "capacity_factor", "capacity_renormalize"});
-    if (const auto n = r["noisy_topk"]) {
-      p.checkKeys(n, "routing.noisy_topk", {"seed"});
-      c.routing.noisyTopk = true;
-      if (n["seed"])
-        c.routing.noiseSeed = p.uint(n["seed"], "routing.noisy_topk.seed", 0, UINT64_MAX);
-    }
-    if (r["capacity_factor"]) {
-      c.routing.capacityFactor = p.number(r["capacity_factor"], "routing.capacity_factor", 0, 1e6);
-    }
-    if (r["capacity_renormalize"]) {
-      c.routing.capacityRenormalize =
-          p.boolean(r["capacity_renormalize"], "routing.capacity_renormalize");
-      if (c.routing.capacityFactor == 0) {
-        p.fail(r["capacity_renormalize"], "routing.capacity_renormalize",
-               "needs routing.capacity_factor > 0");
-      }
-    }
-  }
+  if (const auto r = root["routing"]) parseRouting(p, r, c.routing);
 
   if (const auto t = root["timeouts"]) {
     p.checkKeys(t, "timeouts", {"request_ms", "shard_call_ms", "connect_ms", "drain_ms"});
@@ -351,6 +368,18 @@ const ShardConfig* ClusterConfig::findShard(std::string_view name) const {
     if (s.name == name) return &s;
   }
   return nullptr;
+}
+
+std::string_view missingExpertPolicyName(MissingExpertPolicy policy) {
+  switch (policy) {
+    case MissingExpertPolicy::kError:
+      return "error";
+    case MissingExpertPolicy::kRenormalize:
+      return "renormalize";
+    case MissingExpertPolicy::kReroute:
+      return "reroute";
+  }
+  return "error";
 }
 
 Result<std::pair<std::string, uint16_t>> parseHostPort(std::string_view text) {

@@ -74,6 +74,17 @@ struct TimeoutConfig {
   uint32_t drainMs = 0;  // on SIGTERM: /readyz says not ready but requests are served this long
 };
 
+// What the router does with a token's assignment to an expert that has no available replica
+// (config `routing.missing_expert`; router_service/missing_experts.h has the exact rules).
+enum class MissingExpertPolicy {
+  kError,        // the request fails with Unavailable, naming the layer and the experts
+  kRenormalize,  // the assignment is dropped; the token's other weights keep its weight sum
+  kReroute,      // the assignment moves to the best-scoring available expert the token lacks
+};
+
+// "error" | "renormalize" | "reroute": the config spelling.
+std::string_view missingExpertPolicyName(MissingExpertPolicy policy);
+
 // Routing options on top of the model's own rule (config section `routing:`); all off by default.
 struct RoutingOptions {
   // Noisy top-k (Shazeer et al. 2017): s_i += n_i · softplus((x·W_noiseᵀ)_i), n_i ~ N(0,1) drawn
@@ -87,6 +98,8 @@ struct RoutingOptions {
   // capacityRenormalize.
   double capacityFactor = 0.0;
   bool capacityRenormalize = false;
+  // Degraded routing when every replica of an expert is gone; by default such a request fails.
+  MissingExpertPolicy missingExpert = MissingExpertPolicy::kError;
 };
 
 struct ClusterConfig {

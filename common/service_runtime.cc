@@ -132,7 +132,8 @@ std::string serviceInfoJson(const ClusterConfig& cluster, const ModelConfig* mod
   const RoutingOptions& r = cluster.routing;
   j["routing"] = {{"noisy_topk", r.noisyTopk ? nlohmann::json{{"seed", r.noiseSeed}} : nullptr},
                   {"capacity_factor", r.capacityFactor},
-                  {"capacity_renormalize", r.capacityRenormalize}};
+                  {"capacity_renormalize", r.capacityRenormalize},
+                  {"missing_expert", std::string(missingExpertPolicyName(r.missingExpert))}};
   j["timeouts"] = {{"request_ms", cluster.timeouts.requestMs},
                    {"shard_call_ms", cluster.timeouts.shardCallMs},
                    {"connect_ms", cluster.timeouts.connectMs},

@@ -18,11 +18,14 @@ class GateNetwork;
 struct RoutingDecision {
   uint32_t tokens = 0;
   uint32_t k = 0;
-  std::vector<uint32_t> ids;     // [tokens, k], per token in descending weight (ties: lower id)
-  std::vector<float> weights;    // [tokens, k]
-  std::vector<double> probSum;   // [E] Σ over tokens of softmax(logits)[e], for load statistics
-  std::vector<uint8_t> dropped;  // [tokens, k] 1 = over the expert's capacity (weight 0, not
-                                 // computed); empty when nothing was dropped
+  std::vector<uint32_t> ids;      // [tokens, k], per token in descending weight (ties: lower id)
+  std::vector<float> weights;     // [tokens, k]
+  std::vector<double> probSum;    // [E] Σ over tokens of softmax(logits)[e], for load statistics
+  std::vector<uint8_t> dropped;   // [tokens, k] 1 = not computed, weight 0: over the expert's
+                                  // capacity, or (routing.missing_expert: renormalize / reroute)
+                                  // its expert had no replica left; empty when nothing was dropped
+  std::vector<uint8_t> affected;  // [tokens] 1 = an assignment was dropped or moved because its
+                                  // expert had no replica (missing_experts.h); empty when none
 
   bool isDropped(size_t at) const { return !dropped.empty() && dropped[at] != 0; }
 };

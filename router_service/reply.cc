@@ -19,6 +19,11 @@ void writeRouting(const RoutingDecision& d, proto::Routing::Builder out) {
     weights.set(i, d.weights[i]);
     dropped.set(i, d.isDropped(i));
   }
+  // Left empty when no token lost an expert, like RoutingDecision::affected.
+  if (!d.affected.empty()) {
+    auto affected = out.initAffected(d.tokens);
+    for (unsigned t = 0; t < d.tokens; ++t) affected.set(t, d.affected[t] != 0);
+  }
 }
 
 void writeStats(const RequestStats& s, uint32_t tokens, uint64_t totalMicros,

@@ -94,6 +94,7 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, const ModelConfig& 
     st.window.assignments.assign(model.numExperts, 0);
     st.window.probSum.assign(model.numExperts, 0);
   }
+  addMissingExpertSeries(registry);
   auto& duration = prometheus::BuildHistogram()
                        .Name("moe_shard_rpc_duration_seconds")
                        .Help("Latency of one ExpertShard.run call, per shard")
@@ -139,6 +140,29 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, const ModelConfig& 
     sh.errDeadline = withCode("deadline_exceeded");
     sh.errInternal = withCode("internal");
     shards_.push_back(sh);
+  }
+}
+
+void RouterMetrics::addMissingExpertSeries(prometheus::Registry& registry) {
+  auto& assignments = prometheus::BuildCounter()
+                          .Name("moe_missing_expert_assignments_total")
+                          .Help(
+                              "Token-to-expert assignments dropped or moved because the expert "
+                              "had no available replica")
+                          .Register(registry);
+  auto& weight = prometheus::BuildCounter()
+                     .Name("moe_missing_routing_weight_total")
+                     .Help("Routing weight of the assignments lost to experts without a replica")
+                     .Register(registry);
+  auto& unavailable = prometheus::BuildGauge()
+                          .Name("moe_experts_unavailable")
+                          .Help("FFN experts of the layer with no available replica")
+                          .Register(registry);
+  for (auto& [layer, st] : layers_) {
+    const prometheus::Labels l{{"layer", std::to_string(layer)}};
+    st.missingAssignments = &assignments.Add(l);
+    st.missingWeight = &weight.Add(l);
+    st.unavailable = &unavailable.Add(l);
   }
 }
 
@@ -205,6 +229,18 @@ void RouterMetrics::recordDropsAndZeroCompute(uint32_t layer, uint32_t dropped,
   if (it == layers_.end()) return;
   it->second.dropped->Increment(dropped);
   it->second.zeroCompute->Increment(zeroCompute);
+}
+
+void RouterMetrics::recordMissing(uint32_t layer, uint32_t assignments, double weight) {
+  auto it = layers_.find(layer);
+  if (it == layers_.end()) return;
+  it->second.missingAssignments->Increment(assignments);
+  it->second.missingWeight->Increment(weight);
+}
+
+void RouterMetrics::setExpertsUnavailable(uint32_t layer, uint32_t count) {
+  auto it = layers_.find(layer);
+  if (it != layers_.end()) it->second.unavailable->Set(count);
 }
 
 }  // namespace moe::router

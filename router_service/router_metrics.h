@@ -21,6 +21,12 @@
 //   moe_capacity_dropped_tokens_total{layer}      counter, assignments dropped by capacity
 //   moe_zero_compute_tokens_total{layer}          counter, assignments served by
 //                                                 zero-computation experts on the router
+//   moe_missing_expert_assignments_total{layer}   counter, assignments dropped or moved
+//                                                 because their expert had no available
+//                                                 replica (routing.missing_expert)
+//   moe_missing_routing_weight_total{layer}       counter, routing weight of those
+//                                                 assignments before they were dropped/moved
+//   moe_experts_unavailable{layer}                gauge, FFN experts with no available replica
 //   moe_layer_load_imbalance{layer}               gauge, max/mean expert load, recent window
 //   moe_layer_load_balancing_loss{layer}          gauge, Switch-Transformer auxiliary loss
 //                                                 E·Σ f_i·P_i over the recent window
@@ -65,6 +71,11 @@ class RouterMetrics {
   void recordRouting(uint32_t layer, const RoutingDecision& decision);
   // Assignments the capacity cap dropped, and those served by zero-computation experts.
   void recordDropsAndZeroCompute(uint32_t layer, uint32_t dropped, uint32_t zeroCompute);
+  // Assignments dropped or moved because their expert had no replica, and the routing weight
+  // they carried (MissingExpertOutcome, missing_experts.h).
+  void recordMissing(uint32_t layer, uint32_t assignments, double weight);
+  // FFN experts of the layer with no available replica now.
+  void setExpertsUnavailable(uint32_t layer, uint32_t count);
 
   struct Shard {
     prometheus::Histogram* duration;
@@ -102,8 +113,13 @@ class RouterMetrics {
     prometheus::Gauge* balanceLoss;
     prometheus::Counter* dropped;
     prometheus::Counter* zeroCompute;
+    prometheus::Counter* missingAssignments;
+    prometheus::Counter* missingWeight;
+    prometheus::Gauge* unavailable;
     LayerWindow window, previous;
   };
+  // The missing-expert series of every layer, created at 0.
+  void addMissingExpertSeries(prometheus::Registry& registry);
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Histogram& requestDuration_;
   std::map<std::string, prometheus::Counter*, std::less<>> requestsByCode_;

@@ -59,15 +59,12 @@ const float* normalizeLogits(const float* s, uint32_t E, float targetStd,
   return normed.data();
 }
 
-// p = softmax(s) in fp32 as the references compute it; also adds p to the load statistics.
-void softmaxRow(const float* s, uint32_t E, std::vector<float>& p, std::vector<double>& probSum) {
+// p = softmax(s) in fp32 as the references compute it.
+void softmaxRow(const float* s, uint32_t E, std::vector<float>& p) {
   const float m = *std::max_element(s, s + E);
   float sum = 0;
   for (uint32_t e = 0; e < E; ++e) sum += (p[e] = std::exp(s[e] - m));
-  for (uint32_t e = 0; e < E; ++e) {
-    p[e] /= sum;
-    probSum[e] += p[e];
-  }
+  for (uint32_t e = 0; e < E; ++e) p[e] /= sum;
 }
 
 // Group-limited selection: experts outside the topk_group best groups get choice 0.0
@@ -92,32 +89,43 @@ void keepBestGroups(const RoutingRule& rule, uint32_t E, std::vector<float>& cho
   }
 }
 
-// The chosen experts' weights w[0..k) (their scores, the zero expert's 0) finished by the
-// family's weighting rule.
-void finishWeights(const RoutingRule& rule, float* w, float total) {
+}  // namespace
+
+void scoreToken(std::span<const float> logits, const RoutingRule& rule, std::span<const float> bias,
+                TokenScores& out) {
+  const auto E = static_cast<uint32_t>(logits.size());
+  const float* s = logits.data();
+  if (rule.logitsNormStd > 0.0f) s = normalizeLogits(s, E, rule.logitsNormStd, out.normed);
+  softmaxRow(s, E, out.p);
+  for (uint32_t e = 0; e < E; ++e) {
+    out.weight[e] =
+        rule.scoring == RoutingRule::Scoring::kSigmoid ? 1.0f / (1.0f + std::exp(-s[e])) : out.p[e];
+    out.choice[e] = out.weight[e] + (bias.empty() ? 0.0f : bias[e]);
+  }
+}
+
+void finishWeights(const RoutingRule& rule, std::span<float> w, float total) {
   switch (rule.weighting) {
     case RoutingRule::Weighting::kNormalizeOnly:
       if (rule.normTopkProb) {
-        for (uint32_t j = 0; j < rule.k; ++j) w[j] /= total;
+        for (float& v : w) v /= total;
       }
       break;
     case RoutingRule::Weighting::kDeepseekV2:
       if (rule.k > 1 && rule.normTopkProb) {
-        for (uint32_t j = 0; j < rule.k; ++j) w[j] /= total + 1e-20f;
+        for (float& v : w) v /= total + 1e-20f;
       } else {
-        for (uint32_t j = 0; j < rule.k; ++j) w[j] *= rule.routedScalingFactor;
+        for (float& v : w) v *= rule.routedScalingFactor;
       }
       break;
     case RoutingRule::Weighting::kDeepseekV3:
-      for (uint32_t j = 0; j < rule.k; ++j) {
-        if (rule.normTopkProb) w[j] /= total + 1e-20f;
-        w[j] *= rule.routedScalingFactor;
+      for (float& v : w) {
+        if (rule.normTopkProb) v /= total + 1e-20f;
+        v *= rule.routedScalingFactor;
       }
       break;
   }
 }
-
-}  // namespace
 
 RoutingDecision routeLogits(std::span<const float> logits, uint32_t T, uint32_t E,
                             const RoutingRule& rule, std::span<const float> bias) {
@@ -127,26 +135,23 @@ RoutingDecision routeLogits(std::span<const float> logits, uint32_t T, uint32_t 
   d.ids.resize(size_t{T} * rule.k);
   d.weights.resize(size_t{T} * rule.k);
   d.probSum.assign(E, 0.0);
-  std::vector<float> p(E), score(E), choice(E), group(rule.nGroup), normed(E);
+  TokenScores sc(E);
+  std::vector<float> group(rule.nGroup);
   for (uint32_t t = 0; t < T; ++t) {
-    const float* s = logits.data() + size_t{t} * E;
-    if (rule.logitsNormStd > 0.0f) s = normalizeLogits(s, E, rule.logitsNormStd, normed);
-    softmaxRow(s, E, p, d.probSum);
-    for (uint32_t e = 0; e < E; ++e) {
-      score[e] =
-          rule.scoring == RoutingRule::Scoring::kSigmoid ? 1.0f / (1.0f + std::exp(-s[e])) : p[e];
-      choice[e] = score[e] + (bias.empty() ? 0.0f : bias[e]);
+    scoreToken(logits.subspan(size_t{t} * E, E), rule, bias, sc);
+    for (uint32_t e = 0; e < E; ++e) d.probSum[e] += sc.p[e];
+    if (rule.selection != RoutingRule::Selection::kGreedy) {
+      keepBestGroups(rule, E, sc.choice, group);
     }
-    if (rule.selection != RoutingRule::Selection::kGreedy) keepBestGroups(rule, E, choice, group);
-    const auto chosen = topIndices(choice, rule.k);
+    const auto chosen = topIndices(sc.choice, rule.k);
     float* w = d.weights.data() + size_t{t} * rule.k;
     float total = 0;
     for (uint32_t j = 0; j < rule.k; ++j) {
       d.ids[size_t{t} * rule.k + j] = chosen[j];
-      w[j] = chosen[j] == rule.zeroWeightExpert ? 0.0f : score[chosen[j]];
+      w[j] = chosen[j] == rule.zeroWeightExpert ? 0.0f : sc.weight[chosen[j]];
       total += w[j];
     }
-    finishWeights(rule, w, total);
+    finishWeights(rule, std::span<float>(w, rule.k), total);
   }
   return d;
 }

@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <vector>
 
 #include "common/checkpoint.h"
 #include "router_service/gating.h"
@@ -52,6 +53,24 @@ struct RoutingRule {
 
 // The rule a model's config.json implies.
 RoutingRule routingRuleFor(const ModelConfig& model);
+
+// One token's scores under a rule: the steps of routeLogits before any group limit, shared with
+// the missing-expert rerouting (missing_experts.h) so both score experts identically.
+struct TokenScores {
+  explicit TokenScores(uint32_t E) : p(E), weight(E), choice(E), normed(E) {}
+  std::vector<float> p;       // softmax of the (MoE++ std-normalized) logits
+  std::vector<float> weight;  // the weight score: p, or σ(s) for sigmoid scoring
+  std::vector<float> choice;  // the selection score: weight + bias (bias only for choosing)
+  std::vector<float> normed;  // scratch: MoE++'s normalized logits
+};
+
+// Fills `out` from one token's logits s [E] (`bias`: [E] or empty).
+void scoreToken(std::span<const float> s, const RoutingRule& rule, std::span<const float> bias,
+                TokenScores& out);
+
+// The family's weighting of one token's chosen experts: w [k] holds their weight scores (the
+// MoE++ zero expert's as 0), `total` their sum; normalizes and/or scales w as rule.weighting says.
+void finishWeights(const RoutingRule& rule, std::span<float> w, float total);
 
 // Routes T tokens from logits [T, E]; `bias` is [E] (DeepSeek-V3) or empty. Fills ids/weights and
 // probSum (Σ softmax(logits), for load statistics) of the returned decision.

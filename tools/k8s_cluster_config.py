@@ -45,7 +45,7 @@ ROUTER_KEYS = ("listen", "admin", "device", "max_tokens", "threads", "batching",
 SHARD_KEYS = ("name", "listen", "admin", "device", "experts", "layers", "threads", "shared_expert",
               "expert")
 TIMEOUT_KEYS = ("request_ms", "shard_call_ms", "connect_ms", "drain_ms")
-ROUTING_KEYS = ("noisy_topk", "capacity_factor", "capacity_renormalize")
+ROUTING_KEYS = ("noisy_topk", "capacity_factor", "capacity_renormalize", "missing_expert")
 
 DEFAULTS = {
     "namespace": "moe",

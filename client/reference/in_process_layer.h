@@ -25,10 +25,13 @@ struct ReferenceRequest {
 // What the layer decided, for checking the cluster's routing token by token.
 struct ReferenceRouting {
   uint32_t k = 0;
-  std::vector<uint32_t> ids;     // [T, k] experts chosen, in selection order
-  std::vector<float> weights;    // [T, k] final weights (0 where dropped by capacity)
-  std::vector<uint8_t> dropped;  // [T, k] 1 where the capacity cap dropped the assignment
-  std::vector<float> logits;     // [T, E] gate logits incl. the MoE++ residual, without noise
+  std::vector<uint32_t> ids;      // [T, k] experts chosen, in selection order
+  std::vector<float> weights;     // [T, k] final weights (0 where dropped by capacity)
+  std::vector<uint8_t> dropped;   // [T, k] 1 where the capacity cap dropped the assignment (or,
+                                  // reference_missing.h, its expert had no replica left)
+  std::vector<uint8_t> affected;  // [T] 1 where a token lost an expert (reference_missing.h);
+                                  // empty when none did
+  std::vector<float> logits;      // [T, E] gate logits incl. the MoE++ residual, without noise
 };
 
 class InProcessModel {

@@ -65,12 +65,15 @@ struct ForwardOptions {
 }
 
 # The routing decision of one call: for token t and slot j < k, experts[t·k + j] with final weight
-# weights[t·k + j] (0 when dropped[t·k + j], i.e. over the expert's capacity).
+# weights[t·k + j] (0 when dropped[t·k + j]: over the expert's capacity, or its expert had no
+# replica left under routing.missing_expert: renormalize / reroute). `affected` is empty when no
+# token of the call lost an expert.
 struct Routing {
   k @0 :UInt32;
   experts @1 :List(UInt32);
   weights @2 :List(Float32);
   dropped @3 :List(Bool);
+  affected @4 :List(Bool);  # per token: an assignment was dropped or moved because its expert had no replica
 }
 
 struct ForwardStats {

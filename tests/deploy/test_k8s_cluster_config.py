@@ -62,7 +62,8 @@ class ConvertTest(unittest.TestCase):
 
     def test_routing_and_shared_expert_carried_over(self):
         local = dict(LOCAL, routing={"noisy_topk": {"seed": 7}, "capacity_factor": 1.25,
-                                     "capacity_renormalize": True})
+                                     "capacity_renormalize": True,
+                                     "missing_expert": "reroute"})
         local["shards"] = [dict(LOCAL["shards"][0], shared_expert=True)] + LOCAL["shards"][1:]
         c = kcc.convert(local)
         self.assertEqual(c["routing"], local["routing"])

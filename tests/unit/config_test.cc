@@ -717,6 +717,7 @@ TEST(ConfigParse, RoutingOptionsAreOffByDefault) {
   EXPECT_FALSE(c.routing.noisyTopk);
   EXPECT_EQ(c.routing.capacityFactor, 0.0);
   EXPECT_FALSE(c.routing.capacityRenormalize);
+  EXPECT_EQ(c.routing.missingExpert, MissingExpertPolicy::kError);
   EXPECT_FALSE(c.shards[0].sharedExpert);
 }
 
@@ -750,6 +751,50 @@ TEST(ConfigErrors, RoutingOptionsNameTheKey) {
                        "routing.noisy_topk.sead: unknown key"));
   EXPECT_TRUE(
       contains(errorOf(kMinimal + "routing: {capacity: 2}\n"), "routing.capacity: unknown key"));
+}
+
+TEST(ConfigParse, MissingExpertPolicies) {
+  const struct {
+    const char* value;
+    MissingExpertPolicy policy;
+  } cases[] = {
+      {"error", MissingExpertPolicy::kError},
+      {"renormalize", MissingExpertPolicy::kRenormalize},
+      {"reroute", MissingExpertPolicy::kReroute},
+  };
+  for (const auto& tc : cases) {
+    SCOPED_TRACE(tc.value);
+    auto c = mustParse(kMinimal + "routing:\n  missing_expert: " + tc.value + "\n");
+    EXPECT_EQ(c.routing.missingExpert, tc.policy);
+    EXPECT_EQ(missingExpertPolicyName(tc.policy), tc.value);  // the spelling round-trips
+    // Other routing keys beside it keep their defaults.
+    EXPECT_FALSE(c.routing.noisyTopk);
+    EXPECT_EQ(c.routing.capacityFactor, 0.0);
+  }
+}
+
+TEST(ConfigErrors, MissingExpertPolicyNamesTheKeyAndTheChoices) {
+  const struct {
+    std::string yaml;
+    const char* error;
+  } cases[] = {
+      {kMinimal + "routing:\n  missing_expert: drop\n",
+       "cluster.yaml:11: routing.missing_expert: 'drop' is not a missing-expert policy (expected "
+       "error, renormalize or reroute)"},
+      {kMinimal + "routing: {missing_expert: Reroute}\n",
+       "cluster.yaml:10: routing.missing_expert: 'Reroute' is not a missing-expert policy"},
+      {kMinimal + "routing: {missing_expert: [error]}\n",
+       "cluster.yaml:10: routing.missing_expert: expected a string"},
+      {kMinimal + "routing: {missing_expert: ''}\n",
+       "cluster.yaml:10: routing.missing_expert: must not be empty"},
+      {kMinimal + "routing: {missing_experts: reroute}\n",
+       "cluster.yaml:10: routing.missing_experts: unknown key (expected one of: noisy_topk, "
+       "capacity_factor, capacity_renormalize, missing_expert)"},
+  };
+  for (const auto& tc : cases) {
+    SCOPED_TRACE(tc.yaml);
+    EXPECT_TRUE(contains(errorOf(tc.yaml), tc.error));
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
