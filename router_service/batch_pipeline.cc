@@ -139,12 +139,16 @@ void BatchPipeline::recordRouting(const State& st) {
   if (metrics_ == nullptr) return;
   metrics_->gateDuration.Observe(static_cast<double>(st.timings.gateMicros) * 1e-6);
   metrics_->recordRouting(st.batch.layer, st.routed.merged);
-  uint32_t dropped = 0, zero = 0;
+  uint32_t dropped = 0, zero = 0, missing = 0;
+  double weightLost = 0;
   for (const auto& m : st.routed.members) {
     dropped += m.dropped;
     zero += m.zeroCompute;
+    missing += m.missing.assignments;
+    weightLost += m.missing.weightLost;
   }
   metrics_->recordDropsAndZeroCompute(st.batch.layer, dropped, zero);
+  if (missing > 0) metrics_->recordMissing(st.batch.layer, missing, weightLost);
 }
 
 kj::Promise<Batcher::Replies> BatchPipeline::fanOut(std::shared_ptr<State> st) {

@@ -2,6 +2,7 @@
 #include "router_service/route_stage.h"
 
 #include "router_service/capacity.h"
+#include "router_service/routing.h"
 
 #include <algorithm>
 #include <string>
@@ -9,8 +10,36 @@
 namespace moe::router {
 namespace {
 
+// Why the request's first missing expert has no replica (its shards' states), for its error.
+std::string whyMissing(const RoutingDecision& d, const ReplicaChoice& replicas) {
+  for (size_t at = 0; at < d.ids.size(); ++at) {
+    const uint32_t e = d.ids[at];
+    if (!d.isDropped(at) && e < replicas.why.size() && !replicas.why[e].empty())
+      return replicas.why[e];
+  }
+  return "";
+}
+
+// routing.missing_expert on one request's routing: fail it, or renormalize / reroute.
+void applyMissing(const LayerModel& L, const ReplicaChoice& replicas, std::span<const float> scores,
+                  MemberRouting& r) {
+  const ModelConfig& model = *L.model;
+  const std::span<const uint8_t> ffn =
+      std::span<const uint8_t>(replicas.available).first(model.numFfnExperts);
+  if (std::find(ffn.begin(), ffn.end(), 0) == ffn.end()) return;  // every expert is available
+  auto outcome = applyMissingExperts(r.decision, scores, model.numExperts, routingRuleFor(model),
+                                     L.bias, ffn, L.routing->missingExpert, L.layer);
+  if (outcome) {
+    r.missing = outcome.value();
+    return;
+  }
+  const std::string why = whyMissing(r.decision, replicas);
+  r.status = Status::error(outcome.code(), outcome.error() + (why.empty() ? "" : " (" + why + ")"));
+}
+
 // One request's routing from its slice of the batch's logits, as if it were served alone.
 Result<MemberRouting> routeMember(const LayerModel& L, const Batch& b, const Batch::Member& m,
+                                  const ReplicaChoice& replicas,
                                   std::span<const float> batchLogits) {
   const ModelConfig& model = *L.model;
   const size_t E = model.numExperts, H = model.hiddenSize;
@@ -29,27 +58,14 @@ Result<MemberRouting> routeMember(const LayerModel& L, const Batch& b, const Bat
   if (!d) return makeError(d.status());
   r.decision = std::move(d).value();
   r.dropped = applyCapacity(r.decision, *L.routing, model.numExperts, model.numFfnExperts);
-  return r;
-}
-
-// Unavailable when a kept assignment of `d` needs an expert with no available replica.
-Status missingExperts(const RoutingDecision& d, const ReplicaChoice& replicas, uint32_t layer) {
-  std::vector<uint32_t> missing;
-  for (size_t at = 0; at < d.ids.size(); ++at) {
-    const uint32_t e = d.ids[at];
-    if (d.isDropped(at) || e >= replicas.available.size() || replicas.available[e]) continue;
-    if (std::find(missing.begin(), missing.end(), e) == missing.end()) missing.push_back(e);
+  std::vector<float> noisy;  // the scores it was routed on, when noise was on (deterministic)
+  if (m.noiseSeed) {
+    noisy = r.logits;
+    if (auto s = L.gate->addNoise(x, m.tokens, *m.noiseSeed, L.layer, noisy); !s)
+      return makeError(s);
   }
-  if (missing.empty()) return Status::ok();
-  std::sort(missing.begin(), missing.end());
-  std::string list;
-  for (uint32_t e : missing) list += (list.empty() ? "" : ", ") + std::to_string(e);
-  const std::string& why = missing[0] < replicas.why.size() ? replicas.why[missing[0]] : "";
-  return Status::error(StatusCode::kUnavailable, "layer " + std::to_string(layer) + ": expert" +
-                                                     (missing.size() > 1 ? "s " : " ") + list +
-                                                     " ha" + (missing.size() > 1 ? "ve" : "s") +
-                                                     " no available replica" +
-                                                     (why.empty() ? "" : " (" + why + ")"));
+  applyMissing(L, replicas, m.noiseSeed ? std::span<const float>(noisy) : r.logits, r);
+  return r;
 }
 
 // The members' decisions back to back: the batch's routing, for the plan and the load metrics.
@@ -132,9 +148,8 @@ Result<RoutedBatch> routeBatch(const LayerModel& L, const Batch& b, const Replic
   if (auto s = L.gate->logits(b.x, b.tokens, logits); !s) return makeError(s);
   RoutedBatch r;
   for (const auto& m : b.members) {
-    auto routed = routeMember(L, b, m, logits);
+    auto routed = routeMember(L, b, m, replicas, logits);
     if (!routed) return makeError(routed.status());
-    routed.value().status = missingExperts(routed.value().decision, replicas, L.layer);
     r.members.push_back(std::move(routed).value());
   }
   r.merged = mergeDecisions(r.members, r.members.front().decision.k, model.numExperts);

@@ -1,9 +1,11 @@
 // The gate+route and plan stages over a merged batch (runs on a compute thread): one gate pass
 // over every row of the batch ("gating sharing"), then, per request as if it were alone, its
 // gating residual, noise (its own seed, its own token indices), the family's rule and capacity;
-// then what the router adds itself (shared expert, MoE++ zero-computation experts) and one
-// dispatch plan for the whole batch. The gate kernel is row-invariant, so a token's routing is
-// bit-identical whatever else shares its batch.
+// and what becomes of assignments whose expert has no available replica (routing.missing_expert:
+// the request fails alone, or its routing is renormalized or rerouted); then what the router adds
+// itself (shared expert, MoE++ zero-computation experts) and one dispatch plan for the batch. The
+// gate kernel is row-invariant, so a token's routing is bit-identical whatever else shares its
+// batch.
 #pragma once
 
 #include <string>
@@ -12,17 +14,19 @@
 #include "common/result.h"
 #include "router_service/dispatch_plan.h"
 #include "router_service/forward_types.h"
+#include "router_service/missing_experts.h"
 #include "router_service/router_model.h"
 
 namespace moe::router {
 
 // One request's share of the routing.
 struct MemberRouting {
-  Status status;              // not ok: the request fails (e.g. an expert it needs is gone)
-  RoutingDecision decision;   // its tokens only
-  std::vector<float> logits;  // [T, E] residual included, no noise
-  uint32_t dropped = 0;       // assignments dropped by capacity
-  uint32_t zeroCompute = 0;   // assignments served by zero-computation experts
+  Status status;                 // not ok: the request fails (e.g. an expert it needs is gone)
+  RoutingDecision decision;      // its tokens only
+  std::vector<float> logits;     // [T, E] residual included, no noise
+  uint32_t dropped = 0;          // assignments dropped by capacity
+  uint32_t zeroCompute = 0;      // assignments served by zero-computation experts
+  MissingExpertOutcome missing;  // assignments dropped or moved: their expert had no replica
 };
 
 // The replicas a batch uses, chosen on the event loop from the shards' health before routing.

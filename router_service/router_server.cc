@@ -106,6 +106,9 @@ kj::Promise<void> RouterServer::forward(ForwardContext context) {
 
 void RouterServer::updateReadiness(AdminServer* admin) {
   const Readiness r = assessReadiness(*model_, health_, *transport_, degradedRoutingAllowed());
+  if (metrics_) {
+    for (const auto& [layer, count] : r.unavailable) metrics_->setExpertsUnavailable(layer, count);
+  }
   if (admin == nullptr || admin->state() == ServiceState::kDraining) return;
   if (r.ready) {
     admin->setState(ServiceState::kReady, r.why);

@@ -43,7 +43,10 @@ class RouterServer final : public proto::Router::Server {
   BatchObserver observer();
   void connectStages();  // once the transport exists: prober, pipeline, connection-lost hook
   void updateReadiness(AdminServer* admin);
-  bool degradedRoutingAllowed() const { return false; }  // routing.missing_expert (next step)
+  // routing.missing_expert renormalize / reroute: a layer with some experts left still serves.
+  bool degradedRoutingAllowed() const {
+    return model_->cluster.routing.missingExpert != MissingExpertPolicy::kError;
+  }
 
   std::unique_ptr<RouterModel> model_;
   kj::Timer& timer_;

@@ -2,6 +2,8 @@
 // experts, shared expert), each step in its own reference_*.cc after the published code.
 #include "client/reference/in_process_layer.h"
 
+#include "client/reference/reference_missing.h"
+
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -109,6 +111,12 @@ Status InProcessModel::forward(uint32_t layer, std::span<const float> x, size_t 
   select(l, scores, T, r);
   applyReferenceCapacity(routing_, c.numExperts, c.numFfnExperts, T, r.k, r.ids, r.weights,
                          r.dropped);
+  // 4b. Experts with no replica left (routing.missing_expert).
+  if (!request.available.empty()) {
+    auto missing = applyReferenceMissingExperts(c, routing_.missingExpert, layer, scores, l.bias,
+                                                request.available, r);
+    if (!missing) return missing.status();
+  }
   // 5. Experts on x̃ = scale · x (MoE++ multiplies by k), 6. the shared expert on x.
   const float scale = c.expertInputScale();
   std::vector<float> scaled(x.begin(), x.end());

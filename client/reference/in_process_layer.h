@@ -20,6 +20,9 @@ namespace moe::client {
 struct ReferenceRequest {
   std::span<const float> prevLogits;  // [T, E] MoE++ gating residual (previous layer's logits)
   std::optional<uint64_t> noiseSeed;  // overrides RoutingOptions::noiseSeed for this call
+  // [numFfnExperts] 1 where the expert can be served; empty: all. With experts missing, the
+  // layer follows RoutingOptions::missingExpert (reference_missing.h).
+  std::span<const uint8_t> available;
 };
 
 // What the layer decided, for checking the cluster's routing token by token.

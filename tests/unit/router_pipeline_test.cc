@@ -7,7 +7,9 @@
 #include <cmath>
 #include <vector>
 
+#include "client/reference/in_process_layer.h"
 #include "common/tensor_wire.h"
+#include "kernels/backend.h"
 #include "tests/unit/in_process_cluster.h"
 #include "tests/unit/test_util.h"
 
@@ -177,6 +179,51 @@ TEST_F(RouterPipeline, AShardFailureFailsOnlyTheRequestsThatNeededIt) {
   }
   EXPECT_GT(ok, 0);
   EXPECT_GT(failed, 0);
+}
+
+// No replica of expert 7 left: under renormalize and reroute every request is served, its routing
+// degraded exactly as the independent reference degrades it, its output equal to the reference's,
+// and the tokens that lost expert 7 are marked.
+TEST_F(RouterPipeline, DegradedRoutingMatchesTheReferenceWhenAnExpertIsGone) {
+  for (auto policy : {MissingExpertPolicy::kRenormalize, MissingExpertPolicy::kReroute}) {
+    SCOPED_TRACE(std::string(missingExpertPolicyName(policy)));
+    auto spec = tinySpec();
+    spec.shardExperts = {{0, 1, 2, 3, 4, 5, 6}, {7}};
+    spec.routingYaml =
+        "routing:\n  missing_expert: " + std::string(missingExpertPolicyName(policy)) + "\n";
+    const auto dir = dir_ / std::string(missingExpertPolicyName(policy));
+    InProcessCluster c(dir.string(), spec, {ShardFault::kNone, ShardFault::kDown});
+    auto backend = kernels::createBackend(kernels::BackendKind::kReference);
+    ASSERT_TRUE(backend.isOk());
+    RoutingOptions ro;
+    ro.missingExpert = policy;
+    auto ref =
+        client::InProcessModel::load((dir / "model").string(), std::move(backend).value(), {0}, ro);
+    ASSERT_TRUE(ref.isOk()) << ref.error();
+    const std::vector<uint8_t> available = {1, 1, 1, 1, 1, 1, 1, 0};
+    uint32_t affected = 0;
+    for (int i = 0; i < 6; ++i) {
+      const uint32_t T = 7;
+      auto x = tokens(T, 64, 80 + i);
+      auto r = c.forward(0, x, T).wait(c.waitScope());
+      std::vector<float> want(size_t{T} * 64);
+      client::ReferenceRequest req;
+      req.available = available;
+      client::ReferenceRouting routing;
+      ASSERT_TRUE(ref.value()->forward(0, x, T, want, req, &routing).isOk());
+      const Served got = served(r);
+      EXPECT_EQ(got.ids, routing.ids);
+      for (size_t j = 0; j < got.weights.size(); ++j)
+        EXPECT_NEAR(got.weights[j], routing.weights[j], 1e-6) << "assignment " << j;
+      EXPECT_LE(maxRelErr(got.output, want), 1e-5);
+      auto marks = r.getRouting().getAffected();
+      for (unsigned t = 0; t < marks.size(); ++t) {
+        EXPECT_EQ(marks[t], !routing.affected.empty() && routing.affected[t] != 0);
+        affected += marks[t];
+      }
+    }
+    EXPECT_GT(affected, 0u) << "no token needed expert 7: the case tests nothing";
+  }
 }
 
 // Every expert on both shards; shard-1 fails every run with Unavailable: its calls fail over to
