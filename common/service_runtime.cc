@@ -93,13 +93,15 @@ int serveUntilSignal(kj::AsyncIoContext& io, capnp::Capability::Client bootstrap
 }
 
 std::string serviceInfoJson(const ClusterConfig& cluster, const ModelConfig* model,
-                            std::string_view role, std::string_view name,
-                            std::string_view backend) {
+                            std::string_view role, std::string_view name, std::string_view backend,
+                            std::string_view fingerprint, std::string_view dtype) {
   nlohmann::json j;
   j["version"] = kMoeVersion;
   j["role"] = role;
   j["name"] = name;
   j["backend"] = backend;
+  if (!fingerprint.empty()) j["fingerprint"] = fingerprint;
+  if (!dtype.empty()) j["dtype"] = dtype;
   j["config"] = cluster.sourcePath;
   if (model != nullptr) {
     j["model"] = {{"path", cluster.modelPath},

@@ -52,9 +52,12 @@ class SharedText {
   std::string text_ = "{}";
 };
 
-// /v1/info body: version, role, this process's name and backend, the model and the placement.
+// /v1/info body: version, role, this process's name and backend, the model and the placement;
+// "fingerprint" (modelFingerprint of the loaded checkpoint) and "dtype" (the experts' compute
+// dtype) when given.
 std::string serviceInfoJson(const ClusterConfig& cluster, const ModelConfig* model,
-                            std::string_view role, std::string_view name, std::string_view backend);
+                            std::string_view role, std::string_view name, std::string_view backend,
+                            std::string_view fingerprint = {}, std::string_view dtype = {});
 
 // Starts the admin plane on `listen` (state kStarting, `reason`), serving `registry` and `info`.
 Result<std::unique_ptr<AdminServer>> startAdminPlane(const std::string& listen,

@@ -67,8 +67,9 @@ int main(int argc, char** argv) {
   for (const auto& [layer, experts] : model.value()->store->experts()) pairs += experts.size();
   const std::string backend(model.value()->backend->name());
   moe::logInfo("loaded ", pairs, " (layer, expert) pairs from ", cluster.modelPath, " onto ",
-               backend);
-  info->set(moe::serviceInfoJson(cluster, &model.value()->model, "expert", shard, backend));
+               backend, "; model fingerprint ", model.value()->fingerprint);
+  info->set(moe::serviceInfoJson(cluster, &model.value()->model, "expert", shard, backend,
+                                 model.value()->fingerprint, model.value()->dtype));
   moe::expert::ExpertMetrics metrics(*registry, *model.value()->store, backend);
 
   auto io = kj::setupAsyncIo();

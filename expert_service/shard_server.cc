@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/log.h"
+#include "common/model_fingerprint.h"
 #include "common/rpc_endpoint.h"
 #include "common/rpc_status.h"
 #include "common/service_runtime.h"
@@ -55,6 +56,13 @@ Result<std::unique_ptr<ShardModel>> ShardModel::load(const ClusterConfig& cluste
   auto ckpt = Checkpoint::open(cluster.modelPath);
   if (!ckpt) return makeError(ckpt.status());
   auto m = std::make_unique<ShardModel>();
+  // Once, before the weights: the router compares it with its own before sending any work here.
+  auto fingerprint = modelFingerprint(cluster.modelPath);
+  if (!fingerprint) {
+    return makeError(fingerprint.code(), "cannot fingerprint the model in " + cluster.modelPath +
+                                             ": " + fingerprint.error());
+  }
+  m->fingerprint = std::move(fingerprint).value();
   m->shard = *shard;
   m->model = ckpt.value()->config();
   m->maxRows = cluster.router.maxTokens;
@@ -312,6 +320,8 @@ kj::Promise<void> ShardServer::info(InfoContext context) {
   info.setBackend(std::string(model_->backend->name()));
   info.setMaxTokens(model_->maxRows);
   info.setReady(true);
+  info.setFingerprint(model_->fingerprint);
+  info.setDtype(model_->dtype);
   const auto& byLayer = model_->store->experts();
   auto list = info.initExperts(static_cast<unsigned>(byLayer.size()));
   unsigned i = 0;

@@ -29,6 +29,8 @@ struct ShardModel {
   uint32_t maxRows;  // the router's max_tokens: a shard never needs more rows than a batch has
   std::unique_ptr<kernels::Backend> backend;
   std::unique_ptr<ExpertStore> store;
+  std::string fingerprint;    // modelFingerprint(model path), computed once at load
+  std::string dtype = "f32";  // the experts' resident/compute dtype: every backend computes in fp32
 
   static Result<std::unique_ptr<ShardModel>> load(const ClusterConfig& cluster,
                                                   const std::string& shardName);

@@ -31,6 +31,9 @@ struct ServiceInfo {
   experts @11 :List(LayerExperts);   # what this process serves (router: the whole placement)
   ready @12 :Bool;          # router: every expert reachable on at least one shard
   shards @13 :List(ShardStatus);     # router only
+  fingerprint @14 :Text;  # modelFingerprint of the checkpoint this process loaded
+  dtype @15 :Text;        # resident/compute dtype of its experts ("f32" today)
+  draining @16 :Bool;     # SIGTERM received: finishing its calls, taking no new ones
 }
 
 struct LayerExperts {

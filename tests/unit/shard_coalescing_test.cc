@@ -1,7 +1,8 @@
 // Unit tests for coalescing on an expert shard: the pure merge / split and queue rules of
 // expert_service/run_coalescer, then a real ShardServer driven in-process over a synthetic
 // checkpoint (concurrent runs equal the same runs alone, a bad call fails alone, cancelled calls
-// are dropped, and moe_expert_coalesced_calls counts the calls of each compute job).
+// are dropped, and moe_expert_coalesced_calls counts the calls of each compute job), and its
+// identity in info.
 #include <gtest/gtest.h>
 #include <kj/async-io.h>
 #include <prometheus/registry.h>
@@ -20,6 +21,7 @@
 
 #include "common/checkpoint.h"
 #include "common/config.h"
+#include "common/model_fingerprint.h"
 #include "expert_service/expert_metrics.h"
 #include "expert_service/run_coalescer.h"
 #include "expert_service/shard_server.h"
@@ -276,11 +278,18 @@ class ShardServerHarness {
     auto model = ShardModel::load(cluster.value(), "s0");
     EXPECT_TRUE(model.isOk()) << model.error();
     metrics_ = std::make_unique<ExpertMetrics>(registry_, *model.value()->store, "blas");
-    client_ = kj::heap<ShardServer>(std::move(model).value(), *metrics_, io_.provider->getTimer());
+    auto server =
+        kj::heap<ShardServer>(std::move(model).value(), *metrics_, io_.provider->getTimer());
+    server_ = server.get();
+    client_ = kj::mv(server);
   }
 
   kj::WaitScope& ws() { return io_.waitScope; }
   kj::Timer& timer() { return io_.provider->getTimer(); }
+  ShardServer& server() { return *server_; }  // owned by client_
+  capnp::Response<proto::ExpertShard::InfoResults> info() {
+    return client_.infoRequest().send().wait(ws());
+  }
 
   capnp::RemotePromise<proto::ExpertShard::RunResults> send(const RunSpec& spec) {
     auto req = client_.runRequest();
@@ -361,6 +370,7 @@ class ShardServerHarness {
   kj::AsyncIoContext io_;
   prometheus::Registry registry_;
   std::unique_ptr<ExpertMetrics> metrics_;
+  ShardServer* server_ = nullptr;
   proto::ExpertShard::Client client_{nullptr};
 };
 
@@ -561,6 +571,18 @@ TEST_F(ShardServerCoalescing, WindowHoldsAnIdleCallForCompany) {
   EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(19));
   EXPECT_EQ(shard.coalesced().jobs, 1u);  // both in one job
   EXPECT_EQ(shard.coalesced().calls, 2);
+}
+
+TEST_F(ShardServerCoalescing, InfoReportsIdentity) {
+  ShardServerHarness shard(*dir_, "");
+  auto reply = shard.info();
+  auto info = reply.getInfo();
+  auto want = modelFingerprint(*dir_);
+  ASSERT_TRUE(want.isOk()) << want.error();
+  EXPECT_EQ(std::string(info.getFingerprint().cStr()), want.value());
+  EXPECT_EQ(std::string(info.getDtype().cStr()), "f32");
+  EXPECT_TRUE(info.getReady());
+  EXPECT_EQ(info.getExperts().size(), 2u);  // both layers, experts 0-3
 }
 
 }  // namespace
