@@ -1,8 +1,8 @@
 // Unit tests for coalescing on an expert shard: the pure merge / split and queue rules of
 // expert_service/run_coalescer, then a real ShardServer driven in-process over a synthetic
 // checkpoint (concurrent runs equal the same runs alone, a bad call fails alone, cancelled calls
-// are dropped, and moe_expert_coalesced_calls counts the calls of each compute job), and its
-// identity in info.
+// are dropped, and moe_expert_coalesced_calls counts the calls of each compute job), its identity
+// in info, and draining (new calls refused, accepted ones finished, whenIdle).
 #include <gtest/gtest.h>
 #include <kj/async-io.h>
 #include <prometheus/registry.h>
@@ -582,7 +582,65 @@ TEST_F(ShardServerCoalescing, InfoReportsIdentity) {
   EXPECT_EQ(std::string(info.getFingerprint().cStr()), want.value());
   EXPECT_EQ(std::string(info.getDtype().cStr()), "f32");
   EXPECT_TRUE(info.getReady());
+  EXPECT_FALSE(info.getDraining());
   EXPECT_EQ(info.getExperts().size(), 2u);  // both layers, experts 0-3
+}
+
+// A call accepted before startDraining finishes normally, whether it still waits in the queue or
+// is computing; a call after it is refused at once; whenIdle resolves once the accepted one ends.
+TEST_F(ShardServerCoalescing, DrainingRefusesNewCallsAndFinishesAcceptedOnes) {
+  const struct {
+    const char* name;
+    const char* yaml;
+    RunSpec run;
+    bool queued;  // still waiting for company when the drain starts (else already computing)
+  } cases[] = {
+      {"queued in the coalescing window", "expert: {batching: {window_us: 500000}}\n",
+       randomRun(0, 4, {0, 1}, 51), true},
+      {"computing", "", randomRun(1, 2048, {0, 1, 2, 3}, 52), false},
+  };
+  for (const auto& tc : cases) {
+    SCOPED_TRACE(tc.name);
+    const auto want = ShardServerHarness(*dir_, "").runAlone(tc.run).out;  // one loop at a time
+    ShardServerHarness shard(*dir_, tc.yaml);
+    ASSERT_TRUE(shard.server().whenIdle().poll(shard.ws())) << "an idle server is idle at once";
+    RunPromise accepted = shard.send(tc.run);
+    ASSERT_TRUE(shard.spinUntil(
+        [&] { return tc.queued ? shard.queueDepth() == 1 : shard.coalesced().jobs == 1; }));
+    shard.server().startDraining();
+    kj::Promise<void> idle = shard.server().whenIdle();
+    if (tc.queued) {
+      EXPECT_FALSE(idle.poll(shard.ws()));
+    }
+
+    auto refused = shard.runAlone(randomRun(0, 2, {2}, 53));
+    EXPECT_TRUE(contains(refused.error, "Unavailable: shard s0 is draining")) << refused.error;
+    auto reply = shard.info();
+    EXPECT_TRUE(reply.getInfo().getDraining());
+    EXPECT_FALSE(reply.getInfo().getReady());
+
+    auto done = shard.wait(accepted);
+    ASSERT_EQ(done.error, "");
+    expectClose(done.out, want);
+    EXPECT_TRUE(shard.spinUntil([&] { return idle.poll(shard.ws()); }));
+    idle.wait(shard.ws());
+    EXPECT_EQ(shard.coalesced().calls, 1);  // the refused call never reached the queue
+  }
+}
+
+TEST_F(ShardServerCoalescing, AnAcceptedCallItsCallerCancelsEndsTheDrain) {
+  ShardServerHarness shard(*dir_, "expert: {batching: {window_us: 1000000}}\n");
+  kj::Promise<void> idle = nullptr;
+  {
+    RunPromise waiting = shard.send(randomRun(0, 4, {0, 1}, 61));
+    ASSERT_TRUE(shard.spinUntil([&] { return shard.queueDepth() == 1; }));
+    shard.server().startDraining();
+    idle = shard.server().whenIdle();
+    EXPECT_FALSE(idle.poll(shard.ws()));
+  }  // the caller gives up
+  EXPECT_TRUE(shard.spinUntil([&] { return idle.poll(shard.ws()); }));
+  EXPECT_EQ(shard.queueDepth(), 0);
+  EXPECT_EQ(shard.coalesced().jobs, 0u);
 }
 
 }  // namespace
