@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <kj/async-io.h>
 #include <prometheus/registry.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -392,7 +393,10 @@ void expectClose(const std::vector<float>& got, const std::vector<float>& want) 
 class ShardServerCoalescing : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new std::string(::testing::TempDir() + "moe_unit_shard_coalescing");
+    // One directory per process: ctest -j runs this suite's tests as concurrent processes, and
+    // each removes its directory when done.
+    dir_ = new std::string(::testing::TempDir() + "moe_unit_shard_coalescing-" +
+                           std::to_string(::getpid()));
     std::filesystem::remove_all(*dir_);
     SyntheticModelSpec spec;
     spec.hiddenSize = kH;
