@@ -125,6 +125,8 @@ class Checkpoint {
 
   const ModelConfig& config() const { return config_; }
   const std::string& dir() const { return dir_; }
+  // Every safetensors file of the checkpoint, each once (in index or opening order).
+  const std::vector<std::unique_ptr<SafetensorsFile>>& files() const { return files_; }
 
   // Each family's tensor names (Mixtral: ...block_sparse_moe.gate.weight and
   // ...experts.{E}.w1/w3/w2; the others: ...mlp.gate.weight and ...experts.{E}.gate_proj/up_proj/

@@ -15,6 +15,46 @@ capnp::ReaderOptions wireReaderOptions() {
 }
 
 namespace {
+// A served socket that reports each write to `pending` from its start until the kernel has all of
+// its bytes (or it fails, or is cancelled); everything else passes straight through.
+class TrackedStream final : public kj::AsyncIoStream {
+ public:
+  TrackedStream(kj::Own<kj::AsyncIoStream> inner, PendingWrites& pending)
+      : inner_(kj::mv(inner)), pending_(pending) {}
+  kj::Promise<size_t> tryRead(void* buffer, size_t minBytes, size_t maxBytes) override {
+    return inner_->tryRead(buffer, minBytes, maxBytes);
+  }
+  kj::Promise<void> write(const void* buffer, size_t size) override {
+    return track(inner_->write(buffer, size));
+  }
+  kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
+    return track(inner_->write(pieces));
+  }
+  kj::Promise<void> whenWriteDisconnected() override { return inner_->whenWriteDisconnected(); }
+  void shutdownWrite() override { inner_->shutdownWrite(); }
+  void abortRead() override { inner_->abortRead(); }
+  void getsockopt(int level, int option, void* value, kj::uint* length) override {
+    inner_->getsockopt(level, option, value, length);
+  }
+  void setsockopt(int level, int option, const void* value, kj::uint length) override {
+    inner_->setsockopt(level, option, value, length);
+  }
+  void getsockname(struct sockaddr* addr, kj::uint* length) override {
+    inner_->getsockname(addr, length);
+  }
+  void getpeername(struct sockaddr* addr, kj::uint* length) override {
+    inner_->getpeername(addr, length);
+  }
+
+ private:
+  kj::Promise<void> track(kj::Promise<void> write) {
+    pending_.started();
+    return write.attach(kj::defer([&pending = pending_]() { pending.finished(); }));
+  }
+  kj::Own<kj::AsyncIoStream> inner_;
+  PendingWrites& pending_;
+};
+
 // One served connection: lives until the peer disconnects.
 struct ServedConnection {
   ServedConnection(kj::Own<kj::AsyncIoStream> s, capnp::Capability::Client bootstrap)
@@ -27,16 +67,35 @@ struct ServedConnection {
 };
 }  // namespace
 
+void PendingWrites::finished() {
+  if (--count > 0) return;
+  for (auto& f : onZero) f->fulfill();
+  onZero.clear();
+}
+
 RpcListener::RpcListener(kj::Own<kj::ConnectionReceiver> receiver,
                          capnp::Capability::Client bootstrap)
     : receiver_(kj::mv(receiver)), bootstrap_(kj::mv(bootstrap)), connections_(*this) {}
 
 kj::Promise<void> RpcListener::run() {
   return receiver_->accept().then([this](kj::Own<kj::AsyncIoStream>&& stream) {
-    auto conn = kj::heap<ServedConnection>(kj::mv(stream), bootstrap_);
+    auto conn =
+        kj::heap<ServedConnection>(kj::heap<TrackedStream>(kj::mv(stream), writes_), bootstrap_);
     auto done = conn->network.onDisconnect();
     connections_.add(done.attach(kj::mv(conn)));
     return run();
+  });
+}
+
+// A reply is written a few turns after its call resolves, and one write may queue the next, so the
+// count is read only once the loop has nothing else to do (evalLast), and read again after it
+// drops to zero.
+kj::Promise<void> RpcListener::whenWritesFlushed() {
+  return kj::evalLast([this]() -> kj::Promise<void> {
+    if (writes_.count == 0) return kj::READY_NOW;
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    writes_.onZero.add(kj::mv(paf.fulfiller));
+    return paf.promise.then([this]() { return whenWritesFlushed(); });
   });
 }
 
@@ -66,12 +125,12 @@ kj::Promise<kj::Own<RpcConnection>> connectRpc(kj::AsyncIoProvider& io, kj::Time
                         .then([](kj::Own<kj::AsyncIoStream> stream) {
                           return kj::heap<RpcConnection>(kj::mv(stream));
                         });
-  auto timedOut = timer.afterDelay(timeoutMs * kj::MILLISECONDS)
-                      .then([address, timeoutMs]() -> kj::Own<RpcConnection> {
-                        throwStatus(StatusCode::kUnavailable,
-                                    "cannot connect to " + address + " within " +
-                                        std::to_string(timeoutMs) + " ms");
-                      });
+  auto timedOut =
+      timer.afterDelay(timeoutMs * kj::MILLISECONDS)
+          .then([address, timeoutMs]() -> kj::Own<RpcConnection> {
+            throwStatus(StatusCode::kUnavailable, "cannot connect to " + address + " within " +
+                                                      std::to_string(timeoutMs) + " ms");
+          });
   // Only a failed connect is reworded; the time-out above already says what happened.
   auto refused = connecting.catch_([address](kj::Exception&& e) -> kj::Own<RpcConnection> {
     throwStatus(StatusCode::kUnavailable,

@@ -5,6 +5,7 @@
 
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
+#include <kj/vector.h>
 
 #include <string>
 
@@ -15,6 +16,15 @@ namespace moe {
 // Largest message either side accepts (traversal limit): 1 GiB.
 capnp::ReaderOptions wireReaderOptions();
 
+// Counts the writes of served connections that the kernel has not taken yet (a reply larger than
+// the socket buffer waits for the peer to read).
+struct PendingWrites {
+  uint64_t count = 0;
+  kj::Vector<kj::Own<kj::PromiseFulfiller<void>>> onZero;
+  void started() { ++count; }
+  void finished();
+};
+
 // Accepts connections on `receiver` forever, serving `bootstrap` on each; a failed connection
 // only ends that connection.
 class RpcListener final : private kj::TaskSet::ErrorHandler {
@@ -22,9 +32,14 @@ class RpcListener final : private kj::TaskSet::ErrorHandler {
   RpcListener(kj::Own<kj::ConnectionReceiver> receiver, capnp::Capability::Client bootstrap);
   kj::Promise<void> run();
   uint16_t port() { return static_cast<uint16_t>(receiver_->getPort()); }
+  // Resolves once every reply already sent by the served objects is in the kernel's hands, so a
+  // draining process can exit without cutting its last replies short (they are written
+  // asynchronously, after the call that produced them has resolved).
+  kj::Promise<void> whenWritesFlushed();
 
  private:
   void taskFailed(kj::Exception&& exception) override;
+  PendingWrites writes_;  // before connections_: their streams report to it until destroyed
   kj::Own<kj::ConnectionReceiver> receiver_;
   capnp::Capability::Client bootstrap_;
   kj::TaskSet connections_;

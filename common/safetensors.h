@@ -42,6 +42,10 @@ class SafetensorsFile {
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const TensorInfo* find(std::string_view name) const;  // nullptr when absent
   std::span<const std::byte> bytes(const TensorInfo& t) const;
+  // The JSON header as stored (padding included): what a model fingerprint hashes.
+  std::span<const std::byte> headerBytes() const {
+    return {map_ + 8, static_cast<size_t>(data_ - map_ - 8)};
+  }
 
  private:
   SafetensorsFile() = default;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 
 #include <nlohmann/json.hpp>
 
@@ -46,6 +47,34 @@ kj::Promise<int> onTerminationSignal(kj::LowLevelAsyncIoProvider& io) {
       .attach(kj::mv(stream));
 }
 
+namespace {
+// The service's own drain, then its last replies leaving, bounded by drainMs (0: unbounded).
+kj::Promise<int> drainAccepted(kj::AsyncIoContext& io, RpcListener& listener,
+                               const ServeOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  auto flushed = [&listener]() { return listener.whenWritesFlushed(); };
+  auto done = [start]() {
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - start);
+    logInfo("drained in ", ms.count(), " ms");
+    return 0;
+  };
+  auto failed = [](kj::Exception&& e) {
+    logError("drain failed: ", e.getDescription().cStr());
+    return 1;
+  };
+  kj::Promise<int> drained =
+      kj::evalNow([&options]() { return options.drain(); }).then(flushed).then(done, failed);
+  if (options.drainMs == 0) return drained;
+  const uint32_t ms = options.drainMs;
+  return drained.exclusiveJoin(
+      io.provider->getTimer().afterDelay(ms * kj::MILLISECONDS).then([ms]() {
+        logWarn("drain deadline of ", ms, " ms reached with work still in flight; stopping");
+        return 0;
+      }));
+}
+}  // namespace
+
 int serveUntilSignal(kj::AsyncIoContext& io, capnp::Capability::Client bootstrap,
                      const ServeOptions& options) {
   auto signal = onTerminationSignal(*io.lowLevelProvider);
@@ -79,7 +108,10 @@ int serveUntilSignal(kj::AsyncIoContext& io, capnp::Capability::Client bootstrap
   if (sig == 0) return code;
   logInfo("received signal ", sig, "; draining");
   if (options.admin != nullptr) options.admin->setState(ServiceState::kDraining);
-  if (options.drainMs > 0) {
+  if (options.drain) {
+    code =
+        drainAccepted(io, *listener, options).exclusiveJoin(forked.addBranch()).wait(io.waitScope);
+  } else if (options.drainMs > 0) {
     // Not ready, still serving: load balancers stop sending new work while calls already routed
     // here complete.
     code = io.provider->getTimer()
@@ -93,13 +125,15 @@ int serveUntilSignal(kj::AsyncIoContext& io, capnp::Capability::Client bootstrap
 }
 
 std::string serviceInfoJson(const ClusterConfig& cluster, const ModelConfig* model,
-                            std::string_view role, std::string_view name,
-                            std::string_view backend) {
+                            std::string_view role, std::string_view name, std::string_view backend,
+                            std::string_view fingerprint, std::string_view dtype) {
   nlohmann::json j;
   j["version"] = kMoeVersion;
   j["role"] = role;
   j["name"] = name;
   j["backend"] = backend;
+  if (!fingerprint.empty()) j["fingerprint"] = fingerprint;
+  if (!dtype.empty()) j["dtype"] = dtype;
   j["config"] = cluster.sourcePath;
   if (model != nullptr) {
     j["model"] = {{"path", cluster.modelPath},

@@ -5,6 +5,7 @@
 #include <capnp/capability.h>
 #include <kj/async-io.h>
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -26,12 +27,17 @@ struct ServeOptions {
   std::string what;                // for logs: "router", "expert shard shard-0"
   AdminServer* admin = nullptr;    // readiness to report, if the admin plane is on
   bool readyWhenListening = true;  // false: someone else decides readiness (the router's probes)
-  uint32_t drainMs = 0;            // after SIGTERM: keep serving, not ready, this long
+  uint32_t drainMs = 0;            // after SIGTERM: the longest the process keeps serving
+  // Called once on SIGTERM/SIGINT, when set: the service stops taking new work and returns a
+  // promise that resolves once the work it had already accepted is done. The process then returns
+  // as soon as that promise resolves and the replies are written, or after drainMs at the latest
+  // (0: no limit). Unset: the process keeps serving for drainMs, then returns.
+  std::function<kj::Promise<void>()> drain = {};
 };
 
 // Listens, serves `bootstrap` on every connection, logs "<what> ready on <addr>", and on
-// SIGINT/SIGTERM drains (admin state kDraining, still serving for drainMs) and returns.
-// Returns a process exit code.
+// SIGINT/SIGTERM drains (admin state kDraining, then options.drain or drainMs as above) and
+// returns. Returns a process exit code.
 int serveUntilSignal(kj::AsyncIoContext& io, capnp::Capability::Client bootstrap,
                      const ServeOptions& options);
 
@@ -52,9 +58,12 @@ class SharedText {
   std::string text_ = "{}";
 };
 
-// /v1/info body: version, role, this process's name and backend, the model and the placement.
+// /v1/info body: version, role, this process's name and backend, the model and the placement;
+// "fingerprint" (modelFingerprint of the loaded checkpoint) and "dtype" (the experts' compute
+// dtype) when given.
 std::string serviceInfoJson(const ClusterConfig& cluster, const ModelConfig* model,
-                            std::string_view role, std::string_view name, std::string_view backend);
+                            std::string_view role, std::string_view name, std::string_view backend,
+                            std::string_view fingerprint = {}, std::string_view dtype = {});
 
 // Starts the admin plane on `listen` (state kStarting, `reason`), serving `registry` and `info`.
 Result<std::unique_ptr<AdminServer>> startAdminPlane(const std::string& listen,

@@ -67,14 +67,23 @@ int main(int argc, char** argv) {
   for (const auto& [layer, experts] : model.value()->store->experts()) pairs += experts.size();
   const std::string backend(model.value()->backend->name());
   moe::logInfo("loaded ", pairs, " (layer, expert) pairs from ", cluster.modelPath, " onto ",
-               backend);
-  info->set(moe::serviceInfoJson(cluster, &model.value()->model, "expert", shard, backend));
+               backend, "; model fingerprint ", model.value()->fingerprint);
+  info->set(moe::serviceInfoJson(cluster, &model.value()->model, "expert", shard, backend,
+                                 model.value()->fingerprint, model.value()->dtype));
   moe::expert::ExpertMetrics metrics(*registry, *model.value()->store, backend);
 
   auto io = kj::setupAsyncIo();
-  capnp::Capability::Client server = kj::heap<moe::expert::ShardServer>(
-      std::move(model).value(), metrics, io.provider->getTimer());
+  auto own = kj::heap<moe::expert::ShardServer>(std::move(model).value(), metrics,
+                                                io.provider->getTimer());
+  moe::expert::ShardServer& shardServer = *own;  // the RPC system holds it while serving
+  capnp::Capability::Client server = kj::mv(own);
   moe::ServeOptions serve{self->listen, "expert shard " + shard, admin.get(),
                           /*readyWhenListening=*/true, cluster.timeouts.drainMs};
+  // SIGTERM: refuse new calls at once (the router fails over), finish the accepted ones, exit.
+  serve.drain = [&shardServer]() {
+    shardServer.startDraining();
+    return shardServer.whenIdle().attach(
+        kj::defer([&shardServer]() { shardServer.logDrainOutcome(); }));
+  };
   return moe::serveUntilSignal(io, kj::mv(server), serve);
 }

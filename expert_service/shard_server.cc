@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "common/log.h"
-#include "common/rpc_endpoint.h"
 #include "common/model_fingerprint.h"
+#include "common/rpc_endpoint.h"
 #include "common/rpc_status.h"
 #include "common/service_runtime.h"
 #include "common/tensor_wire.h"
@@ -56,6 +56,13 @@ Result<std::unique_ptr<ShardModel>> ShardModel::load(const ClusterConfig& cluste
   auto ckpt = Checkpoint::open(cluster.modelPath);
   if (!ckpt) return makeError(ckpt.status());
   auto m = std::make_unique<ShardModel>();
+  // Once, before the weights: the router compares it with its own before sending any work here.
+  auto fingerprint = modelFingerprint(cluster.modelPath);
+  if (!fingerprint) {
+    return makeError(fingerprint.code(), "cannot fingerprint the model in " + cluster.modelPath +
+                                             ": " + fingerprint.error());
+  }
+  m->fingerprint = std::move(fingerprint).value();
   m->shard = *shard;
   m->model = ckpt.value()->config();
   m->maxRows = cluster.router.maxTokens;
@@ -68,9 +75,6 @@ Result<std::unique_ptr<ShardModel>> ShardModel::load(const ClusterConfig& cluste
   auto store = ExpertStore::load(*m->backend, *ckpt.value(), *shard);
   if (!store) return makeError(store.status());
   m->store = std::move(store).value();
-  auto fingerprint = modelFingerprint(cluster.modelPath);
-  if (!fingerprint) return makeError(fingerprint.status());
-  m->fingerprint = std::move(fingerprint).value();
   return m;
 }
 
@@ -83,12 +87,55 @@ ShardServer::~ShardServer() {
 }
 
 kj::Promise<void> ShardServer::run(RunContext context) {
+  if (draining_) {
+    metrics_.recordRequest(metricCodeLabel(StatusCode::kUnavailable));
+    return toRpcException(
+        Status::error(StatusCode::kUnavailable, "shard " + model_->shard.name + " is draining"));
+  }
+  ++inFlight_;
   return kj::evalNow([&]() { return runChecked(context); })
-      .then([this]() { metrics_.recordRequest("ok"); },
-            [this](kj::Exception&& e) {
-              metrics_.recordRequest(metricCodeLabel(statusFromException(e).code()));
-              kj::throwFatalException(kj::mv(e));
-            });
+      .then(
+          [this]() {
+            metrics_.recordRequest("ok");
+            if (draining_) ++finishedWhileDraining_;
+          },
+          [this](kj::Exception&& e) {
+            metrics_.recordRequest(metricCodeLabel(statusFromException(e).code()));
+            if (draining_) ++finishedWhileDraining_;
+            kj::throwFatalException(kj::mv(e));
+          })
+      // However the call ends (reply, error, or the caller cancelling it), it is no longer ours.
+      .attach(kj::defer([this]() { callEnded(); }));
+}
+
+void ShardServer::callEnded() {
+  if (--inFlight_ > 0) return;
+  for (auto& waiter : idleWaiters_) waiter->fulfill();
+  idleWaiters_.clear();
+}
+
+void ShardServer::startDraining() {
+  if (draining_) return;
+  draining_ = true;
+  logInfo("shard ", model_->shard.name, " draining: new calls are refused; ", inFlight_,
+          " accepted calls to finish");
+}
+
+kj::Promise<void> ShardServer::whenIdle() {
+  if (inFlight_ == 0) return kj::READY_NOW;
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  idleWaiters_.add(kj::mv(paf.fulfiller));
+  return kj::mv(paf.promise);
+}
+
+void ShardServer::logDrainOutcome() const {
+  if (inFlight_ == 0) {
+    logInfo("shard ", model_->shard.name, " drained: ", finishedWhileDraining_,
+            " accepted calls finished");
+  } else {
+    logWarn("shard ", model_->shard.name, " drain cut short: ", finishedWhileDraining_,
+            " accepted calls finished, ", inFlight_, " cut by the drain deadline");
+  }
 }
 
 kj::Promise<void> ShardServer::runChecked(RunContext context) {
@@ -315,9 +362,10 @@ kj::Promise<void> ShardServer::info(InfoContext context) {
   info.setName(model_->shard.name);
   info.setBackend(std::string(model_->backend->name()));
   info.setMaxTokens(model_->maxRows);
-  info.setReady(true);
+  info.setReady(!draining_);
+  info.setDraining(draining_);
   info.setFingerprint(model_->fingerprint);
-  info.setDtype("f32");
+  info.setDtype(model_->dtype);
   const auto& byLayer = model_->store->experts();
   auto list = info.initExperts(static_cast<unsigned>(byLayer.size()));
   unsigned i = 0;

@@ -2,7 +2,8 @@
 // queues it, and computes the weighted grouped FFN on the compute executor. Calls for the same
 // layer that wait while the executor is busy are coalesced into one compute job
 // (ShardConfig::batching; the merge rules are in run_coalescer.h); a call that runs alone is
-// computed straight into its reply.
+// computed straight into its reply. Draining (SIGTERM) refuses new calls while the accepted ones
+// finish, so the router fails over to a replica and no accepted call is lost.
 #pragma once
 
 #include <kj/async.h>
@@ -29,7 +30,8 @@ struct ShardModel {
   uint32_t maxRows;  // the router's max_tokens: a shard never needs more rows than a batch has
   std::unique_ptr<kernels::Backend> backend;
   std::unique_ptr<ExpertStore> store;
-  std::string fingerprint;  // modelFingerprint of the checkpoint
+  std::string fingerprint;    // modelFingerprint(model path), computed once at load
+  std::string dtype = "f32";  // the experts' resident/compute dtype: every backend computes in fp32
 
   static Result<std::unique_ptr<ShardModel>> load(const ClusterConfig& cluster,
                                                   const std::string& shardName);
@@ -43,6 +45,15 @@ class ShardServer final : public proto::ExpertShard::Server, private kj::TaskSet
   kj::Promise<void> run(RunContext context) override;
   kj::Promise<void> info(InfoContext context) override;
 
+  // From now on every new run fails at once with Unavailable ("shard <name> is draining") and info
+  // reports draining, not ready; calls already accepted (queued or computing) finish normally.
+  void startDraining();
+  // Resolves when no accepted call remains (at once when none does).
+  kj::Promise<void> whenIdle();
+  // Logs what the drain did so far: calls finished since it started, and those still in flight,
+  // which are cut when the process stops now (the drain deadline).
+  void logDrainOutcome() const;
+
  private:
   struct Call;
   struct MergedJob;
@@ -53,6 +64,7 @@ class ShardServer final : public proto::ExpertShard::Server, private kj::TaskSet
   };
 
   kj::Promise<void> runChecked(RunContext context);
+  void callEnded();
   kj::Own<Call> validate(RunContext& context);
   SegmentTable checkSegments(proto::ExpertShard::RunParams::Reader params, uint32_t rows);
   kj::Promise<JobOutcome> enqueue(kj::Own<Call> call);
@@ -73,6 +85,12 @@ class ShardServer final : public proto::ExpertShard::Server, private kj::TaskSet
   uint64_t nextId_ = 0;
   bool timerArmed_ = false;
   bool stopping_ = false;
+  // Draining: accepted calls whose promise is still alive (queued, computing, or replying), the
+  // calls that completed since the drain began, and who waits for the count to reach zero.
+  bool draining_ = false;
+  uint64_t inFlight_ = 0;
+  uint64_t finishedWhileDraining_ = 0;
+  kj::Vector<kj::Own<kj::PromiseFulfiller<void>>> idleWaiters_;
   ComputeExecutor executor_{"expert-compute"};
   kj::TaskSet tasks_{*this};  // merged jobs and window timers; destroyed before the executor
 };

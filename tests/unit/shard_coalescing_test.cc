@@ -1,10 +1,12 @@
 // Unit tests for coalescing on an expert shard: the pure merge / split and queue rules of
 // expert_service/run_coalescer, then a real ShardServer driven in-process over a synthetic
 // checkpoint (concurrent runs equal the same runs alone, a bad call fails alone, cancelled calls
-// are dropped, and moe_expert_coalesced_calls counts the calls of each compute job).
+// are dropped, and moe_expert_coalesced_calls counts the calls of each compute job), its identity
+// in info, and draining (new calls refused, accepted ones finished, whenIdle).
 #include <gtest/gtest.h>
 #include <kj/async-io.h>
 #include <prometheus/registry.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -20,6 +22,7 @@
 
 #include "common/checkpoint.h"
 #include "common/config.h"
+#include "common/model_fingerprint.h"
 #include "expert_service/expert_metrics.h"
 #include "expert_service/run_coalescer.h"
 #include "expert_service/shard_server.h"
@@ -276,11 +279,18 @@ class ShardServerHarness {
     auto model = ShardModel::load(cluster.value(), "s0");
     EXPECT_TRUE(model.isOk()) << model.error();
     metrics_ = std::make_unique<ExpertMetrics>(registry_, *model.value()->store, "blas");
-    client_ = kj::heap<ShardServer>(std::move(model).value(), *metrics_, io_.provider->getTimer());
+    auto server =
+        kj::heap<ShardServer>(std::move(model).value(), *metrics_, io_.provider->getTimer());
+    server_ = server.get();
+    client_ = kj::mv(server);
   }
 
   kj::WaitScope& ws() { return io_.waitScope; }
   kj::Timer& timer() { return io_.provider->getTimer(); }
+  ShardServer& server() { return *server_; }  // owned by client_
+  capnp::Response<proto::ExpertShard::InfoResults> info() {
+    return client_.infoRequest().send().wait(ws());
+  }
 
   capnp::RemotePromise<proto::ExpertShard::RunResults> send(const RunSpec& spec) {
     auto req = client_.runRequest();
@@ -361,6 +371,7 @@ class ShardServerHarness {
   kj::AsyncIoContext io_;
   prometheus::Registry registry_;
   std::unique_ptr<ExpertMetrics> metrics_;
+  ShardServer* server_ = nullptr;
   proto::ExpertShard::Client client_{nullptr};
 };
 
@@ -382,7 +393,10 @@ void expectClose(const std::vector<float>& got, const std::vector<float>& want) 
 class ShardServerCoalescing : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new std::string(::testing::TempDir() + "moe_unit_shard_coalescing");
+    // One directory per process: ctest -j runs this suite's tests as concurrent processes, and
+    // each removes its directory when done.
+    dir_ = new std::string(::testing::TempDir() + "moe_unit_shard_coalescing-" +
+                           std::to_string(::getpid()));
     std::filesystem::remove_all(*dir_);
     SyntheticModelSpec spec;
     spec.hiddenSize = kH;
@@ -561,6 +575,76 @@ TEST_F(ShardServerCoalescing, WindowHoldsAnIdleCallForCompany) {
   EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(19));
   EXPECT_EQ(shard.coalesced().jobs, 1u);  // both in one job
   EXPECT_EQ(shard.coalesced().calls, 2);
+}
+
+TEST_F(ShardServerCoalescing, InfoReportsIdentity) {
+  ShardServerHarness shard(*dir_, "");
+  auto reply = shard.info();
+  auto info = reply.getInfo();
+  auto want = modelFingerprint(*dir_);
+  ASSERT_TRUE(want.isOk()) << want.error();
+  EXPECT_EQ(std::string(info.getFingerprint().cStr()), want.value());
+  EXPECT_EQ(std::string(info.getDtype().cStr()), "f32");
+  EXPECT_TRUE(info.getReady());
+  EXPECT_FALSE(info.getDraining());
+  EXPECT_EQ(info.getExperts().size(), 2u);  // both layers, experts 0-3
+}
+
+// A call accepted before startDraining finishes normally, whether it still waits in the queue or
+// is computing; a call after it is refused at once; whenIdle resolves once the accepted one ends.
+TEST_F(ShardServerCoalescing, DrainingRefusesNewCallsAndFinishesAcceptedOnes) {
+  const struct {
+    const char* name;
+    const char* yaml;
+    RunSpec run;
+    bool queued;  // still waiting for company when the drain starts (else already computing)
+  } cases[] = {
+      {"queued in the coalescing window", "expert: {batching: {window_us: 500000}}\n",
+       randomRun(0, 4, {0, 1}, 51), true},
+      {"computing", "", randomRun(1, 2048, {0, 1, 2, 3}, 52), false},
+  };
+  for (const auto& tc : cases) {
+    SCOPED_TRACE(tc.name);
+    const auto want = ShardServerHarness(*dir_, "").runAlone(tc.run).out;  // one loop at a time
+    ShardServerHarness shard(*dir_, tc.yaml);
+    ASSERT_TRUE(shard.server().whenIdle().poll(shard.ws())) << "an idle server is idle at once";
+    RunPromise accepted = shard.send(tc.run);
+    ASSERT_TRUE(shard.spinUntil(
+        [&] { return tc.queued ? shard.queueDepth() == 1 : shard.coalesced().jobs == 1; }));
+    shard.server().startDraining();
+    kj::Promise<void> idle = shard.server().whenIdle();
+    if (tc.queued) {
+      EXPECT_FALSE(idle.poll(shard.ws()));
+    }
+
+    auto refused = shard.runAlone(randomRun(0, 2, {2}, 53));
+    EXPECT_TRUE(contains(refused.error, "Unavailable: shard s0 is draining")) << refused.error;
+    auto reply = shard.info();
+    EXPECT_TRUE(reply.getInfo().getDraining());
+    EXPECT_FALSE(reply.getInfo().getReady());
+
+    auto done = shard.wait(accepted);
+    ASSERT_EQ(done.error, "");
+    expectClose(done.out, want);
+    EXPECT_TRUE(shard.spinUntil([&] { return idle.poll(shard.ws()); }));
+    idle.wait(shard.ws());
+    EXPECT_EQ(shard.coalesced().calls, 1);  // the refused call never reached the queue
+  }
+}
+
+TEST_F(ShardServerCoalescing, AnAcceptedCallItsCallerCancelsEndsTheDrain) {
+  ShardServerHarness shard(*dir_, "expert: {batching: {window_us: 1000000}}\n");
+  kj::Promise<void> idle = nullptr;
+  {
+    RunPromise waiting = shard.send(randomRun(0, 4, {0, 1}, 61));
+    ASSERT_TRUE(shard.spinUntil([&] { return shard.queueDepth() == 1; }));
+    shard.server().startDraining();
+    idle = shard.server().whenIdle();
+    EXPECT_FALSE(idle.poll(shard.ws()));
+  }  // the caller gives up
+  EXPECT_TRUE(shard.spinUntil([&] { return idle.poll(shard.ws()); }));
+  EXPECT_EQ(shard.queueDepth(), 0);
+  EXPECT_EQ(shard.coalesced().jobs, 0u);
 }
 
 }  // namespace
