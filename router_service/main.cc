@@ -75,7 +75,19 @@ int main(int argc, char** argv) {
   auto watch = router.watchShards(admin.get(), 2000).eagerlyEvaluate([](kj::Exception&& e) {
     moe::logError("shard watcher stopped: ", e.getDescription().cStr());
   });
+  // SIGTERM: /readyz says draining and requests are still served for drain_ms (while load
+  // balancers stop sending here); then new requests are refused (Unavailable) and the process
+  // exits once every request in flight is answered — each is bounded by timeouts.request_ms, so
+  // the drain itself needs no deadline.
   moe::ServeOptions serve{cluster.router.listen, "router", admin.get(),
-                          /*readyWhenListening=*/false, cluster.timeouts.drainMs};
+                          /*readyWhenListening=*/false, /*drainMs=*/0};
+  const uint32_t drainMs = cluster.timeouts.drainMs;
+  kj::Timer& timer = io.provider->getTimer();
+  serve.drain = [&router, &timer, drainMs]() {
+    return timer.afterDelay(drainMs * kj::MILLISECONDS).then([&router]() {
+      router.startDraining();
+      return router.whenIdle();
+    });
+  };
   return moe::serveUntilSignal(io, kj::mv(bootstrap), serve);
 }

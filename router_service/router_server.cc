@@ -74,11 +74,36 @@ BatchObserver RouterServer::observer() {
   return o;
 }
 
+void RouterServer::startDraining() {
+  draining_ = true;
+  logInfo("draining: refusing new requests, ", inFlight_, " in flight");
+}
+
+kj::Promise<void> RouterServer::whenIdle() {
+  if (inFlight_ == 0) return kj::READY_NOW;
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  idleWaiters_.push_back(kj::mv(paf.fulfiller));
+  return kj::mv(paf.promise);
+}
+
+void RouterServer::callEnded() {
+  if (--inFlight_ > 0) return;
+  for (auto& w : idleWaiters_) w->fulfill();
+  idleWaiters_.clear();
+}
+
 kj::Promise<void> RouterServer::forward(ForwardContext context) {
   const auto start = Clock::now();
   const uint32_t ms = model_->cluster.timeouts.requestMs;
+  if (draining_) {
+    if (metrics_) metrics_->recordRequest(metricCodeLabel(StatusCode::kUnavailable), 0);
+    return toRpcException(Status::error(StatusCode::kUnavailable,
+                                        "router is draining; send the request to another router"));
+  }
+  ++inFlight_;
   if (metrics_) metrics_->inFlight.Increment();
   auto done = [this, start](StatusCode code) {
+    callEnded();
     if (!metrics_) return;
     metrics_->inFlight.Decrement();
     metrics_->recordRequest(metricCodeLabel(code), static_cast<double>(microsSince(start)) * 1e-6);

@@ -32,6 +32,11 @@ class RouterServer final : public proto::Router::Server {
                kj::Timer& timer, RouterMetrics* metrics);
 
   kj::Promise<void> forward(ForwardContext context) override;
+
+  // SIGTERM: refuse new forward calls (Unavailable: another router takes them) and resolve once
+  // every call in flight has been answered.
+  void startDraining();
+  kj::Promise<void> whenIdle();
   kj::Promise<void> info(InfoContext context) override;
 
   // Probes the shards forever (shard_prober.h: identity, draining, backoff) and keeps the admin
@@ -48,8 +53,13 @@ class RouterServer final : public proto::Router::Server {
     return model_->cluster.routing.missingExpert != MissingExpertPolicy::kError;
   }
 
+  void callEnded();
+
   std::unique_ptr<RouterModel> model_;
   kj::Timer& timer_;
+  bool draining_ = false;
+  uint64_t inFlight_ = 0;
+  std::vector<kj::Own<kj::PromiseFulfiller<void>>> idleWaiters_;
   RouterMetrics* metrics_;
   std::unique_ptr<ShardTransport> transport_;
   ShardHealth health_;
