@@ -2,13 +2,19 @@
 """Turn a local moe-cluster YAML into the one the Kubernetes deployment mounts.
 
 The local file (deploy/local/default-cluster.yaml) says where each process listens on one
-machine. On Kubernetes the same placement runs as a StatefulSet: pod i (`moe-expert-i`) serves
-shards[i] (moe-expert --shard-index-from-hostname) and is reached at its stable DNS name through
-the headless Service. This tool rewrites only what differs between the two worlds and carries
-everything else over unchanged:
+machine. On Kubernetes each local shard becomes a replica group: --replicas R identical pods that
+all serve that shard's experts, so the router sees R replicas of every expert and losing one pod
+(a rolling update, a node drain) loses no request. Group k is the StatefulSet <statefulset>-g<k>
+(deploy/k8s/base/expert-group, instantiated per group by the files --groups-dir writes); its pod
+<statefulset>-g<k>-<i> serves the shards[] entry named exactly like the pod
+(moe-expert --shard $(POD_NAME)) and is reached at its stable DNS name through the headless
+Service. This tool rewrites only what differs between the two worlds and carries everything else
+over unchanged:
 
-  shards[i].listen  -> <statefulset>-<i>.<headless-service>.<namespace>.svc.<domain>:<rpc-port>
-  shards[i].admin   -> the same host, :<admin-port>
+  shards[k]         -> R entries, one per pod of group k: name <statefulset>-g<k>-<i>, the same
+                       experts, layers, device, shared_expert and expert: block for all R
+  listen            -> <pod>.<headless-service>.<namespace>.svc.<domain>:<rpc-port>
+  admin             -> the same host, :<admin-port>
   router.listen     -> <router-service>.<namespace>.svc.<domain>:<router-port>  (what clients
                        using --config dial; the pod itself binds 0.0.0.0 via --listen)
   router.admin      -> the same host, :<router-admin-port>
@@ -23,20 +29,28 @@ routing: section and the other timeouts are copied as they are. BLAS `threads` a
 PodMonitor that labels each pod's metrics with its shard name (shard="<name of shards[i]>" for
 pod <statefulset>-<i>), the label the alert rules and dashboards group by.
 
+--replicas 1 (the default) keeps the layout without groups: one StatefulSet <statefulset> whose
+pod i serves shards[i] under its local name (moe-expert --shard-index-from-hostname). The
+overlays use --replicas 2 (deploy/k8s/generate.py); tests/deploy/check_policy.py requires >= 2.
+
 Usage:
   python3 tools/k8s_cluster_config.py deploy/local/default-cluster.yaml --namespace moe \\
-      -o deploy/k8s/overlays/gpu/cluster.yaml \\
-      --podmonitor-patch deploy/k8s/overlays/gpu/expert-shard-labels.yaml
+      --replicas 2 -o deploy/k8s/overlays/gpu/cluster.yaml \\
+      --podmonitor-patch deploy/k8s/overlays/gpu/expert-shard-labels.yaml \\
+      --groups-dir deploy/k8s/overlays/gpu/expert-groups
 deploy/k8s/generate.py runs it for every overlay (and `generate.py --check` is a test).
 Needs python3 and PyYAML (Debian: python3-yaml).
 """
 
 import argparse
 import json
+import os
 import re
 import sys
 
 import yaml
+
+REPO = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 # The schema of common/config.cc: unknown keys are errors there, so they are errors here too.
 TOP_KEYS = ("model", "router", "shards", "timeouts", "routing", "expert")
@@ -64,7 +78,15 @@ DEFAULTS = {
     "router_threads": None,
     "shard_hosts": None,
     "router_host": None,
+    "replicas": 1,
 }
+
+# The label that tells the pods (and the PodDisruptionBudget) of one replica group apart; the
+# group kustomizations add it to every selector of their StatefulSet and PDB.
+GROUP_LABEL = "moe-cluster/expert-group"
+# Longest StatefulSet name whose pods' controller-revision-hash label (<name>-<10 chars>) and
+# hostnames stay valid.
+MAX_STATEFULSET_NAME = 52
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -99,19 +121,57 @@ def _options(overrides):
             raise ConfigError(f"--{key.replace('_', '-')}: {opts[key]} is not in 1..65535")
     if not str(opts["model_path"]).startswith("/"):
         raise ConfigError(f"--model-path: '{opts['model_path']}' must be absolute (a mount path)")
+    if isinstance(opts["replicas"], bool) or not isinstance(opts["replicas"], int) \
+            or opts["replicas"] < 1:
+        raise ConfigError(f"--replicas: {opts['replicas']!r} must be an integer >= 1 (pods per "
+                          f"expert set; the overlays use 2)")
     return opts
 
 
+def grouped(opts):
+    """True when each local shard becomes a replica group of its own StatefulSet."""
+    return opts["replicas"] > 1
+
+
 def pod_name(opts, i):
+    """Without groups: the pod of the one StatefulSet that serves shards[i]."""
     return f"{opts['statefulset']}-{i}"
 
 
+def group_name(k):
+    return f"g{k}"
+
+
+def group_statefulset(opts, k):
+    return f"{opts['statefulset']}-{group_name(k)}"
+
+
+def pod_host(opts, pod):
+    """The stable DNS name of a StatefulSet pod through the headless Service."""
+    return f"{pod}.{opts['headless_service']}.{opts['namespace']}.svc.{opts['cluster_domain']}"
+
+
 def shard_host(opts, i):
-    """The stable DNS name of StatefulSet pod i through the headless Service."""
+    """The host of shards[i] of the layout without groups."""
     if opts["shard_hosts"]:
         return opts["shard_hosts"][i]
-    return (f"{pod_name(opts, i)}.{opts['headless_service']}.{opts['namespace']}"
-            f".svc.{opts['cluster_domain']}")
+    return pod_host(opts, pod_name(opts, i))
+
+
+def replica_groups(local, **overrides):
+    """The replica groups of a local config (empty without --replicas >= 2): one dict per local
+    shard k with its group name g<k>, StatefulSet, local shard name and experts, and its pods,
+    which are also the names of its shards[] entries in the converted config."""
+    opts = _options(overrides)
+    if not grouped(opts):
+        return []
+    out = []
+    for k, s in enumerate(local.get("shards") or []):
+        sts = group_statefulset(opts, k)
+        out.append({"name": group_name(k), "statefulset": sts, "source": str(s.get("name")),
+                    "experts": s.get("experts"),
+                    "pods": [f"{sts}-{i}" for i in range(opts["replicas"])]})
+    return out
 
 
 def router_host(opts):
@@ -138,9 +198,16 @@ def convert(local, **overrides):
     _check_keys(timeouts, "timeouts", TIMEOUT_KEYS)
     routing = local.get("routing") or {}
     _check_keys(routing, "routing", ROUTING_KEYS)
-    if opts["shard_hosts"] and len(opts["shard_hosts"]) != len(shards):
+    entries = len(shards) * opts["replicas"]
+    if opts["shard_hosts"] and len(opts["shard_hosts"]) != entries:
         raise ConfigError(f"--shard-hosts: {len(opts['shard_hosts'])} hosts for "
-                          f"{len(shards)} shards")
+                          f"{entries} shards" + (f" ({len(shards)} groups x {opts['replicas']})"
+                                                 if grouped(opts) else ""))
+    if grouped(opts):
+        longest = group_statefulset(opts, len(shards) - 1)
+        if len(longest) > MAX_STATEFULSET_NAME:
+            raise ConfigError(f"--statefulset: group StatefulSet name '{longest}' is longer than "
+                              f"{MAX_STATEFULSET_NAME} characters")
 
     out = {"model": {"path": opts["model_path"]}}
     r = {
@@ -168,25 +235,36 @@ def convert(local, **overrides):
         if name in names:
             raise ConfigError(f"{where}.name: shard name '{name}' used twice")
         names.add(name)
-        o = {
-            "name": name,
-            "listen": f"{shard_host(opts, i)}:{opts['rpc_port']}",
-            "admin": f"{shard_host(opts, i)}:{opts['admin_port']}",
-        }
-        if opts["shard_device"]:
-            o["device"] = opts["shard_device"]
-        elif "device" in s:
-            o["device"] = s["device"]
-        o["experts"] = s["experts"]
-        if "layers" in s:
-            o["layers"] = s["layers"]
-        if "shared_expert" in s:
-            o["shared_expert"] = s["shared_expert"]
-        if "expert" in s:
-            o["expert"] = s["expert"]
-        if opts.get("shard_threads"):
-            o["threads"] = opts["shard_threads"]
-        out_shards.append(o)
+        # Without groups: one entry, the local name, at pod i. A group: R entries named like its
+        # pods (each pod finds its own entry by name: --shard $(POD_NAME)), every field but the
+        # addresses the same, so the router sees R replicas of the same experts.
+        if grouped(opts):
+            sts = group_statefulset(opts, i)
+            pods = [(f"{sts}-{r}", f"{sts}-{r}") for r in range(opts["replicas"])]
+        else:
+            pods = [(name, pod_name(opts, i))]
+        for entry_name, pod in pods:
+            j = len(out_shards)
+            host = opts["shard_hosts"][j] if opts["shard_hosts"] else pod_host(opts, pod)
+            o = {
+                "name": entry_name,
+                "listen": f"{host}:{opts['rpc_port']}",
+                "admin": f"{host}:{opts['admin_port']}",
+            }
+            if opts["shard_device"]:
+                o["device"] = opts["shard_device"]
+            elif "device" in s:
+                o["device"] = s["device"]
+            o["experts"] = s["experts"]
+            if "layers" in s:
+                o["layers"] = s["layers"]
+            if "shared_expert" in s:
+                o["shared_expert"] = s["shared_expert"]
+            if "expert" in s:
+                o["expert"] = s["expert"]
+            if opts.get("shard_threads"):
+                o["threads"] = opts["shard_threads"]
+            out_shards.append(o)
     out["shards"] = out_shards
 
     t = {}
@@ -229,15 +307,21 @@ def _value(v):
     return _scalar(v)
 
 
-def render(config, header_lines):
-    """The config dict as YAML text, in the layout of deploy/local/default-cluster.yaml."""
+def render(config, header_lines, groups=()):
+    """The config dict as YAML text, in the layout of deploy/local/default-cluster.yaml. `groups`
+    (replica_groups()) adds a comment before each group's entries."""
     lines = [f"# {h}" if h else "#" for h in header_lines]
     for section in ("model", "router"):
         lines.append(f"{section}:")
         for k, v in config[section].items():
             lines.append(f"  {k}: {_value(v)}")
     lines.append("shards:")
+    first_pod = {g["pods"][0]: g for g in groups}
     for s in config["shards"]:
+        g = first_pod.get(s["name"])
+        if g:
+            lines.append(f"  # replica group {g['name']} = local shard {_scalar(g['source'])}: "
+                         f"StatefulSet {g['statefulset']}, {len(g['pods'])} pods")
         first = True
         for k, v in s.items():
             lines.append(f"  {'- ' if first else '  '}{k}: {_value(v)}")
@@ -257,7 +341,8 @@ def _relabel_regex_escape(s):
 
 def podmonitor_patch(config, header_lines, **overrides):
     """A kustomize JSON6902 patch (YAML list of ops) for the expert PodMonitor: one relabeling
-    per shard, pod <statefulset>-<i> -> shard="<shards[i].name>"."""
+    per shards[] entry, its pod -> shard="<its name>" (without groups pod <statefulset>-<i> for
+    shards[i]; with groups every pod of every group, named like its entry)."""
     opts = _options(overrides)
     lines = [f"# {h}" if h else "#" for h in header_lines]
     lines += [
@@ -266,13 +351,52 @@ def podmonitor_patch(config, header_lines, **overrides):
         "  value:",
     ]
     for i, s in enumerate(config["shards"]):
+        pod = s["name"] if grouped(opts) else pod_name(opts, i)
         lines += [
             "    - sourceLabels: [__meta_kubernetes_pod_name]",
-            f"      regex: {json.dumps(_relabel_regex_escape(pod_name(opts, i)))}",
+            f"      regex: {json.dumps(_relabel_regex_escape(pod))}",
             "      targetLabel: shard",
             f"      replacement: {json.dumps(s['name'].replace('$', '$$'))}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def group_kustomizations(groups, header_lines, base, **overrides):
+    """The kustomizations that instantiate deploy/k8s/base/expert-group once per replica group:
+    {relative path: text}, relative to the directory that holds them (an overlay's
+    expert-groups/). `base` is the path of base/expert-group relative to a group's directory.
+    Group g<k>: the StatefulSet and PodDisruptionBudget named <statefulset> there become
+    <statefulset>-g<k>, with replicas R and the label GROUP_LABEL=g<k> on their selectors, pod
+    template, anti-affinity and spread constraints, so each selects only its own group's pods."""
+    opts = _options(overrides)
+    head = [f"# {h}" if h else "#" for h in header_lines]
+    files = {"kustomization.yaml": "\n".join(head + [
+        "# The replica groups of cluster.yaml: each a StatefulSet + PodDisruptionBudget made from",
+        "# base/expert-group (see the kustomization in each directory).",
+        "apiVersion: kustomize.config.k8s.io/v1beta1",
+        "kind: Kustomization",
+        "resources:",
+    ] + [f"  - {g['name']}" for g in groups]) + "\n"}
+    for g in groups:
+        files[f"{g['name']}/kustomization.yaml"] = "\n".join(head + [
+            f"# Replica group {g['name']}: local shard {_scalar(g['source'])} (experts "
+            f"{_value(g['experts'])}) on {len(g['pods'])} identical pods,",
+            f"# {', '.join(g['pods'])}, each serving the shards[] entry of its name.",
+            "apiVersion: kustomize.config.k8s.io/v1beta1",
+            "kind: Kustomization",
+            "resources:",
+            f"  - {base}",
+            f"nameSuffix: -{g['name']}",
+            "labels:",
+            "  - pairs:",
+            f"      {GROUP_LABEL}: {g['name']}",
+            "    includeSelectors: true   # StatefulSet, PDB, anti-affinity: this group's pods",
+            "    includeTemplates: true",
+            "replicas:",
+            f"  - name: {opts['statefulset']}",
+            f"    count: {len(g['pods'])}",
+        ]) + "\n"
+    return files
 
 
 def default_header(source, what="cluster config"):
@@ -326,8 +450,17 @@ def main(argv=None):
     ap.add_argument("--router-host", help="router host instead of the Service DNS name")
     ap.add_argument("--source-name",
                     help="how the header names the input (default: the path as given)")
+    ap.add_argument("--replicas", type=int,
+                    help="pods per expert set: each local shard becomes a replica group of this "
+                         "many identical pods (default 1: no groups, one pod per shard)")
     ap.add_argument("--podmonitor-patch", metavar="FILE",
                     help="also write the expert PodMonitor shard-label patch to FILE")
+    ap.add_argument("--groups-dir", metavar="DIR",
+                    help="with --replicas >= 2, also write the kustomizations of the replica "
+                         "groups to DIR (kustomization.yaml + g<k>/kustomization.yaml)")
+    ap.add_argument("--group-base", metavar="PATH",
+                    help="base/expert-group as seen from DIR/g<k> (default: the path of this "
+                         "repository's deploy/k8s/base/expert-group relative to it)")
     a = ap.parse_args(argv)
 
     overrides = {
@@ -338,14 +471,25 @@ def main(argv=None):
         "model_path": a.model_path, "drain_ms": a.drain_ms, "shard_device": a.shard_device,
         "shard_threads": a.shard_threads, "router_threads": a.router_threads,
         "shard_hosts": a.shard_hosts.split(",") if a.shard_hosts else None,
-        "router_host": a.router_host,
+        "router_host": a.router_host, "replicas": a.replicas,
     }
     source = a.source_name or a.input
     try:
-        config = convert(load_local(a.input), **overrides)
-        text = render(config, default_header(source))
+        local = load_local(a.input)
+        config = convert(local, **overrides)
+        groups = replica_groups(local, **overrides)
+        text = render(config, default_header(source), groups)
         patch = (podmonitor_patch(config, default_header(source, "PodMonitor patch"), **overrides)
                  if a.podmonitor_patch else None)
+        group_files = {}
+        if a.groups_dir:
+            if not groups:
+                raise ConfigError("--groups-dir needs --replicas >= 2")
+            base = a.group_base or os.path.relpath(
+                os.path.join(REPO, "deploy", "k8s", "base", "expert-group"),
+                os.path.join(os.path.abspath(a.groups_dir), groups[0]["name"]))
+            group_files = group_kustomizations(groups, default_header(source, "kustomization"),
+                                               base, **overrides)
     except (ConfigError, OSError) as e:
         print(f"k8s_cluster_config: {e}", file=sys.stderr)
         return 2
@@ -357,6 +501,11 @@ def main(argv=None):
     if patch is not None:
         with open(a.podmonitor_patch, "w", encoding="utf-8") as f:
             f.write(patch)
+    for rel, content in group_files.items():
+        path = os.path.join(a.groups_dir, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(content)
     return 0
 
 

@@ -3,7 +3,9 @@
 
   overlays/<name>/cluster.yaml              the cluster ConfigMap's content, from a local cluster
   overlays/<name>/expert-shard-labels.yaml  YAML by tools/k8s_cluster_config.py (namespace = the
-                                            overlay's kustomization `namespace:`)
+  overlays/<name>/expert-groups/            overlay's kustomization `namespace:`; `replicas` pods
+                                            per expert set: one kustomization per replica group,
+                                            each instantiating base/expert-group)
   components/monitoring/prometheusrule.yaml the rules of deploy/prometheus/alerts.yml, verbatim
   components/monitoring/dashboards/*.json   byte copies of dashboards/*.json (kustomize may not
                                             read files outside the kustomization's directory)
@@ -29,11 +31,16 @@ import k8s_cluster_config as kcc  # noqa: E402
 
 # Each overlay's cluster YAML is the local one converted for Kubernetes; the options are the
 # generator's (tools/k8s_cluster_config.py --help), the namespace comes from the overlay.
+# `replicas`: pods per expert set (each local shard becomes a replica group of that many identical
+# pods; tests/deploy/check_policy.py requires >= 2 so a rolling update or a node drain never takes
+# an expert's last replica).
 OVERLAYS = {
-    "gpu": {"source": "deploy/local/default-cluster.yaml", "options": {}},
+    "gpu": {"source": "deploy/local/default-cluster.yaml", "options": {"replicas": 2}},
     "cpu": {"source": "deploy/local/default-cluster.yaml",
-            "options": {"shard_device": "cpu"}},
+            "options": {"shard_device": "cpu", "replicas": 2}},
 }
+GROUPS_DIR = "expert-groups"
+GROUP_BASE = "deploy/k8s/base/expert-group"
 ALERTS = "deploy/prometheus/alerts.yml"
 DASHBOARDS = "dashboards"
 MONITORING = "deploy/k8s/components/monitoring"
@@ -53,12 +60,23 @@ def overlay_files(name):
     local = kcc.load_local(os.path.join(REPO, spec["source"]))
     options = dict(spec["options"], namespace=overlay_namespace(name))
     config = kcc.convert(local, **options)
+    groups = kcc.replica_groups(local, **options)
     base = f"deploy/k8s/overlays/{name}"
-    return {
-        f"{base}/cluster.yaml": kcc.render(config, kcc.default_header(spec["source"])),
+    out = {
+        f"{base}/cluster.yaml": kcc.render(config, kcc.default_header(spec["source"]), groups),
         f"{base}/expert-shard-labels.yaml": kcc.podmonitor_patch(
             config, kcc.default_header(spec["source"], "PodMonitor patch"), **options),
     }
+    if not groups:
+        raise SystemExit(f"overlays/{name}: replicas must be >= 2 (the overlays deploy replica "
+                         f"groups)")
+    group_base = os.path.relpath(os.path.join(REPO, GROUP_BASE),
+                                 os.path.join(REPO, base, GROUPS_DIR, groups[0]["name"]))
+    for rel, text in kcc.group_kustomizations(
+            groups, kcc.default_header(spec["source"], "kustomization"), group_base,
+            **options).items():
+        out[f"{base}/{GROUPS_DIR}/{rel}"] = text
+    return out
 
 
 class _Dumper(yaml.SafeDumper):
@@ -153,12 +171,22 @@ def expected_files():
     return out
 
 
-def stale_dashboards(expected):
+def stale_files(expected):
+    """Generated files whose source is gone: dashboards no longer in dashboards/, kustomizations
+    of replica groups no longer in the placement."""
+    out = []
     d = os.path.join(REPO, MONITORING, "dashboards")
-    if not os.path.isdir(d):
-        return []
-    return [f"{MONITORING}/dashboards/{f}" for f in sorted(os.listdir(d))
-            if f"{MONITORING}/dashboards/{f}" not in expected]
+    if os.path.isdir(d):
+        out += [(f"{MONITORING}/dashboards/{f}", f"its dashboard is gone from {DASHBOARDS}/")
+                for f in sorted(os.listdir(d)) if f"{MONITORING}/dashboards/{f}" not in expected]
+    for name in OVERLAYS:
+        gdir = f"deploy/k8s/overlays/{name}/{GROUPS_DIR}"
+        for root, _, files in os.walk(os.path.join(REPO, gdir)):
+            for f in sorted(files):
+                rel = os.path.relpath(os.path.join(root, f), REPO)
+                if rel not in expected:
+                    out.append((rel, "its replica group is gone from the placement"))
+    return out
 
 
 def main(argv=None):
@@ -171,7 +199,7 @@ def main(argv=None):
     except kcc.ConfigError as e:
         print(f"generate.py: {e}", file=sys.stderr)
         return 2
-    extra = stale_dashboards(expected)
+    extra = stale_files(expected)
     bad = []
     for rel, content in expected.items():
         path = os.path.join(REPO, rel)
@@ -198,13 +226,17 @@ def main(argv=None):
             with open(path, "wb") as f:
                 f.write(data)
             print(f"wrote {rel}")
-    for rel in extra:
+    for rel, why in extra:
         if a.check:
             bad.append(rel)
-            print(f"stale: {rel} (its dashboard is gone from {DASHBOARDS}/)")
+            print(f"stale: {rel} ({why})")
         else:
-            os.remove(os.path.join(REPO, rel))
+            path = os.path.join(REPO, rel)
+            os.remove(path)
             print(f"removed {rel}")
+            parent = os.path.dirname(path)
+            if not os.listdir(parent) and os.path.basename(os.path.dirname(parent)) == GROUPS_DIR:
+                os.rmdir(parent)
     if a.check:
         if bad:
             print(f"\n{len(bad)} generated file(s) out of date: run "

@@ -16,6 +16,7 @@ import deploylib as dl  # noqa: E402
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
 JOB_NAMES = {"router": "moe-router", "expert": "moe-expert"}  # deploy/prometheus/alerts.yml
+GROUP_LABEL = "moe-cluster/expert-group"  # tools/k8s_cluster_config.py: one value per group
 
 
 def pod_template(w):
@@ -233,52 +234,169 @@ def named_port(c, name):
     return next((p["containerPort"] for p in c.get("ports") or [] if p.get("name") == name), None)
 
 
+def expert_sets(r):
+    """The expert StatefulSets: one per replica group."""
+    return [w for w in r.of("StatefulSet")
+            if pod_template(w)["metadata"].get("labels", {}).get("app.kubernetes.io/name")
+            == JOB_NAMES["expert"]]
+
+
+def group_pods(sts):
+    """The pod names of a StatefulSet: <name>-0 .. <name>-<replicas-1>."""
+    return [f"{sts['metadata']['name']}-{i}" for i in range(sts["spec"].get("replicas", 1))]
+
+
+def int_or_percent(v, total):
+    """A PDB's maxUnavailable/minAvailable as a pod count (percentages round up, as Kubernetes
+    does)."""
+    if isinstance(v, str) and v.endswith("%"):
+        return -(-total * int(v[:-1]) // 100)
+    return int(v)
+
+
+# Keys a shards[] entry may differ in between the pods of one replica group.
+PER_POD_KEYS = ("name", "listen", "admin")
+
+
+def check_groups(r, f, groups, cfg, headless, rpc, admin):
+    """Replica groups: each expert StatefulSet is one expert set on >= 2 pods; the cluster YAML
+    lists every pod once, at its DNS name, and a group's pods hold the same experts; one PDB per
+    group selects exactly its pods and leaves a replica; updates and scheduling keep replicas
+    apart."""
+    entries = {s["name"]: s for s in cfg["shards"]}
+    all_pods = []
+    labels_seen = {}
+    pdbs = r.of("PodDisruptionBudget")
+    for sts in groups:
+        where = f"{r.name}: {dl.kn(sts)}"
+        replicas = sts["spec"].get("replicas", 1)
+        pods = group_pods(sts)
+        all_pods += pods
+        f.check(replicas >= 2, f"{where}: replicas {replicas}: a replica group needs >= 2 pods, "
+                               f"or a rolling update or node drain takes its experts away")
+        f.check(sts["spec"].get("podManagementPolicy") == "Parallel",
+                f"{where}: podManagementPolicy should be Parallel")
+        group = pod_template(sts)["metadata"]["labels"].get(GROUP_LABEL)
+        if f.check(group, f"{where}: pods lack the {GROUP_LABEL} label"):
+            f.check(group not in labels_seen, f"{where}: {GROUP_LABEL}={group} is also the label "
+                                              f"of {labels_seen.get(group)}")
+            labels_seen[group] = dl.kn(sts)
+        f.check(sts["spec"].get("serviceName") == headless["metadata"]["name"],
+                f"{where}: serviceName should be the shared headless Service "
+                f"{headless['metadata']['name']}")
+        # The cluster YAML: one entry per pod, named like it, at its DNS name; same experts.
+        for pod in pods:
+            e = entries.get(pod)
+            if not f.check(e is not None, f"{where}: pod {pod} has no shards[] entry of its name "
+                                          f"in the cluster YAML (regenerate: deploy/k8s/"
+                                          f"generate.py)"):
+                continue
+            host = f"{pod}.{headless['metadata']['name']}.{r.ns}.svc.cluster.local"
+            f.check(e["listen"] == f"{host}:{rpc}",
+                    f"{r.name}: shard {pod}: listen {e['listen']} != {host}:{rpc} (its DNS name)")
+            f.check(e.get("admin") == f"{host}:{admin}",
+                    f"{r.name}: shard {pod}: admin {e.get('admin')} != {host}:{admin}")
+        served = [{k: v for k, v in entries[p].items() if k not in PER_POD_KEYS}
+                  for p in pods if p in entries]
+        f.check(all(x == served[0] for x in served),
+                f"{where}: the pods of a group must hold the same experts (all but name/listen/"
+                f"admin equal): {served}")
+        # Rolling update: one pod at a time, and only after the new one has been up a while.
+        us = sts["spec"].get("updateStrategy") or {}
+        f.check(us.get("type", "RollingUpdate") == "RollingUpdate",
+                f"{where}: updateStrategy should be RollingUpdate")
+        ru = us.get("rollingUpdate") or {}
+        if "maxUnavailable" in ru:
+            f.check(int_or_percent(ru["maxUnavailable"], replicas) < replicas,
+                    f"{where}: rollingUpdate.maxUnavailable would take the whole group down")
+        f.check(sts["spec"].get("minReadySeconds", 0) >= 5,
+                f"{where}: minReadySeconds {sts['spec'].get('minReadySeconds', 0)} < 5: the next "
+                f"pod of a rolling update may go down before the routers verify the new one")
+        # Scheduling: prefer the group's pods on different nodes, never require it.
+        spec = pod_template(sts)["spec"]
+        anti = (spec.get("affinity") or {}).get("podAntiAffinity") or {}
+        f.check(not anti.get("requiredDuringSchedulingIgnoredDuringExecution"),
+                f"{where}: required podAntiAffinity: a small cluster could not schedule a group")
+        f.check(any(t["podAffinityTerm"].get("topologyKey") == "kubernetes.io/hostname"
+                    and r.pods_selected(t["podAffinityTerm"].get("labelSelector")) == [sts]
+                    for t in anti.get("preferredDuringSchedulingIgnoredDuringExecution") or []),
+                f"{where}: no preferred podAntiAffinity on kubernetes.io/hostname selecting "
+                f"exactly this group's pods")
+        for tsc in spec.get("topologySpreadConstraints") or []:
+            f.check(tsc.get("whenUnsatisfiable") == "ScheduleAnyway",
+                    f"{where}: topologySpreadConstraint on {tsc.get('topologyKey')} should be "
+                    f"ScheduleAnyway (a small cluster must still schedule)")
+        # Disruptions: exactly one PDB covers the group, selects only it, and leaves a replica.
+        covering = [p for p in pdbs if sts in r.pods_selected(p["spec"]["selector"])]
+        if f.check(len(covering) == 1, f"{where}: {len(covering)} PodDisruptionBudgets cover its "
+                                       f"pods, expected exactly 1 (the eviction API refuses pods "
+                                       f"under several)"):
+            pdb = covering[0]
+            others = [w["metadata"]["name"] for w in r.pods_selected(pdb["spec"]["selector"])
+                      if w is not sts]
+            f.check(not others, f"{where}: {dl.kn(pdb)} also selects {others}: one PDB per group")
+            spec_ = pdb["spec"]
+            if "maxUnavailable" in spec_:
+                down = int_or_percent(spec_["maxUnavailable"], replicas)
+            else:
+                down = replicas - int_or_percent(spec_.get("minAvailable", 1), replicas)
+            f.check(0 <= down < replicas,
+                    f"{where}: {dl.kn(pdb)} allows {down} of {replicas} pods down: a drain could "
+                    f"take every replica of the group")
+    extra = sorted(set(entries) - set(all_pods))
+    f.check(not extra, f"{r.name}: shards[] entries {extra} are no pod of any group")
+    f.check(len(cfg["shards"]) == len(entries), f"{r.name}: shard names repeat in the cluster YAML")
+
+
 def check_cluster_config(r, f):
     router = r.get("Deployment", "moe-router")
-    sts = r.get("StatefulSet", "moe-expert")
+    groups = expert_sets(r)
     if not (f.check(router, f"{r.name}: no Deployment/moe-router")
-            and f.check(sts, f"{r.name}: no StatefulSet/moe-expert")):
+            and f.check(groups, f"{r.name}: no expert StatefulSet (replica group)")):
         return
     f.check(r.ns is not None, f"{r.name}: the overlay should create its Namespace")
     f.check(router["spec"].get("replicas", 1) >= 2, f"{r.name}: router needs >= 2 replicas")
-    f.check(sts["spec"].get("podManagementPolicy") == "Parallel",
-            f"{r.name}: StatefulSet podManagementPolicy should be Parallel")
-    headless = r.get("Service", sts["spec"]["serviceName"])
-    sts_labels = pod_template(sts)["metadata"]["labels"]
-    if f.check(headless, f"{r.name}: StatefulSet serviceName {sts['spec']['serviceName']} is not "
-                         f"a Service"):
-        f.check(headless["spec"].get("clusterIP") == "None",
-                f"{r.name}: {dl.kn(headless)} must be headless (clusterIP: None)")
-        f.check(dl.selector_matches({"matchLabels": headless["spec"].get("selector")}, sts_labels),
-                f"{r.name}: {dl.kn(headless)} does not select the StatefulSet's pods")
+    headless = r.get("Service", groups[0]["spec"]["serviceName"])
+    if not f.check(headless, f"{r.name}: StatefulSet serviceName "
+                             f"{groups[0]['spec']['serviceName']} is not a Service"):
+        return
+    f.check(headless["spec"].get("clusterIP") == "None",
+            f"{r.name}: {dl.kn(headless)} must be headless (clusterIP: None)")
+    f.check(headless["spec"].get("publishNotReadyAddresses") is True,
+            f"{r.name}: {dl.kn(headless)}: publishNotReadyAddresses, so a shard's name resolves "
+            f"while it loads and drains (the router judges its health)")
+    for sts in groups:
+        f.check(dl.selector_matches({"matchLabels": headless["spec"].get("selector")},
+                                    pod_template(sts)["metadata"]["labels"]),
+                f"{r.name}: {dl.kn(headless)} does not select the pods of {dl.kn(sts)}")
 
     rcfg, rc = cluster_config_of(r, router, f)
-    ecfg, ec = cluster_config_of(r, sts, f)
-    if rcfg is None or ecfg is None:
+    ecfgs = [cluster_config_of(r, sts, f) for sts in groups]
+    if rcfg is None or any(c is None for c, _ in ecfgs):
         return
-    f.check(rcfg == ecfg, f"{r.name}: router and experts mount different cluster configs")
-    cfg = ecfg
-    shards = cfg["shards"]
-    f.check(sts["spec"].get("replicas") == len(shards),
-            f"{r.name}: StatefulSet replicas {sts['spec'].get('replicas')} != {len(shards)} shards "
-            f"in the cluster YAML")
+    for sts, (ecfg, _) in zip(groups, ecfgs):
+        f.check(rcfg == ecfg, f"{r.name}: router and {dl.kn(sts)} mount different cluster configs")
+    cfg = rcfg
 
-    # Expert args: what the StatefulSet runs and where the YAML says it is reached.
-    eargs = (ec.get("command") or []) + (ec.get("args") or [])
-    f.check(eargs[:1] == ["moe-expert"], f"{r.name}: expert command should be moe-expert")
-    f.check("--shard-index-from-hostname" in eargs,
-            f"{r.name}: experts must pick their shard with --shard-index-from-hostname")
+    # Expert args: what each group runs and where the YAML says it is reached.
+    ec = ecfgs[0][1]
     rpc, admin = named_port(ec, "rpc"), named_port(ec, "admin")
-    f.check(flag(eargs, "--listen") == f"0.0.0.0:{rpc}", f"{r.name}: expert --listen != rpc port")
-    f.check(flag(eargs, "--admin") == f"0.0.0.0:{admin}",
-            f"{r.name}: expert --admin != admin port")
-    for i, s in enumerate(shards):
-        host = (f"{sts['metadata']['name']}-{i}.{headless['metadata']['name']}.{r.ns}"
-                f".svc.cluster.local")
-        f.check(s["listen"] == f"{host}:{rpc}",
-                f"{r.name}: shards[{i}].listen {s['listen']} != {host}:{rpc} (pod {i}'s DNS name)")
-        f.check(s.get("admin") == f"{host}:{admin}",
-                f"{r.name}: shards[{i}].admin {s.get('admin')} != {host}:{admin}")
+    for sts, (_, c) in zip(groups, ecfgs):
+        where = f"{r.name}: {dl.kn(sts)}"
+        eargs = (c.get("command") or []) + (c.get("args") or [])
+        f.check(eargs[:1] == ["moe-expert"], f"{where}: expert command should be moe-expert")
+        f.check(flag(eargs, "--shard") == "$(POD_NAME)",
+                f"{where}: experts must serve the shards[] entry of their pod's name "
+                f"(--shard $(POD_NAME))")
+        env = {e["name"]: e for e in c.get("env") or []}
+        f.check(((env.get("POD_NAME") or {}).get("valueFrom") or {}).get("fieldRef", {})
+                .get("fieldPath") == "metadata.name",
+                f"{where}: env POD_NAME must come from the downward API (metadata.name)")
+        f.check(named_port(c, "rpc") == rpc and named_port(c, "admin") == admin,
+                f"{where}: every group must use the same ports")
+        f.check(flag(eargs, "--listen") == f"0.0.0.0:{rpc}", f"{where}: --listen != rpc port")
+        f.check(flag(eargs, "--admin") == f"0.0.0.0:{admin}", f"{where}: --admin != admin port")
+    check_groups(r, f, groups, cfg, headless, rpc, admin)
 
     # Router args and the Service clients use.
     rargs = (rc.get("command") or []) + (rc.get("args") or [])
@@ -293,8 +411,9 @@ def check_cluster_config(r, f):
         f.check(cfg["router"]["listen"] == f"moe-router.{r.ns}.svc.cluster.local:{port}",
                 f"{r.name}: router.listen {cfg['router']['listen']} is not the Service address")
 
-    # Weights: model.path lies on the read-only PVC mount of both.
-    for w, c in ((router, rc), (sts, ec)):
+    workloads = [(router, rc)] + [(sts, c) for sts, (_, c) in zip(groups, ecfgs)]
+    # Weights: model.path lies on the read-only PVC mount of all.
+    for w, c in workloads:
         vols = {v["name"]: v for v in pod_template(w)["spec"]["volumes"]}
         on_pvc = [m["mountPath"] for m in c.get("volumeMounts") or []
                   if "persistentVolumeClaim" in vols[m["name"]]]
@@ -305,7 +424,7 @@ def check_cluster_config(r, f):
     # Termination: preStop, then SIGTERM and drain_ms of serving while not ready.
     drain_s = cfg.get("timeouts", {}).get("drain_ms", 0) / 1000.0
     f.check(drain_s > 0, f"{r.name}: timeouts.drain_ms should be > 0 on Kubernetes")
-    for w, c in ((router, rc), (sts, ec)):
+    for w, c in workloads:
         grace = pod_template(w)["spec"].get("terminationGracePeriodSeconds", 30)
         pre = prestop_seconds(c)
         f.check(pre > 0, f"{r.name}: {dl.kn(w)}: no preStop sleep")
@@ -315,19 +434,21 @@ def check_cluster_config(r, f):
 
 
 def check_gpu(r, f):
-    sts = r.get("StatefulSet", "moe-expert")
     router = r.get("Deployment", "moe-router")
-    if not (sts and router):
+    if not router:
         return
-    ec = pod_template(sts)["spec"]["containers"][0]
-    gpu = (ec.get("resources", {}).get("limits") or {}).get("nvidia.com/gpu")
-    if r.name == "gpu":
-        f.check(str(gpu) == "1", f"{r.name}: expert limits nvidia.com/gpu should be 1, got {gpu}")
-        tol = pod_template(sts)["spec"].get("tolerations") or []
-        f.check(any(t.get("key") == "nvidia.com/gpu" for t in tol),
-                f"{r.name}: experts should tolerate the nvidia.com/gpu taint")
-    else:
-        f.check(gpu is None, f"{r.name}: experts request a GPU in a non-GPU overlay")
+    for sts in expert_sets(r):
+        ec = pod_template(sts)["spec"]["containers"][0]
+        gpu = (ec.get("resources", {}).get("limits") or {}).get("nvidia.com/gpu")
+        where = f"{r.name}: {dl.kn(sts)}"
+        if r.name == "gpu":
+            f.check(str(gpu) == "1",
+                    f"{where}: expert limits nvidia.com/gpu should be 1, got {gpu}")
+            tol = pod_template(sts)["spec"].get("tolerations") or []
+            f.check(any(t.get("key") == "nvidia.com/gpu" for t in tol),
+                    f"{where}: experts should tolerate the nvidia.com/gpu taint")
+        else:
+            f.check(gpu is None, f"{where}: experts request a GPU in a non-GPU overlay")
     for _, c in containers(pod_template(router)["spec"]):
         f.check("nvidia.com/gpu" not in (c.get("resources", {}).get("limits") or {}),
                 f"{r.name}: the router should not take a GPU")
@@ -399,8 +520,10 @@ def check_monitoring(r, f, cfg):
                 f.check(ep.get("path", "/metrics") == "/metrics", f"{r.name}: router scrape path")
     if f.check(pm, f"{r.name}: no PodMonitor/moe-expert"):
         pods = r.pods_selected(pm["spec"]["selector"])
-        f.check([w["metadata"]["name"] for w in pods] == ["moe-expert"],
-                f"{r.name}: PodMonitor selects {[w['metadata']['name'] for w in pods]}")
+        groups = expert_sets(r)
+        f.check(pods and [id(w) for w in pods] == [id(w) for w in groups],
+                f"{r.name}: PodMonitor selects {[w['metadata']['name'] for w in pods]}, not the "
+                f"expert groups {[w['metadata']['name'] for w in groups]}")
         for w in pods:
             labels = pod_template(w)["metadata"]["labels"]
             f.check(labels.get(pm["spec"].get("jobLabel")) == JOB_NAMES["expert"],
@@ -409,14 +532,15 @@ def check_monitoring(r, f, cfg):
                 f.check(port_exists(ep["port"], pod_template(w)["spec"]),
                         f"{r.name}: PodMonitor port {ep['port']} missing")
         if cfg:
-            # Pod moe-expert-<i> must be labelled shard=<shards[i].name>.
+            # Every pod of every group labelled shard=<the name of the shards[] entry it serves>,
+            # which is its own name (--shard $(POD_NAME)).
             rel = pm["spec"]["podMetricsEndpoints"][0].get("relabelings") or []
             got = {}
             for x in rel:
                 if x.get("targetLabel") == "shard" and \
                         x.get("sourceLabels") == ["__meta_kubernetes_pod_name"]:
                     got[x["regex"]] = x["replacement"]
-            want = {f"moe-expert-{i}": s["name"] for i, s in enumerate(cfg["shards"])}
+            want = {p: p for w in groups for p in group_pods(w)}
             f.check(got == want, f"{r.name}: PodMonitor shard labels {got} != {want} "
                                  f"(regenerate with deploy/k8s/generate.py)")
     # Alert rules: exactly deploy/prometheus/alerts.yml.
@@ -471,52 +595,121 @@ def _set_config(r, edit):
     cm["data"]["cluster.yaml"] = yaml.safe_dump(cfg)
 
 
-# Each mutation breaks one rule; the checks must notice every one, or passing proves nothing.
+def _drop_shard(c, name):
+    c["shards"] = [s for s in c["shards"] if s["name"] != name]
+
+
+def _entry(c, name):
+    return next(s for s in c["shards"] if s["name"] == name)
+
+
+G0, G1 = "moe-expert-g0", "moe-expert-g1"  # the groups of the default placement
+
+
+def _group_of_one(r):
+    r.get("StatefulSet", G1)["spec"].update(replicas=1)
+    _set_config(r, lambda c: _drop_shard(c, f"{G1}-1"))
+    pm = r.get("PodMonitor", "moe-expert")["spec"]["podMetricsEndpoints"][0]
+    pm["relabelings"] = [x for x in pm["relabelings"] if x["regex"] != f"{G1}-1"]
+
+
+def _required_anti_affinity(r):
+    anti = pod_template(r.get("StatefulSet", G0))["spec"]["affinity"]["podAntiAffinity"]
+    terms = anti.pop("preferredDuringSchedulingIgnoredDuringExecution")
+    anti["requiredDuringSchedulingIgnoredDuringExecution"] = [t["podAffinityTerm"] for t in terms]
+
+
+# Each mutation breaks one rule; the checks must notice every one (a failure containing the
+# expected words), or passing proves nothing.
 MUTATIONS = {
-    "writable root filesystem": lambda r: _container(r, "StatefulSet", "moe-expert")[
-        "securityContext"].pop("readOnlyRootFilesystem"),
-    "no memory limit": lambda r: _container(r, "Deployment", "moe-router")["resources"][
-        "limits"].pop("memory"),
-    "readiness on /healthz": lambda r: _container(r, "StatefulSet", "moe-expert")[
-        "readinessProbe"]["httpGet"].update(path="/healthz"),
-    "probe on a missing port": lambda r: _container(r, "Deployment", "moe-router")[
-        "livenessProbe"]["httpGet"].update(port="metrics"),
-    "headless Service selects nothing": lambda r: r.get("Service", "moe-expert")["spec"][
-        "selector"].update({"app.kubernetes.io/name": "moe-shard"}),
-    "Service not headless": lambda r: r.get("Service", "moe-expert")["spec"].pop("clusterIP"),
-    "grace too short": lambda r: pod_template(r.get("StatefulSet", "moe-expert"))["spec"].update(
-        terminationGracePeriodSeconds=15),
-    "replicas != shards": lambda r: r.get("StatefulSet", "moe-expert")["spec"].update(replicas=3),
-    "shard address drift": lambda r: _set_config(r, lambda c: c["shards"][1].update(
-        listen="moe-expert-1.moe-expert.elsewhere.svc.cluster.local:7201")),
-    "model outside the weights volume": lambda r: _set_config(
-        r, lambda c: c["model"].update(path="/data/model")),
-    "expert rpc open to all": lambda r: r.get("NetworkPolicy", "moe-expert-ingress")["spec"][
-        "ingress"][0].pop("from"),
-    "PDB selects nothing": lambda r: r.get("PodDisruptionBudget", "moe-router")["spec"][
-        "selector"]["matchLabels"].update(app="x"),
-    "GPU in the cpu overlay": lambda r: _container(r, "StatefulSet", "moe-expert")["resources"][
-        "limits"].update({"nvidia.com/gpu": 1}),
-    "alert rule drift": lambda r: r.get("PrometheusRule", "moe-cluster")["spec"]["groups"][0][
-        "rules"].pop(),
-    "wrong shard label": lambda r: r.get("PodMonitor", "moe-expert")["spec"][
+    "writable root filesystem": (lambda r: _container(r, "StatefulSet", G0)[
+        "securityContext"].pop("readOnlyRootFilesystem"), "readOnlyRootFilesystem"),
+    "no memory limit": (lambda r: _container(r, "Deployment", "moe-router")["resources"][
+        "limits"].pop("memory"), "limits.memory"),
+    "readiness on /healthz": (lambda r: _container(r, "StatefulSet", G1)[
+        "readinessProbe"]["httpGet"].update(path="/healthz"), "readinessProbe path"),
+    "probe on a missing port": (lambda r: _container(r, "Deployment", "moe-router")[
+        "livenessProbe"]["httpGet"].update(port="metrics"), "is not a container port"),
+    "headless Service selects nothing": (lambda r: r.get("Service", "moe-expert")["spec"][
+        "selector"].update({"app.kubernetes.io/name": "moe-shard"}), "selects no pods"),
+    "Service not headless": (lambda r: r.get("Service", "moe-expert")["spec"].pop("clusterIP"),
+                             "must be headless"),
+    "grace too short": (lambda r: pod_template(r.get("StatefulSet", G0))["spec"].update(
+        terminationGracePeriodSeconds=15), "terminationGracePeriodSeconds"),
+    "a pod without a shards[] entry": (lambda r: r.get("StatefulSet", G0)["spec"].update(
+        replicas=3), f"pod {G0}-2 has no shards[] entry"),
+    "a pod missing from the cluster YAML": (lambda r: _set_config(
+        r, lambda c: _drop_shard(c, f"{G1}-1")), f"pod {G1}-1 has no shards[] entry"),
+    "an entry that is no pod": (lambda r: _set_config(r, lambda c: c["shards"].append(
+        dict(_entry(c, f"{G0}-0"), name="shard-0"))), "are no pod of any group"),
+    "shard address drift": (lambda r: _set_config(r, lambda c: _entry(c, f"{G0}-1").update(
+        listen=f"{G0}-1.moe-expert.elsewhere.svc.cluster.local:7201")), "its DNS name"),
+    "replicas with different experts": (lambda r: _set_config(
+        r, lambda c: _entry(c, f"{G0}-1").update(experts="4-7")), "the same experts"),
+    "a group of one pod": (_group_of_one, "a replica group needs >= 2 pods"),
+    "shard picked by ordinal": (lambda r: _container(r, "StatefulSet", G0).update(
+        args=["--config", "/etc/moe/cluster.yaml", "--shard-index-from-hostname", "--listen",
+              "0.0.0.0:7201", "--admin", "0.0.0.0:9201"]), "--shard $(POD_NAME)"),
+    "POD_NAME not from the downward API": (lambda r: _container(r, "StatefulSet", G1)[
+        "env"][0].update(value="moe-expert-g1-0") or _container(r, "StatefulSet", G1)["env"][
+        0].pop("valueFrom"), "downward API"),
+    "group without a PDB": (lambda r: r.objs.remove(r.get("PodDisruptionBudget", G1)),
+                            "0 PodDisruptionBudgets cover its pods"),
+    "PDB over two groups": (lambda r: r.get("PodDisruptionBudget", G0)["spec"]["selector"][
+        "matchLabels"].pop(GROUP_LABEL), "PodDisruptionBudgets cover its pods"),
+    "PDB lets the whole group go": (lambda r: r.get("PodDisruptionBudget", G0)["spec"].update(
+        maxUnavailable=2), "allows 2 of 2 pods down"),
+    "PDB by minAvailable 0": (lambda r: r.get("PodDisruptionBudget", G1)["spec"].update(
+        minAvailable=0) or r.get("PodDisruptionBudget", G1)["spec"].pop("maxUnavailable"),
+        "allows 2 of 2 pods down"),
+    "no minReadySeconds": (lambda r: r.get("StatefulSet", G1)["spec"].pop("minReadySeconds"),
+                           "minReadySeconds 0 < 5"),
+    "OnDelete updates": (lambda r: r.get("StatefulSet", G0)["spec"].update(
+        updateStrategy={"type": "OnDelete"}), "updateStrategy should be RollingUpdate"),
+    "required anti-affinity": (_required_anti_affinity, "required podAntiAffinity"),
+    "anti-affinity over every group": (lambda r: pod_template(r.get("StatefulSet", G0))["spec"][
+        "affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0][
+        "podAffinityTerm"]["labelSelector"]["matchLabels"].pop(GROUP_LABEL),
+        "selecting exactly this group's pods"),
+    "spread required": (lambda r: pod_template(r.get("StatefulSet", G1))["spec"][
+        "topologySpreadConstraints"][0].update(whenUnsatisfiable="DoNotSchedule"),
+        "should be ScheduleAnyway"),
+    "two groups, one label": (lambda r: [w["spec"]["template"]["metadata"]["labels"].update(
+        {GROUP_LABEL: "g0"}) for w in [r.get("StatefulSet", G1)]], "is also the label of"),
+    "model outside the weights volume": (lambda r: _set_config(
+        r, lambda c: c["model"].update(path="/data/model")), "is not on the weights volume"),
+    "expert rpc open to all": (lambda r: r.get("NetworkPolicy", "moe-expert-ingress")["spec"][
+        "ingress"][0].pop("from"), "expert rpc should accept only router pods"),
+    "PDB selects nothing": (lambda r: r.get("PodDisruptionBudget", "moe-router")["spec"][
+        "selector"]["matchLabels"].update(app="x"), "selects no pods"),
+    "GPU in the cpu overlay": (lambda r: _container(r, "StatefulSet", G1)["resources"][
+        "limits"].update({"nvidia.com/gpu": 1}), "request a GPU in a non-GPU overlay"),
+    "alert rule drift": (lambda r: r.get("PrometheusRule", "moe-cluster")["spec"]["groups"][0][
+        "rules"].pop(), "differs from deploy/prometheus/alerts.yml"),
+    "wrong shard label": (lambda r: r.get("PodMonitor", "moe-expert")["spec"][
         "podMetricsEndpoints"][0]["relabelings"][0].update(replacement="shard-9"),
-    "missing ConfigMap": lambda r: r.objs.remove(next(
+        "PodMonitor shard labels"),
+    "a pod without a shard label": (lambda r: r.get("PodMonitor", "moe-expert")["spec"][
+        "podMetricsEndpoints"][0]["relabelings"].pop(), "PodMonitor shard labels"),
+    "missing ConfigMap": (lambda r: r.objs.remove(next(
         c for c in r.of("ConfigMap") if "cluster.yaml" in c.get("data", {}))),
+        "is not a key of a mounted ConfigMap"),
 }
 
 
 def self_test(name, objs, f):
     import copy
-    for what, mutate in MUTATIONS.items():
+    for what, (mutate, expect) in MUTATIONS.items():
         r = Rendered(name, copy.deepcopy(objs))
         mutate(r)
         probe = dl.Failures()
         try:
             run_checks(r, probe)
-        except Exception as e:  # a crash on broken input counts as noticing it, but say so
+        except Exception as e:  # a crash on broken input is a bug of the checks
             probe.check(False, f"crashed: {e!r}")
-        f.check(probe.items, f"self-test: the checks did not notice '{what}' in {name}")
+        f.check(any(expect in m for m in probe.items),
+                f"self-test: the checks did not notice '{what}' in {name} (expected a failure "
+                f"with '{expect}', got {probe.items})")
 
 
 def main():

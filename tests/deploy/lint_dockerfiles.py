@@ -34,7 +34,7 @@ DOCKER = os.path.join(dl.REPO, "deploy", "docker")
 IMAGES = {
     # Dockerfile: (k8s manifest, binary, other binaries the image must carry)
     "router": ("router-deployment.yaml", "moe-router", ["moe-client"]),
-    "expert": ("expert-statefulset.yaml", "moe-expert", []),
+    "expert": ("expert-group/expert-statefulset.yaml", "moe-expert", []),
 }
 BUILD_ONLY = re.compile(r"(-dev$|^build-essential$|^cmake$|^ninja-build$|^g\+\+|^gcc$|^capnproto$|"
                         r"^cuda-nvcc|^pkg-config$)")

@@ -151,6 +151,94 @@ class ConvertTest(unittest.TestCase):
                             r["sourceLabels"] == ["__meta_kubernetes_pod_name"] for r in rel))
 
 
+class ReplicaGroupTest(unittest.TestCase):
+    def test_r2_gives_two_entries_per_group_with_identical_experts(self):
+        c = kcc.convert(LOCAL, namespace="prod", replicas=2)
+        names = [s["name"] for s in c["shards"]]
+        self.assertEqual(names, ["moe-expert-g0-0", "moe-expert-g0-1", "moe-expert-g1-0",
+                                 "moe-expert-g1-1", "moe-expert-g2-0", "moe-expert-g2-1"])
+        for s in c["shards"]:  # each entry at its own pod's stable DNS name
+            host = f"{s['name']}.moe-expert.prod.svc.cluster.local"
+            self.assertEqual((s["listen"], s["admin"]), (f"{host}:7201", f"{host}:9201"))
+        for k, local in enumerate(LOCAL["shards"]):
+            pair = c["shards"][2 * k:2 * k + 2]
+            strip = [{x: v for x, v in s.items() if x not in ("name", "listen", "admin")}
+                     for s in pair]
+            self.assertEqual(strip[0], strip[1])  # replicas: the same experts, layers, device
+            self.assertEqual(strip[0]["experts"], local["experts"])
+            self.assertEqual(strip[0].get("layers"), local.get("layers"))
+            self.assertEqual(strip[0].get("device"), local.get("device"))
+        self.assertEqual(yaml.safe_load(kcc.render(c, [])), c)
+
+    def test_r3_and_what_groups_carry(self):
+        local = dict(LOCAL, shards=[dict(LOCAL["shards"][0], shared_expert=True,
+                                         expert={"batching": {"enabled": True}})])
+        c = kcc.convert(local, replicas=3, shard_device="cpu", shard_threads=2)
+        self.assertEqual(len(c["shards"]), 3)
+        for s in c["shards"]:
+            self.assertTrue(s["shared_expert"])
+            self.assertEqual(s["expert"], {"batching": {"enabled": True}})
+            self.assertEqual((s["device"], s["threads"]), ("cpu", 2))
+        groups = kcc.replica_groups(local, replicas=3)
+        self.assertEqual(groups, [{"name": "g0", "statefulset": "moe-expert-g0", "source": "a",
+                                   "experts": "0-3", "pods": ["moe-expert-g0-0", "moe-expert-g0-1",
+                                                              "moe-expert-g0-2"]}])
+
+    def test_r1_keeps_todays_layout(self):
+        self.assertEqual(kcc.convert(LOCAL, namespace="prod", replicas=1),
+                         kcc.convert(LOCAL, namespace="prod"))
+        c = kcc.convert(LOCAL, namespace="prod", replicas=1)
+        self.assertEqual([s["name"] for s in c["shards"]], ["a", "b", "c"])
+        self.assertEqual(c["shards"][1]["listen"],
+                         "moe-expert-1.moe-expert.prod.svc.cluster.local:7201")
+        self.assertEqual(kcc.replica_groups(LOCAL, replicas=1), [])
+        with open(DEFAULT) as f:
+            local = yaml.safe_load(f)
+        # Byte for byte what the generator wrote before replica groups existed.
+        text = kcc.render(kcc.convert(local, namespace="moe-dev", shard_device="cpu"), ["h"])
+        self.assertIn("  - name: shard-0\n    listen: moe-expert-0.moe-expert.moe-dev.svc"
+                      ".cluster.local:7201\n", text)
+        self.assertNotIn("replica group", text)
+
+    def test_r_below_1_is_an_error(self):
+        for bad in (0, -1, 1.5, "2", True):
+            with self.assertRaisesRegex(kcc.ConfigError, "--replicas"):
+                kcc.convert(LOCAL, replicas=bad)
+
+    def test_names_and_limits(self):
+        c = kcc.convert(LOCAL, replicas=2, statefulset="shard", headless_service="shards",
+                        namespace="ml", cluster_domain="k8s.example")
+        self.assertEqual(c["shards"][5]["listen"], "shard-g2-1.shards.ml.svc.k8s.example:7201")
+        with self.assertRaisesRegex(kcc.ConfigError, "longer than 52"):
+            kcc.convert(LOCAL, replicas=2, statefulset="x" * 50)
+        hosts = [f"10.0.0.{i}" for i in range(6)]
+        c = kcc.convert(LOCAL, replicas=2, shard_hosts=hosts)
+        self.assertEqual([s["listen"] for s in c["shards"]], [f"{h}:7201" for h in hosts])
+        with self.assertRaisesRegex(kcc.ConfigError, "3 hosts for 6 shards"):
+            kcc.convert(LOCAL, replicas=2, shard_hosts=hosts[:3])
+
+    def test_podmonitor_patch_labels_every_pod(self):
+        c = kcc.convert(LOCAL, replicas=2)
+        ops = yaml.safe_load(kcc.podmonitor_patch(c, ["h"], replicas=2))
+        rel = ops[0]["value"]
+        self.assertEqual([(r["regex"], r["replacement"]) for r in rel],
+                         [(s["name"], s["name"]) for s in c["shards"]])
+
+    def test_group_kustomizations(self):
+        groups = kcc.replica_groups(LOCAL, replicas=2)
+        files = kcc.group_kustomizations(groups, ["h"], "../../base/expert-group", replicas=2)
+        self.assertEqual(sorted(files), ["g0/kustomization.yaml", "g1/kustomization.yaml",
+                                         "g2/kustomization.yaml", "kustomization.yaml"])
+        self.assertEqual(yaml.safe_load(files["kustomization.yaml"])["resources"],
+                         ["g0", "g1", "g2"])
+        g1 = yaml.safe_load(files["g1/kustomization.yaml"])
+        self.assertEqual(g1["resources"], ["../../base/expert-group"])
+        self.assertEqual(g1["nameSuffix"], "-g1")
+        self.assertEqual(g1["labels"], [{"pairs": {kcc.GROUP_LABEL: "g1"},
+                                         "includeSelectors": True, "includeTemplates": True}])
+        self.assertEqual(g1["replicas"], [{"name": "moe-expert", "count": 2}])
+
+
 class CliTest(unittest.TestCase):
     def test_writes_config_and_patch(self):
         with tempfile.TemporaryDirectory() as d:
@@ -170,6 +258,24 @@ class CliTest(unittest.TestCase):
                 local = yaml.safe_load(f)
             self.assertEqual([s["experts"] for s in c["shards"]],
                              [s["experts"] for s in local["shards"]])
+
+    def test_replicas_and_groups_dir(self):
+        with tempfile.TemporaryDirectory() as d:
+            out, gdir = os.path.join(d, "cluster.yaml"), os.path.join(d, "groups")
+            r = subprocess.run([sys.executable, TOOL, DEFAULT, "--replicas", "2", "-o", out,
+                                "--groups-dir", gdir, "--group-base", "../base"],
+                               capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            with open(out) as f:
+                c = yaml.safe_load(f)
+            self.assertEqual(len(c["shards"]), 4)
+            with open(os.path.join(gdir, "g1", "kustomization.yaml")) as f:
+                self.assertEqual(yaml.safe_load(f)["resources"], ["../base"])
+            for bad in (["--replicas", "0"], ["--groups-dir", gdir]):
+                r = subprocess.run([sys.executable, TOOL, DEFAULT, *bad], capture_output=True,
+                                   text=True)
+                self.assertEqual(r.returncode, 2, bad)
+                self.assertIn("--replicas", r.stderr)
 
     def test_error_exit_status(self):
         with tempfile.TemporaryDirectory() as d:

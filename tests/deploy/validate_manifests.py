@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Renders deploy/k8s/base and every overlay with `kubectl kustomize` and validates every object
-against the Kubernetes OpenAPI schema of a pinned version in strict mode (unknown fields are
-errors), using the schemas bundled by the pip package kubernetes-validate; Prometheus operator
-objects are validated against tests/deploy/schemas/*.json (compact schemas derived from the
-upstream CRDs, additionalProperties: false). Offline. Exit 77 (skip) when kubectl or
-kubernetes-validate is missing.
+"""Renders deploy/k8s/base, base/expert-group (one replica group) and every overlay with
+`kubectl kustomize` and validates every object against the Kubernetes OpenAPI schema of a pinned
+version in strict mode (unknown fields are errors), using the schemas bundled by the pip package
+kubernetes-validate; Prometheus operator objects are validated against tests/deploy/schemas/*.json
+(compact schemas derived from the upstream CRDs, additionalProperties: false). Offline. Exit 77
+(skip) when kubectl or kubernetes-validate is missing.
 
   pip install kubernetes-validate==1.37.0
   python3 tests/deploy/validate_manifests.py
@@ -90,9 +90,11 @@ def main():
               f"{KUBERNETES_VALIDATE_VERSION}")
     crds = crd_validators()
     f = dl.Failures()
-    targets = [("base", os.path.join(dl.K8S, "base"))] + [
+    targets = [("base", os.path.join(dl.K8S, "base")),
+               ("base/expert-group", os.path.join(dl.K8S, "base", "expert-group"))] + [
         (f"overlays/{o}", os.path.join(dl.K8S, "overlays", o)) for o in dl.overlays()]
-    f.check(len(targets) >= 3, "expected base and at least the gpu and cpu overlays")
+    f.check(len(targets) >= 4, "expected base, base/expert-group and at least the gpu and cpu "
+                               "overlays")
     all_objs = []
     for name, path in targets:
         try:
