@@ -223,6 +223,8 @@ TEST_F(RouterPipeline, DegradedRoutingMatchesTheReferenceWhenAnExpertIsGone) {
       }
     }
     EXPECT_GT(affected, 0u) << "no token needed expert 7: the case tests nothing";
+    EXPECT_GE(c.routerCounter("moe_missing_expert_assignments_total", {{"layer", "0"}}), affected);
+    EXPECT_GT(c.routerCounter("moe_missing_routing_weight_total", {{"layer", "0"}}), 0.0);
   }
 }
 
