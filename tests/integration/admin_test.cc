@@ -33,19 +33,6 @@ std::pair<int, std::string> waitForStatus(const std::string& admin, const std::s
   return r;
 }
 
-pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    freopen(log.c_str(), "a", stderr);
-    std::vector<char*> argv;
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  return pid;
-}
-
 TEST(AdminPlane, ReadinessFollowsStartupShardLossAndDrain) {
   ClusterSpec spec;
   spec.model.hiddenSize = 32;

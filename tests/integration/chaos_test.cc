@@ -52,6 +52,18 @@ double maxRelErr(const std::vector<float>& got, const std::vector<float>& want) 
   return scale > 0 ? diff / scale : diff;
 }
 
+// The healthy cluster's answer to each of the kInputs requests the traffic sends.
+std::vector<std::vector<float>> healthyAnswers(const std::string& router) {
+  std::vector<std::vector<float>> want;
+  TestClient c(router);
+  for (int i = 0; i < kInputs; ++i) {
+    auto r = c.forward(0, randomTokens(kTokens, kH, 100 + i), kTokens, kH);
+    EXPECT_TRUE(r.value) << r.error;
+    want.push_back(r.value ? outputValues(*r.value) : std::vector<float>{});
+  }
+  return want;
+}
+
 // 4 clients sending the same kInputs requests round and round until told to stop.
 class Traffic {
  public:
@@ -100,14 +112,7 @@ TEST(Chaos, KillNineAndRestartUnderLoadLoseNoRequest) {
   auto cluster = startCluster(writeCluster("chaos-kill", replicatedSpec()));
   ASSERT_NE(cluster, nullptr);
   std::vector<std::vector<float>> want;
-  {
-    TestClient c(cluster->routerAddress());
-    for (int i = 0; i < kInputs; ++i) {
-      auto r = c.forward(0, randomTokens(kTokens, kH, 100 + i), kTokens, kH);
-      ASSERT_TRUE(r.value) << r.error;
-      want.push_back(outputValues(*r.value));
-    }
-  }
+  ASSERT_NO_FATAL_FAILURE(want = healthyAnswers(cluster->routerAddress()));
   Traffic traffic(cluster->routerAddress(), want);
   traffic.start();
   std::this_thread::sleep_for(500ms);
@@ -140,14 +145,7 @@ TEST(Chaos, AStalledReplicaIsHedgedAroundWithoutFailures) {
   auto cluster = startCluster(writeCluster("chaos-stop", replicatedSpec()));
   ASSERT_NE(cluster, nullptr);
   std::vector<std::vector<float>> want;
-  {
-    TestClient c(cluster->routerAddress());
-    for (int i = 0; i < kInputs; ++i) {
-      auto r = c.forward(0, randomTokens(kTokens, kH, 100 + i), kTokens, kH);
-      ASSERT_TRUE(r.value) << r.error;
-      want.push_back(outputValues(*r.value));
-    }
-  }
+  ASSERT_NO_FATAL_FAILURE(want = healthyAnswers(cluster->routerAddress()));
   Traffic traffic(cluster->routerAddress(), want);
   traffic.start();
   std::this_thread::sleep_for(500ms);
@@ -163,20 +161,6 @@ TEST(Chaos, AStalledReplicaIsHedgedAroundWithoutFailures) {
               traffic.failed(), traffic.wrong());
 }
 
-// Starts `args` as a child process (stderr to `log`); returns its pid.
-pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
-  const pid_t pid = fork();
-  if (pid == 0) {
-    if (!std::freopen(log.c_str(), "a", stderr)) _exit(126);
-    std::vector<char*> argv;
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  return pid;
-}
-
 // A shard of another model (same shapes, other weights) answers on shard-2's address: the router
 // never sends it a token (its fingerprint differs), says why, and every answer stays the healthy
 // cluster's.
@@ -186,12 +170,8 @@ TEST(Chaos, AForeignShardOnAListedAddressIsNeverServedFrom) {
   auto cluster = startCluster(yaml);
   ASSERT_NE(cluster, nullptr);
   std::vector<std::vector<float>> want;
+  ASSERT_NO_FATAL_FAILURE(want = healthyAnswers(cluster->routerAddress()));
   TestClient c(cluster->routerAddress());
-  for (int i = 0; i < kInputs; ++i) {
-    auto r = c.forward(0, randomTokens(kTokens, kH, 100 + i), kTokens, kH);
-    ASSERT_TRUE(r.value) << r.error;
-    want.push_back(outputValues(*r.value));
-  }
   // The impostor: the same YAML, but its model path points at other weights of the same shapes.
   const std::string dir = yaml.substr(0, yaml.rfind('/'));
   SyntheticModelSpec other = spec.model;

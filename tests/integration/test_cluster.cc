@@ -227,6 +227,19 @@ std::pair<int, std::string> httpGet(const std::string& address, const std::strin
   return {std::stoi(resp.substr(9, 3)), bodyAt == std::string::npos ? "" : resp.substr(bodyAt + 4)};
 }
 
+pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    if (!std::freopen(log.c_str(), "a", stderr)) _exit(126);
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
 std::pair<int, std::string> runCommand(const std::string& command) {
   std::string out;
   FILE* p = popen((command + " 2>&1").c_str(), "r");

@@ -4,6 +4,8 @@
 
 #include <kj/async-io.h>
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -95,6 +97,9 @@ std::vector<float> gateLogitValues(const TestClient::ForwardResponse& r);
 // GET http://address/path over a fresh connection: (status code, body); status -1 when the
 // server does not answer.
 std::pair<int, std::string> httpGet(const std::string& address, const std::string& path);
+
+// Starts `args` (argv[0] a path) as a child process, its stderr appended to `log`; returns the pid.
+pid_t spawn(const std::vector<std::string>& args, const std::string& log);
 
 // Runs a shell command, returns (exit status, combined stdout+stderr).
 std::pair<int, std::string> runCommand(const std::string& command);
