@@ -20,7 +20,7 @@ Batcher::Replies failAll(size_t n, const Status& s) {
 // How many times one call's rows may move to another replica.
 constexpr uint32_t kMaxFailovers = 3;
 // A call is hedged once it took this many times its shard's usual time, and at least the floor.
-constexpr double kHedgeFactor = 3.0;
+constexpr double kHedgeFactor = 2.0;
 constexpr double kHedgeFloorSeconds = 0.100;
 
 }  // namespace

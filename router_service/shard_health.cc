@@ -2,6 +2,7 @@
 #include "router_service/shard_health.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace moe::router {
 namespace {
@@ -39,6 +40,7 @@ void ShardHealth::set(uint32_t s, ShardState state, std::string why) {
 
 void ShardHealth::markUp(uint32_t s) {
   shards_[s].backoff = std::chrono::milliseconds(0);
+  if (shards_[s].state != ShardState::kUp) shards_[s].ewmaSeconds = 0;  // a new process
   set(s, ShardState::kUp, "");
 }
 
@@ -79,11 +81,16 @@ void ShardHealth::callEnded(uint32_t s, uint32_t rows, double seconds) {
   sh.inflightRows -= std::min<uint64_t>(rows, sh.inflightRows);
   sh.ewmaSeconds =
       sh.ewmaSeconds == 0 ? seconds : (1 - kEwmaWeight) * sh.ewmaSeconds + kEwmaWeight * seconds;
+  sh.lastCall = Clock::now();
 }
 
 double ShardHealth::cost(uint32_t s) const {
-  // A replica never measured costs as if it answered at once: it gets tried.
-  return static_cast<double>(shards_[s].inflightRows + 1) * std::max(shards_[s].ewmaSeconds, 1e-6);
+  const Shard& sh = shards_[s];
+  // A replica never measured costs as if it answered at once: it gets tried. An idle one's
+  // measurement fades (halving per second without a call), so it gets tried again too.
+  const double idle = std::chrono::duration<double>(Clock::now() - sh.lastCall).count();
+  const double seconds = sh.ewmaSeconds * std::exp2(-std::max(0.0, idle));
+  return static_cast<double>(sh.inflightRows + 1) * std::max(seconds, 1e-6);
 }
 
 uint32_t ShardHealth::choose(std::span<const uint32_t> holders, uint32_t exclude) {

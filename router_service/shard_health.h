@@ -43,7 +43,9 @@ class ShardHealth {
   bool probeDue(uint32_t s, Clock::time_point now) const;
   void probeFailed(uint32_t s, Clock::time_point now);
 
-  // Load: rows in flight and an EWMA of seconds per call. A slow replica's cost grows with both.
+  // Load: rows in flight and an EWMA of seconds per call. A slow replica's cost grows with both;
+  // the EWMA halves every second a shard gets no call, and a shard back up starts afresh, so a
+  // replica that was once slow is tried again instead of starving.
   void callStarted(uint32_t s, uint32_t rows);
   void callEnded(uint32_t s, uint32_t rows, double seconds);
   uint64_t inflightRows(uint32_t s) const { return shards_[s].inflightRows; }
@@ -60,6 +62,7 @@ class ShardHealth {
     std::string why = "not yet verified";
     uint64_t inflightRows = 0;
     double ewmaSeconds = 0;
+    Clock::time_point lastCall{};  // when the last call ended: an idle shard's EWMA fades
     Clock::time_point nextProbe{};
     std::chrono::milliseconds backoff{0};
   };
