@@ -21,7 +21,7 @@ Batcher::Replies failAll(size_t n, const Status& s) {
 constexpr uint32_t kMaxFailovers = 3;
 // A call is hedged once it took this many times its shard's usual time, and at least the floor.
 constexpr double kHedgeFactor = 2.0;
-constexpr double kHedgeFloorSeconds = 0.100;
+constexpr double kHedgeFloorSeconds = 0.050;
 
 }  // namespace
 

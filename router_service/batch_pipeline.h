@@ -5,7 +5,7 @@
 // each chosen replica, so encoding joins the routing job. A call that fails Unavailable marks its
 // shard down and is sent again to other replicas of its experts (failover; results already
 // received are kept); only requests whose tokens found no replica fail. A call that takes much
-// longer than its shard usually does (2× its EWMA, at least 100 ms: a stalled or overloaded
+// longer than its shard usually does (2× its EWMA, at least 50 ms: a stalled or overloaded
 // replica) is hedged: the same rows go to other replicas and the first complete answer wins.
 #pragma once
 
