@@ -34,6 +34,8 @@ struct BatchPipeline::Attempt {
   std::unique_ptr<ShardTransport::RunResponse> response;
   Status status;
   bool replaced = false;  // failed, and its rows went to other replicas
+  bool hedgeWon = false;  // a hedge answered for its rows: its failover descendants do not count
+  size_t failedOverFrom = SIZE_MAX;  // the attempt whose rows this failover carries
 };
 
 // One batch in flight: owned jointly by its stages' jobs, so each finds it alive.
@@ -323,6 +325,7 @@ kj::Promise<void> BatchPipeline::hedge(std::shared_ptr<State> st, size_t i) {
           if (!h->response) return kj::NEVER_DONE;
         }
         st->attempts[i]->replaced = true;
+        st->attempts[i]->hedgeWon = true;
         for (auto& h : *hedges) st->attempts.push_back(std::move(h));
         return kj::READY_NOW;
       });
@@ -340,10 +343,19 @@ kj::Promise<void> BatchPipeline::failover(std::shared_ptr<State> st, size_t i) {
     auto next = std::make_unique<Attempt>();
     next->work = std::move(w);
     next->failovers = a.failovers + 1;
+    next->failedOverFrom = i;
     added.push_back(st->attempts.size());
     st->attempts.push_back(std::move(next));
   }
   return encodeAndSend(st, std::move(added));
+}
+
+// True when a hedge answered for `a`'s rows: one of the attempts it failed over from won a hedge.
+bool BatchPipeline::coveredByHedge(const State& st, const Attempt& a) {
+  for (size_t from = a.failedOverFrom; from != SIZE_MAX; from = st.attempts[from]->failedOverFrom) {
+    if (st.attempts[from]->hedgeWon) return true;
+  }
+  return false;
 }
 
 kj::Promise<Batcher::Replies> BatchPipeline::combine(std::shared_ptr<State> st) {
@@ -353,8 +365,9 @@ kj::Promise<Batcher::Replies> BatchPipeline::combine(std::shared_ptr<State> st) 
     std::vector<ShardWork> works;
     std::vector<ShardPartial> partials;
     for (const auto& a : st->attempts) {
-      // Replaced by failover or a hedge; or cancelled because a hedge covered it.
-      if (a->replaced || (!a->response && a->status)) continue;
+      // Replaced by failover or a hedge; cancelled because a hedge covered it; or a failover of
+      // rows a hedge answered for (its own failure, if any, does not count).
+      if (a->replaced || (!a->response && a->status) || coveredByHedge(*st, *a)) continue;
       ShardPartial p;
       if (a->response) {
         p = decodeShardReply(*a->response, a->work, H, transport_.label(a->work.shard));

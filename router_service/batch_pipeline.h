@@ -50,6 +50,7 @@ class BatchPipeline {
   kj::Promise<void> failover(std::shared_ptr<State> st, size_t attempt);
   kj::Promise<void> encodeAndSend(std::shared_ptr<State> st, std::vector<size_t> attempts);
   kj::Promise<Batcher::Replies> combine(std::shared_ptr<State> st);
+  static bool coveredByHedge(const State& st, const Attempt& a);
   void recordRouting(const State& st);
 
   const RouterModel& model_;
