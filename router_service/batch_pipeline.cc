@@ -8,11 +8,6 @@
 namespace moe::router {
 namespace {
 
-uint64_t microsSince(Clock::time_point t) {
-  return static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t).count());
-}
-
 Batcher::Replies failAll(size_t n, const Status& s) {
   return Batcher::Replies(n, Result<ForwardReply>(s));
 }
@@ -72,9 +67,7 @@ ReplicaChoice BatchPipeline::chooseReplicas(uint32_t layer) {
     c.available[e] = c.shardOfExpert[e] != ShardHealth::kNone;
     if (c.available[e]) continue;
     for (uint32_t s : p.shardsFor(layer, e)) {
-      c.why[e] += (c.why[e].empty() ? "" : "; ") + transport_.label(s) + " " +
-                  shardStateName(health_.state(s)) +
-                  (health_.why(s).empty() ? "" : ": " + health_.why(s));
+      c.why[e] += (c.why[e].empty() ? "" : "; ") + transport_.label(s) + " " + health_.describe(s);
     }
   }
   c.sharedShard = health_.choose(p.sharedShardsFor(layer));

@@ -34,11 +34,10 @@ class BatchPipeline {
   // Serves `batch`; calls `routed` (on the event loop) once its gate stage is over.
   kj::Promise<Batcher::Replies> run(Batch batch, kj::Function<void()> routed);
 
-  // The replicas the next batch of `layer` would use (also: which experts are available).
-  ReplicaChoice chooseReplicas(uint32_t layer);
-
  private:
   struct State;
+  // The replicas a batch of `layer` uses now (and which experts are available).
+  ReplicaChoice chooseReplicas(uint32_t layer);
   struct Attempt;
   void prepareRequests(State& st);
   static Result<RoutedBatch> routeAndEncode(State& st, float scale, uint32_t H);

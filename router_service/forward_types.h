@@ -16,6 +16,11 @@ namespace moe::router {
 
 using Clock = std::chrono::steady_clock;
 
+inline uint64_t microsSince(Clock::time_point t) {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t).count());
+}
+
 // One Router.forward call after decoding: shapes, limits and finiteness already checked.
 struct ForwardRequest {
   uint32_t layer = 0;

@@ -27,8 +27,7 @@ std::string outOfRotation(const ShardHealth& health, const ShardTransport& trans
   std::string out;
   for (uint32_t s = 0; s < health.size(); ++s) {
     if (health.usable(s)) continue;
-    out += (out.empty() ? "" : "; ") + transport.label(s) + " " + shardStateName(health.state(s)) +
-           (health.why(s).empty() ? "" : ": " + health.why(s));
+    out += (out.empty() ? "" : "; ") + transport.label(s) + " " + health.describe(s);
   }
   return out;
 }

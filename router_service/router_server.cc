@@ -10,15 +10,6 @@
 #include "router_service/reply.h"
 
 namespace moe::router {
-namespace {
-
-uint64_t microsSince(Clock::time_point t) {
-  return static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t).count());
-}
-
-}  // namespace
-
 RouterServer::RouterServer(std::unique_ptr<RouterModel> model, kj::AsyncIoProvider& io,
                            kj::Timer& timer, RouterMetrics& metrics)
     : RouterServer(std::move(model), nullptr, timer, &metrics) {
@@ -164,9 +155,7 @@ kj::Promise<void> RouterServer::info(InfoContext context) {
       s.setName(transport_->shard(i).name);
       s.setAddress(transport_->shard(i).listen);
       s.setReachable(health_.usable(i));
-      s.setError(health_.usable(i)
-                     ? std::string()
-                     : std::string(shardStateName(health_.state(i))) + ": " + health_.why(i));
+      s.setError(health_.usable(i) ? std::string() : health_.describe(i));
     }
     info.setReady(assessReadiness(*model_, health_, *transport_, degradedRoutingAllowed()).ready);
   });

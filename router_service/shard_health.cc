@@ -31,6 +31,11 @@ const char* shardStateName(ShardState s) {
 
 ShardHealth::ShardHealth(size_t shards) : shards_(shards) {}
 
+std::string ShardHealth::describe(uint32_t s) const {
+  const std::string& why = shards_[s].why;
+  return std::string(shardStateName(shards_[s].state)) + (why.empty() ? "" : ": " + why);
+}
+
 void ShardHealth::set(uint32_t s, ShardState state, std::string why) {
   const bool changed = shards_[s].state != state;
   shards_[s].state = state;

@@ -33,6 +33,8 @@ class ShardHealth {
   bool usable(uint32_t s) const { return shards_[s].state == ShardState::kUp; }
   ShardState state(uint32_t s) const { return shards_[s].state; }
   const std::string& why(uint32_t s) const { return shards_[s].why; }
+  // "down: connection lost": the state and, when there is one, the reason.
+  std::string describe(uint32_t s) const;
 
   void markUp(uint32_t s);
   void markDown(uint32_t s, std::string why);  // a call failed Unavailable, or a probe did
