@@ -18,12 +18,7 @@ constexpr uint32_t kH = 64;
 
 ClusterSpec batchingSpec() {
   ClusterSpec spec;
-  spec.model.hiddenSize = kH;
-  spec.model.intermediateSize = 96;
-  spec.model.numExperts = 8;
-  spec.model.topK = 2;
-  spec.model.numLayers = 2;
-  spec.model.dtype = DType::kF32;
+  spec.model = smallF32Model();
   spec.shardExperts = {{0, 1, 2, 3, 4, 5, 6}, {7}};
   spec.routerYaml = "  batching: {window_us: 20000, max_tokens: 256}\n";
   spec.requestMs = 1500;
@@ -45,15 +40,6 @@ Routing routingOf(const TestClient::ForwardResponse& r) {
   out.output = outputValues(r);
   out.batchRequests = r.getStats().getBatchRequests();
   return out;
-}
-
-double maxRelErr(const std::vector<float>& got, const std::vector<float>& want) {
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < got.size() && i < want.size(); ++i) {
-    diff = std::max(diff, std::fabs(double{got[i]} - want[i]));
-    scale = std::max(scale, std::fabs(double{want[i]}));
-  }
-  return scale > 0 ? diff / scale : diff;
 }
 
 class BatchingTest : public ::testing::Test {

@@ -31,25 +31,11 @@ constexpr int kInputs = 8;
 
 ClusterSpec replicatedSpec() {
   ClusterSpec spec;
-  spec.model.hiddenSize = kH;
-  spec.model.intermediateSize = 96;
-  spec.model.numExperts = 8;
-  spec.model.topK = 2;
-  spec.model.numLayers = 2;
-  spec.model.dtype = DType::kF32;
+  spec.model = smallF32Model();
   spec.shardExperts = {{0, 1, 2, 3, 4, 5}, {2, 3, 4, 5, 6, 7}, {0, 1, 6, 7}};
   spec.requestMs = 10000;
   spec.shardCallMs = 5000;
   return spec;
-}
-
-double maxRelErr(const std::vector<float>& got, const std::vector<float>& want) {
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < got.size() && i < want.size(); ++i) {
-    diff = std::max(diff, std::fabs(double{got[i]} - want[i]));
-    scale = std::max(scale, std::fabs(double{want[i]}));
-  }
-  return scale > 0 ? diff / scale : diff;
 }
 
 // The healthy cluster's answer to each of the kInputs requests the traffic sends.

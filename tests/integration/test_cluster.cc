@@ -9,7 +9,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -170,6 +172,26 @@ Outcome<TestClient::RunResponse> TestClient::run(
   auto req = conn_->bootstrap<proto::ExpertShard>().runRequest();
   fill(req);
   return wait(kj::Promise<RunResponse>(req.send()));
+}
+
+SyntheticModelSpec smallF32Model() {
+  SyntheticModelSpec m;
+  m.hiddenSize = 64;
+  m.intermediateSize = 96;
+  m.numExperts = 8;
+  m.topK = 2;
+  m.numLayers = 2;
+  m.dtype = DType::kF32;
+  return m;
+}
+
+double maxRelErr(const std::vector<float>& got, const std::vector<float>& want) {
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < got.size() && i < want.size(); ++i) {
+    diff = std::max(diff, std::fabs(double{got[i]} - want[i]));
+    scale = std::max(scale, std::fabs(double{want[i]}));
+  }
+  return scale > 0 ? diff / scale : diff;
 }
 
 std::vector<float> randomTokens(uint32_t T, uint32_t H, uint64_t seed) {

@@ -90,7 +90,13 @@ class TestClient {
   kj::Own<RpcConnection> conn_;
 };
 
+// The small model most cluster tests serve: hidden 64, intermediate 96, 8 experts, top-2, 2 MoE
+// layers, f32 (so outputs compare at fp32 rounding).
+SyntheticModelSpec smallF32Model();
+
 std::vector<float> randomTokens(uint32_t T, uint32_t H, uint64_t seed);
+// max |got - want| / max |want|: the relative error the parity checks bound.
+double maxRelErr(const std::vector<float>& got, const std::vector<float>& want);
 std::vector<float> outputValues(const TestClient::ForwardResponse& r);
 std::vector<float> gateLogitValues(const TestClient::ForwardResponse& r);
 

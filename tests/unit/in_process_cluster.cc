@@ -167,19 +167,4 @@ kj::Promise<InProcessCluster::ForwardResponse> InProcessCluster::forward(
   return req.send();
 }
 
-std::vector<float> tokens(uint32_t T, uint32_t H, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> n(0.0f, 1.0f);
-  std::vector<float> x(size_t{T} * H);
-  for (float& v : x) v = n(rng);
-  return x;
-}
-
-std::vector<float> outputOf(const InProcessCluster::ForwardResponse& r) {
-  auto view = decodeTensor(r.getOutput(), "output");
-  if (!view) return {};
-  F32Rows rows(view.value());
-  return {rows.values().begin(), rows.values().end()};
-}
-
 }  // namespace moe::unit

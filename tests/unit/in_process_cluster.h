@@ -16,6 +16,7 @@
 #include "common/checkpoint.h"
 #include "common/config.h"
 #include "common/proto/moe.capnp.h"
+#include "tests/integration/test_cluster.h"
 #include "tools/synthetic_checkpoint.h"
 
 namespace moe::unit {
@@ -69,7 +70,9 @@ class InProcessCluster {
   proto::Router::Client router_;
 };
 
-std::vector<float> tokens(uint32_t T, uint32_t H, uint64_t seed);
-std::vector<float> outputOf(const InProcessCluster::ForwardResponse& r);
+// The integration tests' helpers serve these tests too (same Router.forward results type).
+using testing::maxRelErr;
+using testing::outputValues;
+using testing::randomTokens;
 
 }  // namespace moe::unit

@@ -18,12 +18,7 @@ namespace {
 
 InProcessClusterSpec tinySpec() {
   InProcessClusterSpec s;
-  s.model.hiddenSize = 64;
-  s.model.intermediateSize = 96;
-  s.model.numExperts = 8;
-  s.model.topK = 2;
-  s.model.numLayers = 2;
-  s.model.dtype = DType::kF32;
+  s.model = testing::smallF32Model();
   return s;
 }
 
@@ -46,18 +41,9 @@ Served served(const InProcessCluster::ForwardResponse& r) {
     F32Rows rows(view.value());
     s.logits.assign(rows.values().begin(), rows.values().end());
   }
-  s.output = outputOf(r);
+  s.output = outputValues(r);
   s.batchRequests = r.getStats().getBatchRequests();
   return s;
-}
-
-double maxRelErr(const std::vector<float>& a, const std::vector<float>& b) {
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
-    diff = std::max(diff, std::fabs(double{a[i]} - b[i]));
-    scale = std::max(scale, std::fabs(double{b[i]}));
-  }
-  return scale > 0 ? diff / scale : diff;
 }
 
 class RouterPipeline : public ScratchDirTest {};
@@ -71,7 +57,7 @@ TEST_F(RouterPipeline, ConcurrentRequestsAreMergedAndBatchInvariant) {
   std::vector<std::vector<float>> xs;
   std::vector<Served> alone;
   for (size_t i = 0; i < sizes.size(); ++i) {
-    xs.push_back(tokens(sizes[i], H, 100 + i));
+    xs.push_back(randomTokens(sizes[i], H, 100 + i));
     alone.push_back(served(c.forward(0, xs[i], sizes[i]).wait(c.waitScope())));
     EXPECT_EQ(alone.back().batchRequests, 1u);
   }
@@ -101,7 +87,7 @@ TEST_F(RouterPipeline, CapacityAndNoiseStayPerRequestWhenMerged) {
   std::vector<std::vector<float>> xs;
   std::vector<InProcessCluster::ForwardResponse> alone;
   for (size_t i = 0; i < sizes.size(); ++i) {
-    xs.push_back(tokens(sizes[i], 64, 700 + i));
+    xs.push_back(randomTokens(sizes[i], 64, 700 + i));
     alone.push_back(c.forward(0, xs[i], sizes[i], true, 11 + i).wait(c.waitScope()));
   }
   kj::Vector<kj::Promise<InProcessCluster::ForwardResponse>> inFlight;
@@ -133,7 +119,7 @@ TEST_F(RouterPipeline, BatchingOffServesEachRequestAlone) {
   spec.extraYaml = "  batching: {enabled: false}\n";
   InProcessCluster c(dir_.string(), spec);
   kj::Vector<kj::Promise<InProcessCluster::ForwardResponse>> inFlight;
-  for (int i = 0; i < 6; ++i) inFlight.add(c.forward(0, tokens(3, 64, i), 3));
+  for (int i = 0; i < 6; ++i) inFlight.add(c.forward(0, randomTokens(3, 64, i), 3));
   for (auto& r : kj::joinPromises(inFlight.releaseAsArray()).wait(c.waitScope())) {
     EXPECT_EQ(r.getStats().getBatchRequests(), 1u);
   }
@@ -145,7 +131,7 @@ TEST_F(RouterPipeline, MergedBatchesRespectMaxTokens) {
   spec.extraYaml = "  batching: {max_tokens: 8}\n";
   InProcessCluster c(dir_.string(), spec);
   kj::Vector<kj::Promise<InProcessCluster::ForwardResponse>> inFlight;
-  for (int i = 0; i < 8; ++i) inFlight.add(c.forward(0, tokens(3, 64, i), 3));
+  for (int i = 0; i < 8; ++i) inFlight.add(c.forward(0, randomTokens(3, 64, i), 3));
   for (auto& r : kj::joinPromises(inFlight.releaseAsArray()).wait(c.waitScope())) {
     EXPECT_LE(r.getStats().getBatchTokens(), 8u);
   }
@@ -161,7 +147,7 @@ TEST_F(RouterPipeline, AShardFailureFailsOnlyTheRequestsThatNeededIt) {
   std::vector<std::vector<float>> xs;
   kj::Vector<kj::Promise<InProcessCluster::ForwardResponse>> inFlight;
   for (int i = 0; i < 24; ++i) {
-    xs.push_back(tokens(1, 64, 500 + i));
+    xs.push_back(randomTokens(1, 64, 500 + i));
     inFlight.add(c.forward(0, xs.back(), 1));
   }
   int ok = 0, failed = 0;
@@ -204,7 +190,7 @@ TEST_F(RouterPipeline, DegradedRoutingMatchesTheReferenceWhenAnExpertIsGone) {
     uint32_t affected = 0;
     for (int i = 0; i < 6; ++i) {
       const uint32_t T = 7;
-      auto x = tokens(T, 64, 80 + i);
+      auto x = randomTokens(T, 64, 80 + i);
       auto r = c.forward(0, x, T).wait(c.waitScope());
       std::vector<float> want(size_t{T} * 64);
       client::ReferenceRequest req;
@@ -237,14 +223,14 @@ TEST_F(RouterPipeline, AFailedReplicaFailsOverWithinTheRequest) {
   {
     InProcessCluster healthy((dir_ / "healthy").string(), spec);
     for (int i = 0; i < 12; ++i)
-      want.push_back(
-          outputOf(healthy.forward(0, tokens(3, 64, 40 + i), 3).wait(healthy.waitScope())));
+      want.push_back(outputValues(
+          healthy.forward(0, randomTokens(3, 64, 40 + i), 3).wait(healthy.waitScope())));
   }
   InProcessCluster c((dir_ / "faulty").string(), spec,
                      {ShardFault::kNone, ShardFault::kRunUnavailable});
   for (int i = 0; i < 12; ++i) {
-    auto r = c.forward(0, tokens(3, 64, 40 + i), 3).wait(c.waitScope());
-    EXPECT_LE(maxRelErr(outputOf(r), want[i]), 1e-6) << "request " << i;
+    auto r = c.forward(0, randomTokens(3, 64, 40 + i), 3).wait(c.waitScope());
+    EXPECT_LE(maxRelErr(outputValues(r), want[i]), 1e-6) << "request " << i;
   }
   // shard-1 was chosen and failed (then probed back, since its info answers): failover happened.
   EXPECT_GT(c.routerCounter("moe_shard_rpc_errors_total", {{"shard", "shard-1"}}), 0);
@@ -259,8 +245,8 @@ TEST_F(RouterPipeline, AForeignShardIsNeverServedFrom) {
   {
     InProcessCluster healthy((dir_ / "healthy").string(), spec);
     for (int i = 0; i < 8; ++i)
-      want.push_back(
-          outputOf(healthy.forward(0, tokens(5, 64, 60 + i), 5).wait(healthy.waitScope())));
+      want.push_back(outputValues(
+          healthy.forward(0, randomTokens(5, 64, 60 + i), 5).wait(healthy.waitScope())));
   }
   InProcessCluster c((dir_ / "mixed").string(), spec,
                      {ShardFault::kNone, ShardFault::kForeignModel});
@@ -268,8 +254,8 @@ TEST_F(RouterPipeline, AForeignShardIsNeverServedFrom) {
   ASSERT_FALSE(info.getInfo().getShards()[1].getReachable());
   EXPECT_TRUE(contains(info.getInfo().getShards()[1].getError().cStr(), "model fingerprint"));
   for (int i = 0; i < 8; ++i) {
-    auto r = c.forward(0, tokens(5, 64, 60 + i), 5).wait(c.waitScope());
-    EXPECT_LE(maxRelErr(outputOf(r), want[i]), 1e-6) << "request " << i;
+    auto r = c.forward(0, randomTokens(5, 64, 60 + i), 5).wait(c.waitScope());
+    EXPECT_LE(maxRelErr(outputValues(r), want[i]), 1e-6) << "request " << i;
   }
 }
 
@@ -284,7 +270,7 @@ TEST_F(RouterPipeline, EachRequestKeepsItsOwnDeadline) {
   int deadline = 0, ok = 0;
   for (int i = 0; i < 16; ++i) {
     try {
-      c.forward(0, tokens(1, 64, 900 + i), 1).wait(c.waitScope());
+      c.forward(0, randomTokens(1, 64, 900 + i), 1).wait(c.waitScope());
       ++ok;
     } catch (const kj::Exception& e) {
       EXPECT_TRUE(
@@ -299,10 +285,10 @@ TEST_F(RouterPipeline, EachRequestKeepsItsOwnDeadline) {
 // Bad input fails alone, at decode, with InvalidArgument; a good request right after is served.
 TEST_F(RouterPipeline, BadInputFailsAloneWithInvalidArgument) {
   InProcessCluster c(dir_.string(), tinySpec());
-  auto bad = tokens(2, 64, 1);
+  auto bad = randomTokens(2, 64, 1);
   bad[70] = NAN;
   auto badCall = c.forward(0, bad, 2);
-  auto goodCall = c.forward(0, tokens(4, 64, 2), 4);
+  auto goodCall = c.forward(0, randomTokens(4, 64, 2), 4);
   try {
     badCall.wait(c.waitScope());
     ADD_FAILURE() << "a NaN was accepted";
@@ -318,7 +304,7 @@ TEST_F(RouterPipeline, AFullQueueRefusesWithResourceExhausted) {
   spec.extraYaml = "  max_queued_tokens: 10\n";
   InProcessCluster c(dir_.string(), spec);
   kj::Vector<kj::Promise<InProcessCluster::ForwardResponse>> inFlight;
-  for (int i = 0; i < 6; ++i) inFlight.add(c.forward(0, tokens(4, 64, i), 4));
+  for (int i = 0; i < 6; ++i) inFlight.add(c.forward(0, randomTokens(4, 64, i), 4));
   int ok = 0, refused = 0;
   for (auto& p : inFlight.releaseAsArray()) {
     try {
