@@ -1,14 +1,17 @@
 // moe-chaos-bench: latency through faults, on a replicated cluster (default:
 // deploy/local/replicated-cluster.yaml: the default model, every expert on 2 of 3 shards). Per
-// event, 4 clients keep requests of 16 tokens in flight for --seconds while the event happens
-// half a second in; the report gives requests, failures and p50/p99 next to steady state, and
-// how long a restarted shard, once ready, took to get rows again (read from the router's
-// /metrics with curl). Not a test: no thresholds.
+// event, 4 clients keep requests of 16 tokens in flight until --requests are answered, while the
+// event happens half a second in; --rounds rounds (default 3) run the events round-robin. The
+// report gives requests and failures over all rounds and, per event, medians over the rounds of
+// p50, p99, p99 over the same round's steady state, and how long a restarted shard, once ready,
+// took to get rows again (read from the router's /metrics with curl). Not a test: no thresholds.
 #include <kj/async-io.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <iostream>
 #include <string>
@@ -62,17 +65,80 @@ double secondsUntilServing(kj::WaitScope& ws, moe::proto::Router::Client& router
   return -1;
 }
 
+// One event's traffic: what the clients saw, and (restart events) how soon the shard served again.
+struct EventRun {
+  uint64_t requests = 0, errors = 0;
+  double p50Ms = 0, p99Ms = 0, backSeconds = -1;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+EventRun runEvent(moe::deploy::LocalCluster& c, kj::WaitScope& ws,
+                  moe::proto::Router::Client& router, uint32_t H, const Event& e,
+                  const std::string& victim, uint64_t requests) {
+  std::thread injector;
+  if (e.inject) {
+    injector = std::thread([&]() {
+      std::this_thread::sleep_for(500ms);
+      e.inject(c);
+    });
+  }
+  auto r = moe::bench::runScenario(ws, router, 0, H, {4, 16}, requests);
+  if (injector.joinable()) injector.join();
+  EventRun run{r.requests, r.errors, r.p50Ms, r.p99Ms, -1};
+  if (e.restart) {
+    if (auto s = c.restartShard(victim); !s) {
+      std::cerr << "moe-chaos-bench: restart: " << s.message() << "\n";
+      std::exit(1);
+    }
+    run.backSeconds = secondsUntilServing(ws, router, H, c.config().router.admin, victim);
+  }
+  return run;
+}
+
+// Per event: requests and failures summed over the rounds; medians of p50, p99, p99 over the
+// same round's steady p99, and the time back in rotation.
+void printReport(const std::vector<Event>& events, const std::vector<std::vector<EventRun>>& runs) {
+  std::printf(
+      "| event | requests | failed | p50 ms | p99 ms | p99 / steady | back in rotation |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
+  for (size_t i = 0; i < events.size(); ++i) {
+    uint64_t requests = 0, errors = 0;
+    std::vector<double> p50, p99, ratio, back;
+    for (size_t r = 0; r < runs[i].size(); ++r) {
+      const EventRun& x = runs[i][r];
+      requests += x.requests;
+      errors += x.errors;
+      p50.push_back(x.p50Ms);
+      p99.push_back(x.p99Ms);
+      ratio.push_back(x.p99Ms / runs[0][r].p99Ms);  // events[0] is steady state
+      back.push_back(x.backSeconds);
+    }
+    char backText[32] = "—";
+    if (events[i].restart) std::snprintf(backText, sizeof(backText), "%.2f s", median(back));
+    std::printf("| %s | %llu | %llu | %.2f | %.2f | %.2f | %s |\n", events[i].name.c_str(),
+                static_cast<unsigned long long>(requests), static_cast<unsigned long long>(errors),
+                median(p50), median(p99), median(ratio), backText);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string config = "deploy/local/replicated-cluster.yaml";
-  uint64_t requests = 400;
+  uint64_t requests = 200;
+  int rounds = 3;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     if (a == "--config")
       config = argv[i + 1];
     else if (a == "--requests")
       requests = std::stoull(argv[i + 1]);
+    else if (a == "--rounds")
+      rounds = std::max(1, std::stoi(argv[i + 1]));
   }
   moe::setLogLevel(moe::LogLevel::kWarn);
   moe::deploy::LocalClusterOptions opts;
@@ -90,7 +156,6 @@ int main(int argc, char** argv) {
                   .wait(io.waitScope);
   auto router = conn->bootstrap<moe::proto::Router>();
   const uint32_t H = router.infoRequest().send().wait(io.waitScope).getInfo().getHiddenSize();
-  const moe::bench::ConcurrencyScenario load{4, 16};
   const std::vector<Event> events = {
       {"steady state", {}, false},
       {"kill -9 " + victim, [&](auto& cl) { kill(cl.pidOf(victim), SIGKILL); }, true},
@@ -104,40 +169,18 @@ int main(int argc, char** argv) {
        false},
       {"SIGTERM (drain) " + victim, [&](auto& cl) { kill(cl.pidOf(victim), SIGTERM); }, true},
   };
-  moe::bench::runScenario(io.waitScope, router, 0, H, load, 8);  // warm-up
-  std::printf("moe-chaos-bench — %s; 4 clients × 16 tokens, %llu requests per event\n\n",
-              config.c_str(), static_cast<unsigned long long>(requests));
-  std::printf(
-      "| event | requests | failed | p50 ms | p99 ms | p99 / steady | back in rotation |\n");
-  std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
-  double steadyP99 = 0;
-  for (const Event& e : events) {
-    std::thread injector;
-    if (e.inject) {
-      injector = std::thread([&]() {
-        std::this_thread::sleep_for(500ms);
-        e.inject(c);
-      });
-    }
-    auto r = moe::bench::runScenario(io.waitScope, router, 0, H, load, requests);
-    if (injector.joinable()) injector.join();
-    if (!e.inject) steadyP99 = r.p99Ms;
-    std::string back = "—";
-    if (e.restart) {
-      if (auto s = c.restartShard(victim); !s) {
-        std::cerr << "moe-chaos-bench: restart: " << s.message() << "\n";
-        return 1;
-      }
-      char buf[32];
-      std::snprintf(buf, sizeof(buf), "%.2f s",
-                    secondsUntilServing(io.waitScope, router, H, c.config().router.admin, victim));
-      back = buf;
-    }
-    std::printf("| %s | %llu | %llu | %.2f | %.2f | %.2f | %s |\n", e.name.c_str(),
-                static_cast<unsigned long long>(r.requests),
-                static_cast<unsigned long long>(r.errors), r.p50Ms, r.p99Ms,
-                steadyP99 > 0 ? r.p99Ms / steadyP99 : 0.0, back.c_str());
+  moe::bench::runScenario(io.waitScope, router, 0, H, {4, 16}, 8);  // warm-up
+  // Round-robin over the events, so the machine's noise spreads over all of them.
+  std::vector<std::vector<EventRun>> runs(events.size());
+  for (int r = 0; r < rounds; ++r) {
+    for (size_t i = 0; i < events.size(); ++i)
+      runs[i].push_back(runEvent(c, io.waitScope, router, H, events[i], victim, requests));
   }
+  std::printf(
+      "moe-chaos-bench — %s; 4 clients × 16 tokens, %llu requests per event and round, %d "
+      "rounds\n\n",
+      config.c_str(), static_cast<unsigned long long>(requests), rounds);
+  printReport(events, runs);
   c.stop();
   return 0;
 }
