@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <functional>
 #include <iostream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -131,14 +132,25 @@ int main(int argc, char** argv) {
   std::string config = "deploy/local/replicated-cluster.yaml";
   uint64_t requests = 200;
   int rounds = 3;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string a = argv[i];
-    if (a == "--config")
-      config = argv[i + 1];
-    else if (a == "--requests")
-      requests = std::stoull(argv[i + 1]);
-    else if (a == "--rounds")
-      rounds = std::max(1, std::stoi(argv[i + 1]));
+  std::string flag;
+  try {
+    for (int i = 1; i < argc; i += 2) {
+      const std::string a = argv[i];
+      flag = a;
+      if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
+      if (a == "--config") {
+        config = argv[i + 1];
+      } else if (a == "--requests" && (requests = std::stoull(argv[i + 1])) >= 1) {
+      } else if (a == "--rounds" && (rounds = std::stoi(argv[i + 1])) >= 1) {
+      } else {
+        throw std::invalid_argument(a + " " + argv[i + 1]);
+      }
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "moe-chaos-bench: " << flag << ": bad value (" << e.what()
+              << ")\nusage: moe-chaos-bench "
+              << "[--config CLUSTER.yaml] [--requests N >= 1] [--rounds N >= 1]\n";
+    return 2;
   }
   moe::setLogLevel(moe::LogLevel::kWarn);
   moe::deploy::LocalClusterOptions opts;

@@ -93,33 +93,41 @@ int main(int argc, char** argv) {
   bool json = false;
   std::string scenarioList = "1x128,16x8,64x1,1x1";
   uint64_t scenarioTokens = 2048;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--config" && i + 1 < argc) {
-      config = argv[++i];
-    } else if (a == "--concurrency" && i + 1 < argc) {
-      scenarioList = argv[++i];
-    } else if (a == "--concurrency-tokens" && i + 1 < argc) {
-      scenarioTokens = std::stoull(argv[++i]);
-    } else if (a == "--batches" && i + 1 < argc) {
-      batches.clear();
-      if (std::string(argv[i + 1]) == "none") {
-        ++i;
-        continue;
+  // A value that is not a number (std::sto* throws) is a usage error like an unknown flag.
+  std::string flag;
+  try {
+    for (int i = 1; i < argc; ++i) {
+      std::string a = argv[i];
+      flag = a;
+      if (a == "--config" && i + 1 < argc) {
+        config = argv[++i];
+      } else if (a == "--concurrency" && i + 1 < argc) {
+        scenarioList = argv[++i];
+      } else if (a == "--concurrency-tokens" && i + 1 < argc) {
+        scenarioTokens = std::stoull(argv[++i]);
+      } else if (a == "--batches" && i + 1 < argc) {
+        batches.clear();
+        if (std::string(argv[i + 1]) == "none") {
+          ++i;
+          continue;
+        }
+        std::stringstream ss(argv[++i]);
+        for (std::string t; std::getline(ss, t, ',');)
+          batches.push_back(static_cast<uint32_t>(std::stoul(t)));
+      } else if (a == "--repeats" && i + 1 < argc) {
+        repeats = std::max(1, std::stoi(argv[++i]));
+      } else if (a == "--json") {
+        json = true;
+      } else {
+        std::cerr << "usage: moe-bench [--config CLUSTER.yaml] [--batches 1,8,64,256,1024|none] "
+                     "[--concurrency 1x128,16x8,64x1,1x1|none] [--concurrency-tokens 2048] "
+                     "[--repeats N] [--json]\n";
+        return 2;
       }
-      std::stringstream ss(argv[++i]);
-      for (std::string t; std::getline(ss, t, ',');)
-        batches.push_back(static_cast<uint32_t>(std::stoul(t)));
-    } else if (a == "--repeats" && i + 1 < argc) {
-      repeats = std::max(1, std::stoi(argv[++i]));
-    } else if (a == "--json") {
-      json = true;
-    } else {
-      std::cerr << "usage: moe-bench [--config CLUSTER.yaml] [--batches 1,8,64,256,1024|none] "
-                   "[--concurrency 1x128,16x8,64x1,1x1|none] [--concurrency-tokens 2048] "
-                   "[--repeats N] [--json]\n";
-      return 2;
     }
+  } catch (const std::exception& e) {
+    std::cerr << "moe-bench: " << flag << ": not a valid number (" << e.what() << ")\n";
+    return 2;
   }
   const auto scenarios = scenarioList == "none" ? std::vector<moe::bench::ConcurrencyScenario>{}
                                                 : moe::bench::parseScenarios(scenarioList);
