@@ -15,6 +15,7 @@
 #include <charconv>
 #include <chrono>
 #include <exception>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string_view>
@@ -35,10 +36,10 @@ using tcp = asio::ip::tcp;
 using Request = http::request<http::string_body>;
 using Response = http::response<http::string_body>;
 
-// Admin requests are bodiless GETs; the limits only bound what a confused or hostile client can
-// make us buffer.
+// Admin requests are GETs and small POSTs (a placement YAML); the limits only bound what a
+// confused or hostile client can make us buffer.
 constexpr uint32_t kMaxHeaderBytes = 8 * 1024;
-constexpr uint64_t kMaxBodyBytes = 4 * 1024;
+constexpr uint64_t kMaxBodyBytes = 1024 * 1024;
 // After a failed accept (e.g. out of file descriptors) wait before the next one instead of
 // spinning on the same error.
 constexpr auto kAcceptRetryDelay = std::chrono::milliseconds(100);
@@ -92,6 +93,25 @@ Result<tcp::endpoint> parseListen(const std::string& listen, asio::io_context& i
 
 // Connection errors that are part of normal life (peer went away, idle timeout, shutdown) are
 // not worth a warning; anything else (malformed HTTP, limits exceeded) is.
+http::status httpStatusFor(StatusCode code) {
+  switch (code) {
+    case StatusCode::kOk:
+      return http::status::ok;
+    case StatusCode::kInvalidArgument:
+      return http::status::bad_request;
+    case StatusCode::kFailedPrecondition:
+      return http::status::conflict;
+    case StatusCode::kResourceExhausted:
+      return http::status::too_many_requests;
+    case StatusCode::kUnavailable:
+      return http::status::service_unavailable;
+    case StatusCode::kDeadlineExceeded:
+      return http::status::gateway_timeout;
+    default:
+      return http::status::internal_server_error;
+  }
+}
+
 bool isRoutineDisconnect(const beast::error_code& ec) {
   return ec == http::error::end_of_stream || ec == http::error::partial_message ||
          ec == beast::error::timeout || ec == asio::error::eof ||
@@ -118,6 +138,23 @@ class Endpoints {
     state_.store(s);
   }
   ServiceState state() const { return state_.load(); }
+
+  void setAction(std::string path, AdminAction action) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    actions_.insert_or_assign(std::move(path), std::move(action));
+  }
+  // The action for the request's path, when there is one.
+  AdminAction action(const Request& req) const {
+    std::string_view target = toStd(req.target());
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = actions_.find(std::string(target.substr(0, target.find('?'))));
+    return it == actions_.end() ? AdminAction() : it->second;
+  }
+  static Response actionResponse(const Request& req, const AdminReply& r) {
+    std::string body = r.body;
+    if (body.empty() || body.back() != '\n') body += '\n';
+    return reply(req, httpStatusFor(r.code), kTextType, std::move(body));
+  }
 
   Response respond(const Request& req) const {
     std::string_view target = toStd(req.target());
@@ -203,7 +240,8 @@ class Endpoints {
 
   const std::shared_ptr<prometheus::Registry> registry_;
   const std::function<std::string()> info_;
-  mutable std::mutex mutex_;  // guards reason_, and keeps state_ and reason_ consistent
+  mutable std::mutex mutex_;  // guards reason_ and actions_, keeps state_ and reason_ consistent
+  std::map<std::string, AdminAction> actions_;  // POST path -> action
   std::atomic<ServiceState> state_{ServiceState::kStarting};
   std::string reason_;
 };
@@ -232,7 +270,37 @@ class Session : public std::enable_shared_from_this<Session> {
   void onRead(beast::error_code ec, size_t /*bytes*/) {
     if (ec == http::error::end_of_stream) return shutdown();
     if (ec) return drop("read", ec);
+    if (AdminAction action = endpoints_.action(parser_->get())) {
+      if (parser_->get().method() == http::verb::post) return act(action);
+      response_ = Endpoints::actionResponse(
+          parser_->get(), {StatusCode::kInvalidArgument, "method not allowed (use POST)"});
+      response_.result(http::status::method_not_allowed);
+      response_.set(http::field::allow, "POST");
+      return write();
+    }
     response_ = endpoints_.respond(parser_->get());
+    write();
+  }
+
+  // Runs an action; its answer is written from the admin thread whenever it comes.
+  void act(const AdminAction& action) {
+    request_ = parser_->release();
+    auto self = shared_from_this();
+    try {
+      action(request_.body(), [self](AdminReply r) {
+        asio::post(self->stream_.get_executor(), [self, r = std::move(r)]() {
+          self->response_ = Endpoints::actionResponse(self->request_, r);
+          self->write();
+        });
+      });
+    } catch (const std::exception& e) {  // an action that throws costs one 500
+      logWarn("admin: ", toStd(request_.target()), " failed: ", e.what());
+      response_ = Endpoints::actionResponse(request_, {StatusCode::kInternal, "internal error"});
+      write();
+    }
+  }
+
+  void write() {
     stream_.expires_after(idleTimeout_);
     http::async_write(stream_, response_,
                       beast::bind_front_handler(&Session::onWrite, shared_from_this()));
@@ -261,6 +329,7 @@ class Session : public std::enable_shared_from_this<Session> {
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
+  Request request_;    // an action's request, kept until its answer comes
   Response response_;  // lives here until async_write is done with it
   const Endpoints& endpoints_;
   const std::chrono::milliseconds idleTimeout_;
@@ -392,6 +461,10 @@ void AdminServer::setState(ServiceState s, std::string reason) {
 
 ServiceState AdminServer::state() const {
   return impl_->endpoints.state();
+}
+
+void AdminServer::setAction(std::string path, AdminAction action) {
+  impl_->endpoints.setAction(std::move(path), std::move(action));
 }
 
 }  // namespace moe

@@ -1,5 +1,6 @@
 // AdminServer: the admin HTTP plane of every service — /metrics (Prometheus text), /healthz
-// (liveness), /readyz (readiness) and /v1/info (JSON) — served by Boost.Asio/Beast on its own
+// (liveness), /readyz (readiness), /v1/info (JSON) and the POST actions a service adds (the
+// router's /admin/placement) — served by Boost.Asio/Beast on its own
 // thread, so a busy or stuck KJ event loop never hides a service from its probes and scrapes.
 #pragma once
 
@@ -33,6 +34,15 @@ struct AdminOptions {
   uint32_t idleTimeoutMs = 10000;
 };
 
+// The answer to an admin action: a status (its HTTP status follows from the code) and a text body.
+struct AdminReply {
+  StatusCode code = StatusCode::kOk;
+  std::string body;
+};
+// An admin action, run for a POST to its path with the request body. It must not block (it runs
+// on the admin thread); it calls `done` exactly once, from any thread, when it has an answer.
+using AdminAction = std::function<void(std::string body, std::function<void(AdminReply)> done)>;
+
 class AdminServer {
  public:
   // Binds, then serves on its own thread. Fails (naming the address) when the address does not
@@ -48,6 +58,8 @@ class AdminServer {
   // later calls are ignored, so a late "dependency back" cannot make a stopping service ready.
   void setState(ServiceState s, std::string reason = "");
   ServiceState state() const;
+  // Thread-safe: from now on a POST to `path` (e.g. "/admin/placement") runs `action`.
+  void setAction(std::string path, AdminAction action);
 
  private:
   struct Impl;

@@ -30,7 +30,29 @@ void onSignal(int sig) {
 }
 }  // namespace
 
-kj::Promise<int> onTerminationSignal(kj::LowLevelAsyncIoProvider& io) {
+namespace {
+// Reads signal numbers off the pipe until one ends the process.
+kj::Promise<int> nextTermination(kj::Own<kj::AsyncInputStream> stream,
+                                 std::function<void()> onHangup) {
+  auto buf = kj::heapArray<unsigned char>(1);
+  auto read = stream->tryRead(buf.begin(), 1, 1);
+  return read.then([buf = kj::mv(buf), stream = kj::mv(stream),
+                    onHangup = std::move(onHangup)](size_t n) mutable -> kj::Promise<int> {
+    if (n != 1) return 0;
+    if (buf[0] != SIGHUP) return static_cast<int>(buf[0]);
+    if (onHangup) {
+      logInfo("received SIGHUP; reloading");
+      onHangup();
+    } else {
+      logInfo("received SIGHUP; nothing to reload, ignored");
+    }
+    return nextTermination(kj::mv(stream), std::move(onHangup));
+  });
+}
+}  // namespace
+
+kj::Promise<int> onTerminationSignal(kj::LowLevelAsyncIoProvider& io,
+                                     std::function<void()> onHangup) {
   int fds[2];
   KJ_SYSCALL(pipe2(fds, O_CLOEXEC | O_NONBLOCK));
   gSignalPipeWrite = fds[1];
@@ -40,11 +62,9 @@ kj::Promise<int> onTerminationSignal(kj::LowLevelAsyncIoProvider& io) {
   sa.sa_flags = SA_RESTART;
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGHUP, &sa, nullptr);
   auto stream = io.wrapInputFd(fds[0], kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
-  auto buf = kj::heapArray<unsigned char>(1);
-  auto read = stream->tryRead(buf.begin(), 1, 1);
-  return read.then([buf = kj::mv(buf)](size_t n) { return n == 1 ? static_cast<int>(buf[0]) : 0; })
-      .attach(kj::mv(stream));
+  return nextTermination(kj::mv(stream), std::move(onHangup));
 }
 
 namespace {
@@ -77,7 +97,7 @@ kj::Promise<int> drainAccepted(kj::AsyncIoContext& io, RpcListener& listener,
 
 int serveUntilSignal(kj::AsyncIoContext& io, capnp::Capability::Client bootstrap,
                      const ServeOptions& options) {
-  auto signal = onTerminationSignal(*io.lowLevelProvider);
+  auto signal = onTerminationSignal(*io.lowLevelProvider, options.reload);
   kj::Own<kj::ConnectionReceiver> receiver;
   try {
     auto addr = io.provider->getNetwork().parseAddress(options.listen).wait(io.waitScope);

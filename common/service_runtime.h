@@ -18,9 +18,11 @@
 
 namespace moe {
 
-// Resolves when the process receives SIGINT or SIGTERM. Works whichever thread the signal lands
+// Resolves when the process receives SIGINT or SIGTERM; on each SIGHUP before that, calls
+// `onHangup` (or logs that there is nothing to reload). Works whichever thread the signal lands
 // on (BLAS and CUDA start threads of their own before main runs), via a handler and a pipe.
-kj::Promise<int> onTerminationSignal(kj::LowLevelAsyncIoProvider& io);
+kj::Promise<int> onTerminationSignal(kj::LowLevelAsyncIoProvider& io,
+                                     std::function<void()> onHangup = {});
 
 struct ServeOptions {
   std::string listen;              // RPC address
@@ -33,6 +35,9 @@ struct ServeOptions {
   // as soon as that promise resolves and the replies are written, or after drainMs at the latest
   // (0: no limit). Unset: the process keeps serving for drainMs, then returns.
   std::function<kj::Promise<void>()> drain = {};
+  // Called on the event loop on every SIGHUP, when set (the router reloads its shard list); it
+  // must not block. Unset: SIGHUP is logged and ignored rather than ending the process.
+  std::function<void()> reload = {};
 };
 
 // Listens, serves `bootstrap` on every connection, logs "<what> ready on <addr>", and on

@@ -36,6 +36,7 @@ struct BatchPipeline::Attempt {
 // One batch in flight: owned jointly by its stages' jobs, so each finds it alive.
 struct BatchPipeline::State {
   Batch batch;
+  std::shared_ptr<const Placement> placement;  // the one the batch started with, reload or not
   LayerModel layer;
   ReplicaChoice replicas;
   RoutedBatch routed;
@@ -56,8 +57,7 @@ BatchPipeline::BatchPipeline(const RouterModel& model, ShardTransport& transport
       timer_(timer),
       metrics_(metrics) {}
 
-ReplicaChoice BatchPipeline::chooseReplicas(uint32_t layer) {
-  const Placement& p = *model_.placement;
+ReplicaChoice BatchPipeline::chooseReplicas(const Placement& p, uint32_t layer) {
   ReplicaChoice c;
   c.available.assign(model_.model.numExperts, 1);  // zero-computation experts: the router
   c.shardOfExpert.resize(p.numExperts());
@@ -113,8 +113,10 @@ kj::Promise<Batcher::Replies> BatchPipeline::run(Batch batch, kj::Function<void(
   }
   auto st = std::make_shared<State>();
   st->batch = std::move(batch);
+  st->placement = model_.placement;
   st->layer = *layer;
-  st->replicas = chooseReplicas(st->batch.layer);
+  st->layer.placement = st->placement.get();
+  st->replicas = chooseReplicas(*st->placement, st->batch.layer);
   prepareRequests(*st);
   const float scale = model_.model.expertInputScale();
   const uint32_t H = model_.model.hiddenSize;
@@ -271,7 +273,7 @@ kj::Promise<void> BatchPipeline::send(std::shared_ptr<State> st, size_t i) {
 // The segments of `work` placed on other usable replicas of their experts (not `work`'s shard).
 Result<std::vector<ShardWork>> BatchPipeline::otherReplicas(const State& st,
                                                             const ShardWork& work) {
-  const Placement& p = *model_.placement;
+  const Placement& p = *st.placement;
   const uint32_t layer = st.batch.layer;
   return replanOnto(
       work,

@@ -37,7 +37,7 @@ class BatchPipeline {
  private:
   struct State;
   // The replicas a batch of `layer` uses now (and which experts are available).
-  ReplicaChoice chooseReplicas(uint32_t layer);
+  ReplicaChoice chooseReplicas(const Placement& p, uint32_t layer);
   struct Attempt;
   void prepareRequests(State& st);
   static Result<RoutedBatch> routeAndEncode(State& st, float scale, uint32_t H);

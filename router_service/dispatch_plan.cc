@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <map>
+#include <numeric>
 
 #include "common/checkpoint.h"
 #include "common/config.h"
@@ -19,13 +20,21 @@ Placement::Placement(uint32_t numLayers, uint32_t numExperts, uint32_t numShards
       sharedHolders_(numLayers) {}
 
 Placement Placement::fromConfig(const ClusterConfig& config, const ModelConfig& model) {
-  Placement p(model.numLayers, model.numFfnExperts, static_cast<uint32_t>(config.shards.size()));
-  for (uint32_t s = 0; s < config.shards.size(); ++s) {
-    const auto& shard = config.shards[s];
+  std::vector<uint32_t> index(config.shards.size());
+  std::iota(index.begin(), index.end(), 0u);
+  return fromShards(config.shards, index, static_cast<uint32_t>(index.size()), model);
+}
+
+Placement Placement::fromShards(const std::vector<ShardConfig>& shards,
+                                std::span<const uint32_t> index, uint32_t numShards,
+                                const ModelConfig& model) {
+  Placement p(model.numLayers, model.numFfnExperts, numShards);
+  for (size_t i = 0; i < shards.size(); ++i) {
+    const ShardConfig& shard = shards[i];
     for (uint32_t layer : model.moeLayers) {
       if (!shard.servesLayer(layer)) continue;
-      for (uint32_t e : shard.experts) p.add(layer, e, s);
-      if (shard.sharedExpert) p.addShared(layer, s);
+      for (uint32_t e : shard.experts) p.add(layer, e, index[i]);
+      if (shard.sharedExpert) p.addShared(layer, index[i]);
     }
   }
   return p;

@@ -21,6 +21,7 @@
 namespace moe {
 struct ClusterConfig;
 struct ModelConfig;
+struct ShardConfig;
 }  // namespace moe
 
 namespace moe::router {
@@ -30,6 +31,10 @@ class Placement {
  public:
   Placement(uint32_t numLayers, uint32_t numExperts, uint32_t numShards);
   static Placement fromConfig(const ClusterConfig& config, const ModelConfig& model);
+  // `shards[i]` is shard index[i] of `numShards` (a reloaded list keeps the indices shards had).
+  static Placement fromShards(const std::vector<ShardConfig>& shards,
+                              std::span<const uint32_t> index, uint32_t numShards,
+                              const ModelConfig& model);
   void add(uint32_t layer, uint32_t expert, uint32_t shard);
   void addShared(uint32_t layer, uint32_t shard);
   std::span<const uint32_t> shardsFor(uint32_t layer, uint32_t expert) const;

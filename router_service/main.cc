@@ -1,4 +1,5 @@
 // moe-router: the router service process. Usage: moe-router --config cluster.yaml
+// SIGTERM drains; SIGHUP (or POST /admin/placement) reloads the shard list.
 #include <kj/async-io.h>
 #include <prometheus/registry.h>
 
@@ -9,6 +10,7 @@
 #include "common/log.h"
 #include "common/service_flags.h"
 #include "common/service_runtime.h"
+#include "router_service/placement_reloader.h"
 #include "router_service/router_metrics.h"
 #include "router_service/router_server.h"
 
@@ -75,6 +77,14 @@ int main(int argc, char** argv) {
   auto watch = router.watchShards(admin.get(), 2000).eagerlyEvaluate([](kj::Exception&& e) {
     moe::logError("shard watcher stopped: ", e.getDescription().cStr());
   });
+  // SIGHUP and POST /admin/placement: a new shard list, without a restart.
+  moe::router::PlacementReloader reloader(
+      router, flags.value().config, [&info, &cluster, &m, backend](const moe::ClusterConfig& next) {
+        moe::ClusterConfig now = cluster;
+        now.shards = next.shards;
+        info->set(moe::serviceInfoJson(now, &m, "router", "router", backend));
+      });
+  if (admin) reloader.serveOn(*admin);
   // SIGTERM: /readyz says draining and requests are still served for drain_ms (while load
   // balancers stop sending here); then new requests are refused (Unavailable) and the process
   // exits once every request in flight is answered — each is bounded by timeouts.request_ms, so
@@ -83,6 +93,7 @@ int main(int argc, char** argv) {
                           /*readyWhenListening=*/false, /*drainMs=*/0};
   const uint32_t drainMs = cluster.timeouts.drainMs;
   kj::Timer& timer = io.provider->getTimer();
+  serve.reload = [&reloader]() { reloader.onHangup(); };
   serve.drain = [&router, &timer, drainMs]() {
     return timer.afterDelay(drainMs * kj::MILLISECONDS).then([&router]() {
       router.startDraining();

@@ -26,7 +26,7 @@ std::string missingText(const std::map<uint32_t, std::vector<std::string>>& miss
 std::string outOfRotation(const ShardHealth& health, const ShardTransport& transport) {
   std::string out;
   for (uint32_t s = 0; s < health.size(); ++s) {
-    if (health.usable(s)) continue;
+    if (health.usable(s) || health.removed(s)) continue;
     out += (out.empty() ? "" : "; ") + transport.label(s) + " " + health.describe(s);
   }
   return out;

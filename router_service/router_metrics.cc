@@ -95,52 +95,56 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, const ModelConfig& 
     st.window.probSum.assign(model.numExperts, 0);
   }
   addMissingExpertSeries(registry);
-  auto& duration = prometheus::BuildHistogram()
-                       .Name("moe_shard_rpc_duration_seconds")
-                       .Help("Latency of one ExpertShard.run call, per shard")
-                       .Register(registry);
-  auto& errors = prometheus::BuildCounter()
-                     .Name("moe_shard_rpc_errors_total")
-                     .Help("Failed ExpertShard.run calls, per shard and code")
-                     .Register(registry);
-  auto& inFlightShard = prometheus::BuildGauge()
-                            .Name("moe_shard_rpc_in_flight")
-                            .Help("ExpertShard.run calls in flight, per shard")
-                            .Register(registry);
-  auto& up = prometheus::BuildGauge()
-                 .Name("moe_shard_up")
-                 .Help("1 when the last call or probe to the shard succeeded")
-                 .Register(registry);
-  auto& rows = prometheus::BuildCounter()
-                   .Name("moe_shard_rows_sent_total")
-                   .Help("Token rows sent to the shard")
-                   .Register(registry);
-  auto& inflightRows = prometheus::BuildGauge()
-                           .Name("moe_shard_inflight_rows")
-                           .Help("Token rows sent to the shard and not yet answered")
-                           .Register(registry);
-  auto& mismatches =
-      prometheus::BuildCounter()
-          .Name("moe_shard_identity_mismatch_total")
-          .Help("Probes that found another model or placement at the shard's address")
-          .Register(registry);
-  for (const auto& s : shards) {
-    const prometheus::Labels l{{"shard", s.name}};
-    auto withCode = [&](const char* code) {
-      return &errors.Add({{"shard", s.name}, {"code", code}});
-    };
-    Shard sh{};
-    sh.duration = &duration.Add(l, latencyBuckets());
-    sh.inFlight = &inFlightShard.Add(l);
-    sh.up = &up.Add(l);
-    sh.rowsSent = &rows.Add(l);
-    sh.inflightRows = &inflightRows.Add(l);
-    sh.identityMismatches = &mismatches.Add(l);
-    sh.errUnavailable = withCode("unavailable");
-    sh.errDeadline = withCode("deadline_exceeded");
-    sh.errInternal = withCode("internal");
-    shards_.push_back(sh);
-  }
+  ShardFamilies& f = shardFamilies_;
+  f.duration = &prometheus::BuildHistogram()
+                    .Name("moe_shard_rpc_duration_seconds")
+                    .Help("Latency of one ExpertShard.run call, per shard")
+                    .Register(registry);
+  f.errors = &prometheus::BuildCounter()
+                  .Name("moe_shard_rpc_errors_total")
+                  .Help("Failed ExpertShard.run calls, per shard and code")
+                  .Register(registry);
+  f.inFlight = &prometheus::BuildGauge()
+                    .Name("moe_shard_rpc_in_flight")
+                    .Help("ExpertShard.run calls in flight, per shard")
+                    .Register(registry);
+  f.up = &prometheus::BuildGauge()
+              .Name("moe_shard_up")
+              .Help("1 when the last call or probe to the shard succeeded")
+              .Register(registry);
+  f.rowsSent = &prometheus::BuildCounter()
+                    .Name("moe_shard_rows_sent_total")
+                    .Help("Token rows sent to the shard")
+                    .Register(registry);
+  f.inflightRows = &prometheus::BuildGauge()
+                        .Name("moe_shard_inflight_rows")
+                        .Help("Token rows sent to the shard and not yet answered")
+                        .Register(registry);
+  f.identityMismatches =
+      &prometheus::BuildCounter()
+           .Name("moe_shard_identity_mismatch_total")
+           .Help("Probes that found another model or placement at the shard's address")
+           .Register(registry);
+  for (const auto& s : shards) addShard(s);
+}
+
+void RouterMetrics::addShard(const ShardConfig& shard) {
+  const ShardFamilies& f = shardFamilies_;
+  const prometheus::Labels l{{"shard", shard.name}};
+  auto withCode = [&](const char* code) {
+    return &f.errors->Add({{"shard", shard.name}, {"code", code}});
+  };
+  Shard sh{};
+  sh.duration = &f.duration->Add(l, latencyBuckets());
+  sh.inFlight = &f.inFlight->Add(l);
+  sh.up = &f.up->Add(l);
+  sh.rowsSent = &f.rowsSent->Add(l);
+  sh.inflightRows = &f.inflightRows->Add(l);
+  sh.identityMismatches = &f.identityMismatches->Add(l);
+  sh.errUnavailable = withCode("unavailable");
+  sh.errDeadline = withCode("deadline_exceeded");
+  sh.errInternal = withCode("internal");
+  shards_.push_back(sh);
 }
 
 void RouterMetrics::addMissingExpertSeries(prometheus::Registry& registry) {

@@ -48,6 +48,7 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <deque>
 #include <map>
 #include <string>
 #include <string_view>
@@ -90,6 +91,9 @@ class RouterMetrics {
     void recordError(std::string_view code);
   };
   Shard& shard(size_t index) { return shards_[index]; }
+  // The series of a shard that joined at run time (a reload); its index is the next one. A shard
+  // listed again under the same name shares its series with its earlier index.
+  void addShard(const ShardConfig& shard);
 
   prometheus::Gauge& inFlight;
   prometheus::Gauge& queueDepth;
@@ -124,7 +128,17 @@ class RouterMetrics {
   prometheus::Histogram& requestDuration_;
   std::map<std::string, prometheus::Counter*, std::less<>> requestsByCode_;
   std::map<uint32_t, Layer> layers_;
-  std::vector<Shard> shards_;
+  struct ShardFamilies {
+    prometheus::Family<prometheus::Histogram>* duration;
+    prometheus::Family<prometheus::Counter>* errors;
+    prometheus::Family<prometheus::Gauge>* inFlight;
+    prometheus::Family<prometheus::Gauge>* up;
+    prometheus::Family<prometheus::Counter>* rowsSent;
+    prometheus::Family<prometheus::Gauge>* inflightRows;
+    prometheus::Family<prometheus::Counter>* identityMismatches;
+  };
+  ShardFamilies shardFamilies_{};
+  std::deque<Shard> shards_;  // a deque: references stay valid as shards join
   uint32_t numExperts_;
 };
 

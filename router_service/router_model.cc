@@ -32,7 +32,7 @@ Result<std::unique_ptr<RouterModel>> RouterModel::load(const ClusterConfig& clus
     return makeError(StatusCode::kFailedPrecondition,
                      "router.device " + cluster.router.device.str() + ": " + backend.error());
   m->backend = std::move(backend).value();
-  m->placement = std::make_unique<Placement>(Placement::fromConfig(cluster, m->model));
+  m->placement = std::make_shared<const Placement>(Placement::fromConfig(cluster, m->model));
   for (uint32_t layer : m->model.moeLayers) {
     const bool sharedOnShard = std::any_of(
         cluster.shards.begin(), cluster.shards.end(),

@@ -1,6 +1,7 @@
 // RouterModel: everything the router loads at start-up (config, model, gate networks, shared
 // experts, DeepSeek-V3 biases, MoE++ zero-computation experts, placement), immutable once
-// serving; and LayerModel, the borrowed view of one MoE layer that the route stage works on.
+// serving but for the placement, which a reload replaces whole (a batch keeps the one it started
+// with); and LayerModel, the borrowed view of one MoE layer that the route stage works on.
 #pragma once
 
 #include <map>
@@ -37,7 +38,7 @@ struct RouterModel {
   ModelConfig model;
   std::string fingerprint;  // modelFingerprint of the checkpoint: what every shard must report
   std::unique_ptr<kernels::Backend> backend;
-  std::unique_ptr<Placement> placement;
+  std::shared_ptr<const Placement> placement;  // replaced whole by a reload, never changed
   std::map<uint32_t, std::unique_ptr<GateNetwork>> gates;    // MoE layer -> its router network
   std::map<uint32_t, std::unique_ptr<SharedExpert>> shared;  // MoE layer -> its shared expert
   std::map<uint32_t, std::vector<float>> bias;  // MoE layer -> [E] score correction (DeepSeek-V3)
@@ -47,7 +48,7 @@ struct RouterModel {
   // expert (its FFN only when no shard holds it) and MoE++ zero-computation experts.
   static Result<std::unique_ptr<RouterModel>> load(const ClusterConfig& cluster);
 
-  // The view of MoE layer `layer`; null when it is not an MoE layer.
+  // The view of MoE layer `layer` with the current placement; null when it is not an MoE layer.
   std::optional<LayerModel> layerModel(uint32_t layer) const;
 };
 

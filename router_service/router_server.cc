@@ -1,6 +1,8 @@
 // RouterServer implementation: the RPC glue around the request stages.
 #include "router_service/router_server.h"
 
+#include <algorithm>
+
 #include "common/log.h"
 #include "common/rpc_endpoint.h"
 #include "common/rpc_status.h"
@@ -134,9 +136,72 @@ void RouterServer::updateReadiness(AdminServer* admin) {
 }
 
 kj::Promise<void> RouterServer::watchShards(AdminServer* admin, uint32_t periodMs) {
+  admin_ = admin;
   health_.onChange([this, admin]() { updateReadiness(admin); });
   updateReadiness(admin);
   return prober_->run(periodMs);
+}
+
+kj::Promise<Result<std::string>> RouterServer::reloadShards(ClusterConfig next) {
+  if (reloading_) {
+    return Result<std::string>(Status::error(StatusCode::kUnavailable,
+                                             "a placement reload is already running; try again"));
+  }
+  if (auto s = checkReloadable(next, *model_); !s) return Result<std::string>(s);
+  std::vector<ShardConfig> table;
+  std::vector<bool> removed;
+  for (uint32_t i = 0; i < transport_->numShards(); ++i) {
+    table.push_back(transport_->shard(i));
+    removed.push_back(health_.removed(i));
+  }
+  auto plan = std::make_shared<ShardReload>(planShardReload(table, removed, next.shards));
+  // New shards join the table now, but no placement lists them until they have been probed.
+  std::vector<uint32_t> verify;
+  for (const ShardConfig& c : plan->added) {
+    verify.push_back(transport_->addShard(c));
+    health_.add();
+    if (metrics_) metrics_->addShard(c);
+  }
+  for (size_t i = 0; i < next.shards.size(); ++i) {
+    const uint32_t s = plan->index[i];
+    const bool relisted =
+        std::find(plan->relisted.begin(), plan->relisted.end(), s) != plan->relisted.end();
+    const bool changed =
+        std::find(plan->changed.begin(), plan->changed.end(), s) != plan->changed.end();
+    if (!relisted && !changed) continue;
+    transport_->setConfig(s, next.shards[i]);  // what its identity is checked against now
+    if (relisted) health_.reinstate(s, "listed again by a reload; not yet verified");
+    verify.push_back(s);
+  }
+  reloading_ = true;
+  // A shard that does not answer within the connect timeout joins later, when its probe passes.
+  const uint32_t waitMs = model_->cluster.timeouts.connectMs + 1000;
+  return prober_->probeNow(verify)
+      .exclusiveJoin(timer_.afterDelay(waitMs * kj::MILLISECONDS))
+      .then([this, next = std::move(next), plan]() -> Result<std::string> {
+        reloading_ = false;
+        return applyPlacement(next, *plan);
+      });
+}
+
+std::string RouterServer::applyPlacement(const ClusterConfig& next, const ShardReload& plan) {
+  std::vector<ShardConfig> table;
+  for (uint32_t i = 0; i < transport_->numShards(); ++i) table.push_back(transport_->shard(i));
+  model_->placement = std::make_shared<const Placement>(Placement::fromShards(
+      next.shards, plan.index, static_cast<uint32_t>(transport_->numShards()), model_->model));
+  model_->cluster.shards = next.shards;
+  for (uint32_t s : plan.removed) health_.markRemoved(s);
+  updateReadiness(admin_);
+  std::string summary = plan.summary(table);
+  for (const ShardConfig& c : plan.added) {
+    for (uint32_t i = 0; i < transport_->numShards(); ++i) {
+      if (transport_->shard(i).name == c.name && !health_.usable(i) && !health_.removed(i)) {
+        summary += "; " + c.name + " " + health_.describe(i);
+      }
+    }
+  }
+  logInfo("placement reloaded from ", next.sourcePath, ": ", summary);
+  return summary;
 }
 
 kj::Promise<void> RouterServer::info(InfoContext context) {
@@ -149,9 +214,14 @@ kj::Promise<void> RouterServer::info(InfoContext context) {
     info.setBackend(std::string(model_->backend->name()));
     info.setMaxTokens(model_->cluster.router.maxTokens);
     info.setFingerprint(model_->fingerprint);
-    auto shards = info.initShards(static_cast<unsigned>(transport_->numShards()));
+    std::vector<uint32_t> listed;  // every shard of the placement: removed ones are gone
     for (uint32_t i = 0; i < transport_->numShards(); ++i) {
-      auto s = shards[i];
+      if (!health_.removed(i)) listed.push_back(i);
+    }
+    auto shards = info.initShards(static_cast<unsigned>(listed.size()));
+    for (unsigned k = 0; k < listed.size(); ++k) {
+      const uint32_t i = listed[k];
+      auto s = shards[k];
       s.setName(transport_->shard(i).name);
       s.setAddress(transport_->shard(i).listen);
       s.setReachable(health_.usable(i));

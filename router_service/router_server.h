@@ -18,6 +18,7 @@
 #include "router_service/router_model.h"
 #include "router_service/shard_health.h"
 #include "router_service/shard_prober.h"
+#include "router_service/shard_reload.h"
 #include "router_service/shard_transport.h"
 
 namespace moe::router {
@@ -43,6 +44,15 @@ class RouterServer final : public proto::Router::Server {
   // plane's readiness true (readiness.h). Every up shard is probed every `periodMs`.
   kj::Promise<void> watchShards(AdminServer* admin, uint32_t periodMs);
 
+  // Replaces the shard list with `next.shards` (SIGHUP, POST /admin/placement) without dropping
+  // a request: shards new to the list join and are probed first (each must prove its identity
+  // before it gets a token); then the new placement serves every batch that starts from then on,
+  // and shards no longer listed are removed — they get no new work and are disconnected once
+  // their calls are answered. Batches already running finish on the placement they started
+  // with. Fails, changing nothing, when `next` is not valid for this router (shard_reload.h) or
+  // another reload is running. Resolves to a one-line summary of what changed.
+  kj::Promise<Result<std::string>> reloadShards(ClusterConfig next);
+
  private:
   static BatchingPolicy policyFor(const RouterConfig& router);
   BatchObserver observer();
@@ -54,10 +64,14 @@ class RouterServer final : public proto::Router::Server {
   }
 
   void callEnded();
+  // The second half of reloadShards, once the new and changed shards were probed.
+  std::string applyPlacement(const ClusterConfig& next, const ShardReload& plan);
 
   std::unique_ptr<RouterModel> model_;
   kj::Timer& timer_;
   bool draining_ = false;
+  bool reloading_ = false;
+  AdminServer* admin_ = nullptr;  // readiness reported here, when the admin plane is on
   uint64_t inFlight_ = 0;
   std::vector<kj::Own<kj::PromiseFulfiller<void>>> idleWaiters_;
   RouterMetrics* metrics_;

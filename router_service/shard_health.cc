@@ -25,11 +25,18 @@ const char* shardStateName(ShardState s) {
       return "draining";
     case ShardState::kMismatch:
       return "identity mismatch";
+    case ShardState::kRemoved:
+      return "removed";
   }
   return "unknown";
 }
 
 ShardHealth::ShardHealth(size_t shards) : shards_(shards) {}
+
+uint32_t ShardHealth::add() {
+  shards_.emplace_back();
+  return static_cast<uint32_t>(shards_.size() - 1);
+}
 
 std::string ShardHealth::describe(uint32_t s) const {
   const std::string& why = shards_[s].why;
@@ -37,6 +44,8 @@ std::string ShardHealth::describe(uint32_t s) const {
 }
 
 void ShardHealth::set(uint32_t s, ShardState state, std::string why) {
+  // A late probe or call result must not bring a removed shard back into rotation.
+  if (shards_[s].state == ShardState::kRemoved) return;
   const bool changed = shards_[s].state != state;
   shards_[s].state = state;
   shards_[s].why = std::move(why);
@@ -67,8 +76,23 @@ void ShardHealth::markMismatch(uint32_t s, std::string why) {
   set(s, ShardState::kMismatch, std::move(why));
 }
 
+void ShardHealth::markRemoved(uint32_t s) {
+  set(s, ShardState::kRemoved, "removed from the placement");
+}
+
+void ShardHealth::reinstate(uint32_t s, std::string why) {
+  Shard& sh = shards_[s];
+  const bool changed = sh.state != ShardState::kUnverified;
+  const uint64_t inflight = sh.inflightRows;  // calls still out (to its old self) end later
+  sh = Shard{};
+  sh.why = std::move(why);
+  sh.inflightRows = inflight;
+  if (changed && onChange_) onChange_();
+}
+
 bool ShardHealth::probeDue(uint32_t s, Clock::time_point now) const {
-  return shards_[s].state != ShardState::kUp && now >= shards_[s].nextProbe;
+  const ShardState st = shards_[s].state;
+  return st != ShardState::kUp && st != ShardState::kRemoved && now >= shards_[s].nextProbe;
 }
 
 void ShardHealth::probeFailed(uint32_t s, Clock::time_point now) {

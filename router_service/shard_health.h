@@ -2,8 +2,10 @@
 // why — plus the load statistics the replica choice uses. A shard starts unverified and is used
 // only after it proved its identity (model fingerprint and placement); a call that fails
 // Unavailable marks it down at once (circuit breaker) and it is probed again with capped
-// exponential backoff; a shard that says it is draining gets no new work.
-// Event-loop thread only.
+// exponential backoff; a shard that says it is draining gets no new work. A shard taken out of
+// the placement by a reload is removed: it gets no work and no probes until a reload lists it
+// again. Shards are only ever added (indices stay valid for batches in flight). Event-loop thread
+// only.
 #pragma once
 
 #include <chrono>
@@ -16,7 +18,7 @@
 
 namespace moe::router {
 
-enum class ShardState { kUnverified, kUp, kDown, kDraining, kMismatch };
+enum class ShardState { kUnverified, kUp, kDown, kDraining, kMismatch, kRemoved };
 const char* shardStateName(ShardState s);
 
 class ShardHealth {
@@ -30,6 +32,8 @@ class ShardHealth {
   void onChange(std::function<void()> f) { onChange_ = std::move(f); }
 
   size_t size() const { return shards_.size(); }
+  // A new shard, unverified; returns its index.
+  uint32_t add();
   bool usable(uint32_t s) const { return shards_[s].state == ShardState::kUp; }
   ShardState state(uint32_t s) const { return shards_[s].state; }
   const std::string& why(uint32_t s) const { return shards_[s].why; }
@@ -40,6 +44,11 @@ class ShardHealth {
   void markDown(uint32_t s, std::string why);  // a call failed Unavailable, or a probe did
   void markDraining(uint32_t s);
   void markMismatch(uint32_t s, std::string why);  // the shard is not what the placement says
+  // A reload took the shard out of the placement: nothing but reinstate() changes that.
+  void markRemoved(uint32_t s);
+  bool removed(uint32_t s) const { return shards_[s].state == ShardState::kRemoved; }
+  // A reload listed the shard again (or changed what it holds): unverified, probed at once.
+  void reinstate(uint32_t s, std::string why);
 
   // When a shard that is not up should be probed next; probeFailed doubles the wait (capped).
   bool probeDue(uint32_t s, Clock::time_point now) const;

@@ -93,6 +93,25 @@ void ShardProber::apply(uint32_t s, proto::ServiceInfo::Reader info) {
   if (!health_.usable(s)) health_.probeFailed(s, ShardHealth::Clock::now());
 }
 
+void ShardProber::grow() {
+  probing_.resize(transport_.numShards(), false);
+  lastProbe_.resize(transport_.numShards());
+}
+
+kj::Promise<void> ShardProber::probeNow(const std::vector<uint32_t>& shards) {
+  grow();
+  kj::Vector<kj::Promise<void>> probes;
+  for (uint32_t s : shards) {
+    if (probing_[s]) continue;
+    // Owned by the task set too: a caller that stops waiting must not cancel the probe (its shard
+    // would stay "probing" for ever).
+    auto p = probe(s).fork();
+    tasks_.add(p.addBranch());
+    probes.add(p.addBranch());
+  }
+  return kj::joinPromises(probes.releaseAsArray());
+}
+
 kj::Promise<void> ShardProber::probe(uint32_t s) {
   probing_[s] = true;
   lastProbe_[s] = ShardHealth::Clock::now();
@@ -111,7 +130,7 @@ kj::Promise<void> ShardProber::probe(uint32_t s) {
 kj::Promise<void> ShardProber::probeAll() {
   kj::Vector<kj::Promise<void>> probes;
   for (uint32_t s = 0; s < transport_.numShards(); ++s) {
-    if (probing_[s]) continue;
+    if (probing_[s] || health_.removed(s)) continue;
     probes.add(probe(s));
   }
   return kj::joinPromises(probes.releaseAsArray());
@@ -122,9 +141,15 @@ kj::Promise<void> ShardProber::run(uint32_t periodMs) {
 }
 
 kj::Promise<void> ShardProber::tick(uint32_t periodMs) {
+  grow();
   const auto now = ShardHealth::Clock::now();
   for (uint32_t s = 0; s < transport_.numShards(); ++s) {
     if (probing_[s]) continue;
+    if (health_.removed(s)) {
+      // Drained: every call it had is answered, so its connection can go.
+      if (health_.inflightRows(s) == 0) transport_.disconnect(s);
+      continue;
+    }
     const bool periodic = now - lastProbe_[s] >= std::chrono::milliseconds(periodMs);
     if (!health_.probeDue(s, now) && !periodic) continue;
     tasks_.add(probe(s));

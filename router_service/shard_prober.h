@@ -36,8 +36,12 @@ class ShardProber final : private kj::TaskSet::ErrorHandler {
   kj::Promise<void> run(uint32_t periodMs);
   // Probes every shard now; resolves when all answered or failed.
   kj::Promise<void> probeAll();
+  // A reload added shards or changed what some hold: grows to the transport's shards and probes
+  // each of `shards` now; resolves when all answered or failed.
+  kj::Promise<void> probeNow(const std::vector<uint32_t>& shards);
 
  private:
+  void grow();  // to the transport's shard count (a reload adds shards)
   kj::Promise<void> probe(uint32_t shard);
   void apply(uint32_t shard, proto::ServiceInfo::Reader info);
   kj::Promise<void> tick(uint32_t periodMs);

@@ -46,14 +46,23 @@ kj::Promise<ShardTransport::InfoResponse> ShardTransport::info(uint32_t shard) {
   return guarded<InfoResponse>(shard, kj::mv(call), timeouts_.connectMs + timeouts_.shardCallMs);
 }
 
+uint32_t ShardTransport::addShard(const ShardConfig& config) {
+  configs_.push_back(config);
+  const auto index = static_cast<uint32_t>(configs_.size() - 1);
+  open(index);
+  return index;
+}
+
 CapnpShardTransport::CapnpShardTransport(kj::AsyncIoProvider& io, kj::Timer& timer,
                                          const std::vector<ShardConfig>& shards,
                                          const TimeoutConfig& timeouts)
-    : ShardTransport(timer, timeouts) {
-  for (uint32_t i = 0; i < shards.size(); ++i) {
-    clients_.push_back(std::make_unique<ShardClient>(io, timer, shards[i], timeouts,
-                                                     [this, i]() { notifyLost(i); }));
-  }
+    : ShardTransport(timer, timeouts), io_(io) {
+  for (const ShardConfig& s : shards) addShard(s);
+}
+
+void CapnpShardTransport::open(uint32_t i) {
+  clients_.push_back(std::make_unique<ShardClient>(io_, timer(), shard(i), timeouts(),
+                                                   [this, i]() { notifyLost(i); }));
 }
 
 kj::Promise<proto::ExpertShard::Client> CapnpShardTransport::capability(uint32_t shard) {
@@ -72,8 +81,23 @@ InProcessShardTransport::InProcessShardTransport(kj::Timer& timer, const Timeout
     : ShardTransport(timer, timeouts) {}
 
 void InProcessShardTransport::add(const ShardConfig& config, proto::ExpertShard::Client shard) {
-  configs_.push_back(config);
-  shards_.push_back(kj::mv(shard));
+  offer(config.name, kj::mv(shard));
+  addShard(config);
+}
+
+void InProcessShardTransport::offer(const std::string& name, proto::ExpertShard::Client shard) {
+  offered_.insert_or_assign(name, kj::mv(shard));
+}
+
+void InProcessShardTransport::open(uint32_t index) {
+  auto it = offered_.find(shard(index).name);
+  if (it != offered_.end()) {
+    proto::ExpertShard::Client cap = it->second;  // a new reference to the same server
+    shards_.push_back(kj::mv(cap));
+  } else {  // nothing serves that name here: like an address where nothing listens
+    shards_.push_back(capnp::Capability::Client(KJ_EXCEPTION(DISCONNECTED, "connection refused"))
+                          .castAs<proto::ExpertShard>());
+  }
 }
 
 kj::Promise<proto::ExpertShard::Client> InProcessShardTransport::capability(uint32_t shard) {

@@ -8,7 +8,9 @@
 #include <kj/async-io.h>
 #include <kj/timer.h>
 
+#include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -28,8 +30,16 @@ class ShardTransport {
   ShardTransport(kj::Timer& timer, const TimeoutConfig& timeouts);
   virtual ~ShardTransport() = default;
 
-  virtual size_t numShards() const = 0;
-  virtual const ShardConfig& shard(uint32_t index) const = 0;
+  size_t numShards() const { return configs_.size(); }
+  const ShardConfig& shard(uint32_t index) const { return configs_[index]; }
+  // A shard joins (a reload listed it): returns its index. Shards are never taken out, so an index
+  // stays valid for as long as a batch holds it; a removed shard just gets no more work.
+  uint32_t addShard(const ShardConfig& config);
+  // A reload changed what the shard holds (same name and address): the config the identity check
+  // compares against from now on.
+  void setConfig(uint32_t shard, const ShardConfig& config) { configs_[shard] = config; }
+  // Closes the shard's connection, if any (a removed shard, once its calls are answered).
+  void disconnect(uint32_t shard) { connectionLost(shard); }
 
   // A request for `shard` at once when its connection is up, else nothing. Run calls never open
   // a connection: only `info` (the prober, which verifies the shard's identity first) does.
@@ -47,6 +57,8 @@ class ShardTransport {
   std::string label(uint32_t shard) const;
 
  protected:
+  // Makes shard `index` (just appended to the configs) reachable.
+  virtual void open(uint32_t index) = 0;
   virtual kj::Promise<proto::ExpertShard::Client> capability(uint32_t shard) = 0;
   // The capability when it is usable right now (connected), else nothing.
   virtual kj::Maybe<proto::ExpertShard::Client> readyCapability(uint32_t shard) = 0;
@@ -55,6 +67,8 @@ class ShardTransport {
   void notifyLost(uint32_t shard) {
     if (lost_) lost_(shard);
   }
+  kj::Timer& timer() const { return timer_; }
+  const TimeoutConfig& timeouts() const { return timeouts_; }
 
  private:
   template <typename T>
@@ -63,6 +77,7 @@ class ShardTransport {
   kj::Timer& timer_;
   TimeoutConfig timeouts_;
   std::function<void(uint32_t)> lost_;
+  std::deque<ShardConfig> configs_;  // by index; a deque so references stay valid as shards join
 };
 
 // Shards over Cap'n Proto connections (ShardClient each).
@@ -70,33 +85,35 @@ class CapnpShardTransport final : public ShardTransport {
  public:
   CapnpShardTransport(kj::AsyncIoProvider& io, kj::Timer& timer,
                       const std::vector<ShardConfig>& shards, const TimeoutConfig& timeouts);
-  size_t numShards() const override { return clients_.size(); }
-  const ShardConfig& shard(uint32_t index) const override { return clients_[index]->config(); }
 
  protected:
+  void open(uint32_t index) override;
   kj::Promise<proto::ExpertShard::Client> capability(uint32_t shard) override;
   kj::Maybe<proto::ExpertShard::Client> readyCapability(uint32_t shard) override;
   void connectionLost(uint32_t shard) override;
 
  private:
+  kj::AsyncIoProvider& io_;
   std::vector<std::unique_ptr<ShardClient>> clients_;
 };
 
 // Shards in this process: each an ExpertShard capability served locally (a real ShardServer, or
-// a scripted one that fails or stalls on purpose).
+// a scripted one that fails or stalls on purpose), found by the shard's name.
 class InProcessShardTransport final : public ShardTransport {
  public:
   InProcessShardTransport(kj::Timer& timer, const TimeoutConfig& timeouts);
+  // Serves `config.name` with `shard` and adds it as the next shard.
   void add(const ShardConfig& config, proto::ExpertShard::Client shard);
-  size_t numShards() const override { return configs_.size(); }
-  const ShardConfig& shard(uint32_t index) const override { return configs_[index]; }
+  // Makes `name` reachable for a later addShard (a reload); an unoffered name is refused.
+  void offer(const std::string& name, proto::ExpertShard::Client shard);
 
  protected:
+  void open(uint32_t index) override;
   kj::Promise<proto::ExpertShard::Client> capability(uint32_t shard) override;
   kj::Maybe<proto::ExpertShard::Client> readyCapability(uint32_t shard) override;
 
  private:
-  std::vector<ShardConfig> configs_;
+  std::map<std::string, proto::ExpertShard::Client> offered_;
   std::vector<proto::ExpertShard::Client> shards_;
 };
 

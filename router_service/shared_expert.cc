@@ -19,6 +19,7 @@ Result<std::unique_ptr<SharedExpert>> SharedExpert::load(kernels::Backend& backe
     auto ffn = kernels::uploadExpert(backend, t.value(), m.sharedIntermediateSize, m.hiddenSize);
     if (!ffn) return makeError("layer " + std::to_string(layer) + " shared expert: " + ffn.error());
     s->ffn_ = std::move(ffn).value();
+    s->hasFfn_ = true;
   }
   if (m.sharedExpertGated) {
     auto g = ckpt.sharedExpertGate(layer);

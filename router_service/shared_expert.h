@@ -27,6 +27,9 @@ class SharedExpert {
   Result<std::vector<float>> weights(kernels::Backend& backend, std::span<const float> x,
                                      uint32_t T) const;
 
+  // Whether the FFN was loaded here (no shard held it at start-up).
+  bool hasFfn() const { return hasFfn_; }
+
   // out = the shared contribution for x. x: [T, H], out: [T, H] (overwritten). Needs the FFN.
   Status compute(kernels::Backend& backend, std::span<const float> x, uint32_t T,
                  std::span<float> out) const;
@@ -35,6 +38,7 @@ class SharedExpert {
   kernels::ResidentExpert ffn_;
   std::unique_ptr<kernels::Matrix> gate_;  // [1, H], or null when ungated
   uint32_t hidden_ = 0;
+  bool hasFfn_ = false;
 };
 
 }  // namespace moe::router

@@ -1,7 +1,8 @@
 // Fault tolerance over real processes (router + 3 shards on loopback, every expert on 2 of the 3
-// shards), under 4 concurrent clients: a shard killed with SIGKILL and then restarted loses no
-// request — calls in flight to it fail over to the other replica inside the request — and every
-// answer equals the healthy cluster's; the restarted shard is verified and back in rotation.
+// shards), under 4 concurrent clients: a shard killed with SIGKILL and then restarted, a stalled
+// replica, a foreign shard on a listed address and replicas added and removed at run time (SIGHUP,
+// POST /admin/placement) lose no request — calls in flight fail over to the other replica inside
+// the request — and every answer equals the healthy cluster's.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -58,9 +59,12 @@ class Traffic {
   void start() {
     for (int c = 0; c < 4; ++c) threads_.emplace_back([this, c]() { client(c); });
   }
+  ~Traffic() { stop(); }  // a failed assertion returns early: the clients still stop
   void stop() {
     stop_ = true;
-    for (auto& t : threads_) t.join();
+    for (auto& t : threads_) {
+      if (t.joinable()) t.join();
+    }
   }
   int sent() const { return sent_; }
   int failed() const { return failed_; }
@@ -188,6 +192,103 @@ TEST(Chaos, AForeignShardOnAListedAddressIsNeverServedFrom) {
   }
   kill(impostor, SIGKILL);
   waitpid(impostor, nullptr, 0);
+}
+
+// The YAML of `path` with its shard list replaced by `shards` (name, address and experts each).
+std::string withShards(const std::string& path, const std::vector<ShardConfig>& shards) {
+  std::ifstream in(path);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string out = text.substr(0, text.find("shards:\n")) + "shards:\n";
+  for (const ShardConfig& s : shards) {
+    out +=
+        "  - name: " + s.name + "\n    listen: " + s.listen + "\n    device: cpu\n    experts: [";
+    for (size_t j = 0; j < s.experts.size(); ++j) {
+      out += (j ? ", " : "") + std::to_string(s.experts[j]);
+    }
+    out += "]\n";
+  }
+  return out + text.substr(text.find("timeouts:"));
+}
+
+// Until Router.info lists exactly `names`, each in rotation (at most 10 s).
+bool waitForShards(TestClient& c, const std::vector<std::string>& names) {
+  for (int i = 0; i < 200; ++i) {
+    auto info = c.routerInfo();
+    if (info.value) {
+      std::vector<std::string> up;
+      for (auto s : info.value->getInfo().getShards()) {
+        if (s.getReachable()) up.emplace_back(s.getName().cStr());
+      }
+      if (up == names && info.value->getInfo().getShards().size() == names.size()) return true;
+    }
+    std::this_thread::sleep_for(50ms);
+  }
+  return false;
+}
+
+// Replicas added and removed at run time under 4 clients: SIGHUP swaps shard-1 for a new shard-3
+// (which must prove its identity first); shard-1, removed, is then killed without costing a
+// request; POST /admin/placement lists it again once restarted. Nothing fails, every answer is
+// the healthy cluster's, and the new replica takes traffic.
+TEST(Chaos, ReplicasAddedAndRemovedAtRunTimeLoseNoRequest) {
+  ClusterSpec spec = replicatedSpec();
+  const std::string admin = "127.0.0.1:" + std::to_string(freePort());
+  spec.routerYaml = "  admin: " + admin + "\n";
+  const std::string yaml = writeCluster("chaos-reload", spec);
+  auto cluster = startCluster(yaml);
+  ASSERT_NE(cluster, nullptr);
+  const std::string dir = yaml.substr(0, yaml.rfind('/'));
+  std::vector<ShardConfig> shards = cluster->config().shards;
+  ShardConfig extra = shards[0];
+  extra.name = "shard-3";
+  extra.listen = "127.0.0.1:" + std::to_string(freePort());
+  extra.experts = {0, 1, 2, 3, 4, 5, 6, 7};
+  std::ofstream(dir + "/grown.yaml") << withShards(yaml, {shards[0], shards[1], shards[2], extra});
+  const pid_t shard3 = spawn(
+      {deploy::selfDir() + "/moe-expert", "--config", dir + "/grown.yaml", "--shard", "shard-3"},
+      dir + "/logs/shard-3.log");
+  auto reap = kj::defer([shard3]() {
+    kill(shard3, SIGKILL);
+    waitpid(shard3, nullptr, 0);
+  });
+
+  std::vector<std::vector<float>> want;
+  ASSERT_NO_FATAL_FAILURE(want = healthyAnswers(cluster->routerAddress()));
+  Traffic traffic(cluster->routerAddress(), want);
+  traffic.start();
+  std::this_thread::sleep_for(300ms);
+  const std::string swapped = withShards(yaml, {shards[0], shards[2], extra});
+  std::ofstream(yaml) << swapped;
+  ASSERT_EQ(kill(cluster->pidOf("router"), SIGHUP), 0);
+  TestClient c(cluster->routerAddress());
+  EXPECT_TRUE(waitForShards(c, {"shard-0", "shard-2", "shard-3"}))
+      << "SIGHUP did not swap shard-1 for shard-3";
+  std::this_thread::sleep_for(300ms);
+  ASSERT_EQ(kill(cluster->pidOf("shard-1"), SIGKILL), 0);  // removed: nobody needs it now
+  std::this_thread::sleep_for(500ms);
+
+  const std::string all = withShards(yaml, {shards[0], shards[1], shards[2], extra});
+  std::ofstream(yaml) << all;
+  ASSERT_TRUE(cluster->restartShard("shard-1").isOk());
+  const auto [code, body] = httpPost(admin, "/admin/placement", all);
+  EXPECT_EQ(code, 200) << body;
+  EXPECT_EQ(body, "placement reloaded: listed again shard-1\n");
+  EXPECT_TRUE(waitForShards(c, {"shard-0", "shard-1", "shard-2", "shard-3"}));
+  const auto [badCode, badBody] = httpPost(admin, "/admin/placement", "shards: [");
+  EXPECT_EQ(badCode, 400) << badBody;
+  EXPECT_NE(badBody.find("POST /admin/placement"), std::string::npos) << badBody;
+  std::this_thread::sleep_for(300ms);
+  traffic.stop();
+
+  const auto [mcode, metrics] = httpGet(admin, "/metrics");
+  EXPECT_EQ(mcode, 200);
+  EXPECT_NE(metrics.find("moe_shard_rows_sent_total{shard=\"shard-3\"}"), std::string::npos);
+  EXPECT_EQ(metrics.find("moe_shard_rows_sent_total{shard=\"shard-3\"} 0\n"), std::string::npos)
+      << "shard-3 never took traffic";
+  EXPECT_EQ(traffic.failed(), 0) << traffic.firstError();
+  EXPECT_EQ(traffic.wrong(), 0);
+  std::printf("chaos SIGHUP swap + POST re-add: %d requests, %d failed, %d wrong\n", traffic.sent(),
+              traffic.failed(), traffic.wrong());
 }
 
 }  // namespace

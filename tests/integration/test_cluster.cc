@@ -220,7 +220,8 @@ std::vector<float> gateLogitValues(const TestClient::ForwardResponse& r) {
   return tensorValues(r.getGateLogits(), "gateLogits");
 }
 
-std::pair<int, std::string> httpGet(const std::string& address, const std::string& path) {
+namespace {
+std::pair<int, std::string> httpRequest(const std::string& address, const std::string& request) {
   auto colon = address.rfind(':');
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
@@ -233,8 +234,7 @@ std::pair<int, std::string> httpGet(const std::string& address, const std::strin
     close(fd);
     return {-1, ""};
   }
-  const std::string req =
-      "GET " + path + " HTTP/1.1\r\nHost: " + address + "\r\nConnection: close\r\n\r\n";
+  const std::string& req = request;
   if (write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
     close(fd);
     return {-1, ""};
@@ -247,6 +247,19 @@ std::pair<int, std::string> httpGet(const std::string& address, const std::strin
   if (resp.rfind("HTTP/1.1 ", 0) != 0) return {-1, resp};
   auto bodyAt = resp.find("\r\n\r\n");
   return {std::stoi(resp.substr(9, 3)), bodyAt == std::string::npos ? "" : resp.substr(bodyAt + 4)};
+}
+}  // namespace
+
+std::pair<int, std::string> httpGet(const std::string& address, const std::string& path) {
+  return httpRequest(
+      address, "GET " + path + " HTTP/1.1\r\nHost: " + address + "\r\nConnection: close\r\n\r\n");
+}
+
+std::pair<int, std::string> httpPost(const std::string& address, const std::string& path,
+                                     const std::string& body) {
+  return httpRequest(address, "POST " + path + " HTTP/1.1\r\nHost: " + address +
+                                  "\r\nConnection: close\r\nContent-Length: " +
+                                  std::to_string(body.size()) + "\r\n\r\n" + body);
 }
 
 pid_t spawn(const std::vector<std::string>& args, const std::string& log) {

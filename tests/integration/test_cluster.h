@@ -103,6 +103,9 @@ std::vector<float> gateLogitValues(const TestClient::ForwardResponse& r);
 // GET http://address/path over a fresh connection: (status code, body); status -1 when the
 // server does not answer.
 std::pair<int, std::string> httpGet(const std::string& address, const std::string& path);
+// POST `body` to http://address/path the same way.
+std::pair<int, std::string> httpPost(const std::string& address, const std::string& path,
+                                     const std::string& body);
 
 // Starts `args` (argv[0] a path) as a child process, its stderr appended to `log`; returns the pid.
 pid_t spawn(const std::vector<std::string>& args, const std::string& log);

@@ -40,16 +40,24 @@ class ScriptedShard final : public proto::ExpertShard::Server {
   proto::ExpertShard::Client real_;
 };
 
-std::string clusterYaml(const InProcessClusterSpec& spec) {
+void shardYaml(std::ostream& y, const std::string& name, size_t port,
+               const std::vector<uint32_t>& experts) {
+  y << "  - name: " << name << "\n    listen: 127.0.0.1:" << port
+    << "\n    device: reference\n    experts: [";
+  for (size_t j = 0; j < experts.size(); ++j) y << (j ? ", " : "") << experts[j];
+  y << "]\n";
+}
+
+// The router's YAML; with `spares`, the spare shards are listed after the others.
+std::string clusterYaml(const InProcessClusterSpec& spec, bool spares = false) {
   std::ostringstream y;
   y << "model:\n  path: model\nrouter:\n  listen: 127.0.0.1:1\n  device: reference\n"
     << spec.extraYaml << "shards:\n";
   for (size_t i = 0; i < spec.shardExperts.size(); ++i) {
-    y << "  - name: shard-" << i << "\n    listen: 127.0.0.1:" << (2 + i)
-      << "\n    device: reference\n    experts: [";
-    for (size_t j = 0; j < spec.shardExperts[i].size(); ++j)
-      y << (j ? ", " : "") << spec.shardExperts[i][j];
-    y << "]\n";
+    shardYaml(y, "shard-" + std::to_string(i), 2 + i, spec.shardExperts[i]);
+  }
+  for (size_t k = 0; spares && k < spec.spareExperts.size(); ++k) {
+    shardYaml(y, "spare-" + std::to_string(k), 1000 + k, spec.spareExperts[k]);
   }
   y << spec.routingYaml;
   y << "timeouts:\n  request_ms: " << spec.requestMs << "\n  shard_call_ms: " << spec.shardCallMs
@@ -72,11 +80,14 @@ InProcessCluster::InProcessCluster(const std::string& dir, const InProcessCluste
   auto written = writeSyntheticCheckpoint(spec.model, dir + "/model");
   if (!written) ADD_FAILURE() << written.message();
   std::ofstream(dir + "/cluster.yaml") << clusterYaml(spec);
+  std::ofstream(dir + "/cluster-all.yaml") << clusterYaml(spec, /*spares=*/true);
   auto cluster = loadClusterConfig(dir + "/cluster.yaml");
-  if (!cluster) {
-    ADD_FAILURE() << cluster.error();
+  auto all = loadClusterConfig(dir + "/cluster-all.yaml");
+  if (!cluster || !all) {
+    ADD_FAILURE() << cluster.error() << all.error();
     return;
   }
+  all_ = all.value();
   auto transport = std::make_unique<router::InProcessShardTransport>(io_.provider->getTimer(),
                                                                      cluster.value().timeouts);
   for (size_t i = 0; i < cluster.value().shards.size(); ++i) {
@@ -92,6 +103,12 @@ InProcessCluster::InProcessCluster(const std::string& dir, const InProcessCluste
       return;
     }
   }
+  for (size_t i = cluster.value().shards.size(); i < all_.shards.size(); ++i) {
+    auto loaded = loadShard(all_, i, ShardFault::kNone, spec, dir);
+    KJ_IF_MAYBE (shard, loaded) {
+      transport->offer(all_.shards[i].name, kj::mv(*shard));
+    }
+  }
   auto model = router::RouterModel::load(cluster.value());
   if (!model) {
     ADD_FAILURE() << model.error();
@@ -100,8 +117,11 @@ InProcessCluster::InProcessCluster(const std::string& dir, const InProcessCluste
   model_ = model.value()->model;
   parts_->routerMetrics = std::make_unique<router::RouterMetrics>(
       parts_->routerRegistry, model_, cluster.value().shards, "reference");
-  router_ = kj::heap<router::RouterServer>(std::move(model).value(), std::move(transport),
-                                           io_.provider->getTimer(), parts_->routerMetrics.get());
+  auto server =
+      kj::heap<router::RouterServer>(std::move(model).value(), std::move(transport),
+                                     io_.provider->getTimer(), parts_->routerMetrics.get());
+  server_ = server.get();
+  router_ = kj::mv(server);
   info();  // verifies the shards, as the service's prober does before any traffic
 }
 
@@ -146,6 +166,28 @@ double InProcessCluster::routerCounter(const std::string& name,
 
 capnp::Response<proto::Router::InfoResults> InProcessCluster::info() {
   return router_.infoRequest().send().wait(io_.waitScope);
+}
+
+kj::Promise<Result<std::string>> InProcessCluster::reloadAsync(
+    const std::vector<std::string>& shardNames) {
+  ClusterConfig next = all_;
+  next.shards.clear();
+  for (const std::string& name : shardNames) {
+    const ShardConfig* s = all_.findShard(name);
+    if (s != nullptr) {
+      next.shards.push_back(*s);
+    } else {  // a shard nobody serves: same experts as shard-0, an address where nothing listens
+      ShardConfig ghost = all_.shards[0];
+      ghost.name = name;
+      ghost.listen = "127.0.0.1:9";
+      next.shards.push_back(ghost);
+    }
+  }
+  return server_->reloadShards(std::move(next));
+}
+
+Result<std::string> InProcessCluster::reload(const std::vector<std::string>& shardNames) {
+  return reloadAsync(shardNames).wait(io_.waitScope);
 }
 
 InProcessCluster::~InProcessCluster() = default;

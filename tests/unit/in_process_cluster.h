@@ -19,11 +19,18 @@
 #include "tests/integration/test_cluster.h"
 #include "tools/synthetic_checkpoint.h"
 
+namespace moe::router {
+class RouterServer;
+}
+
 namespace moe::unit {
 
 struct InProcessClusterSpec {
   SyntheticModelSpec model;
   std::vector<std::vector<uint32_t>> shardExperts = {{0, 1, 2, 3}, {4, 5, 6, 7}};
+  // Shards "spare-<k>" that run and can be reached but are not in the router's list (a reload
+  // adds them).
+  std::vector<std::vector<uint32_t>> spareExperts;
   std::string extraYaml;  // appended to the router: section (e.g. "  batching: {enabled: false}\n")
   std::string routingYaml;  // a whole `routing:` section, or empty
   uint32_t requestMs = 20000;
@@ -57,6 +64,11 @@ class InProcessCluster {
   double routerCounter(const std::string& name, const std::map<std::string, std::string>& labels);
   // Router.info: probes every shard now (identity, health) and reports them.
   capnp::Response<proto::Router::InfoResults> info();
+  // Reloads the router's shard list (as SIGHUP does) with the named shards ("shard-<i>",
+  // "spare-<k>"; another name is a shard nobody serves); the reload's summary or error.
+  Result<std::string> reload(const std::vector<std::string>& shardNames);
+  // Starts a reload without waiting for it.
+  kj::Promise<Result<std::string>> reloadAsync(const std::vector<std::string>& shardNames);
 
  private:
   struct Parts;
@@ -66,8 +78,10 @@ class InProcessCluster {
                                                   const std::string& dir);
   kj::AsyncIoContext io_;
   ModelConfig model_;
+  ClusterConfig all_;  // the router's config with the spare shards listed too
   std::unique_ptr<Parts> parts_;
   proto::Router::Client router_;
+  router::RouterServer* server_ = nullptr;  // owned by router_
 };
 
 // The integration tests' helpers serve these tests too (same Router.forward results type).

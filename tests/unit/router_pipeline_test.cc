@@ -320,5 +320,80 @@ TEST_F(RouterPipeline, AFullQueueRefusesWithResourceExhausted) {
   EXPECT_GT(refused, 0);
 }
 
+// The shard names Router.info lists, and whether each is in rotation.
+std::vector<std::pair<std::string, bool>> listedShards(InProcessCluster& c) {
+  std::vector<std::pair<std::string, bool>> out;
+  auto info = c.info();
+  for (auto s : info.getInfo().getShards()) out.emplace_back(s.getName().cStr(), s.getReachable());
+  return out;
+}
+
+// A reload (SIGHUP) replaces a replica while requests are in flight: nothing fails, every answer
+// equals the healthy cluster's, the new replica takes traffic and the removed one gets none;
+// listed again, the removed one is verified and back.
+TEST_F(RouterPipeline, AReloadAddsAndRemovesReplicasWithoutLosingARequest) {
+  auto spec = tinySpec();
+  spec.shardExperts = {{0, 1, 2, 3, 4, 5, 6, 7}, {0, 1, 2, 3, 4, 5, 6, 7}};
+  spec.spareExperts = {{0, 1, 2, 3, 4, 5, 6, 7}};
+  std::vector<std::vector<float>> want;
+  {
+    InProcessCluster healthy((dir_ / "healthy").string(), spec);
+    for (int i = 0; i < 12; ++i)
+      want.push_back(outputValues(
+          healthy.forward(0, randomTokens(4, 64, 80 + i), 4).wait(healthy.waitScope())));
+  }
+  InProcessCluster c((dir_ / "reload").string(), spec);
+  kj::Vector<kj::Promise<InProcessCluster::ForwardResponse>> inFlight;
+  for (int i = 0; i < 6; ++i) inFlight.add(c.forward(0, randomTokens(4, 64, 80 + i), 4));
+  auto reload = c.reloadAsync({"shard-0", "spare-0"});
+  auto answers = inFlight.releaseAsArray();
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_LE(maxRelErr(outputValues(answers[i].wait(c.waitScope())), want[i]), 1e-6) << i;
+  }
+  auto r = reload.wait(c.waitScope());
+  ASSERT_TRUE(r.isOk()) << r.error();
+  EXPECT_EQ(r.value(), "added spare-0; removed shard-1");
+  const std::vector<std::pair<std::string, bool>> afterSwap = {{"shard-0", true},
+                                                               {"spare-0", true}};
+  EXPECT_EQ(listedShards(c), afterSwap);
+  const double removedRows = c.routerCounter("moe_shard_rows_sent_total", {{"shard", "shard-1"}});
+  for (int i = 0; i < 12; ++i) {
+    auto out = c.forward(0, randomTokens(4, 64, 80 + i), 4).wait(c.waitScope());
+    EXPECT_LE(maxRelErr(outputValues(out), want[i]), 1e-6) << i;
+  }
+  EXPECT_EQ(c.routerCounter("moe_shard_rows_sent_total", {{"shard", "shard-1"}}), removedRows);
+  EXPECT_GT(c.routerCounter("moe_shard_rows_sent_total", {{"shard", "spare-0"}}), 0);
+
+  r = c.reload({"shard-0", "shard-1", "spare-0"});
+  ASSERT_TRUE(r.isOk()) << r.error();
+  EXPECT_EQ(r.value(), "listed again shard-1");
+  const std::vector<std::pair<std::string, bool>> all = {
+      {"shard-0", true}, {"shard-1", true}, {"spare-0", true}};
+  EXPECT_EQ(listedShards(c), all);
+}
+
+// A list the model cannot be served from is refused whole (InvalidArgument naming the expert),
+// and a listed shard that nobody serves joins as down while the others keep serving.
+TEST_F(RouterPipeline, AReloadRefusesAnUnservableListAndSurvivesAnUnreachableShard) {
+  auto spec = tinySpec();
+  spec.shardExperts = {{0, 1, 2, 3}, {4, 5, 6, 7}, {0, 1, 2, 3, 4, 5, 6, 7}};
+  InProcessCluster c(dir_.string(), spec);
+  auto refused = c.reload({"shard-0", "shard-1"});  // fine: every expert still served
+  ASSERT_TRUE(refused.isOk()) << refused.error();
+  refused = c.reload({"shard-0"});
+  ASSERT_FALSE(refused.isOk());
+  EXPECT_EQ(refused.code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(contains(refused.error(), "no shard serves expert 4 of layer"));
+  auto ghost = c.reload({"shard-0", "shard-1", "ghost"});
+  ASSERT_TRUE(ghost.isOk()) << ghost.error();
+  EXPECT_TRUE(contains(ghost.value(), "added ghost"));
+  EXPECT_TRUE(contains(ghost.value(), "ghost down: shard ghost (127.0.0.1:9): connection refused"));
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_EQ(
+        c.forward(0, randomTokens(3, 64, 500 + i), 3).wait(c.waitScope()).getStats().getTokens(),
+        3u);
+  }
+}
+
 }  // namespace
 }  // namespace moe::unit
