@@ -17,7 +17,8 @@
   f  SIGTERM stops moe-cluster with status 0, leaving no process and no Prometheus data behind
 
 Usage: observability_test.py --bin BUILD/bin --source REPO [--static-only] [--keep]
-Python 3 standard library only; needs `prometheus` and `promtool` (Debian package prometheus).
+Python 3 with PyYAML (python3-yaml, for the alert coverage check); needs `prometheus` and
+`promtool` (Debian package prometheus).
 """
 import argparse
 import json
@@ -44,6 +45,11 @@ ALL_VALUE = ".*"
 # without a GPU (and the exporter) their queries return nothing, so the live check only requires
 # that they run. The dashboards' GPU panel says so in its description.
 EXTERNAL_EMPTY_PREFIXES = ("DCGM_",)
+# Metrics an alert rule already uses that a later change will export; until then the rule has no
+# series and never fires (its runbook says so).
+ANNOUNCED_METRICS = {
+    "moe_tls_handshake_failures_total": "exported by the TLS change (MoeTlsHandshakeFailures)",
+}
 
 
 def fail(msg):
@@ -174,6 +180,34 @@ def strip_strings(expr):
 
 def metric_names(text):
     return set(re.findall(r"(?<![A-Za-z0-9_:])(moe_[A-Za-z0-9_:]*)", text))
+
+
+def check_alert_coverage(source):
+    """Every alert has a severity and summary/description/runbook text, and alerts_test.yml
+    makes it fire at least once and checks it quiet at least once."""
+    import yaml  # PyYAML: only for this static check
+    prom = os.path.join(source, "deploy", "prometheus")
+    with open(os.path.join(prom, "alerts.yml")) as f:
+        rules = [r for g in yaml.safe_load(f)["groups"] for r in g["rules"] if "alert" in r]
+    with open(os.path.join(prom, "alerts_test.yml")) as f:
+        tests = yaml.safe_load(f)["tests"]
+    fired, quiet = set(), set()
+    for t in tests:
+        for a in t.get("alert_rule_test") or []:
+            (fired if a.get("exp_alerts") else quiet).add(a["alertname"])
+    for r in rules:
+        name = r["alert"]
+        if (r.get("labels") or {}).get("severity") not in ("warning", "critical"):
+            fail(f"alert {name}: severity label should be warning or critical")
+        for key in ("summary", "description", "runbook"):
+            if not (r.get("annotations") or {}).get(key, "").strip():
+                fail(f"alert {name}: no {key} annotation")
+        if name not in fired:
+            fail(f"alert {name}: no test in alerts_test.yml makes it fire")
+        if name not in quiet:
+            fail(f"alert {name}: no test in alerts_test.yml checks it stays quiet")
+    ok(f"{len(rules)} alerts: severity, summary, description and runbook; each tested firing "
+       "and quiet")
 
 
 def check_rules(source):
@@ -472,6 +506,9 @@ timeouts: {{drain_ms: 300}}
             used.setdefault(m, "deploy/prometheus/alerts.yml")
         for m, where in sorted(used.items()):
             base = re.sub(r"_(bucket|sum|count)$", "", m)
+            if m in ANNOUNCED_METRICS:
+                print(f"note: {m} (used by {where}) is not exported yet: {ANNOUNCED_METRICS[m]}")
+                continue
             if m not in exported and base not in exported:
                 fail(f"metric {m} (used by {where}) is not exported by the router or any shard")
         ok(f"{len(used)} metric names used by dashboards and alerts checked")
@@ -537,6 +574,7 @@ def main():
 
     boards = dashboards(args.source)
     check_rules(args.source)
+    check_alert_coverage(args.source)
     lint_dashboards(boards)
     check_coverage(args.source, boards)
     if not args.static_only:
