@@ -93,6 +93,31 @@ TEST(BucketLayouts, LatencyAndSizes) {
   }
 }
 
+// The case that opened issue 16: latencies whose p99 is 673 ms read as 978 ms from the old
+// buckets. A log-normal with that p99 (median 300 ms), bucketed both ways.
+TEST(BucketLayouts, LogNormalLatencyP99ReadsTrue) {
+  std::mt19937_64 rng(673);
+  const double sigma = 0.35, mu = std::log(0.673) - 2.326 * sigma;
+  std::lognormal_distribution<double> latency(mu, sigma);
+  std::vector<double> samples(20000);
+  for (double& v : samples) v = latency(rng);
+  const auto lat = latencyBuckets();
+  const std::vector<double> now(lat.begin(), lat.end());
+  for (double q : {0.5, 0.99}) {
+    const double truth = sampleQuantile(q, samples);
+    const double before = histogramQuantile(q, bucketize(samples, kOldLatencyBounds));
+    const double after = histogramQuantile(q, bucketize(samples, now));
+    std::printf("log-normal latency p%g: samples %.3f s, old buckets %.3f s, new buckets %.3f s\n",
+                q * 100, truth, before, after);
+    EXPECT_LE(std::fabs(after - truth) / truth, 0.10) << "p" << q * 100;
+  }
+  EXPECT_GT(histogramQuantile(0.99, bucketize(samples, kOldLatencyBounds)) /
+                sampleQuantile(0.99, samples),
+            1.3)
+      << "the old layout no longer shows the issue's error; is kOldLatencyBounds still the old "
+         "one?";
+}
+
 struct Agreement {
   const char* what;
   std::vector<double> client;   // the client's own measurements
