@@ -24,6 +24,7 @@
 #include <utility>
 
 #include "common/log.h"
+#include "common/metrics_util.h"
 
 namespace moe {
 namespace {
@@ -123,8 +124,9 @@ bool isRoutineDisconnect(const beast::error_code& ec) {
 // setState() runs on service threads while requests are answered on the admin thread.
 class Endpoints {
  public:
-  Endpoints(std::shared_ptr<prometheus::Registry> registry, std::function<std::string()> info)
-      : registry_(std::move(registry)), info_(std::move(info)) {}
+  Endpoints(std::shared_ptr<prometheus::Registry> registry, std::function<std::string()> info,
+            bool processMetrics)
+      : registry_(std::move(registry)), info_(std::move(info)), processMetrics_(processMetrics) {}
 
   void setState(ServiceState s, std::string reason) {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -182,9 +184,7 @@ class Endpoints {
     try {
       switch (*route) {
         case Route::kMetrics:
-          return reply(req, http::status::ok, kMetricsType,
-                       registry_ ? prometheus::TextSerializer().Serialize(registry_->Collect())
-                                 : std::string());
+          return reply(req, http::status::ok, kMetricsType, metricsText());
         case Route::kHealthz:
           return reply(req, http::status::ok, kTextType, "ok\n");
         case Route::kReadyz:
@@ -238,8 +238,18 @@ class Endpoints {
     return res;
   }
 
+  std::string metricsText() const {
+    std::vector<prometheus::MetricFamily> families;
+    if (registry_) families = registry_->Collect();
+    if (processMetrics_) {
+      for (auto& f : collectProcessMetrics()) families.push_back(std::move(f));
+    }
+    return families.empty() ? std::string() : prometheus::TextSerializer().Serialize(families);
+  }
+
   const std::shared_ptr<prometheus::Registry> registry_;
   const std::function<std::string()> info_;
+  const bool processMetrics_;
   mutable std::mutex mutex_;  // guards reason_ and actions_, keeps state_ and reason_ consistent
   std::map<std::string, AdminAction> actions_;  // POST path -> action
   std::atomic<ServiceState> state_{ServiceState::kStarting};
@@ -358,7 +368,7 @@ const char* serviceStateName(ServiceState s) {
 // sessions refer to.
 struct AdminServer::Impl {
   explicit Impl(AdminOptions options)
-      : endpoints(std::move(options.registry), std::move(options.info)),
+      : endpoints(std::move(options.registry), std::move(options.info), options.processMetrics),
         idleTimeout(options.idleTimeoutMs),
         listen(std::move(options.listen)) {}
 

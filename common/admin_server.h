@@ -29,6 +29,9 @@ struct AdminOptions {
   std::shared_ptr<prometheus::Registry> registry = {};  // what /metrics serves; null = empty
   // JSON body for /v1/info; called on the admin thread, so it must be thread-safe. Unset = "{}".
   std::function<std::string()> info = {};
+  // Append the process_* families (CPU, RSS, open fds, start time; common/metrics_util.h) to
+  // /metrics. Every service sets it; off by default so a bare registry serves exactly itself.
+  bool processMetrics = false;
   // A connection that sends no complete request (or does not take its response) for this long is
   // closed, so a stuck or slow client cannot pin a connection.
   uint32_t idleTimeoutMs = 10000;

@@ -227,6 +227,21 @@ MissingExpertPolicy missingExpertPolicy(Parser& p, const YAML::Node& node, const
          "'" + s + "' is not a missing-expert policy (expected error, renormalize or reroute)");
 }
 
+// The `metrics:` section.
+void parseMetrics(Parser& p, const YAML::Node& m, MetricsConfig& o) {
+  p.checkKeys(m, "metrics", {"per_expert"});
+  if (const auto n = m["per_expert"]) {
+    const auto s = p.str(n, "metrics.per_expert");
+    if (s == "all") {
+      o.perExpert = PerExpertMetrics::kAll;
+    } else if (s == "off") {
+      o.perExpert = PerExpertMetrics::kOff;
+    } else {
+      p.fail(n, "metrics.per_expert", "'" + s + "' is not a per-expert mode (expected all or off)");
+    }
+  }
+}
+
 // The `routing:` section.
 void parseRouting(Parser& p, const YAML::Node& r, RoutingOptions& o) {
   p.checkKeys(r, "routing",
@@ -254,7 +269,7 @@ void parseRouting(Parser& p, const YAML::Node& r, RoutingOptions& o) {
 ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir) {
   ClusterConfig c;
   if (!root.IsDefined() || root.IsNull()) p.fail(root, "(top level)", "the file is empty");
-  p.checkKeys(root, "", {"model", "router", "shards", "timeouts", "routing", "expert"});
+  p.checkKeys(root, "", {"model", "router", "shards", "timeouts", "routing", "expert", "metrics"});
 
   const auto model = root["model"];
   if (!model) p.fail(root, "model", "missing (needs model.path: the checkpoint directory)");
@@ -323,6 +338,7 @@ ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir)
   }
 
   if (const auto r = root["routing"]) parseRouting(p, r, c.routing);
+  if (const auto m = root["metrics"]) parseMetrics(p, m, c.metrics);
 
   if (const auto t = root["timeouts"]) {
     p.checkKeys(t, "timeouts", {"request_ms", "shard_call_ms", "connect_ms", "drain_ms"});
@@ -422,6 +438,33 @@ Result<ClusterConfig> loadClusterConfig(const std::string& path) {
   ss << in.rdbuf();
   auto base = std::filesystem::absolute(path).parent_path().string();
   return parseClusterConfig(ss.str(), path, base);
+}
+
+std::string_view perExpertMetricsName(PerExpertMetrics mode) {
+  switch (mode) {
+    case PerExpertMetrics::kAuto:
+      return "auto";
+    case PerExpertMetrics::kAll:
+      return "all";
+    case PerExpertMetrics::kOff:
+      return "off";
+  }
+  return "auto";
+}
+
+PerExpertMetrics resolvePerExpertMetrics(const MetricsConfig& config, const ModelConfig& model,
+                                         std::string* why) {
+  if (why) why->clear();
+  if (config.perExpert != PerExpertMetrics::kAuto) return config.perExpert;
+  const uint64_t pairs = static_cast<uint64_t>(model.moeLayers.size()) * model.numExperts;
+  if (pairs <= kPerExpertSeriesLimit) return PerExpertMetrics::kAll;
+  if (why) {
+    *why = "metrics.per_expert: off (" + std::to_string(model.moeLayers.size()) + " MoE layers × " +
+           std::to_string(model.numExperts) + " experts = " + std::to_string(pairs) +
+           " series per per-expert metric, over " + std::to_string(kPerExpertSeriesLimit) +
+           "); per-layer aggregates stay; set metrics: {per_expert: all} to export them anyway";
+  }
+  return PerExpertMetrics::kOff;
 }
 
 Status validatePlacement(const ClusterConfig& config, const ModelConfig& model) {

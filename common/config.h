@@ -102,6 +102,24 @@ struct RoutingOptions {
   MissingExpertPolicy missingExpert = MissingExpertPolicy::kError;
 };
 
+// Per-(layer, expert) metric series (config `metrics.per_expert`): the expert-load counters with
+// both labels, on the router and the shards. DeepSeek-V3 has 58 × 256 such pairs per metric, so
+// past kPerExpertSeriesLimit pairs the default is off; per-layer aggregates (max/mean load,
+// imbalance, entropy) are exported either way.
+enum class PerExpertMetrics {
+  kAuto,  // not set: all when layers × experts ≤ kPerExpertSeriesLimit, else off
+  kAll,
+  kOff,
+};
+inline constexpr uint64_t kPerExpertSeriesLimit = 4096;
+
+// "all" | "off" ("auto" for the unset default): the config spelling.
+std::string_view perExpertMetricsName(PerExpertMetrics mode);
+
+struct MetricsConfig {
+  PerExpertMetrics perExpert = PerExpertMetrics::kAuto;
+};
+
 struct ClusterConfig {
   std::string sourcePath;  // the YAML file it came from
   std::string modelPath;   // checkpoint directory, resolved against the YAML file's directory
@@ -110,6 +128,7 @@ struct ClusterConfig {
   TimeoutConfig timeouts;
   RoutingOptions routing;
   ExpertServiceConfig expertDefaults;  // `expert:`; already merged into each ShardConfig
+  MetricsConfig metrics;
 
   const ShardConfig* findShard(std::string_view name) const;
 };
@@ -122,6 +141,12 @@ Result<ClusterConfig> loadClusterConfig(const std::string& path);
 // Checks the placement against the model: expert ids < num experts, layers are MoE layers, and
 // every (layer, expert) pair is served by at least one shard.
 Status validatePlacement(const ClusterConfig& config, const ModelConfig& model);
+
+// The per-expert mode in force for this model: the configured one, or for kAuto all/off by the
+// number of (MoE layer, FFN expert) pairs. `why` (optional) gets a start-up log line for the
+// automatic choice of off, and stays empty otherwise.
+PerExpertMetrics resolvePerExpertMetrics(const MetricsConfig& config, const ModelConfig& model,
+                                         std::string* why = nullptr);
 
 // "host:port" → (host, port); errors name the text.
 Result<std::pair<std::string, uint16_t>> parseHostPort(std::string_view text);

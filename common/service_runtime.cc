@@ -202,6 +202,7 @@ Result<std::unique_ptr<AdminServer>> startAdminPlane(const std::string& listen,
   AdminOptions o;
   o.listen = listen;
   o.registry = std::move(registry);
+  o.processMetrics = true;
   o.info = [info]() { return info->get(); };
   auto admin = AdminServer::start(std::move(o));
   if (!admin) return makeError(admin.status());

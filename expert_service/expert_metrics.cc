@@ -6,7 +6,7 @@
 namespace moe::expert {
 
 ExpertMetrics::ExpertMetrics(prometheus::Registry& registry, const ExpertStore& store,
-                             std::string_view backend)
+                             std::string_view backend, const ExpertMetricsOptions& options)
     : computeDuration(prometheus::BuildHistogram()
                           .Name("moe_expert_compute_duration_seconds")
                           .Help("Compute time of one compute job (one ExpertShard.run, or several "
@@ -17,7 +17,7 @@ ExpertMetrics::ExpertMetrics(prometheus::Registry& registry, const ExpertStore& 
                     .Name("moe_expert_batch_rows")
                     .Help("Token rows per ExpertShard.run")
                     .Register(registry)
-                    .Add({}, sizeBuckets())),
+                    .Add({}, sizeBuckets(options.sizeLimits))),
       coalescedCalls(
           prometheus::BuildHistogram()
               .Name("moe_expert_coalesced_calls")
@@ -44,10 +44,11 @@ ExpertMetrics::ExpertMetrics(prometheus::Registry& registry, const ExpertStore& 
     requestsByCode_.emplace(code, &requests.Add({{"code", code}}));
   }
   auto& tokens = prometheus::BuildCounter()
-                     .Name("moe_expert_tokens_total")
+                     .Name("moe_expert_computed_assignments_total")
                      .Help("(token row, expert) products computed by this shard")
                      .Register(registry);
   for (const auto& [layer, experts] : store.experts()) {
+    if (!options.perExpert) break;
     for (uint32_t e : experts) {
       tokens_[{layer, e}] =
           &tokens.Add({{"layer", std::to_string(layer)}, {"expert", std::to_string(e)}});

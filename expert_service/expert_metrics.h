@@ -10,7 +10,8 @@
 //   moe_expert_coalesced_calls                           histogram, run calls per compute job
 //                                                        (each expert runs one GEMM per job)
 //   moe_expert_batch_rows                                histogram, token rows per run
-//   moe_expert_tokens_total{layer,expert}                counter, (row, expert) products computed
+//   moe_expert_computed_assignments_total{layer,expert}  counter, (row, expert) products computed;
+//                                                        only with metrics.per_expert = all
 //   moe_expert_queue_depth                               gauge, runs waiting for the executor
 //   moe_device_memory_bytes{device}                      gauge, device memory held by the
 //                                                        resident expert weights
@@ -25,18 +26,29 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "expert_service/expert_store.h"
 
 namespace moe::expert {
 
+// What the config decides about a shard's series.
+struct ExpertMetricsOptions {
+  bool perExpert = true;  // the per-(layer, expert) series (resolvePerExpertMetrics)
+  // Configured size limits (the shard's expert.batching.max_rows): exact buckets of the
+  // rows histogram (sizeBuckets, common/metrics_util.h).
+  std::vector<uint32_t> sizeLimits;
+};
+
 class ExpertMetrics {
  public:
-  ExpertMetrics(prometheus::Registry& registry, const ExpertStore& store, std::string_view backend);
+  ExpertMetrics(prometheus::Registry& registry, const ExpertStore& store, std::string_view backend,
+                const ExpertMetricsOptions& options = {});
 
   // code: a metricCodeLabel (common/rpc_status.h)
   void recordRequest(std::string_view code);
-  prometheus::Counter* tokens(uint32_t layer, uint32_t expert);  // nullptr if not served
+  // nullptr if not served, or per-expert series are off
+  prometheus::Counter* tokens(uint32_t layer, uint32_t expert);
 
   prometheus::Histogram& computeDuration;
   prometheus::Histogram& batchRows;

@@ -70,7 +70,12 @@ int main(int argc, char** argv) {
                backend, "; model fingerprint ", model.value()->fingerprint);
   info->set(moe::serviceInfoJson(cluster, &model.value()->model, "expert", shard, backend,
                                  model.value()->fingerprint, model.value()->dtype));
-  moe::expert::ExpertMetrics metrics(*registry, *model.value()->store, backend);
+  std::string why;
+  const bool perExpert = moe::resolvePerExpertMetrics(cluster.metrics, model.value()->model,
+                                                      &why) == moe::PerExpertMetrics::kAll;
+  if (!why.empty()) moe::logInfo(why);
+  moe::expert::ExpertMetrics metrics(*registry, *model.value()->store, backend,
+                                     {perExpert, {self->batching.maxRows}});
 
   auto io = kj::setupAsyncIo();
   auto own = kj::heap<moe::expert::ShardServer>(std::move(model).value(), metrics,

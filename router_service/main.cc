@@ -66,7 +66,13 @@ int main(int argc, char** argv) {
                  r.capacityRenormalize ? " (kept weights renormalized)" : "");
   }
   info->set(moe::serviceInfoJson(cluster, &m, "router", "router", backend));
-  moe::router::RouterMetrics metrics(*registry, m, cluster.shards, backend);
+  std::string why;
+  const bool perExpert =
+      moe::resolvePerExpertMetrics(cluster.metrics, m, &why) == moe::PerExpertMetrics::kAll;
+  if (!why.empty()) moe::logInfo(why);
+  moe::router::RouterMetrics metrics(
+      *registry, m, cluster.shards, backend,
+      {perExpert, {cluster.router.maxTokens, cluster.router.batching.maxTokens}});
   if (admin) admin->setState(moe::ServiceState::kNotReady, "waiting for every expert's shard");
 
   auto io = kj::setupAsyncIo();

@@ -2,6 +2,7 @@
 #include "router_service/router_metrics.h"
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 #include "common/metrics_util.h"
@@ -9,7 +10,8 @@
 namespace moe::router {
 
 RouterMetrics::RouterMetrics(prometheus::Registry& registry, const ModelConfig& model,
-                             const std::vector<ShardConfig>& shards, std::string_view backend)
+                             const std::vector<ShardConfig>& shards, std::string_view backend,
+                             const RouterMetricsOptions& options)
     : inFlight(prometheus::BuildGauge()
                    .Name("moe_router_in_flight_requests")
                    .Help("Router.forward calls being served")
@@ -29,7 +31,7 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, const ModelConfig& 
                       .Name("moe_router_batch_tokens")
                       .Help("Tokens per merged batch")
                       .Register(registry)
-                      .Add({}, sizeBuckets())),
+                      .Add({}, sizeBuckets(options.sizeLimits))),
       batchRequests(prometheus::BuildHistogram()
                         .Name("moe_router_batch_requests")
                         .Help("Router.forward requests per merged batch")
@@ -44,11 +46,11 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, const ModelConfig& 
                     .Name("moe_router_requests_total")
                     .Help("Router.forward calls by result code")
                     .Register(registry)),
-      requestDuration_(prometheus::BuildHistogram()
-                           .Name("moe_router_request_duration_seconds")
-                           .Help("End-to-end latency of Router.forward")
-                           .Register(registry)
-                           .Add({}, latencyBuckets())),
+      requestDurations_(prometheus::BuildHistogram()
+                            .Name("moe_router_request_duration_seconds")
+                            .Help("End-to-end latency of Router.forward, per MoE layer")
+                            .Register(registry)),
+      otherLayerDuration_(requestDurations_.Add({{"layer", "other"}}, latencyBuckets())),
       numExperts_(model.numExperts) {
   registerBuildInfo(registry, "router", backend);
   for (const char* code : {"ok", "invalid_argument", "failed_precondition", "unavailable",
@@ -60,15 +62,15 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, const ModelConfig& 
                      .Help("Tokens served, per MoE layer")
                      .Register(registry);
   auto& routed = prometheus::BuildCounter()
-                     .Name("moe_expert_tokens_routed_total")
+                     .Name("moe_expert_assignments_total")
                      .Help("Token-to-expert assignments made by the gate")
                      .Register(registry);
   auto& dropped = prometheus::BuildCounter()
-                      .Name("moe_capacity_dropped_tokens_total")
+                      .Name("moe_capacity_dropped_assignments_total")
                       .Help("Token-to-expert assignments dropped by the capacity limit")
                       .Register(registry);
   auto& zero = prometheus::BuildCounter()
-                   .Name("moe_zero_compute_tokens_total")
+                   .Name("moe_zero_compute_assignments_total")
                    .Help("Assignments served by zero-computation experts on the router")
                    .Register(registry);
   auto& imbalance = prometheus::BuildGauge()
@@ -79,11 +81,17 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, const ModelConfig& 
                    .Name("moe_layer_load_balancing_loss")
                    .Help("Switch-Transformer auxiliary loss E*sum(f_i*P_i) over the recent window")
                    .Register(registry);
+  auto& entropy =
+      prometheus::BuildGauge()
+          .Name("moe_layer_routing_entropy")
+          .Help("Entropy of the expert load in the recent window over log(E); 1 = uniform")
+          .Register(registry);
   for (uint32_t layer : model.moeLayers) {
     const std::string l = std::to_string(layer);
     Layer& st = layers_[layer];
     st.tokens = &tokens.Add({{"layer", l}});
-    for (uint32_t e = 0; e < model.numExperts; ++e) {
+    st.duration = &requestDurations_.Add({{"layer", l}}, latencyBuckets());
+    for (uint32_t e = 0; options.perExpert && e < model.numExperts; ++e) {
       st.routed.push_back(&routed.Add({{"layer", l}, {"expert", std::to_string(e)}}));
     }
     // Created (at 0) so dashboards and alerts see the series before any drop happens.
@@ -91,6 +99,7 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, const ModelConfig& 
     st.zeroCompute = &zero.Add({{"layer", l}});
     st.imbalance = &imbalance.Add({{"layer", l}});
     st.balanceLoss = &loss.Add({{"layer", l}});
+    st.entropy = &entropy.Add({{"layer", l}});
     st.window.assignments.assign(model.numExperts, 0);
     st.window.probSum.assign(model.numExperts, 0);
   }
@@ -170,10 +179,11 @@ void RouterMetrics::addMissingExpertSeries(prometheus::Registry& registry) {
   }
 }
 
-void RouterMetrics::recordRequest(std::string_view code, double seconds) {
+void RouterMetrics::recordRequest(std::string_view code, double seconds, uint32_t layer) {
   auto it = requestsByCode_.find(code);
   (it != requestsByCode_.end() ? it : requestsByCode_.find("internal"))->second->Increment();
-  requestDuration_.Observe(seconds);
+  auto l = layers_.find(layer);
+  (l != layers_.end() ? *l->second.duration : otherLayerDuration_).Observe(seconds);
 }
 
 void RouterMetrics::Shard::recordError(std::string_view code) {
@@ -194,7 +204,7 @@ void RouterMetrics::recordRouting(uint32_t layer, const RoutingDecision& d) {
   std::vector<double> counts(numExperts_, 0);
   for (uint32_t id : d.ids) counts[id] += 1;
   for (uint32_t e = 0; e < numExperts_; ++e) {
-    if (counts[e] > 0) st.routed[e]->Increment(counts[e]);
+    if (counts[e] > 0 && !st.routed.empty()) st.routed[e]->Increment(counts[e]);
     st.window.assignments[e] += counts[e];
     if (e < d.probSum.size()) st.window.probSum[e] += d.probSum[e];
   }
@@ -218,6 +228,11 @@ void RouterMetrics::recordRouting(uint32_t layer, const RoutingDecision& d) {
       loss += (w.assignments[e] / total) * (w.probSum[e] / static_cast<double>(w.tokens));
     }
     st.balanceLoss->Set(numExperts_ * loss);
+    double h = 0;
+    for (double a : w.assignments) {
+      if (a > 0) h -= (a / total) * std::log(a / total);
+    }
+    st.entropy->Set(numExperts_ > 1 ? h / std::log(static_cast<double>(numExperts_)) : 1.0);
   }
   if (st.window.tokens >= kWindowTokens) {
     st.previous = st.window;

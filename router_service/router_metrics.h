@@ -9,7 +9,8 @@
 //                                                 failed_precondition | unavailable |
 //                                                 deadline_exceeded | resource_exhausted |
 //                                                 internal (common/rpc_status.h)
-//   moe_router_request_duration_seconds           histogram, whole Router.forward
+//   moe_router_request_duration_seconds{layer}    histogram, whole Router.forward, per MoE
+//                                                 layer ("other": a layer id that is not one)
 //   moe_router_gate_duration_seconds              histogram, gating + planning of a batch
 //   moe_router_batch_tokens                       histogram, tokens per merged batch
 //   moe_router_batch_requests                     histogram, requests per merged batch
@@ -17,9 +18,10 @@
 //   moe_router_tokens_total{layer}                counter, tokens served
 //   moe_router_in_flight_requests                 gauge
 //   moe_router_queue_depth                        gauge, requests waiting to join a batch
-//   moe_expert_tokens_routed_total{layer,expert}  counter, token→expert assignments
-//   moe_capacity_dropped_tokens_total{layer}      counter, assignments dropped by capacity
-//   moe_zero_compute_tokens_total{layer}          counter, assignments served by
+//   moe_expert_assignments_total{layer,expert}    counter, token→expert assignments; only
+//                                                 with metrics.per_expert = all
+//   moe_capacity_dropped_assignments_total{layer} counter, assignments dropped by capacity
+//   moe_zero_compute_assignments_total{layer}     counter, assignments served by
 //                                                 zero-computation experts on the router
 //   moe_missing_expert_assignments_total{layer}   counter, assignments dropped or moved
 //                                                 because their expert had no available
@@ -28,6 +30,8 @@
 //                                                 assignments before they were dropped/moved
 //   moe_experts_unavailable{layer}                gauge, FFN experts with no available replica
 //   moe_layer_load_imbalance{layer}               gauge, max/mean expert load, recent window
+//   moe_layer_routing_entropy{layer}              gauge, entropy of the expert load over the
+//                                                 recent window / log(E): 1 = uniform
 //   moe_layer_load_balancing_loss{layer}          gauge, Switch-Transformer auxiliary loss
 //                                                 E·Σ f_i·P_i over the recent window
 //   moe_shard_rpc_duration_seconds{shard}         histogram, one ExpertShard.run
@@ -60,14 +64,23 @@
 
 namespace moe::router {
 
+// What the config decides about the router's series.
+struct RouterMetricsOptions {
+  bool perExpert = true;  // the per-(layer, expert) series (resolvePerExpertMetrics)
+  // Configured size limits (router.max_tokens, router.batching.max_tokens): exact buckets of
+  // the batch-size histograms (sizeBuckets, common/metrics_util.h).
+  std::vector<uint32_t> sizeLimits;
+};
+
 // The router's metric families with their labelled children created once, at start-up.
 class RouterMetrics {
  public:
   RouterMetrics(prometheus::Registry& registry, const ModelConfig& model,
-                const std::vector<ShardConfig>& shards, std::string_view backend);
+                const std::vector<ShardConfig>& shards, std::string_view backend,
+                const RouterMetricsOptions& options = {});
 
-  // code: a metricCodeLabel (common/rpc_status.h)
-  void recordRequest(std::string_view code, double seconds);
+  // code: a metricCodeLabel (common/rpc_status.h); layer: as the request named it.
+  void recordRequest(std::string_view code, double seconds, uint32_t layer);
   // Token→expert assignments of one gated batch, and the recent-window load statistics.
   void recordRouting(uint32_t layer, const RoutingDecision& decision);
   // Assignments the capacity cap dropped, and those served by zero-computation experts.
@@ -112,8 +125,10 @@ class RouterMetrics {
   };
   struct Layer {
     prometheus::Counter* tokens;
-    std::vector<prometheus::Counter*> routed;  // [E]
+    std::vector<prometheus::Counter*> routed;  // [E], empty with per_expert off
+    prometheus::Histogram* duration;
     prometheus::Gauge* imbalance;
+    prometheus::Gauge* entropy;
     prometheus::Gauge* balanceLoss;
     prometheus::Counter* dropped;
     prometheus::Counter* zeroCompute;
@@ -125,7 +140,8 @@ class RouterMetrics {
   // The missing-expert series of every layer, created at 0.
   void addMissingExpertSeries(prometheus::Registry& registry);
   prometheus::Family<prometheus::Counter>& requests_;
-  prometheus::Histogram& requestDuration_;
+  prometheus::Family<prometheus::Histogram>& requestDurations_;
+  prometheus::Histogram& otherLayerDuration_;  // requests naming a layer that is not an MoE layer
   std::map<std::string, prometheus::Counter*, std::less<>> requestsByCode_;
   std::map<uint32_t, Layer> layers_;
   struct ShardFamilies {

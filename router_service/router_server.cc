@@ -89,17 +89,21 @@ kj::Promise<void> RouterServer::forward(ForwardContext context) {
   const auto start = Clock::now();
   const uint32_t ms = model_->cluster.timeouts.requestMs;
   if (draining_) {
-    if (metrics_) metrics_->recordRequest(metricCodeLabel(StatusCode::kUnavailable), 0);
+    if (metrics_) {
+      metrics_->recordRequest(metricCodeLabel(StatusCode::kUnavailable), 0,
+                              context.getParams().getLayer());
+    }
     return toRpcException(Status::error(StatusCode::kUnavailable,
                                         "router is draining; send the request to another router"));
   }
   ++inFlight_;
   if (metrics_) metrics_->inFlight.Increment();
-  auto done = [this, start](StatusCode code) {
+  auto done = [this, start, layer = context.getParams().getLayer()](StatusCode code) {
     callEnded();
     if (!metrics_) return;
     metrics_->inFlight.Decrement();
-    metrics_->recordRequest(metricCodeLabel(code), static_cast<double>(microsSince(start)) * 1e-6);
+    metrics_->recordRequest(metricCodeLabel(code), static_cast<double>(microsSince(start)) * 1e-6,
+                            layer);
   };
   auto decoded = decodeForward(context.getParams(), *model_);
   if (!decoded) {

@@ -9,7 +9,7 @@ The loop: observe -> place -> reload.
   # then restart the router (and the shards that got new experts) with C2.yaml
 
 Load. The router counts every token->expert assignment in
-moe_expert_tokens_routed_total{layer="L",expert="E"} (router_service/router_metrics.h). An
+moe_expert_assignments_total{layer="L",expert="E"} (router_service/router_metrics.h). An
 expert's share of layer L is its count over the layer's total (series with the same (layer,
 expert) but other labels, e.g. from a federated Prometheus, are summed). An expert is hot when
 its share on some MoE layer (the maximum over the layers) is >= F / E, F = --hot-share (default
@@ -47,7 +47,9 @@ import urllib.request
 
 import yaml
 
-METRIC = "moe_expert_tokens_routed_total"
+METRIC = "moe_expert_assignments_total"
+# The same counter under its name before the metric migration (README), still read from saved files.
+OLD_METRICS = ("moe_expert_tokens_routed_total",)
 MIB = 1 << 20
 BYTES_PER_WEIGHT = 4  # the shards compute in f32 whatever the checkpoint's dtype
 
@@ -83,10 +85,10 @@ def parse_metrics(text, source="metrics"):
     found = False
     for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
-        if not line or line.startswith("#") or not line.startswith(METRIC):
+        if not line or line.startswith("#") or not line.startswith((METRIC,) + OLD_METRICS):
             continue
         m = _SAMPLE.match(line)
-        if not m or m.group(1) != METRIC:
+        if not m or m.group(1) not in (METRIC,) + OLD_METRICS:
             continue  # another metric whose name starts the same way
         where = f"{source}:{n}"
         labels = _labels(m.group(2) or "", where)
@@ -106,7 +108,8 @@ def parse_metrics(text, source="metrics"):
         found = True
         load[(layer, expert)] = load.get((layer, expert), 0.0) + value
     if not found:
-        raise ConfigError(f"{source}: no {METRIC} series (is this the router's /metrics?)")
+        raise ConfigError(f"{source}: no {METRIC} series (is this the router's /metrics, with "
+                          "metrics.per_expert: all?)")
     return load
 
 
@@ -407,7 +410,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(
         prog="moe-placement",
         description="Write a cluster YAML that replicates the hottest experts (by the router's "
-                    "moe_expert_tokens_routed_total) onto more shards within a memory budget "
+                    "moe_expert_assignments_total) onto more shards within a memory budget "
                     "per shard. Nothing is removed from the current placement.")
     ap.add_argument("--config", required=True, help="the current cluster YAML")
     ap.add_argument("--metrics", required=True,

@@ -2,7 +2,8 @@
 """Policy checks on every rendered overlay (kubectl kustomize deploy/k8s/overlays/<name>): what a
 schema cannot see — security context, resources, probes, selectors that select real pods,
 references that exist, the cluster YAML agreeing with the objects it describes, the termination
-budget, GPUs, and monitoring wired to the names the alert rules and dashboards use.
+budget, GPUs, monitoring wired to the names the alert rules and dashboards use, and one instance
+per overlay (app.kubernetes.io/instance on every object and selector, names prefixed by it).
 Exit 77 (skip) when kubectl is missing."""
 
 import os
@@ -17,6 +18,7 @@ import deploylib as dl  # noqa: E402
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
 JOB_NAMES = {"router": "moe-router", "expert": "moe-expert"}  # deploy/prometheus/alerts.yml
 GROUP_LABEL = "moe-cluster/expert-group"  # tools/k8s_cluster_config.py: one value per group
+INSTANCE_LABEL = "app.kubernetes.io/instance"  # the install; names start with "<instance>-"
 
 
 def pod_template(w):
@@ -64,16 +66,28 @@ def prestop_seconds(c):
 
 
 class Rendered:
+    """One rendered overlay: one instance in one namespace (created apart, deploy/k8s/namespaces).
+    Objects are looked up by their full name or their name within the instance
+    (get("Deployment", "moe-router") is Deployment/<instance>-moe-router)."""
+
     def __init__(self, name, objs):
         self.name = name
         self.objs = objs
-        self.ns = next((o["metadata"]["name"] for o in objs if o["kind"] == "Namespace"), None)
+        self.ns = next((o["metadata"].get("namespace") for o in objs
+                        if o["metadata"].get("namespace")), None)
+        router = next((o for o in objs if o["kind"] == "Deployment" and (o["metadata"].get(
+            "labels") or {}).get("app.kubernetes.io/name") == "moe-router"), None)
+        self.instance = ((router or {}).get("metadata", {}).get("labels") or {}).get(
+            INSTANCE_LABEL)
+        self.prefix = f"{self.instance}-" if self.instance else ""
 
     def of(self, kind):
         return [o for o in self.objs if o["kind"] == kind]
 
     def get(self, kind, name):
-        return next((o for o in self.of(kind) if o["metadata"]["name"] == name), None)
+        """By its full name, or by its name within the instance."""
+        return next((o for o in self.of(kind) if o["metadata"]["name"] == name), None) or \
+            next((o for o in self.of(kind) if o["metadata"]["name"] == self.prefix + name), None)
 
     def workloads(self):
         return [o for o in self.objs if o["kind"] in WORKLOAD_KINDS]
@@ -354,7 +368,7 @@ def check_cluster_config(r, f):
     if not (f.check(router, f"{r.name}: no Deployment/moe-router")
             and f.check(groups, f"{r.name}: no expert StatefulSet (replica group)")):
         return
-    f.check(r.ns is not None, f"{r.name}: the overlay should create its Namespace")
+    check_namespace(r, f)
     f.check(router["spec"].get("replicas", 1) >= 2, f"{r.name}: router needs >= 2 replicas")
     headless = r.get("Service", groups[0]["spec"]["serviceName"])
     if not f.check(headless, f"{r.name}: StatefulSet serviceName "
@@ -408,18 +422,15 @@ def check_cluster_config(r, f):
     rsvc = r.get("Service", "moe-router")
     if f.check(rsvc, f"{r.name}: no Service/moe-router"):
         port = next(p["port"] for p in rsvc["spec"]["ports"] if p["name"] == "rpc")
-        f.check(cfg["router"]["listen"] == f"moe-router.{r.ns}.svc.cluster.local:{port}",
+        f.check(cfg["router"]["listen"] ==
+                f"{rsvc['metadata']['name']}.{r.ns}.svc.cluster.local:{port}",
                 f"{r.name}: router.listen {cfg['router']['listen']} is not the Service address")
 
     workloads = [(router, rc)] + [(sts, c) for sts, (_, c) in zip(groups, ecfgs)]
-    # Weights: model.path lies on the read-only PVC mount of all.
+    # Weights: model.path lies on the read-only PVC mount of all, or on the pod's own volume
+    # that a fetch-model init container fills from a URI with a checksum.
     for w, c in workloads:
-        vols = {v["name"]: v for v in pod_template(w)["spec"]["volumes"]}
-        on_pvc = [m["mountPath"] for m in c.get("volumeMounts") or []
-                  if "persistentVolumeClaim" in vols[m["name"]]]
-        mp = cfg["model"]["path"]
-        f.check(any(mp == p or mp.startswith(p.rstrip("/") + "/") for p in on_pvc),
-                f"{r.name}: {dl.kn(w)}: model.path {mp} is not on the weights volume {on_pvc}")
+        check_weights(r, f, w, c, cfg["model"]["path"])
 
     # Termination: preStop, then SIGTERM and drain_ms of serving while not ready.
     drain_s = cfg.get("timeouts", {}).get("drain_ms", 0) / 1000.0
@@ -431,6 +442,106 @@ def check_cluster_config(r, f):
         f.check(grace > pre + drain_s, f"{r.name}: {dl.kn(w)}: terminationGracePeriodSeconds "
                                        f"{grace} <= preStop {pre} + drain {drain_s}")
     return cfg
+
+
+def check_weights(r, f, w, c, model_path):
+    spec = pod_template(w)["spec"]
+    vols = {v["name"]: v for v in spec["volumes"]}
+    mounts = [m for m in c.get("volumeMounts") or [] if m["name"] in vols and (
+        "persistentVolumeClaim" in vols[m["name"]] or "emptyDir" in vols[m["name"]])]
+    on = [m for m in mounts if model_path == m["mountPath"] or
+          model_path.startswith(m["mountPath"].rstrip("/") + "/")]
+    if not f.check(on, f"{r.name}: {dl.kn(w)}: model.path {model_path} is not on the weights "
+                       f"volume {[m['mountPath'] for m in mounts]}"):
+        return
+    m = on[0]
+    f.check(m.get("readOnly") is True, f"{r.name}: {dl.kn(w)}: the service must mount its "
+                                       f"weights read-only")
+    if "persistentVolumeClaim" in vols[m["name"]]:
+        return
+    # A volume of the pod's own: the fetch-model init container must fill it, and the service
+    # must read the directory it renames into place only when the checksum matched.
+    cms = {o["metadata"]["name"]: o for o in r.of("ConfigMap")}
+    fetch = next((i for i in spec.get("initContainers") or [] if i["name"] == "fetch-model"),
+                 None)
+    if not f.check(fetch, f"{r.name}: {dl.kn(w)}: weights on an emptyDir but no fetch-model "
+                          f"init container fills it"):
+        return
+    target = next((x["mountPath"] for x in fetch.get("volumeMounts") or []
+                   if x["name"] == m["name"] and not x.get("readOnly")), None)
+    f.check(target is not None, f"{r.name}: {dl.kn(w)}: fetch-model does not mount the weights "
+                                f"volume writable")
+    f.check(target is not None and model_path == target.rstrip("/") + "/model",
+            f"{r.name}: {dl.kn(w)}: model.path {model_path} should be the directory fetch-model "
+            f"renames into place ({target}/model), so a partial download is never read")
+    env = {}
+    for e in fetch.get("envFrom") or []:
+        env.update((cms.get((e.get("configMapRef") or {}).get("name")) or {}).get("data") or {})
+    f.check(env.get("MODEL_URI"), f"{r.name}: {dl.kn(w)}: fetch-model has no MODEL_URI")
+    f.check(re.fullmatch(r"[0-9a-f]{64}", env.get("MODEL_SHA256", "")),
+            f"{r.name}: {dl.kn(w)}: fetch-model has no MODEL_SHA256 (64 hex digits)")
+
+
+def check_namespace(r, f):
+    """The namespace is created once, apart from every instance (deploy/k8s/namespaces/<ns>.yaml),
+    with the restricted Pod Security Standard; no overlay owns it."""
+    f.check(not r.of("Namespace"), f"{r.name}: an instance must not create its Namespace (other "
+                                   f"instances share it): deploy/k8s/namespaces/")
+    path = os.path.join(dl.K8S, "namespaces", f"{r.ns}.yaml")
+    if not f.check(os.path.isfile(path), f"{r.name}: no deploy/k8s/namespaces/{r.ns}.yaml"):
+        return
+    with open(path, encoding="utf-8") as fh:
+        ns = yaml.safe_load(fh)
+    f.check(ns.get("kind") == "Namespace" and ns["metadata"]["name"] == r.ns,
+            f"{r.name}: deploy/k8s/namespaces/{r.ns}.yaml is not Namespace/{r.ns}")
+    f.check((ns["metadata"].get("labels") or {}).get("pod-security.kubernetes.io/enforce")
+            == "restricted", f"{r.name}: namespace {r.ns} should enforce the restricted Pod "
+                             f"Security Standard")
+
+
+def selectors_of(o):
+    """(where, LabelSelector) of every pod selector an object holds."""
+    spec = o.get("spec") or {}
+    out = []
+    if o["kind"] in WORKLOAD_KINDS and o["kind"] not in ("Job", "CronJob"):
+        out.append(("selector", spec.get("selector")))
+        pod = pod_template(o)["spec"]
+        for i, t in enumerate(pod.get("topologySpreadConstraints") or []):
+            out.append((f"topologySpreadConstraints[{i}]", t.get("labelSelector")))
+        anti = ((pod.get("affinity") or {}).get("podAntiAffinity") or {})
+        for i, t in enumerate(anti.get("preferredDuringSchedulingIgnoredDuringExecution") or []):
+            out.append((f"podAntiAffinity[{i}]", t["podAffinityTerm"].get("labelSelector")))
+    if o["kind"] == "Service" and spec.get("selector"):
+        out.append(("selector", {"matchLabels": spec["selector"]}))
+    if o["kind"] in ("PodDisruptionBudget", "ServiceMonitor", "PodMonitor"):
+        out.append(("selector", spec.get("selector")))
+    if o["kind"] == "NetworkPolicy":
+        out.append(("podSelector", spec.get("podSelector")))
+        for i, rule in enumerate(spec.get("ingress") or []):
+            for peer in rule.get("from") or []:
+                if "podSelector" in peer and "namespaceSelector" not in peer:
+                    out.append((f"ingress[{i}].from.podSelector", peer["podSelector"]))
+    return out
+
+
+def check_instance(r, f):
+    """Two instances live in one namespace: every object carries this instance's label and a
+    name starting with it, and every selector selects only this instance's pods."""
+    if not f.check(r.instance, f"{r.name}: the router Deployment has no {INSTANCE_LABEL} label"):
+        return
+    for o in r.objs:
+        labels = o["metadata"].get("labels") or {}
+        f.check(labels.get(INSTANCE_LABEL) == r.instance,
+                f"{r.name}: {dl.kn(o)} is not labelled {INSTANCE_LABEL}={r.instance}")
+        f.check(o["metadata"]["name"].startswith(r.prefix),
+                f"{r.name}: {dl.kn(o)}: name does not start with the instance ({r.prefix})")
+        for where, sel in selectors_of(o):
+            f.check(((sel or {}).get("matchLabels") or {}).get(INSTANCE_LABEL) == r.instance,
+                    f"{r.name}: {dl.kn(o)} {where} would select other instances' pods (no "
+                    f"{INSTANCE_LABEL}={r.instance})")
+    for w in r.workloads():
+        f.check((pod_template(w)["metadata"].get("labels") or {}).get(INSTANCE_LABEL)
+                == r.instance, f"{r.name}: {dl.kn(w)}: pods not labelled with the instance")
 
 
 def check_gpu(r, f):
@@ -478,7 +589,8 @@ def check_network_policies(r, f):
     # Who may reach what: every (pod, port) -> the peers allowed.
     monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name":
                                                         "monitoring"}}}
-    router_peer = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "moe-router"}}}
+    router_peer = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "moe-router",
+                                                   INSTANCE_LABEL: r.instance}}}
 
     def peers(app, port):
         out = []
@@ -509,7 +621,7 @@ def check_monitoring(r, f, cfg):
     if f.check(sm, f"{r.name}: no ServiceMonitor/moe-router"):
         svcs = [s for s in r.of("Service")
                 if dl.selector_matches(sm["spec"]["selector"], s["metadata"].get("labels"))]
-        f.check([s["metadata"]["name"] for s in svcs] == ["moe-router"],
+        f.check([s["metadata"]["name"] for s in svcs] == [r.prefix + "moe-router"],
                 f"{r.name}: ServiceMonitor selects {[s['metadata']['name'] for s in svcs]}")
         for s in svcs:
             f.check(s["metadata"]["labels"].get(sm["spec"].get("jobLabel")) == JOB_NAMES["router"],
@@ -543,6 +655,12 @@ def check_monitoring(r, f, cfg):
             want = {p: p for w in groups for p in group_pods(w)}
             f.check(got == want, f"{r.name}: PodMonitor shard labels {got} != {want} "
                                  f"(regenerate with deploy/k8s/generate.py)")
+    # Alert rules and dashboards: once per namespace (main() checks that exactly one instance
+    # there has them); where present, exactly their sources.
+    if not r.of("PrometheusRule") and not any(
+            (cm["metadata"].get("labels") or {}).get("grafana_dashboard") == "1"
+            for cm in r.of("ConfigMap")):
+        return  # monitors only: the rules and dashboards come with another instance
     # Alert rules: exactly deploy/prometheus/alerts.yml.
     pr = r.get("PrometheusRule", "moe-cluster")
     if f.check(pr, f"{r.name}: no PrometheusRule/moe-cluster"):
@@ -572,6 +690,7 @@ def run_checks(r, f):
     for w in r.workloads():
         check_security(r, f, w)
         check_probes(r, f, w)
+    check_instance(r, f)
     check_selectors(r, f)
     check_references(r, f)
     cfg = check_cluster_config(r, f)
@@ -595,12 +714,17 @@ def _set_config(r, edit):
     cm["data"]["cluster.yaml"] = yaml.safe_dump(cfg)
 
 
+def _is(entry_name, name):
+    """A shards[] entry (or pod) name is `name` within some instance ("<instance>-<name>")."""
+    return entry_name == name or entry_name.endswith("-" + name)
+
+
 def _drop_shard(c, name):
-    c["shards"] = [s for s in c["shards"] if s["name"] != name]
+    c["shards"] = [s for s in c["shards"] if not _is(s["name"], name)]
 
 
 def _entry(c, name):
-    return next(s for s in c["shards"] if s["name"] == name)
+    return next(s for s in c["shards"] if _is(s["name"], name))
 
 
 G0, G1 = "moe-expert-g0", "moe-expert-g1"  # the groups of the default placement
@@ -610,7 +734,7 @@ def _group_of_one(r):
     r.get("StatefulSet", G1)["spec"].update(replicas=1)
     _set_config(r, lambda c: _drop_shard(c, f"{G1}-1"))
     pm = r.get("PodMonitor", "moe-expert")["spec"]["podMetricsEndpoints"][0]
-    pm["relabelings"] = [x for x in pm["relabelings"] if x["regex"] != f"{G1}-1"]
+    pm["relabelings"] = [x for x in pm["relabelings"] if not _is(x["regex"], f"{G1}-1")]
 
 
 def _required_anti_affinity(r):
@@ -637,9 +761,20 @@ MUTATIONS = {
     "grace too short": (lambda r: pod_template(r.get("StatefulSet", G0))["spec"].update(
         terminationGracePeriodSeconds=15), "terminationGracePeriodSeconds"),
     "a pod without a shards[] entry": (lambda r: r.get("StatefulSet", G0)["spec"].update(
-        replicas=3), f"pod {G0}-2 has no shards[] entry"),
+        replicas=3), f"{G0}-2 has no shards[] entry"),
     "a pod missing from the cluster YAML": (lambda r: _set_config(
-        r, lambda c: _drop_shard(c, f"{G1}-1")), f"pod {G1}-1 has no shards[] entry"),
+        r, lambda c: _drop_shard(c, f"{G1}-1")), f"{G1}-1 has no shards[] entry"),
+    "an object without the instance": (lambda r: r.get("PodDisruptionBudget", "moe-router")[
+        "metadata"]["labels"].pop(INSTANCE_LABEL), "is not labelled app.kubernetes.io/instance"),
+    "a Service over every instance": (lambda r: r.get("Service", "moe-router")["spec"][
+        "selector"].pop(INSTANCE_LABEL), "would select other instances' pods"),
+    "a monitor over every instance": (lambda r: r.get("PodMonitor", "moe-expert")["spec"][
+        "selector"]["matchLabels"].pop(INSTANCE_LABEL), "would select other instances' pods"),
+    "a name without the instance": (lambda r: r.get("Service", "moe-expert")["metadata"].update(
+        name="moe-expert"), "name does not start with the instance"),
+    "an instance that creates the namespace": (lambda r: r.objs.append(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": r.ns}}),
+        "must not create its Namespace"),
     "an entry that is no pod": (lambda r: _set_config(r, lambda c: c["shards"].append(
         dict(_entry(c, f"{G0}-0"), name="shard-0"))), "are no pod of any group"),
     "shard address drift": (lambda r: _set_config(r, lambda c: _entry(c, f"{G0}-1").update(
@@ -691,15 +826,37 @@ MUTATIONS = {
         "PodMonitor shard labels"),
     "a pod without a shard label": (lambda r: r.get("PodMonitor", "moe-expert")["spec"][
         "podMetricsEndpoints"][0]["relabelings"].pop(), "PodMonitor shard labels"),
+    "weights read-write": (lambda r: [m.pop("readOnly") for m in _container(
+        r, "StatefulSet", G0)["volumeMounts"] if m["name"] == "weights"],
+        "mount its weights read-only"),
     "missing ConfigMap": (lambda r: r.objs.remove(next(
         c for c in r.of("ConfigMap") if "cluster.yaml" in c.get("data", {}))),
         "is not a key of a mounted ConfigMap"),
 }
 
 
-def self_test(name, objs, f):
+def _model_source(r):
+    return next(c for c in r.of("ConfigMap") if "MODEL_URI" in (c.get("data") or {}))["data"]
+
+
+# The same for an instance whose pods fetch the model (components/model-fetch).
+FETCH_MUTATIONS = {
+    "no checksum": (lambda r: _model_source(r).pop("MODEL_SHA256"), "no MODEL_SHA256"),
+    "a checksum that is no sha256": (lambda r: _model_source(r).update(MODEL_SHA256="abc"),
+                                     "no MODEL_SHA256"),
+    "the model read from the download directory": (lambda r: _set_config(
+        r, lambda c: c["model"].update(path="/models/.partial/model")), "renames into place"),
+    "no init container": (lambda r: pod_template(r.get("StatefulSet", G1))["spec"].pop(
+        "initContainers"), "no fetch-model init container"),
+    "init container as root": (lambda r: pod_template(r.get("Deployment", "moe-router"))[
+        "spec"]["initContainers"][0]["securityContext"].update(runAsNonRoot=False),
+        "runAsNonRoot"),
+}
+
+
+def self_test(name, objs, f, mutations=None):
     import copy
-    for what, (mutate, expect) in MUTATIONS.items():
+    for what, (mutate, expect) in (mutations or MUTATIONS).items():
         r = Rendered(name, copy.deepcopy(objs))
         mutate(r)
         probe = dl.Failures()
@@ -716,6 +873,7 @@ def main():
     f = dl.Failures()
     names = dl.overlays()
     f.check({"gpu", "cpu"} <= set(names), f"overlays gpu and cpu expected, found {names}")
+    shared = {}  # namespace -> overlays that install the alert rules and dashboards
     for name in names:
         try:
             objs = dl.render(os.path.join(dl.K8S, "overlays", name))
@@ -723,11 +881,21 @@ def main():
             f.check(False, str(e))
             continue
         r = Rendered(name, objs)
+        shared.setdefault(r.ns, [])
+        if r.of("PrometheusRule"):
+            shared[r.ns].append(name)
         run_checks(r, f)
         print(f"{name}: {len(r.objs)} objects checked")
         if name == "cpu":
             self_test(name, objs, f)
             print(f"{name}: {len(MUTATIONS)} broken variants rejected")
+        if name == "cpu-replicated":
+            self_test(name, objs, f, FETCH_MUTATIONS)
+            print(f"{name}: {len(FETCH_MUTATIONS)} broken variants rejected")
+    for ns, with_rules in sorted(shared.items()):
+        f.check(len(with_rules) == 1, f"namespace {ns}: the alert rules and dashboards should "
+                                      f"come with exactly one instance, not {with_rules} (the "
+                                      f"others include components/monitoring-targets only)")
     return f.report("policy")
 
 

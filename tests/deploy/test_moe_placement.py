@@ -28,14 +28,14 @@ MODEL = mp.model_info(yaml.safe_load(MODEL_JSON), "config.json")
 PER_EXPERT = 84  # MiB on both layers
 
 SAMPLE = """\
-# HELP moe_expert_tokens_routed_total Token-to-expert assignments routed.
-# TYPE moe_expert_tokens_routed_total counter
-moe_expert_tokens_routed_total{layer="0",expert="0"} 100
-moe_expert_tokens_routed_total{expert="1",layer="0"} 1.0e+02
-moe_expert_tokens_routed_total{layer="0", expert="2"} 100 1712345678000
-moe_expert_tokens_routed_total{layer="0",expert="3"} 9e2
-moe_expert_tokens_routed_totally_not{layer="0",expert="3"} 5
-moe_expert_tokens_routed_total_created{layer="0",expert="3"} 1.7e9
+# HELP moe_expert_assignments_total Token-to-expert assignments routed.
+# TYPE moe_expert_assignments_total counter
+moe_expert_assignments_total{layer="0",expert="0"} 100
+moe_expert_assignments_total{expert="1",layer="0"} 1.0e+02
+moe_expert_assignments_total{layer="0", expert="2"} 100 1712345678000
+moe_expert_assignments_total{layer="0",expert="3"} 9e2
+moe_expert_assignments_totally_not{layer="0",expert="3"} 5
+moe_expert_assignments_total_created{layer="0",expert="3"} 1.7e9
 moe_router_requests_total{code="ok"} 12
 """
 
@@ -43,11 +43,11 @@ moe_router_requests_total{code="ok"} 12
 def skewed(hot=3, layers=(0, 1), hot_count=1000, cold_count=100):
     """Prometheus text where expert `hot` gets hot_count assignments on each layer, the others
     cold_count."""
-    lines = ["# TYPE moe_expert_tokens_routed_total counter"]
+    lines = ["# TYPE moe_expert_assignments_total counter"]
     for layer in layers:
         for e in range(8):
             v = hot_count if e == hot else cold_count
-            lines.append(f'moe_expert_tokens_routed_total{{layer="{layer}",expert="{e}"}} {v}')
+            lines.append(f'moe_expert_assignments_total{{layer="{layer}",expert="{e}"}} {v}')
     return "\n".join(lines) + "\n"
 
 
@@ -76,12 +76,13 @@ class MetricsTest(unittest.TestCase):
         self.assertEqual(load, {(0, 0): 100.0, (0, 1): 100.0, (0, 2): 100.0, (0, 3): 900.0})
 
     def test_series_of_the_same_pair_are_summed(self):
+        # The counter's name before the metric migration (README) is still read, and summed.
         text = ('moe_expert_tokens_routed_total{layer="0",expert="1",instance="a"} 2\n'
                 'moe_expert_tokens_routed_total{instance="b",layer="0",expert="1"} 3.5\n')
         self.assertEqual(mp.parse_metrics(text), {(0, 1): 5.5})
 
     def test_no_series_is_an_error(self):
-        with self.assertRaisesRegex(mp.ConfigError, "no moe_expert_tokens_routed_total series"):
+        with self.assertRaisesRegex(mp.ConfigError, "no moe_expert_assignments_total series"):
             mp.parse_metrics('moe_router_requests_total{code="ok"} 1\n# only comments\n')
 
     def test_bad_lines_name_the_line(self):
@@ -302,7 +303,7 @@ class CliTest(unittest.TestCase):
              "cannot read the metrics"),
             (["--metrics", "http://127.0.0.1:1/metrics", "--replicas", "2"],
              "cannot read the metrics"),
-            (["--metrics", empty, "--replicas", "2"], "no moe_expert_tokens_routed_total series"),
+            (["--metrics", empty, "--replicas", "2"], "no moe_expert_assignments_total series"),
             (["--metrics", self.metrics, "--replicas", "0"], "--replicas: 0 must be"),
         ]
         for cmd in self.tools():

@@ -107,15 +107,17 @@ def main():
             for err in errors_of(obj, crds):
                 f.check(False, f"{name}: {dl.kn(obj)}: {err}")
         print(f"{name}: {len(objs)} objects validated")
-    # Example objects the README applies as they are.
-    exdir = os.path.join(dl.K8S, "examples")
-    for n in sorted(os.listdir(exdir)) if os.path.isdir(exdir) else []:
-        if n.endswith(".yaml"):
-            with open(os.path.join(exdir, n), encoding="utf-8") as fh:
-                for obj in (d for d in yaml.safe_load_all(fh) if d):
-                    for err in errors_of(obj, crds):
-                        f.check(False, f"examples/{n}: {dl.kn(obj)}: {err}")
-            print(f"examples/{n}: validated")
+    # Objects the README applies as they are: examples, and the namespaces (created once, shared
+    # by the instances installed in them).
+    for sub in ("examples", "namespaces"):
+        exdir = os.path.join(dl.K8S, sub)
+        for n in sorted(os.listdir(exdir)) if os.path.isdir(exdir) else []:
+            if n.endswith(".yaml"):
+                with open(os.path.join(exdir, n), encoding="utf-8") as fh:
+                    for obj in (d for d in yaml.safe_load_all(fh) if d):
+                        for err in errors_of(obj, crds):
+                            f.check(False, f"{sub}/{n}: {dl.kn(obj)}: {err}")
+                print(f"{sub}/{n}: validated")
     self_test(all_objs, crds, f)
     return f.report("schema validation")
 

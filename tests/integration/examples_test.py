@@ -85,15 +85,15 @@ def run_example(bin_dir, path, work):
     exported = metric_sums(metrics)
     routing = config.get("routing") or {}
     if routing.get("capacity_factor", 0) <= 1.0 and "capacity_factor" in routing:
-        assert exported.get("moe_capacity_dropped_tokens_total", 0) > 0, \
+        assert exported.get("moe_capacity_dropped_assignments_total", 0) > 0, \
             f"{name}: capacity {routing['capacity_factor']} dropped nothing"
     if name == "moe_plus_plus":
-        assert exported.get("moe_zero_compute_tokens_total", 0) > 0, \
+        assert exported.get("moe_zero_compute_assignments_total", 0) > 0, \
             f"{name}: no zero-computation expert served on the router"
     print(f"ok: {name}: {summary['tokens_checked']} tokens, identical expert choices, "
           f"max_rel_err {summary['max_rel_err']:.2e}, "
-          f"{exported.get('moe_capacity_dropped_tokens_total', 0):.0f} dropped, "
-          f"{exported.get('moe_zero_compute_tokens_total', 0):.0f} zero-compute on the router")
+          f"{exported.get('moe_capacity_dropped_assignments_total', 0):.0f} dropped, "
+          f"{exported.get('moe_zero_compute_assignments_total', 0):.0f} zero-compute on the router")
 
 
 def main():

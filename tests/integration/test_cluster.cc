@@ -53,6 +53,7 @@ std::string writeCluster(const std::string& name, const ClusterSpec& spec) {
   y << "router:\n  listen: 127.0.0.1:" << freePort()
     << "\n  device: cpu\n  max_tokens: " << spec.maxTokens << "\n"
     << spec.routerYaml;
+  if (spec.adminPorts) y << "  admin: 127.0.0.1:" << freePort() << "\n";
   y << "shards:\n";
   for (size_t i = 0; i < spec.shardExperts.size(); ++i) {
     y << "  - name: shard-" << i << "\n    listen: 127.0.0.1:" << freePort()
@@ -60,6 +61,7 @@ std::string writeCluster(const std::string& name, const ClusterSpec& spec) {
     for (size_t j = 0; j < spec.shardExperts[i].size(); ++j)
       y << (j ? ", " : "") << spec.shardExperts[i][j];
     y << "]\n";
+    if (spec.adminPorts) y << "    admin: 127.0.0.1:" << freePort() << "\n";
     if (static_cast<int>(i) == spec.sharedExpertShard) y << "    shared_expert: true\n";
   }
   const RoutingOptions& r = spec.routing;
@@ -73,6 +75,7 @@ std::string writeCluster(const std::string& name, const ClusterSpec& spec) {
   }
   y << "timeouts:\n  request_ms: " << spec.requestMs << "\n  shard_call_ms: " << spec.shardCallMs
     << "\n  connect_ms: 1000\n";
+  y << spec.topLevelYaml;
   const std::string path = dir + "/cluster.yaml";
   std::ofstream(path) << y.str();
   return path;

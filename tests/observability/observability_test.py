@@ -2,11 +2,13 @@
 """Observability test: alert rules, dashboards and the metrics contract against a live cluster.
 
   a  promtool check/test the alert rules and check the Prometheus config; lint every dashboard
-     (fixed uid, `datasource` variable used by every panel, a unit on every panel,
-     $__rate_interval in every range selector)
+     (fixed uid, `datasource` variable used by every panel, the `namespace`, `pod`, `shard` and
+     `layer` variables used by every panel target, links to the other dashboards carrying them, a
+     unit on every panel, $__rate_interval in every range selector)
   b  start `moe-cluster --prometheus` on a tiny model with admin ports, drive traffic with
      moe-client (plus a few invalid requests), let Prometheus scrape every second
-  c  every target expression of every dashboard panel returns data from Prometheus; the alert
+  c  every target expression of every dashboard panel returns data from Prometheus (the DCGM GPU
+     panel's queries only have to run: there is no GPU exporter here); the alert
      rules evaluate without error, and MoeRouterErrorRateHigh is pending from the invalid requests
   d  every metric name the dashboards and alert rules use is exported by the router or a shard,
      and /metrics matches the contract in router_metrics.h / expert_metrics.h (names, types,
@@ -15,7 +17,8 @@
   f  SIGTERM stops moe-cluster with status 0, leaving no process and no Prometheus data behind
 
 Usage: observability_test.py --bin BUILD/bin --source REPO [--static-only] [--keep]
-Python 3 standard library only; needs `prometheus` and `promtool` (Debian package prometheus).
+Python 3 with PyYAML (python3-yaml, for the alert coverage check); needs `prometheus` and
+`promtool` (Debian package prometheus).
 """
 import argparse
 import json
@@ -33,6 +36,20 @@ import urllib.parse
 import urllib.request
 
 failures = []
+
+# Template variables every dashboard has and every panel target uses (besides `datasource`), and
+# what Grafana substitutes for them when "All" is selected.
+FILTER_VARIABLES = ("namespace", "pod", "shard", "layer")
+ALL_VALUE = ".*"
+# Metrics that come from NVIDIA's dcgm-exporter on GPU nodes, not from this cluster's processes:
+# without a GPU (and the exporter) their queries return nothing, so the live check only requires
+# that they run. The dashboards' GPU panel says so in its description.
+EXTERNAL_EMPTY_PREFIXES = ("DCGM_",)
+# Metrics an alert rule already uses that a later change will export; until then the rule has no
+# series and never fires (its runbook says so).
+ANNOUNCED_METRICS = {
+    "moe_tls_handshake_failures_total": "exported by the TLS change (MoeTlsHandshakeFailures)",
+}
 
 
 def fail(msg):
@@ -89,9 +106,24 @@ def lint_dashboards(boards):
         uids[uid] = name
         if not isinstance(b.get("schemaVersion"), int) or b["schemaVersion"] < 36:
             fail(f"{where}: schemaVersion {b.get('schemaVersion')} (want >= 36)")
-        ds = [v for v in b.get("templating", {}).get("list", []) if v.get("name") == "datasource"]
-        if not ds or ds[0].get("type") != "datasource" or ds[0].get("query") != "prometheus":
+        tvars = {v.get("name"): v for v in b.get("templating", {}).get("list", [])}
+        ds = tvars.get("datasource")
+        if not ds or ds.get("type") != "datasource" or ds.get("query") != "prometheus":
             fail(f"{where}: no template variable `datasource` of type datasource, query prometheus")
+        for name in FILTER_VARIABLES:
+            v = tvars.get(name)
+            if not v or v.get("type") != "query" or \
+                    (v.get("datasource") or {}).get("uid") != "${datasource}":
+                fail(f"{where}: no query variable `{name}` on ${{datasource}}")
+            elif not (v.get("includeAll") and v.get("allValue") == ALL_VALUE and v.get("multi")):
+                fail(f"{where}: variable `{name}` should be multi-value with All = {ALL_VALUE}")
+        links = [l for l in b.get("links", []) if l.get("type") == "dashboards"]
+        if not any("moe-cluster" in (l.get("tags") or []) and l.get("includeVars") and
+                   l.get("keepTime") for l in links):
+            fail(f"{where}: no link to the other moe-cluster dashboards that keeps the variables "
+                 "and the time range")
+        if "moe-cluster" not in (b.get("tags") or []):
+            fail(f"{where}: not tagged moe-cluster (the links between the dashboards use the tag)")
         ids = set()
         panels = list(all_panels(b.get("panels", [])))
         if not panels:
@@ -115,6 +147,9 @@ def lint_dashboards(boards):
                 expr = t.get("expr", "")
                 if not expr.strip():
                     fail(f"{pw} target {t.get('refId')}: empty expr")
+                for name in FILTER_VARIABLES:
+                    if f"${name}" not in expr and f"${{{name}}}" not in expr:
+                        fail(f"{pw} target {t.get('refId')}: does not use ${name}")
                 for rng in re.findall(r"\[([^\]]*)\]", strip_strings(expr)):
                     if rng != "$__rate_interval":
                         fail(f"{pw} target {t.get('refId')}: range [{rng}] instead of "
@@ -145,6 +180,34 @@ def strip_strings(expr):
 
 def metric_names(text):
     return set(re.findall(r"(?<![A-Za-z0-9_:])(moe_[A-Za-z0-9_:]*)", text))
+
+
+def check_alert_coverage(source):
+    """Every alert has a severity and summary/description/runbook text, and alerts_test.yml
+    makes it fire at least once and checks it quiet at least once."""
+    import yaml  # PyYAML: only for this static check
+    prom = os.path.join(source, "deploy", "prometheus")
+    with open(os.path.join(prom, "alerts.yml")) as f:
+        rules = [r for g in yaml.safe_load(f)["groups"] for r in g["rules"] if "alert" in r]
+    with open(os.path.join(prom, "alerts_test.yml")) as f:
+        tests = yaml.safe_load(f)["tests"]
+    fired, quiet = set(), set()
+    for t in tests:
+        for a in t.get("alert_rule_test") or []:
+            (fired if a.get("exp_alerts") else quiet).add(a["alertname"])
+    for r in rules:
+        name = r["alert"]
+        if (r.get("labels") or {}).get("severity") not in ("warning", "critical"):
+            fail(f"alert {name}: severity label should be warning or critical")
+        for key in ("summary", "description", "runbook"):
+            if not (r.get("annotations") or {}).get(key, "").strip():
+                fail(f"alert {name}: no {key} annotation")
+        if name not in fired:
+            fail(f"alert {name}: no test in alerts_test.yml makes it fire")
+        if name not in quiet:
+            fail(f"alert {name}: no test in alerts_test.yml checks it stays quiet")
+    ok(f"{len(rules)} alerts: severity, summary, description and runbook; each tested firing "
+       "and quiet")
 
 
 def check_rules(source):
@@ -283,6 +346,8 @@ def prom_query(prom, expr):
 
 
 def substitute(expr):
+    for name in FILTER_VARIABLES:  # "All" selected
+        expr = expr.replace(f"${{{name}}}", ALL_VALUE).replace(f"${name}", ALL_VALUE)
     for var, val in (("$__rate_interval", "1m"), ("${__rate_interval}", "1m"),
                      ("$__interval", "15s"), ("${__interval}", "15s"), ("$__range", "5m"),
                      ("${__range}", "5m")):
@@ -383,8 +448,13 @@ timeouts: {{drain_ms: 300}}
                         continue
                     result, err = prom_query(prom, expr)
                     queried += 1
+                    external = re.findall(r"\b(?:%s)\w*" % "|".join(EXTERNAL_EMPTY_PREFIXES),
+                                          expr)
                     if err:
                         fail(f"{where}: query error {err}\n    {expr}")
+                    elif external and not result:
+                        print(f"note: {where}: no data from {sorted(set(external))} (no GPU "
+                              "exporter here); the query runs")
                     elif not result:
                         fail(f"{where}: empty result\n    {expr}")
                     elif all(v["value"][1] == "NaN" for v in result):
@@ -436,6 +506,9 @@ timeouts: {{drain_ms: 300}}
             used.setdefault(m, "deploy/prometheus/alerts.yml")
         for m, where in sorted(used.items()):
             base = re.sub(r"_(bucket|sum|count)$", "", m)
+            if m in ANNOUNCED_METRICS:
+                print(f"note: {m} (used by {where}) is not exported yet: {ANNOUNCED_METRICS[m]}")
+                continue
             if m not in exported and base not in exported:
                 fail(f"metric {m} (used by {where}) is not exported by the router or any shard")
         ok(f"{len(used)} metric names used by dashboards and alerts checked")
@@ -501,6 +574,7 @@ def main():
 
     boards = dashboards(args.source)
     check_rules(args.source)
+    check_alert_coverage(args.source)
     lint_dashboards(boards)
     check_coverage(args.source, boards)
     if not args.static_only:

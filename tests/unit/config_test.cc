@@ -987,5 +987,65 @@ TEST(ValidatePlacement, SharedExpertFlagNeedsAModelWithOne) {
                        "no shared expert"));
 }
 
+// ---------------------------------------------------------------------------------------------
+// metrics.per_expert: all | off; unset resolves by the number of (layer, expert) pairs.
+
+TEST(ConfigParse, PerExpertMetricsModes) {
+  ModelConfig small;  // 2 layers × 8 experts
+  small.numExperts = 8;
+  small.moeLayers = {0, 1};
+  ModelConfig deepseek;  // DeepSeek-V3: 58 MoE layers × 256 experts
+  deepseek.numExperts = 256;
+  for (uint32_t l = 3; l < 61; ++l) deepseek.moeLayers.push_back(l);
+  ModelConfig edge;  // exactly kPerExpertSeriesLimit pairs
+  edge.numExperts = 64;
+  for (uint32_t l = 0; l < 64; ++l) edge.moeLayers.push_back(l);
+  const struct {
+    std::string yaml;
+    const ModelConfig* model;
+    PerExpertMetrics configured, resolved;
+    bool logged;
+  } cases[] = {
+      {"", &small, PerExpertMetrics::kAuto, PerExpertMetrics::kAll, false},
+      {"", &edge, PerExpertMetrics::kAuto, PerExpertMetrics::kAll, false},
+      {"", &deepseek, PerExpertMetrics::kAuto, PerExpertMetrics::kOff, true},
+      {"metrics: {per_expert: all}\n", &deepseek, PerExpertMetrics::kAll, PerExpertMetrics::kAll,
+       false},
+      {"metrics:\n  per_expert: off\n", &small, PerExpertMetrics::kOff, PerExpertMetrics::kOff,
+       false},
+      {"metrics: {}\n", &small, PerExpertMetrics::kAuto, PerExpertMetrics::kAll, false},
+  };
+  for (const auto& tc : cases) {
+    SCOPED_TRACE(tc.yaml + " with " + std::to_string(tc.model->moeLayers.size()) + " layers");
+    auto c = mustParse(kMinimal + tc.yaml);
+    EXPECT_EQ(c.metrics.perExpert, tc.configured);
+    std::string why;
+    EXPECT_EQ(resolvePerExpertMetrics(c.metrics, *tc.model, &why), tc.resolved);
+    EXPECT_EQ(!why.empty(), tc.logged) << why;
+    if (tc.logged) {
+      EXPECT_TRUE(contains(why, "58 MoE layers × 256 experts = 14848")) << why;
+    }
+  }
+}
+
+TEST(ConfigErrors, PerExpertMetricsNamesTheKeyAndTheChoices) {
+  const struct {
+    std::string yaml;
+    const char* error;
+  } cases[] = {
+      {kMinimal + "metrics: {per_expert: none}\n",
+       "cluster.yaml:10: metrics.per_expert: 'none' is not a per-expert mode (expected all or "
+       "off)"},
+      {kMinimal + "metrics: {per_expert: true}\n",
+       "cluster.yaml:10: metrics.per_expert: 'true' is not a per-expert mode"},
+      {kMinimal + "metrics: {per_experts: off}\n",
+       "cluster.yaml:10: metrics.per_experts: unknown key (expected one of: per_expert)"},
+  };
+  for (const auto& tc : cases) {
+    SCOPED_TRACE(tc.yaml);
+    EXPECT_TRUE(contains(errorOf(tc.yaml), tc.error)) << errorOf(tc.yaml);
+  }
+}
+
 }  // namespace
 }  // namespace moe
