@@ -6,7 +6,8 @@ The loop: observe -> place -> reload.
   curl -s http://127.0.0.1:9100/metrics > m.txt
   build/bin/moe-placement --config C.yaml --metrics m.txt --replicas 2 \\
       --memory-budget-mib 600 --out C2.yaml
-  # then restart the router (and the shards that got new experts) with C2.yaml
+  # restart the shards that got new experts with C2.yaml, then reload the router:
+  curl -s --data-binary @C2.yaml http://127.0.0.1:9100/admin/placement   # or SIGHUP
 
 Load. The router counts every token->expert assignment in
 moe_expert_assignments_total{layer="L",expert="E"} (router_service/router_metrics.h). An

@@ -154,6 +154,19 @@ Status LocalCluster::restartShard(const std::string& name) {
   return Status::error("no shard named " + name);
 }
 
+Status LocalCluster::restartRouter() {
+  for (auto& c : children_) {
+    if (c.name != "router") continue;
+    if (c.pid > 0) {
+      kill(c.pid, SIGTERM);
+      waitpid(c.pid, nullptr, 0);
+    }
+    if (auto s = spawn(c); !s) return s;
+    return waitReady(c, true);
+  }
+  return Status::error("no router");
+}
+
 std::string LocalCluster::reapExited() {
   for (auto& c : children_) {
     if (c.pid <= 0) continue;

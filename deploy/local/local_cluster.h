@@ -36,6 +36,7 @@ class LocalCluster {
   // For fault-injection tests and the launcher's watch loop.
   pid_t pidOf(const std::string& name) const;    // "router" or a shard name; -1 if unknown
   Status restartShard(const std::string& name);  // start a stopped shard again and wait for it
+  Status restartRouter();  // start the router again (once it has exited) and wait until ready
   // Name of a child that exited on its own since the last call (reaps it), or "".
   std::string reapExited();
 

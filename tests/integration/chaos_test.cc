@@ -1,8 +1,8 @@
 // Fault tolerance over real processes (router + 3 shards on loopback, every expert on 2 of the 3
 // shards), under 4 concurrent clients: a shard killed with SIGKILL and then restarted, a stalled
-// replica, a foreign shard on a listed address and replicas added and removed at run time (SIGHUP,
-// POST /admin/placement) lose no request — calls in flight fail over to the other replica inside
-// the request — and every answer equals the healthy cluster's.
+// replica, a foreign shard on a listed address, replicas added and removed at run time (SIGHUP,
+// POST /admin/placement) and the router's own SIGTERM drain lose no request — calls in flight fail
+// over to the other replica inside the request — and every answer equals the healthy cluster's.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -152,8 +152,8 @@ TEST(Chaos, AStalledReplicaIsHedgedAroundWithoutFailures) {
 }
 
 // A shard of another model (same shapes, other weights) answers on shard-2's address: the router
-// never sends it a token (its fingerprint differs), says why, and every answer stays the healthy
-// cluster's.
+// never sends it a token (its fingerprint differs), says why, every answer stays the healthy
+// cluster's and `moe-client --check` passes.
 TEST(Chaos, AForeignShardOnAListedAddressIsNeverServedFrom) {
   ClusterSpec spec = replicatedSpec();
   const std::string yaml = writeCluster("chaos-foreign", spec);
@@ -190,6 +190,11 @@ TEST(Chaos, AForeignShardOnAListedAddressIsNeverServedFrom) {
       EXPECT_LE(maxRelErr(outputValues(*r.value), want[i]), 1e-6) << "input " << i;
     }
   }
+  // What a user runs: the parity check passes with the impostor present.
+  const auto [status, out] = runCommand(deploy::selfDir() + "/moe-client --config " + yaml +
+                                        " --tokens 256 --batch 32 --concurrency 4 --check --quiet");
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("identical for 256/256 tokens OK"), std::string::npos) << out;
   kill(impostor, SIGKILL);
   waitpid(impostor, nullptr, 0);
 }
@@ -289,6 +294,51 @@ TEST(Chaos, ReplicasAddedAndRemovedAtRunTimeLoseNoRequest) {
   EXPECT_EQ(traffic.wrong(), 0);
   std::printf("chaos SIGHUP swap + POST re-add: %d requests, %d failed, %d wrong\n", traffic.sent(),
               traffic.failed(), traffic.wrong());
+}
+
+// The router on SIGTERM under 4 clients: it keeps serving for timeouts.drain_ms while /readyz
+// says draining, then refuses new requests — and every request sent before that is answered,
+// including those still waiting in a batch (a 400 ms batching window) when the refusal starts;
+// then it exits on its own.
+TEST(Chaos, RouterSigtermAnswersEveryRequestItAccepted) {
+  ClusterSpec spec = replicatedSpec();
+  const std::string admin = "127.0.0.1:" + std::to_string(freePort());
+  spec.routerYaml = "  admin: " + admin + "\n  batching: {window_us: 400000}\n";
+  const std::string yaml = writeCluster("chaos-router-term", spec);
+  std::ofstream(yaml, std::ios::app) << "  drain_ms: 1000\n";  // timeouts: is the last section
+  auto cluster = startCluster(yaml);
+  ASSERT_NE(cluster, nullptr);
+  std::vector<std::vector<float>> want;
+  ASSERT_NO_FATAL_FAILURE(want = healthyAnswers(cluster->routerAddress()));
+  Traffic traffic(cluster->routerAddress(), want);
+  traffic.start();
+  std::this_thread::sleep_for(500ms);
+  const auto signalled = std::chrono::steady_clock::now();
+  ASSERT_EQ(kill(cluster->pidOf("router"), SIGTERM), 0);
+  std::this_thread::sleep_for(200ms);
+  const auto [code, body] = httpGet(admin, "/readyz");
+  EXPECT_EQ(code, 503);
+  EXPECT_EQ(body, "draining\n");
+  // The last requests leave at ~900 ms and wait up to 400 ms in a batch: past the 1 s refusal.
+  std::this_thread::sleep_for(700ms);
+  traffic.stop();
+  const double stoppedMs =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - signalled)
+          .count();
+  bool exited = false;
+  for (int i = 0; i < 100 && !exited; ++i) {
+    exited = cluster->reapExited() == "router";
+    if (!exited) std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_TRUE(exited) << "the router did not exit after its drain";
+  EXPECT_GT(stoppedMs, 1000) << "no request was in flight when the router began refusing";
+  EXPECT_GT(traffic.sent(), 8);
+  EXPECT_EQ(traffic.failed(), 0) << traffic.firstError();
+  EXPECT_EQ(traffic.wrong(), 0);
+  std::printf(
+      "chaos router SIGTERM: %d requests, %d failed, %d wrong; last answered %.0f ms "
+      "after the signal\n",
+      traffic.sent(), traffic.failed(), traffic.wrong(), stoppedMs);
 }
 
 }  // namespace
