@@ -25,6 +25,7 @@
 
 #include "bench/concurrency_scenario.h"
 #include "client/reference/in_process_layer.h"
+#include "common/cli.h"
 #include "common/log.h"
 #include "common/proto/moe.capnp.h"
 #include "common/rpc_endpoint.h"
@@ -88,54 +89,58 @@ struct Row {
 
 int main(int argc, char** argv) {
   std::string config = "deploy/local/default-cluster.yaml";
-  std::vector<uint32_t> batches = {1, 8, 64, 256, 1024};
+  std::vector<uint32_t> batches;  // from --batches
   int repeats = 5;
   bool json = false;
   std::string scenarioList = "1x128,16x8,64x1,1x1";
   uint64_t scenarioTokens = 2048;
-  // A value that is not a number (std::sto* throws) is a usage error like an unknown flag.
-  std::string flag;
-  try {
-    for (int i = 1; i < argc; ++i) {
-      std::string a = argv[i];
-      flag = a;
-      if (a == "--config" && i + 1 < argc) {
-        config = argv[++i];
-      } else if (a == "--concurrency" && i + 1 < argc) {
-        scenarioList = argv[++i];
-      } else if (a == "--concurrency-tokens" && i + 1 < argc) {
-        scenarioTokens = std::stoull(argv[++i]);
-      } else if (a == "--batches" && i + 1 < argc) {
-        batches.clear();
-        if (std::string(argv[i + 1]) == "none") {
-          ++i;
-          continue;
-        }
-        std::stringstream ss(argv[++i]);
-        for (std::string t; std::getline(ss, t, ',');)
-          batches.push_back(static_cast<uint32_t>(std::stoul(t)));
-      } else if (a == "--repeats" && i + 1 < argc) {
-        repeats = std::max(1, std::stoi(argv[++i]));
-      } else if (a == "--json") {
-        json = true;
-      } else {
-        std::cerr << "usage: moe-bench [--config CLUSTER.yaml] [--batches 1,8,64,256,1024|none] "
-                     "[--concurrency 1x128,16x8,64x1,1x1|none] [--concurrency-tokens 2048] "
-                     "[--repeats N] [--json]\n";
-        return 2;
-      }
-    }
-  } catch (const std::exception& e) {
-    std::cerr << "moe-bench: " << flag << ": not a valid number (" << e.what() << ")\n";
-    return 2;
+  CLI::App app{
+      "The speed report: starts the cluster of a YAML on loopback and, per batch size, compares\n"
+      "Router.forward with the same layer computed in this process; then the expert kernel vs a\n"
+      "plain GEMM, and concurrent clients × tokens per request. Not a test: no thresholds.",
+      "moe-bench"};
+  moe::cli::setUp(app);
+  app.add_option("--config", config, "Cluster YAML")->check(CLI::ExistingFile);
+  std::string batchList = "1,8,64,256,1024";
+  app.add_option("--batches", batchList, "Batch sizes to measure, or none")
+      ->transform(CLI::Validator(
+          [](std::string& v) {
+            return v == "none" ? std::string()
+                               : moe::cli::unsignedList(1, 1 << 20, /*allowEmpty=*/false)(v);
+          },
+          "LIST|none"));
+  app.add_option("--concurrency", scenarioList, "Concurrency scenarios CLIENTSxBATCH,..., or none")
+      ->transform(CLI::Validator(
+          [](std::string& v) -> std::string {
+            if (v == "none") return "";
+            // Each item: CLIENTS in 1..4096, x, BATCH in 1..65536.
+            std::stringstream ss(v);
+            for (std::string item; std::getline(ss, item, ',');) {
+              const auto x = item.find('x');
+              if (x == std::string::npos) return "'" + item + "' is not CLIENTSxBATCH";
+              std::string clients = item.substr(0, x), batch = item.substr(x + 1);
+              if (auto why = moe::cli::unsignedInteger(1, 4096)(clients); !why.empty())
+                return "clients in '" + item + "': " + why;
+              if (auto why = moe::cli::unsignedInteger(1, 65536)(batch); !why.empty())
+                return "batch in '" + item + "': " + why;
+            }
+            return moe::bench::parseScenarios(v).empty() ? "'" + v + "' is not CLIENTSxBATCH,..."
+                                                         : std::string();
+          },
+          "LIST|none"));
+  app.add_option("--concurrency-tokens", scenarioTokens, "Tokens per concurrency scenario run")
+      ->transform(moe::cli::unsignedInteger(1, 1 << 24));
+  app.add_option("--repeats", repeats, "Runs per measurement (medians are reported)")
+      ->transform(moe::cli::integer(1, 1000));
+  app.add_flag("--json", json, "Print the report as JSON");
+  if (auto status = moe::cli::parse(app, argc, argv)) return *status;
+  batches.clear();
+  if (batchList != "none") {
+    for (uint64_t b : moe::cli::splitUnsignedList(batchList))
+      batches.push_back(static_cast<uint32_t>(b));
   }
   const auto scenarios = scenarioList == "none" ? std::vector<moe::bench::ConcurrencyScenario>{}
                                                 : moe::bench::parseScenarios(scenarioList);
-  if (scenarioList != "none" && scenarios.empty()) {
-    std::cerr << "moe-bench: --concurrency: expected CLIENTSxBATCH[,…], got '" << scenarioList
-              << "'\n";
-    return 2;
-  }
   moe::setLogComponent("moe-bench");
   moe::setLogLevel(moe::LogLevel::kWarn);
   moe::deploy::LocalClusterOptions opts;

@@ -12,10 +12,11 @@
 
 #include "common/log.h"
 #include "common/rpc_endpoint.h"
+#include "common/version.h"
 
 namespace moe {
 
-const char* const kMoeVersion = "0.1.0";
+const char* const kMoeVersion = MOE_VERSION;
 
 namespace {
 // The write end of the signal pipe. A signal handler can reach nothing else, so this one
