@@ -1,7 +1,9 @@
 // moe-client: drives traffic at a router and reports throughput and latency; with --check it also
 // computes every reply in-process on the same weights and reports the largest difference and
-// whether the router chose the same experts for every token (the reply's routing field).
+// whether the router chose the same experts for every token (the reply's routing field). It calls
+// the router through moe::Client (client/client.h), the library engines link.
 #include <kj/async-io.h>
+#include <kj/vector.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,21 +16,20 @@
 #include <new>
 #include <optional>
 #include <random>
+#include <span>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "client/client.h"
 #include "client/npy.h"
 #include "client/reference/in_process_layer.h"
 #include "common/cli.h"
 #include "common/config.h"
 #include "common/dtype.h"
 #include "common/log.h"
-#include "common/proto/moe.capnp.h"
-#include "common/rpc_endpoint.h"
 #include "common/rpc_status.h"
 #include "common/service_flags.h"
-#include "common/tensor_wire.h"
 #include "kernels/backend.h"
 
 namespace {
@@ -145,27 +146,20 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  auto io = kj::setupAsyncIo();
-  auto& timer = io.provider->getTimer();
-  kj::Own<moe::RpcConnection> conn;
-  moe::proto::Router::Client router = nullptr;
+  // moe::Client (client/client.h), the library engines use; its own event loop on this thread.
+  std::optional<moe::Client> client;
   uint32_t H = 0;
   std::vector<uint32_t> moeLayers;
   try {
-    conn = moe::connectRpc(*io.provider, timer, o.router, 5000).wait(io.waitScope);
-    router = conn->bootstrap<moe::proto::Router>();
-    auto info = moe::withDeadline(timer, o.deadlineMs,
-                                  kj::Promise<capnp::Response<moe::proto::Router::InfoResults>>(
-                                      router.infoRequest().send()),
-                                  "router info timed out")
-                    .wait(io.waitScope);
-    H = info.getInfo().getHiddenSize();
-    for (auto l : info.getInfo().getMoeLayers()) moeLayers.push_back(l);
-  } catch (const kj::Exception& e) {
-    const moe::Status st = moe::statusFromException(e);
-    std::cerr << "moe-client: router " << o.router << ": " << moe::statusCodeName(st.code()) << ": "
-              << st.message() << "\n";
-    return moe::exitStatusFor(st.code());
+    moe::ClientOptions clientOptions;
+    clientOptions.timeout = std::chrono::milliseconds(o.deadlineMs);
+    client.emplace(o.router, clientOptions);
+    const moe::ModelInfo info = client->info();
+    H = info.hiddenSize;
+    moeLayers = info.moeLayers;
+  } catch (const moe::ClientError& e) {
+    std::cerr << "moe-client: router " << o.router << ": " << e.what() << "\n";
+    return moe::exitStatusFor(e.code());
   }
   std::vector<uint32_t> layers = moeLayers;
   if (o.layer >= 0) layers = {static_cast<uint32_t>(o.layer)};
@@ -241,68 +235,46 @@ int main(int argc, char** argv) {
     if (nextRequest == requests.size()) return kj::READY_NOW;
     const size_t idx = nextRequest++;
     const Request r = requests[idx];
-    auto req = router.forwardRequest();
-    req.setLayer(r.layer);
-    if (local) req.initOptions().setReturnRouting(true);
-    auto hidden = req.initHidden();
-    hidden.setDtype(moe::toProto(o.dtype));
-    auto shape = hidden.initShape(2);
-    shape.set(0, r.count);
-    shape.set(1, H);
     const float* src = tokens.data() + r.first * H;
     const size_t n = size_t{r.count} * H;
-    if (o.dtype == moe::DType::kF32) {
-      auto data = hidden.initData(static_cast<unsigned>(n * 4));
-      std::memcpy(data.begin(), src, n * 4);
-    } else {
-      auto data = hidden.initData(static_cast<unsigned>(n * 2));
-      for (size_t i = 0; i < n; ++i) {
-        uint16_t b = moe::floatToBf16(src[i]);
-        std::memcpy(data.begin() + 2 * i, &b, 2);
-      }
+    moe::HiddenStates hidden = moe::HiddenStates::f32(std::span<const float>(src, n), r.count);
+    std::vector<uint16_t> half;  // bf16 requests: the bits of the same (already rounded) values
+    if (o.dtype == moe::DType::kBF16) {
+      half.resize(n);
+      for (size_t i = 0; i < n; ++i) half[i] = moe::floatToBf16(src[i]);
+      hidden = moe::HiddenStates::half(moe::DType::kBF16, half, r.count);
     }
+    moe::ForwardOptions options;
+    options.returnRouting = local != nullptr;
     const auto sent = Clock::now();
-    auto call = moe::withDeadline(
-        timer, o.deadlineMs,
-        kj::Promise<capnp::Response<moe::proto::Router::ForwardResults>>(req.send()),
-        "request timed out after " + std::to_string(o.deadlineMs) + " ms");
-    return call.then(
-        [&, r, idx,
-         sent](capnp::Response<moe::proto::Router::ForwardResults>&& reply) -> kj::Promise<void> {
-          latencyMs.push_back(
-              std::chrono::duration<double, std::milli>(Clock::now() - sent).count());
-          auto out = moe::decodeTensor(reply.getOutput(), "output");
-          if (!out || out.value().shape.size() != 2 || out.value().shape[0] != r.count ||
-              out.value().shape[1] != H) {
-            ++errors;
-            if (firstError.empty())
-              firstError =
-                  out ? "reply has shape " + moe::shapeString(out.value().shape) : out.error();
-          } else if (local) {
-            // Kept for checking after the timed loop, so the check does not slow the traffic.
-            moe::F32Rows got(out.value());
-            replies[idx].assign(got.values().begin(), got.values().end());
-            auto experts = reply.getRouting().getExperts();
-            for (uint32_t e : experts) replyExperts[idx].push_back(e);
-          }
-          done += r.count;
-          if (showProgress) progress(done, o.tokens, elapsed());
-          return worker();
-        },
-        [&, r](kj::Exception&& e) -> kj::Promise<void> {
-          ++errors;
-          done += r.count;
-          if (firstError.empty()) {
-            const moe::Status st = moe::statusFromException(e);
-            firstErrorCode = st.code();
-            firstError = std::string(moe::statusCodeName(st.code())) + ": " + st.message();
-          }
-          return worker();
-        });
+    return client->forwardAsync(r.layer, hidden, options)
+        .then(
+            [&, r, idx, sent](moe::ForwardResult&& reply) -> kj::Promise<void> {
+              latencyMs.push_back(
+                  std::chrono::duration<double, std::milli>(Clock::now() - sent).count());
+              if (local) {
+                // Kept for checking after the timed loop, so the check does not slow the traffic.
+                replies[idx] = std::move(reply.output.values);
+                if (reply.routing) replyExperts[idx] = std::move(reply.routing->experts);
+              }
+              done += r.count;
+              if (showProgress) progress(done, o.tokens, elapsed());
+              return worker();
+            },
+            [&, r](kj::Exception&& e) -> kj::Promise<void> {
+              ++errors;
+              done += r.count;
+              if (firstError.empty()) {
+                const moe::ClientError error = moe::ClientError::fromException(e);
+                firstErrorCode = error.code();
+                firstError = error.what();
+              }
+              return worker();
+            });
   };
   kj::Vector<kj::Promise<void>> workers;
   for (uint32_t i = 0; i < o.concurrency; ++i) workers.add(worker());
-  kj::joinPromises(workers.releaseAsArray()).wait(io.waitScope);
+  kj::joinPromises(workers.releaseAsArray()).wait(client->waitScope());
   const double seconds = elapsed();
 
   for (size_t i = 0; i < replies.size(); ++i) {

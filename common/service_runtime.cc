@@ -199,6 +199,7 @@ void fillModelInfo(proto::ServiceInfo::Builder info, const ModelConfig& model) {
   info.setIntermediateSize(model.intermediateSize);
   info.setNumExperts(model.numExperts);
   info.setTopK(model.topK);
+  info.setNumLayers(model.numLayers);
   auto layers = info.initMoeLayers(static_cast<unsigned>(model.moeLayers.size()));
   for (size_t i = 0; i < model.moeLayers.size(); ++i)
     layers.set(static_cast<unsigned>(i), model.moeLayers[i]);
