@@ -76,7 +76,9 @@ PROGRAMS = {
         (["--router", "127.0.0.1:1", "--tokens"], "--tokens: needs a value"),
     ]),
     "moe-bench": ("bin:moe-bench", ["--config", "--batches", "--concurrency",
-                                    "--concurrency-tokens", "--repeats", "--json"], [
+                                    "--concurrency-tokens", "--repeats", "--client-overhead",
+                                    "--json"], [
+        (["--client-overhead", "-1"], "--client-overhead: -1 is out of range"),
         (["--batches", "0"], "--batches: in list '0': 0 is out of range"),
         (["--batches", "1,,8"], "--batches: in list '1,,8': '' is not a whole number"),
         (["--concurrency", "16y8"], "--concurrency: '16y8' is not CLIENTSxBATCH"),
