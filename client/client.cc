@@ -159,8 +159,8 @@ struct Client::Impl {
   // or fail with the connection's error). `stale`: there is none, it failed, close() dropped it
   // or the peer hung up; the next call connects again.
   bool stale = true;
-  uint64_t generation =
-      0;  // of the connection attempt; a late one of a dropped attempt is not kept
+  // Counts connection attempts, so that a late answer to a dropped attempt is not kept.
+  uint64_t generation = 0;
   proto::Router::Client router = nullptr;
   kj::Own<RpcConnection> connection;
   kj::Maybe<kj::Promise<void>> watch;  // sets `stale` when the peer hangs up
