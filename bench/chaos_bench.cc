@@ -25,6 +25,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "bench/concurrency_scenario.h"
+#include "common/cli.h"
 #include "common/log.h"
 #include "common/rpc_endpoint.h"
 #include "deploy/local/local_cluster.h"
@@ -212,26 +213,19 @@ int main(int argc, char** argv) {
   std::string config = "deploy/local/replicated-cluster.yaml";
   uint64_t requests = 200;
   int rounds = 3;
-  std::string flag;
-  try {
-    for (int i = 1; i < argc; i += 2) {
-      const std::string a = argv[i];
-      flag = a;
-      if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
-      if (a == "--config") {
-        config = argv[i + 1];
-      } else if (a == "--requests" && (requests = std::stoull(argv[i + 1])) >= 1) {
-      } else if (a == "--rounds" && (rounds = std::stoi(argv[i + 1])) >= 1) {
-      } else {
-        throw std::invalid_argument(a + " " + argv[i + 1]);
-      }
-    }
-  } catch (const std::exception& e) {
-    std::cerr << "moe-chaos-bench: " << flag << ": bad value (" << e.what()
-              << ")\nusage: moe-chaos-bench "
-              << "[--config CLUSTER.yaml] [--requests N >= 1] [--rounds N >= 1]\n";
-    return 2;
-  }
+  CLI::App app{
+      "Latency through faults on a replicated cluster: per event (steady state, kill -9, SIGSTOP,\n"
+      "SIGTERM drain of one shard), 4 clients keep requests of 16 tokens in flight while the\n"
+      "event happens; --rounds rounds run the events round-robin. Not a test: no thresholds.",
+      "moe-chaos-bench"};
+  moe::cli::setUp(app);
+  app.add_option("--config", config, "Cluster YAML (every expert on at least 2 shards)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--requests", requests, "Requests per event and round")
+      ->transform(moe::cli::unsignedInteger(1, 1000000));
+  app.add_option("--rounds", rounds, "Rounds over the events (medians are reported)")
+      ->transform(moe::cli::integer(1, 1000));
+  if (auto status = moe::cli::parse(app, argc, argv)) return *status;
   moe::setLogLevel(moe::LogLevel::kWarn);
   moe::deploy::LocalClusterOptions opts;
   opts.configPath = config;

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "common/checkpoint.h"
+#include "common/cli.h"
 #include "common/config.h"
 #include "kernels/backend.h"
 #include "router_service/capacity.h"
@@ -65,26 +66,23 @@ int main(int argc, char** argv) {
   uint32_t hidden = 2048, experts = 64, topK = 2;
   std::vector<uint32_t> batches = {1, 64, 1024};
   int repeats = 7;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto next = [&]() { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
-    if (a == "--hidden") {
-      hidden = static_cast<uint32_t>(std::stoul(next()));
-    } else if (a == "--experts") {
-      experts = static_cast<uint32_t>(std::stoul(next()));
-    } else if (a == "--batches") {
-      batches.clear();
-      std::stringstream ss(next());
-      for (std::string t; std::getline(ss, t, ',');)
-        batches.push_back(static_cast<uint32_t>(std::stoul(t)));
-    } else if (a == "--repeats") {
-      repeats = std::max(1, std::stoi(next()));
-    } else {
-      std::cerr << "usage: moe-gate-bench [--hidden 2048] [--experts 64] [--batches 1,64,1024] "
-                   "[--repeats 7]\n";
-      return 2;
-    }
-  }
+  CLI::App app{
+      "What each family's routing costs on the router, per batch: gate network, selection,\n"
+      "capacity and MoE++'s router-side experts, on synthetic checkpoints. Not a test.",
+      "moe-gate-bench"};
+  moe::cli::setUp(app);
+  app.add_option("--hidden", hidden, "Hidden size")->transform(moe::cli::unsignedInteger(1, 65536));
+  app.add_option("--experts", experts, "Experts per layer (MoE++ gets 4 more)")
+      ->transform(moe::cli::unsignedInteger(2, 4096));
+  std::string batchList = "1,64,1024";
+  app.add_option("--batches", batchList, "Batch sizes")
+      ->transform(moe::cli::unsignedList(1, 1 << 20, /*allowEmpty=*/false));
+  app.add_option("--repeats", repeats, "Runs per measurement (medians are reported)")
+      ->transform(moe::cli::integer(1, 1000));
+  if (auto status = moe::cli::parse(app, argc, argv)) return *status;
+  batches.clear();
+  for (uint64_t b : moe::cli::splitUnsignedList(batchList))
+    batches.push_back(static_cast<uint32_t>(b));
   moe::RoutingOptions noisy, capped;
   noisy.noisyTopk = true;
   noisy.noiseSeed = 1;

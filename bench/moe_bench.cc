@@ -5,7 +5,9 @@
 //   - their ratio (the cost of being distributed);
 // and the expert FFN kernel's GFLOP/s next to a plain GEMM of the same shape (the compute limit);
 // and the concurrency scenarios (bench/concurrency_scenario.h): C clients × B tokens each, with the
-// ratio of 16×8 to 1×128 tokens/s (what batching across concurrent requests recovers).
+// ratio of 16×8 to 1×128 tokens/s (what batching across concurrent requests recovers); and the
+// round-trip overhead of one forward of 1 token through moe::Client and through a raw Cap'n Proto
+// request (the caller's time minus the router's own, p50/p99).
 // Medians of --repeats runs; the machine and command go in the report. Not a test: no thresholds.
 #include <kj/async-io.h>
 #include <sys/utsname.h>
@@ -15,8 +17,10 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -24,7 +28,9 @@
 #include <vector>
 
 #include "bench/concurrency_scenario.h"
+#include "client/client.h"
 #include "client/reference/in_process_layer.h"
+#include "common/cli.h"
 #include "common/log.h"
 #include "common/proto/moe.capnp.h"
 #include "common/rpc_endpoint.h"
@@ -79,6 +85,29 @@ void printConcurrency(const std::vector<moe::bench::ConcurrencyResult>& results)
     std::printf("\n16 × 8 / 1 × 128 tokens/s: %.2f\n", ratio);
 }
 
+// One forward of 1 token, timed from the caller: the round trip, the router's own time for it
+// (ForwardStats.totalMicros, receipt to reply) and their difference, the overhead of the client
+// and the transport, in µs: p50 and p99 over the calls.
+struct Overhead {
+  double rttP50 = 0, rttP99 = 0, serverP50 = 0, overheadP50 = 0, overheadP99 = 0;
+};
+
+// `call` runs one forward and returns the router's microseconds for it.
+Overhead measureOverhead(uint64_t calls, const std::function<uint64_t()>& call) {
+  std::vector<double> rtt, server, overhead;
+  for (uint64_t i = 0; i < calls + calls / 10; ++i) {  // the first tenth warms up, not counted
+    const auto t0 = Clock::now();
+    const uint64_t serverMicros = call();
+    const double us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+    if (i < calls / 10) continue;
+    rtt.push_back(us);
+    server.push_back(static_cast<double>(serverMicros));
+    overhead.push_back(us - static_cast<double>(serverMicros));
+  }
+  return {percentile(rtt, 50), percentile(rtt, 99), percentile(server, 50),
+          percentile(overhead, 50), percentile(overhead, 99)};
+}
+
 struct Row {
   uint32_t batch;
   double clusterTps, p50Ms, p99Ms, localTps;
@@ -88,54 +117,62 @@ struct Row {
 
 int main(int argc, char** argv) {
   std::string config = "deploy/local/default-cluster.yaml";
-  std::vector<uint32_t> batches = {1, 8, 64, 256, 1024};
+  std::vector<uint32_t> batches;  // from --batches
   int repeats = 5;
   bool json = false;
   std::string scenarioList = "1x128,16x8,64x1,1x1";
   uint64_t scenarioTokens = 2048;
-  // A value that is not a number (std::sto* throws) is a usage error like an unknown flag.
-  std::string flag;
-  try {
-    for (int i = 1; i < argc; ++i) {
-      std::string a = argv[i];
-      flag = a;
-      if (a == "--config" && i + 1 < argc) {
-        config = argv[++i];
-      } else if (a == "--concurrency" && i + 1 < argc) {
-        scenarioList = argv[++i];
-      } else if (a == "--concurrency-tokens" && i + 1 < argc) {
-        scenarioTokens = std::stoull(argv[++i]);
-      } else if (a == "--batches" && i + 1 < argc) {
-        batches.clear();
-        if (std::string(argv[i + 1]) == "none") {
-          ++i;
-          continue;
-        }
-        std::stringstream ss(argv[++i]);
-        for (std::string t; std::getline(ss, t, ',');)
-          batches.push_back(static_cast<uint32_t>(std::stoul(t)));
-      } else if (a == "--repeats" && i + 1 < argc) {
-        repeats = std::max(1, std::stoi(argv[++i]));
-      } else if (a == "--json") {
-        json = true;
-      } else {
-        std::cerr << "usage: moe-bench [--config CLUSTER.yaml] [--batches 1,8,64,256,1024|none] "
-                     "[--concurrency 1x128,16x8,64x1,1x1|none] [--concurrency-tokens 2048] "
-                     "[--repeats N] [--json]\n";
-        return 2;
-      }
-    }
-  } catch (const std::exception& e) {
-    std::cerr << "moe-bench: " << flag << ": not a valid number (" << e.what() << ")\n";
-    return 2;
+  uint64_t overheadCalls = 2000;
+  CLI::App app{
+      "The speed report: starts the cluster of a YAML on loopback and, per batch size, compares\n"
+      "Router.forward with the same layer computed in this process; then the expert kernel vs a\n"
+      "plain GEMM, and concurrent clients × tokens per request. Not a test: no thresholds.",
+      "moe-bench"};
+  moe::cli::setUp(app);
+  app.add_option("--config", config, "Cluster YAML")->check(CLI::ExistingFile);
+  std::string batchList = "1,8,64,256,1024";
+  app.add_option("--batches", batchList, "Batch sizes to measure, or none")
+      ->transform(CLI::Validator(
+          [](std::string& v) {
+            return v == "none" ? std::string()
+                               : moe::cli::unsignedList(1, 1 << 20, /*allowEmpty=*/false)(v);
+          },
+          "LIST|none"));
+  app.add_option("--concurrency", scenarioList, "Concurrency scenarios CLIENTSxBATCH,..., or none")
+      ->transform(CLI::Validator(
+          [](std::string& v) -> std::string {
+            if (v == "none") return "";
+            // Each item: CLIENTS in 1..4096, x, BATCH in 1..65536.
+            std::stringstream ss(v);
+            for (std::string item; std::getline(ss, item, ',');) {
+              const auto x = item.find('x');
+              if (x == std::string::npos) return "'" + item + "' is not CLIENTSxBATCH";
+              std::string clients = item.substr(0, x), batch = item.substr(x + 1);
+              if (auto why = moe::cli::unsignedInteger(1, 4096)(clients); !why.empty())
+                return "clients in '" + item + "': " + why;
+              if (auto why = moe::cli::unsignedInteger(1, 65536)(batch); !why.empty())
+                return "batch in '" + item + "': " + why;
+            }
+            return moe::bench::parseScenarios(v).empty() ? "'" + v + "' is not CLIENTSxBATCH,..."
+                                                         : std::string();
+          },
+          "LIST|none"));
+  app.add_option("--concurrency-tokens", scenarioTokens, "Tokens per concurrency scenario run")
+      ->transform(moe::cli::unsignedInteger(1, 1 << 24));
+  app.add_option("--repeats", repeats, "Runs per measurement (medians are reported)")
+      ->transform(moe::cli::integer(1, 1000));
+  app.add_option("--client-overhead", overheadCalls,
+                 "Forward calls of 1 token timed for the client round-trip overhead (0: skip)")
+      ->transform(moe::cli::unsignedInteger(0, 1'000'000));
+  app.add_flag("--json", json, "Print the report as JSON");
+  if (auto status = moe::cli::parse(app, argc, argv)) return *status;
+  batches.clear();
+  if (batchList != "none") {
+    for (uint64_t b : moe::cli::splitUnsignedList(batchList))
+      batches.push_back(static_cast<uint32_t>(b));
   }
   const auto scenarios = scenarioList == "none" ? std::vector<moe::bench::ConcurrencyScenario>{}
                                                 : moe::bench::parseScenarios(scenarioList);
-  if (scenarioList != "none" && scenarios.empty()) {
-    std::cerr << "moe-bench: --concurrency: expected CLIENTSxBATCH[,…], got '" << scenarioList
-              << "'\n";
-    return 2;
-  }
   moe::setLogComponent("moe-bench");
   moe::setLogLevel(moe::LogLevel::kWarn);
   moe::deploy::LocalClusterOptions opts;
@@ -205,6 +242,28 @@ int main(int argc, char** argv) {
   const auto concurrency = moe::bench::runScenarios(io.waitScope, router, layer, H, scenarios,
                                                     scenarioTokens, std::min(repeats, 3));
 
+  // Round-trip overhead of 1 token: moe::Client (the library engines link, promise form on this
+  // loop) and, for comparison, a raw Cap'n Proto request built by hand as above.
+  std::optional<Overhead> clientOverhead, rawOverhead;
+  if (overheadCalls > 0) {
+    std::vector<float> token(H);
+    for (auto& v : token) v = normal(rng);
+    moe::Client client(*io.provider, cfg.router.listen);
+    clientOverhead = measureOverhead(overheadCalls, [&]() {
+      return client.forwardAsync(layer, moe::HiddenStates::f32(token, 1))
+          .wait(io.waitScope)
+          .serverMicros;
+    });
+    rawOverhead = measureOverhead(overheadCalls, [&]() -> uint64_t {
+      auto req = router.forwardRequest();
+      req.setLayer(layer);
+      const uint32_t shape[2] = {1, H};
+      auto dst = moe::initF32(req.initHidden(), shape);
+      std::copy(token.begin(), token.end(), dst.begin());
+      return req.send().wait(io.waitScope).getStats().getTotalMicros();
+    });
+  }
+
   // The kernel against the GEMM rate: one expert's FFN over the largest batch vs three plain GEMMs.
   const uint32_t B = batches.empty() ? 256 : *std::max_element(batches.begin(), batches.end());
   auto backend = moe::kernels::createBackend(moe::kernels::BackendKind::kBlas).value();
@@ -262,8 +321,22 @@ int main(int argc, char** argv) {
           static_cast<unsigned long long>(c.errors));
     }
     std::printf("], \"ratio_16x8_over_1x128\": %.3f", concurrencyRatio(concurrency));
-    std::printf(", \"expert_ffn_gflops\": %.2f, \"gemm_gflops\": %.2f, \"ffn_over_gemm\": %.3f}\n",
+    std::printf(", \"expert_ffn_gflops\": %.2f, \"gemm_gflops\": %.2f, \"ffn_over_gemm\": %.3f",
                 ffnGflops, gemmGflops, ffnGflops / gemmGflops);
+    if (clientOverhead) {
+      std::printf(", \"one_token_round_trip_us\": {");
+      const char* sep = "";
+      for (const auto& [name, o] :
+           {std::pair{"client", *clientOverhead}, {"raw_capnp", *rawOverhead}}) {
+        std::printf(
+            "%s\"%s\": {\"rtt_p50\": %.1f, \"rtt_p99\": %.1f, \"server_p50\": %.1f, "
+            "\"overhead_p50\": %.1f, \"overhead_p99\": %.1f}",
+            sep, name, o.rttP50, o.rttP99, o.serverP50, o.overheadP50, o.overheadP99);
+        sep = ", ";
+      }
+      std::printf("}");
+    }
+    std::printf("}\n");
   } else {
     std::printf(
         "moe-bench — %s\nmachine: %s\nmodel: hidden %u, intermediate %u, %u experts, top-%u; %zu "
@@ -284,6 +357,19 @@ int main(int argc, char** argv) {
         "ratio %.2f\n",
         B, ffnGflops, gemmGflops, ffnGflops / gemmGflops);
     printConcurrency(concurrency);
+    if (clientOverhead) {
+      std::printf(
+          "\none forward of 1 token, %llu calls: round trip from the caller, the router's own time "
+          "(ForwardStats.totalMicros) and the difference, the client + transport overhead (µs)\n\n"
+          "| caller | round trip p50 | p99 | router p50 | overhead p50 | overhead p99 |\n"
+          "|---|---:|---:|---:|---:|---:|\n",
+          static_cast<unsigned long long>(overheadCalls));
+      for (const auto& [name, o] :
+           {std::pair{"moe::Client", *clientOverhead}, {"raw Cap'n Proto request", *rawOverhead}}) {
+        std::printf("| %s | %.0f | %.0f | %.0f | %.0f | %.0f |\n", name, o.rttP50, o.rttP99,
+                    o.serverP50, o.overheadP50, o.overheadP99);
+      }
+    }
   }
   cluster.value()->stop();
   return 0;

@@ -1,7 +1,9 @@
 // moe-client: drives traffic at a router and reports throughput and latency; with --check it also
 // computes every reply in-process on the same weights and reports the largest difference and
-// whether the router chose the same experts for every token (the reply's routing field).
+// whether the router chose the same experts for every token (the reply's routing field). It calls
+// the router through moe::Client (client/client.h), the library engines link.
 #include <kj/async-io.h>
+#include <kj/vector.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,20 +13,23 @@
 #include <cstring>
 #include <functional>
 #include <iostream>
+#include <new>
+#include <optional>
 #include <random>
+#include <span>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "client/client.h"
 #include "client/npy.h"
 #include "client/reference/in_process_layer.h"
+#include "common/cli.h"
 #include "common/config.h"
 #include "common/dtype.h"
 #include "common/log.h"
-#include "common/proto/moe.capnp.h"
-#include "common/rpc_endpoint.h"
 #include "common/rpc_status.h"
-#include "common/tensor_wire.h"
+#include "common/service_flags.h"
 #include "kernels/backend.h"
 
 namespace {
@@ -44,75 +49,55 @@ struct Options {
   uint32_t deadlineMs = 60000;
 };
 
-int usage() {
-  std::cerr
-      << "usage: moe-client (--config CLUSTER.yaml | --router HOST:PORT) [options]\n"
-         "  --tokens N        tokens to send in total (default 1000)\n"
-         "  --batch B         tokens per request (default 128)\n"
-         "  --input F.npy     send these tokens ([T, hidden] float32) instead of random ones\n"
-         "  --layer L         MoE layer to call (default: cycle through all)\n"
-         "  --concurrency C   requests in flight at once (default 1)\n"
-         "  --dtype f32|bf16  request dtype (default f32)\n"
-         "  --seed S          random token seed (default 7)\n"
-         "  --check           compare every reply with an in-process computation of the layer:\n"
-         "                    output error, and the experts chosen for each token (with\n"
-         "                    --config the cluster's routing: options are applied too)\n"
-         "  --model DIR       checkpoint for --check (default: model.path of --config)\n"
-         "  --tolerance X     largest allowed |cluster - in-process| (default 1e-4)\n"
-         "  --deadline-ms MS  per-request deadline (default 60000)\n"
-         "  --json            print the summary as JSON\n"
-         "  --quiet           no progress bar\n";
-  return 2;
-}
-
-bool parse(int argc, char** argv, Options& o) {
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      return i + 1 < argc ? argv[++i] : throw std::invalid_argument(a + " needs a value");
-    };
-    if (a == "--config")
-      o.config = next();
-    else if (a == "--router")
-      o.router = next();
-    else if (a == "--model")
-      o.model = next();
-    else if (a == "--input")
-      o.input = next();
-    else if (a == "--tokens")
-      o.tokens = std::stoull(next());
-    else if (a == "--batch")
-      o.batch = static_cast<uint32_t>(std::stoul(next()));
-    else if (a == "--layer")
-      o.layer = std::stoi(next());
-    else if (a == "--concurrency")
-      o.concurrency = static_cast<uint32_t>(std::stoul(next()));
-    else if (a == "--seed")
-      o.seed = std::stoull(next());
-    else if (a == "--tolerance")
-      o.tolerance = std::stod(next());
-    else if (a == "--deadline-ms")
-      o.deadlineMs = static_cast<uint32_t>(std::stoul(next()));
-    else if (a == "--dtype") {
-      auto d = next();
-      if (d == "f32")
-        o.dtype = moe::DType::kF32;
-      else if (d == "bf16")
-        o.dtype = moe::DType::kBF16;
-      else
-        throw std::invalid_argument("--dtype must be f32 or bf16");
-    } else if (a == "--check")
-      o.check = true;
-    else if (a == "--json")
-      o.json = true;
-    else if (a == "--quiet")
-      o.quiet = true;
-    else
-      throw std::invalid_argument("unknown option " + a);
-  }
-  if (o.batch == 0 || o.concurrency == 0)
-    throw std::invalid_argument("--batch and --concurrency must be >= 1");
-  return !(o.config.empty() && o.router.empty());
+// The command line (common/cli.h): the flags, or the status to exit with.
+std::optional<int> parse(int argc, char** argv, Options& o) {
+  CLI::App app{
+      "Drives traffic at a router and reports throughput and latency; with --check it also\n"
+      "computes every reply in-process on the same weights and reports the largest difference\n"
+      "and whether the router chose the same experts for every token.",
+      "moe-client"};
+  moe::cli::setUp(app);
+  app.footer(
+      "Exit status: 0 ok, 1 parity mismatch or internal error, 2 usage or invalid\n"
+      "argument, 3.. the first failed call's code (README \"Error codes\").");
+  auto* config = app.add_option("--config", o.config,
+                                "Cluster YAML: the router's address, the "
+                                "model and routing options for --check")
+                     ->check(CLI::ExistingFile);
+  auto* router = app.add_option("--router", o.router, "Router address (instead of --config's)")
+                     ->transform(moe::hostPortValidator());
+  app.add_option("--tokens", o.tokens, "Tokens to send in total")
+      ->transform(moe::cli::unsignedInteger(1, 1'000'000'000));
+  app.add_option("--batch", o.batch, "Tokens per request")
+      ->transform(moe::cli::unsignedInteger(1, 1u << 20));
+  app.add_option("--input", o.input,
+                 "Send these tokens ([T, hidden] float32 .npy) instead of "
+                 "random ones")
+      ->check(CLI::ExistingFile);
+  app.add_option("--layer", o.layer, "MoE layer to call (default -1: cycle through all)")
+      ->transform(moe::cli::integer(-1, 1'000'000));
+  app.add_option("--concurrency", o.concurrency, "Requests in flight at once")
+      ->transform(moe::cli::unsignedInteger(1, 4096));
+  std::string dtype = "f32";
+  app.add_option("--dtype", dtype, "Request dtype")->transform(moe::cli::oneOf({"f32", "bf16"}));
+  app.add_option("--seed", o.seed, "Random token seed")->transform(moe::cli::unsignedInteger(0));
+  app.add_flag("--check", o.check,
+               "Compare every reply with an in-process computation of the layer: output error,\n"
+               "and the experts chosen for each token (with --config the cluster's routing:\n"
+               "options are applied too)");
+  app.add_option("--model", o.model, "Checkpoint for --check (default: model.path of --config)")
+      ->check(CLI::ExistingDirectory);
+  app.add_option("--tolerance", o.tolerance, "Largest allowed |cluster - in-process|")
+      ->transform(moe::cli::number(0, 1e30));
+  app.add_option("--deadline-ms", o.deadlineMs, "Per-request deadline")
+      ->transform(moe::cli::unsignedInteger(1, 86'400'000));
+  app.add_flag("--json", o.json, "Print the summary as JSON");
+  app.add_flag("--quiet", o.quiet, "No progress bar");
+  if (auto status = moe::cli::parse(app, argc, argv)) return status;
+  if (config->count() == 0 && router->count() == 0)
+    return moe::cli::usageError(app, "name the router with --config or --router");
+  o.dtype = dtype == "bf16" ? moe::DType::kBF16 : moe::DType::kF32;
+  return std::nullopt;
 }
 
 double percentile(std::vector<double> v, double p) {
@@ -143,12 +128,7 @@ struct Request {
 
 int main(int argc, char** argv) {
   Options o;
-  try {
-    if (!parse(argc, argv, o)) return usage();
-  } catch (const std::exception& e) {
-    std::cerr << "moe-client: " << e.what() << "\n";
-    return usage();
-  }
+  if (auto status = parse(argc, argv, o)) return *status;
   moe::setLogComponent("moe-client");
   moe::RoutingOptions routingOptions;  // noisy top-k / capacity, when --config says so
   if (!o.config.empty()) {
@@ -166,27 +146,20 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  auto io = kj::setupAsyncIo();
-  auto& timer = io.provider->getTimer();
-  kj::Own<moe::RpcConnection> conn;
-  moe::proto::Router::Client router = nullptr;
+  // moe::Client (client/client.h), the library engines use; its own event loop on this thread.
+  std::optional<moe::Client> client;
   uint32_t H = 0;
   std::vector<uint32_t> moeLayers;
   try {
-    conn = moe::connectRpc(*io.provider, timer, o.router, 5000).wait(io.waitScope);
-    router = conn->bootstrap<moe::proto::Router>();
-    auto info = moe::withDeadline(timer, o.deadlineMs,
-                                  kj::Promise<capnp::Response<moe::proto::Router::InfoResults>>(
-                                      router.infoRequest().send()),
-                                  "router info timed out")
-                    .wait(io.waitScope);
-    H = info.getInfo().getHiddenSize();
-    for (auto l : info.getInfo().getMoeLayers()) moeLayers.push_back(l);
-  } catch (const kj::Exception& e) {
-    const moe::Status st = moe::statusFromException(e);
-    std::cerr << "moe-client: router " << o.router << ": " << moe::statusCodeName(st.code()) << ": "
-              << st.message() << "\n";
-    return moe::exitStatusFor(st.code());
+    moe::ClientOptions clientOptions;
+    clientOptions.timeout = std::chrono::milliseconds(o.deadlineMs);
+    client.emplace(o.router, clientOptions);
+    const moe::ModelInfo info = client->info();
+    H = info.hiddenSize;
+    moeLayers = info.moeLayers;
+  } catch (const moe::ClientError& e) {
+    std::cerr << "moe-client: router " << o.router << ": " << e.what() << "\n";
+    return moe::exitStatusFor(e.code());
   }
   std::vector<uint32_t> layers = moeLayers;
   if (o.layer >= 0) layers = {static_cast<uint32_t>(o.layer)};
@@ -207,7 +180,13 @@ int main(int argc, char** argv) {
     o.tokens = npy.value().rows;
     tokens = std::move(npy.value().values);
   } else {
-    tokens.resize(o.tokens * H);
+    try {
+      tokens.resize(o.tokens * H);
+    } catch (const std::bad_alloc&) {
+      std::cerr << "moe-client: --tokens: " << o.tokens << " tokens of hidden size " << H
+                << " do not fit in memory\n";
+      return 2;
+    }
     std::mt19937_64 rng(o.seed);
     std::normal_distribution<float> normal(0.0f, 1.0f);
     for (auto& v : tokens) v = normal(rng);
@@ -256,68 +235,46 @@ int main(int argc, char** argv) {
     if (nextRequest == requests.size()) return kj::READY_NOW;
     const size_t idx = nextRequest++;
     const Request r = requests[idx];
-    auto req = router.forwardRequest();
-    req.setLayer(r.layer);
-    if (local) req.initOptions().setReturnRouting(true);
-    auto hidden = req.initHidden();
-    hidden.setDtype(moe::toProto(o.dtype));
-    auto shape = hidden.initShape(2);
-    shape.set(0, r.count);
-    shape.set(1, H);
     const float* src = tokens.data() + r.first * H;
     const size_t n = size_t{r.count} * H;
-    if (o.dtype == moe::DType::kF32) {
-      auto data = hidden.initData(static_cast<unsigned>(n * 4));
-      std::memcpy(data.begin(), src, n * 4);
-    } else {
-      auto data = hidden.initData(static_cast<unsigned>(n * 2));
-      for (size_t i = 0; i < n; ++i) {
-        uint16_t b = moe::floatToBf16(src[i]);
-        std::memcpy(data.begin() + 2 * i, &b, 2);
-      }
+    moe::HiddenStates hidden = moe::HiddenStates::f32(std::span<const float>(src, n), r.count);
+    std::vector<uint16_t> half;  // bf16 requests: the bits of the same (already rounded) values
+    if (o.dtype == moe::DType::kBF16) {
+      half.resize(n);
+      for (size_t i = 0; i < n; ++i) half[i] = moe::floatToBf16(src[i]);
+      hidden = moe::HiddenStates::half(moe::DType::kBF16, half, r.count);
     }
+    moe::ForwardOptions options;
+    options.returnRouting = local != nullptr;
     const auto sent = Clock::now();
-    auto call = moe::withDeadline(
-        timer, o.deadlineMs,
-        kj::Promise<capnp::Response<moe::proto::Router::ForwardResults>>(req.send()),
-        "request timed out after " + std::to_string(o.deadlineMs) + " ms");
-    return call.then(
-        [&, r, idx,
-         sent](capnp::Response<moe::proto::Router::ForwardResults>&& reply) -> kj::Promise<void> {
-          latencyMs.push_back(
-              std::chrono::duration<double, std::milli>(Clock::now() - sent).count());
-          auto out = moe::decodeTensor(reply.getOutput(), "output");
-          if (!out || out.value().shape.size() != 2 || out.value().shape[0] != r.count ||
-              out.value().shape[1] != H) {
-            ++errors;
-            if (firstError.empty())
-              firstError =
-                  out ? "reply has shape " + moe::shapeString(out.value().shape) : out.error();
-          } else if (local) {
-            // Kept for checking after the timed loop, so the check does not slow the traffic.
-            moe::F32Rows got(out.value());
-            replies[idx].assign(got.values().begin(), got.values().end());
-            auto experts = reply.getRouting().getExperts();
-            for (uint32_t e : experts) replyExperts[idx].push_back(e);
-          }
-          done += r.count;
-          if (showProgress) progress(done, o.tokens, elapsed());
-          return worker();
-        },
-        [&, r](kj::Exception&& e) -> kj::Promise<void> {
-          ++errors;
-          done += r.count;
-          if (firstError.empty()) {
-            const moe::Status st = moe::statusFromException(e);
-            firstErrorCode = st.code();
-            firstError = std::string(moe::statusCodeName(st.code())) + ": " + st.message();
-          }
-          return worker();
-        });
+    return client->forwardAsync(r.layer, hidden, options)
+        .then(
+            [&, r, idx, sent](moe::ForwardResult&& reply) -> kj::Promise<void> {
+              latencyMs.push_back(
+                  std::chrono::duration<double, std::milli>(Clock::now() - sent).count());
+              if (local) {
+                // Kept for checking after the timed loop, so the check does not slow the traffic.
+                replies[idx] = std::move(reply.output.values);
+                if (reply.routing) replyExperts[idx] = std::move(reply.routing->experts);
+              }
+              done += r.count;
+              if (showProgress) progress(done, o.tokens, elapsed());
+              return worker();
+            },
+            [&, r](kj::Exception&& e) -> kj::Promise<void> {
+              ++errors;
+              done += r.count;
+              if (firstError.empty()) {
+                const moe::ClientError error = moe::ClientError::fromException(e);
+                firstErrorCode = error.code();
+                firstError = error.what();
+              }
+              return worker();
+            });
   };
   kj::Vector<kj::Promise<void>> workers;
   for (uint32_t i = 0; i < o.concurrency; ++i) workers.add(worker());
-  kj::joinPromises(workers.releaseAsArray()).wait(io.waitScope);
+  kj::joinPromises(workers.releaseAsArray()).wait(client->waitScope());
   const double seconds = elapsed();
 
   for (size_t i = 0; i < replies.size(); ++i) {

@@ -1,54 +1,55 @@
-// Service flag parsing.
+// Command-line flags of moe-router and moe-expert (CLI11, the conventions of common/cli.h).
 #include "common/service_flags.h"
 
 #include <charconv>
 #include <cstdlib>
-#include <string_view>
+#include <string>
 
 namespace moe {
 
-Result<ServiceFlags> parseServiceFlags(int argc, char** argv, bool expert) {
+CLI::Validator hostPortValidator() {
+  return CLI::Validator(
+      [](std::string& s) {
+        auto hp = parseHostPort(s);
+        return hp ? std::string() : hp.error();
+      },
+      "HOST:PORT");
+}
+
+ParsedServiceFlags parseServiceFlags(std::string_view program, int argc, char** argv, bool expert) {
   ServiceFlags f;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view a = argv[i];
-    auto value = [&]() -> std::optional<std::string> {
-      if (i + 1 >= argc) return std::nullopt;
-      return std::string(argv[++i]);
-    };
-    std::optional<std::string> v;
-    if (a == "--config" && (v = value())) {
-      f.config = *v;
-    } else if (a == "--listen" && (v = value())) {
-      f.listen = *v;
-    } else if (a == "--admin" && (v = value())) {
-      f.admin = *v;
-    } else if (expert && a == "--shard" && (v = value())) {
-      f.shard = *v;
-    } else if (expert && a == "--shard-index" && (v = value())) {
-      uint32_t n = 0;
-      auto [p, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
-      if (ec != std::errc() || p != v->data() + v->size()) {
-        return makeError("--shard-index: '" + *v + "' is not a number");
-      }
-      f.shardIndex = n;
-    } else if (expert && a == "--shard-index-from-hostname") {
-      f.shardFromHostname = true;
-    } else {
-      return makeError("unexpected argument '" + std::string(a) + "'");
-    }
-  }
-  if (f.config.empty()) return makeError("--config is required");
-  for (const auto* addr : {&f.listen, &f.admin}) {
-    if (!addr->empty()) {
-      if (auto hp = parseHostPort(*addr); !hp) return makeError(hp.status());
-    }
-  }
+  CLI::App app{expert ? "One expert shard: serves the experts the cluster YAML places on it "
+                        "(ExpertShard RPC) and its admin plane (/metrics /healthz /readyz)."
+                      : "The router: gates each request, sends its tokens to the expert shards "
+                        "and combines their outputs (Router RPC), with its admin plane.",
+               std::string(program)};
+  cli::setUp(app);
+  app.add_option("--config", f.config, "Cluster YAML (model, shards, router, timeouts)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  app.add_option("--listen", f.listen, "Bind the RPC server here instead of the YAML's address")
+      ->transform(hostPortValidator());
+  app.add_option("--admin", f.admin, "Serve the admin plane here instead of the YAML's address")
+      ->transform(hostPortValidator());
+  uint32_t shardIndex = 0;
+  CLI::Option* index = nullptr;
   if (expert) {
-    const int ways = !f.shard.empty() + f.shardIndex.has_value() + f.shardFromHostname;
-    if (ways != 1) {
-      return makeError(
-          "name the shard with exactly one of --shard, --shard-index, --shard-index-from-hostname");
-    }
+    auto* name = app.add_option("--shard", f.shard, "Serve the shard of this name")
+                     ->transform(cli::nonEmpty());
+    index = app.add_option("--shard-index", shardIndex, "Serve shards[N] of the YAML (N from 0)")
+                ->transform(cli::unsignedInteger(0, UINT32_MAX))
+                ->default_str("");  // no default: one of the three names the shard
+    auto* host = app.add_flag("--shard-index-from-hostname", f.shardFromHostname,
+                              "Serve shards[N], N the number after the last '-' of $HOSTNAME (the "
+                              "StatefulSet pod ordinal: moe-expert-2 serves shards[2])");
+    name->excludes(index)->excludes(host);
+    index->excludes(host);
+  }
+  if (auto status = cli::parse(app, argc, argv)) return ParsedServiceFlags::exit(*status);
+  if (index != nullptr && index->count() > 0) f.shardIndex = shardIndex;
+  if (expert && f.shard.empty() && !f.shardIndex && !f.shardFromHostname) {
+    return ParsedServiceFlags::exit(cli::usageError(
+        app, "name the shard with one of --shard, --shard-index, --shard-index-from-hostname"));
   }
   return f;
 }

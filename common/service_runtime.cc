@@ -12,10 +12,11 @@
 
 #include "common/log.h"
 #include "common/rpc_endpoint.h"
+#include "common/version.h"
 
 namespace moe {
 
-const char* const kMoeVersion = "0.1.0";
+const char* const kMoeVersion = MOE_VERSION;
 
 namespace {
 // The write end of the signal pipe. A signal handler can reach nothing else, so this one
@@ -219,6 +220,7 @@ void fillModelInfo(proto::ServiceInfo::Builder info, const ModelConfig& model) {
   info.setIntermediateSize(model.intermediateSize);
   info.setNumExperts(model.numExperts);
   info.setTopK(model.topK);
+  info.setNumLayers(model.numLayers);
   auto layers = info.initMoeLayers(static_cast<unsigned>(model.moeLayers.size()));
   for (size_t i = 0; i < model.moeLayers.size(); ++i)
     layers.set(static_cast<unsigned>(i), model.moeLayers[i]);

@@ -13,14 +13,9 @@
 #include "expert_service/shard_server.h"
 
 int main(int argc, char** argv) {
-  auto flags = moe::parseServiceFlags(argc, argv, /*expert=*/true);
-  if (!flags) {
-    std::cerr << "moe-expert: " << flags.error() << "\n"
-              << "usage: moe-expert --config CLUSTER.yaml (--shard NAME | --shard-index N |\n"
-                 "                  --shard-index-from-hostname) [--listen HOST:PORT] [--admin "
-                 "HOST:PORT]\n";
-    return 2;
-  }
+  // --help, --version and usage errors end here (common/cli.h).
+  auto flags = moe::parseServiceFlags("moe-expert", argc, argv, /*expert=*/true);
+  if (!flags) return flags.exitStatus();
   auto config = moe::loadClusterConfig(flags.value().config);
   if (!config) {
     moe::setLogComponent("expert");

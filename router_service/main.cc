@@ -15,13 +15,9 @@
 #include "router_service/router_server.h"
 
 int main(int argc, char** argv) {
-  auto flags = moe::parseServiceFlags(argc, argv, /*expert=*/false);
-  if (!flags) {
-    std::cerr
-        << "moe-router: " << flags.error() << "\n"
-        << "usage: moe-router --config CLUSTER.yaml [--listen HOST:PORT] [--admin HOST:PORT]\n";
-    return 2;
-  }
+  // --help, --version and usage errors end here (common/cli.h).
+  auto flags = moe::parseServiceFlags("moe-router", argc, argv, /*expert=*/false);
+  if (!flags) return flags.exitStatus();
   moe::setLogComponent("router");
   auto config = moe::loadClusterConfig(flags.value().config);
   if (!config) {

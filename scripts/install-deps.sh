@@ -11,6 +11,7 @@ pkgs=(
   libboost-dev                      # Asio/Beast (admin plane)
   libopenblas-dev                   # CPU GEMMs
   nlohmann-json3-dev                # safetensors headers, config.json
+  libcli11-dev                      # every program's command line (common/cli.h)
   libgtest-dev libgmock-dev         # tests
   procps                            # pgrep/pkill in the launcher test
   prometheus                        # prometheus + promtool: moe-cluster --prometheus, observability test

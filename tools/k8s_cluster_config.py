@@ -50,6 +50,9 @@ import sys
 
 import yaml
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import moe_version  # noqa: E402 (tools/moe_version.py, beside this file)
+
 REPO = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 # The schema of common/config.cc: unknown keys are errors there, so they are errors here too.
@@ -421,7 +424,10 @@ def load_local(path):
 def main(argv=None):
     ap = argparse.ArgumentParser(
         description="Write the Kubernetes cluster YAML for a local moe-cluster YAML.")
-    ap.add_argument("input", help="local cluster YAML (e.g. deploy/local/default-cluster.yaml)")
+    # nargs="?" and the check below: argparse would report the missing input before an unknown
+    # flag (the likelier cause: a typo).
+    ap.add_argument("input", nargs="?",
+                    help="local cluster YAML (e.g. deploy/local/default-cluster.yaml)")
     ap.add_argument("-o", "--output", help="where to write (default: stdout)")
     ap.add_argument("--namespace", help=f"Kubernetes namespace (default {DEFAULTS['namespace']})")
     ap.add_argument("--statefulset",
@@ -461,7 +467,11 @@ def main(argv=None):
     ap.add_argument("--group-base", metavar="PATH",
                     help="base/expert-group as seen from DIR/g<k> (default: the path of this "
                          "repository's deploy/k8s/base/expert-group relative to it)")
+    ap.add_argument("--version", action="version",
+                    version=f"k8s_cluster_config.py {moe_version.version()}")
     a = ap.parse_args(argv)
+    if a.input is None:
+        ap.error("the following arguments are required: input")
 
     overrides = {
         "namespace": a.namespace, "statefulset": a.statefulset,

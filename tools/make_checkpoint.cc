@@ -1,96 +1,29 @@
 // moe-make-checkpoint: writes a synthetic checkpoint (config.json + safetensors) in one of the
 // supported families' HuggingFace layouts so the cluster can be run and benchmarked without
 // downloading a real model.
-#include <charconv>
-#include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <limits>
-#include <optional>
+#include <new>
 #include <string>
-#include <string_view>
-#include <utility>
 #include <vector>
 
 #include "common/checkpoint.h"
+#include "common/cli.h"
 #include "tools/synthetic_checkpoint.h"
 
 namespace {
 
-constexpr int kUsageExit = 2;
-
-void printUsage(std::FILE* to) {
-  const moe::SyntheticModelSpec d;
-  std::fprintf(
-      to,
-      "usage: moe-make-checkpoint --out DIR [--model-type T] [--hidden N] [--intermediate N]\n"
-      "                           [--experts N] [--top-k N] [--layers N] [--seed N]\n"
-      "                           [--dtype f32|bf16|f16] [--files N]\n"
-      "  family options (ignored where the family has no such key):\n"
-      "                           [--norm-topk-prob[=true|false]] [--shared-intermediate N]\n"
-      "                           [--decoder-sparse-step N] [--mlp-only-layers 0,2]\n"
-      "                           [--first-k-dense N] [--n-group N] [--topk-group N]\n"
-      "                           [--routed-scaling F]\n"
-      "  MoE++ options:           [--moe-expert-interval N] [--moe-single-layer-gate]\n"
-      "                           [--moe-mixtral-gating] [--moe-feature-no-mul-topk]\n"
-      "                           [--moe-logits-norm]\n"
-      "  any family:              [--noise-weights]\n"
-      "Writes DIR/config.json and the MoE weights of every MoE layer (gate, experts, shared\n"
-      "expert, DeepSeek-V3 bias). --model-type: mixtral, qwen2_moe, qwen3_moe, olmoe,\n"
-      "deepseek_v2, deepseek_v3, MoE++ (or moe_plus_plus), yuan. --intermediate is the routed\n"
-      "expert width; DeepSeek writes n_shared_experts = --shared-intermediate / --intermediate.\n"
-      "MoE++: --experts counts all N experts, the 4 zero-computation ones (2 constant, copy,\n"
-      "zero) included, so it must be at least 5, and --top-k must be 2; it writes the two-layer\n"
-      "gate unless --moe-single-layer-gate. Yuan writes its attention router (moe_config\n"
-      "router_type attn_router). --noise-weights adds each MoE layer's w_noise.weight [E, H].\n"
-      "Switches take no value, or =true|false.\n"
-      "defaults: --model-type %s --hidden %u --intermediate %u --experts %u --top-k %u\n"
-      "          --layers %u --seed %llu --dtype %s --files %u\n",
-      d.modelType.c_str(), d.hiddenSize, d.intermediateSize, d.numExperts, d.topK, d.numLayers,
-      static_cast<unsigned long long>(d.seed), std::string(moe::dtypeName(d.dtype)).c_str(),
-      d.numFiles);
-}
-
-template <typename T>
-std::optional<T> parseUnsigned(std::string_view s) {
-  T v{};
-  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || end != s.data() + s.size() || s.empty()) return std::nullopt;
-  return v;
-}
-
-std::optional<moe::DType> parseDType(std::string_view s) {
-  if (s == "f32") return moe::DType::kF32;
-  if (s == "bf16") return moe::DType::kBF16;
-  if (s == "f16") return moe::DType::kF16;
-  return std::nullopt;
-}
-
-// "0,2,5" → {0, 2, 5}; the empty string is the empty list.
-std::optional<std::vector<uint32_t>> parseU32List(std::string_view s) {
-  std::vector<uint32_t> out;
-  while (!s.empty()) {
-    const size_t comma = s.find(',');
-    auto v = parseUnsigned<uint32_t>(s.substr(0, comma));
-    if (!v) return std::nullopt;
-    out.push_back(*v);
-    if (comma == std::string_view::npos) break;
-    s.remove_prefix(comma + 1);
-    if (s.empty()) return std::nullopt;  // trailing comma
-  }
-  return out;
-}
-
-// A positive finite decimal such as 2.5 (std::from_chars for floats is all-or-nothing here too).
-std::optional<float> parsePositiveFloat(std::string_view s) {
-  float v = 0;
-  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || end != s.data() + s.size() || s.empty() || !(v > 0.0f) ||
-      !std::isfinite(v)) {
-    return std::nullopt;
-  }
-  return v;
-}
+constexpr const char* kFooter =
+    "Writes DIR/config.json and the MoE weights of every MoE layer (gate, experts, shared\n"
+    "expert, DeepSeek-V3 bias). --model-type: mixtral, qwen2_moe, qwen3_moe, olmoe,\n"
+    "deepseek_v2, deepseek_v3, MoE++ (or moe_plus_plus), yuan. --intermediate is the routed\n"
+    "expert width; DeepSeek writes n_shared_experts = --shared-intermediate / --intermediate.\n"
+    "Family options are ignored where the family has no such key.\n"
+    "MoE++: --experts counts all N experts, the 4 zero-computation ones (2 constant, copy,\n"
+    "zero) included, so it must be at least 5, and --top-k must be 2; it writes the two-layer\n"
+    "gate unless --moe-single-layer-gate. Yuan writes its attention router (moe_config\n"
+    "router_type attn_router). --noise-weights adds each MoE layer's w_noise.weight [E, H].\n"
+    "Switches take no value, or =true|false.";
 
 // A MoE layer's parameter count as Checkpoint::open reads the written config back.
 uint64_t paramsPerMoeLayer(const moe::ModelConfig& c, bool noiseWeights) {
@@ -117,133 +50,101 @@ uint64_t paramsPerMoeLayer(const moe::ModelConfig& c, bool noiseWeights) {
   return n;
 }
 
-int usageError(const std::string& problem) {
-  std::fprintf(stderr, "moe-make-checkpoint: %s\n", problem.c_str());
-  printUsage(stderr);
-  return kUsageExit;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   moe::SyntheticModelSpec spec;
   std::string out;
   bool singleLayerGate = false;
-  // Boolean switches: "--flag" alone means true; "--flag=false" is accepted too.
-  const std::pair<std::string_view, bool*> switches[] = {
-      {"--norm-topk-prob", &spec.normTopkProb},
-      {"--moe-single-layer-gate", &singleLayerGate},
-      {"--moe-mixtral-gating", &spec.moeMixtralGating},
-      {"--moe-feature-no-mul-topk", &spec.moeFeatureNoMulTopk},
-      {"--moe-logits-norm", &spec.moeLogitsNorm},
-      {"--noise-weights", &spec.noiseWeights},
-  };
-  auto findSwitch = [&](std::string_view flag) -> bool* {
-    for (const auto& [name, dest] : switches) {
-      if (name == flag) return dest;
-    }
-    return nullptr;
-  };
-  for (int i = 1; i < argc; ++i) {
-    std::string_view arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      printUsage(stdout);
-      return 0;
-    }
-    // Accept both "--flag value" and "--flag=value".
-    std::string_view flag = arg;
-    std::optional<std::string_view> value;
-    if (auto eq = arg.find('='); arg.starts_with("--") && eq != std::string_view::npos) {
-      flag = arg.substr(0, eq);
-      value = arg.substr(eq + 1);
-    } else if (findSwitch(flag)) {
-      value = "true";  // a switch: it never takes the next argument as its value
-    } else if (i + 1 < argc) {
-      value = argv[i + 1];
-      ++i;
-    }
-    if (!value) return usageError("flag " + std::string(flag) + " needs a value");
-
-    auto setU32 = [&](uint32_t& dest) {
-      auto v = parseUnsigned<uint32_t>(*value);
-      if (!v) return false;
-      dest = *v;
-      return true;
-    };
-    bool ok = true;
-    if (flag == "--out") {
-      out = std::string(*value);
-      ok = !out.empty();
-    } else if (flag == "--hidden") {
-      ok = setU32(spec.hiddenSize);
-    } else if (flag == "--intermediate") {
-      ok = setU32(spec.intermediateSize);
-    } else if (flag == "--experts") {
-      ok = setU32(spec.numExperts);
-    } else if (flag == "--top-k") {
-      ok = setU32(spec.topK);
-    } else if (flag == "--layers") {
-      ok = setU32(spec.numLayers);
-    } else if (flag == "--files") {
-      ok = setU32(spec.numFiles);
-    } else if (flag == "--seed") {
-      auto v = parseUnsigned<uint64_t>(*value);
-      ok = v.has_value();
-      if (ok) spec.seed = *v;
-    } else if (flag == "--model-type") {
-      spec.modelType = std::string(*value);
-      // Checked here too so a typo is a usage error (status 2) like any other bad value.
-      ok = spec.modelType == "mixtral" || spec.modelType == "qwen2_moe" ||
-           spec.modelType == "qwen3_moe" || spec.modelType == "olmoe" ||
-           spec.modelType == "deepseek_v2" || spec.modelType == "deepseek_v3" ||
-           spec.modelType == "MoE++" || spec.modelType == "moe_plus_plus" ||
-           spec.modelType == "yuan";
-    } else if (bool* dest = findSwitch(flag)) {
-      ok = *value == "true" || *value == "false";
-      *dest = *value == "true";
-    } else if (flag == "--moe-expert-interval") {
-      ok = setU32(spec.moeExpertInterval) && spec.moeExpertInterval > 0;
-    } else if (flag == "--shared-intermediate") {
-      ok = setU32(spec.sharedIntermediateSize);
-    } else if (flag == "--decoder-sparse-step") {
-      ok = setU32(spec.decoderSparseStep) && spec.decoderSparseStep > 0;
-    } else if (flag == "--mlp-only-layers") {
-      auto v = parseU32List(*value);
-      ok = v.has_value();
-      if (ok) spec.mlpOnlyLayers = *v;
-    } else if (flag == "--first-k-dense") {
-      ok = setU32(spec.firstKDenseReplace);
-    } else if (flag == "--n-group") {
-      ok = setU32(spec.nGroup) && spec.nGroup > 0;
-    } else if (flag == "--topk-group") {
-      ok = setU32(spec.topkGroup) && spec.topkGroup > 0;
-    } else if (flag == "--routed-scaling") {
-      auto v = parsePositiveFloat(*value);
-      ok = v.has_value();
-      if (ok) spec.routedScalingFactor = *v;
-    } else if (flag == "--dtype") {
-      auto v = parseDType(*value);
-      ok = v.has_value();
-      if (ok) spec.dtype = *v;
-    } else {
-      return usageError("unknown flag " + std::string(flag));
-    }
-    if (!ok) return usageError("bad value '" + std::string(*value) + "' for " + std::string(flag));
-  }
-  if (out.empty()) return usageError("--out DIR is required");
-  if (spec.hiddenSize == 0 || spec.intermediateSize == 0 || spec.numExperts == 0 ||
-      spec.numLayers == 0 || spec.numFiles == 0 || spec.topK == 0 || spec.topK > spec.numExperts) {
-    return usageError("sizes must be positive and --top-k at most --experts");
-  }
+  CLI::App app{
+      "Writes a synthetic checkpoint (config.json + safetensors) in one of the supported "
+      "families' HuggingFace layouts.",
+      "moe-make-checkpoint"};
+  moe::cli::setUp(app);
+  app.footer(kFooter);
+  using moe::cli::unsignedInteger;
+  app.add_option("--out", out, "Directory to write")->required()->transform(moe::cli::nonEmpty());
+  app.add_option("--model-type", spec.modelType, "Model family (config.json model_type)")
+      ->transform(moe::cli::oneOf({"mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2",
+                                   "deepseek_v3", "MoE++", "moe_plus_plus", "yuan"}));
+  // Bounds keep the weights writable: hidden × intermediate × experts stays what a disk holds.
+  app.add_option("--hidden", spec.hiddenSize, "Hidden size")->transform(unsignedInteger(1, 65536));
+  app.add_option("--intermediate", spec.intermediateSize, "Routed expert width")
+      ->transform(unsignedInteger(1, 262144));
+  app.add_option("--experts", spec.numExperts, "Experts per MoE layer")
+      ->transform(unsignedInteger(1, 4096));
+  app.add_option("--top-k", spec.topK, "Experts per token (at most --experts)")
+      ->transform(unsignedInteger(1, 4096));
+  app.add_option("--layers", spec.numLayers, "Decoder layers")->transform(unsignedInteger(1, 1024));
+  app.add_option("--seed", spec.seed, "Weight seed")->transform(unsignedInteger(0));
+  std::string dtype(moe::dtypeName(spec.dtype));
+  app.add_option("--dtype", dtype, "Weight dtype")
+      ->transform(moe::cli::oneOf({"f32", "bf16", "f16"}));
+  app.add_option("--files", spec.numFiles, "Safetensors files (>1: sharded with an index)")
+      ->transform(unsignedInteger(1, 1024));
+  auto* family = "Family options";
+  app.add_flag("--norm-topk-prob", spec.normTopkProb, "norm_topk_prob")->group(family);
+  app.add_option("--shared-intermediate", spec.sharedIntermediateSize,
+                 "Shared expert width (0: none)")
+      ->transform(unsignedInteger(0, 1u << 20))
+      ->group(family);
+  app.add_option("--decoder-sparse-step", spec.decoderSparseStep, "Qwen decoder_sparse_step")
+      ->transform(unsignedInteger(1, 1024))
+      ->group(family);
+  std::string mlpOnlyLayers;
+  app.add_option("--mlp-only-layers", mlpOnlyLayers, "Qwen mlp_only_layers, e.g. 0,2")
+      ->transform(moe::cli::unsignedList(0, UINT32_MAX, /*allowEmpty=*/true))
+      ->group(family);
+  app.add_option("--first-k-dense", spec.firstKDenseReplace, "DeepSeek first_k_dense_replace")
+      ->transform(unsignedInteger(0, 1024))
+      ->group(family);
+  app.add_option("--n-group", spec.nGroup, "DeepSeek n_group")
+      ->transform(unsignedInteger(1, 4096))
+      ->group(family);
+  app.add_option("--topk-group", spec.topkGroup, "DeepSeek topk_group")
+      ->transform(unsignedInteger(1, 4096))
+      ->group(family);
+  app.add_option("--routed-scaling", spec.routedScalingFactor, "DeepSeek routed_scaling_factor")
+      ->transform(moe::cli::number(0, 1e6, /*minExclusive=*/true))
+      ->group(family);
+  auto* moePlusPlus = "MoE++ options";
+  app.add_option("--moe-expert-interval", spec.moeExpertInterval, "moe_expert_interval")
+      ->transform(unsignedInteger(1, 1024))
+      ->group(moePlusPlus);
+  app.add_flag("--moe-single-layer-gate", singleLayerGate,
+               "A one-layer gate (moe_2layer_gate false)")
+      ->group(moePlusPlus);
+  app.add_flag("--moe-mixtral-gating", spec.moeMixtralGating, "moe_use_mixtral_gating")
+      ->group(moePlusPlus);
+  app.add_flag("--moe-feature-no-mul-topk", spec.moeFeatureNoMulTopk, "moe_feature_no_mul_topk")
+      ->group(moePlusPlus);
+  app.add_flag("--moe-logits-norm", spec.moeLogitsNorm, "moe_use_logits_norm")->group(moePlusPlus);
+  app.add_flag("--noise-weights", spec.noiseWeights,
+               "Write each MoE layer's w_noise.weight [E, H] (noisy top-k), any family");
+  if (auto status = moe::cli::parse(app, argc, argv)) return *status;
+  spec.dtype = dtype == "f32"   ? moe::DType::kF32
+               : dtype == "f16" ? moe::DType::kF16
+                                : moe::DType::kBF16;
+  spec.mlpOnlyLayers.clear();
+  for (uint64_t layer : moe::cli::splitUnsignedList(mlpOnlyLayers))
+    spec.mlpOnlyLayers.push_back(static_cast<uint32_t>(layer));
+  if (spec.topK > spec.numExperts) return moe::cli::usageError(app, "--top-k: at most --experts");
   spec.moeTwoLayerGate = !singleLayerGate;
   if ((spec.modelType == "MoE++" || spec.modelType == "moe_plus_plus") &&
       (spec.topK != 2 || spec.numExperts < 5)) {
-    return usageError(
-        "MoE++ needs --top-k 2 and --experts at least 5 (the last 4 experts are "
-        "its zero-computation experts)");
+    return moe::cli::usageError(
+        app,
+        "MoE++ needs --top-k 2 and --experts at least 5 (the last 4 experts are its "
+        "zero-computation experts)");
   }
 
-  moe::Status s = moe::writeSyntheticCheckpoint(spec, out);
+  moe::Status s;
+  try {
+    s = moe::writeSyntheticCheckpoint(spec, out);
+  } catch (const std::bad_alloc&) {  // sizes within the flags' bounds can still exceed memory
+    s = moe::Status::error(moe::StatusCode::kResourceExhausted,
+                           "not enough memory for weights of these sizes");
+  }
   if (!s) {
     std::fprintf(stderr, "moe-make-checkpoint: %s\n", s.message().c_str());
     return 1;

@@ -53,6 +53,9 @@ METRIC = "moe_expert_assignments_total"
 OLD_METRICS = ("moe_expert_tokens_routed_total",)
 MIB = 1 << 20
 BYTES_PER_WEIGHT = 4  # the shards compute in f32 whatever the checkpoint's dtype
+# Set by the build in its copy bin/moe-placement (tools/stamp_version.cmake); None here, where
+# --version reads the version from the source tree (tools/moe_version.py).
+MOE_VERSION = None
 
 
 class ConfigError(Exception):
@@ -407,26 +410,42 @@ def render(doc, header_lines=()):
     return head + text
 
 
+def _version():
+    if MOE_VERSION:
+        return MOE_VERSION
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import moe_version  # noqa: E402 (beside this script in the source tree)
+    return moe_version.version()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(
         prog="moe-placement",
         description="Write a cluster YAML that replicates the hottest experts (by the router's "
                     "moe_expert_assignments_total) onto more shards within a memory budget "
                     "per shard. Nothing is removed from the current placement.")
-    ap.add_argument("--config", required=True, help="the current cluster YAML")
-    ap.add_argument("--metrics", required=True,
+    ap.add_argument("--config", help="the current cluster YAML")
+    ap.add_argument("--metrics",
                     help="the router's /metrics: an http(s) URL (e.g. "
                          "http://127.0.0.1:9100/metrics) or a saved file")
-    ap.add_argument("--replicas", type=int, required=True,
+    ap.add_argument("--replicas", type=int,
                     help="the most holders a hot expert gets (>= 1)")
     ap.add_argument("--hot-share", type=float, default=1.5,
                     help="an expert is hot when its share of a layer's assignments is >= F/E "
                          "(E: the model's experts; default 1.5)")
-    ap.add_argument("--memory-budget-mib", type=float, required=True,
+    ap.add_argument("--memory-budget-mib", type=float,
                     help="expert weights a shard may hold, MiB (f32: 3*hidden*intermediate*4 "
                          "bytes per expert and layer)")
     ap.add_argument("--out", help="where to write the new cluster YAML (default: stdout)")
+    ap.add_argument("--version", action="version", version=f"moe-placement {_version()}")
     a = ap.parse_args(argv)
+    # Checked here rather than by argparse's required=True, which would report a missing flag
+    # before an unknown one (the likelier cause: a typo).
+    missing = [f"--{k.replace('_', '-')}" for k in ("config", "metrics", "replicas",
+                                                    "memory_budget_mib")
+               if getattr(a, k) is None]
+    if missing:
+        ap.error(f"the following arguments are required: {', '.join(missing)}")
     try:
         check_options(a.replicas, a.hot_share, a.memory_budget_mib)
         doc = load_cluster(a.config)

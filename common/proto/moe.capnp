@@ -34,6 +34,7 @@ struct ServiceInfo {
   fingerprint @14 :Text;  # modelFingerprint of the checkpoint this process loaded
   dtype @15 :Text;  # resident/compute dtype of its experts ("f32" today)
   draining @16 :Bool;  # SIGTERM received: finishing its calls, taking no new ones
+  numLayers @17 :UInt32;  # decoder layers of the model (num_hidden_layers); moeLayers are MoE
 }
 
 struct LayerExperts {

@@ -6,34 +6,21 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <charconv>
 #include <cstring>
 #include <iostream>
 #include <memory>
+#include <regex>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "common/cli.h"
 #include "common/log.h"
+#include "common/service_flags.h"
 #include "deploy/local/local_cluster.h"
 #include "deploy/local/prometheus_runner.h"
 
 namespace {
-
-int usage() {
-  std::cerr
-      << "usage: moe-cluster --config CLUSTER.yaml [--log-dir DIR] [--ready-timeout-s N]\n"
-         "                   [--prometheus[=HOST:PORT]] [--prometheus-rules FILE]\n"
-         "                   [--prometheus-scrape-interval DURATION] [-- CMD ARGS...]\n"
-         "  Starts every shard and the router on this machine and waits until all are ready.\n"
-         "  With -- CMD: runs CMD once the cluster is ready, then stops it; exits with CMD's "
-         "status.\n"
-         "  Without: serves until Ctrl-C or SIGTERM.\n"
-         "  --prometheus: also runs Prometheus (Debian package prometheus) on HOST:PORT (default\n"
-         "  127.0.0.1:9090) scraping the router.admin and shards[].admin endpoints every\n"
-         "  DURATION (default 5s), with alert rules from FILE (e.g. "
-         "deploy/prometheus/alerts.yml).\n";
-  return 2;
-}
 
 // Runs argv with the default signal mask; returns its exit status (128+signal if killed).
 int runCommand(const std::vector<std::string>& args) {
@@ -61,42 +48,60 @@ int runCommand(const std::vector<std::string>& args) {
 int main(int argc, char** argv) {
   moe::deploy::LocalClusterOptions options;
   std::vector<std::string> command;
-  bool prometheus = false;
   moe::deploy::PrometheusOptions promOptions;
+  // Everything after the first "--" is the command to run; CLI11 sees only what comes before.
+  int ownArgs = argc;
   for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--config" && i + 1 < argc) {
-      options.configPath = argv[++i];
-    } else if (a == "--log-dir" && i + 1 < argc) {
-      options.logDir = argv[++i];
-    } else if (a == "--ready-timeout-s" && i + 1 < argc) {
-      const std::string v = argv[++i];
-      unsigned seconds = 0;
-      auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), seconds);
-      if (ec != std::errc() || p != v.data() + v.size() || seconds == 0 || seconds > 86400) {
-        std::cerr << "moe-cluster: --ready-timeout-s: '" << v << "' is not a number of seconds\n";
-        return usage();
-      }
-      options.readyTimeoutMs = seconds * 1000;
-    } else if (a == "--prometheus") {
-      prometheus = true;
-    } else if (a.rfind("--prometheus=", 0) == 0) {
-      prometheus = true;
-      promOptions.listen = a.substr(std::strlen("--prometheus="));
-    } else if (a == "--prometheus-rules" && i + 1 < argc) {
-      promOptions.rulesFile = argv[++i];
-    } else if (a == "--prometheus-scrape-interval" && i + 1 < argc) {
-      promOptions.scrapeInterval = argv[++i];
-    } else if (a == "--") {
+    if (std::string_view(argv[i]) == "--") {
+      ownArgs = i;
       command.assign(argv + i + 1, argv + argc);
       break;
-    } else {
-      return usage();
     }
   }
-  if (options.configPath.empty()) return usage();
+  CLI::App app{
+      "Starts every shard and the router of a cluster YAML on this machine and waits until all\n"
+      "are ready. With -- CMD ARGS...: runs CMD once the cluster is ready, then stops it; exits\n"
+      "with CMD's status. Without: serves until Ctrl-C or SIGTERM. Any process dying on its own\n"
+      "stops the whole cluster.",
+      "moe-cluster"};
+  moe::cli::setUp(app);
+  app.footer("Usage with a command: moe-cluster --config CLUSTER.yaml [OPTIONS] -- CMD ARGS...");
+  app.add_option("--config", options.configPath, "Cluster YAML")
+      ->required()
+      ->check(CLI::ExistingFile);
+  app.add_option("--log-dir", options.logDir,
+                 "Each process logs to DIR/<name>.log (default: to this terminal)")
+      ->transform(moe::cli::nonEmpty());
+  uint32_t readySeconds = options.readyTimeoutMs / 1000;
+  app.add_option("--ready-timeout-s", readySeconds, "Seconds to wait for every process to be ready")
+      ->transform(moe::cli::unsignedInteger(1, 86400));
+  std::string promListen;
+  auto* prometheus =
+      app.add_option("--prometheus", promListen,
+                     "Also run Prometheus (Debian package prometheus) on HOST:PORT (default " +
+                         promOptions.listen +
+                         ") scraping the router.admin and shards[].admin endpoints")
+          ->expected(0, 1)
+          ->transform(moe::hostPortValidator());
+  app.add_option("--prometheus-rules", promOptions.rulesFile,
+                 "Alert rules for Prometheus (e.g. deploy/prometheus/alerts.yml)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--prometheus-scrape-interval", promOptions.scrapeInterval,
+                 "Prometheus scrape and rule evaluation interval (a Prometheus duration)")
+      ->transform(CLI::Validator(
+          [](std::string& s) {
+            static const std::regex duration("([0-9]+(ms|s|m|h|d|w|y))+");
+            return std::regex_match(s, duration)
+                       ? std::string()
+                       : "'" + s + "' is not a Prometheus duration (e.g. 5s, 1m30s, 500ms)";
+          },
+          "DURATION"));
+  if (auto status = moe::cli::parse(app, ownArgs, argv)) return *status;
+  options.readyTimeoutMs = readySeconds * 1000;
+  const bool prometheusOn = prometheus->count() > 0;
+  if (!promListen.empty()) promOptions.listen = promListen;
   moe::setLogComponent("moe-cluster");
-  if (prometheus) {  // fail before starting anything
+  if (prometheusOn) {  // fail before starting anything
     auto bin = moe::deploy::PrometheusRunner::findBinary(promOptions.binary);
     if (!bin) {
       moe::logError(bin.error());
@@ -124,7 +129,7 @@ int main(int argc, char** argv) {
   }
   auto& c = *cluster.value();
   std::unique_ptr<moe::deploy::PrometheusRunner> prom;
-  if (prometheus) {
+  if (prometheusOn) {
     auto started = moe::deploy::PrometheusRunner::start(c.config(), promOptions);
     if (!started) {
       moe::logError(started.error());

@@ -50,6 +50,7 @@ INCLUDE_RULES = [
 ]
 
 SERVICES_AND_UP = ["moe_router_lib", "moe_expert_lib", "moe_local_cluster", "moe_client_lib",
+                   "moe_client", "moe_cluster_client", "moe_client_wire",
                    "moe_test_cluster", "moe_reference", "moe_synthetic_checkpoint"]
 ABOVE_KERNELS_LINK = SERVICES_AND_UP + [
     "moe_common", "moe_proto", "yaml-cpp*", "prometheus-cpp::*", "Boost::*", "CapnProto::capnp*"]
