@@ -121,7 +121,7 @@ double secondsUntilServing(kj::WaitScope& ws, moe::proto::Router::Client& router
 
 // One event's traffic: what the clients saw, and (restart events) how soon the shard served again.
 struct EventRun {
-  uint64_t requests = 0, errors = 0;
+  uint64_t requests = 0, errors = 0, refused = 0;
   double p50Ms = 0, p99Ms = 0, backSeconds = -1;
 };
 
@@ -173,9 +173,11 @@ EventRun runEvent(moe::deploy::LocalCluster& c, kj::AsyncIoContext& io, RouterLi
       e.inject(c);
     });
   }
-  auto r = moe::bench::runScenario(io.waitScope, link.router, 0, H, {4, 16}, requests);
+  // Clients of a draining router go elsewhere once it refuses them (one router here: they stop).
+  const moe::bench::ConcurrencyScenario traffic{4, 16, e.after == After::kRestartRouter};
+  auto r = moe::bench::runScenario(io.waitScope, link.router, 0, H, traffic, requests);
   if (injector.joinable()) injector.join();
-  EventRun run{r.requests, r.errors, r.p50Ms, r.p99Ms, -1};
+  EventRun run{r.requests, r.errors, r.refused, r.p50Ms, r.p99Ms, -1};
   run.backSeconds = recover(c, io, link, H, e, victim);
   return run;
 }
@@ -184,15 +186,17 @@ EventRun runEvent(moe::deploy::LocalCluster& c, kj::AsyncIoContext& io, RouterLi
 // same round's steady p99, and the time back in rotation.
 void printReport(const std::vector<Event>& events, const std::vector<std::vector<EventRun>>& runs) {
   std::printf(
-      "| event | requests | failed | p50 ms | p99 ms | p99 / steady | back in rotation |\n");
-  std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
+      "| event | requests | failed | refused | p50 ms | p99 ms | p99 / steady | back in rotation "
+      "|\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
   for (size_t i = 0; i < events.size(); ++i) {
-    uint64_t requests = 0, errors = 0;
+    uint64_t requests = 0, errors = 0, refused = 0;
     std::vector<double> p50, p99, ratio, back;
     for (size_t r = 0; r < runs[i].size(); ++r) {
       const EventRun& x = runs[i][r];
       requests += x.requests;
       errors += x.errors;
+      refused += x.refused;
       p50.push_back(x.p50Ms);
       p99.push_back(x.p99Ms);
       ratio.push_back(x.p99Ms / runs[0][r].p99Ms);  // events[0] is steady state
@@ -201,10 +205,14 @@ void printReport(const std::vector<Event>& events, const std::vector<std::vector
     char backText[32] = "—";
     if (events[i].after == After::kRestartShard || events[i].after == After::kRelistShard)
       std::snprintf(backText, sizeof(backText), "%.2f s", median(back));
-    std::printf("| %s | %llu | %llu | %.2f | %.2f | %.2f | %s |\n", events[i].name.c_str(),
+    std::printf("| %s | %llu | %llu | %llu | %.2f | %.2f | %.2f | %s |\n", events[i].name.c_str(),
                 static_cast<unsigned long long>(requests), static_cast<unsigned long long>(errors),
-                median(p50), median(p99), median(ratio), backText);
+                static_cast<unsigned long long>(refused), median(p50), median(p99), median(ratio),
+                backText);
   }
+  std::printf(
+      "\nrefused: requests a draining router turned away after drain_ms (Unavailable: the client "
+      "goes to another router; here it stops)\n");
 }
 
 }  // namespace
@@ -215,8 +223,9 @@ int main(int argc, char** argv) {
   int rounds = 3;
   CLI::App app{
       "Latency through faults on a replicated cluster: per event (steady state, kill -9, SIGSTOP,\n"
-      "SIGTERM drain of one shard), 4 clients keep requests of 16 tokens in flight while the\n"
-      "event happens; --rounds rounds run the events round-robin. Not a test: no thresholds.",
+      "SIGTERM drain of one shard, a placement reload that removes it, the router's own drain),\n"
+      "4 clients keep requests of 16 tokens in flight while the event happens; --rounds rounds\n"
+      "run the events round-robin. Not a test: no thresholds.",
       "moe-chaos-bench"};
   moe::cli::setUp(app);
   app.add_option("--config", config, "Cluster YAML (every expert on at least 2 shards)")

@@ -1,12 +1,15 @@
 // moe-bench concurrency scenarios; see concurrency_scenario.h.
 #include "bench/concurrency_scenario.h"
 
+#include "common/rpc_status.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <random>
 #include <sstream>
 
+#include "common/rpc_status.h"
 #include "common/tensor_wire.h"
 
 namespace moe::bench {
@@ -28,12 +31,14 @@ struct Traffic {
   uint64_t requestsLeft;
   std::vector<float> rows;  // one request's rows, reused
   std::vector<double> latencyMs;
-  uint64_t errors = 0;
+  uint64_t errors = 0, refused = 0, sent = 0;
+  bool stopOnUnavailable = false;
 };
 
 kj::Promise<void> client(Traffic& t) {
   if (t.requestsLeft == 0) return kj::READY_NOW;
   --t.requestsLeft;
+  ++t.sent;
   auto req = t.router.forwardRequest();
   req.setLayer(t.layer);
   const uint32_t shape[2] = {t.batch, t.H};
@@ -46,7 +51,11 @@ kj::Promise<void> client(Traffic& t) {
             std::chrono::duration<double, std::milli>(Clock::now() - sent).count());
         return client(t);
       },
-      [&t](kj::Exception&&) {
+      [&t](kj::Exception&& e) -> kj::Promise<void> {
+        if (t.stopOnUnavailable && statusFromException(e).code() == StatusCode::kUnavailable) {
+          ++t.refused;
+          return kj::READY_NOW;
+        }
         ++t.errors;
         return client(t);
       });
@@ -76,7 +85,7 @@ std::vector<ConcurrencyScenario> parseScenarios(const std::string& text) {
 ConcurrencyResult runScenario(kj::WaitScope& waitScope, proto::Router::Client router,
                               uint32_t layer, uint32_t H, const ConcurrencyScenario& s,
                               uint64_t requests) {
-  Traffic t{router, layer, H, s.batch, requests, {}, {}, 0};
+  Traffic t{router, layer, H, s.batch, requests, {}, {}, 0, 0, 0, s.stopOnUnavailable};
   t.rows.resize(size_t{s.batch} * H);
   std::mt19937_64 rng(7);
   std::normal_distribution<float> normal;
@@ -89,8 +98,10 @@ ConcurrencyResult runScenario(kj::WaitScope& waitScope, proto::Router::Client ro
   for (uint32_t i = 0; i < s.clients; ++i) clients.add(client(t));
   kj::joinPromises(clients.releaseAsArray()).wait(waitScope);
   r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  r.requests = t.sent;  // fewer than asked when clients stopped on a refusal
   r.errors = t.errors;
-  r.tokens = (r.requests - r.errors) * s.batch;
+  r.refused = t.refused;
+  r.tokens = (r.requests - r.errors - r.refused) * s.batch;
   r.tokensPerSecond = static_cast<double>(r.tokens) / r.seconds;
   r.p50Ms = percentileOf(t.latencyMs, 50);
   r.p99Ms = percentileOf(t.latencyMs, 99);

@@ -16,12 +16,16 @@ namespace moe::bench {
 struct ConcurrencyScenario {
   uint32_t clients = 1;
   uint32_t batch = 1;
+  // A client whose request is refused Unavailable stops (an engine with another router would go
+  // there): for the router's own drain, where refusals after drain_ms are the contract.
+  bool stopOnUnavailable = false;
   std::string name() const { return std::to_string(clients) + "x" + std::to_string(batch); }
 };
 
 struct ConcurrencyResult {
   ConcurrencyScenario scenario;
   uint64_t tokens = 0, requests = 0, errors = 0;
+  uint64_t refused = 0;  // with stopOnUnavailable: requests refused Unavailable (not in errors)
   double seconds = 0, tokensPerSecond = 0, p50Ms = 0, p99Ms = 0;
   std::vector<double> latencyMs;  // every request's, for pooling over repeats
 };

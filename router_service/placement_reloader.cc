@@ -11,7 +11,8 @@ PlacementReloader::PlacementReloader(RouterServer& router, std::string configPat
                                      std::function<void(const ClusterConfig&)> onReloaded)
     : router_(router),
       configPath_(std::move(configPath)),
-      baseDir_(std::filesystem::path(configPath_).parent_path().string()),
+      // Absolute now: loadClusterConfig resolves the file's relative paths the same way.
+      baseDir_(std::filesystem::absolute(configPath_).parent_path().string()),
       onReloaded_(std::move(onReloaded)),
       tasks_(*this) {}
 

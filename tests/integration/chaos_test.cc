@@ -60,6 +60,8 @@ class Traffic {
     for (int c = 0; c < 4; ++c) threads_.emplace_back([this, c]() { client(c); });
   }
   ~Traffic() { stop(); }  // a failed assertion returns early: the clients still stop
+  // The clients send nothing new; stop() waits for their last answers.
+  void requestStop() { stop_ = true; }
   void stop() {
     stop_ = true;
     for (auto& t : threads_) {
@@ -298,12 +300,12 @@ TEST(Chaos, ReplicasAddedAndRemovedAtRunTimeLoseNoRequest) {
 
 // The router on SIGTERM under 4 clients: it keeps serving for timeouts.drain_ms while /readyz
 // says draining, then refuses new requests — and every request sent before that is answered,
-// including those still waiting in a batch (a 400 ms batching window) when the refusal starts;
-// then it exits on its own.
+// including those still in flight when the refusal starts (every shard is stopped for 300 ms
+// just before, so the last requests outlive it); then it exits on its own.
 TEST(Chaos, RouterSigtermAnswersEveryRequestItAccepted) {
   ClusterSpec spec = replicatedSpec();
   const std::string admin = "127.0.0.1:" + std::to_string(freePort());
-  spec.routerYaml = "  admin: " + admin + "\n  batching: {window_us: 400000}\n";
+  spec.routerYaml = "  admin: " + admin + "\n";
   const std::string yaml = writeCluster("chaos-router-term", spec);
   std::ofstream(yaml, std::ios::app) << "  drain_ms: 1000\n";  // timeouts: is the last section
   auto cluster = startCluster(yaml);
@@ -319,8 +321,12 @@ TEST(Chaos, RouterSigtermAnswersEveryRequestItAccepted) {
   const auto [code, body] = httpGet(admin, "/readyz");
   EXPECT_EQ(code, 503);
   EXPECT_EQ(body, "draining\n");
-  // The last requests leave at ~900 ms and wait up to 400 ms in a batch: past the 1 s refusal.
+  // The last requests leave at ~900 ms and are held by stopped shards past the 1 s refusal.
   std::this_thread::sleep_for(700ms);
+  traffic.requestStop();
+  for (const auto& s : cluster->config().shards) kill(cluster->pidOf(s.name), SIGSTOP);
+  std::this_thread::sleep_for(300ms);
+  for (const auto& s : cluster->config().shards) kill(cluster->pidOf(s.name), SIGCONT);
   traffic.stop();
   const double stoppedMs =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - signalled)
