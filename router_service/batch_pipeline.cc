@@ -106,6 +106,11 @@ Result<RoutedBatch> BatchPipeline::routeAndEncode(State& st, float scale, uint32
 }
 
 kj::Promise<Batcher::Replies> BatchPipeline::run(Batch batch, kj::Function<void()> routed) {
+  return runOnce(std::move(batch), kj::mv(routed), /*retry=*/true);
+}
+
+kj::Promise<Batcher::Replies> BatchPipeline::runOnce(Batch batch, kj::Function<void()> routed,
+                                                     bool retry) {
   auto layer = model_.layerModel(batch.layer);
   if (!layer) {  // the decode stage admits MoE layers only
     return failAll(batch.members.size(),
@@ -129,6 +134,37 @@ kj::Promise<Batcher::Replies> BatchPipeline::run(Batch batch, kj::Function<void(
         st->timings.gateMicros = microsSince(st->start);
         recordRouting(*st);
         return fanOut(st);
+      })
+      .then([this, st, retry](Batcher::Replies replies) -> kj::Promise<Batcher::Replies> {
+        if (!retry || model_.cluster.routing.missingExpert == MissingExpertPolicy::kError) {
+          return kj::mv(replies);
+        }
+        return retryUnavailable(st, std::move(replies));
+      });
+}
+
+kj::Promise<Batcher::Replies> BatchPipeline::retryUnavailable(std::shared_ptr<State> st,
+                                                              Batcher::Replies replies) {
+  const uint32_t H = model_.model.hiddenSize;
+  Batch again;
+  again.layer = st->batch.layer;
+  std::vector<size_t> which;
+  for (size_t i = 0; i < replies.size(); ++i) {
+    if (replies[i] || replies[i].code() != StatusCode::kUnavailable) continue;
+    Batch::Member m = st->batch.members[i];
+    const auto rows = st->batch.x.begin() + ptrdiff_t{m.offset} * H;
+    again.x.insert(again.x.end(), rows, rows + ptrdiff_t{m.tokens} * H);
+    m.offset = again.tokens;
+    again.tokens += m.tokens;
+    again.members.push_back(std::move(m));
+    which.push_back(i);
+  }
+  if (which.empty()) return kj::mv(replies);
+  return runOnce(
+             std::move(again), []() {}, /*retry=*/false)
+      .then([replies = std::move(replies), which](Batcher::Replies served) mutable {
+        for (size_t k = 0; k < which.size(); ++k) replies[which[k]] = std::move(served[k]);
+        return std::move(replies);
       });
 }
 

@@ -7,6 +7,9 @@
 // received are kept); only requests whose tokens found no replica fail. A call that takes much
 // longer than its shard usually does (2× its EWMA, at least 50 ms: a stalled or overloaded
 // replica) is hedged: the same rows go to other replicas and the first complete answer wins.
+// Under routing.missing_expert renormalize / reroute, a request that failed Unavailable because
+// the last replica of one of its experts died mid-batch is routed and served once more, degraded
+// (its experts' availability is read again), instead of failing.
 #pragma once
 
 #include <kj/async.h>
@@ -36,6 +39,10 @@ class BatchPipeline {
 
  private:
   struct State;
+  kj::Promise<Batcher::Replies> runOnce(Batch batch, kj::Function<void()> routed, bool retry);
+  // The members of `st`'s batch that failed Unavailable, served again (missing_expert != error).
+  kj::Promise<Batcher::Replies> retryUnavailable(std::shared_ptr<State> st,
+                                                 Batcher::Replies replies);
   // The replicas a batch of `layer` uses now (and which experts are available).
   ReplicaChoice chooseReplicas(const Placement& p, uint32_t layer);
   struct Attempt;

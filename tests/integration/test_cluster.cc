@@ -65,8 +65,11 @@ std::string writeCluster(const std::string& name, const ClusterSpec& spec) {
     if (static_cast<int>(i) == spec.sharedExpertShard) y << "    shared_expert: true\n";
   }
   const RoutingOptions& r = spec.routing;
-  if (r.noisyTopk || r.capacityFactor > 0) {
+  if (r.noisyTopk || r.capacityFactor > 0 || r.missingExpert != MissingExpertPolicy::kError) {
     y << "routing:\n";
+    if (r.missingExpert != MissingExpertPolicy::kError) {
+      y << "  missing_expert: " << missingExpertPolicyName(r.missingExpert) << "\n";
+    }
     if (r.noisyTopk) y << "  noisy_topk: {seed: " << r.noiseSeed << "}\n";
     if (r.capacityFactor > 0) {
       y << "  capacity_factor: " << r.capacityFactor << "\n";
