@@ -107,6 +107,14 @@ class Traffic {
   std::string firstError_;
 };
 
+// Every request the traffic sent was answered, and rightly; the event's line for the log.
+void expectNoLoss(Traffic& traffic, const char* event) {
+  EXPECT_EQ(traffic.failed(), 0) << traffic.firstError();
+  EXPECT_EQ(traffic.wrong(), 0);
+  std::printf("chaos %s: %d requests, %d failed, %d wrong\n", event, traffic.sent(),
+              traffic.failed(), traffic.wrong());
+}
+
 TEST(Chaos, KillNineAndRestartUnderLoadLoseNoRequest) {
   auto cluster = startCluster(writeCluster("chaos-kill", replicatedSpec()));
   ASSERT_NE(cluster, nullptr);
@@ -131,11 +139,8 @@ TEST(Chaos, KillNineAndRestartUnderLoadLoseNoRequest) {
   std::this_thread::sleep_for(500ms);
   traffic.stop();
   EXPECT_GT(duringOutage, 20) << "too little traffic to mean anything";
-  EXPECT_EQ(traffic.failed(), 0) << traffic.firstError();
-  EXPECT_EQ(traffic.wrong(), 0);
   RecordProperty("requests", traffic.sent());
-  std::printf("chaos kill -9 + restart: %d requests, %d failed, %d wrong\n", traffic.sent(),
-              traffic.failed(), traffic.wrong());
+  expectNoLoss(traffic, "kill -9 + restart");
 }
 
 // A replica stopped with SIGSTOP (slow, not dead) for 1.5 s: calls stuck on it are hedged to the
@@ -154,10 +159,7 @@ TEST(Chaos, AStalledReplicaIsHedgedAroundWithoutFailures) {
   kill(pid, SIGCONT);
   std::this_thread::sleep_for(500ms);
   traffic.stop();
-  EXPECT_EQ(traffic.failed(), 0) << traffic.firstError();
-  EXPECT_EQ(traffic.wrong(), 0);
-  std::printf("chaos SIGSTOP 1.5 s: %d requests, %d failed, %d wrong\n", traffic.sent(),
-              traffic.failed(), traffic.wrong());
+  expectNoLoss(traffic, "SIGSTOP 1.5 s");
 }
 
 // A shard of another model (same shapes, other weights) answers on shard-2's address: the router
@@ -299,10 +301,7 @@ TEST(Chaos, ReplicasAddedAndRemovedAtRunTimeLoseNoRequest) {
   EXPECT_NE(metrics.find("moe_shard_rows_sent_total{shard=\"shard-3\"}"), std::string::npos);
   EXPECT_EQ(metrics.find("moe_shard_rows_sent_total{shard=\"shard-3\"} 0\n"), std::string::npos)
       << "shard-3 never took traffic";
-  EXPECT_EQ(traffic.failed(), 0) << traffic.firstError();
-  EXPECT_EQ(traffic.wrong(), 0);
-  std::printf("chaos SIGHUP swap + POST re-add: %d requests, %d failed, %d wrong\n", traffic.sent(),
-              traffic.failed(), traffic.wrong());
+  expectNoLoss(traffic, "SIGHUP swap + POST re-add");
 }
 
 // The router on SIGTERM under 4 clients: it keeps serving for timeouts.drain_ms while /readyz
@@ -346,12 +345,8 @@ TEST(Chaos, RouterSigtermAnswersEveryRequestItAccepted) {
   EXPECT_TRUE(exited) << "the router did not exit after its drain";
   EXPECT_GT(stoppedMs, 1000) << "no request was in flight when the router began refusing";
   EXPECT_GT(traffic.sent(), 8);
-  EXPECT_EQ(traffic.failed(), 0) << traffic.firstError();
-  EXPECT_EQ(traffic.wrong(), 0);
-  std::printf(
-      "chaos router SIGTERM: %d requests, %d failed, %d wrong; last answered %.0f ms "
-      "after the signal\n",
-      traffic.sent(), traffic.failed(), traffic.wrong(), stoppedMs);
+  expectNoLoss(traffic, "router SIGTERM");
+  std::printf("chaos router SIGTERM: last answer %.0f ms after the signal\n", stoppedMs);
 }
 
 // A counter's value summed over its series whose labels include `labels` (Prometheus text).
@@ -424,8 +419,7 @@ TEST(Chaos, BothReplicasGoneDegradeAsTheReferenceDoes) {
     ASSERT_EQ(kill(cluster->pidOf("shard-2"), SIGKILL), 0);
     std::this_thread::sleep_for(1000ms);
     traffic.stop();
-    EXPECT_EQ(traffic.failed(), 0) << traffic.firstError();
-    EXPECT_EQ(traffic.wrong(), 0);
+    expectNoLoss(traffic, ("both replicas gone, " + name).c_str());
     TestClient c(cluster->routerAddress());
     for (int i = 0; i < kInputs; ++i) {
       auto r = c.forward(0, randomTokens(kTokens, kH, 100 + i), kTokens, kH);
@@ -435,8 +429,6 @@ TEST(Chaos, BothReplicasGoneDegradeAsTheReferenceDoes) {
     const std::string metrics = httpGet(admin, "/metrics").second;
     EXPECT_GT(scraped(metrics, "moe_missing_expert_assignments_total", "layer=\"0\""), 0);
     EXPECT_GT(scraped(metrics, "moe_missing_routing_weight_total", "layer=\"0\""), 0);
-    std::printf("chaos both replicas gone (%s): %d requests, %d failed, %d wrong\n", name.c_str(),
-                traffic.sent(), traffic.failed(), traffic.wrong());
   }
 }
 
