@@ -20,7 +20,10 @@ shards:
 YAML
 
 start() {
-  "$bin/moe-cluster" --config "$work/cluster.yaml" >"$work/log" 2>&1 &
+  # Emptied before the launch: the loop below must not find the previous run's "cluster ready"
+  # (and signal a launcher that has not yet blocked the signal it would then miss).
+  : >"$work/log"
+  "$bin/moe-cluster" --config "$work/cluster.yaml" >>"$work/log" 2>&1 &
   pid=$!
   for _ in $(seq 300); do
     grep -q "cluster ready" "$work/log" && return 0
