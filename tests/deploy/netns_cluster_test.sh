@@ -321,6 +321,12 @@ replace_pod() {  # I SIGNAL
     [ $(($(now_ms) - t0)) -lt $((drain_ms + 5000)) ] \
       || { echo "FAIL: ${pod[$i]} drained too long"; exit 1; }
   fi
+  # Traffic must complete while the pod is out (served by its group's other replica): hold the
+  # replacement back until a client run has finished (a run takes seconds on a loaded machine).
+  for _ in $(seq 600); do
+    [ "$(runs_done)" -gt "$runs_before" ] && break
+    sleep 0.1
+  done
   start_pod "$i"
   for _ in $(seq 600); do
     [ "$(http_code "$R" "http://${dns[$i]}:9201/readyz")" = 200 ] && break
