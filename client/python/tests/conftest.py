@@ -97,6 +97,10 @@ def _stop(proc: subprocess.Popen, sig=signal.SIGTERM):
             proc.wait()
 
 
+class ClusterStartError(AssertionError):
+    """moe-cluster exited (or was not ready in 60 s); the message has its log."""
+
+
 @contextlib.contextmanager
 def cluster(work: str, model_dir: str, **config_args):
     """moe-cluster on model_dir; yields the router's address once "cluster ready"."""
@@ -113,7 +117,7 @@ def cluster(work: str, model_dir: str, **config_args):
             if "cluster ready" in text:
                 break
             if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"moe-cluster did not start:\n{text}", pytrace=False)
+                raise ClusterStartError(f"moe-cluster did not start:\n{text}")
             time.sleep(0.05)
         yield config["router"]["listen"]
     finally:
