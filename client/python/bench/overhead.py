@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Round-trip overhead of the Python client: one forward of 1 token on a tiny model over loopback,
+client time minus the router's own time for the call (``stats.total_us``: from the moment the
+router handles the request to its reply being written), p50 and p99.
+
+Rows: ``Client`` (blocking, one call at a time), ``AsyncClient`` with 16 calls in flight on one
+connection, and, for comparison, the same call written in raw pycapnp (``await req.send()`` with
+``data = x.tobytes()``). The rows run round-robin (``--rounds``, default 3) so the machine's noise
+spreads over all of them; the table gives the median over the rounds of each percentile.
+
+    client/python/bench/overhead.py                      # starts its own tiny cluster (build/bin)
+    client/python/bench/overhead.py --router HOST:PORT   # an existing router (a 1-token forward)
+    client/python/bench/overhead.py --json
+
+It is a benchmark, not a test: it prints numbers and fails only when a call fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+
+import numpy as np  # noqa: E402
+
+import moe_cluster  # noqa: E402
+
+
+def pct(values, p):
+    return float(np.percentile(np.asarray(values), p))
+
+
+def summarize(latency_us, server_us):
+    lat = np.asarray(latency_us)
+    over = lat - np.asarray(server_us)
+    return {"p50": pct(over, 50), "p99": pct(over, 99), "latency_p50": pct(lat, 50),
+            "latency_p99": pct(lat, 99), "server_p50": pct(server_us, 50), "calls": len(lat)}
+
+
+def run_client(address, x, n, warmup):
+    lat, srv = [], []
+    with moe_cluster.Client(address) as c:
+        for i in range(warmup + n):
+            t0 = time.perf_counter()
+            r = c.forward(0, x)
+            dt = (time.perf_counter() - t0) * 1e6
+            if i >= warmup:
+                lat.append(dt)
+                srv.append(r.stats.total_us)
+    return summarize(lat, srv)
+
+
+async def _async_rows(address, x, n, warmup, inflight):
+    lat, srv = [], []
+    async with moe_cluster.AsyncClient(address) as c:
+        per = (warmup + n) // inflight + 1
+
+        async def worker():
+            for i in range(per):
+                t0 = time.perf_counter()
+                r = await c.forward(0, x)
+                dt = (time.perf_counter() - t0) * 1e6
+                if i >= warmup // inflight:
+                    lat.append(dt)
+                    srv.append(r.stats.total_us)
+
+        await asyncio.gather(*(worker() for _ in range(inflight)))
+    return summarize(lat, srv)
+
+
+def run_async(address, x, n, warmup, inflight=16):
+    return asyncio.run(_async_rows(address, x, n, warmup, inflight))
+
+
+async def _raw(address, x, n, warmup):
+    import capnp
+    from moe_cluster._schema import moe
+    host, port = address.rsplit(":", 1)
+    lat, srv = [], []
+    async with capnp.kj_loop():
+        stream = await capnp.AsyncIoStream.create_connection(host, int(port))
+        rpc = capnp.TwoPartyClient(stream)
+        router = rpc.bootstrap().cast_as(moe.Router)
+        for i in range(warmup + n):
+            t0 = time.perf_counter()
+            req = router.forward_request()
+            req.layer = 0
+            h = req.init("hidden")
+            h.dtype = "f32"
+            h.shape = list(x.shape)
+            h.data = x.tobytes()
+            r = await req.send()
+            out = np.frombuffer(r.output.data, dtype=np.float32).reshape(x.shape)
+            assert out.shape == x.shape
+            total = r.stats.totalMicros
+            dt = (time.perf_counter() - t0) * 1e6
+            if i >= warmup:
+                lat.append(dt)
+                srv.append(total)
+        rpc.close()
+        stream.close()
+    return summarize(lat, srv)
+
+
+def run_raw(address, x, n, warmup):
+    return asyncio.run(_raw(address, x, n, warmup))
+
+
+@contextlib.contextmanager
+def own_cluster(bin_dir):
+    import conftest
+    os.environ["MOE_BIN_DIR"] = bin_dir
+    conftest.BIN = bin_dir
+    with tempfile.TemporaryDirectory() as work:
+        model = conftest.make_checkpoint(os.path.join(work, "tiny"), hidden=64, intermediate=128,
+                                         experts=4, top_k=2, layers=1, dtype="f32", seed=1)
+        with conftest.cluster(work, model) as address:
+            yield address
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--router", help="HOST:PORT of a running router (default: start a tiny one)")
+    ap.add_argument("--bin", default=os.path.join(ROOT, "build", "bin"),
+                    help="where moe-cluster and moe-make-checkpoint are (default build/bin)")
+    ap.add_argument("--calls", type=int, default=3000, help="measured calls per row and round")
+    ap.add_argument("--warmup", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--inflight", type=int, default=16)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if args.calls < 1 or args.rounds < 1 or args.inflight < 1 or args.warmup < 0:
+        ap.error("--calls, --rounds and --inflight must be >= 1, --warmup >= 0")
+
+    with contextlib.ExitStack() as stack:
+        address = args.router or stack.enter_context(own_cluster(args.bin))
+        with moe_cluster.Client(address) as c:
+            hidden = c.info().hidden_size
+        x = np.random.default_rng(0).standard_normal((1, hidden)).astype(np.float32)
+        rows = {"Client": lambda: run_client(address, x, args.calls, args.warmup),
+                f"AsyncClient, {args.inflight} in flight":
+                    lambda: run_async(address, x, args.calls, args.warmup, args.inflight),
+                "raw pycapnp (for comparison)": lambda: run_raw(address, x, args.calls,
+                                                                args.warmup)}
+        rounds = {name: [] for name in rows}
+        for _ in range(args.rounds):
+            for name, fn in rows.items():
+                rounds[name].append(fn())
+    table = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+             for name, rs in rounds.items()}
+    if args.json:
+        print(json.dumps({"rows": table, "rounds": rounds}, indent=1))
+        return
+    print(f"forward of 1 token (hidden {hidden}) over loopback, {args.calls} calls x "
+          f"{args.rounds} rounds, medians over rounds; {platform.processor() or platform.machine()}"
+          f", {os.cpu_count()} CPUs")
+    print(f"{'client':34} {'overhead p50 us':>15} {'p99 us':>8} {'latency p50':>12} "
+          f"{'p99':>8} {'router p50':>11}")
+    for name, r in table.items():
+        print(f"{name:34} {r['p50']:15.0f} {r['p99']:8.0f} {r['latency_p50']:12.0f} "
+              f"{r['latency_p99']:8.0f} {r['server_p50']:11.0f}")
+
+
+if __name__ == "__main__":
+    main()
