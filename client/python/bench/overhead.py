@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -43,33 +44,58 @@ def pct(values, p):
     return float(np.percentile(np.asarray(values), p))
 
 
-def summarize(latency_us, server_us):
+def cpu_s():
+    r = resource.getrusage(resource.RUSAGE_SELF)  # this process only: the cluster is apart
+    return r.ru_utime + r.ru_stime
+
+
+def summarize(latency_us, server_us, wall_s, cpu_s_used):
     lat = np.asarray(latency_us)
     over = lat - np.asarray(server_us)
+    n = len(lat)
     return {"p50": pct(over, 50), "p99": pct(over, 99), "latency_p50": pct(lat, 50),
-            "latency_p99": pct(lat, 99), "server_p50": pct(server_us, 50), "calls": len(lat)}
+            "latency_p99": pct(lat, 99), "server_p50": pct(server_us, 50), "calls": n,
+            "wall_us_per_call": wall_s / n * 1e6, "client_cpu_us_per_call": cpu_s_used / n * 1e6}
+
+
+class Meter:
+    """Wall and CPU time of the measured calls (after the warm-up)."""
+
+    def __init__(self):
+        self.wall = self.cpu = None
+
+    def start(self):
+        if self.wall is None:
+            self.wall, self.cpu = time.perf_counter(), cpu_s()
+
+    def stop(self):
+        return time.perf_counter() - self.wall, cpu_s() - self.cpu
 
 
 def run_client(address, x, n, warmup):
-    lat, srv = [], []
+    lat, srv, meter = [], [], Meter()
     with moe_cluster.Client(address) as c:
         for i in range(warmup + n):
+            if i == warmup:
+                meter.start()
             t0 = time.perf_counter()
             r = c.forward(0, x)
             dt = (time.perf_counter() - t0) * 1e6
             if i >= warmup:
                 lat.append(dt)
                 srv.append(r.stats.total_us)
-    return summarize(lat, srv)
+    return summarize(lat, srv, *meter.stop())
 
 
 async def _async_rows(address, x, n, warmup, inflight):
-    lat, srv = [], []
+    lat, srv, meter = [], [], Meter()
     async with moe_cluster.AsyncClient(address) as c:
         per = (warmup + n) // inflight + 1
 
         async def worker():
             for i in range(per):
+                if i == warmup // inflight:
+                    meter.start()
                 t0 = time.perf_counter()
                 r = await c.forward(0, x)
                 dt = (time.perf_counter() - t0) * 1e6
@@ -78,7 +104,8 @@ async def _async_rows(address, x, n, warmup, inflight):
                     srv.append(r.stats.total_us)
 
         await asyncio.gather(*(worker() for _ in range(inflight)))
-    return summarize(lat, srv)
+        used = meter.stop()
+    return summarize(lat, srv, *used)
 
 
 def run_async(address, x, n, warmup, inflight=16):
@@ -89,12 +116,14 @@ async def _raw(address, x, n, warmup):
     import capnp
     from moe_cluster._schema import moe
     host, port = address.rsplit(":", 1)
-    lat, srv = [], []
+    lat, srv, meter = [], [], Meter()
     async with capnp.kj_loop():
         stream = await capnp.AsyncIoStream.create_connection(host, int(port))
         rpc = capnp.TwoPartyClient(stream)
         router = rpc.bootstrap().cast_as(moe.Router)
         for i in range(warmup + n):
+            if i == warmup:
+                meter.start()
             t0 = time.perf_counter()
             req = router.forward_request()
             req.layer = 0
@@ -110,9 +139,10 @@ async def _raw(address, x, n, warmup):
             if i >= warmup:
                 lat.append(dt)
                 srv.append(total)
+        used = meter.stop()
         rpc.close()
         stream.close()
-    return summarize(lat, srv)
+    return summarize(lat, srv, *used)
 
 
 def run_raw(address, x, n, warmup):
@@ -167,11 +197,13 @@ def main():
     print(f"forward of 1 token (hidden {hidden}) over loopback, {args.calls} calls x "
           f"{args.rounds} rounds, medians over rounds; {platform.processor() or platform.machine()}"
           f", {os.cpu_count()} CPUs")
-    print(f"{'client':34} {'overhead p50 us':>15} {'p99 us':>8} {'latency p50':>12} "
-          f"{'p99':>8} {'router p50':>11}")
+    print("overhead = client latency - router time (stats.total_us); all figures in us")
+    print(f"{'client':34} {'overhead p50':>12} {'p99':>6} {'latency p50':>11} {'p99':>6} "
+          f"{'router p50':>10} {'wall/call':>9} {'client CPU/call':>15}")
     for name, r in table.items():
-        print(f"{name:34} {r['p50']:15.0f} {r['p99']:8.0f} {r['latency_p50']:12.0f} "
-              f"{r['latency_p99']:8.0f} {r['server_p50']:11.0f}")
+        print(f"{name:34} {r['p50']:12.0f} {r['p99']:6.0f} {r['latency_p50']:11.0f} "
+              f"{r['latency_p99']:6.0f} {r['server_p50']:10.0f} {r['wall_us_per_call']:9.0f} "
+              f"{r['client_cpu_us_per_call']:15.0f}")
 
 
 if __name__ == "__main__":

@@ -294,14 +294,17 @@ class AsyncClient:
         except StopIteration as done:  # pragma: no cover - a reply cannot be there already
             future = self._loop.create_future()
             future.set_result(done.value)
+            future._moe_timer = None
             return future
         future._asyncio_future_blocking = False  # ... marked as awaited by a task: it is not
-        timer = self._loop.call_later(self.timeout_s, _expire, future)
-        future.add_done_callback(lambda _f, t=timer: t.cancel())
+        future._moe_timer = self._loop.call_later(self.timeout_s, _expire, future)
         return future
 
     def _reply(self, future):
-        """The reply of a finished future, or the moe_cluster exception for its failure."""
+        """The reply of a finished future (its deadline timer stopped), or the moe_cluster
+        exception for its failure."""
+        if future._moe_timer is not None:
+            future._moe_timer.cancel()
         if future.cancelled():
             if getattr(future, "_moe_expired", False):
                 raise DeadlineExceeded(f"{self.address}: no reply within timeout_s = "
@@ -323,7 +326,9 @@ class AsyncClient:
             await future
         except asyncio.CancelledError:
             if not future.cancelled() or not getattr(future, "_moe_expired", False):
-                future.cancel()
+                future.cancel()  # the caller's task was cancelled: so is the call
+                if future._moe_timer is not None:
+                    future._moe_timer.cancel()
                 raise
         except BaseException:
             pass
