@@ -5,12 +5,18 @@ router handles the request to its reply being written), p50 and p99.
 
 Rows: ``Client`` (blocking, one call at a time), ``AsyncClient`` with 16 calls in flight on one
 connection, and, for comparison, the same call written in raw pycapnp (``await req.send()`` with
-``data = x.tobytes()``). The rows run round-robin (``--rounds``, default 3) so the machine's noise
+``data = x.tobytes()``), one at a time and 16 in flight. With calls in flight together, a call's
+"overhead" also holds its wait behind the others (in the client's loop and the router's), so the
+table adds each row's wall time per call and the client's CPU time per call. The rows run round-robin (``--rounds``, default 3) so the machine's noise
 spreads over all of them; the table gives the median over the rounds of each percentile.
 
     client/python/bench/overhead.py                      # starts its own tiny cluster (build/bin)
     client/python/bench/overhead.py --router HOST:PORT   # an existing router (a 1-token forward)
     client/python/bench/overhead.py --json
+
+The client process is pinned to one CPU (``--cpu``, after the cluster it starts is up) so that its
+two threads (a Client's caller and its connection's thread) do not migrate between cores: on a
+2-core machine shared with the router and the shards, unpinned runs are bimodal (±70 us).
 
 It is a benchmark, not a test: it prints numbers and fails only when a call fails.
 """
@@ -112,7 +118,7 @@ def run_async(address, x, n, warmup, inflight=16):
     return asyncio.run(_async_rows(address, x, n, warmup, inflight))
 
 
-async def _raw(address, x, n, warmup):
+async def _raw(address, x, n, warmup, inflight=1):
     import capnp
     from moe_cluster._schema import moe
     host, port = address.rsplit(":", 1)
@@ -121,32 +127,37 @@ async def _raw(address, x, n, warmup):
         stream = await capnp.AsyncIoStream.create_connection(host, int(port))
         rpc = capnp.TwoPartyClient(stream)
         router = rpc.bootstrap().cast_as(moe.Router)
-        for i in range(warmup + n):
-            if i == warmup:
-                meter.start()
-            t0 = time.perf_counter()
-            req = router.forward_request()
-            req.layer = 0
-            h = req.init("hidden")
-            h.dtype = "f32"
-            h.shape = list(x.shape)
-            h.data = x.tobytes()
-            r = await req.send()
-            out = np.frombuffer(r.output.data, dtype=np.float32).reshape(x.shape)
-            assert out.shape == x.shape
-            total = r.stats.totalMicros
-            dt = (time.perf_counter() - t0) * 1e6
-            if i >= warmup:
-                lat.append(dt)
-                srv.append(total)
+        per = (warmup + n) // inflight + (1 if inflight > 1 else 0)
+
+        async def worker():
+            for i in range(per):
+                if i == warmup // inflight:
+                    meter.start()
+                t0 = time.perf_counter()
+                req = router.forward_request()
+                req.layer = 0
+                h = req.init("hidden")
+                h.dtype = "f32"
+                h.shape = list(x.shape)
+                h.data = x.tobytes()
+                r = await req.send()
+                out = np.frombuffer(r.output.data, dtype=np.float32).reshape(x.shape)
+                assert out.shape == x.shape
+                total = r.stats.totalMicros
+                dt = (time.perf_counter() - t0) * 1e6
+                if i >= warmup // inflight:
+                    lat.append(dt)
+                    srv.append(total)
+
+        await asyncio.gather(*(worker() for _ in range(inflight)))
         used = meter.stop()
         rpc.close()
         stream.close()
     return summarize(lat, srv, *used)
 
 
-def run_raw(address, x, n, warmup):
-    return asyncio.run(_raw(address, x, n, warmup))
+def run_raw(address, x, n, warmup, inflight=1):
+    return asyncio.run(_raw(address, x, n, warmup, inflight))
 
 
 @contextlib.contextmanager
@@ -170,6 +181,10 @@ def main():
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--inflight", type=int, default=16)
+    ap.add_argument("--cpu", type=int, default=os.cpu_count() - 1,
+                    help="pin this process (the client) to one CPU once the cluster is up, so "
+                         "the client's threads do not migrate between cores (default: the last "
+                         "CPU; -1: no pinning)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.calls < 1 or args.rounds < 1 or args.inflight < 1 or args.warmup < 0:
@@ -177,6 +192,8 @@ def main():
 
     with contextlib.ExitStack() as stack:
         address = args.router or stack.enter_context(own_cluster(args.bin))
+        if args.cpu >= 0:
+            os.sched_setaffinity(0, {args.cpu})  # after the cluster started: it stays unpinned
         with moe_cluster.Client(address) as c:
             hidden = c.info().hidden_size
         x = np.random.default_rng(0).standard_normal((1, hidden)).astype(np.float32)
@@ -184,7 +201,9 @@ def main():
                 f"AsyncClient, {args.inflight} in flight":
                     lambda: run_async(address, x, args.calls, args.warmup, args.inflight),
                 "raw pycapnp (for comparison)": lambda: run_raw(address, x, args.calls,
-                                                                args.warmup)}
+                                                                args.warmup),
+                f"raw pycapnp, {args.inflight} in flight":
+                    lambda: run_raw(address, x, args.calls, args.warmup, args.inflight)}
         rounds = {name: [] for name in rows}
         for _ in range(args.rounds):
             for name, fn in rows.items():
@@ -194,9 +213,10 @@ def main():
     if args.json:
         print(json.dumps({"rows": table, "rounds": rounds}, indent=1))
         return
+    pinned = f"client pinned to CPU {args.cpu}" if args.cpu >= 0 else "client not pinned"
     print(f"forward of 1 token (hidden {hidden}) over loopback, {args.calls} calls x "
           f"{args.rounds} rounds, medians over rounds; {platform.processor() or platform.machine()}"
-          f", {os.cpu_count()} CPUs")
+          f", {os.cpu_count()} CPUs, {pinned}")
     print("overhead = client latency - router time (stats.total_us); all figures in us")
     print(f"{'client':34} {'overhead p50':>12} {'p99':>6} {'latency p50':>11} {'p99':>6} "
           f"{'router p50':>10} {'wall/call':>9} {'client CPU/call':>15}")

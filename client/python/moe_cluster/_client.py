@@ -105,13 +105,22 @@ class ForwardResult:
     with a gating residual, MoE++: pass them as the next MoE layer's ``prev_logits``; or when
     routing was asked for), else None. ``stats``: the server's counts and times."""
 
-    __slots__ = ("output", "routing", "logits", "stats")
+    __slots__ = ("output", "routing", "logits", "_stats")
 
     def __init__(self, output, routing, logits, stats):
         self.output = output
         self.routing = routing
         self.logits = logits
-        self.stats = stats
+        self._stats = stats  # Stats, or the ForwardStats message's bytes until first read
+
+    @property
+    def stats(self) -> Stats:
+        if isinstance(self._stats, bytes):
+            with moe.ForwardStats.from_bytes(self._stats) as s:
+                self._stats = Stats(s.tokens, s.shardCalls, s.rowsSent, s.gateMicros,
+                                    s.dispatchMicros, s.totalMicros, s.droppedAssignments,
+                                    s.routerRows, s.sharedRows, s.batchRequests, s.batchTokens)
+        return self._stats
 
     def __repr__(self):
         shape = tuple(getattr(self.output, "shape", ()))
@@ -384,13 +393,18 @@ class AsyncClient:
 
     def _result(self, reply, h, return_routing) -> ForwardResult:
         out = reply.output
-        rows, cols = out.shape[0], out.shape[1]
+        view = out.get_data_as_view("data")
+        if len(view) == 4 * h.rows * h.cols:  # f32 [T, H] as sent: no need to read the shape
+            rows, cols = h.rows, h.cols
+        else:
+            shape = list(out.shape)
+            rows, cols = (shape + [0, 0])[:2]
         like = h
         if self._host_only and h.kind == "torch" and h.device.type != "cpu":
             like = _tensors.Prepared(None, h.wire, h.rows, h.cols, h.shape, "torch", h.dtype,
                                      _tensors._torch().device("cpu"))
         shape = h.shape if rows * cols == h.rows * h.cols else None
-        output = _tensors.read(out.get_data_as_view("data"), rows, cols, like, shape)
+        output = _tensors.read(view, rows, cols, like, shape)
         logits = None
         if reply._has("gateLogits") and len(reply.gateLogits.shape) == 2:
             g = reply.gateLogits
@@ -415,11 +429,8 @@ class AsyncClient:
                 weights=_like_kind(_list(r.weights, np.float32).reshape(tokens, k), like),
                 dropped=_like_kind(_list(r.dropped, np.bool_).reshape(tokens, k), like),
                 affected=_like_kind(affected, like))
-        s = reply.stats
-        stats = Stats(s.tokens, s.shardCalls, s.rowsSent, s.gateMicros, s.dispatchMicros,
-                      s.totalMicros, s.droppedAssignments, s.routerRows, s.sharedRows,
-                      s.batchRequests, s.batchTokens)
-        return ForwardResult(output, routing, logits, stats)
+        # The stats are kept as their own small message and read when asked for.
+        return ForwardResult(output, routing, logits, reply.stats.as_builder().to_bytes())
 
 
 def _expire(future):
@@ -433,6 +444,10 @@ def _fill(t, p: _tensors.Prepared) -> None:
     shape = t.init("shape", 2)
     shape[0] = p.rows
     shape[1] = p.cols
+    direct = _tensors.contiguous_bytes(p)
+    if direct is not None:
+        t.data = direct  # Cap'n Proto copies the caller's buffer into the message: one copy
+        return
     t.init("data", p.nbytes)
     _tensors.write(t.get_data_as_view("data"), p)
 

@@ -102,8 +102,28 @@ def to_host(p: Prepared) -> Prepared:
     return p
 
 
+def contiguous_bytes(p: Prepared):
+    """The caller's array as a bytes-like view of exactly the wire's bytes (no copy), when it is
+    one already: C-contiguous, in host memory, of the wire's dtype. None otherwise."""
+    src = p.src
+    if p.kind == "numpy":
+        if src.flags.c_contiguous and _NP_WIRE.get(src.dtype) == p.wire:
+            return memoryview(src)
+        return None
+    torch = _torch()
+    if src.device.type != "cpu" or not src.is_contiguous() or src.dtype == torch.float64:
+        return None
+    try:
+        if src.dtype == torch.bfloat16:
+            return memoryview(src.view(torch.int16).numpy())
+        return memoryview(src.numpy())
+    except (RuntimeError, TypeError):  # conjugate/negative views and the like
+        return None
+
+
 def write(view: memoryview, p: Prepared) -> None:
-    """The one copy in: the caller's array into the request's data bytes."""
+    """The one copy in: the caller's array into the request's data bytes (for arrays that
+    ``contiguous_bytes`` cannot hand over as they are: strided, another dtype, on a device)."""
     if p.rows == 0 or p.cols == 0:
         return
     if p.kind == "torch":
@@ -123,10 +143,9 @@ def read(view: memoryview, rows: int, cols: int, like: Prepared | None, shape=No
     shape = shape if shape is not None else (rows, cols)
     src = np.frombuffer(view, dtype=np.float32, count=rows * cols)
     if like is None or like.kind == "numpy":
-        dtype = like.dtype if like is not None else np.float32
-        out = np.empty(shape, dtype=dtype)
-        np.copyto(out, src.reshape(shape), casting="unsafe")
-        return out
+        if like is None or like.dtype == np.float32:
+            return src.reshape(shape).copy()
+        return src.reshape(shape).astype(like.dtype)
     torch = _torch()
     if rows * cols == 0:
         return torch.empty(shape, dtype=like.dtype, device=like.device)

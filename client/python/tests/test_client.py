@@ -132,6 +132,12 @@ def test_torch_in_torch_out(tiny_cluster, reference):
         rb = c.forward(0, torch.from_numpy(x).to(torch.bfloat16))
         assert rb.output.dtype == torch.bfloat16
         assert max_rel_err(rb.output.float().numpy(), want) < 3e-2
+        # a strided view (written element by element) and float64 (sent as f32, back float64)
+        wide = torch.zeros(4, 2 * H)
+        wide[:, ::2] = torch.from_numpy(x)
+        assert max_rel_err(c.forward(0, wide[:, ::2]).output.numpy(), want) < 1e-5
+        r64 = c.forward(0, torch.from_numpy(x).double())
+        assert r64.output.dtype == torch.float64 and max_rel_err(r64.output.numpy(), want) < 1e-5
         # a tensor that requires grad is read without its graph
         g = torch.from_numpy(x).requires_grad_()
         assert not c.forward(0, g).output.requires_grad
