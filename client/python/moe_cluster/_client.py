@@ -213,7 +213,9 @@ class AsyncClient:
         self._host, self._port = _parse_address(address)
         if timeout_s is None or timeout_s <= 0:
             raise InvalidArgument(f"timeout_s: must be > 0, got {timeout_s!r}")
-        self.timeout_s = float(timeout_s)
+        self._timeout_s = float(timeout_s)
+        self._pending = {}  # future -> deadline, in the order sent (so by deadline)
+        self._watchdog = None  # the loop's timer for the earliest deadline
         self._ssl = _ssl_context(tls)
         self._loop = None
         self._rpc = None
@@ -223,6 +225,10 @@ class AsyncClient:
         self._kj_held = False
         self._closed = False
         self._host_only = False  # Client: leave accelerator copies to the caller's thread
+
+    @property
+    def timeout_s(self) -> float:
+        return self._timeout_s
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -303,17 +309,35 @@ class AsyncClient:
         except StopIteration as done:  # pragma: no cover - a reply cannot be there already
             future = self._loop.create_future()
             future.set_result(done.value)
-            future._moe_timer = None
             return future
         future._asyncio_future_blocking = False  # ... marked as awaited by a task: it is not
-        future._moe_timer = self._loop.call_later(self.timeout_s, _expire, future)
+        # Deadlines: one timer for the earliest, not one per call (timeout_s is fixed, so calls
+        # are in deadline order in _pending).
+        deadline = self._loop.time() + self._timeout_s
+        self._pending[future] = deadline
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_at(deadline, self._expire_due)
         return future
 
+    def _expire_due(self):
+        """Cancels every call whose deadline has passed; waits for the next earliest."""
+        self._watchdog = None
+        now = self._loop.time()
+        due = []
+        for future, deadline in self._pending.items():
+            if deadline > now:
+                self._watchdog = self._loop.call_at(deadline, self._expire_due)
+                break
+            due.append(future)
+        for future in due:
+            del self._pending[future]
+            if not future.done():
+                future._moe_expired = True
+                future.cancel()
+
     def _reply(self, future):
-        """The reply of a finished future (its deadline timer stopped), or the moe_cluster
-        exception for its failure."""
-        if future._moe_timer is not None:
-            future._moe_timer.cancel()
+        """The reply of a finished future, or the moe_cluster exception for its failure."""
+        self._pending.pop(future, None)
         if future.cancelled():
             if getattr(future, "_moe_expired", False):
                 raise DeadlineExceeded(f"{self.address}: no reply within timeout_s = "
@@ -336,8 +360,7 @@ class AsyncClient:
         except asyncio.CancelledError:
             if not future.cancelled() or not getattr(future, "_moe_expired", False):
                 future.cancel()  # the caller's task was cancelled: so is the call
-                if future._moe_timer is not None:
-                    future._moe_timer.cancel()
+                self._pending.pop(future, None)
                 raise
         except BaseException:
             pass
@@ -433,12 +456,6 @@ class AsyncClient:
         return ForwardResult(output, routing, logits, reply.stats.as_builder().to_bytes())
 
 
-def _expire(future):
-    if not future.done():
-        future._moe_expired = True
-        future.cancel()
-
-
 def _fill(t, p: _tensors.Prepared) -> None:
     t.dtype = p.wire
     shape = t.init("shape", 2)
@@ -530,7 +547,6 @@ class Client:
         self._async = AsyncClient(address, timeout_s=timeout_s, tls=tls)
         self._async._host_only = True
         self.address = self._async.address
-        self.timeout_s = self._async.timeout_s
         self._reactor = _Reactor.get()
         self._reactor.clients.add(self._async)
         self._closed = False
@@ -539,6 +555,10 @@ class Client:
         except BaseException:
             self.close()
             raise
+
+    @property
+    def timeout_s(self) -> float:
+        return self._async.timeout_s
 
     def _run(self, coro):
         reactor = self._reactor

@@ -72,16 +72,30 @@ def test_deadline_and_cancellation(work, tiny_model):
                 try:
                     with pytest.raises(moe_cluster.DeadlineExceeded):
                         await c.forward(0, tokens(8, seed=3))
+                    # every call in flight expires at its own deadline, not only the first
+                    loop = asyncio.get_running_loop()
+                    t0 = loop.time()
+                    results = await asyncio.gather(
+                        *(c.forward(i % 2, tokens(2, seed=i)) for i in range(8)),
+                        return_exceptions=True)
+                    assert all(isinstance(r, moe_cluster.DeadlineExceeded) for r in results)
+                    assert loop.time() - t0 < 1.0
+                    assert not c._pending
                     # a cancelled call is cancelled, and the client goes on working
                     task = asyncio.ensure_future(c.forward(0, tokens(8, seed=4)))
                     await asyncio.sleep(0.05)
                     task.cancel()
                     with pytest.raises(asyncio.CancelledError):
                         await task
+                    with pytest.raises(AttributeError):
+                        c.timeout_s = 10  # fixed at construction
                 finally:
                     os.kill(shard.pid, signal.SIGCONT)
-                await asyncio.sleep(0.2)
-                c.timeout_s = 10
+                for _ in range(50):  # the stopped shard catches up on what was sent meanwhile
+                    try:
+                        return await c.forward(0, tokens(8, seed=5))
+                    except moe_cluster.DeadlineExceeded:
+                        await asyncio.sleep(0.1)
                 return await c.forward(0, tokens(8, seed=5))
 
         assert asyncio.run(main()).output.shape == (8, H)
