@@ -91,24 +91,20 @@ def find_moe_blocks(model) -> list[tuple[int, nn.Module, str, nn.Module]]:
     return found
 
 
-class _GateRecorder(nn.Module):
-    """Stands where the block's gate stood, as an instance of the gate's class (without its
-    weights), so that transformers' output recording (``output_router_logits``), which hooks
-    modules of that class, records the cluster's router logits. Calling it returns what it is
-    given."""
-
-    @staticmethod
-    def make(gate: nn.Module) -> nn.Module:
-        cls = type(gate)
-        recorder = cls.__new__(cls)
-        nn.Module.__init__(recorder)
-        for hooks in ("_forward_hooks", "_forward_hooks_with_kwargs",
-                      "_forward_hooks_always_called", "_forward_pre_hooks",
-                      "_forward_pre_hooks_with_kwargs"):
-            if hasattr(gate, hooks):
-                setattr(recorder, hooks, getattr(gate, hooks))
-        recorder.forward = lambda outputs: outputs
-        return recorder
+def _gate_recorder(gate: nn.Module) -> nn.Module:
+    """What stands where the block's gate stood: an instance of the gate's class (without its
+    weights, with its hooks), so that transformers' output recording (``output_router_logits``),
+    which hooks modules of that class, records the cluster's router logits. Calling it returns
+    what it is given."""
+    cls = type(gate)
+    recorder = cls.__new__(cls)
+    nn.Module.__init__(recorder)
+    for hooks in ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+                  "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs"):
+        if hasattr(gate, hooks):
+            setattr(recorder, hooks, getattr(gate, hooks))
+    recorder.forward = lambda outputs: outputs
+    return recorder
 
 
 class ClusterMoeBlock(nn.Module):
@@ -235,7 +231,7 @@ def offload(model, address, *, verify: bool = True, fingerprint: bool = True,
                     f"{where}: layer {i}'s output differs from the model's own block on random "
                     f"tokens (max relative error {err:.3g} > {_tolerance(x.dtype):g}): the "
                     "cluster serves other weights")
-        recorder = _GateRecorder.make(block.gate)
+        recorder = _gate_recorder(block.gate)
         replacements.append((layer, name, ClusterMoeBlock(client, i, config.hidden_size,
                                                           returns_tuple, gate_outputs, recorder)))
     for layer, name, new in replacements:
