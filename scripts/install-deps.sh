@@ -36,10 +36,11 @@ install_pip() {
 }
 # The client's test venv: the package's dependencies (numpy, pycapnp), pytest, setuptools (the
 # packaging test builds the wheel offline), and torch + transformers for the hf.offload tests.
-venv="${MOE_PYTHON_VENV:-$HOME/.cache/moe-cluster/venv}"
 client_pkgs=(numpy==2.4.6 pycapnp==2.2.4 pytest==9.2.0 setuptools==84.2.1)
 torch_pkgs=(torch==2.15.0 transformers==5.24.0)
 install_client_venv() {
+  # ~ as Python's expanduser sees it (as tests/client_python/run_pytest.py does), even without $HOME
+  local venv="${MOE_PYTHON_VENV:-$(python3 -c 'import os; print(os.path.expanduser("~"))')/.cache/moe-cluster/venv}"
   local want="import numpy, capnp, pytest, setuptools"
   [ "${MOE_PYTHON_TORCH:-1}" = 0 ] || want="$want, torch, transformers"
   if "$venv/bin/python" -c "$want" 2>/dev/null; then return 0; fi

@@ -63,7 +63,15 @@ def tls_proxy(tiny_cluster, certificate):
     thread.start()
     ready.wait(10)
     yield box["address"]
-    loop.call_soon_threadsafe(box["server"].close)
+
+    async def shutdown():
+        box["server"].close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
 
