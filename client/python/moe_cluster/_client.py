@@ -53,6 +53,7 @@ class Info:
     intermediate_size: int
     num_experts: int
     top_k: int
+    num_layers: int              # decoder layers of the model (0: a server that does not say)
     moe_layers: tuple[int, ...]  # the decoder layers that are MoE layers (forward's `layer`)
     fingerprint: str             # of the checkpoint the router loaded (README "Model fingerprint")
     max_tokens: int              # the most tokens one forward may carry
@@ -374,7 +375,8 @@ class AsyncClient:
         i = reply.info
         return Info(
             family=i.modelType, hidden_size=i.hiddenSize, intermediate_size=i.intermediateSize,
-            num_experts=i.numExperts, top_k=i.topK, moe_layers=tuple(i.moeLayers),
+            num_experts=i.numExperts, top_k=i.topK, num_layers=i.numLayers,
+            moe_layers=tuple(i.moeLayers),
             fingerprint=i.fingerprint, max_tokens=i.maxTokens,
             input_dtypes=("f32", "bf16", "f16"), output_dtype="f32", expert_dtype=i.dtype,
             backend=i.backend, version=i.version, ready=i.ready, draining=i.draining,

@@ -14,7 +14,8 @@ the block returned that pair (transformers 4). Router logits recorded by
 offloaded block. The original blocks (and their expert weights) are dropped.
 
 What "the same model" means, checked before anything is replaced (``ModelMismatch`` otherwise):
-family (``model_type``), hidden size, expert count, top-k and the set of MoE layers; the model
+family (``model_type``), hidden size, expert count, top-k, the number of layers and which are MoE
+layers; the model
 fingerprint, when the model was loaded from a local checkpoint directory (README "Model
 fingerprint"); and, unless ``verify=False``, each layer's output on a few random tokens computed
 by the original block and by the cluster (so two checkpoints with the same shapes are told apart
@@ -191,6 +192,9 @@ def offload(model, address, *, verify: bool = True, fingerprint: bool = True,
     top_k = getattr(config, "num_experts_per_tok", None)
     if top_k is not None and top_k != info.top_k:
         mismatches.append(f"top-k: model {top_k}, cluster {info.top_k}")
+    num_layers = getattr(config, "num_hidden_layers", None)
+    if info.num_layers and num_layers is not None and num_layers != info.num_layers:
+        mismatches.append(f"layers: model {num_layers}, cluster {info.num_layers}")
     layers = tuple(i for i, *_ in blocks)
     if layers != tuple(info.moe_layers):
         mismatches.append(f"MoE layers: model {list(layers)}, cluster {list(info.moe_layers)}")

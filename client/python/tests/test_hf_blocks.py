@@ -85,8 +85,9 @@ def test_tuple_returning_blocks_get_the_clusters_router_logits(tiny_cluster, tin
 
 
 def test_refuses_other_layer_counts(tiny_cluster, tiny_model):
-    model = hand_built_model(tiny_model, layers=1)  # the cluster's MoE layers are 0 and 1
-    with pytest.raises(moe_cluster.hf.ModelMismatch, match=r"MoE layers: model \[0\], cluster "
-                                                           r"\[0, 1\]"):
+    model = hand_built_model(tiny_model, layers=1)  # the cluster's model: 2 layers, both MoE
+    with pytest.raises(moe_cluster.hf.ModelMismatch) as e:
         moe_cluster.hf.offload(model, tiny_cluster)
+    assert "layers: model 1, cluster 2" in str(e.value)
+    assert "MoE layers: model [0], cluster [0, 1]" in str(e.value)
     assert isinstance(model.model.layers[0].block_sparse_moe, V4MixtralBlock)
