@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# Installs every Debian package (and the one PyPI package) that building and testing moe-cluster
+# Installs every Debian package (and the PyPI packages) that building and testing moe-cluster
 # needs. Safe to re-run: when everything is already installed it does nothing. The CUDA toolkit is not a Debian package here;
 # when /usr/local/cuda/bin/nvcc exists the build compiles the CUDA backend, otherwise it skips it.
+#
+# The Python client's tests (client/python, ctest python_client) run in their own virtual
+# environment, outside the repository so that every clone shares it:
+#   MOE_PYTHON_VENV   where it lives (default ~/.cache/moe-cluster/venv)
+#   MOE_PYTHON_TORCH  0: leave out torch and transformers (their tests then skip, saying so).
+#                     PyPI has no CPU-only torch for Linux: the wheel links the CUDA libraries
+#                     at import, so they come along (~3 GB, ~6 min on the 2-core VM, once).
 set -euo pipefail
 pkgs=(
-  build-essential cmake ninja-build pkg-config python3
+  build-essential cmake ninja-build pkg-config python3 python3-venv
   capnproto libcapnp-dev            # RPC and wire format
   prometheus-cpp-dev                # metrics
   libyaml-cpp-dev                   # cluster config
@@ -27,6 +34,24 @@ install_pip() {
   python3 -m pip install -q "${pip_pkgs[@]}" 2>/dev/null ||
     python3 -m pip install -q --break-system-packages "${pip_pkgs[@]}"
 }
+# The client's test venv: the package's dependencies (numpy, pycapnp), pytest, setuptools (the
+# packaging test builds the wheel offline), and torch + transformers for the hf.offload tests.
+client_pkgs=(numpy==2.4.6 pycapnp==2.2.4 pytest==9.2.0 setuptools==84.2.1)
+torch_pkgs=(torch==2.15.0 transformers==5.24.0)
+install_client_venv() {
+  # ~ as Python's expanduser sees it (as tests/client_python/run_pytest.py does), even without $HOME
+  local venv="${MOE_PYTHON_VENV:-$(python3 -c 'import os; print(os.path.expanduser("~"))')/.cache/moe-cluster/venv}"
+  local want="import numpy, capnp, pytest, setuptools"
+  [ "${MOE_PYTHON_TORCH:-1}" = 0 ] || want="$want, torch, transformers"
+  if "$venv/bin/python" -c "$want" 2>/dev/null; then return 0; fi
+  echo "install-deps: Python client test venv $venv"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check "${client_pkgs[@]}"
+  if [ "${MOE_PYTHON_TORCH:-1}" != 0 ]; then
+    echo "install-deps: torch and transformers into $venv (about 3 GB)"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "${torch_pkgs[@]}"
+  fi
+}
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -34,6 +59,7 @@ done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#pkgs[@]} packages present"
   install_pip
+  install_client_venv
   exit 0
 fi
 sudo=""
@@ -42,4 +68,5 @@ echo "install-deps: installing ${missing[*]}"
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 install_pip
+install_client_venv
 echo "install-deps: done"
