@@ -151,6 +151,14 @@ const char* expertsKeyOf(ModelFamily f) {
   }
 }
 
+// The experts key as `config` spells it: transformers 5 writes num_local_experts for families
+// (Qwen3-MoE, …) whose configs map num_experts to it (attribute_map), older versions num_experts.
+const char* expertsKeyIn(const json& config, ModelFamily f) {
+  const char* key = expertsKeyOf(f);
+  if (!config.contains(key) && config.contains("num_local_experts")) return "num_local_experts";
+  return key;
+}
+
 // Stores a parsed value or passes its error on, keeping the per-key reads below one line each.
 template <typename T>
 Status assign(T& dest, Result<T> r) {
@@ -289,7 +297,7 @@ Status parseFamilyFields(const json& config, const std::string& path, ModelConfi
   if (Status s = readPositiveFields(config, path,
                                     {{"hidden_size", &c.hiddenSize},
                                      {interKey, &c.intermediateSize},
-                                     {expertsKeyOf(f), &c.numExperts},
+                                     {expertsKeyIn(config, f), &c.numExperts},
                                      {"num_experts_per_tok", &c.topK},
                                      {"num_hidden_layers", &c.numLayers}});
       !s)

@@ -615,6 +615,21 @@ TEST_F(CheckpointTest, Qwen2MoeMlpOnlyLayersAndDefaults) {
   EXPECT_TRUE(contains(openError(d), "no MoE layers")) << openError(d);
 }
 
+// transformers 5 writes Qwen3-MoE's expert count as num_local_experts (its attribute_map alias of
+// num_experts); either key is read.
+TEST_F(CheckpointTest, Qwen3MoeExpertCountUnderEitherKey) {
+  const std::string d = make(familySpec("qwen3_moe"));
+  editConfig(d, [](json& c) {
+    c["num_local_experts"] = c["num_experts"];
+    c.erase("num_experts");
+  });
+  auto ckpt = openOk(d);
+  ASSERT_NE(ckpt, nullptr);
+  EXPECT_EQ(ckpt->config().numExperts, familySpec("qwen3_moe").numExperts);
+  editConfig(d, [](json& c) { c.erase("num_local_experts"); });
+  EXPECT_TRUE(contains(openError(d), "key 'num_experts' missing")) << openError(d);
+}
+
 TEST_F(CheckpointTest, Qwen3MoeHasNoSharedExpert) {
   SyntheticModelSpec spec = familySpec("qwen3_moe");
   spec.mlpOnlyLayers = {1};

@@ -16,7 +16,7 @@ transformers = pytest.importorskip("transformers", reason="transformers is not i
 
 import moe_cluster  # noqa: E402
 import moe_cluster.hf  # noqa: E402
-from conftest import ClusterStartError, cluster  # noqa: E402
+from conftest import cluster  # noqa: E402
 
 COMMON = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
@@ -39,12 +39,6 @@ FAMILIES = {
     "deepseek_v3": dict(n_routed_experts=8, num_experts_per_tok=2, n_group=2, topk_group=1,
                         routed_scaling_factor=2.5, norm_topk_prob=True, **DEEPSEEK),
 }
-
-# transformers >= 5 writes Qwen3-MoE's expert count as "num_local_experts" in config.json; the
-# cluster's loader (common/checkpoint.cc, expertsKeyOf) reads only "num_experts" for qwen3_moe.
-QWEN3_NOTE = ("the cluster cannot load a transformers-5 Qwen3-MoE checkpoint yet: config.json "
-              "has 'num_local_experts', common/checkpoint.cc reads 'num_experts' for qwen3_moe")
-
 
 def save_model(family, directory, seed=0, **extra):
     cfg = transformers.AutoConfig.for_model(family, **{**COMMON, **FAMILIES[family], **extra})
@@ -96,12 +90,7 @@ def test_offload_gives_the_models_own_logits_and_tokens(family, work):
     moe_layers = [i for i, *_ in moe_cluster.hf.find_moe_blocks(model)]
 
     with contextlib.ExitStack() as stack:
-        try:
-            address = stack.enter_context(cluster(work, directory))
-        except ClusterStartError as e:
-            if family == "qwen3_moe" and "key 'num_experts' missing" in str(e):
-                pytest.xfail(QWEN3_NOTE)  # passes by itself once the loader reads either key
-            raise
+        address = stack.enter_context(cluster(work, directory))
         assert moe_cluster.hf.offload(model, address) is model
         blocks = moe_cluster.hf.find_moe_blocks(model)
         assert [i for i, *_ in blocks] == moe_layers
