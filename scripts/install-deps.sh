@@ -13,6 +13,7 @@ pkgs=(
   nlohmann-json3-dev                # safetensors headers, config.json
   libcli11-dev                      # every program's command line (common/cli.h)
   libgtest-dev libgmock-dev         # tests
+  clang libclang-rt-14-dev          # fuzzers (tests/fuzz: libFuzzer, ASan, UBSan)
   procps                            # pgrep/pkill in the launcher test
   prometheus                        # prometheus + promtool: moe-cluster --prometheus, observability test
   python3-yaml iproute2 curl        # deploy tests: config generator, network namespaces
