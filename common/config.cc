@@ -542,6 +542,26 @@ PerExpertMetrics resolvePerExpertMetrics(const MetricsConfig& config, const Mode
   return PerExpertMetrics::kOff;
 }
 
+Status validateLimits(const ClusterConfig& config, const ModelConfig& model) {
+  const LimitsConfig& l = config.limits;
+  const uint64_t rows = std::max(l.maxRowsPerShardCall, l.maxTokensPerRequest);
+  // f32 rows (request or reply), each row's (index, weight) in up to top-k + 1 segments, [T, E]
+  // gate logits, and 64 KiB for everything else.
+  const uint64_t need = rows * model.hiddenSize * 4 + rows * (model.topK + 1) * 8 +
+                        uint64_t{l.maxTokensPerRequest} * model.numExperts * 4 + (64u << 10);
+  if (l.maxMessageBytes < need) {
+    return Status::error(
+        StatusCode::kFailedPrecondition,
+        config.sourcePath + ": limits.max_message_bytes = " + std::to_string(l.maxMessageBytes) +
+            " is below the " + std::to_string(need) +
+            " bytes of the largest call this model allows (" + std::to_string(rows) +
+            " rows × hidden " + std::to_string(model.hiddenSize) +
+            " in f32, with segments and logits); raise it, or lower "
+            "limits.max_tokens_per_request");
+  }
+  return Status::ok();
+}
+
 Status validatePlacement(const ClusterConfig& config, const ModelConfig& model) {
   const std::string src = config.sourcePath;
   for (const auto& s : config.shards) {

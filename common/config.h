@@ -168,6 +168,11 @@ Result<ClusterConfig> loadClusterConfig(const std::string& path);
 // every (layer, expert) pair is served by at least one shard.
 Status validatePlacement(const ClusterConfig& config, const ModelConfig& model);
 
+// Checks that limits.max_message_bytes holds the largest call and reply the other limits allow for
+// this model (rows × hidden in f32, their segments, gate logits), so that no legitimate call is
+// cut off as "too large"; FailedPrecondition naming both values otherwise.
+Status validateLimits(const ClusterConfig& config, const ModelConfig& model);
+
 // The per-expert mode in force for this model: the configured one, or for kAuto all/off by the
 // number of (MoE layer, FFN expert) pairs. `why` (optional) gets a start-up log line for the
 // automatic choice of off, and stays empty otherwise.

@@ -66,6 +66,7 @@ Result<std::unique_ptr<ShardModel>> ShardModel::load(const ClusterConfig& cluste
   m->limits.maxSegments = cluster.limits.maxSegmentsPerShardCall;
   m->maxInflight = cluster.limits.maxInflightRequests;
   if (auto s = validatePlacement(cluster, m->model); !s) return makeError(s);
+  if (auto s = validateLimits(cluster, m->model); !s) return makeError(s);
   auto backend = kernels::createBackendFor(shard->device, shard->threads);
   if (!backend)
     return makeError("shard " + shardName + " device " + shard->device.str() + ": " +

@@ -13,11 +13,13 @@ pkgs=(
   nlohmann-json3-dev                # safetensors headers, config.json
   libcli11-dev                      # every program's command line (common/cli.h)
   libgtest-dev libgmock-dev         # tests
-  clang libclang-rt-14-dev          # fuzzers (tests/fuzz: libFuzzer, ASan, UBSan)
   procps                            # pgrep/pkill in the launcher test
   prometheus                        # prometheus + promtool: moe-cluster --prometheus, observability test
   python3-yaml iproute2 curl        # deploy tests: config generator, network namespaces
 )
+# Only the tests need these (not the images' builder stage, which tests/deploy/lint_dockerfiles.py
+# holds to the list above): the fuzzers' clang build (tests/fuzz: libFuzzer, ASan, UBSan).
+test_pkgs=(clang libclang-rt-14-dev)
 # Kubernetes schemas for validating the manifests offline (tests/deploy), pinned.
 pip_pkgs=(kubernetes-validate==1.37.0 PyYAML)
 
@@ -29,11 +31,11 @@ install_pip() {
     python3 -m pip install -q --break-system-packages "${pip_pkgs[@]}"
 }
 missing=()
-for p in "${pkgs[@]}"; do
+for p in "${pkgs[@]}" "${test_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "install-deps: all ${#pkgs[@]} packages present"
+  echo "install-deps: all $((${#pkgs[@]} + ${#test_pkgs[@]})) packages present"
   install_pip
   exit 0
 fi

@@ -1125,5 +1125,35 @@ TEST(ConfigLimits, ErrorsNameTheKey) {
   }
 }
 
+TEST(ConfigLimits, MessageSizeMustHoldTheLargestCall) {
+  ModelConfig m;
+  m.hiddenSize = 4096;
+  m.numExperts = 64;
+  m.topK = 8;
+  struct Case {
+    std::string limits;  // appended to kMinimal
+    bool ok;
+  };
+  const std::vector<Case> cases = {
+      {"", true},  // 8192 × 4096 × 4 = 128 MiB (+ segments, logits) under 512 MiB
+      {"limits: {max_message_bytes: 134217728}\n", false},  // exactly 128 MiB: no room for the rest
+      {"limits: {max_message_bytes: 134217728, max_tokens_per_request: 4096}\n", true},
+  };
+  for (const auto& tc : cases) {
+    SCOPED_TRACE(tc.limits);
+    auto c = parse(kMinimal + tc.limits);
+    ASSERT_TRUE(c.isOk()) << c.error();
+    const Status s = validateLimits(c.value(), m);
+    EXPECT_EQ(s.isOk(), tc.ok) << s.message();
+    if (!tc.ok) {
+      EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition);
+      EXPECT_TRUE(contains(s.message(),
+                           "cluster.yaml: limits.max_message_bytes = 134217728 is below "
+                           "the 136970240 bytes of the largest call"))
+          << s.message();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace moe
