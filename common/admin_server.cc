@@ -279,6 +279,10 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   void onRead(beast::error_code ec, size_t /*bytes*/) {
     if (ec == http::error::end_of_stream) return shutdown();
+    if (ec.category() == http::make_error_code(http::error::bad_method).category() &&
+        !isRoutineDisconnect(ec)) {
+      return badRequest(ec);
+    }
     if (ec) return drop("read", ec);
     if (AdminAction action = endpoints_.action(parser_->get())) {
       if (parser_->get().method() == http::verb::post) return act(action);
@@ -320,6 +324,22 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec) return drop("write", ec);
     if (!response_.keep_alive()) return shutdown();
     read();
+  }
+
+  // A request the HTTP parser refused (bad syntax, header or body over its limit): one 400 that
+  // says why, then the connection closes (the rest of the stream cannot be trusted).
+  void badRequest(const beast::error_code& ec) {
+    logDebug("admin: ", peer_, ": malformed request: ", ec.message());
+    response_ = {};
+    response_.version(11);
+    response_.result(ec == http::error::header_limit || ec == http::error::body_limit
+                         ? http::status::payload_too_large
+                         : http::status::bad_request);
+    response_.set(http::field::content_type, "text/plain");
+    response_.keep_alive(false);
+    response_.body() = "malformed HTTP request: " + ec.message() + "\n";
+    response_.prepare_payload();
+    write();
   }
 
   // Nothing pending after this: the session is released and the socket closed.

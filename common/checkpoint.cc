@@ -39,6 +39,8 @@ Result<json> readJsonFile(const std::string& path) {
     return json::parse(text.str());
   } catch (const json::parse_error& e) {
     return makeError(path + ": invalid JSON at byte " + std::to_string(e.byte) + ": " + e.what());
+  } catch (const json::exception& e) {  // e.g. out_of_range for a number such as 1e400
+    return makeError(path + ": invalid JSON: " + e.what());
   }
 }
 
@@ -113,7 +115,9 @@ Result<float> optionalPositiveFloat(const json& config, const std::string& path,
                                     float fallback) {
   auto it = findKey(config, key);
   if (it == config.end() || it->is_null()) return fallback;
-  if (!it->is_number() || !(it->get<double>() > 0.0) || !std::isfinite(it->get<double>())) {
+  // Finite as a float too: 1e300 is a valid JSON double but would become +inf here.
+  if (!it->is_number() || !(it->get<double>() > 0.0) ||
+      !(it->get<double>() <= std::numeric_limits<float>::max())) {
     return makeError(path + ": key '" + key + "' must be a positive number (got " + it->dump() +
                      ")");
   }

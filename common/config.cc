@@ -266,10 +266,82 @@ void parseRouting(Parser& p, const YAML::Node& r, RoutingOptions& o) {
   }
 }
 
+// The `limits:` section; `routerMaxTokens`: the file sets router.max_tokens.
+void parseLimits(Parser& p, const YAML::Node& root, bool routerMaxTokens, ClusterConfig& c) {
+  LimitsConfig& l = c.limits;
+  const YAML::Node n = root["limits"];
+  if (n) {
+    p.checkKeys(
+        n, "limits",
+        {"max_tokens_per_request", "max_rows_per_shard_call", "max_segments_per_shard_call",
+         "max_message_bytes", "max_inflight_requests", "max_connections", "idle_timeout_ms"});
+    const struct {
+      const char* key;
+      uint32_t* field;
+      uint64_t max;
+    } fields[] = {
+        {"max_tokens_per_request", &l.maxTokensPerRequest, 1u << 20},
+        {"max_rows_per_shard_call", &l.maxRowsPerShardCall, 1u << 24},
+        {"max_segments_per_shard_call", &l.maxSegmentsPerShardCall, 1u << 20},
+        {"max_inflight_requests", &l.maxInflightRequests, 1u << 20},
+        {"max_connections", &l.maxConnections, 1u << 20},
+        {"idle_timeout_ms", &l.idleTimeoutMs, 24 * 3600000u},
+    };
+    for (const auto& f : fields) {
+      if (n[f.key]) {
+        *f.field =
+            static_cast<uint32_t>(p.uint(n[f.key], std::string("limits.") + f.key, 1, f.max));
+      }
+    }
+    if (n["max_message_bytes"]) {
+      // At least 64 KiB (an info reply); at most 2 GiB (Cap'n Proto's own ceiling is 4 GiB).
+      l.maxMessageBytes =
+          p.uint(n["max_message_bytes"], "limits.max_message_bytes", 1u << 16, uint64_t{1} << 31);
+    }
+  }
+  // router.max_tokens and limits.max_tokens_per_request are one limit: either spelling sets it.
+  const bool limitSet = n && n["max_tokens_per_request"];
+  if (routerMaxTokens && limitSet && c.router.maxTokens != l.maxTokensPerRequest) {
+    p.fail(n["max_tokens_per_request"], "limits.max_tokens_per_request",
+           std::to_string(l.maxTokensPerRequest) + " differs from router.max_tokens = " +
+               std::to_string(c.router.maxTokens) + " (the same limit; set one of them)");
+  }
+  if (routerMaxTokens && !limitSet) l.maxTokensPerRequest = c.router.maxTokens;
+  c.router.maxTokens = l.maxTokensPerRequest;
+  // A router batch may hold this many rows, and sends at most that many to one shard.
+  const uint32_t batchRows = std::max(l.maxTokensPerRequest, c.router.batching.maxTokens);
+  if (!(n && n["max_rows_per_shard_call"])) {
+    l.maxRowsPerShardCall = batchRows;
+  } else if (l.maxRowsPerShardCall < batchRows) {
+    p.fail(n["max_rows_per_shard_call"], "limits.max_rows_per_shard_call",
+           std::to_string(l.maxRowsPerShardCall) + " is below the " + std::to_string(batchRows) +
+               " rows one router batch may send a shard (max_tokens_per_request, "
+               "router.batching.max_tokens)");
+  }
+  for (size_t i = 0; i < c.shards.size(); ++i) {
+    const ShardConfig& s = c.shards[i];
+    const uint64_t segments = s.experts.size() + (s.sharedExpert ? 1 : 0);
+    if (segments > l.maxSegmentsPerShardCall) {
+      p.fail(n ? n["max_segments_per_shard_call"] : root, "limits.max_segments_per_shard_call",
+             std::to_string(l.maxSegmentsPerShardCall) + " is below the " +
+                 std::to_string(segments) + " segments a call to " + s.name + " may need");
+    }
+  }
+  if (!(n && n["idle_timeout_ms"])) {
+    l.idleTimeoutMs = std::max(l.idleTimeoutMs, 2 * c.timeouts.requestMs);
+  } else if (l.idleTimeoutMs <= c.timeouts.requestMs) {
+    p.fail(n["idle_timeout_ms"], "limits.idle_timeout_ms",
+           std::to_string(l.idleTimeoutMs) +
+               " must exceed timeouts.request_ms = " + std::to_string(c.timeouts.requestMs) +
+               " (a connection waiting for a reply is not idle)");
+  }
+}
+
 ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir) {
   ClusterConfig c;
   if (!root.IsDefined() || root.IsNull()) p.fail(root, "(top level)", "the file is empty");
-  p.checkKeys(root, "", {"model", "router", "shards", "timeouts", "routing", "expert", "metrics"});
+  p.checkKeys(root, "",
+              {"model", "router", "shards", "timeouts", "routing", "expert", "metrics", "limits"});
 
   const auto model = root["model"];
   if (!model) p.fail(root, "model", "missing (needs model.path: the checkpoint directory)");
@@ -358,6 +430,7 @@ ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir)
       }
     }
   }
+  parseLimits(p, root, root["router"] && root["router"]["max_tokens"], c);
   // Admin addresses share the port space with the RPC addresses.
   std::set<std::string> used{c.router.listen};
   for (const auto& s : c.shards) used.insert(s.listen);
@@ -428,6 +501,8 @@ Result<ClusterConfig> parseClusterConfig(std::string_view yaml, std::string_view
   } catch (const YAML::Exception& e) {
     return makeError(std::string(sourceName) + ":" + std::to_string(e.mark.line + 1) +
                      ": invalid YAML: " + e.msg);
+  } catch (const std::exception& e) {  // anything else yaml-cpp or the standard library throws
+    return makeError(std::string(sourceName) + ": cannot parse: " + e.what());
   }
 }
 
@@ -465,6 +540,26 @@ PerExpertMetrics resolvePerExpertMetrics(const MetricsConfig& config, const Mode
            "); per-layer aggregates stay; set metrics: {per_expert: all} to export them anyway";
   }
   return PerExpertMetrics::kOff;
+}
+
+Status validateLimits(const ClusterConfig& config, const ModelConfig& model) {
+  const LimitsConfig& l = config.limits;
+  const uint64_t rows = std::max(l.maxRowsPerShardCall, l.maxTokensPerRequest);
+  // f32 rows (request or reply), each row's (index, weight) in up to top-k + 1 segments, [T, E]
+  // gate logits, and 64 KiB for everything else.
+  const uint64_t need = rows * model.hiddenSize * 4 + rows * (model.topK + 1) * 8 +
+                        uint64_t{l.maxTokensPerRequest} * model.numExperts * 4 + (64u << 10);
+  if (l.maxMessageBytes < need) {
+    return Status::error(
+        StatusCode::kFailedPrecondition,
+        config.sourcePath + ": limits.max_message_bytes = " + std::to_string(l.maxMessageBytes) +
+            " is below the " + std::to_string(need) +
+            " bytes of the largest call this model allows (" + std::to_string(rows) +
+            " rows × hidden " + std::to_string(model.hiddenSize) +
+            " in f32, with segments and logits); raise it, or lower "
+            "limits.max_tokens_per_request");
+  }
+  return Status::ok();
 }
 
 Status validatePlacement(const ClusterConfig& config, const ModelConfig& model) {

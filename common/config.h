@@ -120,6 +120,31 @@ struct MetricsConfig {
   PerExpertMetrics perExpert = PerExpertMetrics::kAuto;
 };
 
+// Bounds on the work and memory one caller can claim (config section `limits:`). Every limit is
+// checked before the work it bounds starts; a call over one fails at once with ResourceExhausted
+// naming the limit and its value. README "Threat model" says what each one protects against.
+struct LimitsConfig {
+  // Tokens of one Router.forward call. `router.max_tokens` is the older spelling of the same limit.
+  uint32_t maxTokensPerRequest = 8192;
+  // Rows of one ExpertShard.run call. Default: the most a router batch can hold (the larger of
+  // max_tokens_per_request and router.batching.max_tokens); never less than that.
+  uint32_t maxRowsPerShardCall = 8192;
+  // Segments of one ExpertShard.run call. A shard also refuses an expert named twice, so its work
+  // per call is bounded by rows × (experts it holds + a shared expert) whatever this says.
+  uint32_t maxSegmentsPerShardCall = 1024;
+  // Largest RPC message a process reads (Cap'n Proto traversal limit): a peer declaring larger
+  // segments is refused before anything is allocated for them.
+  uint64_t maxMessageBytes = uint64_t{512} << 20;
+  // Calls a process serves at once (Router.forward on the router, ExpertShard.run on a shard).
+  uint32_t maxInflightRequests = 1024;
+  // Open RPC connections a process serves; beyond it a new connection is closed at once.
+  uint32_t maxConnections = 256;
+  // A served connection that neither reads nor writes a byte for this long is closed (a peer that
+  // declares a message and sends nothing). Must exceed timeouts.request_ms; unset, it is the
+  // larger of 5 minutes and twice timeouts.request_ms.
+  uint32_t idleTimeoutMs = 300000;
+};
+
 struct ClusterConfig {
   std::string sourcePath;  // the YAML file it came from
   std::string modelPath;   // checkpoint directory, resolved against the YAML file's directory
@@ -129,6 +154,7 @@ struct ClusterConfig {
   RoutingOptions routing;
   ExpertServiceConfig expertDefaults;  // `expert:`; already merged into each ShardConfig
   MetricsConfig metrics;
+  LimitsConfig limits;  // after parsing: maxRowsPerShardCall resolved, router.maxTokens equal to it
 
   const ShardConfig* findShard(std::string_view name) const;
 };
@@ -141,6 +167,11 @@ Result<ClusterConfig> loadClusterConfig(const std::string& path);
 // Checks the placement against the model: expert ids < num experts, layers are MoE layers, and
 // every (layer, expert) pair is served by at least one shard.
 Status validatePlacement(const ClusterConfig& config, const ModelConfig& model);
+
+// Checks that limits.max_message_bytes holds the largest call and reply the other limits allow for
+// this model (rows × hidden in f32, their segments, gate logits), so that no legitimate call is
+// cut off as "too large"; FailedPrecondition naming both values otherwise.
+Status validateLimits(const ClusterConfig& config, const ModelConfig& model);
 
 // The per-expert mode in force for this model: the configured one, or for kAuto all/off by the
 // number of (MoE layer, FFN expert) pairs. `why` (optional) gets a start-up log line for the

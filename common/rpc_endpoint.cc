@@ -7,22 +7,31 @@
 
 namespace moe {
 
-capnp::ReaderOptions wireReaderOptions() {
+capnp::ReaderOptions wireReaderOptions(uint64_t maxMessageBytes) {
   capnp::ReaderOptions o;
-  o.traversalLimitInWords = (uint64_t{1} << 30) / sizeof(capnp::word);
+  o.traversalLimitInWords = maxMessageBytes / sizeof(capnp::word);
   o.nestingLimit = 64;
   return o;
 }
 
 namespace {
 // A served socket that reports each write to `pending` from its start until the kernel has all of
-// its bytes (or it fails, or is cancelled); everything else passes straight through.
+// its bytes (or it fails, or is cancelled), and stamps `lastActivity` whenever bytes move either
+// way; everything else passes straight through.
 class TrackedStream final : public kj::AsyncIoStream {
  public:
-  TrackedStream(kj::Own<kj::AsyncIoStream> inner, PendingWrites& pending)
-      : inner_(kj::mv(inner)), pending_(pending) {}
+  TrackedStream(kj::Own<kj::AsyncIoStream> inner, PendingWrites& pending, kj::Timer& timer)
+      : inner_(kj::mv(inner)), pending_(pending), timer_(timer), lastActivity(timer.now()) {}
   kj::Promise<size_t> tryRead(void* buffer, size_t minBytes, size_t maxBytes) override {
-    return inner_->tryRead(buffer, minBytes, maxBytes);
+    if (minBytes == 0 || maxBytes == 0) return inner_->tryRead(buffer, minBytes, maxBytes);
+    // minBytes > 1 would let a peer trickle bytes that never complete a read: stamp each one.
+    return inner_->tryRead(buffer, 1, maxBytes).then([this, buffer, minBytes, maxBytes](size_t n) {
+      if (n == 0) return kj::Promise<size_t>(n);
+      lastActivity = timer_.now();
+      if (n >= minBytes) return kj::Promise<size_t>(n);
+      return tryRead(static_cast<kj::byte*>(buffer) + n, minBytes - n, maxBytes - n)
+          .then([n](size_t more) { return n + more; });
+    });
   }
   kj::Promise<void> write(const void* buffer, size_t size) override {
     return track(inner_->write(buffer, size));
@@ -49,18 +58,29 @@ class TrackedStream final : public kj::AsyncIoStream {
  private:
   kj::Promise<void> track(kj::Promise<void> write) {
     pending_.started();
-    return write.attach(kj::defer([&pending = pending_]() { pending.finished(); }));
+    lastActivity = timer_.now();
+    return write.attach(kj::defer([this]() {
+      lastActivity = timer_.now();
+      pending_.finished();
+    }));
   }
   kj::Own<kj::AsyncIoStream> inner_;
   PendingWrites& pending_;
+  kj::Timer& timer_;
+
+ public:
+  kj::TimePoint lastActivity;
 };
 
-// One served connection: lives until the peer disconnects.
+// One served connection: lives until the peer disconnects (or idles out).
 struct ServedConnection {
-  ServedConnection(kj::Own<kj::AsyncIoStream> s, capnp::Capability::Client bootstrap)
-      : stream(kj::mv(s)),
-        network(*stream, capnp::rpc::twoparty::Side::SERVER, wireReaderOptions()),
+  ServedConnection(kj::Own<TrackedStream> s, capnp::Capability::Client bootstrap,
+                   uint64_t maxMessageBytes)
+      : tracked(*s),
+        stream(kj::mv(s)),
+        network(*stream, capnp::rpc::twoparty::Side::SERVER, wireReaderOptions(maxMessageBytes)),
         rpc(capnp::makeRpcServer(network, kj::mv(bootstrap))) {}
+  TrackedStream& tracked;
   kj::Own<kj::AsyncIoStream> stream;
   capnp::TwoPartyVatNetwork network;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
@@ -74,16 +94,45 @@ void PendingWrites::finished() {
 }
 
 RpcListener::RpcListener(kj::Own<kj::ConnectionReceiver> receiver,
-                         capnp::Capability::Client bootstrap)
-    : receiver_(kj::mv(receiver)), bootstrap_(kj::mv(bootstrap)), connections_(*this) {}
+                         capnp::Capability::Client bootstrap, kj::Timer& timer,
+                         ListenerLimits limits)
+    : timer_(timer),
+      limits_(limits),
+      receiver_(kj::mv(receiver)),
+      bootstrap_(kj::mv(bootstrap)),
+      connections_(*this) {}
 
 kj::Promise<void> RpcListener::run() {
   return receiver_->accept().then([this](kj::Own<kj::AsyncIoStream>&& stream) {
-    auto conn =
-        kj::heap<ServedConnection>(kj::heap<TrackedStream>(kj::mv(stream), writes_), bootstrap_);
-    auto done = conn->network.onDisconnect();
-    connections_.add(done.attach(kj::mv(conn)));
+    if (limits_.maxConnections != 0 && open_ >= limits_.maxConnections) {
+      // Dropping the stream closes it: the peer sees a disconnect before any message.
+      if (refused_++ % 1000 == 0) {
+        logWarn("refused a connection: ", open_,
+                " open, limits.max_connections = ", limits_.maxConnections, " (", refused_,
+                " refused so far)");
+      }
+      return run();
+    }
+    auto conn = kj::heap<ServedConnection>(kj::heap<TrackedStream>(kj::mv(stream), writes_, timer_),
+                                           bootstrap_, limits_.maxMessageBytes);
+    ++open_;
+    kj::Promise<void> done = conn->network.onDisconnect();
+    if (limits_.idleTimeoutMs != 0) {
+      done = done.exclusiveJoin(closeWhenIdle(conn->tracked.lastActivity));
+    }
+    connections_.add(done.attach(kj::mv(conn), kj::defer([this]() { --open_; })));
     return run();
+  });
+}
+
+// Resolves once `lastActivity` is idleTimeoutMs in the past; the connection is then dropped.
+kj::Promise<void> RpcListener::closeWhenIdle(const kj::TimePoint& lastActivity) {
+  const kj::Duration idle = limits_.idleTimeoutMs * kj::MILLISECONDS;
+  return timer_.atTime(lastActivity + idle).then([this, &lastActivity, idle]() {
+    if (timer_.now() - lastActivity < idle) return closeWhenIdle(lastActivity);
+    ++idleClosed_;
+    logInfo("closed a connection idle for limits.idle_timeout_ms = ", limits_.idleTimeoutMs, " ms");
+    return kj::Promise<void>(kj::READY_NOW);
   });
 }
 

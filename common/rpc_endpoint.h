@@ -13,8 +13,17 @@
 
 namespace moe {
 
-// Largest message either side accepts (traversal limit): 1 GiB.
-capnp::ReaderOptions wireReaderOptions();
+// Largest message either side accepts (traversal limit): `maxMessageBytes` (default 1 GiB, what a
+// client reading replies from trusted services allows), nesting 64. A peer whose segment table
+// declares more is refused before anything is allocated for it.
+capnp::ReaderOptions wireReaderOptions(uint64_t maxMessageBytes = uint64_t{1} << 30);
+
+// What one served process allows its peers (config `limits:`).
+struct ListenerLimits {
+  uint64_t maxMessageBytes = uint64_t{1} << 30;
+  uint32_t maxConnections = 0;  // 0 = unlimited
+  uint32_t idleTimeoutMs = 0;   // 0 = never idle out
+};
 
 // Counts the writes of served connections that the kernel has not taken yet (a reply larger than
 // the socket buffer waits for the peer to read).
@@ -26,19 +35,30 @@ struct PendingWrites {
 };
 
 // Accepts connections on `receiver` forever, serving `bootstrap` on each; a failed connection
-// only ends that connection.
+// only ends that connection. Beyond limits.maxConnections open ones a new connection is closed at
+// once; a connection with no byte read or written for limits.idleTimeoutMs is closed.
 class RpcListener final : private kj::TaskSet::ErrorHandler {
  public:
-  RpcListener(kj::Own<kj::ConnectionReceiver> receiver, capnp::Capability::Client bootstrap);
+  RpcListener(kj::Own<kj::ConnectionReceiver> receiver, capnp::Capability::Client bootstrap,
+              kj::Timer& timer, ListenerLimits limits = {});
   kj::Promise<void> run();
   uint16_t port() { return static_cast<uint16_t>(receiver_->getPort()); }
   // Resolves once every reply already sent by the served objects is in the kernel's hands, so a
   // draining process can exit without cutting its last replies short (they are written
   // asynchronously, after the call that produced them has resolved).
   kj::Promise<void> whenWritesFlushed();
+  uint32_t openConnections() const { return open_; }
+  uint64_t refusedConnections() const { return refused_; }
+  uint64_t idleClosedConnections() const { return idleClosed_; }
 
  private:
   void taskFailed(kj::Exception&& exception) override;
+  kj::Promise<void> closeWhenIdle(const kj::TimePoint& lastActivity);
+  kj::Timer& timer_;
+  ListenerLimits limits_;
+  uint32_t open_ = 0;
+  uint64_t refused_ = 0;
+  uint64_t idleClosed_ = 0;
   PendingWrites writes_;  // before connections_: their streams report to it until destroyed
   kj::Own<kj::ConnectionReceiver> receiver_;
   capnp::Capability::Client bootstrap_;

@@ -197,7 +197,7 @@ Result<std::unique_ptr<SafetensorsFile>> SafetensorsFile::open(const std::string
   json header;
   try {
     header = json::parse(headerBegin, headerBegin + headerLen, onEvent);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse errors, and out_of_range for a number like 1e400
     return fail(std::string("header is not valid JSON: ") + e.what());
   }
   if (!header.is_object()) return fail("header is not a JSON object");

@@ -107,7 +107,8 @@ int serveUntilSignal(kj::AsyncIoContext& io, capnp::Capability::Client bootstrap
     logError("cannot listen on ", options.listen, ": ", e.getDescription().cStr());
     return 1;
   }
-  auto listener = kj::heap<RpcListener>(kj::mv(receiver), kj::mv(bootstrap));
+  auto listener = kj::heap<RpcListener>(kj::mv(receiver), kj::mv(bootstrap),
+                                        io.provider->getTimer(), options.limits);
   auto serving = listener->run().then([]() { return 0; },
                                       [](kj::Exception&& e) {
                                         logError("listener failed: ", e.getDescription().cStr());
@@ -143,6 +144,10 @@ int serveUntilSignal(kj::AsyncIoContext& io, capnp::Capability::Client bootstrap
   }
   logInfo("stopped");
   return code;
+}
+
+ListenerLimits listenerLimits(const LimitsConfig& limits) {
+  return {limits.maxMessageBytes, limits.maxConnections, limits.idleTimeoutMs};
 }
 
 std::string serviceInfoJson(const ClusterConfig& cluster, const ModelConfig* model,

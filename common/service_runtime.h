@@ -15,6 +15,7 @@
 #include "common/checkpoint.h"
 #include "common/config.h"
 #include "common/proto/moe.capnp.h"
+#include "common/rpc_endpoint.h"
 
 namespace moe {
 
@@ -38,7 +39,12 @@ struct ServeOptions {
   // Called on the event loop on every SIGHUP, when set (the router reloads its shard list); it
   // must not block. Unset: SIGHUP is logged and ignored rather than ending the process.
   std::function<void()> reload = {};
+  // Connection count, idle time-out and message size allowed to peers (config `limits:`).
+  ListenerLimits limits = {};
 };
+
+// The listener limits of `limits:`.
+ListenerLimits listenerLimits(const LimitsConfig& limits);
 
 // Listens, serves `bootstrap` on every connection, logs "<what> ready on <addr>", and on
 // SIGINT/SIGTERM drains (admin state kDraining, then options.drain or drainMs as above) and

@@ -79,6 +79,7 @@ int main(int argc, char** argv) {
   capnp::Capability::Client server = kj::mv(own);
   moe::ServeOptions serve{self->listen, "expert shard " + shard, admin.get(),
                           /*readyWhenListening=*/true, cluster.timeouts.drainMs};
+  serve.limits = moe::listenerLimits(cluster.limits);
   // SIGTERM: refuse new calls at once (the router fails over), finish the accepted ones, exit.
   serve.drain = [&shardServer]() {
     shardServer.startDraining();

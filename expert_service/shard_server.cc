@@ -14,14 +14,11 @@
 #include "common/rpc_status.h"
 #include "common/service_runtime.h"
 #include "common/tensor_wire.h"
+#include "expert_service/run_request.h"
 #include "kernels/device_backend.h"
 
 namespace moe::expert {
 namespace {
-
-[[noreturn]] void badRequest(const std::string& message) {
-  throwStatus(StatusCode::kInvalidArgument, message);
-}
 
 double secondsSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -65,8 +62,11 @@ Result<std::unique_ptr<ShardModel>> ShardModel::load(const ClusterConfig& cluste
   m->fingerprint = std::move(fingerprint).value();
   m->shard = *shard;
   m->model = ckpt.value()->config();
-  m->maxRows = cluster.router.maxTokens;
+  m->limits.maxRows = cluster.limits.maxRowsPerShardCall;
+  m->limits.maxSegments = cluster.limits.maxSegmentsPerShardCall;
+  m->maxInflight = cluster.limits.maxInflightRequests;
   if (auto s = validatePlacement(cluster, m->model); !s) return makeError(s);
+  if (auto s = validateLimits(cluster, m->model); !s) return makeError(s);
   auto backend = kernels::createBackendFor(shard->device, shard->threads);
   if (!backend)
     return makeError("shard " + shardName + " device " + shard->device.str() + ": " +
@@ -91,6 +91,14 @@ kj::Promise<void> ShardServer::run(RunContext context) {
     metrics_.recordRequest(metricCodeLabel(StatusCode::kUnavailable));
     return toRpcException(
         Status::error(StatusCode::kUnavailable, "shard " + model_->shard.name + " is draining"));
+  }
+  if (inFlight_ >= model_->maxInflight) {
+    metrics_.recordRequest(metricCodeLabel(StatusCode::kResourceExhausted));
+    return toRpcException(Status::error(StatusCode::kResourceExhausted,
+                                        "shard " + model_->shard.name + ": " +
+                                            std::to_string(inFlight_) +
+                                            " calls in flight, limits.max_inflight_requests = " +
+                                            std::to_string(model_->maxInflight) + "; retry later"));
   }
   ++inFlight_;
   return kj::evalNow([&]() { return runChecked(context); })
@@ -159,79 +167,31 @@ kj::Promise<void> ShardServer::runChecked(RunContext context) {
 }
 
 // Every check of a call happens here, before it is queued, so a bad call fails alone and never
-// joins (or fails) a merged job.
+// joins (or fails) a merged job (run_request.h has the checks).
 kj::Own<ShardServer::Call> ShardServer::validate(RunContext& context) {
-  const uint32_t H = model_->model.hiddenSize;
-  auto params = context.getParams();
+  const ExpertStore& store = *model_->store;
+  HeldExperts held;
+  held.shardName = model_->shard.name;
+  held.hiddenSize = model_->model.hiddenSize;
+  held.servesLayer = [&store](uint32_t layer) { return store.servesLayer(layer); };
+  held.find = [&store](uint32_t layer, bool shared, uint32_t expert) {
+    return shared ? store.findShared(layer) : store.find(layer, expert);
+  };
+  auto run = validateRun(context.getParams(), held, model_->limits);
+  if (!run) throwStatus(run.status());
   auto call = kj::heap<Call>();
-  call->layer = params.getLayer();
-  if (!model_->store->servesLayer(call->layer)) {
-    badRequest("layer " + std::to_string(call->layer) + " is not served by shard " +
-               model_->shard.name);
-  }
-  auto view = decodeTensor(params.getRows(), "rows");
-  if (!view) badRequest(view.error());
-  if (auto s = expect2d(view.value(), H, "rows"); !s) badRequest(s.message());
-  const uint32_t R = call->rows = view.value().shape[0];
-  if (R == 0) badRequest("rows: zero rows; send at least one");
-  if (R > model_->maxRows) {
-    badRequest("rows: " + std::to_string(R) + " rows exceeds the limit of " +
-               std::to_string(model_->maxRows));
-  }
-  call->segments = checkSegments(params, R);
-  call->x = std::make_unique<F32Rows>(view.value());
-  if (int64_t bad = firstNonFinite(call->x->values()); bad >= 0) {
-    badRequest("rows: row " + std::to_string(bad / H) + " has a non-finite value at column " +
-               std::to_string(bad % H));
-  }
+  call->layer = run.value().layer;
+  call->rows = run.value().rows;
+  call->x = std::move(run.value().x);
+  call->segments = std::move(run.value().segments);
   const SegmentTable& t = call->segments;
   for (size_t s = 0; s < t.keys.size(); ++s) {
     if (t.keys[s] == kSharedExpertKey) continue;
     if (auto* c = metrics_.tokens(call->layer, t.keys[s]))
       c->Increment(t.offsets[s + 1] - t.offsets[s]);
   }
-  metrics_.batchRows.Observe(R);
+  metrics_.batchRows.Observe(call->rows);
   return call;
-}
-
-SegmentTable ShardServer::checkSegments(proto::ExpertShard::RunParams::Reader params, uint32_t R) {
-  const uint32_t layer = params.getLayer();
-  SegmentTable table;
-  std::vector<uint32_t> lastSeen(R, UINT32_MAX);  // segment that last named each row
-  auto segments = params.getSegments();
-  for (uint32_t s = 0; s < segments.size(); ++s) {
-    auto seg = segments[s];
-    const auto* w = seg.getShared() ? model_->store->findShared(layer)
-                                    : model_->store->find(layer, seg.getExpert());
-    if (!w) {
-      badRequest("segment " + std::to_string(s) + ": " +
-                 (seg.getShared() ? std::string("the shared expert")
-                                  : "expert " + std::to_string(seg.getExpert())) +
-                 " of layer " + std::to_string(layer) + " is not on shard " + model_->shard.name);
-    }
-    auto idx = seg.getRowIndex();
-    auto wt = seg.getWeight();
-    if (idx.size() != wt.size()) {
-      badRequest("segment " + std::to_string(s) + ": " + std::to_string(idx.size()) +
-                 " row indices but " + std::to_string(wt.size()) + " weights");
-    }
-    for (uint32_t j = 0; j < idx.size(); ++j) {
-      const uint32_t r = idx[j];
-      if (r >= R)
-        badRequest("segment " + std::to_string(s) + ": row index " + std::to_string(r) +
-                   " >= " + std::to_string(R) + " rows");
-      if (lastSeen[r] == s)
-        badRequest("segment " + std::to_string(s) + ": row " + std::to_string(r) + " listed twice");
-      if (!std::isfinite(wt[j]))
-        badRequest("segment " + std::to_string(s) + ": non-finite weight for row " +
-                   std::to_string(r));
-      lastSeen[r] = s;
-      table.rows.push_back(r);
-      table.weights.push_back(wt[j]);
-    }
-    table.closeSegment(*w, seg.getShared() ? kSharedExpertKey : seg.getExpert());
-  }
-  return table;
 }
 
 kj::Promise<ShardServer::JobOutcome> ShardServer::enqueue(kj::Own<Call> call) {
@@ -361,7 +321,7 @@ kj::Promise<void> ShardServer::info(InfoContext context) {
   info.setRole("expert");
   info.setName(model_->shard.name);
   info.setBackend(std::string(model_->backend->name()));
-  info.setMaxTokens(model_->maxRows);
+  info.setMaxTokens(model_->limits.maxRows);
   info.setReady(!draining_);
   info.setDraining(draining_);
   info.setFingerprint(model_->fingerprint);

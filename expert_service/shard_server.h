@@ -20,6 +20,7 @@
 #include "expert_service/expert_metrics.h"
 #include "expert_service/expert_store.h"
 #include "expert_service/run_coalescer.h"
+#include "expert_service/run_request.h"
 #include "kernels/backend.h"
 
 namespace moe::expert {
@@ -27,7 +28,8 @@ namespace moe::expert {
 struct ShardModel {
   ShardConfig shard;
   ModelConfig model;
-  uint32_t maxRows;  // the router's max_tokens: a shard never needs more rows than a batch has
+  RunLimits limits;          // limits.max_rows_per_shard_call, limits.max_segments_per_shard_call
+  uint32_t maxInflight = 0;  // limits.max_inflight_requests
   std::unique_ptr<kernels::Backend> backend;
   std::unique_ptr<ExpertStore> store;
   std::string fingerprint;    // modelFingerprint(model path), computed once at load
@@ -66,7 +68,6 @@ class ShardServer final : public proto::ExpertShard::Server, private kj::TaskSet
   kj::Promise<void> runChecked(RunContext context);
   void callEnded();
   kj::Own<Call> validate(RunContext& context);
-  SegmentTable checkSegments(proto::ExpertShard::RunParams::Reader params, uint32_t rows);
   kj::Promise<JobOutcome> enqueue(kj::Own<Call> call);
   void cancelWaiting(uint64_t id);
   void pump();

@@ -1,6 +1,8 @@
 // decodeForward: see decode.h.
 #include "router_service/decode.h"
 
+#include <cmath>
+#include <sstream>
 #include <string>
 
 namespace moe::router {
@@ -12,13 +14,20 @@ std::string listIds(const std::vector<uint32_t>& ids) {
   return s;
 }
 
-// rows [T, cols] of a tensor field, widened to f32, every value finite.
+// rows [T, cols] of a tensor field, widened to f32, every value finite. More than `maxRows` rows
+// fail (ResourceExhausted) before any value is read.
 Result<std::shared_ptr<const F32Rows>> decodeRows(proto::Tensor::Reader tensor, uint32_t cols,
                                                   const std::string& what,
-                                                  const std::string& rowName) {
+                                                  const std::string& rowName, uint32_t maxRows) {
   auto view = decodeTensor(tensor, what);
   if (!view) return makeError(view.status());
   if (auto s = expect2d(view.value(), cols, what); !s) return makeError(s);
+  if (const uint32_t t = view.value().shape[0]; t > maxRows) {
+    return makeError(StatusCode::kResourceExhausted,
+                     what + ": " + std::to_string(t) +
+                         " tokens exceeds limits.max_tokens_per_request = " +
+                         std::to_string(maxRows) + "; split the batch");
+  }
   auto rows = std::make_shared<const F32Rows>(view.value());
   auto xs = rows->values();
   if (int64_t bad = firstNonFinite(xs); bad >= 0) {
@@ -30,20 +39,28 @@ Result<std::shared_ptr<const F32Rows>> decodeRows(proto::Tensor::Reader tensor, 
 }
 
 Status decodeHidden(proto::Router::ForwardParams::Reader params, const RouterModel& model,
-                    ForwardRequest& r) {
+                    float inputBound, ForwardRequest& r) {
   const ModelConfig& m = model.model;
   if (!params.hasHidden()) return Status::error("hidden: missing");
-  auto x = decodeRows(params.getHidden(), m.hiddenSize, "hidden", "token");
+  auto x = decodeRows(params.getHidden(), m.hiddenSize, "hidden", "token",
+                      model.cluster.limits.maxTokensPerRequest);
   if (!x) return x.status();
   r.tokens = static_cast<uint32_t>(x.value()->values().size() / m.hiddenSize);
+  // Finite but huge: the gate would overflow float32 (the client's input, not a shard, is at
+  // fault).
+  const auto xs = x.value()->values();
+  for (size_t i = 0; i < xs.size(); ++i) {
+    if (std::fabs(xs[i]) > inputBound) {
+      std::ostringstream os;
+      os << "hidden: token " << i / m.hiddenSize << " has |value| " << std::fabs(xs[i])
+         << " at column " << i % m.hiddenSize << ", over the " << inputBound << " that layer "
+         << r.layer << "'s gate takes without overflowing float32; scale it down";
+      return Status::error(os.str());
+    }
+  }
   if (r.tokens == 0) {
     return Status::error("hidden: zero tokens (shape [0, " + std::to_string(m.hiddenSize) +
                          "]); send at least one");
-  }
-  if (r.tokens > model.cluster.router.maxTokens) {
-    return Status::error("hidden: " + std::to_string(r.tokens) +
-                         " tokens exceeds router.max_tokens = " +
-                         std::to_string(model.cluster.router.maxTokens) + "; split the batch");
   }
   r.hidden = std::move(x).value();
   return Status::ok();
@@ -57,13 +74,15 @@ Status decodePrevLogits(proto::Router::ForwardParams::Reader params, const Route
     return Status::error("prevLogits: model_type '" + m.modelType +
                          "' has no gating residual; send prevLogits only to MoE++ models");
   }
-  auto prev = decodeRows(params.getPrevLogits(), m.numExperts, "prevLogits", "token");
-  if (!prev) return prev.status();
-  const size_t rows = prev.value()->values().size() / m.numExperts;
+  // The row count first, so that no more than the batch's rows are ever read.
+  const auto shape = params.getPrevLogits().getShape();
+  const size_t rows = shape.size() == 2 ? shape[0] : r.tokens;
   if (rows != r.tokens) {
     return Status::error("prevLogits: " + std::to_string(rows) + " rows for a batch of " +
                          std::to_string(r.tokens) + " tokens");
   }
+  auto prev = decodeRows(params.getPrevLogits(), m.numExperts, "prevLogits", "token", r.tokens);
+  if (!prev) return prev.status();
   r.prevLogits = std::move(prev).value();
   return Status::ok();
 }
@@ -80,7 +99,7 @@ Result<ForwardRequest> decodeForward(proto::Router::ForwardParams::Reader params
         "layer " + std::to_string(r.layer) +
         " is not an MoE layer of this model (MoE layers: " + listIds(model.model.moeLayers) + ")");
   }
-  if (auto s = decodeHidden(params, model, r); !s) return makeError(s);
+  if (auto s = decodeHidden(params, model, gate->second->inputBound(), r); !s) return makeError(s);
   if (auto s = decodePrevLogits(params, model, gate->second->hasResidual(), r); !s)
     return makeError(s);
   const auto options = params.getOptions();

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "common/routing_noise.h"
@@ -87,6 +88,7 @@ Result<std::unique_ptr<GateNetwork>> GateNetwork::load(const Checkpoint& ckpt, u
   }
   if (!first) return makeError(first.status());
   g->first_ = std::move(first).value();
+  g->inputBound_ = g->computeInputBound();
   if (m.gatingResidual) {
     auto map = named(ckpt.gateResidualMap(layer), E, E, where + "gate_map");
     if (!map) return makeError(map.status());
@@ -106,11 +108,20 @@ Result<std::unique_ptr<GateNetwork>> GateNetwork::load(const Checkpoint& ckpt, u
   return g;
 }
 
+float GateNetwork::computeInputBound() const {
+  float maxW = 0;
+  for (float w : first_.data) maxW = std::max(maxW, std::fabs(w));
+  const double bound = std::numeric_limits<float>::max() / 4.0 /
+                       (std::max(1.0, static_cast<double>(first_.cols)) * std::max(double{maxW}, 1e-30));
+  return static_cast<float>(std::min(bound, double{std::numeric_limits<float>::max()}));
+}
+
 std::unique_ptr<GateNetwork> GateNetwork::linear(std::vector<float> wg, uint32_t E, uint32_t H) {
   auto g = std::make_unique<GateNetwork>();
   g->kind_ = GateKind::kLinear;
   g->experts_ = E;
   g->first_ = Weights{std::move(wg), E, H};
+  g->inputBound_ = g->computeInputBound();
   return g;
 }
 

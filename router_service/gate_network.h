@@ -41,6 +41,10 @@ class GateNetwork {
                   std::span<float> logits) const;
 
   bool hasResidual() const { return !residualMap_.data.empty(); }
+  // The largest |x| a hidden value may have so that the first gate matrix cannot overflow float32
+  // (H · max|W| · |x| stays 4× below FLT_MAX). Decode rejects larger values: a client's input, not
+  // a shard, is what overflows then.
+  float inputBound() const { return inputBound_; }
   bool hasNoise() const { return !noise_.data.empty(); }
   uint32_t numExperts() const { return experts_; }
 
@@ -55,7 +59,9 @@ class GateNetwork {
   static Result<Weights> named(Result<std::vector<float>> weights, uint32_t rows, uint32_t cols,
                                const std::string& what);
 
+  float computeInputBound() const;
   GateKind kind_ = GateKind::kLinear;
+  float inputBound_ = 0;
   uint32_t experts_ = 0;
   Weights first_;        // linear Wg [E,H] | W1 [8E,H] | Wqkv [3E,H]
   Weights second_;       // two-layer gate W2 [E, 8E]

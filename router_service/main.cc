@@ -93,6 +93,7 @@ int main(int argc, char** argv) {
   // the drain itself needs no deadline.
   moe::ServeOptions serve{cluster.router.listen, "router", admin.get(),
                           /*readyWhenListening=*/false, /*drainMs=*/0};
+  serve.limits = moe::listenerLimits(cluster.limits);
   const uint32_t drainMs = cluster.timeouts.drainMs;
   kj::Timer& timer = io.provider->getTimer();
   serve.reload = [&reloader]() { reloader.onHangup(); };

@@ -18,6 +18,7 @@ Result<std::unique_ptr<RouterModel>> RouterModel::load(const ClusterConfig& clus
   if (!fingerprint) return makeError(fingerprint.status());
   m->fingerprint = std::move(fingerprint).value();
   if (auto s = validatePlacement(cluster, m->model); !s) return makeError(s);
+  if (auto s = validateLimits(cluster, m->model); !s) return makeError(s);
   const uint64_t batchBytes =
       uint64_t{cluster.router.maxTokens} * m->model.hiddenSize * sizeof(float);
   if (batchBytes > (uint64_t{1} << 29)) {

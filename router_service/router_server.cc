@@ -7,6 +7,7 @@
 #include "common/rpc_endpoint.h"
 #include "common/rpc_status.h"
 #include "common/service_runtime.h"
+#include "common/tensor_wire.h"
 #include "router_service/decode.h"
 #include "router_service/readiness.h"
 #include "router_service/reply.h"
@@ -96,6 +97,16 @@ kj::Promise<void> RouterServer::forward(ForwardContext context) {
     return toRpcException(Status::error(StatusCode::kUnavailable,
                                         "router is draining; send the request to another router"));
   }
+  if (const uint32_t max = model_->cluster.limits.maxInflightRequests; inFlight_ >= max) {
+    if (metrics_) {
+      metrics_->recordRequest(metricCodeLabel(StatusCode::kResourceExhausted), 0,
+                              context.getParams().getLayer());
+    }
+    return toRpcException(Status::error(StatusCode::kResourceExhausted,
+                                        std::to_string(inFlight_) +
+                                            " requests in flight, limits.max_inflight_requests = " +
+                                            std::to_string(max) + "; retry later"));
+  }
   ++inFlight_;
   if (metrics_) metrics_->inFlight.Increment();
   auto done = [this, start, layer = context.getParams().getLayer()](StatusCode code) {
@@ -111,11 +122,24 @@ kj::Promise<void> RouterServer::forward(ForwardContext context) {
     return toRpcException(decoded.status());
   }
   const bool returnRouting = decoded.value().returnRouting;
+  const uint32_t layer = decoded.value().layer;
   auto reply = withDeadline(
       timer_, ms, batcher_.admit(std::move(decoded).value()),
       "forward did not complete within timeouts.request_ms = " + std::to_string(ms) + " ms");
   return reply.then(
-      [this, context, returnRouting, start, done](ForwardReply r) mutable {
+      [this, context, returnRouting, start, done, layer](ForwardReply r) mutable {
+        // Finite inputs that overflow float32 in the experts: an error naming the layer and the
+        // cause, never an OK reply with Inf/NaN rows (and never the shard's fault).
+        if (int64_t bad = firstNonFinite(r.output); bad >= 0) {
+          const uint32_t H = model_->model.hiddenSize;
+          Status s = Status::error(
+              "layer " + std::to_string(layer) + ": the output of token " +
+              std::to_string(bad / H) + " is not finite (" + std::to_string(r.output[bad]) +
+              " at column " + std::to_string(bad % H) +
+              "): its hidden values overflow float32 in the expert FFNs; scale them down");
+          done(s.code());
+          throwStatus(s);
+        }
         writeForwardResults(r, model_->model, returnRouting, microsSince(start),
                             context.getResults());
         done(StatusCode::kOk);

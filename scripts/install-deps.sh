@@ -24,6 +24,9 @@ pkgs=(
   prometheus                        # prometheus + promtool: moe-cluster --prometheus, observability test
   python3-yaml iproute2 curl        # deploy tests: config generator, network namespaces
 )
+# Only the tests need these (not the images' builder stage, which tests/deploy/lint_dockerfiles.py
+# holds to the list above): the fuzzers' clang build (tests/fuzz: libFuzzer, ASan, UBSan).
+test_pkgs=(clang libclang-rt-14-dev)
 # Kubernetes schemas for validating the manifests offline (tests/deploy), pinned.
 pip_pkgs=(kubernetes-validate==1.37.0 PyYAML)
 
@@ -53,11 +56,11 @@ install_client_venv() {
   fi
 }
 missing=()
-for p in "${pkgs[@]}"; do
+for p in "${pkgs[@]}" "${test_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "install-deps: all ${#pkgs[@]} packages present"
+  echo "install-deps: all $((${#pkgs[@]} + ${#test_pkgs[@]})) packages present"
   install_pip
   install_client_venv
   exit 0

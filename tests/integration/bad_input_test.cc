@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <limits>
 
 #include "common/tensor_wire.h"
@@ -114,7 +115,8 @@ TEST_F(BadInputTest, ZeroTokens) {
 TEST_F(BadInputTest, TooManyTokens) {
   TestClient c(cluster_->routerAddress());
   auto x = randomTokens(513, kH, 2);
-  EXPECT_RPC_ERROR(c.forward(0, x, 513, kH), "513 tokens exceeds router.max_tokens = 512");
+  EXPECT_RPC_ERROR(c.forward(0, x, 513, kH),
+                   "513 tokens exceeds limits.max_tokens_per_request = 512");
   expectServing(c);
 }
 
@@ -202,6 +204,33 @@ TEST(BadInputMoePlusPlus, MalformedPrevLogits) {
   ASSERT_TRUE(ok.value) << ok.error;
   EXPECT_EQ(gateLogitValues(*ok.value).size(), 4u * 6u);
   EXPECT_EQ(ok.value->getRouting().getExperts().size(), 4u * 2u);
+}
+
+// Huge finite hidden values (issue 15's probe: an OK reply with Inf/NaN rows, or an error blamed on
+// a shard): each is either served with finite rows or refused as the client's InvalidArgument
+// naming the float32 overflow, never with a shard's name.
+TEST_F(BadInputTest, HugeFiniteValuesAreTheClientsError) {
+  TestClient c(cluster_->routerAddress());
+  int refused = 0;
+  for (float v : {1e10f, 1e20f, 1e30f, 1e37f, 3e38f, -3e38f}) {
+    SCOPED_TRACE(v);
+    auto x = randomTokens(4, kH, 11);
+    x[kH + 5] = v;  // token 1, column 5
+    auto r = c.forward(0, x, 4, kH);
+    if (r.value) {
+      for (float y : outputValues(*r.value))
+        ASSERT_TRUE(std::isfinite(y)) << "an OK reply with " << y;
+    } else {
+      ++refused;
+      std::cout << v << " → " << r.error << "\n";
+      EXPECT_EQ(r.error.find("remote exception: InvalidArgument: "), 0u) << r.error;
+      EXPECT_NE(r.error.find("overflow"), std::string::npos) << r.error;
+      EXPECT_NE(r.error.find("token 1"), std::string::npos) << r.error;
+      EXPECT_EQ(r.error.find("shard"), std::string::npos) << r.error;
+    }
+  }
+  EXPECT_GE(refused, 2);  // 3e38 cannot pass the gate, nor 1e20 the expert FFN
+  expectServing(c);
 }
 
 // Malformed ExpertShard.run calls straight to a shard: the shard rejects each and keeps serving.
@@ -361,6 +390,82 @@ TEST(StartupErrors, BrokenConfigAndWeights) {
   std::tie(code, out) = runCommand(bin + "/moe-router --config " + yaml);
   EXPECT_EQ(code, 2);
   EXPECT_NE(out.find("config.json"), std::string::npos) << out;
+}
+
+// Issue 15's probe: the number 1e400 in config.json or a safetensors header ended start-up with
+// SIGABRT (an uncaught JSON out_of_range). Every malformed number now ends it with exit 2 and a
+// message naming the file, in both services.
+TEST(StartupErrors, MalformedNumbersExit2NamingTheFile) {
+  const std::string bin = deploy::selfDir();
+  ClusterSpec spec;
+  spec.model.hiddenSize = 16;
+  spec.model.intermediateSize = 24;
+  spec.model.numExperts = 2;
+  spec.model.topK = 1;
+  spec.shardExperts = {{0, 1}};
+  const std::string yaml = writeCluster("malformed-numbers", spec);
+  const std::string model = std::filesystem::path(yaml).parent_path().string() + "/model";
+  auto read = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  auto write = [](const std::string& path, const std::string& bytes) {
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+  };
+  const std::string config = read(model + "/config.json");
+  const std::string weights = read(model + "/model.safetensors");
+  uint64_t headerLen = 0;
+  std::memcpy(&headerLen, weights.data(), 8);
+  const std::string header = weights.substr(8, headerLen), data = weights.substr(8 + headerLen);
+  // Replaces the first `from` in `text` by `to`.
+  auto replaced = [](std::string text, const std::string& from, const std::string& to) {
+    const size_t at = text.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    if (at != std::string::npos) text.replace(at, from.size(), to);
+    return text;
+  };
+  auto withHeader = [&](const std::string& h) {
+    std::string out(8, '\0');
+    const uint64_t n = h.size();
+    std::memcpy(out.data(), &n, 8);
+    return out + h + data;
+  };
+  const std::string hidden = "\"hidden_size\": 16";
+  const std::string offsets = "\"data_offsets\":[0,";
+  ASSERT_NE(config.find(hidden), std::string::npos) << config;
+  struct Case {
+    std::string file;  // config.json or model.safetensors
+    std::string from, to;
+  };
+  const std::vector<Case> cases = {
+      {"config.json", hidden, "\"hidden_size\": 1e400"},
+      {"config.json", hidden, "\"hidden_size\": -1e400"},
+      {"config.json", hidden, "\"hidden_size\": 18446744073709551616"},
+      {"config.json", hidden, "\"hidden_size\": 1.5"},
+      {"config.json", hidden, "\"hidden_size\": NaN"},
+      {"config.json", hidden, "\"hidden_size\": 0x10"},
+      {"config.json", hidden, "\"hidden_size\": 1e"},
+      {"model.safetensors", offsets, "\"data_offsets\":[1e400,"},
+      {"model.safetensors", offsets, "\"data_offsets\":[-1,"},
+      {"model.safetensors", offsets, "\"data_offsets\":[1.5,"},
+      {"model.safetensors", offsets, "\"data_offsets\":[18446744073709551616,"},
+  };
+  for (const auto& tc : cases) {
+    SCOPED_TRACE(tc.file + ": " + tc.to);
+    if (tc.file == "config.json") {
+      write(model + "/config.json", replaced(config, tc.from, tc.to));
+    } else {
+      write(model + "/model.safetensors", withHeader(replaced(header, tc.from, tc.to)));
+    }
+    for (const std::string& cmd :
+         {"/moe-router --config " + yaml, "/moe-expert --config " + yaml + " --shard shard-0"}) {
+      auto [code, out] = runCommand(bin + cmd);
+      EXPECT_EQ(code, 2) << cmd << "\n" << out;
+      EXPECT_NE(out.find(model + "/" + tc.file), std::string::npos) << cmd << "\n" << out;
+    }
+    write(model + "/config.json", config);
+    write(model + "/model.safetensors", weights);
+  }
 }
 
 }  // namespace

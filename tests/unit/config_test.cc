@@ -1049,3 +1049,111 @@ TEST(ConfigErrors, PerExpertMetricsNamesTheKeyAndTheChoices) {
 
 }  // namespace
 }  // namespace moe
+
+namespace moe {
+namespace {
+
+using unit::contains;
+
+// ---------------------------------------------------------------------------------------------
+// limits:
+
+TEST(ConfigLimits, DefaultsAndExplicitValues) {
+  struct Case {
+    std::string yaml;  // appended to kMinimal
+    LimitsConfig want;
+  };
+  LimitsConfig defaults;
+  defaults.maxRowsPerShardCall = 8192;  // the larger of max_tokens_per_request and batching
+  LimitsConfig small = defaults;
+  small.maxTokensPerRequest = 512;
+  small.maxRowsPerShardCall = 4096;  // router.batching.max_tokens (4096) is larger
+  LimitsConfig all{100, 5000, 8, uint64_t{1} << 20, 7, 9, 600000};
+  LimitsConfig longRequests = defaults;
+  longRequests.idleTimeoutMs = 7200000;  // unset: twice timeouts.request_ms
+  const std::vector<Case> cases = {
+      {"", defaults},
+      {"router: {max_tokens: 512}\n", small},
+      {"limits: {max_tokens_per_request: 512}\n", small},
+      {"router: {max_tokens: 512}\nlimits: {max_tokens_per_request: 512}\n", small},
+      {"router: {max_tokens: 100, batching: {max_tokens: 100}}\n"
+       "limits: {max_rows_per_shard_call: 5000, max_segments_per_shard_call: 8,\n"
+       "  max_message_bytes: 1048576, max_inflight_requests: 7, max_connections: 9,\n"
+       "  idle_timeout_ms: 600000}\n",
+       all},
+      {"timeouts: {request_ms: 3600000}\n", longRequests},
+  };
+  for (const auto& tc : cases) {
+    SCOPED_TRACE(tc.yaml);
+    auto c = parse(kMinimal + tc.yaml);
+    ASSERT_TRUE(c.isOk()) << c.error();
+    const LimitsConfig& l = c.value().limits;
+    EXPECT_EQ(l.maxTokensPerRequest, tc.want.maxTokensPerRequest);
+    EXPECT_EQ(c.value().router.maxTokens, tc.want.maxTokensPerRequest);
+    EXPECT_EQ(l.maxRowsPerShardCall, tc.want.maxRowsPerShardCall);
+    EXPECT_EQ(l.maxSegmentsPerShardCall, tc.want.maxSegmentsPerShardCall);
+    EXPECT_EQ(l.maxMessageBytes, tc.want.maxMessageBytes);
+    EXPECT_EQ(l.maxInflightRequests, tc.want.maxInflightRequests);
+    EXPECT_EQ(l.maxConnections, tc.want.maxConnections);
+    EXPECT_EQ(l.idleTimeoutMs, tc.want.idleTimeoutMs);
+  }
+}
+
+TEST(ConfigLimits, ErrorsNameTheKey) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"limits: {max_conections: 5}\n", "cluster.yaml:10: limits.max_conections: unknown key"},
+      {"limits: {max_connections: 0}\n",
+       "cluster.yaml:10: limits.max_connections: 0 out of range [1, 1048576]"},
+      {"limits: {max_message_bytes: 1e400}\n",
+       "limits.max_message_bytes: '1e400' is not a non-negative integer"},
+      {"limits: {max_message_bytes: 1000}\n",
+       "limits.max_message_bytes: 1000 out of range [65536, 2147483648]"},
+      {"router: {max_tokens: 512}\nlimits: {max_tokens_per_request: 1024}\n",
+       "cluster.yaml:11: limits.max_tokens_per_request: 1024 differs from router.max_tokens = 512"},
+      {"limits: {max_rows_per_shard_call: 100}\n",
+       "cluster.yaml:10: limits.max_rows_per_shard_call: 100 is below the 8192 rows one router "
+       "batch may send a shard"},
+      {"limits: {max_segments_per_shard_call: 1}\n",
+       "cluster.yaml:10: limits.max_segments_per_shard_call: 1 is below the 2 segments a call to "
+       "s0 may need"},
+      {"limits: {idle_timeout_ms: 60000}\n",
+       "cluster.yaml:10: limits.idle_timeout_ms: 60000 must exceed timeouts.request_ms = 60000"},
+  };
+  for (const auto& [yaml, want] : cases) {
+    SCOPED_TRACE(yaml);
+    EXPECT_TRUE(contains(errorOf(kMinimal + yaml), want)) << errorOf(kMinimal + yaml);
+  }
+}
+
+TEST(ConfigLimits, MessageSizeMustHoldTheLargestCall) {
+  ModelConfig m;
+  m.hiddenSize = 4096;
+  m.numExperts = 64;
+  m.topK = 8;
+  struct Case {
+    std::string limits;  // appended to kMinimal
+    bool ok;
+  };
+  const std::vector<Case> cases = {
+      {"", true},  // 8192 × 4096 × 4 = 128 MiB (+ segments, logits) under 512 MiB
+      {"limits: {max_message_bytes: 134217728}\n", false},  // exactly 128 MiB: no room for the rest
+      {"limits: {max_message_bytes: 134217728, max_tokens_per_request: 4096}\n", true},
+  };
+  for (const auto& tc : cases) {
+    SCOPED_TRACE(tc.limits);
+    auto c = parse(kMinimal + tc.limits);
+    ASSERT_TRUE(c.isOk()) << c.error();
+    const Status s = validateLimits(c.value(), m);
+    EXPECT_EQ(s.isOk(), tc.ok) << s.message();
+    if (!tc.ok) {
+      EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition);
+      EXPECT_TRUE(contains(s.message(),
+                           "cluster.yaml: limits.max_message_bytes = 134217728 is below "
+                           "the 136970240 bytes of the largest call"))
+          << s.message();
+    }
+  }
+}
+
+}  // namespace
+}  // namespace moe
