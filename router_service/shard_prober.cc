@@ -101,37 +101,41 @@ void ShardProber::grow() {
 kj::Promise<void> ShardProber::probeNow(const std::vector<uint32_t>& shards) {
   grow();
   kj::Vector<kj::Promise<void>> probes;
-  for (uint32_t s : shards) {
-    if (probing_[s]) continue;
-    // Owned by the task set too: a caller that stops waiting must not cancel the probe (its shard
-    // would stay "probing" for ever).
-    auto p = probe(s).fork();
-    tasks_.add(p.addBranch());
-    probes.add(p.addBranch());
-  }
+  for (uint32_t s : shards) probes.add(probe(s));
   return kj::joinPromises(probes.releaseAsArray());
 }
 
+// One probe per shard at a time: a caller asking while one is in flight waits for that one. The
+// probe itself is held here (inflight_), so it runs to its end even when every caller stops
+// waiting — a cancelled probe would leave its shard "probing" for ever.
 kj::Promise<void> ShardProber::probe(uint32_t s) {
+  if (auto running = inflight_.find(s); probing_[s] && running != inflight_.end()) {
+    return running->second.addBranch();
+  }
   probing_[s] = true;
   lastProbe_[s] = ShardHealth::Clock::now();
-  return transport_.info(s).then(
-      [this, s](ShardTransport::InfoResponse&& r) {
-        probing_[s] = false;
-        apply(s, r.getInfo());
-      },
-      [this, s](kj::Exception&& e) {
-        probing_[s] = false;
-        health_.markDown(s, statusFromException(e).message());
-        health_.probeFailed(s, ShardHealth::Clock::now());
-      });
+  auto forked = transport_.info(s)
+                    .then(
+                        [this, s](ShardTransport::InfoResponse&& r) {
+                          probing_[s] = false;
+                          apply(s, r.getInfo());
+                        },
+                        [this, s](kj::Exception&& e) {
+                          probing_[s] = false;
+                          health_.markDown(s, statusFromException(e).message());
+                          health_.probeFailed(s, ShardHealth::Clock::now());
+                        })
+                    .fork();
+  auto branch = forked.addBranch();
+  inflight_.insert_or_assign(s, kj::mv(forked));  // replaces a finished one, never a running one
+  return branch;
 }
 
 kj::Promise<void> ShardProber::probeAll() {
+  grow();
   kj::Vector<kj::Promise<void>> probes;
   for (uint32_t s = 0; s < transport_.numShards(); ++s) {
-    if (probing_[s] || health_.removed(s)) continue;
-    probes.add(probe(s));
+    if (!health_.removed(s)) probes.add(probe(s));  // joins a probe already in flight
   }
   return kj::joinPromises(probes.releaseAsArray());
 }

@@ -11,6 +11,7 @@
 #include <kj/timer.h>
 
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -54,6 +55,7 @@ class ShardProber final : private kj::TaskSet::ErrorHandler {
   RouterMetrics* metrics_;
   std::vector<bool> probing_;
   std::vector<ShardHealth::Clock::time_point> lastProbe_;
+  std::map<uint32_t, kj::ForkedPromise<void>> inflight_;  // shard -> its last probe
   kj::TaskSet tasks_;
 };
 
