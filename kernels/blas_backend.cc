@@ -93,7 +93,13 @@ class BlasBackend final : public Backend {
                                          DType dtype) override {
     if (Status s = checkUpload(data, rows, cols); !s.isOk()) return makeError(s);
     if (Status s = checkUploadDType(kName, dtype); !s.isOk()) return makeError(s);
-    return std::unique_ptr<Matrix>(std::make_unique<HostMatrix>(data, rows, cols, dtype));
+    auto m = std::make_unique<HostMatrix>(data, rows, cols, dtype);
+    // bf16 on oneDNN: packed once into its blocked layout, so no call repacks the weights.
+    if (dtype == DType::kBF16 && dnnl_ && dnnl_->usable(DType::kBF16) && rows > 0 && cols > 0 &&
+        checkFitsInt("upload rows", rows).isOk() && checkFitsInt("upload cols", cols).isOk()) {
+      if (auto p = dnnl_->pack(dtype, m->half().data(), rows, cols)) m->setPacked(std::move(p));
+    }
+    return std::unique_ptr<Matrix>(std::move(m));
   }
 
   Status linear(const Matrix& w, std::span<const float> x, size_t T, std::span<float> y) override {
@@ -205,6 +211,7 @@ class BlasBackend final : public Backend {
           if (!sameX || x16From_ != x || x16Count_ != T * K) toBf16(x, x16, T * K);
           x16From_ = x;
           x16Count_ = T * K;
+          if (w.packed() != nullptr) return dnnl_->run(DType::kBF16, x16, T, K, *w.packed(), N, y);
           return dnnl_->run(DType::kBF16, x16, T, K, w.half().data(), N, y);
         }
         break;

@@ -91,11 +91,67 @@ class OnednnMatmulImpl final : public OnednnMatmul {
     }
   }
 
+  std::unique_ptr<PackedWeights> pack(DType dtype, const void* w, size_t N, size_t K) override {
+    try {
+      std::lock_guard<std::mutex> lock(mu_);
+      const Entry& e = primitive(dtype, 1, K, N, /*anyWeights=*/true);
+      const memory::desc plain = plainWeights(dtype, K, N);
+      if (e.wei == plain) return nullptr;
+      auto packed = std::make_unique<Packed>(e.wei, engine_);
+      memory src(plain, engine_, const_cast<void*>(w));
+      dnnl::reorder(src, packed->mem).execute(stream_, src, packed->mem);
+      stream_.wait();
+      return packed;
+    } catch (const dnnl::error&) {
+      return nullptr;
+    }
+  }
+
+  Status run(DType dtype, const void* x, size_t M, size_t K, const PackedWeights& w, size_t N,
+             float* y) override {
+    const auto& packed = static_cast<const Packed&>(w);
+    try {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (const int n = gThreads.load(std::memory_order_relaxed); n > 0) omp_set_num_threads(n);
+      const Entry& e = primitive(dtype, M, K, N, /*anyWeights=*/true);
+      memory src(e.src, engine_, const_cast<void*>(x));
+      memory dst(e.dst, engine_, y);
+      if (e.wei == packed.mem.get_desc()) {
+        e.prim.execute(stream_,
+                       {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, packed.mem}, {DNNL_ARG_DST, dst}});
+      } else {  // this M wants another layout: through the plain one
+        const memory::desc plain = plainWeights(dtype, K, N);
+        if (unpacked_.size() < plain.get_size()) unpacked_.resize(plain.get_size());
+        memory plainMem(plain, engine_, unpacked_.data());
+        memory packedMem = packed.mem;  // a handle to the same buffer
+        dnnl::reorder(packedMem, plainMem).execute(stream_, packedMem, plainMem);
+        const Entry& p = primitive(dtype, M, K, N, /*anyWeights=*/false);
+        p.prim.execute(stream_,
+                       {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, plainMem}, {DNNL_ARG_DST, dst}});
+      }
+      stream_.wait();
+      return Status::ok();
+    } catch (const dnnl::error& err) {
+      return Status::error(std::string("onednn matmul (packed) ") + std::string(dtypeName(dtype)) +
+                           ": " + err.what());
+    }
+  }
+
  private:
   struct Entry {
     memory::desc src, wei, dst;
     dnnl::matmul prim;
   };
+  struct Packed final : PackedWeights {
+    Packed(const memory::desc& d, const dnnl::engine& eng) : mem(d, eng) {}
+    size_t bytes() const override { return mem.get_desc().get_size(); }
+    memory mem;  // owns its buffer
+  };
+
+  static memory::desc plainWeights(DType dtype, size_t K, size_t N) {
+    const auto k = static_cast<memory::dim>(K), n = static_cast<memory::dim>(N);
+    return memory::desc({k, n}, dnnlType(dtype), memory::dims{1, k});  // w [N, K] as [K, N]
+  }
   // Bounds the cache: every distinct row count M is a primitive, and a long-running shard sees
   // many. Past this many the cache is cleared (re-creating a primitive costs tens of µs).
   static constexpr size_t kMaxCached = 512;
@@ -110,19 +166,20 @@ class OnednnMatmulImpl final : public OnednnMatmul {
     }
   }
 
-  // Caller holds mu_.
-  const Entry& primitive(DType dtype, size_t M, size_t K, size_t N) {
-    const auto key = std::make_tuple(static_cast<int>(dtype), M, K, N);
+  // Caller holds mu_. anyWeights: oneDNN picks the weights' layout (for packed weights).
+  const Entry& primitive(DType dtype, size_t M, size_t K, size_t N, bool anyWeights = false) {
+    const auto key = std::make_tuple(static_cast<int>(dtype) + (anyWeights ? 16 : 0), M, K, N);
     if (auto it = cache_.find(key); it != cache_.end()) return it->second;
     if (cache_.size() >= kMaxCached) cache_.clear();
     const auto m = static_cast<memory::dim>(M), k = static_cast<memory::dim>(K),
                n = static_cast<memory::dim>(N);
     const memory::data_type dt = dnnlType(dtype);
     memory::desc src({m, k}, dt, memory::dims{k, 1});
-    memory::desc wei({k, n}, dt, memory::dims{1, k});  // w [N, K] row-major read as [K, N]
+    const memory::desc wei =
+        anyWeights ? memory::desc({k, n}, dt, memory::format_tag::any) : plainWeights(dtype, K, N);
     memory::desc dst({m, n}, memory::data_type::f32, memory::dims{n, 1});
     dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), engine_);
-    return cache_.emplace(key, Entry{src, wei, dst, dnnl::matmul(pd)}).first->second;
+    return cache_.emplace(key, Entry{src, pd.weights_desc(), dst, dnnl::matmul(pd)}).first->second;
   }
 
   dnnl::engine engine_;
@@ -131,6 +188,7 @@ class OnednnMatmulImpl final : public OnednnMatmul {
   bool bf16_ = false, f32_ = false;
   std::mutex mu_;  // guards cache_ and the stream
   std::map<std::tuple<int, size_t, size_t, size_t>, Entry> cache_;
+  std::vector<uint8_t> unpacked_;  // packed weights in the plain layout, for other row counts
 };
 
 }  // namespace

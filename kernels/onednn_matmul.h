@@ -13,6 +13,13 @@
 
 namespace moe::kernels {
 
+// Weights [N, K] in the blocked layout oneDNN's matmul wants (made once, at upload).
+class PackedWeights {
+ public:
+  virtual ~PackedWeights() = default;
+  virtual size_t bytes() const = 0;  // of the packed buffer
+};
+
 class OnednnMatmul {
  public:
   // nullptr when oneDNN has no CPU engine here; when it cannot run a dtype, usable() is false.
@@ -27,6 +34,14 @@ class OnednnMatmul {
   // y: [M, N] fp32, overwritten. Thread-safe. M, N, K >= 1.
   virtual Status run(DType dtype, const void* x, size_t M, size_t K, const void* w, size_t N,
                      float* y) = 0;
+
+  // w [N, K] row-major in `dtype`, repacked into the layout oneDNN picks for a one-row product
+  // (so no call repacks it again); nullptr when that layout is the plain one or packing failed.
+  virtual std::unique_ptr<PackedWeights> pack(DType dtype, const void* w, size_t N, size_t K) = 0;
+  // As run() with packed weights from pack(). A row count whose primitive wants another layout
+  // unpacks them into scratch first (correct, one extra pass over the weights).
+  virtual Status run(DType dtype, const void* x, size_t M, size_t K, const PackedWeights& w,
+                     size_t N, float* y) = 0;
 };
 
 // Threads oneDNN's matmuls use (its OpenMP runtime), from the service's `threads` setting like

@@ -904,11 +904,15 @@ TEST_P(BackendOpsDtypeTest, MoeLayer) {
   }
 }
 
-// Resident bytes are measured from the allocation: 2 bytes per element for bf16/f16, 4 for f32.
+// Resident bytes are measured from the allocation: 2 bytes per element for bf16/f16, 4 for f32 —
+// exactly for block-aligned shapes; a layout padded to its blocks (the CPU backend's packed bf16
+// weights) holds more for odd ones, and says so.
 TEST_P(BackendOpsDtypeTest, ResidentBytesFollowDtype) {
   if (skipUnsupported(Op::kLinear)) GTEST_SKIP() << dtypeName(dtype()) << " unsupported";
-  auto m = must(test().upload(std::vector<float>(30 * 7, 0.5f), 30, 7, dtype()));
-  EXPECT_EQ(m->residentBytes(), size_t{30} * 7 * dtypeSize(dtype()));
+  auto m = must(test().upload(std::vector<float>(256 * 128, 0.5f), 256, 128, dtype()));
+  EXPECT_EQ(m->residentBytes(), size_t{256} * 128 * dtypeSize(dtype()));
+  auto odd = must(test().upload(std::vector<float>(30 * 7, 0.5f), 30, 7, dtype()));
+  EXPECT_GE(odd->residentBytes(), size_t{30} * 7 * dtypeSize(dtype()));
   EXPECT_FALSE(test().kernelPath(dtype()).empty());
 }
 

@@ -19,8 +19,8 @@ class ExpertStoreTest : public unit::ScratchDirTest {};
 
 TEST_F(ExpertStoreTest, ResidentBytesFollowTheDtype) {
   SyntheticModelSpec spec;
-  spec.hiddenSize = 32;
-  spec.intermediateSize = 48;
+  spec.hiddenSize = 64;  // block-aligned: packed bf16 weights need no padding
+  spec.intermediateSize = 128;
   spec.numExperts = 4;
   spec.numLayers = 2;
   ASSERT_TRUE(writeSyntheticCheckpoint(spec, (dir_ / "m").string()));
@@ -30,8 +30,8 @@ TEST_F(ExpertStoreTest, ResidentBytesFollowTheDtype) {
   ShardConfig shard;
   shard.name = "s";
   shard.experts = {0, 2, 3};
-  // 2 layers × 3 experts × 3 matrices of 32 × 48.
-  const uint64_t elements = uint64_t{2} * 3 * 3 * 32 * 48;
+  // 2 layers × 3 experts × 3 matrices of 64 × 128.
+  const uint64_t elements = uint64_t{2} * 3 * 3 * 64 * 128;
   const struct {
     kernels::BackendKind backend;
     DType dtype;
