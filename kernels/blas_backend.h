@@ -1,7 +1,8 @@
 // The fast CPU backend: GEMMs through oneDNN (bf16 weights where the CPU has native bf16, packed
-// once at upload into oneDNN's blocked layout; f32 below 512 rows) and OpenBLAS (cblas_sgemm: f32 from 512 rows, where it measures faster), chosen
-// at run time (kernelPath says which); grouped expert FFN by gathering each segment's rows into
-// one contiguous block. Used when no GPU is usable.
+// once at upload into oneDNN's blocked layout; f32 below 512 rows) and OpenBLAS (cblas_sgemm: f32
+// from 512 rows, where it measures faster), chosen at run time (kernelPath says which); grouped
+// expert FFN by gathering each segment's rows into one contiguous block. Used when no GPU is
+// usable.
 #pragma once
 
 #include <memory>
