@@ -30,7 +30,10 @@
 #include "bench/concurrency_scenario.h"
 #include "client/client.h"
 #include "client/reference/in_process_layer.h"
+#include "common/checkpoint.h"
 #include "common/cli.h"
+#include "common/config.h"
+#include "common/dtype.h"
 #include "common/log.h"
 #include "common/proto/moe.capnp.h"
 #include "common/rpc_endpoint.h"
@@ -123,10 +126,12 @@ int main(int argc, char** argv) {
   std::string scenarioList = "1x128,16x8,64x1,1x1";
   uint64_t scenarioTokens = 2048;
   uint64_t overheadCalls = 2000;
+  double dramGBps = 25;
   CLI::App app{
       "The speed report: starts the cluster of a YAML on loopback and, per batch size, compares\n"
       "Router.forward with the same layer computed in this process; then the expert kernel vs a\n"
-      "plain GEMM, and concurrent clients × tokens per request. Not a test: no thresholds.",
+      "plain GEMM (both in the experts' dtype, model.dtype), batch 1 vs the DRAM bound, and\n"
+      "concurrent clients × tokens per request. Not a test: no thresholds.",
       "moe-bench"};
   moe::cli::setUp(app);
   app.add_option("--config", config, "Cluster YAML")->check(CLI::ExistingFile);
@@ -164,6 +169,9 @@ int main(int argc, char** argv) {
   app.add_option("--client-overhead", overheadCalls,
                  "Forward calls of 1 token timed for the client round-trip overhead (0: skip)")
       ->transform(moe::cli::unsignedInteger(0, 1'000'000));
+  app.add_option("--dram-gbps", dramGBps,
+                 "DRAM read bandwidth for the batch-1 memory bound (DESIGN.md §8: ~25 GB/s here)")
+      ->transform(moe::cli::number(0.1, 1e5));
   app.add_flag("--json", json, "Print the report as JSON");
   if (auto status = moe::cli::parse(app, argc, argv)) return *status;
   batches.clear();
@@ -272,9 +280,13 @@ int main(int argc, char** argv) {
   for (auto* v : {&w13, &w2, &x}) {
     for (auto& f : *v) f = normal(rng) * 0.02f;
   }
-  auto W1 = backend->upload(w13, m.intermediateSize, H).value();
-  auto W3 = backend->upload(w13, m.intermediateSize, H).value();
-  auto W2 = backend->upload(w2, H, m.intermediateSize).value();
+  // In the experts' dtype (model.dtype resolved, as the shards hold them): bf16 experts are
+  // compared with a dense bf16 GEMM of the same shape.
+  const moe::DType dtype = moe::resolveModelDType(cfg.modelDtype, ckpt.value()->expertsDType());
+  const std::string kernelPath = backend->kernelPath(dtype);
+  auto W1 = backend->upload(w13, m.intermediateSize, H, dtype).value();
+  auto W3 = backend->upload(w13, m.intermediateSize, H, dtype).value();
+  auto W2 = backend->upload(w2, H, m.intermediateSize, dtype).value();
   std::vector<uint32_t> idx(B);
   std::iota(idx.begin(), idx.end(), 0u);
   std::vector<float> wts(B, 1.0f), y(size_t{B} * H), h(size_t{B} * m.intermediateSize);
@@ -294,6 +306,16 @@ int main(int argc, char** argv) {
   const double flopsGemm = 2.0 * B * H * m.intermediateSize;
   const double ffnGflops = flopsFfn / percentile(ffnTimes, 50) / 1e9;
   const double gemmGflops = flopsGemm / percentile(gemmTimes, 50) / 1e9;
+
+  // The memory limit at batch 1: one token reads its top-k experts' three matrices once.
+  const double expertBytes =
+      3.0 * H * m.intermediateSize * static_cast<double>(moe::dtypeSize(dtype));
+  const double dramBoundMs = m.topK * expertBytes / (dramGBps * 1e9) * 1e3;
+  double p50Batch1 = 0;
+  for (const Row& r : rows) {
+    if (r.batch == 1) p50Batch1 = r.p50Ms;
+  }
+  const std::string wire(moe::dtypeName(cfg.router.wireDtype));
 
   utsname u{};
   uname(&u);
@@ -323,6 +345,10 @@ int main(int argc, char** argv) {
     std::printf("], \"ratio_16x8_over_1x128\": %.3f", concurrencyRatio(concurrency));
     std::printf(", \"expert_ffn_gflops\": %.2f, \"gemm_gflops\": %.2f, \"ffn_over_gemm\": %.3f",
                 ffnGflops, gemmGflops, ffnGflops / gemmGflops);
+    std::printf(
+        ", \"dtype\": \"%s\", \"wire_dtype\": \"%s\", \"kernel_path\": \"%s\", "
+        "\"p50_batch1_ms\": %.3f, \"dram_bound_batch1_ms\": %.3f",
+        moe::dtypeName(dtype).data(), wire.c_str(), kernelPath.c_str(), p50Batch1, dramBoundMs);
     if (clientOverhead) {
       std::printf(", \"one_token_round_trip_us\": {");
       const char* sep = "";
@@ -341,9 +367,9 @@ int main(int argc, char** argv) {
     std::printf(
         "moe-bench — %s\nmachine: %s\nmodel: hidden %u, intermediate %u, %u experts, top-%u; %zu "
         "shards; "
-        "medians of %d runs\n\n",
+        "medians of %d runs\nexperts: %s (kernel %s); wire: %s\n\n",
         config.c_str(), machine.c_str(), H, m.intermediateSize, m.numExperts, m.topK,
-        cfg.shards.size(), repeats);
+        cfg.shards.size(), repeats, moe::dtypeName(dtype).data(), kernelPath.c_str(), wire.c_str());
     std::printf(
         "| batch | cluster tokens/s | p50 ms | p99 ms | in-process tokens/s | cluster / in-process "
         "|\n");
@@ -356,6 +382,13 @@ int main(int argc, char** argv) {
         "\nexpert FFN kernel (batch %u): %.1f GFLOP/s; plain GEMM of the same shape: %.1f GFLOP/s; "
         "ratio %.2f\n",
         B, ffnGflops, gemmGflops, ffnGflops / gemmGflops);
+    if (p50Batch1 > 0) {
+      std::printf(
+          "batch 1: p50 %.2f ms vs %.2f ms DRAM time of the %u experts' %s bytes it reads (%.0f "
+          "MB at %.0f GB/s): %.1f×\n",
+          p50Batch1, dramBoundMs, m.topK, moe::dtypeName(dtype).data(), m.topK * expertBytes / 1e6,
+          dramGBps, p50Batch1 / dramBoundMs);
+    }
     printConcurrency(concurrency);
     if (clientOverhead) {
       std::printf(

@@ -69,6 +69,8 @@ ModelInfo toModelInfo(proto::ServiceInfo::Reader i) {
   m.inputDtypes = {DType::kF32, DType::kBF16, DType::kF16};  // the Router.forward contract
   m.outputDtype = DType::kF32;
   m.fingerprint = i.getFingerprint();
+  const std::string dtype = i.getDtype();
+  m.computeDtype = dtype == "bf16" ? DType::kBF16 : dtype == "f16" ? DType::kF16 : DType::kF32;
   m.serverVersion = i.getVersion();
   m.ready = i.getReady();
   return m;

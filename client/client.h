@@ -62,9 +62,12 @@ struct ModelInfo {
   uint32_t maxTokens = 0;           // tokens one forward() may carry
   std::vector<DType> inputDtypes;   // what forward() accepts: f32, bf16, f16
   DType outputDtype = DType::kF32;  // what it returns
-  std::string fingerprint;          // the checkpoint's fingerprint; "" when not reported
-  std::string serverVersion;        // moe-cluster version of the router
-  bool ready = false;               // every expert reachable on at least one shard
+  // The dtype the cluster's experts are held and computed in (config model.dtype resolved);
+  // f32 for routers that do not report it. Outputs of a bf16 cluster carry bf16 rounding.
+  DType computeDtype = DType::kF32;
+  std::string fingerprint;    // the checkpoint's fingerprint; "" when not reported
+  std::string serverVersion;  // moe-cluster version of the router
+  bool ready = false;         // every expert reachable on at least one shard
 };
 
 // Input rows: a view (not owned) of `rows` × `cols` little-endian elements of `dtype`,

@@ -36,6 +36,23 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// --check's default tolerance on |cluster - in-process| by the cluster's compute dtype: the
+// in-process layer computes in fp32, a bf16/f16 cluster rounds activations to its dtype at every
+// GEMM (fp32 accumulation), ~2^-8 (bf16) or 2^-11 (f16) relative per rounding.
+double defaultTolerance(moe::DType clusterDtype) {
+  switch (clusterDtype) {
+    case moe::DType::kF32:
+      return 1e-4;
+    case moe::DType::kBF16:
+      return 5e-2;
+    case moe::DType::kF16:
+      return 1e-2;
+    default:
+      break;
+  }
+  return 1e-4;
+}
+
 struct Options {
   std::string config, router, model, input;
   uint64_t tokens = 1000;
@@ -45,7 +62,7 @@ struct Options {
   uint64_t seed = 7;
   moe::DType dtype = moe::DType::kF32;
   bool check = false, json = false, quiet = false;
-  double tolerance = 1e-4;
+  double tolerance = -1;  // < 0: kDefaultTolerance for the cluster's dtype (Router.info)
   uint32_t deadlineMs = 60000;
 };
 
@@ -87,7 +104,9 @@ std::optional<int> parse(int argc, char** argv, Options& o) {
                "options are applied too)");
   app.add_option("--model", o.model, "Checkpoint for --check (default: model.path of --config)")
       ->check(CLI::ExistingDirectory);
-  app.add_option("--tolerance", o.tolerance, "Largest allowed |cluster - in-process|")
+  app.add_option("--tolerance", o.tolerance,
+                 "Largest allowed |cluster - in-process| (default: 1e-4 for an f32 cluster, "
+                 "looser for bf16/f16 ones, as Router.info reports the cluster's dtype)")
       ->transform(moe::cli::number(0, 1e30));
   app.add_option("--deadline-ms", o.deadlineMs, "Per-request deadline")
       ->transform(moe::cli::unsignedInteger(1, 86'400'000));
@@ -157,6 +176,7 @@ int main(int argc, char** argv) {
     const moe::ModelInfo info = client->info();
     H = info.hiddenSize;
     moeLayers = info.moeLayers;
+    if (o.tolerance < 0) o.tolerance = defaultTolerance(info.computeDtype);
   } catch (const moe::ClientError& e) {
     std::cerr << "moe-client: router " << o.router << ": " << e.what() << "\n";
     return moe::exitStatusFor(e.code());

@@ -604,6 +604,17 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::open(const std::string& dir) {
   return ckpt;
 }
 
+DType Checkpoint::expertsDType() const {
+  for (const auto& file : files_) {
+    for (const TensorInfo& t : file->tensors()) {
+      if (t.name.find(".experts.") != std::string::npos && !t.name.ends_with("_scale_inv")) {
+        return t.dtype;
+      }
+    }
+  }
+  return DType::kF32;
+}
+
 Result<std::vector<float>> Checkpoint::loadF32(const std::string& name,
                                                const std::vector<uint64_t>& expectedShape) const {
   auto it = tensorFile_.find(name);
@@ -618,7 +629,33 @@ Result<std::vector<float>> Checkpoint::loadF32(const std::string& name,
   }
   std::vector<float> out(info->numel());
   convertToF32(info->dtype, file.bytes(*info), out);
+  if (info->dtype == DType::kF8E4M3 || info->dtype == DType::kF8E5M2) {
+    if (Status s = applyBlockScales(name, *info, out); !s) return makeError(s);
+  }
   return out;
+}
+
+// DeepSeek-V3 FP8 weights: `<name>_scale_inv` [ceil(R/128), ceil(C/128)] holds one factor per
+// 128×128 block of the [R, C] weight; the value is fp8 × factor. An FP8 tensor without one is
+// taken as unscaled.
+Status Checkpoint::applyBlockScales(const std::string& name, const TensorInfo& info,
+                                    std::vector<float>& values) const {
+  constexpr uint64_t kBlock = 128;
+  const std::string scaleName = name + "_scale_inv";
+  if (tensorFile_.find(scaleName) == tensorFile_.end()) return Status::ok();
+  if (info.shape.size() != 2) {
+    return Status::error("tensor " + name + ": " + std::string(dtypeName(info.dtype)) +
+                         " with block scales must be 2-D, has shape " + formatShape(info.shape));
+  }
+  const uint64_t rows = info.shape[0], cols = info.shape[1];
+  const uint64_t br = (rows + kBlock - 1) / kBlock, bc = (cols + kBlock - 1) / kBlock;
+  auto scale = loadF32(scaleName, {br, bc});
+  if (!scale) return Status::error(scale.error() + " (the 128x128 block scales of " + name + ")");
+  const std::vector<float>& s = scale.value();
+  for (uint64_t r = 0; r < rows; ++r) {
+    for (uint64_t c = 0; c < cols; ++c) values[r * cols + c] *= s[(r / kBlock) * bc + c / kBlock];
+  }
+  return Status::ok();
 }
 
 Result<std::vector<float>> Checkpoint::gateWeight(uint32_t layer) const {

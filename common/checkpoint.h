@@ -1,6 +1,7 @@
 // A HuggingFace-layout MoE checkpoint directory: config.json plus model.safetensors, or shards
 // listed in model.safetensors.index.json. Each process asks only for the tensors it needs; weights
-// are widened to fp32 on load and checked against the shapes config.json implies.
+// (F32, BF16, F16, F64, or FP8 E4M3/E5M2 with DeepSeek-V3 128×128 block scales) are converted to
+// fp32 on load and checked against the shapes config.json implies.
 #pragma once
 
 #include <cstdint>
@@ -152,6 +153,10 @@ class Checkpoint {
   Result<std::vector<float>> sharedExpertGate(uint32_t layer) const;     // [1, H] Qwen2-MoE
   Result<std::vector<float>> scoreCorrectionBias(uint32_t layer) const;  // [E] DeepSeek-V3
 
+  // The stored dtype of the routed experts' weights (the first expert tensor of the checkpoint;
+  // f32 when there is none): what model.dtype auto resolves to.
+  DType expertsDType() const;
+
   // Any tensor by name, widened to fp32, with its shape checked ("tensor X: shape [a,b] expected,
   // file has [c,d]"; "tensor X missing from <dir>").
   Result<std::vector<float>> loadF32(const std::string& name,
@@ -163,6 +168,9 @@ class Checkpoint {
   ModelConfig config_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const SafetensorsFile*, std::less<>> tensorFile_;
+  // Multiplies an FP8 tensor's values by its DeepSeek-V3 `_scale_inv` 128×128 block scales.
+  Status applyBlockScales(const std::string& name, const TensorInfo& info,
+                          std::vector<float>& values) const;
 };
 
 }  // namespace moe

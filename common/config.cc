@@ -215,6 +215,17 @@ void parseRouterBatching(Parser& p, const YAML::Node& router, RouterConfig& r) {
   }
 }
 
+constexpr ModelDType kModelDTypes[] = {ModelDType::kAuto, ModelDType::kF32, ModelDType::kBF16,
+                                       ModelDType::kF16};
+
+ModelDType modelDType(Parser& p, const YAML::Node& node, const std::string& key) {
+  const auto s = p.str(node, key);
+  for (auto d : kModelDTypes) {
+    if (s == modelDTypeName(d)) return d;
+  }
+  p.fail(node, key, "'" + s + "' is not a model dtype (expected auto, bf16, f16 or f32)");
+}
+
 constexpr MissingExpertPolicy kMissingExpertPolicies[] = {
     MissingExpertPolicy::kError, MissingExpertPolicy::kRenormalize, MissingExpertPolicy::kReroute};
 
@@ -345,16 +356,27 @@ ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir)
 
   const auto model = root["model"];
   if (!model) p.fail(root, "model", "missing (needs model.path: the checkpoint directory)");
-  p.checkKeys(model, "model", {"path"});
+  p.checkKeys(model, "model", {"path", "dtype"});
+  if (const auto d = model["dtype"]) c.modelDtype = modelDType(p, d, "model.dtype");
   if (!model["path"]) p.fail(model, "model.path", "missing");
   std::filesystem::path mp(p.str(model["path"], "model.path"));
   if (mp.is_relative()) mp = std::filesystem::path(baseDir) / mp;
   c.modelPath = mp.lexically_normal().string();
 
   if (const auto r = root["router"]) {
-    p.checkKeys(
-        r, "router",
-        {"listen", "device", "max_tokens", "admin", "threads", "batching", "max_queued_tokens"});
+    p.checkKeys(r, "router",
+                {"listen", "device", "max_tokens", "admin", "threads", "batching",
+                 "max_queued_tokens", "wire_dtype"});
+    if (const auto w = r["wire_dtype"]) {
+      const auto s = p.str(w, "router.wire_dtype");
+      if (s == "f32") {
+        c.router.wireDtype = DType::kF32;
+      } else if (s == "bf16") {
+        c.router.wireDtype = DType::kBF16;
+      } else {
+        p.fail(w, "router.wire_dtype", "'" + s + "' is not a wire dtype (expected f32 or bf16)");
+      }
+    }
     if (r["listen"]) c.router.listen = p.hostPort(r["listen"], "router.listen");
     if (r["device"]) c.router.device = p.device(r["device"], "router.device");
     if (r["admin"]) c.router.admin = p.hostPort(r["admin"], "router.admin");
@@ -469,6 +491,38 @@ std::string_view missingExpertPolicyName(MissingExpertPolicy policy) {
       return "reroute";
   }
   return "error";
+}
+
+std::string_view modelDTypeName(ModelDType d) {
+  switch (d) {
+    case ModelDType::kAuto:
+      return "auto";
+    case ModelDType::kF32:
+      return "f32";
+    case ModelDType::kBF16:
+      return "bf16";
+    case ModelDType::kF16:
+      return "f16";
+  }
+  return "f32";
+}
+
+DType resolveModelDType(ModelDType configured, DType checkpointDtype) {
+  switch (configured) {
+    case ModelDType::kAuto:  // checkpoint-only dtypes: f64 -> f32; FP8 -> bf16 (DeepSeek-V3's
+                             // choice)
+      return checkpointDtype == DType::kF64 ? DType::kF32
+             : checkpointDtype == DType::kF8E4M3 || checkpointDtype == DType::kF8E5M2
+                 ? DType::kBF16
+                 : checkpointDtype;
+    case ModelDType::kF32:
+      return DType::kF32;
+    case ModelDType::kBF16:
+      return DType::kBF16;
+    case ModelDType::kF16:
+      return DType::kF16;
+  }
+  return DType::kF32;
 }
 
 Result<std::pair<std::string, uint16_t>> parseHostPort(std::string_view text) {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/compute_device.h"
+#include "common/dtype.h"
 #include "common/result.h"
 
 namespace moe {
@@ -56,6 +57,9 @@ struct RouterBatchingConfig {
 };
 
 struct RouterConfig {
+  // router.wire_dtype: the dtype of rows sent to shards and of the results they return (f32 or
+  // bf16; bf16 halves the bytes). Client-facing Router.forward is unaffected.
+  DType wireDtype = DType::kF32;
   std::string listen = "127.0.0.1:7100";
   ComputeDevice device{ComputeDevice::Kind::kCpu, 0};
   uint32_t maxTokens = 8192;  // per forward call; larger batches are rejected, not truncated
@@ -145,9 +149,22 @@ struct LimitsConfig {
   uint32_t idleTimeoutMs = 300000;
 };
 
+// model.dtype: the resident and compute dtype of the experts (shards' and the router's local
+// ones). kAuto: the checkpoint's dtype. Accumulation and gate scores are fp32 whatever it is.
+// Unset means f32 (the precision the parity suites were written for).
+enum class ModelDType { kAuto, kF32, kBF16, kF16 };
+
+// "auto" | "f32" | "bf16" | "f16": the config spelling.
+std::string_view modelDTypeName(ModelDType d);
+
+// The dtype experts are held in: `configured`, or for kAuto the checkpoint's `checkpointDtype`
+// (f64 checkpoints: f32; FP8 checkpoints: bf16).
+DType resolveModelDType(ModelDType configured, DType checkpointDtype);
+
 struct ClusterConfig {
   std::string sourcePath;  // the YAML file it came from
   std::string modelPath;   // checkpoint directory, resolved against the YAML file's directory
+  ModelDType modelDtype = ModelDType::kF32;  // model.dtype
   RouterConfig router;
   std::vector<ShardConfig> shards;
   TimeoutConfig timeouts;

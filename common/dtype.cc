@@ -4,11 +4,28 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 namespace moe {
 
+bool isComputeDType(DType t) {
+  return t == DType::kF32 || t == DType::kBF16 || t == DType::kF16;
+}
+
 size_t dtypeSize(DType t) {
-  return t == DType::kF32 ? 4 : 2;
+  switch (t) {
+    case DType::kF32:
+      return 4;
+    case DType::kBF16:
+    case DType::kF16:
+      return 2;
+    case DType::kF64:
+      return 8;
+    case DType::kF8E4M3:
+    case DType::kF8E5M2:
+      return 1;
+  }
+  return 4;
 }
 
 std::string_view dtypeName(DType t) {
@@ -19,6 +36,12 @@ std::string_view dtypeName(DType t) {
       return "bf16";
     case DType::kF16:
       return "f16";
+    case DType::kF64:
+      return "f64";
+    case DType::kF8E4M3:
+      return "f8_e4m3";
+    case DType::kF8E5M2:
+      return "f8_e5m2";
   }
   return "?";
 }
@@ -27,6 +50,9 @@ std::optional<DType> parseSafetensorsDType(std::string_view s) {
   if (s == "F32") return DType::kF32;
   if (s == "BF16") return DType::kBF16;
   if (s == "F16") return DType::kF16;
+  if (s == "F64") return DType::kF64;
+  if (s == "F8_E4M3") return DType::kF8E4M3;
+  if (s == "F8_E5M2") return DType::kF8E5M2;
   return std::nullopt;
 }
 
@@ -108,7 +134,32 @@ void convertToF32(DType t, std::span<const std::byte> bytes, std::span<float> ou
         out[i] = f16ToFloat(v);
       }
       return;
+    case DType::kF64:
+      for (size_t i = 0; i < out.size(); ++i) {
+        double v;
+        std::memcpy(&v, p + 8 * i, 8);
+        out[i] = static_cast<float>(v);
+      }
+      return;
+    case DType::kF8E4M3:
+      for (size_t i = 0; i < out.size(); ++i) out[i] = f8e4m3ToFloat(uint8_t(p[i]));
+      return;
+    case DType::kF8E5M2:
+      for (size_t i = 0; i < out.size(); ++i) out[i] = f8e5m2ToFloat(uint8_t(p[i]));
+      return;
   }
+}
+
+float f8e4m3ToFloat(uint8_t v) {
+  const float sign = (v & 0x80) ? -1.0f : 1.0f;
+  const int exp = (v >> 3) & 0xf, man = v & 0x7;
+  if (exp == 0xf && man == 0x7) return std::numeric_limits<float>::quiet_NaN();
+  if (exp == 0) return sign * std::ldexp(static_cast<float>(man), -9);  // man/8 · 2^-6
+  return sign * std::ldexp(1.0f + static_cast<float>(man) / 8.0f, exp - 7);
+}
+
+float f8e5m2ToFloat(uint8_t v) {
+  return f16ToFloat(static_cast<uint16_t>(uint16_t{v} << 8));
 }
 
 }  // namespace moe

@@ -61,6 +61,12 @@ std::string safetensorsDTypeName(DType t) {
       return "BF16";
     case DType::kF16:
       return "F16";
+    case DType::kF64:
+      return "F64";
+    case DType::kF8E4M3:
+      return "F8_E4M3";
+    case DType::kF8E5M2:
+      return "F8_E5M2";
   }
   return "?";
 }
@@ -84,7 +90,8 @@ std::string parseTensorEntry(const std::string& name, const json& entry, uint64_
   if (dt == entry.end() || !dt->is_string()) return where + "'dtype' missing or not a string";
   auto parsed = parseSafetensorsDType(dt->get_ref<const std::string&>());
   if (!parsed) {
-    return where + "unsupported dtype " + dt->get<std::string>() + " (supported: F32, BF16, F16)";
+    return where + "unsupported dtype " + dt->get<std::string>() +
+           " (supported: F32, BF16, F16, F64, F8_E4M3, F8_E5M2)";
   }
 
   auto sh = entry.find("shape");

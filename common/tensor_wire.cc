@@ -26,6 +26,10 @@ proto::DType toProto(DType t) {
       return proto::DType::BF16;
     case DType::kF16:
       return proto::DType::F16;
+    case DType::kF64:  // storage-only dtypes never reach the wire
+    case DType::kF8E4M3:
+    case DType::kF8E5M2:
+      break;
   }
   return proto::DType::F32;
 }
@@ -112,6 +116,20 @@ std::span<float> initF32(proto::Tensor::Builder tensor, std::span<const uint32_t
   }
   auto data = tensor.initData(static_cast<unsigned>(n * sizeof(float)));
   return std::span<float>(reinterpret_cast<float*>(data.begin()), n);
+}
+
+void encodeBf16(proto::Tensor::Builder tensor, std::span<const uint32_t> shape,
+                std::span<const float> values) {
+  tensor.setDtype(proto::DType::BF16);
+  auto s = tensor.initShape(static_cast<unsigned>(shape.size()));
+  for (size_t i = 0; i < shape.size(); ++i) s.set(static_cast<unsigned>(i), shape[i]);
+  auto data = tensor.initData(static_cast<unsigned>(values.size() * sizeof(uint16_t)));
+  std::byte* out = reinterpret_cast<std::byte*>(data.begin());
+  for (size_t i = 0; i < values.size(); ++i) {
+    const uint16_t v = floatToBf16(values[i]);  // little-endian on the wire
+    out[2 * i] = static_cast<std::byte>(v & 0xff);
+    out[2 * i + 1] = static_cast<std::byte>(v >> 8);
+  }
 }
 
 }  // namespace moe

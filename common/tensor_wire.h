@@ -48,6 +48,11 @@ int64_t firstNonFinite(std::span<const float> values);
 // are computed straight into the reply message.
 std::span<float> initF32(proto::Tensor::Builder tensor, std::span<const uint32_t> shape);
 
+// Sets `tensor` to bf16 with `shape` holding `values` (product(shape) of them) rounded to nearest
+// even: results and shard rows on a bf16 wire (router.wire_dtype).
+void encodeBf16(proto::Tensor::Builder tensor, std::span<const uint32_t> shape,
+                std::span<const float> values);
+
 proto::DType toProto(DType t);
 std::string shapeString(std::span<const uint32_t> shape);
 

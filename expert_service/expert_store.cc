@@ -5,9 +5,16 @@ namespace moe::expert {
 
 Result<std::unique_ptr<ExpertStore>> ExpertStore::load(kernels::Backend& backend,
                                                        const Checkpoint& ckpt,
-                                                       const ShardConfig& shard) {
+                                                       const ShardConfig& shard, DType dtype) {
   const ModelConfig& m = ckpt.config();
+  if (!backend.supports(kernels::Op::kExpertFfn, dtype)) {
+    return makeError(StatusCode::kInvalidArgument,
+                     "shard " + shard.name + ": backend " + std::string(backend.name()) +
+                         " cannot compute experts in " + std::string(dtypeName(dtype)) +
+                         " (model.dtype); use model.dtype: f32 there");
+  }
   auto store = std::make_unique<ExpertStore>();
+  store->dtype_ = dtype;
   for (uint32_t layer : m.moeLayers) {
     if (!shard.servesLayer(layer)) continue;
     for (uint32_t e : shard.experts) {
@@ -36,11 +43,11 @@ Result<std::unique_ptr<ExpertStore>> ExpertStore::load(kernels::Backend& backend
 
 Status ExpertStore::add(kernels::Backend& backend, const ExpertTensors& t, size_t inter,
                         size_t hidden, const std::string& where, Resident& into) {
-  auto resident = kernels::uploadExpert(backend, t, inter, hidden);
+  auto resident = kernels::uploadExpert(backend, t, inter, hidden, dtype_);
   if (!resident) return Status::error(where + ": " + resident.error());
   into.matrices = std::move(resident).value();
   into.view = into.matrices.view();
-  residentBytes_ += (t.w1.size() + t.w3.size() + t.w2.size()) * sizeof(float);
+  residentBytes_ += into.matrices.residentBytes();
   return Status::ok();
 }
 

@@ -16,9 +16,11 @@ namespace moe::expert {
 
 class ExpertStore {
  public:
+  // Experts are held in `dtype` (model.dtype resolved); a backend that cannot compute experts
+  // in it is an error naming both.
   static Result<std::unique_ptr<ExpertStore>> load(kernels::Backend& backend,
-                                                   const Checkpoint& ckpt,
-                                                   const ShardConfig& shard);
+                                                   const Checkpoint& ckpt, const ShardConfig& shard,
+                                                   DType dtype = DType::kF32);
 
   // nullptr when this shard does not hold (layer, expert).
   const kernels::ExpertFfnWeights* find(uint32_t layer, uint32_t expert) const;
@@ -26,7 +28,9 @@ class ExpertStore {
   const kernels::ExpertFfnWeights* findShared(uint32_t layer) const;
   bool servesLayer(uint32_t layer) const;
   const std::map<uint32_t, std::vector<uint32_t>>& experts() const { return byLayer_; }
-  uint64_t residentBytes() const { return residentBytes_; }  // weights held on the device
+  // Bytes of expert weights held on the device, summed from the matrices' allocations.
+  uint64_t residentBytes() const { return residentBytes_; }
+  DType dtype() const { return dtype_; }
 
  private:
   struct Resident {
@@ -36,6 +40,7 @@ class ExpertStore {
   // Uploads one FFN and accounts for its bytes.
   Status add(kernels::Backend& backend, const ExpertTensors& t, size_t inter, size_t hidden,
              const std::string& where, Resident& into);
+  DType dtype_ = DType::kF32;
 
   std::map<std::pair<uint32_t, uint32_t>, Resident> weights_;
   std::map<uint32_t, Resident> shared_;                // layer -> shared expert

@@ -102,6 +102,7 @@ Result<ValidRun> validateRun(proto::ExpertShard::RunParams::Reader params, const
   if (!segments) return makeError(segments.status());
   run.segments = std::move(segments).value();
   run.x = std::make_unique<F32Rows>(view.value());
+  run.wire = view.value().dtype;
   if (int64_t bad = firstNonFinite(run.x->values()); bad >= 0) {
     return makeError("rows: row " + std::to_string(bad / H) + " has a non-finite value at column " +
                      std::to_string(bad % H));

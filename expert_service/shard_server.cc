@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -33,6 +34,7 @@ struct ShardServer::Call {
   uint32_t layer = 0;
   uint32_t rows = 0;
   std::unique_ptr<F32Rows> x;  // [rows, H]
+  DType wire = DType::kF32;    // the rows' dtype: the reply is bf16 when they are, else f32
   SegmentTable segments;
   std::span<float> out;  // [rows, H]
   kj::Own<kj::PromiseFulfiller<kj::Promise<JobOutcome>>> done;
@@ -72,9 +74,13 @@ Result<std::unique_ptr<ShardModel>> ShardModel::load(const ClusterConfig& cluste
     return makeError("shard " + shardName + " device " + shard->device.str() + ": " +
                      backend.error());
   m->backend = std::move(backend).value();
-  auto store = ExpertStore::load(*m->backend, *ckpt.value(), *shard);
+  const DType dtype = resolveModelDType(cluster.modelDtype, ckpt.value()->expertsDType());
+  auto store = ExpertStore::load(*m->backend, *ckpt.value(), *shard, dtype);
   if (!store) return makeError(store.status());
   m->store = std::move(store).value();
+  m->dtype = std::string(dtypeName(dtype));
+  logInfo("shard ", shardName, ": experts resident in ", m->dtype, " on ", m->backend->name(), " (",
+          m->backend->kernelPath(dtype), "), ", m->store->residentBytes(), " bytes");
   return m;
 }
 
@@ -154,10 +160,22 @@ kj::Promise<void> ShardServer::runChecked(RunContext context) {
   kj::Own<Call> call = validate(context);
   const uint32_t R = call->rows;
   const uint32_t shape[2] = {R, model_->model.hiddenSize};
-  call->out = initF32(context.getResults().initOutput(), shape);
-  return enqueue(kj::mv(call)).then([this, start, R](JobOutcome o) {
+  // A bf16 caller (router.wire_dtype: bf16) gets bf16 results: computed into fp32 here, rounded
+  // into the reply once the job is done. Otherwise straight into the f32 reply.
+  std::shared_ptr<std::vector<float>> staged;
+  if (call->wire == DType::kBF16) {
+    staged = std::make_shared<std::vector<float>>(size_t{R} * shape[1]);
+    call->out = *staged;
+  } else {
+    call->out = initF32(context.getResults().initOutput(), shape);
+  }
+  return enqueue(kj::mv(call)).then([this, start, R, staged, context](JobOutcome o) mutable {
     if (!o.status)
       throwStatus(StatusCode::kInternal, "shard " + model_->shard.name + ": " + o.status.message());
+    if (staged) {
+      const uint32_t shape[2] = {R, model_->model.hiddenSize};
+      encodeBf16(context.getResults().initOutput(), shape, *staged);
+    }
     logDebug("ran ", R, " rows in ",
              std::chrono::duration_cast<std::chrono::microseconds>(
                  std::chrono::steady_clock::now() - start)
@@ -184,6 +202,7 @@ kj::Own<ShardServer::Call> ShardServer::validate(RunContext& context) {
   call->rows = run.value().rows;
   call->x = std::move(run.value().x);
   call->segments = std::move(run.value().segments);
+  call->wire = run.value().wire;
   const SegmentTable& t = call->segments;
   for (size_t s = 0; s < t.keys.size(); ++s) {
     if (t.keys[s] == kSharedExpertKey) continue;

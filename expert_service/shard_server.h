@@ -33,7 +33,7 @@ struct ShardModel {
   std::unique_ptr<kernels::Backend> backend;
   std::unique_ptr<ExpertStore> store;
   std::string fingerprint;    // modelFingerprint(model path), computed once at load
-  std::string dtype = "f32";  // the experts' resident/compute dtype: every backend computes in fp32
+  std::string dtype = "f32";  // the experts' resident/compute dtype (model.dtype resolved)
 
   static Result<std::unique_ptr<ShardModel>> load(const ClusterConfig& cluster,
                                                   const std::string& shardName);

@@ -1,15 +1,20 @@
 // The one compute interface. Every backend (plain CPU reference, BLAS CPU, CUDA) implements the
 // same operations with the same semantics; tests/backend_ops_test compares each against the
-// reference. All tensors are fp32, row-major, in host memory at this interface; a backend may keep
-// weights elsewhere (GPU memory) behind a Matrix handle.
+// reference. Weights are typed Matrix handles (f32, bf16 or f16) resident where the backend
+// computes (GPU memory for CUDA); the backend converts to its resident dtype once, at upload, and
+// says with supports(op, dtype) which weight dtypes each operation takes. Activations cross this
+// interface as fp32 row-major host spans; a backend computing in bf16 rounds them itself, and
+// every operation accumulates in fp32 (or wider).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <string_view>
 
+#include "common/dtype.h"
 #include "common/result.h"
 
 namespace moe::kernels {
@@ -18,14 +23,22 @@ namespace moe::kernels {
 // only usable with the backend that created it.
 class Matrix {
  public:
-  Matrix(size_t rows, size_t cols) : rows_(rows), cols_(cols) {}
+  Matrix(size_t rows, size_t cols, DType dtype = DType::kF32)
+      : rows_(rows), cols_(cols), dtype_(dtype) {}
   virtual ~Matrix() = default;
   size_t rows() const { return rows_; }
   size_t cols() const { return cols_; }
+  DType dtype() const { return dtype_; }  // the resident (and compute) dtype of the elements
+  // Bytes this handle holds on its device, measured from its allocations (0 when it owns none).
+  virtual size_t residentBytes() const { return 0; }
 
  private:
   size_t rows_, cols_;
+  DType dtype_;
 };
+
+// The operations of a Backend, for supports().
+enum class Op { kLinear, kSwiglu, kSoftmaxTopk, kExpertFfn };
 
 // One expert's SwiGLU FFN: FFN(x) = w2 · (silu(w1·x) ⊙ (w3·x)).
 struct ExpertFfnWeights {
@@ -50,9 +63,22 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string_view name() const = 0;  // "reference", "blas", "cuda:0"
 
-  // Copies a host matrix [rows, cols] (data.size() == rows*cols) to where this backend computes.
+  // Whether `op` runs with weights resident in `dtype` (kSwiglu/kSoftmaxTopk: their fp32
+  // activations; true for f32 on every backend). A false answer means upload() in that dtype
+  // fails, or the op refuses such a Matrix, with an error naming backend and dtype.
+  virtual bool supports(Op op, DType dtype) const = 0;
+
+  // Which kernel computes matrix products with `dtype` weights on this machine, chosen at run
+  // time (e.g. "onednn:avx512_core_amx"); for logs and the benchmark.
+  virtual std::string kernelPath(DType dtype) const { return std::string(dtypeName(dtype)); }
+
+  // Copies a host matrix [rows, cols] (data.size() == rows*cols) to where this backend computes,
+  // rounded (nearest-even) to `dtype`.
   virtual Result<std::unique_ptr<Matrix>> upload(std::span<const float> data, size_t rows,
-                                                 size_t cols) = 0;
+                                                 size_t cols, DType dtype) = 0;
+  Result<std::unique_ptr<Matrix>> upload(std::span<const float> data, size_t rows, size_t cols) {
+    return upload(data, rows, cols, DType::kF32);
+  }
 
   // y[T, w.rows] = x[T, w.cols] · wᵀ.  T may be 0.
   virtual Status linear(const Matrix& w, std::span<const float> x, size_t T,

@@ -4,12 +4,16 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu_softmax_topk.h"
 #include "kernels/host_matrix.h"
+#include "kernels/onednn_matmul.h"
 #include "kernels/op_checks.h"
 
 namespace moe::kernels {
@@ -38,20 +42,64 @@ void swigluLoop(const float* gate, const float* up, float* out, size_t n) {
 }
 
 // Grows `v` to at least n elements; never shrinks, so steady-state calls do not allocate.
-float* scratch(std::vector<float>& v, size_t n) {
+template <typename T>
+T* scratch(std::vector<T>& v, size_t n) {
   if (v.size() < n) v.resize(n);
   return v.data();
 }
 
+// fp32 -> bf16, round to nearest even; NaN stays NaN (same rule as moe::floatToBf16, inlined).
+inline uint16_t toBf16(float f) {
+  uint32_t u = std::bit_cast<uint32_t>(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+void toBf16(const float* in, uint16_t* out, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[i] = toBf16(in[i]);
+}
+
+// Below this many rows oneDNN's f32 matmul beats OpenBLAS sgemm (DESIGN.md §8, one thread:
+// 53 vs 2.9 GFLOP/s at M = 1, 115 vs 20 at M = 8, 99 vs 69 at M = 64, 97 vs 93 at M = 256); at
+// M = 1024 OpenBLAS is faster (102 vs 94).
+constexpr size_t kOnednnF32MaxRows = 512;
+
 class BlasBackend final : public Backend {
  public:
+  BlasBackend() : dnnl_(OnednnMatmul::create()) {}
+
   std::string_view name() const override { return kName; }
 
-  Result<std::unique_ptr<Matrix>> upload(std::span<const float> data, size_t rows,
-                                         size_t cols) override {
+  using Backend::upload;
+
+  // Every weight dtype runs: f32 on OpenBLAS/oneDNN, bf16 on oneDNN where the CPU has native
+  // bf16, and otherwise (and for f16) by widening the weights to fp32 per call (kernelPath says
+  // which).
+  bool supports(Op, DType dtype) const override { return isComputeDType(dtype); }
+
+  std::string kernelPath(DType dtype) const override {
+    const std::string isa = dnnl_ ? dnnl_->isa() : "none";
+    if (dtype == DType::kF32) {
+      return dnnl_ && dnnl_->usable(DType::kF32)
+                 ? "onednn-f32:" + isa + " (rows < 512), openblas-sgemm"
+                 : "openblas-sgemm";
+    }
+    if (dtype == DType::kBF16 && dnnl_ && dnnl_->usable(DType::kBF16)) return "onednn-bf16:" + isa;
+    return std::string("widen-") + std::string(dtypeName(dtype)) + "+openblas-sgemm";
+  }
+
+  Result<std::unique_ptr<Matrix>> upload(std::span<const float> data, size_t rows, size_t cols,
+                                         DType dtype) override {
     if (Status s = checkUpload(data, rows, cols); !s.isOk()) return makeError(s);
-    return std::unique_ptr<Matrix>(
-        std::make_unique<HostMatrix>(std::vector<float>(data.begin(), data.end()), rows, cols));
+    if (Status s = checkUploadDType(kName, dtype); !s.isOk()) return makeError(s);
+    auto m = std::make_unique<HostMatrix>(data, rows, cols, dtype);
+    // bf16 on oneDNN: packed once into its blocked layout, so no call repacks the weights.
+    if (dtype == DType::kBF16 && dnnl_ && dnnl_->usable(DType::kBF16) && rows > 0 && cols > 0 &&
+        checkFitsInt("upload rows", rows).isOk() && checkFitsInt("upload cols", cols).isOk()) {
+      if (auto p = dnnl_->pack(dtype, m->half().data(), rows, cols)) m->setPacked(std::move(p));
+    }
+    return std::unique_ptr<Matrix>(std::move(m));
   }
 
   Status linear(const Matrix& w, std::span<const float> x, size_t T, std::span<float> y) override {
@@ -61,8 +109,12 @@ class BlasBackend final : public Backend {
     MOE_KERNELS_RETURN_IF_ERROR(checkFitsInt("linear T", T));
     MOE_KERNELS_RETURN_IF_ERROR(checkFitsInt("linear N", w.rows()));
     MOE_KERNELS_RETURN_IF_ERROR(checkFitsInt("linear K", w.cols()));
-    gemmTransB(x.data(), T, w.cols(), hw.value()->data().data(), w.rows(), y.data());
-    return Status::ok();
+    if (w.dtype() == DType::kF32) {  // OpenBLAS only: gate logits must not depend on T's path
+      gemmTransB(x.data(), T, w.cols(), hw.value()->data().data(), w.rows(), y.data());
+      return Status::ok();
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    return matmul(*hw.value(), x.data(), T, y.data());
   }
 
   Status swiglu(std::span<const float> gate, std::span<const float> up,
@@ -120,10 +172,10 @@ class BlasBackend final : public Backend {
         const float* src = x.data() + size_t{segments.rows[begin + j]} * H;
         std::copy(src, src + H, xs + j * H);
       }
-      gemmTransB(xs, n, H, mats[3 * s]->data().data(), I, h1);
-      gemmTransB(xs, n, H, mats[3 * s + 1]->data().data(), I, h3);
+      MOE_KERNELS_RETURN_IF_ERROR(matmul(*mats[3 * s], xs, n, h1));
+      MOE_KERNELS_RETURN_IF_ERROR(matmul(*mats[3 * s + 1], xs, n, h3, /*sameX=*/true));
       swigluLoop(h1, h3, h1, n * I);
-      gemmTransB(h1, n, I, mats[3 * s + 2]->data().data(), H, out);
+      MOE_KERNELS_RETURN_IF_ERROR(matmul(*mats[3 * s + 2], h1, n, out));
       for (size_t j = 0; j < n; ++j) {
         const float w = segments.weights[begin + j];
         float* dst = y.data() + size_t{segments.rows[begin + j]} * H;
@@ -134,8 +186,50 @@ class BlasBackend final : public Backend {
   }
 
  private:
-  std::mutex mu_;  // guards the scratch buffers below
-  std::vector<float> xs_, h1_, h3_, out_;
+  // y[T, w.rows] = x[T, w.cols] · wᵀ in w's dtype with fp32 accumulation, on the fastest path
+  // this CPU has (see kernelPath). `sameX`: x is the one the previous call rounded to bf16, so
+  // its bf16 copy in x16_ is reused. Caller holds mu_; T, rows, cols fit in int.
+  Status matmul(const HostMatrix& w, const float* x, size_t T, float* y, bool sameX = false) {
+    const size_t N = w.rows(), K = w.cols();
+    if (T == 0 || N == 0) return Status::ok();
+    if (K == 0) {
+      std::fill(y, y + T * N, 0.0f);
+      return Status::ok();
+    }
+    const bool dnnlF32 = dnnl_ && dnnl_->usable(DType::kF32);
+    const bool dnnlBf16 = dnnl_ && dnnl_->usable(DType::kBF16);
+    switch (w.dtype()) {
+      case DType::kF32:
+        if (dnnlF32 && T < kOnednnF32MaxRows) {
+          return dnnl_->run(DType::kF32, x, T, K, w.data().data(), N, y);
+        }
+        gemmTransB(x, T, K, w.data().data(), N, y);
+        return Status::ok();
+      case DType::kBF16:
+        if (dnnlBf16) {
+          uint16_t* x16 = scratch(x16_, T * K);
+          if (!sameX || x16From_ != x || x16Count_ != T * K) toBf16(x, x16, T * K);
+          x16From_ = x;
+          x16Count_ = T * K;
+          if (w.packed() != nullptr) return dnnl_->run(DType::kBF16, x16, T, K, *w.packed(), N, y);
+          return dnnl_->run(DType::kBF16, x16, T, K, w.half().data(), N, y);
+        }
+        break;
+      default:  // f16: no native path here
+        break;
+    }
+    float* wide = scratch(wide_, N * K);  // fallback: widen the weights, fp32 GEMM
+    w.widen({wide, N * K});
+    gemmTransB(x, T, K, wide, N, y);
+    return Status::ok();
+  }
+
+  std::unique_ptr<OnednnMatmul> dnnl_;  // null when oneDNN has no CPU engine
+  std::mutex mu_;                       // guards the scratch buffers below
+  std::vector<float> xs_, h1_, h3_, out_, wide_;
+  std::vector<uint16_t> x16_;       // x rounded to bf16 for oneDNN
+  const float* x16From_ = nullptr;  // the x that x16_ holds, for `sameX`
+  size_t x16Count_ = 0;
 };
 
 }  // namespace
@@ -146,6 +240,7 @@ std::unique_ptr<Backend> makeBlasBackend() {
 
 void setBlasThreads(int n) {
   openblas_set_num_threads(std::max(1, n));
+  setOnednnThreads(std::max(1, n));
 }
 
 }  // namespace moe::kernels

@@ -1,5 +1,8 @@
-// The fast CPU backend: GEMMs through OpenBLAS (cblas_sgemm), grouped expert FFN by gathering
-// each segment's rows into one contiguous block. Used when no GPU is usable.
+// The fast CPU backend: GEMMs through oneDNN (bf16 weights where the CPU has native bf16, packed
+// once at upload into oneDNN's blocked layout; f32 below 512 rows) and OpenBLAS (cblas_sgemm: f32
+// from 512 rows, where it measures faster), chosen at run time (kernelPath says which); grouped
+// expert FFN by gathering each segment's rows into one contiguous block. Used when no GPU is
+// usable.
 #pragma once
 
 #include <memory>
@@ -12,8 +15,8 @@ namespace moe::kernels {
 // it may be shared between threads; for parallelism use one backend per executor thread.
 std::unique_ptr<Backend> makeBlasBackend();
 
-// Threads OpenBLAS uses in this process (n >= 1). Several shards on one machine should split its
-// cores between them: oversubscribed BLAS threads slow every shard down.
+// Threads OpenBLAS and oneDNN use in this process (n >= 1). Several shards on one machine should
+// split its cores between them: oversubscribed BLAS threads slow every shard down.
 void setBlasThreads(int n);
 
 }  // namespace moe::kernels

@@ -40,6 +40,13 @@ Status checkUpload(std::span<const float> data, size_t rows, size_t cols) {
   return Status::ok();
 }
 
+Status checkUploadDType(std::string_view backend, DType dtype) {
+  if (isComputeDType(dtype)) return Status::ok();
+  return Status::error(std::string(backend) + ": upload: " + std::string(dtypeName(dtype)) +
+                       " is a checkpoint storage dtype, not one weights are held in (f32, bf16, "
+                       "f16)");
+}
+
 Status checkLinear(const Matrix& w, size_t xSize, size_t T, size_t ySize) {
   size_t nx = 0, ny = 0;
   if (!mulFits(T, w.cols(), &nx) || !mulFits(T, w.rows(), &ny)) {

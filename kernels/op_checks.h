@@ -28,6 +28,8 @@ namespace moe::kernels {
 
 // data.size() == rows * cols.
 Status checkUpload(std::span<const float> data, size_t rows, size_t cols);
+// `dtype` is one a Matrix can be held in (f32, bf16, f16; not a checkpoint-only dtype).
+Status checkUploadDType(std::string_view backend, DType dtype);
 
 // x [T, w.cols], y [T, w.rows].
 Status checkLinear(const Matrix& w, size_t xSize, size_t T, size_t ySize);

@@ -2,6 +2,7 @@
 #include "kernels/reference_backend.h"
 
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu_softmax_topk.h"
@@ -21,19 +22,28 @@ class ReferenceBackend final : public Backend {
  public:
   std::string_view name() const override { return kName; }
 
-  Result<std::unique_ptr<Matrix>> upload(std::span<const float> data, size_t rows,
-                                         size_t cols) override {
+  using Backend::upload;
+
+  // Every op with every weight dtype: weights are widened exactly to fp32, then to double.
+  bool supports(Op, DType dtype) const override { return isComputeDType(dtype); }
+  std::string kernelPath(DType dtype) const override {
+    return std::string("reference-") + std::string(dtypeName(dtype));
+  }
+
+  Result<std::unique_ptr<Matrix>> upload(std::span<const float> data, size_t rows, size_t cols,
+                                         DType dtype) override {
     if (Status s = checkUpload(data, rows, cols); !s.isOk()) return makeError(s);
-    return std::unique_ptr<Matrix>(
-        std::make_unique<HostMatrix>(std::vector<float>(data.begin(), data.end()), rows, cols));
+    if (Status s = checkUploadDType(kName, dtype); !s.isOk()) return makeError(s);
+    return std::unique_ptr<Matrix>(std::make_unique<HostMatrix>(data, rows, cols, dtype));
   }
 
   Status linear(const Matrix& w, std::span<const float> x, size_t T, std::span<float> y) override {
     MOE_KERNELS_RETURN_IF_ERROR(checkLinear(w, x.size(), T, y.size()));
     auto hw = asBackendMatrix<HostMatrix>(&w, kName, "w");
     if (!hw.isOk()) return hw.status();
-    const std::span<const float> W = hw.value()->data();  // [N, K]
     const size_t N = w.rows(), K = w.cols();
+    std::vector<float> W(N * K);  // [N, K]
+    hw.value()->widen(W);
     for (size_t t = 0; t < T; ++t) {
       for (size_t n = 0; n < N; ++n) {
         double acc = 0.0;
@@ -74,10 +84,11 @@ class ReferenceBackend final : public Backend {
       if (!w1.isOk()) return w1.status();
       if (!w3.isOk()) return w3.status();
       if (!w2.isOk()) return w2.status();
-      const std::span<const float> W1 = w1.value()->data();  // [I, H]
-      const std::span<const float> W3 = w3.value()->data();  // [I, H]
-      const std::span<const float> W2 = w2.value()->data();  // [H, I]
       const size_t I = e.w1->rows();
+      std::vector<float> W1(I * H), W3(I * H), W2(H * I);  // [I, H], [I, H], [H, I]
+      w1.value()->widen(W1);
+      w3.value()->widen(W3);
+      w2.value()->widen(W2);
       std::vector<double> act(I);  // [I]
       for (size_t j = segments.offsets[s]; j < segments.offsets[s + 1]; ++j) {
         const size_t r = segments.rows[j];

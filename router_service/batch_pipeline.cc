@@ -89,7 +89,7 @@ void BatchPipeline::prepareRequests(State& st) {
 
 // The compute job of a batch: route and plan, then encode every planned call whose request is
 // at hand.
-Result<RoutedBatch> BatchPipeline::routeAndEncode(State& st, float scale, uint32_t H) {
+Result<RoutedBatch> BatchPipeline::routeAndEncode(State& st, float scale, uint32_t H, DType wire) {
   auto routed = routeBatch(st.layer, st.batch, st.replicas);
   if (!routed) return routed;
   for (const ShardWork& w : routed.value().plan.work) {
@@ -97,7 +97,7 @@ Result<RoutedBatch> BatchPipeline::routeAndEncode(State& st, float scale, uint32
     a->work = w;
     if (st.prepared[w.shard]) {
       a->request = std::move(st.prepared[w.shard]);
-      encodeShardCall(w, st.batch.layer, st.batch.x, H, scale, *a->request);
+      encodeShardCall(w, st.batch.layer, st.batch.x, H, scale, wire, *a->request);
       a->encoded = true;
     }
     st.attempts.push_back(std::move(a));
@@ -125,7 +125,10 @@ kj::Promise<Batcher::Replies> BatchPipeline::runOnce(Batch batch, kj::Function<v
   prepareRequests(*st);
   const float scale = model_.model.expertInputScale();
   const uint32_t H = model_.model.hiddenSize;
-  return executor_.run([st, scale, H]() { return routeAndEncode(*st, scale, H); })
+  return executor_
+      .run([st, scale, H, wire = model_.cluster.router.wireDtype]() {
+        return routeAndEncode(*st, scale, H, wire);
+      })
       .then([this, st, onRouted = kj::mv(routed)](
                 Result<RoutedBatch> r) mutable -> kj::Promise<Batcher::Replies> {
         onRouted();
@@ -213,12 +216,13 @@ kj::Promise<void> BatchPipeline::encodeAndSend(std::shared_ptr<State> st,
   }
   const float scale = model_.model.expertInputScale();
   const uint32_t H = model_.model.hiddenSize;
-  auto encoded = executor_.run([st, jobs = std::move(jobs), scale, H]() {
-    for (Attempt* a : jobs) {
-      encodeShardCall(a->work, st->batch.layer, st->batch.x, H, scale, *a->request);
-      a->encoded = true;
-    }
-  });
+  auto encoded = executor_.run(
+      [st, jobs = std::move(jobs), scale, H, wire = model_.cluster.router.wireDtype]() {
+        for (Attempt* a : jobs) {
+          encodeShardCall(a->work, st->batch.layer, st->batch.x, H, scale, wire, *a->request);
+          a->encoded = true;
+        }
+      });
   return encoded.then([this, st, attempts = std::move(attempts)]() {
     kj::Vector<kj::Promise<void>> calls;
     for (size_t i : attempts) calls.add(send(st, i));
@@ -267,9 +271,12 @@ kj::Promise<void> BatchPipeline::callOnce(std::shared_ptr<State> st, Attempt* a)
   auto account =
       std::make_shared<CallAccount>(health_, metrics_ ? &metrics_->shard(shard) : nullptr, shard,
                                     static_cast<uint32_t>(a->work.tokens.size()));
+  RouterMetrics::Shard* m = metrics_ ? &metrics_->shard(shard) : nullptr;
+  if (m) m->sentBytes->Increment(static_cast<double>(a->request->getRows().getData().size()));
   return transport_.send(shard, kj::mv(*a->request))
       .then(
-          [a, account](ShardTransport::RunResponse&& r) {
+          [a, account, m](ShardTransport::RunResponse&& r) {
+            if (m) m->receivedBytes->Increment(static_cast<double>(r.getOutput().getData().size()));
             a->response = std::make_unique<ShardTransport::RunResponse>(kj::mv(r));
             account->end(Status::ok());
           },
@@ -341,9 +348,9 @@ kj::Promise<void> BatchPipeline::hedge(std::shared_ptr<State> st, size_t i) {
   }
   const float scale = model_.model.expertInputScale();
   const uint32_t H = model_.model.hiddenSize;
-  auto encoded = executor_.run([st, jobs, scale, H]() {
+  auto encoded = executor_.run([st, jobs, scale, H, wire = model_.cluster.router.wireDtype]() {
     for (Attempt* a : jobs)
-      encodeShardCall(a->work, st->batch.layer, st->batch.x, H, scale, *a->request);
+      encodeShardCall(a->work, st->batch.layer, st->batch.x, H, scale, wire, *a->request);
   });
   return encoded
       .then([this, st, jobs]() {

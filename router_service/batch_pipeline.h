@@ -47,7 +47,7 @@ class BatchPipeline {
   ReplicaChoice chooseReplicas(const Placement& p, uint32_t layer);
   struct Attempt;
   void prepareRequests(State& st);
-  static Result<RoutedBatch> routeAndEncode(State& st, float scale, uint32_t H);
+  static Result<RoutedBatch> routeAndEncode(State& st, float scale, uint32_t H, DType wire);
   kj::Promise<Batcher::Replies> fanOut(std::shared_ptr<State> st);
   kj::Promise<void> send(std::shared_ptr<State> st, size_t attempt);
   kj::Promise<void> callOnce(std::shared_ptr<State> st, Attempt* attempt);

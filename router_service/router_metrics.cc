@@ -125,6 +125,14 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, const ModelConfig& 
                     .Name("moe_shard_rows_sent_total")
                     .Help("Token rows sent to the shard")
                     .Register(registry);
+  f.sentBytes = &prometheus::BuildCounter()
+                     .Name("moe_shard_sent_bytes_total")
+                     .Help("Payload bytes of token rows sent to the shard (router.wire_dtype)")
+                     .Register(registry);
+  f.receivedBytes = &prometheus::BuildCounter()
+                         .Name("moe_shard_received_bytes_total")
+                         .Help("Payload bytes of results received from the shard")
+                         .Register(registry);
   f.inflightRows = &prometheus::BuildGauge()
                         .Name("moe_shard_inflight_rows")
                         .Help("Token rows sent to the shard and not yet answered")
@@ -148,6 +156,8 @@ void RouterMetrics::addShard(const ShardConfig& shard) {
   sh.inFlight = &f.inFlight->Add(l);
   sh.up = &f.up->Add(l);
   sh.rowsSent = &f.rowsSent->Add(l);
+  sh.sentBytes = &f.sentBytes->Add(l);
+  sh.receivedBytes = &f.receivedBytes->Add(l);
   sh.inflightRows = &f.inflightRows->Add(l);
   sh.identityMismatches = &f.identityMismatches->Add(l);
   sh.errUnavailable = withCode("unavailable");

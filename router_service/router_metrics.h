@@ -40,6 +40,9 @@
 //   moe_shard_rpc_in_flight{shard}                gauge
 //   moe_shard_up{shard}                           gauge, 1 when the last call/probe succeeded
 //   moe_shard_rows_sent_total{shard}              counter, token rows sent to the shard
+//   moe_shard_sent_bytes_total{shard}             counter, payload bytes of those rows
+//                                                 (router.wire_dtype: f32 or bf16)
+//   moe_shard_received_bytes_total{shard}         counter, payload bytes of results received
 //   moe_shard_inflight_rows{shard}                gauge, token rows sent and not yet answered
 //   moe_shard_identity_mismatch_total{shard}      counter, probes that found another model or
 //                                                 placement at the shard's address
@@ -96,6 +99,8 @@ class RouterMetrics {
     prometheus::Gauge* inFlight;
     prometheus::Gauge* up;
     prometheus::Counter* rowsSent;
+    prometheus::Counter* sentBytes;      // payload bytes of rows sent (router.wire_dtype)
+    prometheus::Counter* receivedBytes;  // payload bytes of results received
     prometheus::Gauge* inflightRows;
     prometheus::Counter* identityMismatches;
     prometheus::Counter* errUnavailable;
@@ -150,6 +155,8 @@ class RouterMetrics {
     prometheus::Family<prometheus::Gauge>* inFlight;
     prometheus::Family<prometheus::Gauge>* up;
     prometheus::Family<prometheus::Counter>* rowsSent;
+    prometheus::Family<prometheus::Counter>* sentBytes;
+    prometheus::Family<prometheus::Counter>* receivedBytes;
     prometheus::Family<prometheus::Gauge>* inflightRows;
     prometheus::Family<prometheus::Counter>* identityMismatches;
   };

@@ -34,6 +34,14 @@ Result<std::unique_ptr<RouterModel>> RouterModel::load(const ClusterConfig& clus
                      "router.device " + cluster.router.device.str() + ": " + backend.error());
   m->backend = std::move(backend).value();
   m->placement = std::make_shared<const Placement>(Placement::fromConfig(cluster, m->model));
+  m->dtype = resolveModelDType(cluster.modelDtype, ckpt.value()->expertsDType());
+  if (m->model.sharedIntermediateSize > 0 &&
+      !m->backend->supports(kernels::Op::kExpertFfn, m->dtype)) {
+    return makeError(StatusCode::kFailedPrecondition,
+                     "router.device " + cluster.router.device.str() + ": backend " +
+                         std::string(m->backend->name()) + " cannot compute experts in " +
+                         std::string(dtypeName(m->dtype)) + " (model.dtype)");
+  }
   for (uint32_t layer : m->model.moeLayers) {
     const bool sharedOnShard = std::any_of(
         cluster.shards.begin(), cluster.shards.end(),
@@ -47,7 +55,7 @@ Result<std::unique_ptr<RouterModel>> RouterModel::load(const ClusterConfig& clus
       m->bias.emplace(layer, std::move(b).value());
     }
     if (m->model.sharedIntermediateSize > 0) {
-      auto shared = SharedExpert::load(*m->backend, *ckpt.value(), layer, !sharedOnShard);
+      auto shared = SharedExpert::load(*m->backend, *ckpt.value(), layer, !sharedOnShard, m->dtype);
       if (!shared) return makeError(shared.status());
       m->shared.emplace(layer, std::move(shared).value());
     }

@@ -36,7 +36,8 @@ struct LayerModel {
 struct RouterModel {
   ClusterConfig cluster;
   ModelConfig model;
-  std::string fingerprint;  // modelFingerprint of the checkpoint: what every shard must report
+  std::string fingerprint;    // modelFingerprint of the checkpoint: what every shard must report
+  DType dtype = DType::kF32;  // model.dtype resolved: the experts' resident/compute dtype
   std::unique_ptr<kernels::Backend> backend;
   std::shared_ptr<const Placement> placement;  // replaced whole by a reload, never changed
   std::map<uint32_t, std::unique_ptr<GateNetwork>> gates;    // MoE layer -> its router network

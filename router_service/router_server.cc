@@ -242,6 +242,7 @@ kj::Promise<void> RouterServer::info(InfoContext context) {
     info.setBackend(std::string(model_->backend->name()));
     info.setMaxTokens(model_->cluster.router.maxTokens);
     info.setFingerprint(model_->fingerprint);
+    info.setDtype(std::string(dtypeName(model_->dtype)));  // the cluster's (model.dtype)
     std::vector<uint32_t> listed;  // every shard of the placement: removed ones are gone
     for (uint32_t i = 0; i < transport_->numShards(); ++i) {
       if (!health_.removed(i)) listed.push_back(i);

@@ -9,14 +9,15 @@ namespace moe::router {
 
 Result<std::unique_ptr<SharedExpert>> SharedExpert::load(kernels::Backend& backend,
                                                          const Checkpoint& ckpt, uint32_t layer,
-                                                         bool withFfn) {
+                                                         bool withFfn, DType dtype) {
   const ModelConfig& m = ckpt.config();
   std::unique_ptr<SharedExpert> s(new SharedExpert());
   s->hidden_ = m.hiddenSize;
   if (withFfn) {
     auto t = ckpt.sharedExpert(layer);
     if (!t) return makeError(t.status());
-    auto ffn = kernels::uploadExpert(backend, t.value(), m.sharedIntermediateSize, m.hiddenSize);
+    auto ffn =
+        kernels::uploadExpert(backend, t.value(), m.sharedIntermediateSize, m.hiddenSize, dtype);
     if (!ffn) return makeError("layer " + std::to_string(layer) + " shared expert: " + ffn.error());
     s->ffn_ = std::move(ffn).value();
     s->hasFfn_ = true;

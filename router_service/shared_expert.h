@@ -18,10 +18,10 @@ namespace moe::router {
 class SharedExpert {
  public:
   // Loads layer `layer`'s shared-expert gate (when the model gates it) and, when `withFfn`, its
-  // FFN onto `backend`.
+  // FFN onto `backend`, resident in `dtype` (model.dtype; the sigmoid gate stays fp32).
   static Result<std::unique_ptr<SharedExpert>> load(kernels::Backend& backend,
                                                     const Checkpoint& ckpt, uint32_t layer,
-                                                    bool withFfn);
+                                                    bool withFfn, DType dtype = DType::kF32);
 
   // g(x) per token: [T].
   Result<std::vector<float>> weights(kernels::Backend& backend, std::span<const float> x,

@@ -17,6 +17,7 @@ pkgs=(
   libyaml-cpp-dev                   # cluster config
   libboost-dev                      # Asio/Beast (admin plane)
   libopenblas-dev                   # CPU GEMMs
+  libdnnl-dev                       # oneDNN: bf16 and small-batch CPU matmuls
   nlohmann-json3-dev                # safetensors headers, config.json
   libcli11-dev                      # every program's command line (common/cli.h)
   libgtest-dev libgmock-dev         # tests

@@ -32,7 +32,7 @@ struct ServiceInfo {
   ready @12 :Bool;          # router: every expert reachable on at least one shard
   shards @13 :List(ShardStatus);     # router only
   fingerprint @14 :Text;  # modelFingerprint of the checkpoint this process loaded
-  dtype @15 :Text;  # resident/compute dtype of its experts ("f32" today)
+  dtype @15 :Text;  # resident/compute dtype of its experts (model.dtype resolved: f32, bf16, f16)
   draining @16 :Bool;  # SIGTERM received: finishing its calls, taking no new ones
   numLayers @17 :UInt32;  # decoder layers of the model (num_hidden_layers); moeLayers are MoE
 }

@@ -52,6 +52,7 @@ class CudaMatrix final : public Matrix {
   int device() const { return device_; }
   const float* data() const { return data_.get(); }  // [rows, cols]
   DeviceBuffer<float>& buffer() { return data_; }
+  size_t residentBytes() const override { return data_.capacity() * sizeof(float); }
 
  private:
   int device_;
@@ -105,9 +106,21 @@ class CudaBackend final : public Backend {
 
   std::string_view name() const override { return name_; }
 
-  Result<std::unique_ptr<Matrix>> upload(std::span<const float> data, size_t rows,
-                                         size_t cols) override {
+  using Backend::upload;
+
+  // fp32 weights only, for now: bf16 (cuBLAS tensor cores) is issue 12's GPU part.
+  bool supports(Op, DType dtype) const override { return dtype == DType::kF32; }
+  std::string kernelPath(DType dtype) const override {
+    return dtype == DType::kF32 ? "cublas-sgemm" : "unsupported";
+  }
+
+  Result<std::unique_ptr<Matrix>> upload(std::span<const float> data, size_t rows, size_t cols,
+                                         DType dtype) override {
     if (Status s = checkUpload(data, rows, cols); !s.isOk()) return makeError(s);
+    if (dtype != DType::kF32) {
+      return makeError(name_ + ": " + std::string(dtypeName(dtype)) +
+                       " weights are not supported (f32 only); set model.dtype: f32");
+    }
     auto m = std::make_unique<CudaMatrix>(rows, cols, device_);
     if (Status s = uploadInto(*m, data); !s.isOk()) return makeError(s);
     return std::unique_ptr<Matrix>(std::move(m));

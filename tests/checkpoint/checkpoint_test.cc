@@ -8,7 +8,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
+#include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
@@ -267,6 +270,138 @@ TEST_F(CheckpointTest, DTypesAgreeThroughConversion) {
     EXPECT_EQ(h[i], f16ToFloat(floatToF16(ref[i]))) << i;
   }
   EXPECT_EQ(json::parse(readFile(path("f16/config.json")))["torch_dtype"], "float16");
+}
+
+// The FP8 byte nearest to v (brute force over the 256 codes; NaN codes skipped).
+uint8_t nearestFp8(float v, DType t) {
+  uint8_t best = 0;
+  float bestErr = std::numeric_limits<float>::infinity();
+  for (int c = 0; c < 256; ++c) {
+    const float f = t == DType::kF8E4M3 ? f8e4m3ToFloat(uint8_t(c)) : f8e5m2ToFloat(uint8_t(c));
+    if (!std::isfinite(f)) continue;
+    if (std::abs(f - v) < bestErr) {
+      bestErr = std::abs(f - v);
+      best = uint8_t(c);
+    }
+  }
+  return best;
+}
+
+TEST(Fp8, DecodesTheOcpFormats) {
+  const struct {
+    uint8_t byte;
+    float e4m3, e5m2;
+  } cases[] = {
+      {0x00, 0.0f, 0.0f},
+      {0x38, 1.0f, 0.5f},
+      {0xb8, -1.0f, -0.5f},
+      {0x7b, 352.0f, 57344.0f},
+      {0x40, 2.0f, 2.0f},
+      {0x3c, 1.5f, 1.0f},
+      {0x01, 0.001953125f, 1.52587890625e-05f},  // subnormals: 2^-9, 2^-16
+  };
+  for (const auto& tc : cases) {
+    EXPECT_EQ(f8e4m3ToFloat(tc.byte), tc.e4m3) << int(tc.byte);
+    EXPECT_EQ(f8e5m2ToFloat(tc.byte), tc.e5m2) << int(tc.byte);
+  }
+  EXPECT_EQ(f8e4m3ToFloat(0x7e), 448.0f);  // E4M3's largest; the same byte is NaN in E5M2
+  EXPECT_TRUE(std::isnan(f8e5m2ToFloat(0x7e)));
+  EXPECT_TRUE(std::isnan(f8e4m3ToFloat(0x7f)));
+  EXPECT_TRUE(std::isinf(f8e5m2ToFloat(0x7c)));
+}
+
+// A DeepSeek-V3-style FP8 checkpoint, written with real FP8 bytes and 128×128 block scales
+// (`weight_scale_inv`, amax/448 per block), loads to exactly its dequantized reference
+// (fp8 value × block scale), and to within FP8 precision of the weights it was quantized from.
+TEST_F(CheckpointTest, Fp8BlockScaledCheckpointMatchesItsDequantizedReference) {
+  SyntheticModelSpec spec = tinySpec();
+  spec.hiddenSize = 200;        // 2 column blocks, the second partial
+  spec.intermediateSize = 136;  // 2 row blocks, the second partial
+  spec.dtype = DType::kF32;
+  for (DType fp8 : {DType::kF8E4M3, DType::kF8E5M2}) {
+    SCOPED_TRACE(std::string(dtypeName(fp8)));
+    const std::string sub = std::string("fp8-") + std::string(dtypeName(fp8));
+    const std::string d = make(spec, sub);
+    const float maxCode = fp8 == DType::kF8E4M3 ? 448.0f : 57344.0f;
+    std::map<std::string, std::vector<float>> reference;  // name -> dequantized values
+    SafetensorsWriter w;
+    {  // read (and unmap) the fp32 file before rewriting it
+      auto f = SafetensorsFile::open(d + "/model.safetensors");
+      ASSERT_TRUE(f) << f.error();
+      for (const TensorInfo& t : f.value()->tensors()) {
+        auto b = f.value()->bytes(t);
+        if (!contains(t.name, ".experts.") || t.shape.size() != 2) {
+          w.add(t.name, t.dtype, t.shape, std::vector<std::byte>(b.begin(), b.end()));
+          continue;
+        }
+        const uint64_t R = t.shape[0], C = t.shape[1], br = (R + 127) / 128, bc = (C + 127) / 128;
+        std::vector<float> v(R * C);
+        convertToF32(t.dtype, b, v);
+        std::vector<float> scale(br * bc, 0.0f);
+        for (uint64_t r = 0; r < R; ++r) {
+          for (uint64_t c = 0; c < C; ++c) {
+            float& s = scale[(r / 128) * bc + c / 128];
+            s = std::max(s, std::abs(v[r * C + c]) / maxCode);
+          }
+        }
+        std::vector<std::byte> q(R * C);
+        std::vector<float>& ref = reference[t.name];
+        ref.resize(R * C);
+        for (uint64_t r = 0; r < R; ++r) {
+          for (uint64_t c = 0; c < C; ++c) {
+            const float s = scale[(r / 128) * bc + c / 128];
+            const uint8_t code = nearestFp8(v[r * C + c] / s, fp8);
+            q[r * C + c] = std::byte{code};
+            const float decoded = fp8 == DType::kF8E4M3 ? f8e4m3ToFloat(code) : f8e5m2ToFloat(code);
+            ref[r * C + c] = decoded * s;
+            // FP8 keeps 3 (E4M3) or 2 (E5M2) mantissa bits: within 1/8 of the block's scale·|v|.
+            EXPECT_LE(std::abs(ref[r * C + c] - v[r * C + c]),
+                      0.126f * std::abs(v[r * C + c]) + s * 0.02f)
+                << t.name;
+          }
+        }
+        std::vector<std::byte> scaleBytes(scale.size() * 4);
+        std::memcpy(scaleBytes.data(), scale.data(), scaleBytes.size());
+        w.add(t.name, fp8, t.shape, std::move(q));
+        w.add(t.name + "_scale_inv", DType::kF32, {br, bc}, std::move(scaleBytes));
+      }
+    }
+    ASSERT_TRUE(w.write(d + "/model.safetensors"));
+    auto ckpt = openOk(d);
+    ASSERT_TRUE(ckpt);
+    EXPECT_EQ(ckpt->expertsDType(), fp8);
+    ASSERT_FALSE(reference.empty());
+    for (uint32_t layer : {0u, 1u}) {
+      for (uint32_t e = 0; e < spec.numExperts; ++e) {
+        auto t = ckpt->expert(layer, e);
+        ASSERT_TRUE(t) << t.error();
+        const std::pair<const char*, const std::vector<float>*> mats[] = {
+            {"w1", &t.value().w1}, {"w3", &t.value().w3}, {"w2", &t.value().w2}};
+        for (auto [w, got] : mats) {
+          const std::vector<float>& want = reference.at(expertName(layer, e, w));
+          ASSERT_EQ(got->size(), want.size());
+          for (size_t i = 0; i < want.size(); ++i) {
+            ASSERT_EQ((*got)[i], want[i]) << expertName(layer, e, w) << " element " << i;
+          }
+        }
+      }
+    }
+  }
+}
+
+// A dtype no loader handles is an error naming the tensor and the dtype, never a crash.
+TEST_F(CheckpointTest, UnknownDtypeNamesTensorAndDtype) {
+  const std::string d = make(tinySpec(), "unknown-dtype");
+  const std::string file = d + "/model.safetensors";
+  std::string bytes = readFile(file);
+  const std::string from = "\"dtype\":\"BF16\"", to = "\"dtype\":\"BOOL\"";
+  const size_t at = bytes.find(from);
+  ASSERT_NE(at, std::string::npos);
+  bytes.replace(at, from.size(), to);  // same length: offsets stay valid
+  writeFile(file, bytes);
+  const std::string e = openError(d);
+  EXPECT_TRUE(contains(e, "unsupported dtype BOOL")) << e;
+  EXPECT_TRUE(contains(e, "tensor model.layers.")) << e;
 }
 
 TEST_F(CheckpointTest, RewritingWithOtherLayoutReplacesIt) {

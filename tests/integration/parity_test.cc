@@ -3,7 +3,8 @@
 // separately in client/) returns, for T ∈ {1, 7, 256, 1000}, k ∈ {1, 2, 3, E}, with and without a
 // replicated expert, for every model family and routing option: the same experts for every
 // token (from the reply's routing field), max relative error ≤ 1e-5 in fp32, and exactly the rows
-// over the network that the routing implies (none for MoE++ zero-computation experts).
+// over the network that the routing implies (none for MoE++ zero-computation experts). Every
+// family runs again with bf16 experts and a bf16 wire (≤ 3e-2; the same experts chosen).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -35,6 +36,8 @@ struct ParityCase {
   uint32_t moeExpertInterval = 1;  // MoE++
   bool moeMixtralGating = false;
   bool moeLogitsNorm = false;
+  std::string dtype = "f32";  // model.dtype
+  std::string wire = "f32";   // router.wire_dtype
 };
 
 // gtest prints a failing case by name rather than as a byte dump.
@@ -135,6 +138,11 @@ TEST_P(ParityTest, ClusterMatchesInProcessLayer) {
   spec.shardExperts = pc.shards;
   spec.routing = pc.routing;
   spec.sharedExpertShard = pc.sharedExpertShard;
+  spec.modelYaml = "  dtype: " + pc.dtype + "\n";
+  spec.routerYaml = "  wire_dtype: " + pc.wire + "\n";
+  // bf16 experts or rows: activations are rounded to 8 significant bits at each GEMM input (the
+  // reference computes in double on the same weights), so ~2^-8 relative, not fp32's 1e-5.
+  const double tolerance = pc.dtype == "bf16" || pc.wire == "bf16" ? 3e-2 : 1e-5;
   const std::string yaml = writeCluster("parity-" + pc.name, spec);
   auto cluster = startCluster(yaml);
   ASSERT_TRUE(cluster);
@@ -178,7 +186,7 @@ TEST_P(ParityTest, ClusterMatchesInProcessLayer) {
         maxRef = std::max(maxRef, std::fabs(double{want[i]}));
       }
       EXPECT_GT(maxRef, 1e-3) << "outputs are trivially zero: the test would not catch anything";
-      EXPECT_LE(maxErr / maxRef, 1e-5) << "max relative error " << maxErr / maxRef;
+      EXPECT_LE(maxErr / maxRef, tolerance) << "max relative error " << maxErr / maxRef;
       RecordProperty("max_rel_err_layer" + std::to_string(layer) + "_T" + std::to_string(T),
                      (std::ostringstream() << std::scientific << maxErr / maxRef).str());
       expectSameExperts(*reply.value, routing, T);
@@ -299,108 +307,136 @@ RoutingOptions capped(double factor, bool renormalize) {
   return r;
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Placements, ParityTest,
-    ::testing::Values(
-        ParityCase{"k1_one_shard", 4, 1, {{0, 1, 2, 3}}},
-        ParityCase{"k2_one_shard", 4, 2, {{0, 1, 2, 3}}},
-        ParityCase{"k1_two_shards", 4, 1, {{0, 1}, {2, 3}}},
-        ParityCase{"k2_two_shards", 4, 2, {{0, 1}, {2, 3}}},
-        ParityCase{"k1_three_shards", 6, 1, {{0, 1}, {2, 3}, {4, 5}}},
-        ParityCase{"k2_three_shards", 6, 2, {{0, 3}, {1, 4}, {2, 5}}},
-        ParityCase{"k_equals_E", 4, 4, {{0, 1}, {2, 3}}},
-        ParityCase{"k2_replicated_expert", 4, 2, {{0, 1, 2}, {2, 3}}},
-        // Qwen2-MoE: no renormalization, a sigmoid-gated shared expert.
-        ParityCase{"qwen2_moe", 4, 2, {{0, 1}, {2, 3}}, "qwen2_moe", false, 80},
-        // Qwen3-MoE: renormalized; every other layer sparse (decoder_sparse_step 2).
-        ParityCase{"qwen3_moe", 6, 2, {{0, 1, 2}, {3, 4, 5}}, "qwen3_moe", true, 0, 2, 4},
-        // OLMoE: no renormalization.
-        ParityCase{"olmoe", 4, 2, {{0, 1}, {2, 3}}, "olmoe", false},
-        // DeepSeek-V2: softmax, greedy, × routed_scaling_factor, one shared expert,
-        // the first layer dense.
-        ParityCase{
-            "deepseek_v2", 4, 2, {{0, 1}, {2, 3}}, "deepseek_v2", false, 96, 1, 3, 1, 1, 2.0f, 1},
-        // DeepSeek-V3: sigmoid + bias, 4 groups keep 2 by top-2 sums, normalized,
-        // scaled, two shared experts (192 = 2 × 96).
-        ParityCase{"deepseek_v3",
-                   8,
-                   3,
-                   {{0, 1, 2, 3}, {4, 5}, {6, 7}},
-                   "deepseek_v3",
-                   true,
-                   /*sharedIntermediate=*/192,
-                   1,
-                   2,
-                   /*nGroup=*/4,
-                   /*topkGroup=*/2,
-                   2.5f},
-        // DeepSeek-V3 again with its shared expert on a shard (shard 2 sees every token).
-        ParityCase{.name = "deepseek_v3_shared_on_shard",
-                   .experts = 8,
-                   .topK = 3,
-                   .shards = {{0, 1, 2, 3}, {4, 5}, {6, 7}},
-                   .modelType = "deepseek_v3",
-                   .normTopkProb = true,
-                   .sharedIntermediate = 192,
-                   .layers = 2,
-                   .nGroup = 4,
-                   .topkGroup = 2,
-                   .routedScaling = 2.5f,
-                   .sharedExpertShard = 2},
-        // Qwen2-MoE's sigmoid-gated shared expert on a shard: the gate travels as the weight.
-        ParityCase{.name = "qwen2_moe_shared_on_shard",
-                   .experts = 4,
-                   .topK = 2,
-                   .shards = {{0, 1}, {2, 3}},
-                   .modelType = "qwen2_moe",
-                   .sharedIntermediate = 80,
-                   .sharedExpertShard = 0},
-        // MoE++: 6 FFN experts + 4 zero-computation ones, two-layer gate, residual across 3
-        // MoE layers, inputs scaled by k.
-        ParityCase{.name = "moe_plus_plus",
-                   .experts = 10,
-                   .topK = 2,
-                   .shards = {{0, 1, 2}, {3, 4, 5}},
-                   .modelType = "MoE++",
-                   .layers = 3},
-        // MoE++ with mixtral gating (no zero-expert masking, no input scaling), logits norm and
-        // every second layer dense.
-        ParityCase{.name = "moe_plus_plus_mixtral_gating",
-                   .experts = 8,
-                   .topK = 2,
-                   .shards = {{0, 1}, {2, 3}},
-                   .modelType = "MoE++",
-                   .layers = 4,
-                   .moeExpertInterval = 2,
-                   .moeMixtralGating = true,
-                   .moeLogitsNorm = true},
-        // Yuan 2.0-M32: the attention router, top-2 renormalized.
-        ParityCase{.name = "yuan",
-                   .experts = 8,
-                   .topK = 2,
-                   .shards = {{0, 1, 2, 3}, {4, 5, 6, 7}},
-                   .modelType = "yuan",
-                   .layers = 2},
-        // Noisy top-k on Mixtral, seeded.
-        ParityCase{.name = "mixtral_noisy_topk",
-                   .experts = 8,
-                   .topK = 2,
-                   .shards = {{0, 1, 2, 3}, {4, 5, 6, 7}},
-                   .routing = noisy(1234)},
-        // Capacity factor 0.5: overflow dropped, weights as they were.
-        ParityCase{.name = "mixtral_capacity",
-                   .experts = 4,
-                   .topK = 2,
-                   .shards = {{0, 1}, {2, 3}},
-                   .routing = capped(0.5, false)},
-        // Capacity with renormalization, on OLMoE.
-        ParityCase{.name = "olmoe_capacity_renormalized",
-                   .experts = 4,
-                   .topK = 2,
-                   .shards = {{0, 1}, {2, 3}},
-                   .modelType = "olmoe",
-                   .routing = capped(0.75, true)}),
-    [](const ::testing::TestParamInfo<ParityCase>& info) { return info.param.name; });
+std::vector<ParityCase> f32Cases() {
+  return {ParityCase{"k1_one_shard", 4, 1, {{0, 1, 2, 3}}},
+          ParityCase{"k2_one_shard", 4, 2, {{0, 1, 2, 3}}},
+          ParityCase{"k1_two_shards", 4, 1, {{0, 1}, {2, 3}}},
+          ParityCase{"k2_two_shards", 4, 2, {{0, 1}, {2, 3}}},
+          ParityCase{"k1_three_shards", 6, 1, {{0, 1}, {2, 3}, {4, 5}}},
+          ParityCase{"k2_three_shards", 6, 2, {{0, 3}, {1, 4}, {2, 5}}},
+          ParityCase{"k_equals_E", 4, 4, {{0, 1}, {2, 3}}},
+          ParityCase{"k2_replicated_expert", 4, 2, {{0, 1, 2}, {2, 3}}},
+          // Qwen2-MoE: no renormalization, a sigmoid-gated shared expert.
+          ParityCase{"qwen2_moe", 4, 2, {{0, 1}, {2, 3}}, "qwen2_moe", false, 80},
+          // Qwen3-MoE: renormalized; every other layer sparse (decoder_sparse_step 2).
+          ParityCase{"qwen3_moe", 6, 2, {{0, 1, 2}, {3, 4, 5}}, "qwen3_moe", true, 0, 2, 4},
+          // OLMoE: no renormalization.
+          ParityCase{"olmoe", 4, 2, {{0, 1}, {2, 3}}, "olmoe", false},
+          // DeepSeek-V2: softmax, greedy, × routed_scaling_factor, one shared expert,
+          // the first layer dense.
+          ParityCase{
+              "deepseek_v2", 4, 2, {{0, 1}, {2, 3}}, "deepseek_v2", false, 96, 1, 3, 1, 1, 2.0f, 1},
+          // DeepSeek-V3: sigmoid + bias, 4 groups keep 2 by top-2 sums, normalized,
+          // scaled, two shared experts (192 = 2 × 96).
+          ParityCase{"deepseek_v3",
+                     8,
+                     3,
+                     {{0, 1, 2, 3}, {4, 5}, {6, 7}},
+                     "deepseek_v3",
+                     true,
+                     /*sharedIntermediate=*/192,
+                     1,
+                     2,
+                     /*nGroup=*/4,
+                     /*topkGroup=*/2,
+                     2.5f},
+          // DeepSeek-V3 again with its shared expert on a shard (shard 2 sees every token).
+          ParityCase{.name = "deepseek_v3_shared_on_shard",
+                     .experts = 8,
+                     .topK = 3,
+                     .shards = {{0, 1, 2, 3}, {4, 5}, {6, 7}},
+                     .modelType = "deepseek_v3",
+                     .normTopkProb = true,
+                     .sharedIntermediate = 192,
+                     .layers = 2,
+                     .nGroup = 4,
+                     .topkGroup = 2,
+                     .routedScaling = 2.5f,
+                     .sharedExpertShard = 2},
+          // Qwen2-MoE's sigmoid-gated shared expert on a shard: the gate travels as the weight.
+          ParityCase{.name = "qwen2_moe_shared_on_shard",
+                     .experts = 4,
+                     .topK = 2,
+                     .shards = {{0, 1}, {2, 3}},
+                     .modelType = "qwen2_moe",
+                     .sharedIntermediate = 80,
+                     .sharedExpertShard = 0},
+          // MoE++: 6 FFN experts + 4 zero-computation ones, two-layer gate, residual across 3
+          // MoE layers, inputs scaled by k.
+          ParityCase{.name = "moe_plus_plus",
+                     .experts = 10,
+                     .topK = 2,
+                     .shards = {{0, 1, 2}, {3, 4, 5}},
+                     .modelType = "MoE++",
+                     .layers = 3},
+          // MoE++ with mixtral gating (no zero-expert masking, no input scaling), logits norm and
+          // every second layer dense.
+          ParityCase{.name = "moe_plus_plus_mixtral_gating",
+                     .experts = 8,
+                     .topK = 2,
+                     .shards = {{0, 1}, {2, 3}},
+                     .modelType = "MoE++",
+                     .layers = 4,
+                     .moeExpertInterval = 2,
+                     .moeMixtralGating = true,
+                     .moeLogitsNorm = true},
+          // Yuan 2.0-M32: the attention router, top-2 renormalized.
+          ParityCase{.name = "yuan",
+                     .experts = 8,
+                     .topK = 2,
+                     .shards = {{0, 1, 2, 3}, {4, 5, 6, 7}},
+                     .modelType = "yuan",
+                     .layers = 2},
+          // Noisy top-k on Mixtral, seeded.
+          ParityCase{.name = "mixtral_noisy_topk",
+                     .experts = 8,
+                     .topK = 2,
+                     .shards = {{0, 1, 2, 3}, {4, 5, 6, 7}},
+                     .routing = noisy(1234)},
+          // Capacity factor 0.5: overflow dropped, weights as they were.
+          ParityCase{.name = "mixtral_capacity",
+                     .experts = 4,
+                     .topK = 2,
+                     .shards = {{0, 1}, {2, 3}},
+                     .routing = capped(0.5, false)},
+          // Capacity with renormalization, on OLMoE.
+          ParityCase{.name = "olmoe_capacity_renormalized",
+                     .experts = 4,
+                     .topK = 2,
+                     .shards = {{0, 1}, {2, 3}},
+                     .modelType = "olmoe",
+                     .routing = capped(0.75, true)}};
+}
+
+// Each family once more with bf16 experts (model.dtype) and bf16 rows on the wire; Mixtral also
+// with bf16 experts over an f32 wire. Routing must not change (gate scores stay fp32).
+std::vector<ParityCase> bf16Cases() {
+  std::vector<ParityCase> out;
+  for (ParityCase c : f32Cases()) {
+    for (const char* name :
+         {"k2_two_shards", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3",
+          "deepseek_v3_shared_on_shard", "moe_plus_plus", "yuan"}) {
+      if (c.name != name) continue;
+      c.dtype = "bf16";
+      if (c.name == "k2_two_shards") {
+        ParityCase f32Wire = c;
+        f32Wire.name += "_bf16_wire_f32";
+        out.push_back(f32Wire);
+      }
+      c.wire = "bf16";
+      c.name += "_bf16";
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+std::string caseName(const ::testing::TestParamInfo<ParityCase>& info) {
+  return info.param.name;
+}
+
+INSTANTIATE_TEST_SUITE_P(Placements, ParityTest, ::testing::ValuesIn(f32Cases()), caseName);
+INSTANTIATE_TEST_SUITE_P(Bf16, ParityTest, ::testing::ValuesIn(bf16Cases()), caseName);
 
 }  // namespace
 }  // namespace moe::testing

@@ -49,7 +49,7 @@ std::string writeCluster(const std::string& name, const ClusterSpec& spec) {
   auto s = writeSyntheticCheckpoint(spec.model, dir + "/model");
   EXPECT_TRUE(s.isOk()) << s.message();
   std::ostringstream y;
-  y << "model:\n  path: model\n";
+  y << "model:\n  path: model\n" << spec.modelYaml;
   y << "router:\n  listen: 127.0.0.1:" << freePort()
     << "\n  device: cpu\n  max_tokens: " << spec.maxTokens << "\n"
     << spec.routerYaml;

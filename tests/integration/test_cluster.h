@@ -35,6 +35,7 @@ struct ClusterSpec {
   RoutingOptions routing;      // written as the `routing:` section
   int sharedExpertShard = -1;  // index of the shard with shared_expert: true (-1: on the router)
   std::string routerYaml;      // more keys of the router: section, e.g. "  batching: {...}\n"
+  std::string modelYaml;       // more keys of the model: section, e.g. "  dtype: bf16\n"
   bool adminPorts = false;     // an admin plane (/metrics) on the router and every shard
   std::string topLevelYaml;    // more top-level sections, e.g. "metrics: {per_expert: off}\n"
 };

@@ -3,7 +3,10 @@
 // with NaN/Inf checks, NaN-prefilled outputs (an unwritten element shows up as NaN) and poisoned
 // guard elements past the end of every output (an out-of-bounds write shows up as a changed
 // guard).  Integer outputs (expert ids) must match exactly.  Analytic cases check the reference
-// itself against closed forms.  CUDA cases skip when no GPU is usable.
+// itself against closed forms.  CUDA cases skip when no GPU is usable.  The typed suite at the end
+// adds the dtype axis: every op × backend × weight dtype (f32, bf16, f16) against the fp32
+// reference, with NMSE thresholds per dtype; a dtype a backend does not support must be refused
+// with an error (and its cases skip).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -18,6 +21,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "kernels/backend.h"
@@ -74,7 +78,7 @@ Guarded<uint32_t> idOutput(size_t n) {
 
 // All finite, NMSE = Σ(a-b)²/Σb² within `tol`, and max |a-b| small relative to the data.
 ::testing::AssertionResult closeTo(std::span<const float> got, std::span<const float> want,
-                                   double tol = kNmseTol) {
+                                   double tol = kNmseTol, double maxRel = 1e-4) {
   if (got.size() != want.size()) {
     return ::testing::AssertionFailure() << "size " << got.size() << " vs " << want.size();
   }
@@ -94,7 +98,7 @@ Guarded<uint32_t> idOutput(size_t n) {
   }
   const double nmse = ref > 0.0 ? err / ref : err;
   if (nmse > tol) return ::testing::AssertionFailure() << "NMSE " << nmse << " > " << tol;
-  if (maxAbs > 1e-4 * std::max(1.0, refMax)) {
+  if (maxAbs > maxRel * std::max(1.0, refMax)) {
     return ::testing::AssertionFailure()
            << "max |diff| " << maxAbs << " (max |ref| " << refMax << ")";
   }
@@ -757,6 +761,171 @@ TEST(BackendFactoryTest, CudaAndAutoFollowDeviceCount) {
   EXPECT_FALSE(createBackend(BackendKind::kCuda, devices + 7).isOk());
   EXPECT_FALSE(createBackend(BackendKind::kCuda, -1).isOk());
 }
+
+// ---------------------------------------------------------------------------------------------
+// The dtype axis: each backend with weights resident in f32, bf16 and f16, against the reference
+// computing in double on the unrounded fp32 weights. Thresholds per dtype (NMSE, and max |diff|
+// relative to max |ref|): bf16 keeps 8 significant bits (rounding error ~2^-9 relative per element
+// of both weights and the activations the backend rounds), f16 11.
+
+struct DtypeTolerance {
+  DType dtype;
+  double nmse;
+  double maxRel;
+};
+constexpr DtypeTolerance kDtypeTolerances[] = {
+    {DType::kF32, kNmseTol, 1e-4},
+    {DType::kBF16, 1e-4, 3e-2},
+    {DType::kF16, 2e-6, 4e-3},
+};
+DtypeTolerance toleranceFor(DType d) {
+  for (const auto& t : kDtypeTolerances) {
+    if (t.dtype == d) return t;
+  }
+  return kDtypeTolerances[0];
+}
+
+using TypedParam = std::tuple<BackendKind, DType>;
+
+class BackendOpsDtypeTest : public ::testing::TestWithParam<TypedParam> {
+ protected:
+  void SetUp() override {
+    const BackendKind kind = std::get<0>(GetParam());
+    if (kind == BackendKind::kCuda && cudaDeviceCount() == 0) {
+      GTEST_SKIP() << "no usable CUDA device: CUDA dtype cases skipped";
+    }
+    auto b = createBackend(kind, 0);
+    ASSERT_TRUE(b.isOk()) << b.error();
+    test_ = std::move(b).value();
+    ref_ = makeReferenceBackend();
+  }
+  DType dtype() const { return std::get<1>(GetParam()); }
+  Backend& test() { return *test_; }
+  Backend& ref() { return *ref_; }
+  // Skips (after checking the refusal is an error, not a crash) when the backend lacks `op`.
+  bool skipUnsupported(Op op) {
+    if (test().supports(op, dtype())) return false;
+    EXPECT_FALSE(test().upload(std::vector<float>(6, 1.0f), 2, 3, dtype()).isOk())
+        << test().name() << " says it does not support " << dtypeName(dtype()) << " but uploads it";
+    return true;
+  }
+  ExpertSet uploadTyped(Backend& b, const std::vector<HostExpert>& host, size_t H, size_t I,
+                        DType d) {
+    ExpertSet set;
+    for (const HostExpert& e : host) {
+      set.mats.push_back(must(b.upload(e.w1, I, H, d)));
+      set.mats.push_back(must(b.upload(e.w3, I, H, d)));
+      set.mats.push_back(must(b.upload(e.w2, H, I, d)));
+      const size_t m = set.mats.size();
+      set.ffn.push_back({set.mats[m - 3].get(), set.mats[m - 2].get(), set.mats[m - 1].get()});
+    }
+    return set;
+  }
+
+ private:
+  std::unique_ptr<Backend> test_, ref_;
+};
+
+TEST_P(BackendOpsDtypeTest, Linear) {
+  if (skipUnsupported(Op::kLinear)) GTEST_SKIP() << dtypeName(dtype()) << " linear unsupported";
+  const DtypeTolerance tol = toleranceFor(dtype());
+  std::mt19937 rng(11);
+  const std::pair<size_t, size_t> shapes[] = {{1, 1}, {3, 5}, {67, 129}, {33, 1025}};
+  for (size_t T : {0, 1, 7, 33, 256}) {
+    for (auto [N, K] : shapes) {
+      SCOPED_TRACE("linear " + std::string(dtypeName(dtype())) + " T=" + std::to_string(T) +
+                   " N=" + std::to_string(N) + " K=" + std::to_string(K));
+      const std::vector<float> w = randomVector(rng, N * K, -1.0f, 1.0f);
+      const std::vector<float> x = randomVector(rng, T * K, -1.0f, 1.0f);
+      auto wRef = must(ref().upload(w, N, K));
+      auto wTest = must(test().upload(w, N, K, dtype()));
+      EXPECT_EQ(wTest->dtype(), dtype());
+      std::vector<float> want(T * N);
+      ASSERT_TRUE(ref().linear(*wRef, x, T, want).isOk());
+      Guarded<float> got = floatOutput(T * N);
+      const Status s = test().linear(*wTest, x, T, got.span());
+      ASSERT_TRUE(s.isOk()) << s.message();
+      EXPECT_TRUE(closeTo(got.view(), want, tol.nmse, tol.maxRel));
+      EXPECT_TRUE(got.guardIntact()) << "write past the end of y";
+    }
+  }
+}
+
+TEST_P(BackendOpsDtypeTest, ExpertFfn) {
+  if (skipUnsupported(Op::kExpertFfn)) GTEST_SKIP() << dtypeName(dtype()) << " unsupported";
+  const DtypeTolerance tol = toleranceFor(dtype());
+  std::mt19937 rng(12);
+  constexpr size_t E = 6, H = 64, I = 40;
+  const std::vector<HostExpert> host = randomExperts(rng, E, H, I);
+  const ExpertSet onRef = uploadTyped(ref(), host, H, I, DType::kF32);
+  const ExpertSet onTest = uploadTyped(test(), host, H, I, dtype());
+  // R = 600 crosses the CPU backend's oneDNN/OpenBLAS f32 switch (512 rows per segment).
+  for (size_t R : {0, 1, 7, 256, 600}) {
+    for (size_t k : {1, 2, 6}) {
+      SCOPED_TRACE("expertFfn " + std::string(dtypeName(dtype())) + " R=" + std::to_string(R) +
+                   " k=" + std::to_string(k));
+      const std::vector<float> x = randomVector(rng, R * H, -2.0f, 2.0f);
+      const Routing routing = makeRouting(rng, R, E, k, {0, 1, 2, 3, 4, 5}, k == 2);
+      const std::vector<ExpertFfnWeights> refExperts = routing.segmentExperts(onRef);
+      const std::vector<ExpertFfnWeights> testExperts = routing.segmentExperts(onTest);
+      std::vector<float> want(R * H);
+      ASSERT_TRUE(ref().expertFfn(segmentsOf(routing, refExperts), x, R, H, want).isOk());
+      Guarded<float> got = floatOutput(R * H);
+      const Status s = test().expertFfn(segmentsOf(routing, testExperts), x, R, H, got.span());
+      ASSERT_TRUE(s.isOk()) << s.message();
+      EXPECT_TRUE(closeTo(got.view(), want, tol.nmse, tol.maxRel));
+      EXPECT_TRUE(got.guardIntact()) << "write past the end of y";
+    }
+  }
+}
+
+// The layer with bf16/f16 experts and an fp32 gate: the experts chosen never depend on the
+// experts' dtype (gate scores are fp32), the output is within the dtype's tolerance.
+TEST_P(BackendOpsDtypeTest, MoeLayer) {
+  if (skipUnsupported(Op::kExpertFfn)) GTEST_SKIP() << dtypeName(dtype()) << " unsupported";
+  const DtypeTolerance tol = toleranceFor(dtype());
+  std::mt19937 rng(13);
+  constexpr size_t E = 8, H = 48, I = 32, k = 2;
+  const std::vector<float> gate = randomVector(rng, E * H, -1.0f, 1.0f);
+  const std::vector<HostExpert> host = randomExperts(rng, E, H, I);
+  auto gRef = must(ref().upload(gate, E, H));
+  auto gTest = must(test().upload(gate, E, H));  // the gate stays fp32 whatever the experts' dtype
+  const ExpertSet onRef = uploadTyped(ref(), host, H, I, DType::kF32);
+  const ExpertSet onTest = uploadTyped(test(), host, H, I, dtype());
+  for (size_t T : {1, 33}) {
+    const std::vector<float> x = randomVector(rng, T * H, -1.0f, 1.0f);
+    std::vector<float> want(T * H);
+    ASSERT_TRUE(
+        moeLayerInProcess(ref(), *gRef, onRef.ffn, x, T, H, k, /*renormalize=*/true, want).isOk());
+    Guarded<float> got = floatOutput(T * H);
+    const Status s = moeLayerInProcess(test(), *gTest, onTest.ffn, x, T, H, k, true, got.span());
+    ASSERT_TRUE(s.isOk()) << s.message();
+    EXPECT_TRUE(closeTo(got.view(), want, tol.nmse, tol.maxRel)) << "T=" << T;
+  }
+}
+
+// Resident bytes are measured from the allocation: 2 bytes per element for bf16/f16, 4 for f32 —
+// exactly for block-aligned shapes; a layout padded to its blocks (the CPU backend's packed bf16
+// weights) holds more for odd ones, and says so.
+TEST_P(BackendOpsDtypeTest, ResidentBytesFollowDtype) {
+  if (skipUnsupported(Op::kLinear)) GTEST_SKIP() << dtypeName(dtype()) << " unsupported";
+  auto m = must(test().upload(std::vector<float>(256 * 128, 0.5f), 256, 128, dtype()));
+  EXPECT_EQ(m->residentBytes(), size_t{256} * 128 * dtypeSize(dtype()));
+  auto odd = must(test().upload(std::vector<float>(30 * 7, 0.5f), 30, 7, dtype()));
+  EXPECT_GE(odd->residentBytes(), size_t{30} * 7 * dtypeSize(dtype()));
+  EXPECT_FALSE(test().kernelPath(dtype()).empty());
+}
+
+std::string typedName(const ::testing::TestParamInfo<TypedParam>& info) {
+  return kindName(std::get<0>(info.param)) + "_" + std::string(dtypeName(std::get<1>(info.param)));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Dtypes, BackendOpsDtypeTest,
+    ::testing::Combine(::testing::Values(BackendKind::kReference, BackendKind::kBlas,
+                                         BackendKind::kCuda),
+                       ::testing::Values(DType::kF32, DType::kBF16, DType::kF16)),
+    typedName);
 
 }  // namespace
 }  // namespace moe::kernels

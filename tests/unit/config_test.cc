@@ -1047,6 +1047,65 @@ TEST(ConfigErrors, PerExpertMetricsNamesTheKeyAndTheChoices) {
   }
 }
 
+// model.dtype and router.wire_dtype: the spellings, their defaults, and errors naming the key.
+TEST(ConfigDtypes, ParsedAndDefaulted) {
+  const ClusterConfig defaults = mustParse(kMinimal);
+  EXPECT_EQ(defaults.modelDtype, ModelDType::kF32);
+  EXPECT_EQ(defaults.router.wireDtype, DType::kF32);
+  const struct {
+    const char* model;
+    ModelDType want;
+  } models[] = {{"auto", ModelDType::kAuto},
+                {"bf16", ModelDType::kBF16},
+                {"f16", ModelDType::kF16},
+                {"f32", ModelDType::kF32}};
+  for (const auto& tc : models) {
+    SCOPED_TRACE(tc.model);
+    const ClusterConfig c =
+        mustParse(lines({"model: {path: /m, dtype: " + std::string(tc.model) + "}",
+                         "shards:", "  - {name: a, listen: 'h:1', experts: [0]}"}));
+    EXPECT_EQ(c.modelDtype, tc.want);
+    EXPECT_EQ(modelDTypeName(c.modelDtype), tc.model);
+  }
+  EXPECT_EQ(mustParse(kMinimal + "router: {wire_dtype: bf16}\n").router.wireDtype, DType::kBF16);
+  EXPECT_EQ(mustParse(kMinimal + "router: {wire_dtype: f32}\n").router.wireDtype, DType::kF32);
+}
+
+TEST(ConfigDtypes, ResolveAutoToTheCheckpointDtype) {
+  const struct {
+    ModelDType configured;
+    DType checkpoint;
+    DType want;
+  } cases[] = {
+      {ModelDType::kAuto, DType::kBF16, DType::kBF16},
+      {ModelDType::kAuto, DType::kF32, DType::kF32},
+      {ModelDType::kAuto, DType::kF16, DType::kF16},
+      {ModelDType::kF32, DType::kBF16, DType::kF32},
+      {ModelDType::kBF16, DType::kF32, DType::kBF16},
+  };
+  for (const auto& tc : cases) {
+    EXPECT_EQ(resolveModelDType(tc.configured, tc.checkpoint), tc.want)
+        << modelDTypeName(tc.configured) << " over " << dtypeName(tc.checkpoint);
+  }
+}
+
+TEST(ConfigDtypes, BadValuesNameTheKey) {
+  const struct {
+    std::string yaml;
+    const char* error;
+  } cases[] = {
+      {"model: {path: /m, dtype: fp8}\nshards: [{name: a, listen: 'h:1', experts: [0]}]\n",
+       "cluster.yaml:1: model.dtype: 'fp8' is not a model dtype (expected auto, bf16, f16 or f32)"},
+      {kMinimal + "router: {wire_dtype: f16}\n",
+       "cluster.yaml:10: router.wire_dtype: 'f16' is not a wire dtype (expected f32 or bf16)"},
+      {kMinimal + "router: {wire_dtype: [bf16]}\n", "cluster.yaml:10: router.wire_dtype"},
+  };
+  for (const auto& tc : cases) {
+    SCOPED_TRACE(tc.yaml);
+    EXPECT_TRUE(contains(errorOf(tc.yaml), tc.error)) << errorOf(tc.yaml);
+  }
+}
+
 }  // namespace
 }  // namespace moe
 

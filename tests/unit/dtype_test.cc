@@ -208,8 +208,29 @@ TEST(DTypeNames, SizesNamesAndSafetensorsCodes) {
   EXPECT_EQ(parseSafetensorsDType("F32"), DType::kF32);
   EXPECT_EQ(parseSafetensorsDType("BF16"), DType::kBF16);
   EXPECT_EQ(parseSafetensorsDType("F16"), DType::kF16);
-  EXPECT_EQ(parseSafetensorsDType("F64"), std::nullopt);
   EXPECT_EQ(parseSafetensorsDType("f32"), std::nullopt);
+  EXPECT_EQ(parseSafetensorsDType("BOOL"), std::nullopt);
+  EXPECT_EQ(parseSafetensorsDType("F8_E8M0"), std::nullopt);
+  // Checkpoint-only dtypes: read and converted at load, never on the wire or resident.
+  const struct {
+    const char* code;
+    DType dtype;
+    size_t size;
+    const char* name;
+  } stored[] = {{"F64", DType::kF64, 8, "f64"},
+                {"F8_E4M3", DType::kF8E4M3, 1, "f8_e4m3"},
+                {"F8_E5M2", DType::kF8E5M2, 1, "f8_e5m2"}};
+  for (const auto& tc : stored) {
+    EXPECT_EQ(parseSafetensorsDType(tc.code), tc.dtype) << tc.code;
+    EXPECT_EQ(dtypeSize(tc.dtype), tc.size) << tc.code;
+    EXPECT_EQ(dtypeName(tc.dtype), tc.name) << tc.code;
+    EXPECT_FALSE(isComputeDType(tc.dtype)) << tc.code;
+  }
+  for (DType t : {DType::kF32, DType::kBF16, DType::kF16}) EXPECT_TRUE(isComputeDType(t));
+  const double f64[2] = {1.5, -0.25};
+  std::vector<float> out(2);
+  convertToF32(DType::kF64, std::as_bytes(std::span(f64)), out);
+  EXPECT_EQ(out, (std::vector<float>{1.5f, -0.25f}));
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 #include <vector>
 
 #include "client/reference/in_process_layer.h"
@@ -123,6 +124,31 @@ TEST_F(RouterPipeline, BatchingOffServesEachRequestAlone) {
   for (auto& r : kj::joinPromises(inFlight.releaseAsArray()).wait(c.waitScope())) {
     EXPECT_EQ(r.getStats().getBatchRequests(), 1u);
   }
+}
+
+// router.wire_dtype: bf16 rows and results cross to and from the shards in half the bytes of f32
+// (moe_shard_sent_bytes_total / moe_shard_received_bytes_total count the payload), the experts
+// chosen are the same and the output is within bf16 rounding of the f32 wire's.
+TEST_F(RouterPipeline, Bf16WireHalvesTheBytesAndKeepsTheRouting) {
+  std::map<std::string, Served> out;
+  std::map<std::string, double> sent, received;
+  for (const char* wire : {"f32", "bf16"}) {
+    auto spec = tinySpec();
+    spec.extraYaml = std::string("  wire_dtype: ") + wire + "\n";
+    InProcessCluster c((dir_ / wire).string(), spec);
+    out[wire] = served(c.forward(0, randomTokens(16, 64, 5), 16).wait(c.waitScope()));
+    for (const char* shard : {"shard-0", "shard-1"}) {
+      sent[wire] += c.routerCounter("moe_shard_sent_bytes_total", {{"shard", shard}});
+      received[wire] += c.routerCounter("moe_shard_received_bytes_total", {{"shard", shard}});
+    }
+  }
+  EXPECT_GT(sent["f32"], 0);
+  EXPECT_EQ(sent["bf16"], sent["f32"] / 2);
+  EXPECT_EQ(received["bf16"], received["f32"] / 2);
+  EXPECT_EQ(received["f32"], sent["f32"]);  // one result row back per row sent
+  EXPECT_EQ(out["bf16"].ids, out["f32"].ids);
+  EXPECT_LE(maxRelErr(out["bf16"].output, out["f32"].output), 2e-2);
+  EXPECT_GT(maxRelErr(out["bf16"].output, out["f32"].output), 0) << "the bf16 wire was not used";
 }
 
 // max_tokens caps a merged batch.

@@ -27,7 +27,7 @@ TEST(Encode, GathersScalesAndWritesSegments) {
   const std::vector<float> x = {1, 2, 3, 4, 5, 6};  // 3 tokens, H = 2
   capnp::MallocMessageBuilder msg;
   auto req = msg.initRoot<proto::ExpertShard::RunParams>();
-  encodeShardCall(w, 4, x, 2, 2.0f, req);
+  encodeShardCall(w, 4, x, 2, 2.0f, DType::kF32, req);
   EXPECT_EQ(req.getLayer(), 4u);
   auto rows = decodeTensor(req.asReader().getRows(), "rows");
   ASSERT_TRUE(rows.isOk());
@@ -40,6 +40,33 @@ TEST(Encode, GathersScalesAndWritesSegments) {
   EXPECT_EQ(segs[0].getRowIndex()[1], 1u);
   EXPECT_EQ(segs[0].getWeight()[1], 0.5f);
   EXPECT_TRUE(segs[1].getShared());
+}
+
+// router.wire_dtype: bf16 rows are the scaled rows rounded to bf16, half the bytes of f32.
+TEST(Encode, Bf16WireHalvesTheRowBytes) {
+  ShardWork w;
+  w.tokens = {1, 0};
+  w.segments = {{0, false, {0, 1}, {1.0f, 1.0f}}};
+  const std::vector<float> x = {1.0f, 3.14159f, -2.5f, 1e-3f};  // 2 tokens, H = 2
+  const struct {
+    DType wire;
+    size_t bytes;
+  } cases[] = {{DType::kF32, 16}, {DType::kBF16, 8}};
+  for (const auto& tc : cases) {
+    capnp::MallocMessageBuilder msg;
+    auto req = msg.initRoot<proto::ExpertShard::RunParams>();
+    encodeShardCall(w, 0, x, 2, 3.0f, tc.wire, req);
+    auto rows = decodeTensor(req.asReader().getRows(), "rows");
+    ASSERT_TRUE(rows.isOk()) << rows.error();
+    EXPECT_EQ(rows.value().dtype, tc.wire);
+    EXPECT_EQ(rows.value().data.size(), tc.bytes);
+    F32Rows values(rows.value());
+    const std::vector<float> scaled = {-7.5f, 3e-3f, 3.0f, 3.0f * 3.14159f};
+    for (size_t i = 0; i < scaled.size(); ++i) {
+      const float want = tc.wire == DType::kBF16 ? bf16ToFloat(floatToBf16(scaled[i])) : scaled[i];
+      EXPECT_EQ(values.values()[i], want) << dtypeName(tc.wire) << " element " << i;
+    }
+  }
 }
 
 // Two requests (tokens 0-1 and 2) over two shards; shard 1 carried only token 2.

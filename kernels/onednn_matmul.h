@@ -1,0 +1,51 @@
+// oneDNN matmul primitives for the CPU backend: y[M, N] (fp32) = x[M, K] · w[N, K]ᵀ with x and w
+// both f32 or both bf16 (fp32 accumulation), one primitive per (M, K, N, dtype) created on first
+// use and cached. Which dtypes run natively is probed at start-up, so a CPU without AVX512_BF16
+// (or without oneDNN support for it) reports bf16 as unusable instead of failing later.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "common/dtype.h"
+#include "common/result.h"
+
+namespace moe::kernels {
+
+// Weights [N, K] in the blocked layout oneDNN's matmul wants (made once, at upload).
+class PackedWeights {
+ public:
+  virtual ~PackedWeights() = default;
+  virtual size_t bytes() const = 0;  // of the packed buffer
+};
+
+class OnednnMatmul {
+ public:
+  // nullptr when oneDNN has no CPU engine here; when it cannot run a dtype, usable() is false.
+  static std::unique_ptr<OnednnMatmul> create();
+  virtual ~OnednnMatmul() = default;
+
+  virtual bool usable(DType dtype) const = 0;
+  // The instruction set oneDNN dispatches to on this CPU, e.g. "avx512_core_amx".
+  virtual std::string isa() const = 0;
+
+  // x: [M, K] row-major (fp32, or bf16 bit patterns), w: [N, K] row-major in the same dtype,
+  // y: [M, N] fp32, overwritten. Thread-safe. M, N, K >= 1.
+  virtual Status run(DType dtype, const void* x, size_t M, size_t K, const void* w, size_t N,
+                     float* y) = 0;
+
+  // w [N, K] row-major in `dtype`, repacked into the layout oneDNN picks for a one-row product
+  // (so no call repacks it again); nullptr when that layout is the plain one or packing failed.
+  virtual std::unique_ptr<PackedWeights> pack(DType dtype, const void* w, size_t N, size_t K) = 0;
+  // As run() with packed weights from pack(). A row count whose primitive wants another layout
+  // unpacks them into scratch first (correct, one extra pass over the weights).
+  virtual Status run(DType dtype, const void* x, size_t M, size_t K, const PackedWeights& w,
+                     size_t N, float* y) = 0;
+};
+
+// Threads oneDNN's matmuls use (its OpenMP runtime), from the service's `threads` setting like
+// setBlasThreads; n <= 0: the runtime's default (all cores).
+void setOnednnThreads(int n);
+
+}  // namespace moe::kernels
