@@ -37,7 +37,7 @@ struct ValidRun {
   uint32_t layer = 0;
   uint32_t rows = 0;
   std::unique_ptr<F32Rows> x;  // [rows, H]; may view the request's bytes
-  DType wire = DType::kF32;     // the rows' dtype on the wire: the reply is sent in it
+  DType wire = DType::kF32;    // the rows' dtype on the wire: the reply is sent in it
   SegmentTable segments;
 };
 

@@ -111,8 +111,9 @@ Result<std::unique_ptr<GateNetwork>> GateNetwork::load(const Checkpoint& ckpt, u
 float GateNetwork::computeInputBound() const {
   float maxW = 0;
   for (float w : first_.data) maxW = std::max(maxW, std::fabs(w));
-  const double bound = std::numeric_limits<float>::max() / 4.0 /
-                       (std::max(1.0, static_cast<double>(first_.cols)) * std::max(double{maxW}, 1e-30));
+  const double bound =
+      std::numeric_limits<float>::max() / 4.0 /
+      (std::max(1.0, static_cast<double>(first_.cols)) * std::max(double{maxW}, 1e-30));
   return static_cast<float>(std::min(bound, double{std::numeric_limits<float>::max()}));
 }
 
