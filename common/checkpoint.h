@@ -34,6 +34,13 @@ enum class ModelFamily {
 //   kAttention:    Yuan 2.0-M32's attention router over the expert axis
 enum class GateKind { kLinear, kTwoLayerTanh, kAttention };
 
+// The routed experts' FFN (the family's MLP), with x the expert's input row:
+//   kSwiglu:        w2·(silu(w1·x) ⊙ (w3·x))                                  (every family but)
+//   kClampedSwiglu: gpt-oss: g = min(w1·x + b1, limit), u = clamp(w3·x + b3, -limit, limit),
+//                   w2·((u + 1) ⊙ g ⊙ σ(alpha·g)) + b2
+// Biases (b1, b3, b2) are present only when ModelConfig::expertBias.
+enum class ExpertActivation { kSwiglu, kClampedSwiglu };
+
 // MoE++ zero-computation experts: of N experts the first N-4 are FFNs, then 2 constant experts,
 // 1 copy expert and the zero expert (index N-1). Every other family has only FFN experts.
 enum class ExpertKind { kFfn, kConstant, kCopy, kZero };
@@ -66,6 +73,14 @@ struct ModelConfig {
   // moe_intermediate_size, ungated.
   uint32_t sharedIntermediateSize = 0;
   bool sharedExpertGated = false;
+  // The routed experts' FFN and where the routing weight applies.
+  ExpertActivation expertActivation = ExpertActivation::kSwiglu;
+  float swigluAlpha = 1.702f;  // kClampedSwiglu: σ(alpha·g)
+  float swigluLimit = 7.0f;    // kClampedSwiglu: the clamp
+  bool expertBias = false;     // experts carry b1/b3/b2 (gpt-oss)
+  // Llama 4: a token's routing weight scales the expert's input (FFN(w·x)) instead of its output
+  // (w·FFN(x)).
+  bool weightOnInput = false;
   // DeepSeek routing (defaults: plain softmax top-k).
   std::string scoringFunc = "softmax";  // "softmax" | "sigmoid"
   std::string topkMethod = "greedy";    // "greedy" | "group_limited_greedy" | "noaux_tc"
@@ -104,6 +119,10 @@ struct ExpertTensors {
   std::vector<float> w1;  // [I, H]
   std::vector<float> w3;  // [I, H]
   std::vector<float> w2;  // [H, I]
+  // Biases, only when ModelConfig::expertBias (else empty).
+  std::vector<float> b1;  // [I]
+  std::vector<float> b3;  // [I]
+  std::vector<float> b2;  // [H]
 };
 
 // MoE++ two-layer gate: logits = w2 · tanh(w1 · x).

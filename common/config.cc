@@ -348,20 +348,56 @@ void parseLimits(Parser& p, const YAML::Node& root, bool routerMaxTokens, Cluste
   }
 }
 
+std::string resolvePath(const std::string& path, std::string_view baseDir) {
+  std::filesystem::path fp(path);
+  if (fp.is_relative()) fp = std::filesystem::path(baseDir) / fp;
+  return fp.lexically_normal().string();
+}
+
+TlsConfig parseTls(Parser& p, const YAML::Node& n, const std::string& where,
+                   std::string_view baseDir) {
+  p.checkKeys(n, where, {"ca", "cert", "key", "client_auth"});
+  TlsConfig t;
+  for (auto [key, field] : {std::pair{"ca", &t.ca}, {"cert", &t.cert}, {"key", &t.key}}) {
+    const std::string k = Parser::join(where, key);
+    if (!n[key]) p.fail(n, k, "missing (tls needs ca, cert and key: PEM file paths)");
+    *field = resolvePath(p.str(n[key], k), baseDir);
+  }
+  if (n["client_auth"]) t.clientAuth = p.boolean(n["client_auth"], where + ".client_auth");
+  return t;
+}
+
+void parseAdminPlane(Parser& p, const YAML::Node& n, std::string_view baseDir,
+                     AdminPlaneConfig& a) {
+  p.checkKeys(n, "admin", {"tls", "expose_paths"});
+  if (n["tls"]) a.tls = parseTls(p, n["tls"], "admin.tls", baseDir);
+  if (const auto e = n["expose_paths"]) {
+    if (!e.IsSequence()) p.fail(e, "admin.expose_paths", "expected a list of paths");
+    std::vector<std::string> paths;
+    for (const auto& item : e) {
+      auto s = p.str(item, "admin.expose_paths");
+      if (s.front() != '/') p.fail(item, "admin.expose_paths", "'" + s + "' must start with /");
+      paths.push_back(std::move(s));
+    }
+    a.exposePaths = std::move(paths);
+  }
+}
+
 ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir) {
   ClusterConfig c;
   if (!root.IsDefined() || root.IsNull()) p.fail(root, "(top level)", "the file is empty");
   p.checkKeys(root, "",
-              {"model", "router", "shards", "timeouts", "routing", "expert", "metrics", "limits"});
+              {"model", "router", "shards", "timeouts", "routing", "expert", "metrics", "limits",
+               "tls", "admin"});
 
   const auto model = root["model"];
   if (!model) p.fail(root, "model", "missing (needs model.path: the checkpoint directory)");
   p.checkKeys(model, "model", {"path", "dtype"});
   if (const auto d = model["dtype"]) c.modelDtype = modelDType(p, d, "model.dtype");
   if (!model["path"]) p.fail(model, "model.path", "missing");
-  std::filesystem::path mp(p.str(model["path"], "model.path"));
-  if (mp.is_relative()) mp = std::filesystem::path(baseDir) / mp;
-  c.modelPath = mp.lexically_normal().string();
+  c.modelPath = resolvePath(p.str(model["path"], "model.path"), baseDir);
+  if (root["tls"]) c.tls = parseTls(p, root["tls"], "tls", baseDir);
+  if (root["admin"]) parseAdminPlane(p, root["admin"], baseDir, c.admin);
 
   if (const auto r = root["router"]) {
     p.checkKeys(r, "router",

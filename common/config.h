@@ -149,6 +149,24 @@ struct LimitsConfig {
   uint32_t idleTimeoutMs = 300000;
 };
 
+// Mutual TLS (config `tls:` for every RPC port, `admin.tls:` for the admin HTTP planes): PEM
+// files, resolved against the YAML file's directory. Read (and checked) by whoever serves or
+// connects, so a process names the file it cannot use at start-up.
+struct TlsConfig {
+  std::string ca;          // CA bundle that signs every peer's certificate
+  std::string cert;        // this process's certificate (chain)
+  std::string key;         // its private key
+  bool clientAuth = true;  // client_auth: servers require a client certificate the CA signed
+};
+
+// The admin HTTP planes (config section `admin:`; each service's address stays in router.admin /
+// shards[].admin). With `tls:` set and no `admin.tls`, admin addresses must be loopback.
+struct AdminPlaneConfig {
+  std::optional<TlsConfig> tls;
+  // admin.expose_paths: the paths served (e.g. [/metrics, /healthz, /readyz]); unset: all.
+  std::optional<std::vector<std::string>> exposePaths;
+};
+
 // model.dtype: the resident and compute dtype of the experts (shards' and the router's local
 // ones). kAuto: the checkpoint's dtype. Accumulation and gate scores are fp32 whatever it is.
 // Unset means f32 (the precision the parity suites were written for).
@@ -171,6 +189,8 @@ struct ClusterConfig {
   RoutingOptions routing;
   ExpertServiceConfig expertDefaults;  // `expert:`; already merged into each ShardConfig
   MetricsConfig metrics;
+  std::optional<TlsConfig> tls;  // `tls:`; unset: plaintext RPC
+  AdminPlaneConfig admin;        // `admin:`
   LimitsConfig limits;  // after parsing: maxRowsPerShardCall resolved, router.maxTokens equal to it
 
   const ShardConfig* findShard(std::string_view name) const;

@@ -1216,3 +1216,47 @@ TEST(ConfigLimits, MessageSizeMustHoldTheLargestCall) {
 
 }  // namespace
 }  // namespace moe
+
+namespace moe {
+namespace {
+
+TEST(ConfigParse, TlsAndAdminPlaneSections) {
+  auto r = parse(kMinimal +
+                 lines({"tls:", "  ca: certs/ca.pem", "  cert: /pki/node.pem", "  key: node.key",
+                        "admin:", "  tls: {ca: a.pem, cert: b.pem, key: c.pem, client_auth: false}",
+                        "  expose_paths: [/metrics, /healthz]"}));
+  ASSERT_TRUE(r.isOk()) << r.error();
+  const auto& c = r.value();
+  ASSERT_TRUE(c.tls.has_value());
+  EXPECT_EQ(c.tls->ca, "/etc/moe/certs/ca.pem");  // relative: against the YAML's directory
+  EXPECT_EQ(c.tls->cert, "/pki/node.pem");
+  EXPECT_EQ(c.tls->key, "/etc/moe/node.key");
+  EXPECT_TRUE(c.tls->clientAuth);  // mutual by default
+  ASSERT_TRUE(c.admin.tls.has_value());
+  EXPECT_FALSE(c.admin.tls->clientAuth);
+  ASSERT_TRUE(c.admin.exposePaths.has_value());
+  EXPECT_EQ(*c.admin.exposePaths, (std::vector<std::string>{"/metrics", "/healthz"}));
+  EXPECT_FALSE(parse(kMinimal).value().tls.has_value());  // no section: plaintext
+}
+
+TEST(ConfigParse, TlsSectionErrorsNameTheKey) {
+  const struct {
+    std::vector<std::string_view> extra;
+    const char* expected;
+  } cases[] = {
+      {{"tls:", "  ca: a.pem", "  cert: b.pem"}, "tls.key: missing"},
+      {{"tls: {ca: a, cert: b, key: c, verify: no}"}, "tls.verify: unknown key"},
+      {{"tls: {ca: a, cert: b, key: c, client_auth: maybe}"}, "tls.client_auth: expected true"},
+      {{"admin:", "  expose_paths: metrics"}, "admin.expose_paths: expected a list"},
+      {{"admin:", "  expose_paths: [metrics]"}, "'metrics' must start with /"},
+      {{"admin:", "  tls: {ca: a}"}, "admin.tls.cert: missing"},
+  };
+  for (const auto& c : cases) {
+    std::string yaml = kMinimal;
+    for (auto l : c.extra) yaml += std::string(l) + "\n";
+    EXPECT_TRUE(contains(errorOf(yaml), c.expected)) << errorOf(yaml);
+  }
+}
+
+}  // namespace
+}  // namespace moe
