@@ -53,9 +53,10 @@ struct Event {
 struct RouterLink {
   kj::Own<moe::RpcConnection> conn;
   moe::proto::Router::Client router{nullptr};
-  void connect(kj::AsyncIoContext& io, const std::string& address) {
+  void connect(kj::AsyncIoContext& io, const std::string& address, const moe::RpcClientTls& tls) {
     router = nullptr;
-    conn = moe::connectRpc(*io.provider, io.provider->getTimer(), address, 5000).wait(io.waitScope);
+    conn = moe::connectRpc(*io.provider, io.provider->getTimer(), address, 5000, tls)
+               .wait(io.waitScope);
     router = conn->bootstrap<moe::proto::Router>();
   }
 };
@@ -157,7 +158,7 @@ double recover(moe::deploy::LocalCluster& c, kj::AsyncIoContext& io, RouterLink&
         std::this_thread::sleep_for(50ms);
       }
       if (auto s = c.restartRouter(); !s) fail("router restart: " + s.message());
-      link.connect(io, c.routerAddress());
+      link.connect(io, c.routerAddress(), c.clientTls());
       return -1;
     }
   }
@@ -248,7 +249,7 @@ int main(int argc, char** argv) {
   const std::string victim = c.config().shards[1].name;
   auto io = kj::setupAsyncIo();
   RouterLink link;
-  link.connect(io, c.routerAddress());
+  link.connect(io, c.routerAddress(), c.clientTls());
   const uint32_t H = link.router.infoRequest().send().wait(io.waitScope).getInfo().getHiddenSize();
   const std::string admin = c.config().router.admin;
   const std::string without = withoutShard(config, victim);

@@ -37,6 +37,7 @@
 #include "common/log.h"
 #include "common/proto/moe.capnp.h"
 #include "common/rpc_endpoint.h"
+#include "common/rpc_tls.h"
 #include "common/tensor_wire.h"
 #include "deploy/local/local_cluster.h"
 #include "kernels/backend.h"
@@ -211,8 +212,17 @@ int main(int argc, char** argv) {
   const auto& m = local.value()->config();
   const uint32_t H = m.hiddenSize;
 
+  moe::RpcClientTls tls;  // config `tls:`: the router's port takes TLS only
+  if (cfg.tls) {
+    auto t = moe::RpcTls::load(*cfg.tls);
+    if (!t) {
+      std::cerr << "moe-bench: " << t.error() << "\n";
+      return 2;
+    }
+    tls.tls = std::move(t).value();
+  }
   auto io = kj::setupAsyncIo();
-  auto conn = moe::connectRpc(*io.provider, io.provider->getTimer(), cfg.router.listen, 5000)
+  auto conn = moe::connectRpc(*io.provider, io.provider->getTimer(), cfg.router.listen, 5000, tls)
                   .wait(io.waitScope);
   auto router = conn->bootstrap<moe::proto::Router>();
 

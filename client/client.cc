@@ -10,6 +10,7 @@
 #include "common/proto/moe.capnp.h"
 #include "common/rpc_endpoint.h"
 #include "common/rpc_status.h"
+#include "common/rpc_tls.h"
 #include "common/tensor_wire.h"
 
 namespace moe {
@@ -148,7 +149,14 @@ struct Client::Impl {
         io(provider),
         timer(provider.getTimer()),
         address(std::move(addr)),
-        options(opts) {}
+        options(opts) {
+    if (options.tls) {
+      TlsConfig files{options.tls->ca, options.tls->cert, options.tls->key, true};
+      auto loaded = RpcTls::load(files, "tls");
+      if (!loaded) throw ClientError(loaded.code(), loaded.error());
+      tls.tls = std::move(loaded).value();
+    }
+  }
 
   // The synchronous form's event loop; first, so that it is destroyed after everything on it.
   std::shared_ptr<kj::AsyncIoContext> ownLoop;
@@ -156,6 +164,7 @@ struct Client::Impl {
   kj::Timer& timer;
   std::string address;
   ClientOptions options;
+  RpcClientTls tls;  // options.tls, read
 
   // The router capability: a promise of one while connecting (calls made meanwhile queue on it,
   // or fail with the connection's error). `stale`: there is none, it failed, close() dropped it
@@ -173,7 +182,7 @@ struct Client::Impl {
     stale = false;
     const uint64_t gen = ++generation;
     router = proto::Router::Client(
-        connectRpc(io, timer, address, millis(options.connectTimeout))
+        connectRpc(io, timer, address, millis(options.connectTimeout), tls)
             .then(
                 [this, gen](kj::Own<RpcConnection> conn) -> proto::Router::Client {
                   auto cap = conn->bootstrap<proto::Router>();

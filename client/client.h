@@ -118,9 +118,21 @@ struct ForwardResult {
   uint64_t serverMicros = 0;  // the router's time for the call, receipt to reply
 };
 
+// TLS to a router whose cluster config has `tls:` (README "TLS"): PEM file paths, as in that
+// section. The router's certificate must be signed by `ca` and name the host of the address (a DNS
+// name, or an IP address as an IP SAN). `cert` and `key` are this client's identity; leave both
+// empty only for a cluster with tls.client_auth: false. The files are read when the Client is
+// made (ClientError FailedPrecondition naming the file if one cannot be used).
+struct ClientTls {
+  std::string ca;
+  std::string cert;
+  std::string key;
+};
+
 struct ClientOptions {
   std::chrono::milliseconds timeout{60000};        // per call, unless ForwardOptions says
   std::chrono::milliseconds connectTimeout{5000};  // per connection attempt
+  std::optional<ClientTls> tls;                    // unset: plaintext
 };
 
 class MOE_CLIENT_API Client {

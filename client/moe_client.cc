@@ -78,7 +78,7 @@ std::optional<int> parse(int argc, char** argv, Options& o) {
       "Exit status: 0 ok, 1 parity mismatch or internal error, 2 usage or invalid\n"
       "argument, 3.. the first failed call's code (README \"Error codes\").");
   auto* config = app.add_option("--config", o.config,
-                                "Cluster YAML: the router's address, the "
+                                "Cluster YAML: the router's address, its TLS certificates, the "
                                 "model and routing options for --check")
                      ->check(CLI::ExistingFile);
   auto* router = app.add_option("--router", o.router, "Router address (instead of --config's)")
@@ -150,6 +150,7 @@ int main(int argc, char** argv) {
   if (auto status = parse(argc, argv, o)) return *status;
   moe::setLogComponent("moe-client");
   moe::RoutingOptions routingOptions;  // noisy top-k / capacity, when --config says so
+  std::optional<moe::ClientTls> tls;   // --config's `tls:`: the router takes TLS only
   if (!o.config.empty()) {
     auto c = moe::loadClusterConfig(o.config);
     if (!c) {
@@ -159,6 +160,7 @@ int main(int argc, char** argv) {
     if (o.router.empty()) o.router = c.value().router.listen;
     if (o.model.empty()) o.model = c.value().modelPath;
     routingOptions = c.value().routing;
+    if (const auto& t = c.value().tls) tls = moe::ClientTls{t->ca, t->cert, t->key};
   }
   if (o.check && o.model.empty()) {
     std::cerr << "moe-client: --check needs --config or --model\n";
@@ -172,6 +174,7 @@ int main(int argc, char** argv) {
   try {
     moe::ClientOptions clientOptions;
     clientOptions.timeout = std::chrono::milliseconds(o.deadlineMs);
+    clientOptions.tls = tls;
     client.emplace(o.router, clientOptions);
     const moe::ModelInfo info = client->info();
     H = info.hiddenSize;

@@ -139,4 +139,14 @@ std::vector<prometheus::MetricFamily> collectProcessMetrics() {
   };
 }
 
+prometheus::Family<prometheus::Counter>& registerTlsHandshakeFailures(
+    prometheus::Registry& registry) {
+  return prometheus::BuildCounter()
+      .Name("moe_tls_handshake_failures_total")
+      .Help(
+          "TLS handshakes on the RPC ports that failed (plaintext peer, certificate not signed "
+          "by the CA, wrong host name, no client certificate), by the side that saw them")
+      .Register(registry);
+}
+
 }  // namespace moe

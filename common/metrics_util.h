@@ -3,6 +3,8 @@
 // that decide how truthful histogram_quantile() is are chosen (and tested) in one place.
 #pragma once
 
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
 #include <prometheus/histogram.h>
 #include <prometheus/metric_family.h>
 #include <prometheus/registry.h>
@@ -29,6 +31,13 @@ prometheus::Histogram::BucketBoundaries sizeBuckets(std::span<const uint32_t> co
 // moe_build_info{version, role, backend} 1
 void registerBuildInfo(prometheus::Registry& registry, std::string_view role,
                        std::string_view backend);
+
+// moe_tls_handshake_failures_total{side, shard}: TLS handshakes (config `tls:`) that failed, by the
+// side that saw them: "server" (a connection this process accepted; shard "") or "client" (the
+// router's connection to shard `shard`). Registered by each service's metrics, which create its
+// series up front so they read 0 (without `tls:` too).
+prometheus::Family<prometheus::Counter>& registerTlsHandshakeFailures(
+    prometheus::Registry& registry);
 
 // The standard process_* families of this process, read from /proc/self at call time (as the
 // Go and Python clients' process collectors do): process_cpu_seconds_total,

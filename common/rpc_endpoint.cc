@@ -1,9 +1,13 @@
 // Cap'n Proto connection plumbing shared by the router, the expert service and the tools.
 #include "common/rpc_endpoint.h"
 
+#include <arpa/inet.h>
 #include <capnp/rpc.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "common/log.h"
+#include "common/rpc_tls.h"
 
 namespace moe {
 
@@ -93,11 +97,39 @@ void PendingWrites::finished() {
   onZero.clear();
 }
 
+namespace {
+// "address:port" of the peer of an accepted socket, for logs; "?" when it has none.
+std::string peerName(kj::AsyncIoStream& stream) {
+  sockaddr_storage addr{};
+  kj::uint len = sizeof(addr);
+  try {
+    stream.getpeername(reinterpret_cast<sockaddr*>(&addr), &len);
+  } catch (const kj::Exception&) {
+    return "?";
+  }
+  char host[INET6_ADDRSTRLEN] = "?";
+  uint16_t port = 0;
+  if (addr.ss_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(&addr);
+    inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+    port = ntohs(in->sin_port);
+  } else if (addr.ss_family == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&addr);
+    inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+    port = ntohs(in6->sin6_port);
+  } else {
+    return "?";
+  }
+  return std::string(host) + ":" + std::to_string(port);
+}
+}  // namespace
+
 RpcListener::RpcListener(kj::Own<kj::ConnectionReceiver> receiver,
                          capnp::Capability::Client bootstrap, kj::Timer& timer,
-                         ListenerLimits limits)
+                         ListenerLimits limits, ListenerTls tls)
     : timer_(timer),
       limits_(limits),
+      tls_(std::move(tls)),
       receiver_(kj::mv(receiver)),
       bootstrap_(kj::mv(bootstrap)),
       connections_(*this) {}
@@ -113,16 +145,62 @@ kj::Promise<void> RpcListener::run() {
       }
       return run();
     }
-    auto conn = kj::heap<ServedConnection>(kj::heap<TrackedStream>(kj::mv(stream), writes_, timer_),
-                                           bootstrap_, limits_.maxMessageBytes);
     ++open_;
-    kj::Promise<void> done = conn->network.onDisconnect();
-    if (limits_.idleTimeoutMs != 0) {
-      done = done.exclusiveJoin(closeWhenIdle(conn->tracked.lastActivity));
+    kj::Promise<void> served = nullptr;
+    if (tls_.tls) {
+      // The handshake runs beside the accept loop: a slow or silent peer holds up nobody else.
+      served =
+          handshake(kj::mv(stream))
+              .then([this](kj::Maybe<kj::Own<kj::AsyncIoStream>> secured) -> kj::Promise<void> {
+                KJ_IF_MAYBE (s, secured) {
+                  return serve(kj::mv(*s));
+                }
+                return kj::READY_NOW;
+              });
+    } else {
+      served = serve(kj::mv(stream));
     }
-    connections_.add(done.attach(kj::mv(conn), kj::defer([this]() { --open_; })));
+    connections_.add(served.attach(kj::defer([this]() { --open_; })));
     return run();
   });
+}
+
+// The TLS stream of an accepted connection, or nothing when the peer was refused (counted and
+// logged; its socket closes with the failed handshake).
+kj::Promise<kj::Maybe<kj::Own<kj::AsyncIoStream>>> RpcListener::handshake(
+    kj::Own<kj::AsyncIoStream> stream) {
+  std::string peer = peerName(*stream);
+  const uint32_t ms = tls_.handshakeTimeoutMs;
+  auto secured = kj::evalNow([&]() { return tls_.tls->wrapServer(kj::mv(stream)); });
+  auto late = timer_.afterDelay(ms * kj::MILLISECONDS).then([ms]() -> kj::Own<kj::AsyncIoStream> {
+    throwStatus(StatusCode::kDeadlineExceeded,
+                "no TLS handshake within " + std::to_string(ms) + " ms");
+  });
+  return secured.exclusiveJoin(kj::mv(late))
+      .then(
+          [](kj::Own<kj::AsyncIoStream> s) {
+            return kj::Maybe<kj::Own<kj::AsyncIoStream>>(kj::mv(s));
+          },
+          [this, peer = kj::mv(peer)](kj::Exception&& e) -> kj::Maybe<kj::Own<kj::AsyncIoStream>> {
+            if (tls_.onHandshakeFailure) tls_.onHandshakeFailure();
+            // A scanner could fill the log: the first failure and then one in 100 are logged.
+            if (failedHandshakes_++ % 100 == 0) {
+              logWarn("refused a connection from ", peer,
+                      ": TLS handshake failed: ", e.getDescription().cStr(), " (",
+                      failedHandshakes_, " failed so far; one in 100 is logged)");
+            }
+            return nullptr;
+          });
+}
+
+kj::Promise<void> RpcListener::serve(kj::Own<kj::AsyncIoStream> stream) {
+  auto conn = kj::heap<ServedConnection>(kj::heap<TrackedStream>(kj::mv(stream), writes_, timer_),
+                                         bootstrap_, limits_.maxMessageBytes);
+  kj::Promise<void> done = conn->network.onDisconnect();
+  if (limits_.idleTimeoutMs != 0) {
+    done = done.exclusiveJoin(closeWhenIdle(conn->tracked.lastActivity));
+  }
+  return done.attach(kj::mv(conn));
 }
 
 // Resolves once `lastActivity` is idleTimeoutMs in the past; the connection is then dropped.
@@ -164,28 +242,39 @@ capnp::rpc::twoparty::VatId::Reader RpcConnection::serverId() {
 }
 
 kj::Promise<kj::Own<RpcConnection>> connectRpc(kj::AsyncIoProvider& io, kj::Timer& timer,
-                                               const std::string& address, uint32_t timeoutMs) {
-  auto connecting = io.getNetwork()
-                        .parseAddress(address)
-                        .then([](kj::Own<kj::NetworkAddress> addr) {
-                          auto p = addr->connect();
-                          return p.attach(kj::mv(addr));
-                        })
-                        .then([](kj::Own<kj::AsyncIoStream> stream) {
-                          return kj::heap<RpcConnection>(kj::mv(stream));
-                        });
+                                               const std::string& address, uint32_t timeoutMs,
+                                               const RpcClientTls& tls) {
+  // Only a failed connect is reworded here; the handshake and the time-out say what happened.
+  kj::Promise<kj::Own<kj::AsyncIoStream>> connected =
+      io.getNetwork()
+          .parseAddress(address)
+          .then([](kj::Own<kj::NetworkAddress> addr) {
+            auto p = addr->connect();
+            return p.attach(kj::mv(addr));
+          })
+          .catch_([address](kj::Exception&& e) -> kj::Own<kj::AsyncIoStream> {
+            throwStatus(StatusCode::kUnavailable,
+                        "cannot connect to " + address + ": " + e.getDescription().cStr());
+          });
+  if (tls.tls) {
+    connected = connected.then([address, tls](kj::Own<kj::AsyncIoStream> stream) {
+      return tls.tls->wrapClient(kj::mv(stream), address)
+          .catch_([address, tls](kj::Exception&& e) -> kj::Own<kj::AsyncIoStream> {
+            if (tls.onHandshakeFailure) tls.onHandshakeFailure();
+            throwStatus(StatusCode::kUnavailable,
+                        "TLS handshake with " + address + " failed: " + e.getDescription().cStr());
+          });
+    });
+  }
+  auto connecting = connected.then(
+      [](kj::Own<kj::AsyncIoStream> stream) { return kj::heap<RpcConnection>(kj::mv(stream)); });
   auto timedOut =
       timer.afterDelay(timeoutMs * kj::MILLISECONDS)
           .then([address, timeoutMs]() -> kj::Own<RpcConnection> {
             throwStatus(StatusCode::kUnavailable, "cannot connect to " + address + " within " +
                                                       std::to_string(timeoutMs) + " ms");
           });
-  // Only a failed connect is reworded; the time-out above already says what happened.
-  auto refused = connecting.catch_([address](kj::Exception&& e) -> kj::Own<RpcConnection> {
-    throwStatus(StatusCode::kUnavailable,
-                "cannot connect to " + address + ": " + e.getDescription().cStr());
-  });
-  return refused.exclusiveJoin(kj::mv(timedOut));
+  return connecting.exclusiveJoin(kj::mv(timedOut));
 }
 
 }  // namespace moe

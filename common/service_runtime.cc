@@ -96,9 +96,36 @@ kj::Promise<int> drainAccepted(kj::AsyncIoContext& io, RpcListener& listener,
 }
 }  // namespace
 
+Result<std::shared_ptr<RpcTls>> loadRpcTls(const ClusterConfig& cluster) {
+  if (!cluster.tls) return std::shared_ptr<RpcTls>();
+  auto tls = RpcTls::load(*cluster.tls);
+  if (!tls) return makeError(tls.status());
+  const TlsConfig& c = *cluster.tls;
+  logInfo("TLS on every RPC port: CA ", c.ca, ", certificate ", c.cert,
+          c.clientAuth ? "; clients must present a certificate the CA signed"
+                       : "; client certificates not required (tls.client_auth: false)");
+  return tls;
+}
+
+void reloadRpcTls(RpcTls& tls) {
+  Status s = tls.reload();
+  if (s) {
+    logInfo("TLS certificates reloaded (", tls.config().cert, "); new connections use them");
+  } else {
+    logError("TLS certificate reload failed, the previous certificates stay in use: ", s.message());
+  }
+}
+
 int serveUntilSignal(kj::AsyncIoContext& io, capnp::Capability::Client bootstrap,
                      const ServeOptions& options) {
-  auto signal = onTerminationSignal(*io.lowLevelProvider, options.reload);
+  std::function<void()> onHangup = options.reload;
+  if (options.tls) {
+    onHangup = [tls = options.tls, reload = options.reload]() {
+      reloadRpcTls(*tls);
+      if (reload) reload();
+    };
+  }
+  auto signal = onTerminationSignal(*io.lowLevelProvider, std::move(onHangup));
   kj::Own<kj::ConnectionReceiver> receiver;
   try {
     auto addr = io.provider->getNetwork().parseAddress(options.listen).wait(io.waitScope);
@@ -107,8 +134,11 @@ int serveUntilSignal(kj::AsyncIoContext& io, capnp::Capability::Client bootstrap
     logError("cannot listen on ", options.listen, ": ", e.getDescription().cStr());
     return 1;
   }
+  ListenerTls tls;
+  tls.tls = options.tls;
+  tls.onHandshakeFailure = options.onTlsHandshakeFailure;
   auto listener = kj::heap<RpcListener>(kj::mv(receiver), kj::mv(bootstrap),
-                                        io.provider->getTimer(), options.limits);
+                                        io.provider->getTimer(), options.limits, std::move(tls));
   auto serving = listener->run().then([]() { return 0; },
                                       [](kj::Exception&& e) {
                                         logError("listener failed: ", e.getDescription().cStr());

@@ -16,6 +16,7 @@
 #include "common/config.h"
 #include "common/proto/moe.capnp.h"
 #include "common/rpc_endpoint.h"
+#include "common/rpc_tls.h"
 
 namespace moe {
 
@@ -41,7 +42,18 @@ struct ServeOptions {
   std::function<void()> reload = {};
   // Connection count, idle time-out and message size allowed to peers (config `limits:`).
   ListenerLimits limits = {};
+  // Config `tls:` (null: plaintext): every connection completes a TLS handshake first; on SIGHUP
+  // the certificates are read again (before `reload` runs) and new connections use them.
+  std::shared_ptr<RpcTls> tls = nullptr;
+  std::function<void()> onTlsHandshakeFailure = {};  // counts moe_tls_handshake_failures_total
 };
+
+// Config `tls:` read and checked (null when unset); errors name the key, the file and the reason.
+Result<std::shared_ptr<RpcTls>> loadRpcTls(const ClusterConfig& cluster);
+
+// SIGHUP: reads the certificates of `tls` again and logs the outcome; on failure the ones in use
+// stay (new connections keep using them) and the log names the file and the reason.
+void reloadRpcTls(RpcTls& tls);
 
 // The listener limits of `limits:`.
 ListenerLimits listenerLimits(const LimitsConfig& limits);

@@ -33,7 +33,9 @@ ExpertMetrics::ExpertMetrics(prometheus::Registry& registry, const ExpertStore& 
                        .Name("moe_device_memory_bytes")
                        .Help("Memory in use on the compute device by resident expert weights")
                        .Register(registry)
-                       .Add({{"device", std::string(backend)}})) {
+                       .Add({{"device", std::string(backend)}})),
+      tlsHandshakeFailures(
+          registerTlsHandshakeFailures(registry).Add({{"side", "server"}, {"shard", ""}})) {
   registerBuildInfo(registry, "expert", backend);
   auto& requests = prometheus::BuildCounter()
                        .Name("moe_expert_requests_total")

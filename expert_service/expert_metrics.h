@@ -15,6 +15,10 @@
 //   moe_expert_queue_depth                               gauge, runs waiting for the executor
 //   moe_device_memory_bytes{device}                      gauge, device memory held by the
 //                                                        resident expert weights
+//   moe_tls_handshake_failures_total{side,shard}         counter, failed TLS handshakes of
+//                                                        connections to this shard's port
+//                                                        (config tls:); side = server, shard
+//                                                        empty
 #pragma once
 
 #include <prometheus/counter.h>
@@ -55,6 +59,7 @@ class ExpertMetrics {
   prometheus::Histogram& coalescedCalls;
   prometheus::Gauge& queueDepth;
   prometheus::Gauge& deviceMemory;
+  prometheus::Counter& tlsHandshakeFailures;  // side="server"
 
  private:
   std::map<std::string, prometheus::Counter*, std::less<>> requestsByCode_;

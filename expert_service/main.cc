@@ -72,6 +72,12 @@ int main(int argc, char** argv) {
   moe::expert::ExpertMetrics metrics(*registry, *model.value()->store, backend,
                                      {perExpert, {self->batching.maxRows}});
 
+  auto tls = moe::loadRpcTls(cluster);
+  if (!tls) {
+    moe::logError("start-up failed: ", tls.error());
+    return 2;
+  }
+
   auto io = kj::setupAsyncIo();
   auto own = kj::heap<moe::expert::ShardServer>(std::move(model).value(), metrics,
                                                 io.provider->getTimer());
@@ -80,6 +86,8 @@ int main(int argc, char** argv) {
   moe::ServeOptions serve{self->listen, "expert shard " + shard, admin.get(),
                           /*readyWhenListening=*/true, cluster.timeouts.drainMs};
   serve.limits = moe::listenerLimits(cluster.limits);
+  serve.tls = tls.value();  // SIGHUP re-reads its certificates
+  serve.onTlsHandshakeFailure = [&metrics]() { metrics.tlsHandshakeFailures.Increment(); };
   // SIGTERM: refuse new calls at once (the router fails over), finish the accepted ones, exit.
   serve.drain = [&shardServer]() {
     shardServer.startDraining();

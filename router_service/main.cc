@@ -69,11 +69,16 @@ int main(int argc, char** argv) {
   moe::router::RouterMetrics metrics(
       *registry, m, cluster.shards, backend,
       {perExpert, {cluster.router.maxTokens, cluster.router.batching.maxTokens}});
+  auto tls = moe::loadRpcTls(cluster);
+  if (!tls) {
+    moe::logError("start-up failed: ", tls.error());
+    return 2;
+  }
   if (admin) admin->setState(moe::ServiceState::kNotReady, "waiting for every expert's shard");
 
   auto io = kj::setupAsyncIo();
   auto server = kj::heap<moe::router::RouterServer>(std::move(model).value(), *io.provider,
-                                                    io.provider->getTimer(), metrics);
+                                                    io.provider->getTimer(), metrics, tls.value());
   auto& router = *server;
   capnp::Capability::Client bootstrap = kj::mv(server);
   auto watch = router.watchShards(admin.get(), 2000).eagerlyEvaluate([](kj::Exception&& e) {
@@ -94,6 +99,9 @@ int main(int argc, char** argv) {
   moe::ServeOptions serve{cluster.router.listen, "router", admin.get(),
                           /*readyWhenListening=*/false, /*drainMs=*/0};
   serve.limits = moe::listenerLimits(cluster.limits);
+  // SIGHUP also re-reads the certificates: for the router's port and its shard connections.
+  serve.tls = tls.value();
+  serve.onTlsHandshakeFailure = [&metrics]() { metrics.tlsServerHandshakeFailures.Increment(); };
   const uint32_t drainMs = cluster.timeouts.drainMs;
   kj::Timer& timer = io.provider->getTimer();
   serve.reload = [&reloader]() { reloader.onHangup(); };

@@ -42,6 +42,8 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, const ModelConfig& 
                        .Help("Time from a request's admission to the start of its batch's gating")
                        .Register(registry)
                        .Add({}, latencyBuckets())),
+      tlsServerHandshakeFailures(
+          registerTlsHandshakeFailures(registry).Add({{"side", "server"}, {"shard", ""}})),
       requests_(prometheus::BuildCounter()
                     .Name("moe_router_requests_total")
                     .Help("Router.forward calls by result code")
@@ -142,6 +144,7 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, const ModelConfig& 
            .Name("moe_shard_identity_mismatch_total")
            .Help("Probes that found another model or placement at the shard's address")
            .Register(registry);
+  f.tlsHandshakeFailures = &registerTlsHandshakeFailures(registry);
   for (const auto& s : shards) addShard(s);
 }
 
@@ -160,6 +163,8 @@ void RouterMetrics::addShard(const ShardConfig& shard) {
   sh.receivedBytes = &f.receivedBytes->Add(l);
   sh.inflightRows = &f.inflightRows->Add(l);
   sh.identityMismatches = &f.identityMismatches->Add(l);
+  sh.tlsHandshakeFailures =
+      &f.tlsHandshakeFailures->Add({{"side", "client"}, {"shard", shard.name}});
   sh.errUnavailable = withCode("unavailable");
   sh.errDeadline = withCode("deadline_exceeded");
   sh.errInternal = withCode("internal");

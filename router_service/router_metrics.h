@@ -46,6 +46,10 @@
 //   moe_shard_inflight_rows{shard}                gauge, token rows sent and not yet answered
 //   moe_shard_identity_mismatch_total{shard}      counter, probes that found another model or
 //                                                 placement at the shard's address
+//   moe_tls_handshake_failures_total{side,shard}  counter, failed TLS handshakes (config tls:);
+//                                                 side = server | client; server: connections
+//                                                 to the router's port (shard empty); client:
+//                                                 the router's connections to shard `shard`
 // clang-format on
 #pragma once
 
@@ -103,6 +107,7 @@ class RouterMetrics {
     prometheus::Counter* receivedBytes;  // payload bytes of results received
     prometheus::Gauge* inflightRows;
     prometheus::Counter* identityMismatches;
+    prometheus::Counter* tlsHandshakeFailures;  // side="client": the router's connections to it
     prometheus::Counter* errUnavailable;
     prometheus::Counter* errDeadline;
     prometheus::Counter* errInternal;
@@ -119,6 +124,8 @@ class RouterMetrics {
   prometheus::Histogram& batchTokens;
   prometheus::Histogram& batchRequests;
   prometheus::Histogram& queueSeconds;
+  // Failed TLS handshakes of connections to the router's own port (side="server").
+  prometheus::Counter& tlsServerHandshakeFailures;
 
  private:
   // Tumbling window per layer: statistics over at least the last kWindowTokens tokens.
@@ -159,6 +166,7 @@ class RouterMetrics {
     prometheus::Family<prometheus::Counter>* receivedBytes;
     prometheus::Family<prometheus::Gauge>* inflightRows;
     prometheus::Family<prometheus::Counter>* identityMismatches;
+    prometheus::Family<prometheus::Counter>* tlsHandshakeFailures;
   };
   ShardFamilies shardFamilies_{};
   std::deque<Shard> shards_;  // a deque: references stay valid as shards join

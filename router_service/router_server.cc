@@ -14,10 +14,12 @@
 
 namespace moe::router {
 RouterServer::RouterServer(std::unique_ptr<RouterModel> model, kj::AsyncIoProvider& io,
-                           kj::Timer& timer, RouterMetrics& metrics)
+                           kj::Timer& timer, RouterMetrics& metrics,
+                           std::shared_ptr<const RpcTls> tls)
     : RouterServer(std::move(model), nullptr, timer, &metrics) {
-  transport_ = std::make_unique<CapnpShardTransport>(io, timer, model_->cluster.shards,
-                                                     model_->cluster.timeouts);
+  transport_ = std::make_unique<CapnpShardTransport>(
+      io, timer, model_->cluster.shards, model_->cluster.timeouts, std::move(tls),
+      [&metrics](uint32_t shard) { metrics.shard(shard).tlsHandshakeFailures->Increment(); });
   connectStages();
 }
 

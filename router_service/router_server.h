@@ -26,8 +26,10 @@ namespace moe::router {
 class RouterServer final : public proto::Router::Server {
  public:
   // Serves over Cap'n Proto connections to the configured shards.
+  // With `tls` (config `tls:`) every shard connection is TLS; failed handshakes are counted in
+  // metrics (side="client").
   RouterServer(std::unique_ptr<RouterModel> model, kj::AsyncIoProvider& io, kj::Timer& timer,
-               RouterMetrics& metrics);
+               RouterMetrics& metrics, std::shared_ptr<const RpcTls> tls = nullptr);
   // Serves over the given transport (in-process shards in unit tests); `metrics` may be null.
   RouterServer(std::unique_ptr<RouterModel> model, std::unique_ptr<ShardTransport> transport,
                kj::Timer& timer, RouterMetrics* metrics);

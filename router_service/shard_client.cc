@@ -6,11 +6,13 @@
 namespace moe::router {
 
 ShardClient::ShardClient(kj::AsyncIoProvider& io, kj::Timer& timer, const ShardConfig& shard,
-                         const TimeoutConfig& timeouts, std::function<void()> onDisconnect)
+                         const TimeoutConfig& timeouts, std::function<void()> onDisconnect,
+                         RpcClientTls tls)
     : io_(io),
       timer_(timer),
       shard_(shard),
       timeouts_(timeouts),
+      tls_(std::move(tls)),
       onDisconnect_(std::move(onDisconnect)),
       watchers_(*this) {}
 
@@ -30,7 +32,7 @@ kj::Promise<proto::ExpertShard::Client> ShardClient::capability() {
   }
   // Concurrent callers may each open a connection; the last one to finish is kept. Simple, and
   // only happens on (re)connect.
-  return connectRpc(io_, timer_, shard_.listen, timeouts_.connectMs)
+  return connectRpc(io_, timer_, shard_.listen, timeouts_.connectMs, tls_)
       .then([this](kj::Own<RpcConnection> conn) -> proto::ExpertShard::Client {
         KJ_IF_MAYBE (cap, cap_) {
           return *cap;

@@ -16,9 +16,11 @@ namespace moe::router {
 
 class ShardClient final : private kj::TaskSet::ErrorHandler {
  public:
-  // `onDisconnect` runs when a live connection drops (the next one must be verified again).
+  // `onDisconnect` runs when a live connection drops (the next one must be verified again);
+  // `tls` (config `tls:`) secures every connection, and counts the handshakes that fail.
   ShardClient(kj::AsyncIoProvider& io, kj::Timer& timer, const ShardConfig& shard,
-              const TimeoutConfig& timeouts, std::function<void()> onDisconnect);
+              const TimeoutConfig& timeouts, std::function<void()> onDisconnect,
+              RpcClientTls tls = {});
 
   const ShardConfig& config() const { return shard_; }
 
@@ -37,6 +39,7 @@ class ShardClient final : private kj::TaskSet::ErrorHandler {
   kj::Timer& timer_;
   ShardConfig shard_;
   TimeoutConfig timeouts_;
+  RpcClientTls tls_;
   kj::Maybe<kj::Own<RpcConnection>> connection_;
   kj::Maybe<proto::ExpertShard::Client> cap_;
   std::function<void()> onDisconnect_;

@@ -55,14 +55,21 @@ uint32_t ShardTransport::addShard(const ShardConfig& config) {
 
 CapnpShardTransport::CapnpShardTransport(kj::AsyncIoProvider& io, kj::Timer& timer,
                                          const std::vector<ShardConfig>& shards,
-                                         const TimeoutConfig& timeouts)
-    : ShardTransport(timer, timeouts), io_(io) {
+                                         const TimeoutConfig& timeouts,
+                                         std::shared_ptr<const RpcTls> tls,
+                                         std::function<void(uint32_t)> onTlsFailure)
+    : ShardTransport(timer, timeouts),
+      io_(io),
+      tls_(std::move(tls)),
+      onTlsFailure_(std::move(onTlsFailure)) {
   for (const ShardConfig& s : shards) addShard(s);
 }
 
 void CapnpShardTransport::open(uint32_t i) {
-  clients_.push_back(std::make_unique<ShardClient>(io_, timer(), shard(i), timeouts(),
-                                                   [this, i]() { notifyLost(i); }));
+  RpcClientTls tls{tls_, nullptr};
+  if (onTlsFailure_) tls.onHandshakeFailure = [this, i]() { onTlsFailure_(i); };
+  clients_.push_back(std::make_unique<ShardClient>(
+      io_, timer(), shard(i), timeouts(), [this, i]() { notifyLost(i); }, std::move(tls)));
 }
 
 kj::Promise<proto::ExpertShard::Client> CapnpShardTransport::capability(uint32_t shard) {

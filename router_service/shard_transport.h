@@ -83,8 +83,12 @@ class ShardTransport {
 // Shards over Cap'n Proto connections (ShardClient each).
 class CapnpShardTransport final : public ShardTransport {
  public:
+  // `tls` (config `tls:`; null: plaintext) secures every shard connection; a failed handshake
+  // with shard i calls onTlsFailure(i).
   CapnpShardTransport(kj::AsyncIoProvider& io, kj::Timer& timer,
-                      const std::vector<ShardConfig>& shards, const TimeoutConfig& timeouts);
+                      const std::vector<ShardConfig>& shards, const TimeoutConfig& timeouts,
+                      std::shared_ptr<const RpcTls> tls = nullptr,
+                      std::function<void(uint32_t)> onTlsFailure = {});
 
  protected:
   void open(uint32_t index) override;
@@ -94,6 +98,8 @@ class CapnpShardTransport final : public ShardTransport {
 
  private:
   kj::AsyncIoProvider& io_;
+  std::shared_ptr<const RpcTls> tls_;
+  std::function<void(uint32_t)> onTlsFailure_;
   std::vector<std::unique_ptr<ShardClient>> clients_;
 };
 

@@ -25,13 +25,13 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // One info probe over a fresh connection. Empty string: ready; else why not.
-std::string probe(const std::string& address, bool router) {
+std::string probe(const std::string& address, bool router, const RpcClientTls& tls) {
   std::string outcome;
   std::thread t([&]() {
     try {
       auto io = kj::setupAsyncIo();
       auto& timer = io.provider->getTimer();
-      auto conn = connectRpc(*io.provider, timer, address, 1000).wait(io.waitScope);
+      auto conn = connectRpc(*io.provider, timer, address, 1000, tls).wait(io.waitScope);
       if (router) {
         auto req = conn->bootstrap<proto::Router>().infoRequest();
         auto reply =
@@ -77,6 +77,11 @@ Result<std::unique_ptr<LocalCluster>> LocalCluster::start(const LocalClusterOpti
   c->options_ = options;
   if (c->options_.binDir.empty()) c->options_.binDir = selfDir();
   c->config_ = std::move(config).value();
+  if (c->config_.tls) {
+    auto tls = RpcTls::load(*c->config_.tls);
+    if (!tls) return makeError(tls.status());
+    c->tls_ = std::move(tls).value();
+  }
   if (!c->options_.logDir.empty()) std::filesystem::create_directories(c->options_.logDir);
   const std::string expert = c->options_.binDir + "/moe-expert";
   const std::string router = c->options_.binDir + "/moe-router";
@@ -113,6 +118,8 @@ Status LocalCluster::waitReady(Child& child, bool router) {
   const std::string address =
       router ? config_.router.listen : config_.findShard(child.name)->listen;
   const auto deadline = Clock::now() + std::chrono::milliseconds(options_.readyTimeoutMs);
+  // A restarted process reads the certificate files as they are now (they may have rotated).
+  if (tls_) (void)tls_->reload();
   std::string last;
   while (Clock::now() < deadline) {
     int status = 0;
@@ -126,7 +133,7 @@ Status LocalCluster::waitReady(Child& child, bool router) {
                                 ? " (see its log above)"
                                 : " (see " + options_.logDir + "/" + child.name + ".log)"));
     }
-    last = probe(address, router);
+    last = probe(address, router, clientTls());
     if (last.empty()) return Status::ok();
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }

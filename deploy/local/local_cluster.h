@@ -12,6 +12,8 @@
 
 #include "common/config.h"
 #include "common/result.h"
+#include "common/rpc_endpoint.h"
+#include "common/rpc_tls.h"
 
 namespace moe::deploy {
 
@@ -32,6 +34,8 @@ class LocalCluster {
   void stop();  // idempotent
   const ClusterConfig& config() const { return config_; }
   const std::string& routerAddress() const { return config_.router.listen; }
+  // How to connect to the cluster's ports: TLS with the config's certificates under `tls:`.
+  RpcClientTls clientTls() const { return {tls_}; }
 
   // For fault-injection tests and the launcher's watch loop.
   pid_t pidOf(const std::string& name) const;    // "router" or a shard name; -1 if unknown
@@ -52,6 +56,7 @@ class LocalCluster {
 
   LocalClusterOptions options_;
   ClusterConfig config_;
+  std::shared_ptr<RpcTls> tls_;  // config `tls:`; null: plaintext
   std::vector<Child> children_;  // shards first, router last
 };
 

@@ -97,8 +97,10 @@ std::unique_ptr<deploy::LocalCluster> startCluster(const std::string& yamlPath) 
   return std::move(c).value();
 }
 
-TestClient::TestClient(const std::string& address) : io_(kj::setupAsyncIo()) {
-  conn_ = connectRpc(*io_.provider, io_.provider->getTimer(), address, 2000).wait(io_.waitScope);
+TestClient::TestClient(const std::string& address, const RpcClientTls& tls)
+    : io_(kj::setupAsyncIo()) {
+  conn_ =
+      connectRpc(*io_.provider, io_.provider->getTimer(), address, 2000, tls).wait(io_.waitScope);
 }
 
 template <typename T>

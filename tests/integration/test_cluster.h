@@ -65,7 +65,7 @@ struct Outcome {
 // One connection to a router or a shard, on this thread's own event loop.
 class TestClient {
  public:
-  explicit TestClient(const std::string& address);
+  explicit TestClient(const std::string& address, const RpcClientTls& tls = {});
   kj::WaitScope& waitScope() { return io_.waitScope; }
 
   using ForwardResponse = capnp::Response<proto::Router::ForwardResults>;
