@@ -227,6 +227,14 @@ class AsyncClient:
         self._closed = False
         self._host_only = False  # Client: leave accelerator copies to the caller's thread
 
+    @classmethod
+    def from_config(cls, config_path, **kwargs) -> "AsyncClient":
+        """The router of a cluster YAML (``router.listen``), with the TLS of its ``tls:`` section
+        (``moe_cluster.tls_context``) unless ``tls=`` is given."""
+        from ._config import router_address, tls_context
+        kwargs.setdefault("tls", tls_context(config_path))
+        return cls(router_address(config_path), **kwargs)
+
     @property
     def timeout_s(self) -> float:
         return self._timeout_s
@@ -544,6 +552,15 @@ class Client:
     threads are in flight at once on the one connection). Connects in the constructor:
     ``Unavailable`` when nothing answers at ``address``.
     """
+
+    @classmethod
+    def from_config(cls, config_path, **kwargs) -> "Client":
+        """``with Client.from_config("cluster.yaml") as c``: the router of a cluster YAML
+        (``router.listen``), with the TLS of its ``tls:`` section (``moe_cluster.tls_context``)
+        unless ``tls=`` is given."""
+        from ._config import router_address, tls_context
+        kwargs.setdefault("tls", tls_context(config_path))
+        return cls(router_address(config_path), **kwargs)
 
     def __init__(self, address, *, timeout_s: float = DEFAULT_TIMEOUT_S, tls=None):
         self._async = AsyncClient(address, timeout_s=timeout_s, tls=tls)

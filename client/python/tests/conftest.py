@@ -61,8 +61,10 @@ def _experts_of(model_dir: str) -> int:
 
 
 def write_config(work: str, model_dir: str, shards: int = 2, router: dict | None = None,
-                 timeouts: dict | None = None, routing: dict | None = None) -> dict:
-    """A cluster YAML (JSON is YAML) with free ports; returns it as a dict with its path."""
+                 timeouts: dict | None = None, routing: dict | None = None,
+                 extra: dict | None = None) -> dict:
+    """A cluster YAML (JSON is YAML) with free ports; returns it as a dict with its path.
+    ``extra``: more top-level sections (``{"tls": {...}}``)."""
     experts = _experts_of(model_dir)
     per = -(-experts // shards)
     config = {
@@ -78,6 +80,7 @@ def write_config(work: str, model_dir: str, shards: int = 2, router: dict | None
         config["timeouts"] = timeouts
     if routing:
         config["routing"] = routing
+    config.update(extra or {})
     path = os.path.join(work, f"cluster-{config['router']['listen'].rsplit(':', 1)[1]}.yaml")
     with open(path, "w") as f:
         json.dump(config, f, indent=1)

@@ -1,6 +1,8 @@
-"""tls=: the client reaches a router through TLS. The router itself speaks plain Cap'n Proto
-today, so a TLS-terminating proxy on loopback (the way a TLS endpoint would sit in front of it)
-stands between them; the client verifies the proxy's certificate against the given context."""
+"""tls=: the client reaches a router through TLS. First through a TLS-terminating proxy on
+loopback (a TLS endpoint in front of a plaintext router); the client verifies the proxy's
+certificate against the given context. Then a cluster with mutual TLS of its own (config `tls:`,
+certificates from scripts/make-tls-certs.sh): Client.from_config / tls_context read its YAML, and
+a client without them is refused."""
 
 import asyncio
 import shutil
@@ -8,11 +10,13 @@ import ssl
 import subprocess
 import threading
 
+import os
+
 import numpy as np
 import pytest
 
 import moe_cluster
-from conftest import TINY
+from conftest import ROOT, TINY, cluster, write_config
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +102,54 @@ def test_tls_refuses_an_untrusted_certificate(tls_proxy):
 def test_tls_argument_is_checked():
     with pytest.raises(moe_cluster.InvalidArgument, match="tls"):
         moe_cluster.Client("127.0.0.1:1", tls="yes")
+
+
+# -- a cluster with mutual TLS (config `tls:`) ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tls_cluster(work, tiny_model, tmp_path_factory):
+    """The tiny model with `tls:` (relative paths, as the YAML resolves them); (address, YAML)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (needed to make the cluster's certificates)")
+    d = tmp_path_factory.mktemp("mtls")
+    subprocess.run([os.path.join(ROOT, "scripts", "make-tls-certs.sh"), str(d / "certs")],
+                   check=True, capture_output=True)
+    tls = {"ca": str(d / "certs" / "ca.pem"), "cert": "certs/cluster.pem",
+           "key": "certs/cluster.key"}
+    with cluster(str(d), tiny_model, extra={"tls": tls}) as address:
+        [yaml_path] = [str(p) for p in d.glob("cluster-*.yaml")]
+        yield address, yaml_path
+
+
+def test_cluster_tls_from_config(tls_cluster):
+    address, yaml_path = tls_cluster
+    x = np.ones((2, TINY["hidden"]), np.float32)
+    with moe_cluster.Client.from_config(yaml_path) as c:
+        assert c.address == address
+        assert c.info().ready
+        assert c.forward(0, x).output.shape == x.shape
+
+    async def main():
+        tls = moe_cluster.tls_context(yaml_path)
+        async with moe_cluster.AsyncClient(address, tls=tls) as a:
+            return await asyncio.gather(*(a.forward(1, x) for _ in range(4)))
+
+    assert all(r.output.shape == x.shape for r in asyncio.run(main()))
+
+
+def test_cluster_tls_refuses_clients_without_its_certificates(tls_cluster):
+    address, yaml_path = tls_cluster
+    with pytest.raises(moe_cluster.Error):  # plaintext: the router drops it at the handshake
+        with moe_cluster.Client(address, timeout_s=5) as c:
+            c.info()
+    ca = os.path.join(os.path.dirname(yaml_path), "certs", "ca.pem")
+    ca_only = ssl.create_default_context(cafile=ca)
+    with pytest.raises(moe_cluster.Error):  # the CA but no client certificate (client_auth)
+        with moe_cluster.Client(address, tls=ca_only, timeout_s=5) as c:
+            c.info()
+
+
+def test_tls_context_without_a_tls_section(work, tiny_model):
+    config = write_config(work, tiny_model)
+    assert moe_cluster.tls_context(config["_path"]) is None
+    assert moe_cluster.router_address(config["_path"]) == config["router"]["listen"]
