@@ -266,7 +266,9 @@ int main(int argc, char** argv) {
   if (overheadCalls > 0) {
     std::vector<float> token(H);
     for (auto& v : token) v = normal(rng);
-    moe::Client client(*io.provider, cfg.router.listen);
+    moe::ClientOptions clientOptions;
+    if (cfg.tls) clientOptions.tls = moe::ClientTls{cfg.tls->ca, cfg.tls->cert, cfg.tls->key};
+    moe::Client client(*io.provider, cfg.router.listen, clientOptions);
     clientOverhead = measureOverhead(overheadCalls, [&]() {
       return client.forwardAsync(layer, moe::HiddenStates::f32(token, 1))
           .wait(io.waitScope)

@@ -38,6 +38,12 @@ int main(int argc, char** argv) {
   }
   const moe::ClusterConfig& cluster = config.value();
   const moe::ShardConfig* self = cluster.findShard(shard);
+  // The certificates first: a file that cannot be used ends start-up before any weight is read.
+  auto tls = moe::loadRpcTls(cluster);
+  if (!tls) {
+    moe::logError("start-up failed: ", tls.error());
+    return 2;
+  }
 
   // The admin plane comes up first, so probes see "starting" while weights load.
   auto registry = std::make_shared<prometheus::Registry>();
@@ -71,12 +77,6 @@ int main(int argc, char** argv) {
   if (!why.empty()) moe::logInfo(why);
   moe::expert::ExpertMetrics metrics(*registry, *model.value()->store, backend,
                                      {perExpert, {self->batching.maxRows}});
-
-  auto tls = moe::loadRpcTls(cluster);
-  if (!tls) {
-    moe::logError("start-up failed: ", tls.error());
-    return 2;
-  }
 
   auto io = kj::setupAsyncIo();
   auto own = kj::heap<moe::expert::ShardServer>(std::move(model).value(), metrics,

@@ -28,6 +28,12 @@ int main(int argc, char** argv) {
   if (!flags.value().listen.empty()) config.value().router.listen = flags.value().listen;
   if (!flags.value().admin.empty()) config.value().router.admin = flags.value().admin;
   const moe::ClusterConfig& cluster = config.value();
+  // The certificates first: a file that cannot be used ends start-up before any weight is read.
+  auto tls = moe::loadRpcTls(cluster);
+  if (!tls) {
+    moe::logError("start-up failed: ", tls.error());
+    return 2;
+  }
 
   // The admin plane comes up first, so probes see "starting" while weights load.
   auto registry = std::make_shared<prometheus::Registry>();
@@ -69,11 +75,6 @@ int main(int argc, char** argv) {
   moe::router::RouterMetrics metrics(
       *registry, m, cluster.shards, backend,
       {perExpert, {cluster.router.maxTokens, cluster.router.batching.maxTokens}});
-  auto tls = moe::loadRpcTls(cluster);
-  if (!tls) {
-    moe::logError("start-up failed: ", tls.error());
-    return 2;
-  }
   if (admin) admin->setState(moe::ServiceState::kNotReady, "waiting for every expert's shard");
 
   auto io = kj::setupAsyncIo();

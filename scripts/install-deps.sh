@@ -12,7 +12,7 @@
 set -euo pipefail
 pkgs=(
   build-essential cmake ninja-build pkg-config python3 python3-venv
-  capnproto libcapnp-dev            # RPC and wire format
+  capnproto libcapnp-dev            # RPC and wire format; kj-tls (it pulls libssl-dev: config tls:)
   prometheus-cpp-dev                # metrics
   libyaml-cpp-dev                   # cluster config
   libboost-dev                      # Asio/Beast (admin plane)
@@ -26,8 +26,9 @@ pkgs=(
   python3-yaml iproute2 curl        # deploy tests: config generator, network namespaces
 )
 # Only the tests need these (not the images' builder stage, which tests/deploy/lint_dockerfiles.py
-# holds to the list above): the fuzzers' clang build (tests/fuzz: libFuzzer, ASan, UBSan).
-test_pkgs=(clang libclang-rt-14-dev)
+# holds to the list above): the fuzzers' clang build (tests/fuzz: libFuzzer, ASan, UBSan), and the
+# openssl command that makes the TLS tests' certificates (scripts/make-tls-certs.sh).
+test_pkgs=(clang libclang-rt-14-dev openssl)
 # Kubernetes schemas for validating the manifests offline (tests/deploy), pinned.
 pip_pkgs=(kubernetes-validate==1.37.0 PyYAML)
 
@@ -38,14 +39,15 @@ install_pip() {
   python3 -m pip install -q "${pip_pkgs[@]}" 2>/dev/null ||
     python3 -m pip install -q --break-system-packages "${pip_pkgs[@]}"
 }
-# The client's test venv: the package's dependencies (numpy, pycapnp), pytest, setuptools (the
-# packaging test builds the wheel offline), and torch + transformers for the hf.offload tests.
-client_pkgs=(numpy==2.4.6 pycapnp==2.2.4 pytest==9.2.0 setuptools==84.2.1)
+# The client's test venv: the package's dependencies (numpy, pycapnp; PyYAML for tls_context on a
+# YAML file), pytest, setuptools (the packaging test builds the wheel offline), and torch +
+# transformers for the hf.offload tests.
+client_pkgs=(numpy==2.4.6 pycapnp==2.2.4 pytest==9.2.0 setuptools==84.2.1 PyYAML==6.0.4)
 torch_pkgs=(torch==2.15.0 transformers==5.24.0)
 install_client_venv() {
   # ~ as Python's expanduser sees it (as tests/client_python/run_pytest.py does), even without $HOME
   local venv="${MOE_PYTHON_VENV:-$(python3 -c 'import os; print(os.path.expanduser("~"))')/.cache/moe-cluster/venv}"
-  local want="import numpy, capnp, pytest, setuptools"
+  local want="import numpy, capnp, pytest, setuptools, yaml"
   [ "${MOE_PYTHON_TORCH:-1}" = 0 ] || want="$want, torch, transformers"
   if "$venv/bin/python" -c "$want" 2>/dev/null; then return 0; fi
   echo "install-deps: Python client test venv $venv"

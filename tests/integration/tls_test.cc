@@ -343,5 +343,44 @@ TEST(TlsRotationTest, SighupReloadsCertificates) {
   EXPECT_EQ(callRouter(cfg.router.listen, asNew()), "");
 }
 
+// A certificate file that cannot be used ends the start-up of the router and of a shard with
+// exit status 2 and a message naming the key and the file.
+TEST(TlsStartupTest, UnusableFilesEndStartUpWithExit2NamingTheFile) {
+  const std::string dir = freshDir("tls-startup-certs");
+  makeCerts(dir + "/a");
+  makeCerts(dir + "/b");
+  { std::ofstream(dir + "/garbage.pem") << "this is not PEM\n"; }
+  const std::string yaml = writeCluster("tls-startup", tlsCluster(dir + "/a", true));
+  const std::string text = fileText(yaml);
+  struct Case {
+    std::string from, to, message;
+  };
+  const std::vector<Case> cases = {
+      {dir + "/a/cluster.key", dir + "/a/missing.key",
+       "tls.key " + dir + "/a/missing.key: cannot read: No such file or directory"},
+      {dir + "/a/cluster.key", dir + "/b/cluster.key",
+       "tls.key " + dir + "/b/cluster.key: does not match the certificate in tls.cert " + dir +
+           "/a/cluster.pem"},
+      {dir + "/a/cluster.pem", dir + "/garbage.pem",
+       "tls.cert " + dir + "/garbage.pem: not a PEM certificate: "},
+      {dir + "/a/ca.pem", dir + "/garbage.pem",
+       "tls.ca " + dir + "/garbage.pem: no PEM certificate (BEGIN CERTIFICATE) in it"},
+  };
+  const std::string bin = deploy::selfDir();
+  for (const auto& tc : cases) {
+    SCOPED_TRACE(tc.message);
+    std::string broken = text;
+    broken.replace(broken.find(tc.from), tc.from.size(), tc.to);
+    const std::string path = (fs::path(yaml).parent_path() / "broken.yaml").string();
+    { std::ofstream(path) << broken; }
+    for (const std::string& cmd : {bin + "/moe-router --config " + path,
+                                   bin + "/moe-expert --config " + path + " --shard shard-0"}) {
+      const auto [status, out] = runCommand(cmd);
+      EXPECT_EQ(status, 2) << cmd << "\n" << out;
+      EXPECT_NE(out.find(tc.message), std::string::npos) << cmd << "\n" << out;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace moe::testing
