@@ -40,6 +40,13 @@ void copyCerts(const std::string& from, const std::string& to) {
   }
 }
 
+std::string fileText(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
 ClusterSpec tlsCluster(const std::string& certs, bool clientAuth) {
   ClusterSpec spec;
   spec.model.hiddenSize = kH;
@@ -63,6 +70,7 @@ enum class Peer {
   kRogueSigned,    // trusts the cluster's CA, presents a certificate another CA signed
   kNoCertificate,  // trusts the cluster's CA, presents none
   kTrustsRogueCa,  // does not trust the cluster's CA (and presents the rogue certificate)
+  kBundleCa,       // the cluster's certificate; its CA file holds the rogue CA first, then ours
 };
 
 RpcClientTls clientTls(Peer peer, const std::string& cluster, const std::string& rogue) {
@@ -82,6 +90,12 @@ RpcClientTls clientTls(Peer peer, const std::string& cluster, const std::string&
     case Peer::kTrustsRogueCa:
       t = {rogue + "/ca.pem", rogue + "/cluster.pem", rogue + "/cluster.key", true};
       break;
+    case Peer::kBundleCa: {
+      const std::string bundle = rogue + "/bundle.pem";  // as during a CA rotation
+      std::ofstream(bundle) << fileText(rogue + "/ca.pem") << fileText(cluster + "/ca.pem");
+      t = {bundle, cluster + "/cluster.pem", cluster + "/cluster.key", true};
+      break;
+    }
   }
   auto tls = RpcTls::load(t);
   EXPECT_TRUE(tls) << tls.error();
@@ -168,13 +182,6 @@ bool within(int ms, F done) {
   return true;
 }
 
-std::string fileText(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 class TlsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -236,6 +243,7 @@ TEST_F(TlsTest, PortsRefuseForeignPeersAndCountThem) {
       {"a certificate the rogue CA signed", Peer::kRogueSigned, false},
       {"no client certificate (client_auth: true)", Peer::kNoCertificate, false},
       {"a client that does not trust the cluster's CA", Peer::kTrustsRogueCa, false},
+      {"a CA bundle with the cluster's CA second", Peer::kBundleCa, true},
       {"the cluster's certificate again, after all that", Peer::kCluster, true},
   };
   const MetricLabels server{{"side", "server"}};
