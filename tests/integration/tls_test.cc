@@ -16,6 +16,7 @@
 #include <sstream>
 #include <thread>
 
+#include "client/client.h"
 #include "common/rpc_tls.h"
 #include "tests/integration/metrics_text.h"
 #include "tests/integration/test_cluster.h"
@@ -270,6 +271,33 @@ TEST_F(TlsTest, PortsRefuseForeignPeersAndCountThem) {
   for (const auto& s : cfg.shards) {
     EXPECT_EQ(tlsFailures(cfg.router.admin, {{"side", "client"}, {"shard", s.name}}), 0);
   }
+}
+
+// moe::Client (the library engines link) with ClientOptions::tls: served with the cluster's
+// files, refused without TLS, and a file it cannot use is an error that names it.
+TEST_F(TlsTest, CppClientLibrary) {
+  const std::string cluster = *dir_ + "/cluster", address = cluster_->routerAddress();
+  auto attempt = [&](std::optional<ClientTls> tls) {
+    return onThread([&]() -> std::string {
+      try {
+        ClientOptions o;
+        o.tls = tls;
+        o.connectTimeout = std::chrono::milliseconds(3000);
+        Client c(address, o);
+        return c.info().ready ? "" : "not ready";
+      } catch (const ClientError& e) {
+        return e.what();
+      }
+    });
+  };
+  EXPECT_EQ(
+      attempt(ClientTls{cluster + "/ca.pem", cluster + "/cluster.pem", cluster + "/cluster.key"}),
+      "");
+  EXPECT_NE(attempt(std::nullopt), "");
+  EXPECT_EQ(attempt(ClientTls{cluster + "/nope.pem", "", ""}),
+            "FailedPrecondition: tls.ca " + cluster +
+                "/nope.pem: cannot read: No such file or "
+                "directory");
 }
 
 // A TLS peer that never finishes its handshake (sends nothing) holds up nobody else.
