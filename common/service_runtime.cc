@@ -98,7 +98,14 @@ kj::Promise<int> drainAccepted(kj::AsyncIoContext& io, RpcListener& listener,
 
 int serveUntilSignal(kj::AsyncIoContext& io, capnp::Capability::Client bootstrap,
                      const ServeOptions& options) {
-  auto signal = onTerminationSignal(*io.lowLevelProvider, options.reload);
+  std::function<void()> onHangup = options.reload;
+  if (options.admin != nullptr && options.admin->tlsEnabled()) {
+    onHangup = [&options]() {
+      (void)options.admin->reloadTls();  // a failure is logged and the old certificates stay
+      if (options.reload) options.reload();
+    };
+  }
+  auto signal = onTerminationSignal(*io.lowLevelProvider, std::move(onHangup));
   kj::Own<kj::ConnectionReceiver> receiver;
   try {
     auto addr = io.provider->getNetwork().parseAddress(options.listen).wait(io.waitScope);
@@ -202,19 +209,37 @@ std::string serviceInfoJson(const ClusterConfig& cluster, const ModelConfig* mod
 }
 
 Result<std::unique_ptr<AdminServer>> startAdminPlane(const std::string& listen,
+                                                     const ClusterConfig& cluster,
                                                      std::shared_ptr<prometheus::Registry> registry,
                                                      std::shared_ptr<SharedText> info,
-                                                     const std::string& reason) {
+                                                     const std::string& reason,
+                                                     std::function<void()> onTlsHandshakeFailure) {
+  // The YAML's addresses were checked when it was parsed; this catches a --admin override.
+  if (cluster.tls && !cluster.admin.tls && !isLoopbackAddress(listen)) {
+    return makeError(StatusCode::kFailedPrecondition,
+                     "admin address " + listen + " is not loopback: " + kAdminLoopbackRule);
+  }
   AdminOptions o;
   o.listen = listen;
   o.registry = std::move(registry);
   o.processMetrics = true;
   o.info = [info]() { return info->get(); };
+  o.tls = cluster.admin.tls;
+  o.exposePaths = cluster.admin.exposePaths;
+  o.onTlsHandshakeFailure = std::move(onTlsHandshakeFailure);
   auto admin = AdminServer::start(std::move(o));
   if (!admin) return makeError(admin.status());
   admin.value()->setState(ServiceState::kStarting, reason);
-  logInfo("admin plane on port ", admin.value()->port(), " (", listen,
-          "): /metrics /healthz /readyz /v1/info");
+  std::string paths = "/metrics /healthz /readyz /v1/info";
+  if (cluster.admin.exposePaths) {
+    paths.clear();
+    for (const auto& p : *cluster.admin.exposePaths) paths += (paths.empty() ? "" : " ") + p;
+  }
+  logInfo("admin plane on port ", admin.value()->port(), " (", listen, ", ",
+          cluster.admin.tls
+              ? (cluster.admin.tls->clientAuth ? "HTTPS, client certificates" : "HTTPS")
+              : "HTTP",
+          "): ", paths);
   return admin;
 }
 
