@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "common/config.h"
+#include "deploy/local/prometheus_runner.h"
 #include "tests/integration/test_cluster.h"
 
 namespace moe::testing {
@@ -156,7 +157,7 @@ TEST(AdminPlane, HttpsWithClientCertificatesExposePathsAndSighupReload) {
   leaf("server2", "ca2", "subjectAltName=IP:127.0.0.1");
   leaf("client", "ca1", "extendedKeyUsage=clientAuth");
   sh("cp server1.pem admin.pem && cp server1.key admin.key");
-  if (::testing::Test::HasFailure()) GTEST_SKIP() << "could not make certificates";
+  if (::testing::Test::HasFailure()) return;  // no certificates, nothing to test with
 
   // The HTTP status curl got ("000": no HTTP answer at all).
   auto status = [&](const std::string& scheme, const std::string& path,
@@ -179,6 +180,20 @@ TEST(AdminPlane, HttpsWithClientCertificatesExposePathsAndSighupReload) {
   EXPECT_EQ(status("https", "/metrics", trusted), "404");
   EXPECT_EQ(status("https", "/healthz", "--cacert ca1.pem"), "000");  // no client certificate
   EXPECT_EQ(status("http", "/healthz", ""), "000");                   // plain HTTP
+
+  // moe-cluster --prometheus scrapes it over HTTPS with the admin certificate: promtool accepts
+  // the rendered config (it opens the files), and the plane accepts those files as a client's.
+  auto config = loadClusterConfig(yaml);
+  EXPECT_TRUE(config.isOk()) << config.error();  // not ASSERT: the shard must still be stopped
+  if (config.isOk()) {
+    const std::string rendered = deploy::PrometheusRunner::renderConfig(config.value(), "1s", "");
+    EXPECT_NE(rendered.find("scheme: https"), std::string::npos) << rendered;
+    std::ofstream(dir + "/prometheus.yml") << rendered;
+    auto check = runCommand("promtool check config '" + dir + "/prometheus.yml'");
+    EXPECT_EQ(check.first, 0) << check.second << rendered;
+  }
+  EXPECT_EQ(status("https", "/healthz", "--cacert ca1.pem --cert admin.pem --key admin.key"),
+            "200");
 
   // New files from another CA, then SIGHUP: new connections get the new certificate.
   sh("cp server2.pem admin.pem && cp server2.key admin.key");
