@@ -1,19 +1,26 @@
 // AdminServer implementation: one io_context on one thread, an async acceptor, and a Beast HTTP
-// session per connection (read → answer → write, keep-alive, idle timeout). Nothing here throws
-// into Asio: errors are logged and the connection is dropped.
+// session per connection ([TLS handshake →] read → answer → write, keep-alive, idle timeout).
+// Nothing here throws into Asio: errors are logged and the connection is dropped.
 #include "common/admin_server.h"
 
+#include <openssl/ssl.h>
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 
 #include <pthread.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <cstring>
 #include <exception>
 #include <map>
 #include <mutex>
@@ -21,6 +28,7 @@
 #include <string_view>
 #include <system_error>
 #include <thread>
+#include <type_traits>
 #include <utility>
 
 #include "common/log.h"
@@ -32,7 +40,10 @@ namespace {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
+using PlainStream = beast::tcp_stream;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 
 using Request = http::request<http::string_body>;
 using Response = http::response<http::string_body>;
@@ -114,10 +125,67 @@ http::status httpStatusFor(StatusCode code) {
 }
 
 bool isRoutineDisconnect(const beast::error_code& ec) {
+  // stream_truncated: a TLS peer that closed without close_notify, as most HTTP clients do.
   return ec == http::error::end_of_stream || ec == http::error::partial_message ||
-         ec == beast::error::timeout || ec == asio::error::eof ||
-         ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
-         ec == asio::error::operation_aborted;
+         ec == ssl::error::stream_truncated || ec == beast::error::timeout ||
+         ec == asio::error::eof || ec == asio::error::connection_reset ||
+         ec == asio::error::broken_pipe || ec == asio::error::operation_aborted;
+}
+
+// A handshake that ended because the peer closed before sending anything (a TCP connect check,
+// a port scan's connect) is not counted as a failed handshake; everything else is.
+bool isHandshakeFailure(const beast::error_code& ec) {
+  return ec != asio::error::eof && ec != asio::error::operation_aborted &&
+         ec != ssl::error::stream_truncated;
+}
+
+// An OpenSSL server context from admin.tls: TLS 1.2 or later, the certificate chain and key
+// (checked to match), and with client_auth a client certificate that `ca` signs is required.
+Result<std::shared_ptr<ssl::context>> makeTlsContext(const TlsConfig& tls) {
+  std::shared_ptr<ssl::context> ctx;
+  try {
+    ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
+  } catch (const std::exception& e) {
+    return makeError(StatusCode::kInternal, std::string("admin.tls: OpenSSL: ") + e.what());
+  }
+  auto bad = [](const char* key, const std::string& path, const std::string& why) {
+    return makeError(StatusCode::kFailedPrecondition,
+                     std::string("admin.tls.") + key + " (" + path + "): " + why);
+  };
+  // OpenSSL reports a missing file as a bare "system lib" error; say what is wrong instead.
+  for (auto [key, path] : {std::pair{"cert", &tls.cert}, {"key", &tls.key}, {"ca", &tls.ca}}) {
+    if (::access(path->c_str(), R_OK) != 0) {
+      return bad(key, *path, std::string("cannot read: ") + std::strerror(errno));
+    }
+  }
+  beast::error_code ec;
+  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
+                       ssl::context::single_dh_use,
+                   ec);
+  SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
+  if (ctx->use_certificate_chain_file(tls.cert, ec); ec) {
+    return bad("cert", tls.cert, "cannot load a PEM certificate chain: " + ec.message());
+  }
+  if (ctx->use_private_key_file(tls.key, ssl::context::pem, ec); ec) {
+    return bad("key", tls.key, "cannot load a PEM private key matching cert: " + ec.message());
+  }
+  if (SSL_CTX_check_private_key(ctx->native_handle()) != 1) {
+    return bad("key", tls.key, "does not match the certificate " + tls.cert);
+  }
+  if (ctx->load_verify_file(tls.ca, ec); ec) {
+    return bad("ca", tls.ca, "cannot load a PEM CA bundle: " + ec.message());
+  }
+  if (tls.clientAuth) {
+    ctx->set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert, ec);
+    // Tells clients which CA their certificate must come from (curl, browsers pick by it).
+    if (STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(tls.ca.c_str())) {
+      SSL_CTX_set_client_CA_list(ctx->native_handle(), names);
+    }
+  } else {
+    ctx->set_verify_mode(ssl::verify_none, ec);
+  }
+  return ctx;
 }
 
 // The request handlers and the readiness state. Shared by all sessions; thread-safe because
@@ -125,8 +193,27 @@ bool isRoutineDisconnect(const beast::error_code& ec) {
 class Endpoints {
  public:
   Endpoints(std::shared_ptr<prometheus::Registry> registry, std::function<std::string()> info,
-            bool processMetrics)
-      : registry_(std::move(registry)), info_(std::move(info)), processMetrics_(processMetrics) {}
+            bool processMetrics, std::optional<std::vector<std::string>> exposePaths)
+      : registry_(std::move(registry)),
+        info_(std::move(info)),
+        processMetrics_(processMetrics),
+        exposePaths_(std::move(exposePaths)) {}
+
+  // admin.expose_paths: whether the request's path (query aside) is served at all.
+  bool exposed(const Request& req) const {
+    if (!exposePaths_) return true;
+    std::string_view target = toStd(req.target());
+    std::string_view path = target.substr(0, target.find('?'));
+    return std::find(exposePaths_->begin(), exposePaths_->end(), path) != exposePaths_->end();
+  }
+  // The 404 for a path admin.expose_paths leaves out, naming the ones that are served.
+  Response notExposed(const Request& req) const {
+    std::string_view target = toStd(req.target());
+    std::string body = "not found: " + std::string(target.substr(0, target.find('?'))) +
+                       "\nexposed paths (admin.expose_paths):";
+    for (const auto& p : *exposePaths_) body += " " + p;
+    return reply(req, http::status::not_found, kTextType, body + "\n");
+  }
 
   void setState(ServiceState s, std::string reason) {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -250,33 +337,68 @@ class Endpoints {
   const std::shared_ptr<prometheus::Registry> registry_;
   const std::function<std::string()> info_;
   const bool processMetrics_;
+  const std::optional<std::vector<std::string>> exposePaths_;
   mutable std::mutex mutex_;  // guards reason_ and actions_, keeps state_ and reason_ consistent
   std::map<std::string, AdminAction> actions_;  // POST path -> action
   std::atomic<ServiceState> state_{ServiceState::kStarting};
   std::string reason_;
 };
 
-// One HTTP connection. Owned by the shared_ptr its pending operation holds: when an operation
-// ends without starting another (error, close, timeout), the session and its socket go away.
-class Session : public std::enable_shared_from_this<Session> {
+// One HTTP connection, plain (PlainStream) or HTTPS (TlsStream). Owned by the shared_ptr its
+// pending operation holds: when an operation ends without starting another (error, close,
+// timeout), the session and its socket go away.
+template <class Stream>
+class Session : public std::enable_shared_from_this<Session<Stream>> {
  public:
-  Session(tcp::socket socket, const Endpoints& endpoints, std::chrono::milliseconds idleTimeout)
-      : stream_(std::move(socket)), endpoints_(endpoints), idleTimeout_(idleTimeout) {
+  static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
+
+  // `tls` (HTTPS only) is the context the stream was made from, kept alive with it even when a
+  // reload swaps in a new one; `onHandshakeFailure` counts failed handshakes.
+  Session(Stream stream, std::shared_ptr<ssl::context> tls, const Endpoints& endpoints,
+          std::chrono::milliseconds idleTimeout, const std::function<void()>& onHandshakeFailure)
+      : tls_(std::move(tls)),
+        stream_(std::move(stream)),
+        endpoints_(endpoints),
+        idleTimeout_(idleTimeout),
+        onHandshakeFailure_(onHandshakeFailure) {
     beast::error_code ec;
-    tcp::endpoint peer = stream_.socket().remote_endpoint(ec);
+    tcp::endpoint peer = beast::get_lowest_layer(stream_).socket().remote_endpoint(ec);
     peer_ = ec ? std::string("?") : describe(peer);
+  }
+
+  void start() {
+    if constexpr (kTls) {
+      beast::get_lowest_layer(stream_).expires_after(idleTimeout_);
+      stream_.async_handshake(
+          ssl::stream_base::server,
+          beast::bind_front_handler(&Session::onHandshake, this->shared_from_this()));
+    } else {
+      read();
+    }
+  }
+
+ private:
+  // A plaintext client, a certificate the CA did not sign, no client certificate when one is
+  // required: the connection closes, nothing else changes.
+  void onHandshake(beast::error_code ec) {
+    if (!ec) return read();
+    if (isHandshakeFailure(ec)) {
+      logWarn("admin: TLS handshake with ", peer_, " failed: ", ec.message());
+      if (onHandshakeFailure_) onHandshakeFailure_();
+    } else {
+      logDebug("admin: ", peer_, ": closed during the TLS handshake: ", ec.message());
+    }
   }
 
   void read() {
     parser_.emplace();  // a parser reads one message; keep-alive needs a fresh one each time
     parser_->header_limit(kMaxHeaderBytes);
     parser_->body_limit(kMaxBodyBytes);
-    stream_.expires_after(idleTimeout_);
+    beast::get_lowest_layer(stream_).expires_after(idleTimeout_);
     http::async_read(stream_, buffer_, *parser_,
-                     beast::bind_front_handler(&Session::onRead, shared_from_this()));
+                     beast::bind_front_handler(&Session::onRead, this->shared_from_this()));
   }
 
- private:
   void onRead(beast::error_code ec, size_t /*bytes*/) {
     if (ec == http::error::end_of_stream) return shutdown();
     if (ec.category() == http::make_error_code(http::error::bad_method).category() &&
@@ -284,6 +406,10 @@ class Session : public std::enable_shared_from_this<Session> {
       return badRequest(ec);
     }
     if (ec) return drop("read", ec);
+    if (!endpoints_.exposed(parser_->get())) {
+      response_ = endpoints_.notExposed(parser_->get());
+      return write();
+    }
     if (AdminAction action = endpoints_.action(parser_->get())) {
       if (parser_->get().method() == http::verb::post) return act(action);
       response_ = Endpoints::actionResponse(
@@ -299,7 +425,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // Runs an action; its answer is written from the admin thread whenever it comes.
   void act(const AdminAction& action) {
     request_ = parser_->release();
-    auto self = shared_from_this();
+    auto self = this->shared_from_this();
     try {
       action(request_.body(), [self](AdminReply r) {
         asio::post(self->stream_.get_executor(), [self, r = std::move(r)]() {
@@ -315,9 +441,9 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void write() {
-    stream_.expires_after(idleTimeout_);
+    beast::get_lowest_layer(stream_).expires_after(idleTimeout_);
     http::async_write(stream_, response_,
-                      beast::bind_front_handler(&Session::onWrite, shared_from_this()));
+                      beast::bind_front_handler(&Session::onWrite, this->shared_from_this()));
   }
 
   void onWrite(beast::error_code ec, size_t /*bytes*/) {
@@ -352,17 +478,25 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void shutdown() {
-    beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);  // best effort; closing anyway
+    if constexpr (kTls) {
+      // close_notify, bounded by the idle timeout; the session ends when it is done either way.
+      beast::get_lowest_layer(stream_).expires_after(idleTimeout_);
+      stream_.async_shutdown([self = this->shared_from_this()](beast::error_code) {});
+    } else {
+      beast::error_code ec;
+      stream_.socket().shutdown(tcp::socket::shutdown_send, ec);  // best effort; closing anyway
+    }
   }
 
-  beast::tcp_stream stream_;
+  const std::shared_ptr<ssl::context> tls_;  // declared first: outlives the stream made from it
+  Stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   Request request_;    // an action's request, kept until its answer comes
   Response response_;  // lives here until async_write is done with it
   const Endpoints& endpoints_;
   const std::chrono::milliseconds idleTimeout_;
+  const std::function<void()>& onHandshakeFailure_;  // AdminServer::Impl's; outlives sessions
   std::string peer_;
 };
 
@@ -388,9 +522,17 @@ const char* serviceStateName(ServiceState s) {
 // sessions refer to.
 struct AdminServer::Impl {
   explicit Impl(AdminOptions options)
-      : endpoints(std::move(options.registry), std::move(options.info), options.processMetrics),
+      : endpoints(std::move(options.registry), std::move(options.info), options.processMetrics,
+                  std::move(options.exposePaths)),
         idleTimeout(options.idleTimeoutMs),
-        listen(std::move(options.listen)) {}
+        listen(std::move(options.listen)),
+        tls(std::move(options.tls)),
+        onTlsHandshakeFailure(std::move(options.onTlsHandshakeFailure)) {}
+
+  std::shared_ptr<ssl::context> currentTlsContext() {
+    std::lock_guard<std::mutex> lock(tlsMutex);
+    return tlsContext;
+  }
 
   void accept() {
     acceptor.async_accept([this](beast::error_code ec, tcp::socket socket) {
@@ -407,7 +549,16 @@ struct AdminServer::Impl {
       // on a keep-alive connection until the client's delayed ACK (~40 ms).
       beast::error_code optEc;
       socket.set_option(tcp::no_delay(true), optEc);
-      std::make_shared<Session>(std::move(socket), endpoints, idleTimeout)->read();
+      if (std::shared_ptr<ssl::context> ctx = currentTlsContext()) {
+        TlsStream stream(std::move(socket), *ctx);
+        std::make_shared<Session<TlsStream>>(std::move(stream), std::move(ctx), endpoints,
+                                             idleTimeout, onTlsHandshakeFailure)
+            ->start();
+      } else {
+        std::make_shared<Session<PlainStream>>(PlainStream(std::move(socket)), nullptr, endpoints,
+                                               idleTimeout, onTlsHandshakeFailure)
+            ->start();
+      }
       accept();
     });
   }
@@ -430,6 +581,10 @@ struct AdminServer::Impl {
   Endpoints endpoints;
   const std::chrono::milliseconds idleTimeout;
   const std::string listen;
+  const std::optional<TlsConfig> tls;
+  const std::function<void()> onTlsHandshakeFailure;
+  std::mutex tlsMutex;                       // guards tlsContext (swapped by reloadTls)
+  std::shared_ptr<ssl::context> tlsContext;  // null: plain HTTP
   asio::io_context ioc{1};
   asio::executor_work_guard<asio::io_context::executor_type> work{ioc.get_executor()};
   tcp::acceptor acceptor{ioc};
@@ -440,6 +595,11 @@ struct AdminServer::Impl {
 
 Result<std::unique_ptr<AdminServer>> AdminServer::start(AdminOptions options) {
   auto impl = std::make_unique<Impl>(std::move(options));
+  if (impl->tls) {
+    auto ctx = makeTlsContext(*impl->tls);
+    if (!ctx) return makeError(ctx.code(), "admin server on " + impl->listen + ": " + ctx.error());
+    impl->tlsContext = std::move(ctx).value();
+  }
   Result<tcp::endpoint> endpoint = parseListen(impl->listen, impl->ioc);
   if (!endpoint) return makeError(endpoint.status());
 
@@ -469,7 +629,7 @@ Result<std::unique_ptr<AdminServer>> AdminServer::start(AdminOptions options) {
   } catch (const std::system_error& e) {
     return makeError("admin server on " + impl->listen + ": cannot start its thread: " + e.what());
   }
-  logDebug("admin: serving /metrics /healthz /readyz /v1/info on ", impl->listen, " (port ",
+  logDebug("admin: serving ", impl->tls ? "HTTPS" : "HTTP", " on ", impl->listen, " (port ",
            impl->port, ")");
   return std::unique_ptr<AdminServer>(new AdminServer(std::move(impl)));
 }
@@ -495,6 +655,25 @@ ServiceState AdminServer::state() const {
 
 void AdminServer::setAction(std::string path, AdminAction action) {
   impl_->endpoints.setAction(std::move(path), std::move(action));
+}
+
+Status AdminServer::reloadTls() {
+  if (!impl_->tls) return Status::ok();
+  auto ctx = makeTlsContext(*impl_->tls);
+  if (!ctx) {
+    logWarn("admin: TLS reload failed, keeping the certificates in use: ", ctx.error());
+    return ctx.status();
+  }
+  {
+    std::lock_guard<std::mutex> lock(impl_->tlsMutex);
+    impl_->tlsContext = std::move(ctx).value();
+  }
+  logInfo("admin: reloaded TLS certificate ", impl_->tls->cert);
+  return Status::ok();
+}
+
+bool AdminServer::tlsEnabled() const {
+  return impl_->tls.has_value();
 }
 
 }  // namespace moe

@@ -2,13 +2,18 @@
 // (liveness), /readyz (readiness), /v1/info (JSON) and the POST actions a service adds (the
 // router's /admin/placement) — served by Boost.Asio/Beast on its own
 // thread, so a busy or stuck KJ event loop never hides a service from its probes and scrapes.
+// Optionally over HTTPS (config admin.tls, OpenSSL via boost::asio::ssl, client certificates
+// required when client_auth) and limited to the paths in admin.expose_paths.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
+#include "common/config.h"
 #include "common/result.h"
 
 namespace prometheus {
@@ -35,6 +40,16 @@ struct AdminOptions {
   // A connection that sends no complete request (or does not take its response) for this long is
   // closed, so a stuck or slow client cannot pin a connection.
   uint32_t idleTimeoutMs = 10000;
+  // admin.tls: serve HTTPS with these PEM files; client_auth requires a client certificate that
+  // `ca` signs. A plaintext or failed handshake closes only that connection. Unset: plain HTTP.
+  std::optional<TlsConfig> tls = {};
+  // Called (on the admin thread) once per failed TLS handshake, so the service can count it in
+  // moe_tls_handshake_failures_total. A peer that closes before sending a byte is not counted
+  // (a TCP connect check is not an attack). Must be thread-safe; unset: only logged.
+  std::function<void()> onTlsHandshakeFailure = {};
+  // admin.expose_paths: serve only these paths (GET endpoints and POST actions alike); any other
+  // path is a 404 naming the exposed ones. Unset: every endpoint and action.
+  std::optional<std::vector<std::string>> exposePaths = {};
 };
 
 // The answer to an admin action: a status (its HTTP status follows from the code) and a text body.
@@ -63,6 +78,12 @@ class AdminServer {
   ServiceState state() const;
   // Thread-safe: from now on a POST to `path` (e.g. "/admin/placement") runs `action`.
   void setAction(std::string path, AdminAction action);
+
+  // Thread-safe: re-reads the admin.tls certificate, key and CA files (SIGHUP) for connections
+  // accepted from now on; open ones keep the old ones. When a file cannot be read or the key does
+  // not match the certificate, keeps serving the old ones and says why. A no-op without tls.
+  Status reloadTls();
+  bool tlsEnabled() const;
 
  private:
   struct Impl;

@@ -2,9 +2,12 @@
 // allows, so a typo is an error with a line number rather than a silently ignored setting.
 #include "common/config.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <filesystem>
 #include <fstream>
@@ -496,6 +499,11 @@ ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir)
     if (!addr.empty() && !used.insert(addr).second) {
       p.fail(node, key, "address " + addr + " is already used by another service");
     }
+    // With tls: on the RPC ports, a plain-HTTP admin plane reachable from the network would be
+    // the one unauthenticated door left (POST /admin/placement rewires the cluster).
+    if (!addr.empty() && c.tls && !c.admin.tls && !isLoopbackAddress(addr)) {
+      p.fail(node, key, "address " + addr + " is not loopback: " + kAdminLoopbackRule);
+    }
   };
   if (root["router"]) checkAdmin(c.router.admin, "router.admin", root["router"]["admin"]);
   for (size_t i = 0; i < c.shards.size(); ++i) {
@@ -505,6 +513,24 @@ ClusterConfig parse(Parser& p, const YAML::Node& root, std::string_view baseDir)
 }
 
 }  // namespace
+
+bool isLoopbackAddress(std::string_view hostPort) {
+  std::string_view host = hostPort.substr(0, hostPort.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  std::string h(host);
+  std::transform(h.begin(), h.end(), h.begin(), [](unsigned char ch) { return std::tolower(ch); });
+  if (h == "localhost") return true;
+  in_addr v4{};
+  if (inet_pton(AF_INET, h.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  if (inet_pton(AF_INET6, h.c_str(), &v6) == 1) {
+    if (IN6_IS_ADDR_LOOPBACK(&v6)) return true;
+    return IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127;  // ::ffff:127.x.y.z
+  }
+  return false;  // "" (all interfaces), 0.0.0.0, a routable address, any other name
+}
 
 bool ShardConfig::servesLayer(uint32_t layer) const {
   return !layers || std::find(layers->begin(), layers->end(), layer) != layers->end();

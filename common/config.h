@@ -167,6 +167,15 @@ struct AdminPlaneConfig {
   std::optional<std::vector<std::string>> exposePaths;
 };
 
+// Why an admin address was refused (config error, and the services' --admin override).
+inline constexpr const char* kAdminLoopbackRule =
+    "admin plane without admin.tls must listen on loopback when tls: is set (127.0.0.0/8, ::1 or "
+    "localhost; or set admin.tls)";
+
+// Whether a "host:port" binds loopback only: 127.0.0.0/8, ::1 (or ::ffff:127.x) or "localhost".
+// ":port", 0.0.0.0, [::] and every other address or name are not.
+bool isLoopbackAddress(std::string_view hostPort);
+
 // model.dtype: the resident and compute dtype of the experts (shards' and the router's local
 // ones). kAuto: the checkpoint's dtype. Accumulation and gate scores are fp32 whatever it is.
 // Unset means f32 (the precision the parity suites were written for).

@@ -149,4 +149,9 @@ prometheus::Family<prometheus::Counter>& registerTlsHandshakeFailures(
       .Register(registry);
 }
 
+std::function<void()> adminTlsFailureCounter(prometheus::Registry& registry) {
+  auto& counter = registerTlsHandshakeFailures(registry).Add({{"side", "server"}, {"shard", ""}});
+  return [&counter]() { counter.Increment(); };
+}
+
 }  // namespace moe

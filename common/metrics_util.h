@@ -10,6 +10,7 @@
 #include <prometheus/registry.h>
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -44,5 +45,10 @@ prometheus::Family<prometheus::Counter>& registerTlsHandshakeFailures(
 // process_resident_memory_bytes, process_virtual_memory_bytes, process_open_fds,
 // process_max_fds, process_start_time_seconds, process_threads. Empty where /proc is missing.
 std::vector<prometheus::MetricFamily> collectProcessMetrics();
+
+// The admin plane's hook for failed HTTPS handshakes: counts them in the same
+// moe_tls_handshake_failures_total{side="server"} series as the RPC port's (the registry merges the
+// family), so one alert covers both planes.
+std::function<void()> adminTlsFailureCounter(prometheus::Registry& registry);
 
 }  // namespace moe

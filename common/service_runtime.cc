@@ -119,9 +119,12 @@ void reloadRpcTls(RpcTls& tls) {
 int serveUntilSignal(kj::AsyncIoContext& io, capnp::Capability::Client bootstrap,
                      const ServeOptions& options) {
   std::function<void()> onHangup = options.reload;
-  if (options.tls) {
-    onHangup = [tls = options.tls, reload = options.reload]() {
-      reloadRpcTls(*tls);
+  const bool adminTls = options.admin != nullptr && options.admin->tlsEnabled();
+  if (options.tls || adminTls) {
+    onHangup = [tls = options.tls, admin = adminTls ? options.admin : nullptr,
+                reload = options.reload]() {
+      if (tls) reloadRpcTls(*tls);
+      if (admin != nullptr) (void)admin->reloadTls();  // a failure is logged; old certs stay
       if (reload) reload();
     };
   }
@@ -232,19 +235,37 @@ std::string serviceInfoJson(const ClusterConfig& cluster, const ModelConfig* mod
 }
 
 Result<std::unique_ptr<AdminServer>> startAdminPlane(const std::string& listen,
+                                                     const ClusterConfig& cluster,
                                                      std::shared_ptr<prometheus::Registry> registry,
                                                      std::shared_ptr<SharedText> info,
-                                                     const std::string& reason) {
+                                                     const std::string& reason,
+                                                     std::function<void()> onTlsHandshakeFailure) {
+  // The YAML's addresses were checked when it was parsed; this catches a --admin override.
+  if (cluster.tls && !cluster.admin.tls && !isLoopbackAddress(listen)) {
+    return makeError(StatusCode::kFailedPrecondition,
+                     "admin address " + listen + " is not loopback: " + kAdminLoopbackRule);
+  }
   AdminOptions o;
   o.listen = listen;
   o.registry = std::move(registry);
   o.processMetrics = true;
   o.info = [info]() { return info->get(); };
+  o.tls = cluster.admin.tls;
+  o.exposePaths = cluster.admin.exposePaths;
+  o.onTlsHandshakeFailure = std::move(onTlsHandshakeFailure);
   auto admin = AdminServer::start(std::move(o));
   if (!admin) return makeError(admin.status());
   admin.value()->setState(ServiceState::kStarting, reason);
-  logInfo("admin plane on port ", admin.value()->port(), " (", listen,
-          "): /metrics /healthz /readyz /v1/info");
+  std::string paths = "/metrics /healthz /readyz /v1/info";
+  if (cluster.admin.exposePaths) {
+    paths.clear();
+    for (const auto& p : *cluster.admin.exposePaths) paths += (paths.empty() ? "" : " ") + p;
+  }
+  logInfo("admin plane on port ", admin.value()->port(), " (", listen, ", ",
+          cluster.admin.tls
+              ? (cluster.admin.tls->clientAuth ? "HTTPS, client certificates" : "HTTPS")
+              : "HTTP",
+          "): ", paths);
   return admin;
 }
 

@@ -38,7 +38,8 @@ struct ServeOptions {
   // (0: no limit). Unset: the process keeps serving for drainMs, then returns.
   std::function<kj::Promise<void>()> drain = {};
   // Called on the event loop on every SIGHUP, when set (the router reloads its shard list); it
-  // must not block. Unset: SIGHUP is logged and ignored rather than ending the process.
+  // must not block. Unset: SIGHUP is logged and ignored rather than ending the process. Either
+  // way an admin plane with admin.tls re-reads its certificate files first.
   std::function<void()> reload = {};
   // Connection count, idle time-out and message size allowed to peers (config `limits:`).
   ListenerLimits limits = {};
@@ -88,11 +89,15 @@ std::string serviceInfoJson(const ClusterConfig& cluster, const ModelConfig* mod
                             std::string_view role, std::string_view name, std::string_view backend,
                             std::string_view fingerprint = {}, std::string_view dtype = {});
 
-// Starts the admin plane on `listen` (state kStarting, `reason`), serving `registry` and `info`.
-Result<std::unique_ptr<AdminServer>> startAdminPlane(const std::string& listen,
-                                                     std::shared_ptr<prometheus::Registry> registry,
-                                                     std::shared_ptr<SharedText> info,
-                                                     const std::string& reason);
+// Starts the admin plane on `listen` (state kStarting, `reason`), serving `registry` and `info`,
+// over HTTPS when cluster.admin.tls is set and limited to admin.expose_paths. Refuses a
+// non-loopback `listen` (e.g. from --admin) when tls: is set without admin.tls.
+// `onTlsHandshakeFailure` counts failed admin handshakes (moe_tls_handshake_failures_total).
+// serveUntilSignal reloads its certificates on SIGHUP.
+Result<std::unique_ptr<AdminServer>> startAdminPlane(
+    const std::string& listen, const ClusterConfig& cluster,
+    std::shared_ptr<prometheus::Registry> registry, std::shared_ptr<SharedText> info,
+    const std::string& reason, std::function<void()> onTlsHandshakeFailure = {});
 
 // Model facts shared by every ServiceInfo reply.
 void fillModelInfo(proto::ServiceInfo::Builder info, const ModelConfig& model);

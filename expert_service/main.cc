@@ -51,7 +51,8 @@ int main(int argc, char** argv) {
   info->set(moe::serviceInfoJson(cluster, nullptr, "expert", shard, ""));
   std::unique_ptr<moe::AdminServer> admin;
   if (!self->admin.empty()) {
-    auto a = moe::startAdminPlane(self->admin, registry, info, "loading expert weights");
+    auto a = moe::startAdminPlane(self->admin, cluster, registry, info, "loading expert weights",
+                                  moe::adminTlsFailureCounter(*registry));
     if (!a) {
       moe::logError("start-up failed: ", a.error());
       return 2;

@@ -41,7 +41,8 @@ int main(int argc, char** argv) {
   info->set(moe::serviceInfoJson(cluster, nullptr, "router", "router", ""));
   std::unique_ptr<moe::AdminServer> admin;
   if (!cluster.router.admin.empty()) {
-    auto a = moe::startAdminPlane(cluster.router.admin, registry, info, "loading gate weights");
+    auto a = moe::startAdminPlane(cluster.router.admin, cluster, registry, info,
+                                  "loading gate weights", moe::adminTlsFailureCounter(*registry));
     if (!a) {
       moe::logError("start-up failed: ", a.error());
       return 2;

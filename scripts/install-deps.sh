@@ -16,6 +16,7 @@ pkgs=(
   prometheus-cpp-dev                # metrics
   libyaml-cpp-dev                   # cluster config
   libboost-dev                      # Asio/Beast (admin plane)
+  libssl-dev openssl                # OpenSSL: HTTPS on the admin plane (admin.tls); tests make certs
   libopenblas-dev                   # CPU GEMMs
   libdnnl-dev                       # oneDNN: bf16 and small-batch CPU matmuls
   nlohmann-json3-dev                # safetensors headers, config.json

@@ -22,6 +22,15 @@ over unchanged:
   timeouts.drain_ms -> --drain-ms when the local file leaves it at 0 (a pod must keep serving
                        while endpoints are removed); a non-zero value is kept
 
+With --tls-dir DIR (where the pods mount the cert-manager Secret: ca.crt, tls.crt, tls.key) it
+adds `tls:` (mutual TLS on every RPC port) and `admin: {tls: ..., expose_paths: ...}`: the admin
+planes serve HTTPS without client certificates (kubelet probes present none) and only
+--admin-expose-paths (default /metrics /healthz /readyz: no POST /admin/placement over the
+network). tls_manifests() writes the cert-manager Issuers + Certificate (DNS names: the router
+Service's names and every shard pod's through the headless Service) and the patches that mount
+the Secret, switch the probes and monitors to HTTPS and admit router clients only from
+--client-namespaces (deploy/k8s/generate.py, overlays with `tls_dir`).
+
 Names, experts, layers, shared_expert, devices (unless --shard-device), max_tokens, batching
 (router.batching, router.max_queued_tokens, expert: and shards[].expert:), the
 routing: section and the other timeouts are copied as they are. BLAS `threads` are a per-machine choice and are not carried over:
@@ -45,6 +54,7 @@ Needs python3 and PyYAML (Debian: python3-yaml).
 import argparse
 import json
 import os
+import posixpath
 import re
 import sys
 
@@ -56,7 +66,8 @@ import moe_version  # noqa: E402 (tools/moe_version.py, beside this file)
 REPO = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 # The schema of common/config.cc: unknown keys are errors there, so they are errors here too.
-TOP_KEYS = ("model", "router", "shards", "timeouts", "routing", "expert")
+TOP_KEYS = ("model", "router", "shards", "timeouts", "routing", "expert", "tls", "admin")
+ADMIN_KEYS = ("tls", "expose_paths")
 MODEL_KEYS = ("path",)
 ROUTER_KEYS = ("listen", "admin", "device", "max_tokens", "threads", "batching", "max_queued_tokens")
 SHARD_KEYS = ("name", "listen", "admin", "device", "experts", "layers", "threads", "shared_expert",
@@ -82,7 +93,16 @@ DEFAULTS = {
     "shard_hosts": None,
     "router_host": None,
     "replicas": 1,
+    "tls_dir": None,  # where the pods mount the TLS Secret; None: no TLS
+    "tls_secret": "moe-tls",  # that Secret (cert-manager writes it)
+    "admin_expose_paths": None,  # with TLS: ADMIN_EXPOSE_DEFAULT
+    "client_namespaces": None,  # namespaces whose pods may call the router (client_namespaces_patch)
 }
+
+# The file names cert-manager gives the keys of a Certificate's Secret.
+TLS_FILES = {"ca": "ca.crt", "cert": "tls.crt", "key": "tls.key"}
+# What the admin planes serve over the network with TLS on: what probes and Prometheus need.
+ADMIN_EXPOSE_DEFAULT = ["/metrics", "/healthz", "/readyz"]
 
 # The label that tells the pods (and the PodDisruptionBudget) of one replica group apart; the
 # group kustomizations add it to every selector of their StatefulSet and PDB.
@@ -124,6 +144,16 @@ def _options(overrides):
             raise ConfigError(f"--{key.replace('_', '-')}: {opts[key]} is not in 1..65535")
     if not str(opts["model_path"]).startswith("/"):
         raise ConfigError(f"--model-path: '{opts['model_path']}' must be absolute (a mount path)")
+    if opts["tls_dir"] and not str(opts["tls_dir"]).startswith("/"):
+        raise ConfigError(f"--tls-dir: '{opts['tls_dir']}' must be absolute (a mount path)")
+    if opts["tls_dir"] and not _DNS_LABEL.match(opts["tls_secret"]):
+        raise ConfigError(f"--tls-secret: '{opts['tls_secret']}' is not a valid Secret name")
+    for p in opts["admin_expose_paths"] or []:
+        if not str(p).startswith("/"):
+            raise ConfigError(f"--admin-expose-paths: '{p}' must start with /")
+    for n in opts["client_namespaces"] or []:
+        if not _DNS_LABEL.match(str(n)):
+            raise ConfigError(f"--client-namespaces: '{n}' is not a namespace name")
     if isinstance(opts["replicas"], bool) or not isinstance(opts["replicas"], int) \
             or opts["replicas"] < 1:
         raise ConfigError(f"--replicas: {opts['replicas']!r} must be an integer >= 1 (pods per "
@@ -201,6 +231,11 @@ def convert(local, **overrides):
     _check_keys(timeouts, "timeouts", TIMEOUT_KEYS)
     routing = local.get("routing") or {}
     _check_keys(routing, "routing", ROUTING_KEYS)
+    admin = local.get("admin") or {}
+    _check_keys(admin, "admin", ADMIN_KEYS)
+    if (local.get("tls") or admin.get("tls")) and not opts["tls_dir"]:
+        raise ConfigError("tls: the local file's certificate paths are this machine's; give "
+                          "--tls-dir (where the pods mount the TLS Secret) to keep TLS on")
     entries = len(shards) * opts["replicas"]
     if opts["shard_hosts"] and len(opts["shard_hosts"]) != entries:
         raise ConfigError(f"--shard-hosts: {len(opts['shard_hosts'])} hosts for "
@@ -281,6 +316,16 @@ def convert(local, **overrides):
         out["routing"] = {k: routing[k] for k in ROUTING_KEYS if k in routing}
     if local.get("expert"):
         out["expert"] = local["expert"]
+    expose = opts["admin_expose_paths"] or admin.get("expose_paths")
+    if opts["tls_dir"]:
+        files = {k: posixpath.join(opts["tls_dir"], f) for k, f in TLS_FILES.items()}
+        out["tls"] = dict(files)
+        # kubelet's HTTPS probes verify nothing and present no certificate, so the admin planes
+        # cannot require one; they serve only what probes and scrapes read instead.
+        out["admin"] = {"tls": dict(files, client_auth=False),
+                        "expose_paths": list(expose or ADMIN_EXPOSE_DEFAULT)}
+    elif expose:
+        out["admin"] = {"expose_paths": list(expose)}
     return out
 
 
@@ -329,7 +374,7 @@ def render(config, header_lines, groups=()):
         for k, v in s.items():
             lines.append(f"  {'- ' if first else '  '}{k}: {_value(v)}")
             first = False
-    for section in ("timeouts", "routing", "expert"):
+    for section in ("timeouts", "routing", "expert", "tls", "admin"):
         if section not in config:
             continue
         lines.append(f"{section}:")
@@ -402,6 +447,163 @@ def group_kustomizations(groups, header_lines, base, **overrides):
     return files
 
 
+def _tls_names(opts):
+    """(router server name, shard-pod server name, DNS names of the Certificate)."""
+    ns, domain = opts["namespace"], opts["cluster_domain"]
+    rs, hs = opts["router_service"], opts["headless_service"]
+    router = f"{rs}.{ns}.svc.{domain}"
+    pods = f"{hs}.{ns}.svc.{domain}"
+    names = [rs, f"{rs}.{ns}", f"{rs}.{ns}.svc", router,  # clients dial the router Service
+             pods, f"*.{pods}", f"*.{hs}.{ns}.svc"]  # every shard pod, however many groups
+    if opts["router_host"]:
+        names.append(opts["router_host"])
+    for h in opts["shard_hosts"] or []:
+        names.append(h)
+    return router, pods, list(dict.fromkeys(names))
+
+
+def tls_manifests(header_lines, **overrides):
+    """{file name: text} of an overlay with --tls-dir: tls.yaml (a self-signed cert-manager Issuer,
+    the instance's CA Certificate and CA Issuer, and the Certificate whose Secret every router and
+    shard pod mounts), tls-router.yaml / tls-expert.yaml (strategic-merge patches: the Secret
+    mounted read-only at --tls-dir, HTTPS probes) and tls-router-monitor.yaml /
+    tls-expert-monitor.yaml (JSON patches: the monitors scrape over HTTPS, verifying the CA).
+    Object names are before the overlay's namePrefix; Secret names (--tls-secret) are final."""
+    opts = _options(overrides)
+    if not opts["tls_dir"]:
+        raise ConfigError("tls manifests need --tls-dir")
+    secret, d = opts["tls_secret"], opts["tls_dir"]
+    router_name, pods_name, dns = _tls_names(opts)
+    head = [f"# {h}" if h else "#" for h in header_lines]
+    out = {}
+    out["tls.yaml"] = "\n".join(head + [
+        "# cert-manager (https://cert-manager.io) issues this instance's certificates: a self-signed",
+        "# Issuer makes its CA, the CA Issuer signs the one certificate every router and shard pod",
+        "# mounts (server and client: the router is the shards' client). Replace the first two with",
+        "# your own CA or ClusterIssuer in production; clients (moe-client --config, the Python",
+        "# client) need a certificate from the same CA when tls.client_auth is on (the default).",
+        "apiVersion: cert-manager.io/v1",
+        "kind: Issuer",
+        "metadata:",
+        "  name: moe-selfsigned",
+        "spec:",
+        "  selfSigned: {}",
+        "---",
+        "apiVersion: cert-manager.io/v1",
+        "kind: Certificate",
+        "metadata:",
+        "  name: moe-ca",
+        "spec:",
+        "  isCA: true",
+        f"  commonName: {secret}-ca",
+        f"  secretName: {secret}-ca",
+        "  duration: 87600h   # 10 years",
+        "  privateKey: {algorithm: ECDSA, size: 256}",
+        "  issuerRef: {name: moe-selfsigned, kind: Issuer, group: cert-manager.io}",
+        "---",
+        "apiVersion: cert-manager.io/v1",
+        "kind: Issuer",
+        "metadata:",
+        "  name: moe-ca",
+        "spec:",
+        "  ca:",
+        f"    secretName: {secret}-ca",
+        "---",
+        "# Secret keys: ca.crt, tls.crt, tls.key — the cluster YAML's tls: and admin.tls: files.",
+        "# Renewed 15 days before expiry; the kubelet updates the mounted files and the services",
+        "# read them again on SIGHUP (or at their next restart).",
+        "apiVersion: cert-manager.io/v1",
+        "kind: Certificate",
+        "metadata:",
+        "  name: moe-tls",
+        "spec:",
+        f"  secretName: {secret}",
+        "  duration: 2160h   # 90 days",
+        "  renewBefore: 360h",
+        "  privateKey: {algorithm: ECDSA, size: 256, rotationPolicy: Always}",
+        "  usages: [digital signature, key encipherment, server auth, client auth]",
+        "  dnsNames:",
+    ] + [f"    - {json.dumps(n)}" for n in dns] + [
+        "  issuerRef: {name: moe-ca, kind: Issuer, group: cert-manager.io}",
+    ]) + "\n"
+
+    def workload(kind, name, container, what):
+        return "\n".join(head + [
+            f"# {what}: the TLS Secret at {d} (the cluster YAML's tls: files),",
+            "# probes over HTTPS (kubelet verifies no certificate and sends none: admin.tls",
+            "# client_auth is false).",
+            "apiVersion: apps/v1",
+            f"kind: {kind}",
+            "metadata:",
+            f"  name: {name}",
+            "spec:",
+            "  template:",
+            "    spec:",
+            "      containers:",
+            f"        - name: {container}",
+            "          startupProbe: {httpGet: {scheme: HTTPS}}",
+            "          readinessProbe: {httpGet: {scheme: HTTPS}}",
+            "          livenessProbe: {httpGet: {scheme: HTTPS}}",
+            "          volumeMounts:",
+            "            - name: tls",
+            f"              mountPath: {d}",
+            "              readOnly: true",
+            "      volumes:",
+            "        - name: tls",
+            "          secret:",
+            f"            secretName: {secret}",
+            "            defaultMode: 288   # 0440: the pod's group (fsGroup) reads, nobody writes",
+        ]) + "\n"
+    out["tls-router.yaml"] = workload("Deployment", "moe-router", "router", "The routers")
+    out["tls-expert.yaml"] = workload("StatefulSet", "moe-expert", "expert",
+                                      "Every group's shard pods (targeted by label)")
+
+    def monitor(endpoints, server, what):
+        return "\n".join(head + [
+            f"# {what} over HTTPS, verifying the admin certificate against the",
+            f"# instance's CA (Secret {secret}, in the monitor's namespace) as {server}.",
+            "- op: replace",
+            f"  path: /spec/{endpoints}/0/scheme",
+            "  value: https",
+            "- op: add",
+            f"  path: /spec/{endpoints}/0/tlsConfig",
+            "  value:",
+            f"    ca: {{secret: {{name: {secret}, key: ca.crt}}}}",
+            f"    serverName: {server}",
+        ]) + "\n"
+    out["tls-router-monitor.yaml"] = monitor("endpoints", router_name,
+                                             "Prometheus scrapes the routers")
+    out["tls-expert-monitor.yaml"] = monitor("podMetricsEndpoints", pods_name,
+                                             "Prometheus scrapes the shard pods")
+    return out
+
+
+def client_namespaces_patch(header_lines, **overrides):
+    """A JSON patch for the router's NetworkPolicy (moe-router-ingress): its RPC port admits
+    only pods of --client-namespaces (the base admits any peer that reaches the Service)."""
+    opts = _options(overrides)
+    names = opts["client_namespaces"]
+    if not names:
+        raise ConfigError("--client-namespaces: at least one namespace")
+    head = [f"# {h}" if h else "#" for h in header_lines]
+    return "\n".join(head + [
+        "# Router RPC (the cluster's entry point) only from these namespaces' pods; admin stays",
+        "# monitoring-only (base/networkpolicy.yaml).",
+        "- op: replace",
+        "  path: /spec/ingress/0",
+        "  value:",
+        "    from:",
+        "      - namespaceSelector:",
+        "          matchExpressions:",
+        "            - key: kubernetes.io/metadata.name",
+        "              operator: In",
+        f"              values: [{', '.join(names)}]",
+        "    ports:",
+        "      - port: rpc",
+        "        protocol: TCP",
+    ]) + "\n"
+
+
 def default_header(source, what="cluster config"):
     return [
         f"Kubernetes {what} generated by tools/k8s_cluster_config.py from {source}.",
@@ -459,6 +661,12 @@ def main(argv=None):
     ap.add_argument("--replicas", type=int,
                     help="pods per expert set: each local shard becomes a replica group of this "
                          "many identical pods (default 1: no groups, one pod per shard)")
+    ap.add_argument("--tls-dir", metavar="DIR",
+                    help="where the pods mount the TLS Secret (ca.crt, tls.crt, tls.key): adds "
+                         "tls: and admin.tls: (HTTPS admin without client certificates)")
+    ap.add_argument("--admin-expose-paths",
+                    help="comma-separated admin.expose_paths (with --tls-dir default: "
+                         + ",".join(ADMIN_EXPOSE_DEFAULT) + ")")
     ap.add_argument("--podmonitor-patch", metavar="FILE",
                     help="also write the expert PodMonitor shard-label patch to FILE")
     ap.add_argument("--groups-dir", metavar="DIR",
@@ -481,7 +689,8 @@ def main(argv=None):
         "model_path": a.model_path, "drain_ms": a.drain_ms, "shard_device": a.shard_device,
         "shard_threads": a.shard_threads, "router_threads": a.router_threads,
         "shard_hosts": a.shard_hosts.split(",") if a.shard_hosts else None,
-        "router_host": a.router_host, "replicas": a.replicas,
+        "router_host": a.router_host, "replicas": a.replicas, "tls_dir": a.tls_dir,
+        "admin_expose_paths": a.admin_expose_paths.split(",") if a.admin_expose_paths else None,
     }
     source = a.source_name or a.input
     try:

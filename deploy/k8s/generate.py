@@ -6,6 +6,11 @@
   overlays/<name>/expert-groups/            overlay's kustomization `namespace:`; `replicas` pods
                                             per expert set: one kustomization per replica group,
                                             each instantiating base/expert-group)
+  overlays/<name>/tls*.yaml                 with `tls_dir`: the cert-manager Issuers and
+                                            Certificate, the Secret mounts + HTTPS probes, the
+                                            monitors over HTTPS (k8s_cluster_config.tls_manifests)
+  overlays/<name>/client-namespaces.yaml    with `client_namespaces`: the router NetworkPolicy
+                                            admits RPC only from those namespaces
   components/monitoring/prometheusrule.yaml the rules of deploy/prometheus/alerts.yml, verbatim
   components/monitoring/dashboards/*.json   byte copies of dashboards/*.json (kustomize may not
                                             read files outside the kustomization's directory)
@@ -43,6 +48,12 @@ OVERLAYS = {
     "cpu-replicated": {"source": "deploy/local/replicated-cluster.yaml",
                        "options": {"shard_device": "cpu", "replicas": 2,
                                    "model_path": "/models/model"}},
+    # A third instance in moe-dev, hardened: mutual TLS on every RPC port and HTTPS admin planes
+    # (certificates from cert-manager, mounted at tls_dir), router RPC only from the
+    # client_namespaces.
+    "cpu-tls": {"source": "deploy/local/default-cluster.yaml",
+                "options": {"shard_device": "cpu", "replicas": 2, "tls_dir": "/etc/moe-tls",
+                            "client_namespaces": ["moe-clients"]}},
 }
 GROUPS_DIR = "expert-groups"
 GROUP_BASE = "deploy/k8s/base/expert-group"
@@ -79,7 +90,7 @@ def overlay_identity(overlay_dir):
 def instance_options(options, namespace, instance):
     """The generator options for an instance: the objects' final names carry its prefix."""
     return dict(options, namespace=namespace, statefulset=f"{instance}-moe-expert",
-                router_service=f"{instance}-moe-router")
+                router_service=f"{instance}-moe-router", tls_secret=f"{instance}-moe-tls")
 
 
 def overlay_files(name, spec=None, root=REPO):
@@ -100,6 +111,13 @@ def overlay_files(name, spec=None, root=REPO):
     if not groups:
         raise SystemExit(f"overlays/{name}: replicas must be >= 2 (the overlays deploy replica "
                          f"groups)")
+    if options.get("tls_dir"):
+        for rel, text in kcc.tls_manifests(kcc.default_header(spec["source"], "TLS manifest"),
+                                           **options).items():
+            out[f"{base}/{rel}"] = text
+    if options.get("client_namespaces"):
+        out[f"{base}/client-namespaces.yaml"] = kcc.client_namespaces_patch(
+            kcc.default_header(spec["source"], "NetworkPolicy patch"), **options)
     group_base = os.path.relpath(os.path.join(REPO, GROUP_BASE),
                                  os.path.join(REPO, base, GROUPS_DIR, groups[0]["name"]))
     # The group kustomizations name base/expert-group's StatefulSet before the overlay's prefix.

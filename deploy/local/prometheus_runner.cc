@@ -141,6 +141,18 @@ Result<std::string> PrometheusRunner::findBinary(const std::string& binary) {
   return makeError("'" + binary + "' not found on PATH" + hint);
 }
 
+namespace {
+// With admin.tls the admin planes speak HTTPS: Prometheus verifies them against admin.tls.ca (the
+// targets are the YAML's host:port, so the certificate must name that host or IP) and presents
+// the admin certificate itself, which client_auth accepts since the same CA signed it.
+std::string scrapeTls(const ClusterConfig& config) {
+  if (!config.admin.tls) return "";
+  const TlsConfig& t = *config.admin.tls;
+  return "    scheme: https\n    tls_config:\n      ca_file: " + quote(t.ca) +
+         "\n      cert_file: " + quote(t.cert) + "\n      key_file: " + quote(t.key) + "\n";
+}
+}  // namespace
+
 std::string PrometheusRunner::renderConfig(const ClusterConfig& config,
                                            const std::string& scrapeInterval,
                                            const std::string& rulesPath) {
@@ -155,7 +167,7 @@ std::string PrometheusRunner::renderConfig(const ClusterConfig& config,
     // honor_labels: the router's moe_shard_*{shard=...} series keep their own `shard` label
     // instead of having it renamed to exported_shard by the target label shard="router".
     y << "  - job_name: moe-router\n"
-      << "    honor_labels: true\n"
+      << scrapeTls(config) << "    honor_labels: true\n"
       << "    static_configs:\n"
       << "      - targets: [" << quote(scrapeTarget(config.router.admin)) << "]\n"
       << "        labels: {shard: 'router'}\n";
@@ -164,8 +176,7 @@ std::string PrometheusRunner::renderConfig(const ClusterConfig& config,
   for (const auto& s : config.shards) {
     if (s.admin.empty()) continue;
     if (!expertJob) {
-      y << "  - job_name: moe-expert\n"
-        << "    static_configs:\n";
+      y << "  - job_name: moe-expert\n" << scrapeTls(config) << "    static_configs:\n";
       expertJob = true;
     }
     y << "      - targets: [" << quote(scrapeTarget(s.admin)) << "]\n"

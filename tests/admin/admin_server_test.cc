@@ -1,12 +1,17 @@
 // Tests for common/admin_server: real HTTP over loopback sockets against a server on port 0 —
 // every endpoint, the readiness state machine, keep-alive, HEAD, bad methods and paths, malformed
-// requests, idle timeouts, bind failures, concurrent clients and teardown with open connections.
-// The client is a few lines of POSIX sockets, independent of the Beast code under test.
+// requests, idle timeouts, bind failures, concurrent clients and teardown with open connections;
+// HTTPS (admin.tls) with certificates the openssl CLI makes per run, client certificates, reload,
+// and admin.expose_paths. The clients are a few lines of POSIX sockets and of OpenSSL's client
+// API, independent of the Beast code under test.
 #include "common/admin_server.h"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <prometheus/counter.h>
 #include <prometheus/registry.h>
 #include <sys/socket.h>
@@ -17,6 +22,10 @@
 #include <cctype>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -75,6 +84,7 @@ class Connection {
   Connection& operator=(const Connection&) = delete;
 
   bool connected() const { return fd_ >= 0; }
+  int fd() const { return fd_; }
 
   bool send(std::string_view raw) {
     while (!raw.empty()) {
@@ -574,6 +584,313 @@ TEST(AdminServer, DestructionWithOpenConnectionsIsPromptAndClosesThem) {
   server.reset();
   EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);
   for (auto& conn : idle) EXPECT_TRUE(conn->closedByPeer());
+}
+
+// ---------------------------------------------------------------------------------------------
+// admin.expose_paths
+
+TEST(AdminServer, ExposePathsServesOnlyTheListedPaths) {
+  std::atomic<int> placements{0};
+  const AdminAction placement = [&placements](std::string, std::function<void(AdminReply)> done) {
+    ++placements;
+    done({StatusCode::kOk, "placed"});
+  };
+  const struct {
+    std::optional<std::vector<std::string>> expose;
+    std::string method, path;
+    int status;
+    const char* body;  // a part of the body
+  } cases[] = {
+      {std::vector<std::string>{"/metrics", "/healthz"}, "GET", "/healthz", 200, "ok"},
+      {std::vector<std::string>{"/metrics", "/healthz"}, "GET", "/healthz?x=1", 200, "ok"},
+      {std::vector<std::string>{"/metrics", "/healthz"}, "GET", "/readyz", 404,
+       "not found: /readyz\nexposed paths (admin.expose_paths): /metrics /healthz\n"},
+      {std::vector<std::string>{"/metrics", "/healthz"}, "GET", "/v1/info", 404, "not found"},
+      {std::vector<std::string>{"/metrics", "/healthz"}, "POST", "/admin/placement", 404,
+       "exposed paths (admin.expose_paths): /metrics /healthz"},
+      {std::vector<std::string>{"/healthz", "/admin/placement"}, "POST", "/admin/placement", 200,
+       "placed"},
+      {std::vector<std::string>{"/healthz", "/admin/placement"}, "GET", "/metrics", 404,
+       "not found: /metrics"},
+      {std::vector<std::string>{}, "GET", "/healthz", 404, "not found: /healthz"},  // none
+      {std::nullopt, "GET", "/v1/info", 200, "{}"},                                 // unset: all
+      {std::nullopt, "POST", "/admin/placement", 200, "placed"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.method + " " + c.path);
+    AdminOptions options;
+    options.exposePaths = c.expose;
+    auto server = startServer(options);
+    ASSERT_TRUE(server);
+    server->setAction("/admin/placement", placement);
+    server->setState(ServiceState::kReady);
+    const int before = placements.load();
+    auto res = fetch(server->port(), c.path, c.method);
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, c.status);
+    EXPECT_TRUE(contains(res->body, c.body));
+    // A POST action runs only when its path is served.
+    const bool ran = c.method == "POST" && c.status == 200;
+    EXPECT_EQ(placements.load() - before, ran ? 1 : 0);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// admin.tls
+
+// Certificates made with the openssl CLI into a fresh directory: a CA, a server certificate for
+// localhost / 127.0.0.1, a client certificate from the same CA, and a second ("rogue") CA with a
+// client and a server certificate of its own.
+class TlsFiles {
+ public:
+  TlsFiles() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "moe-admin-tls-XXXXXX").string();
+    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    dir_ = tmpl;
+    ca("ca");
+    ca("rogue-ca");
+    leaf("server", "ca", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth");
+    leaf("client", "ca", "extendedKeyUsage=clientAuth");
+    leaf("rogue-client", "rogue-ca", "extendedKeyUsage=clientAuth");
+    leaf("rogue-server", "rogue-ca",
+         "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth");
+  }
+  ~TlsFiles() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  TlsFiles(const TlsFiles&) = delete;
+  TlsFiles& operator=(const TlsFiles&) = delete;
+
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  // admin.tls with the server certificate `server` (e.g. "server") signed by `ca`.
+  TlsConfig config(bool clientAuth, const std::string& server = "server",
+                   const std::string& caName = "ca") const {
+    return {path(caName + ".pem"), path(server + ".pem"), path(server + ".key"), clientAuth};
+  }
+
+ private:
+  void run(const std::string& command) const {
+    const std::string full = "cd '" + dir_.string() + "' && " + command + " >openssl.log 2>&1";
+    if (std::system(full.c_str()) != 0) {
+      std::ifstream log(dir_ / "openssl.log");
+      std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+      throw std::runtime_error("openssl failed: " + command + "\n" + text);
+    }
+  }
+  void ca(const std::string& name) const {
+    run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "
+        "/CN=" +
+        name + " -keyout " + name + ".key -out " + name + ".pem");
+  }
+  void leaf(const std::string& name, const std::string& caName, const std::string& ext) {
+    std::ofstream(dir_ / (name + ".ext")) << ext << "\n";
+    run("openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=" + name +
+        " -keyout " + name + ".key -out " + name + ".csr");
+    run("openssl x509 -req -days 2 -in " + name + ".csr -CA " + caName + ".pem -CAkey " + caName +
+        ".key -set_serial " + std::to_string(++serial_) + " -extfile " + name + ".ext -out " +
+        name + ".pem");
+  }
+
+  std::filesystem::path dir_;
+  int serial_ = 0;
+};
+
+struct TlsClient {
+  std::string ca;    // verifies the server against this CA (hostname localhost)
+  std::string cert;  // client certificate and key; "" = none
+  std::string key;
+};
+
+// One HTTPS request (Connection: close) on a fresh connection, with OpenSSL's client API.
+// nullopt when the handshake, the write or the read fails, or the answer is not HTTP.
+std::optional<HttpResponse> fetchTls(uint16_t port, std::string_view path, const TlsClient& client,
+                                     std::string_view method = "GET") {
+  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_client_method()),
+                                                        SSL_CTX_free);
+  if (!ctx || SSL_CTX_load_verify_locations(ctx.get(), client.ca.c_str(), nullptr) != 1) {
+    ADD_FAILURE() << "cannot load " << client.ca;
+    return std::nullopt;
+  }
+  SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
+  if (!client.cert.empty() &&
+      (SSL_CTX_use_certificate_chain_file(ctx.get(), client.cert.c_str()) != 1 ||
+       SSL_CTX_use_PrivateKey_file(ctx.get(), client.key.c_str(), SSL_FILETYPE_PEM) != 1)) {
+    ADD_FAILURE() << "cannot load " << client.cert;
+    return std::nullopt;
+  }
+  Connection conn(port);
+  if (!conn.connected()) return std::nullopt;
+  std::unique_ptr<SSL, decltype(&SSL_free)> ssl(SSL_new(ctx.get()), SSL_free);
+  SSL_set_fd(ssl.get(), conn.fd());
+  SSL_set_tlsext_host_name(ssl.get(), "localhost");
+  SSL_set1_host(ssl.get(), "localhost");
+  ERR_clear_error();
+  if (SSL_connect(ssl.get()) != 1) return std::nullopt;
+  const std::string request = requestText(method, path, /*keepAlive=*/false);
+  if (SSL_write(ssl.get(), request.data(), static_cast<int>(request.size())) <= 0) {
+    return std::nullopt;
+  }
+  std::string raw;
+  char chunk[4096];
+  for (int n; (n = SSL_read(ssl.get(), chunk, sizeof(chunk))) > 0;) raw.append(chunk, n);
+  size_t headerEnd = raw.find("\r\n\r\n");
+  if (raw.substr(0, 5) != "HTTP/" || raw.size() < 12 || headerEnd == std::string::npos) {
+    return std::nullopt;
+  }
+  HttpResponse res;
+  res.status = std::stoi(raw.substr(9, 3));
+  res.body = raw.substr(headerEnd + 4);
+  return res;
+}
+
+// Polls until `done` holds (a handshake failure is counted on the admin thread, after the client
+// has already seen its connection end) or a second passes.
+bool eventually(const std::function<bool()>& done) {
+  for (auto end = std::chrono::steady_clock::now() + 1s; std::chrono::steady_clock::now() < end;) {
+    if (done()) return true;
+    std::this_thread::sleep_for(5ms);
+  }
+  return done();
+}
+
+class AdminTls : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { files_ = std::make_unique<TlsFiles>(); }
+  static void TearDownTestSuite() { files_.reset(); }
+
+  std::unique_ptr<AdminServer> startTls(TlsConfig tls) {
+    AdminOptions options;
+    options.tls = std::move(tls);
+    options.onTlsHandshakeFailure = [this] { ++failures_; };
+    return startServer(std::move(options));
+  }
+  static TlsClient client(const std::string& cert = "", const std::string& ca = "ca") {
+    return {files_->path(ca + ".pem"), cert.empty() ? "" : files_->path(cert + ".pem"),
+            cert.empty() ? "" : files_->path(cert + ".key")};
+  }
+
+  static std::unique_ptr<TlsFiles> files_;
+  std::atomic<int> failures_{0};
+};
+std::unique_ptr<TlsFiles> AdminTls::files_;
+
+TEST_F(AdminTls, ServesHttpsAndClosesPlaintextConnections) {
+  auto server = startTls(files_->config(/*clientAuth=*/false));
+  ASSERT_TRUE(server);
+  EXPECT_TRUE(server->tlsEnabled());
+  auto res = fetchTls(server->port(), "/healthz", client());
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(res->body, "ok\n");
+  EXPECT_EQ(failures_.load(), 0);
+
+  // Plain HTTP gets no HTTP answer at all, only a closed connection; it is counted.
+  Connection plain(server->port());
+  ASSERT_TRUE(plain.connected());
+  ASSERT_TRUE(plain.send(requestText("GET", "/healthz")));
+  EXPECT_FALSE(plain.read());
+  EXPECT_TRUE(eventually([&] { return failures_.load() == 1; })) << failures_.load();
+
+  // A client that trusts another CA refuses the server; the server counts the aborted handshake.
+  EXPECT_FALSE(fetchTls(server->port(), "/healthz", client("", "rogue-ca")));
+  EXPECT_TRUE(eventually([&] { return failures_.load() == 2; })) << failures_.load();
+
+  // A bare TCP connect-and-close (a port check) is not a failed handshake; the server serves on.
+  { Connection probe(server->port()); }
+  res = fetchTls(server->port(), "/readyz", client());
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 503);
+  EXPECT_EQ(failures_.load(), 2);
+}
+
+TEST_F(AdminTls, ClientAuthRequiresACertificateTheCaSigned) {
+  auto server = startTls(files_->config(/*clientAuth=*/true));
+  ASSERT_TRUE(server);
+  const struct {
+    const char* clientCert;
+    bool served;
+  } cases[] = {
+      {"client", true},
+      {"", false},              // no client certificate
+      {"rogue-client", false},  // signed by another CA
+      {"client", true},         // failures above closed only their own connections
+  };
+  int expectedFailures = 0;
+  for (const auto& c : cases) {
+    SCOPED_TRACE(std::string("client cert: ") + c.clientCert);
+    auto res = fetchTls(server->port(), "/healthz", client(c.clientCert));
+    EXPECT_EQ(res.has_value(), c.served);
+    if (res) {
+      EXPECT_EQ(res->status, 200);
+    }
+    if (!c.served) ++expectedFailures;
+    EXPECT_TRUE(eventually([&] { return failures_.load() == expectedFailures; }))
+        << failures_.load();
+  }
+}
+
+TEST_F(AdminTls, StartFailsNamingTheFileItCannotUse) {
+  const TlsConfig good = files_->config(true);
+  const struct {
+    TlsConfig tls;
+    std::string expected;
+  } cases[] = {
+      {{good.ca, files_->path("missing.pem"), good.key, true},
+       "admin.tls.cert (" + files_->path("missing.pem") + "): cannot read: No such file"},
+      {{good.ca, good.cert, files_->path("missing.key"), true},
+       "admin.tls.key (" + files_->path("missing.key") + "): cannot read: No such file"},
+      {{good.ca, files_->path("server.key"), good.key, true},
+       "admin.tls.cert (" + files_->path("server.key") + "): cannot load a PEM certificate"},
+      {{good.ca, good.cert, files_->path("client.key"), true},
+       "admin.tls.key (" + files_->path("client.key") + ")"},
+      {{files_->path("server.key"), good.cert, good.key, true},
+       "admin.tls.ca (" + files_->path("server.key") + "): cannot load a PEM CA bundle"},
+  };
+  for (const auto& c : cases) {
+    AdminOptions options;
+    options.tls = c.tls;
+    auto server = AdminServer::start(std::move(options));
+    ASSERT_FALSE(server.isOk());
+    EXPECT_TRUE(contains(server.error(), c.expected));
+  }
+}
+
+// reloadTls() (SIGHUP) picks up replaced files for new connections; a broken file leaves the old
+// certificates in use.
+TEST_F(AdminTls, ReloadPicksUpNewFilesAndKeepsTheOldOnesOnError) {
+  const std::string dir = files_->path("reload");
+  std::filesystem::create_directories(dir);
+  auto put = [&](const std::string& from, const std::string& to) {
+    std::filesystem::copy_file(files_->path(from), dir + "/" + to,
+                               std::filesystem::copy_options::overwrite_existing);
+  };
+  put("server.pem", "cert.pem");
+  put("server.key", "key.pem");
+  put("ca.pem", "ca.pem");
+  auto server = startTls({dir + "/ca.pem", dir + "/cert.pem", dir + "/key.pem", false});
+  ASSERT_TRUE(server);
+  ASSERT_TRUE(fetchTls(server->port(), "/healthz", client()));
+  EXPECT_FALSE(fetchTls(server->port(), "/healthz", client("", "rogue-ca")));
+
+  put("rogue-server.pem", "cert.pem");
+  put("rogue-server.key", "key.pem");
+  ASSERT_TRUE(server->reloadTls().isOk());
+  EXPECT_FALSE(fetchTls(server->port(), "/healthz", client()));
+  EXPECT_TRUE(fetchTls(server->port(), "/healthz", client("", "rogue-ca")));
+
+  put("server.key", "key.pem");  // no longer matches cert.pem
+  Status s = server->reloadTls();
+  EXPECT_FALSE(s.isOk());
+  EXPECT_TRUE(contains(s.message(), "admin.tls.key (" + dir + "/key.pem)")) << s.message();
+  EXPECT_TRUE(fetchTls(server->port(), "/healthz", client("", "rogue-ca")));  // still the last
+}
+
+TEST(AdminServer, ReloadWithoutTlsIsANoOp) {
+  auto server = startServer({});
+  ASSERT_TRUE(server);
+  EXPECT_FALSE(server->tlsEnabled());
+  EXPECT_TRUE(server->reloadTls().isOk());
 }
 
 }  // namespace

@@ -2,8 +2,10 @@
 """Policy checks on every rendered overlay (kubectl kustomize deploy/k8s/overlays/<name>): what a
 schema cannot see — security context, resources, probes, selectors that select real pods,
 references that exist, the cluster YAML agreeing with the objects it describes, the termination
-budget, GPUs, monitoring wired to the names the alert rules and dashboards use, and one instance
-per overlay (app.kubernetes.io/instance on every object and selector, names prefixed by it).
+budget, GPUs, monitoring wired to the names the alert rules and dashboards use, one instance
+per overlay (app.kubernetes.io/instance on every object and selector, names prefixed by it), and
+for a cluster YAML with `tls:` the certificates, mounts, HTTPS probes and scrapes, and the router's
+client namespaces that make it work.
 Exit 77 (skip) when kubectl is missing."""
 
 import os
@@ -686,6 +688,111 @@ def check_monitoring(r, f, cfg):
         f.check(got.get(n) == want[n], f"{r.name}: dashboard {n} differs from dashboards/{n}")
 
 
+def san_covers(name, host):
+    """Whether a certificate DNS name (a wildcard covers exactly one leftmost label) matches."""
+    if name.startswith("*."):
+        head, _, rest = host.partition(".")
+        return bool(head) and rest == name[2:]
+    return name == host
+
+
+def host_of(address):
+    return address.rsplit(":", 1)[0].strip("[]")
+
+
+def check_tls(r, f, cfg):
+    """With `tls:` in the cluster YAML: admin.tls without client certificates (kubelet probes
+    present none) and no POST action exposed; the files of tls: and admin.tls: on a mounted
+    Secret that a cert-manager Certificate of this instance writes, whose DNS names cover the
+    router's and every shard's address (server and client usages); HTTPS probes; monitors over
+    HTTPS verifying that CA under a name the certificate holds; router RPC only from named
+    namespaces. Without tls: no HTTPS probe (it would fail against plain HTTP)."""
+    workloads = [w for w in [r.get("Deployment", "moe-router")] + expert_sets(r) if w]
+    admin_tls = ((cfg.get("admin") or {}).get("tls")) if cfg else None
+    for w in workloads:
+        for _, c in containers(pod_template(w)["spec"]):
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                scheme = ((c.get(probe) or {}).get("httpGet") or {}).get("scheme", "HTTP")
+                f.check(scheme == ("HTTPS" if admin_tls else "HTTP"),
+                        f"{r.name}: {dl.kn(w)} {probe} scheme {scheme} but admin.tls is "
+                        f"{'set' if admin_tls else 'unset'}")
+    if not cfg or "tls" not in cfg:
+        return
+    where = f"{r.name}: cluster.yaml"
+    if not f.check(admin_tls, f"{where}: tls: without admin.tls: the admin planes would have to "
+                              f"listen on loopback, where probes and Prometheus cannot reach them"):
+        return
+    f.check(admin_tls.get("client_auth") is False,
+            f"{where}: admin.tls.client_auth must be false (kubelet probes present no client "
+            f"certificate)")
+    exposed = (cfg.get("admin") or {}).get("expose_paths")
+    f.check(exposed is not None and "/admin/placement" not in exposed,
+            f"{where}: admin.expose_paths must be set and leave out /admin/placement (anyone "
+            f"reaching an admin port without a client certificate could rewire the router)")
+    files = [cfg["tls"][k] for k in ("ca", "cert", "key")] + \
+        [admin_tls[k] for k in ("ca", "cert", "key")]
+    secrets = set()
+    for w in workloads:
+        spec = pod_template(w)["spec"]
+        c = spec["containers"][0]
+        vols = {v["name"]: v for v in spec.get("volumes") or []}
+        for path in files:
+            m = next((m for m in c.get("volumeMounts") or []
+                      if path.startswith(m["mountPath"].rstrip("/") + "/")), None)
+            vol = vols.get(m["name"]) if m else None
+            if f.check(vol is not None and "secret" in vol,
+                       f"{r.name}: {dl.kn(w)}: TLS file {path} is not on a mounted Secret"):
+                secrets.add(vol["secret"]["secretName"])
+                f.check(m.get("readOnly") is True,
+                        f"{r.name}: {dl.kn(w)}: the TLS Secret must be mounted read-only")
+    if not f.check(len(secrets) == 1, f"{r.name}: TLS files come from Secrets {sorted(secrets)}, "
+                                      f"expected one"):
+        return
+    secret = secrets.pop()
+    certs = [c for c in r.of("Certificate") if c["spec"].get("secretName") == secret]
+    if not f.check(len(certs) == 1, f"{r.name}: no cert-manager Certificate writes the Secret "
+                                    f"{secret} the pods mount"):
+        return
+    cert = certs[0]["spec"]
+    issuer = cert.get("issuerRef") or {}
+    if issuer.get("kind", "Issuer") == "Issuer":
+        f.check(r.get("Issuer", issuer.get("name")) is not None,
+                f"{r.name}: Certificate issuerRef {issuer.get('name')} is no Issuer of this "
+                f"instance")
+    dns = cert.get("dnsNames") or []
+    hosts = [host_of(cfg["router"]["listen"])] + [host_of(s["listen"]) for s in cfg["shards"]]
+    for h in hosts:
+        f.check(any(san_covers(n, h) for n in dns),
+                f"{r.name}: {h} is not covered by Certificate {certs[0]['metadata']['name']} "
+                f"dnsNames {dns}")
+    f.check({"server auth", "client auth"} <= set(cert.get("usages") or []),
+            f"{r.name}: the Certificate needs usages server auth and client auth (the router is "
+            f"the shards' client)")
+    for kind, key in (("ServiceMonitor", "endpoints"), ("PodMonitor", "podMetricsEndpoints")):
+        for mon in r.of(kind):
+            for ep in mon["spec"].get(key) or []:
+                tls = ep.get("tlsConfig") or {}
+                f.check(ep.get("scheme") == "https" and
+                        ((tls.get("ca") or {}).get("secret") or {}).get("name") == secret,
+                        f"{r.name}: {dl.kn(mon)} must scrape over https verifying the CA of "
+                        f"Secret {secret}")
+                f.check(any(san_covers(n, tls.get("serverName", "")) for n in dns),
+                        f"{r.name}: {dl.kn(mon)} serverName {tls.get('serverName')} is not in the "
+                        f"Certificate's dnsNames")
+    # The entry point: only the named client namespaces may call the router.
+    for n in r.of("NetworkPolicy"):
+        if not any(pod_template(w)["metadata"]["labels"].get("app.kubernetes.io/name") ==
+                   "moe-router" for w in r.pods_selected(n["spec"]["podSelector"])):
+            continue
+        for rule in n["spec"].get("ingress") or []:
+            if not any(p["port"] == "rpc" for p in rule.get("ports") or []) and rule.get("ports"):
+                continue
+            peers = rule.get("from") or []
+            f.check(peers and all(set(p) == {"namespaceSelector"} for p in peers),
+                    f"{r.name}: {dl.kn(n)}: router rpc should admit only named client "
+                    f"namespaces, got {peers or 'anywhere'}")
+
+
 def run_checks(r, f):
     for w in r.workloads():
         check_security(r, f, w)
@@ -697,6 +804,7 @@ def run_checks(r, f):
     check_gpu(r, f)
     check_network_policies(r, f)
     check_monitoring(r, f, cfg)
+    check_tls(r, f, cfg)
     for o in r.objs:
         if o["kind"] != "Namespace":
             f.check(o["metadata"].get("namespace") == r.ns,
@@ -829,9 +937,53 @@ MUTATIONS = {
     "weights read-write": (lambda r: [m.pop("readOnly") for m in _container(
         r, "StatefulSet", G0)["volumeMounts"] if m["name"] == "weights"],
         "mount its weights read-only"),
+    "HTTPS probe against plain HTTP": (lambda r: _container(r, "Deployment", "moe-router")[
+        "livenessProbe"]["httpGet"].update(scheme="HTTPS"), "livenessProbe scheme HTTPS"),
     "missing ConfigMap": (lambda r: r.objs.remove(next(
         c for c in r.of("ConfigMap") if "cluster.yaml" in c.get("data", {}))),
         "is not a key of a mounted ConfigMap"),
+}
+
+
+def _tls_cert(r):
+    return next(c for c in r.of("Certificate") if not c["spec"].get("isCA"))["spec"]
+
+
+def _router_policy(r):
+    return r.get("NetworkPolicy", "moe-router-ingress")["spec"]["ingress"][0]
+
+
+# The same for an instance with TLS (tls_dir in deploy/k8s/generate.py).
+TLS_MUTATIONS = {
+    "a shard name outside the certificate": (lambda r: _tls_cert(r).update(dnsNames=[
+        n for n in _tls_cert(r)["dnsNames"] if not n.startswith("*.")]),
+        "is not covered by Certificate"),
+    "router name outside the certificate": (lambda r: _tls_cert(r).update(dnsNames=[
+        n for n in _tls_cert(r)["dnsNames"] if "moe-router" not in n]),
+        "is not covered by Certificate"),
+    "server usage only": (lambda r: _tls_cert(r).update(usages=["server auth"]),
+                          "usages server auth and client auth"),
+    "plain HTTP probe under admin.tls": (lambda r: _container(r, "StatefulSet", G1)[
+        "readinessProbe"]["httpGet"].pop("scheme"), "readinessProbe scheme HTTP"),
+    "admin requires client certificates": (lambda r: _set_config(
+        r, lambda c: c["admin"]["tls"].update(client_auth=True)), "client_auth must be false"),
+    "placement exposed": (lambda r: _set_config(
+        r, lambda c: c["admin"]["expose_paths"].append("/admin/placement")),
+        "leave out /admin/placement"),
+    "tls without admin.tls": (lambda r: _set_config(r, lambda c: c["admin"].pop("tls")),
+                              "tls: without admin.tls"),
+    "TLS files off the Secret": (lambda r: _set_config(r, lambda c: c["tls"].update(
+        key="/etc/moe/tls.key")), "is not on a mounted Secret"),
+    "a Secret no Certificate writes": (lambda r: _tls_cert(r).update(secretName="other"),
+                                       "no cert-manager Certificate writes the Secret"),
+    "plaintext scrape": (lambda r: r.get("PodMonitor", "moe-expert")["spec"][
+        "podMetricsEndpoints"][0].update(scheme="http"), "must scrape over https"),
+    "scrape under a foreign name": (lambda r: r.get("ServiceMonitor", "moe-router")["spec"][
+        "endpoints"][0]["tlsConfig"].update(serverName="example.com"), "serverName example.com"),
+    "router rpc open to all": (lambda r: _router_policy(r).pop("from"),
+                               "router rpc should admit only named client namespaces"),
+    "router rpc from a pod selector": (lambda r: _router_policy(r).update(
+        {"from": [{"podSelector": {}}]}), "router rpc should admit only named client"),
 }
 
 
@@ -892,6 +1044,9 @@ def main():
         if name == "cpu-replicated":
             self_test(name, objs, f, FETCH_MUTATIONS)
             print(f"{name}: {len(FETCH_MUTATIONS)} broken variants rejected")
+        if name == "cpu-tls":
+            self_test(name, objs, f, TLS_MUTATIONS)
+            print(f"{name}: {len(TLS_MUTATIONS)} broken variants rejected")
     for ns, with_rules in sorted(shared.items()):
         f.check(len(with_rules) == 1, f"namespace {ns}: the alert rules and dashboards should "
                                       f"come with exactly one instance, not {with_rules} (the "

@@ -239,7 +239,105 @@ class ReplicaGroupTest(unittest.TestCase):
         self.assertEqual(g1["replicas"], [{"name": "moe-expert", "count": 2}])
 
 
+def covers(name, host):
+    """A certificate DNS name matches host (a wildcard stands for exactly one label)."""
+    if name.startswith("*."):
+        head, _, rest = host.partition(".")
+        return bool(head) and rest == name[2:]
+    return name == host
+
+
+class TlsTest(unittest.TestCase):
+    OPTS = {"namespace": "prod", "replicas": 2, "tls_dir": "/etc/moe-tls",
+            "statefulset": "x-moe-expert", "router_service": "x-moe-router",
+            "tls_secret": "x-moe-tls"}
+
+    def test_tls_and_admin_sections(self):
+        c = kcc.convert(LOCAL, **self.OPTS)
+        files = {"ca": "/etc/moe-tls/ca.crt", "cert": "/etc/moe-tls/tls.crt",
+                 "key": "/etc/moe-tls/tls.key"}
+        self.assertEqual(c["tls"], files)  # client_auth left at its default: mutual
+        self.assertEqual(c["admin"]["tls"], dict(files, client_auth=False))
+        self.assertEqual(c["admin"]["expose_paths"], ["/metrics", "/healthz", "/readyz"])
+        text = kcc.render(c, ["h"])
+        self.assertEqual(yaml.safe_load(text)["admin"], c["admin"])  # renders and reads back
+        c = kcc.convert(LOCAL, **dict(self.OPTS, admin_expose_paths=["/metrics"]))
+        self.assertEqual(c["admin"]["expose_paths"], ["/metrics"])
+        self.assertNotIn("tls", kcc.convert(LOCAL))
+        self.assertNotIn("admin", kcc.convert(LOCAL))
+        # A local admin.expose_paths is carried over, with or without TLS.
+        local = dict(LOCAL, admin={"expose_paths": ["/healthz"]})
+        self.assertEqual(kcc.convert(local)["admin"], {"expose_paths": ["/healthz"]})
+        self.assertEqual(kcc.convert(local, **self.OPTS)["admin"]["expose_paths"], ["/healthz"])
+
+    def test_tls_errors(self):
+        cases = [
+            (dict(LOCAL, tls={"ca": "a", "cert": "b", "key": "c"}), {}, "--tls-dir"),
+            (dict(LOCAL, admin={"tls": {"ca": "a"}}), {}, "--tls-dir"),
+            (dict(LOCAL, admin={"exposed": []}), {}, "admin.exposed: unknown key"),
+            (LOCAL, {"tls_dir": "etc/tls"}, "--tls-dir: 'etc/tls' must be absolute"),
+            (LOCAL, {"tls_dir": "/t", "admin_expose_paths": ["metrics"]}, "must start with /"),
+            (LOCAL, {"client_namespaces": ["Bad_NS"]}, "is not a namespace name"),
+        ]
+        for local, opts, expected in cases:
+            with self.assertRaises(kcc.ConfigError) as e:
+                kcc.convert(local, **opts)
+            self.assertIn(expected, str(e.exception))
+
+    def test_certificate_covers_every_address(self):
+        c = kcc.convert(LOCAL, **self.OPTS)
+        files = kcc.tls_manifests(["h"], **self.OPTS)
+        self.assertEqual(sorted(files), ["tls-expert-monitor.yaml", "tls-expert.yaml",
+                                         "tls-router-monitor.yaml", "tls-router.yaml", "tls.yaml"])
+        objs = list(yaml.safe_load_all(files["tls.yaml"]))
+        issuers = {o["metadata"]["name"]: o for o in objs if o["kind"] == "Issuer"}
+        certs = {o["spec"]["secretName"]: o["spec"] for o in objs if o["kind"] == "Certificate"}
+        leaf = certs["x-moe-tls"]
+        self.assertTrue(certs["x-moe-tls-ca"]["isCA"])
+        self.assertEqual(issuers[leaf["issuerRef"]["name"]]["spec"]["ca"]["secretName"],
+                         "x-moe-tls-ca")
+        hosts = [s["listen"].rsplit(":", 1)[0] for s in c["shards"]]
+        hosts.append(c["router"]["listen"].rsplit(":", 1)[0])
+        self.assertEqual(len(hosts), 7)
+        for h in hosts:
+            self.assertTrue(any(covers(n, h) for n in leaf["dnsNames"]), h)
+        self.assertIn("x-moe-router", leaf["dnsNames"])  # clients in the namespace dial it short
+        self.assertEqual({"server auth", "client auth"} - set(leaf["usages"]), set())
+        for name in ("tls-router.yaml", "tls-expert.yaml"):
+            pod = yaml.safe_load(files[name])["spec"]["template"]["spec"]
+            self.assertEqual(pod["volumes"][0]["secret"]["secretName"], "x-moe-tls")
+            self.assertEqual(pod["containers"][0]["volumeMounts"][0]["mountPath"], "/etc/moe-tls")
+            self.assertEqual(pod["containers"][0]["readinessProbe"]["httpGet"]["scheme"], "HTTPS")
+        for name in ("tls-router-monitor.yaml", "tls-expert-monitor.yaml"):
+            ops = yaml.safe_load(files[name])
+            self.assertEqual(ops[0]["value"], "https")
+            server = ops[1]["value"]["serverName"]
+            self.assertTrue(any(covers(n, server) for n in leaf["dnsNames"]), server)
+        with self.assertRaises(kcc.ConfigError):
+            kcc.tls_manifests(["h"])  # no tls_dir
+
+    def test_client_namespaces_patch(self):
+        ops = yaml.safe_load(kcc.client_namespaces_patch(["h"], client_namespaces=["a", "b"]))
+        self.assertEqual(ops[0]["path"], "/spec/ingress/0")
+        peers = ops[0]["value"]["from"]
+        self.assertEqual(peers[0]["namespaceSelector"]["matchExpressions"][0]["values"],
+                         ["a", "b"])
+        self.assertEqual(ops[0]["value"]["ports"], [{"port": "rpc", "protocol": "TCP"}])
+        with self.assertRaises(kcc.ConfigError):
+            kcc.client_namespaces_patch(["h"])
+
+
 class CliTest(unittest.TestCase):
+    def test_tls_dir(self):
+        r = subprocess.run([sys.executable, TOOL, DEFAULT, "--tls-dir", "/tls",
+                            "--admin-expose-paths", "/metrics,/healthz"],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        c = yaml.safe_load(r.stdout)
+        self.assertEqual(c["tls"]["cert"], "/tls/tls.crt")
+        self.assertEqual(c["admin"]["expose_paths"], ["/metrics", "/healthz"])
+        self.assertIs(c["admin"]["tls"]["client_auth"], False)
+
     def test_writes_config_and_patch(self):
         with tempfile.TemporaryDirectory() as d:
             out, patch = os.path.join(d, "cluster.yaml"), os.path.join(d, "patch.yaml")

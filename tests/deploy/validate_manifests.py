@@ -2,9 +2,10 @@
 """Renders deploy/k8s/base, base/expert-group (one replica group) and every overlay with
 `kubectl kustomize` and validates every object against the Kubernetes OpenAPI schema of a pinned
 version in strict mode (unknown fields are errors), using the schemas bundled by the pip package
-kubernetes-validate; Prometheus operator objects are validated against tests/deploy/schemas/*.json
-(compact schemas derived from the upstream CRDs, additionalProperties: false). Offline. Exit 77
-(skip) when kubectl or kubernetes-validate is missing.
+kubernetes-validate; Prometheus operator and cert-manager objects are validated against
+tests/deploy/schemas/*.json (compact schemas derived from the upstream CRDs and API reference,
+additionalProperties: false). Offline. Exit 77 (skip) when kubectl or kubernetes-validate is
+missing.
 
   pip install kubernetes-validate==1.37.0
   python3 tests/deploy/validate_manifests.py
@@ -26,6 +27,9 @@ CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring-v1.json",
     ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitor-monitoring-v1.json",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-monitoring-v1.json",
+    # cert-manager (overlays with TLS): compact schemas written from its API reference.
+    ("cert-manager.io/v1", "Certificate"): "certificate-cert-manager-v1.json",
+    ("cert-manager.io/v1", "Issuer"): "issuer-cert-manager-v1.json",
 }
 
 try:
@@ -72,6 +76,11 @@ def self_test(objs, crds, f):
         ("PodMonitor", lambda o: o["spec"]["podMetricsEndpoints"][0].update(intervall="5s")),
         ("ServiceMonitor", lambda o: o["spec"].update(endpoint=[])),
         ("PrometheusRule", lambda o: o["spec"]["groups"][0]["rules"][0].update(fore="1m")),
+        ("Certificate", lambda o: o["spec"].update(dnsName=["x"])),  # misspelt dnsNames
+        ("Certificate", lambda o: o["spec"].update(usages=["server-auth"])),
+        ("Issuer", lambda o: o["spec"].update(ca={"secret": "x"})),
+        ("ServiceMonitor", lambda o: o["spec"]["endpoints"][0].update(
+            tlsConfig={"ca": {"secret": {"name": "x", "key": "ca.crt"}}, "servername": "x"})),
     ]:
         sample = next((o for o in objs if o["kind"] == kind), None)
         if not f.check(sample is not None, f"self-test: no {kind} rendered"):

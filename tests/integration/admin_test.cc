@@ -1,6 +1,7 @@
 // The admin plane of real processes: /readyz goes from not-ready to ready during start-up (the
 // router waits for every expert's shard), back to not-ready when a shard is lost, and to
-// "draining" on SIGTERM while requests are still served; /metrics and /v1/info answer.
+// "draining" on SIGTERM while requests are still served; /metrics and /v1/info answer. A shard
+// with admin.tls and admin.expose_paths, checked with curl, reloads its certificate on SIGHUP.
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include <thread>
 
 #include "common/config.h"
+#include "deploy/local/prometheus_runner.h"
 #include "tests/integration/test_cluster.h"
 
 namespace moe::testing {
@@ -110,6 +112,104 @@ TEST(AdminPlane, ReadinessFollowsStartupShardLossAndDrain) {
   kill(s1, SIGTERM);
   waitpid(s0, nullptr, 0);
   waitpid(s1, nullptr, 0);
+}
+
+// A real shard with admin.tls (client certificates required) and admin.expose_paths, checked with
+// curl: HTTPS with a client certificate answers, only the exposed paths are served, plain HTTP
+// and a client without a certificate get no answer; after its certificate files are replaced by
+// one from another CA, SIGHUP makes new connections use it.
+TEST(AdminPlane, HttpsWithClientCertificatesExposePathsAndSighupReload) {
+  ClusterSpec spec;
+  spec.model.hiddenSize = 32;
+  spec.model.intermediateSize = 48;
+  spec.model.numExperts = 4;
+  spec.model.topK = 2;
+  spec.shardExperts = {{0, 1, 2, 3}};
+  spec.topLevelYaml =
+      "admin:\n  tls: {ca: ca1.pem, cert: admin.pem, key: admin.key}\n"
+      "  expose_paths: [/healthz, /readyz]\n";
+  const std::string yaml = writeCluster("admin-tls", spec);
+  const std::string dir = yaml.substr(0, yaml.rfind('/'));
+  const std::string admin = "127.0.0.1:" + std::to_string(freePort());
+  std::ifstream in(yaml);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  text = std::regex_replace(text, std::regex("(name: shard-0\n    listen: [^\n]*\n)"),
+                            "$1    admin: " + admin + "\n");
+  std::ofstream(yaml) << text;
+
+  auto sh = [&dir](const std::string& command) {
+    auto r = runCommand("(cd '" + dir + "' && " + command + ")");
+    EXPECT_EQ(r.first, 0) << command << "\n" << r.second;
+  };
+  const std::string ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+  for (const std::string ca : {"ca1", "ca2"}) {
+    sh("openssl req -x509 " + ec + " -days 2 -subj /CN=" + ca + " -keyout " + ca + ".key -out " +
+       ca + ".pem");
+  }
+  int serial = 0;
+  auto leaf = [&](const std::string& name, const std::string& ca, const std::string& ext) {
+    sh("printf '" + ext + "\\n' > " + name + ".ext && openssl req " + ec + " -subj /CN=" + name +
+       " -keyout " + name + ".key -out " + name + ".csr && openssl x509 -req -days 2 -in " + name +
+       ".csr -CA " + ca + ".pem -CAkey " + ca + ".key -set_serial " + std::to_string(++serial) +
+       " -extfile " + name + ".ext -out " + name + ".pem");
+  };
+  leaf("server1", "ca1", "subjectAltName=IP:127.0.0.1");
+  leaf("server2", "ca2", "subjectAltName=IP:127.0.0.1");
+  leaf("client", "ca1", "extendedKeyUsage=clientAuth");
+  sh("cp server1.pem admin.pem && cp server1.key admin.key");
+  if (::testing::Test::HasFailure()) return;  // no certificates, nothing to test with
+
+  // The HTTP status curl got ("000": no HTTP answer at all).
+  auto status = [&](const std::string& scheme, const std::string& path,
+                    const std::string& options) {
+    auto r = runCommand("cd '" + dir + "' && curl -s -o /dev/null -w '%{http_code}' -m 5 " +
+                        options + " " + scheme + "://" + admin + path);
+    return r.second;
+  };
+  const std::string trusted = "--cacert ca1.pem --cert client.pem --key client.key";
+
+  const std::string bin = deploy::selfDir();
+  pid_t s0 = spawn({bin + "/moe-expert", "--config", yaml, "--shard", "shard-0"}, dir + "/s0.log");
+  std::string got;
+  for (int i = 0; i < 200 && (got = status("https", "/readyz", trusted)) != "200"; ++i) {
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(got, "200") << "the shard never became ready over HTTPS; see " << dir << "/s0.log";
+  EXPECT_EQ(status("https", "/healthz", trusted), "200");
+  EXPECT_EQ(status("https", "/v1/info", trusted), "404");  // not in expose_paths
+  EXPECT_EQ(status("https", "/metrics", trusted), "404");
+  EXPECT_EQ(status("https", "/healthz", "--cacert ca1.pem"), "000");  // no client certificate
+  EXPECT_EQ(status("http", "/healthz", ""), "000");                   // plain HTTP
+
+  // moe-cluster --prometheus scrapes it over HTTPS with the admin certificate: promtool accepts
+  // the rendered config (it opens the files), and the plane accepts those files as a client's.
+  auto config = loadClusterConfig(yaml);
+  EXPECT_TRUE(config.isOk()) << config.error();  // not ASSERT: the shard must still be stopped
+  if (config.isOk()) {
+    const std::string rendered = deploy::PrometheusRunner::renderConfig(config.value(), "1s", "");
+    EXPECT_NE(rendered.find("scheme: https"), std::string::npos) << rendered;
+    std::ofstream(dir + "/prometheus.yml") << rendered;
+    auto check = runCommand("promtool check config '" + dir + "/prometheus.yml'");
+    EXPECT_EQ(check.first, 0) << check.second << rendered;
+  }
+  EXPECT_EQ(status("https", "/healthz", "--cacert ca1.pem --cert admin.pem --key admin.key"),
+            "200");
+
+  // New files from another CA, then SIGHUP: new connections get the new certificate.
+  sh("cp server2.pem admin.pem && cp server2.key admin.key");
+  const std::string trusted2 = "--cacert ca2.pem --cert client.pem --key client.key";
+  EXPECT_EQ(status("https", "/healthz", trusted2), "000");  // not before the signal
+  kill(s0, SIGHUP);
+  for (int i = 0; i < 100 && (got = status("https", "/healthz", trusted2)) != "200"; ++i) {
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(got, "200") << "SIGHUP did not reload the admin certificate";
+  EXPECT_EQ(status("https", "/healthz", trusted), "000");  // the old CA no longer verifies it
+
+  kill(s0, SIGTERM);
+  int exit = 0;
+  waitpid(s0, &exit, 0);
+  EXPECT_TRUE(WIFEXITED(exit) && WEXITSTATUS(exit) == 0) << exit;  // SIGHUP did not end it
 }
 
 }  // namespace

@@ -1260,3 +1260,65 @@ TEST(ConfigParse, TlsSectionErrorsNameTheKey) {
 
 }  // namespace
 }  // namespace moe
+
+namespace moe {
+namespace {
+
+// With tls: on the RPC ports and no admin.tls, every admin address must be loopback; admin.tls
+// (or no tls: at all) lifts the rule.
+TEST(ConfigParse, AdminOnLoopbackUnlessAdminTls) {
+  const std::string tls = "tls: {ca: ca.pem, cert: c.pem, key: k.pem}\n";
+  const std::string adminTls = "admin:\n  tls: {ca: ca.pem, cert: a.pem, key: ak.pem}\n";
+  auto withAdmin = [](std::string_view router, std::string_view shard) {
+    std::string y = kMinimal;
+    y.insert(y.find("shards:"), "router:\n  admin: \"" + std::string(router) + "\"\n");
+    y.insert(y.find("    experts: [0, 1]"), "    admin: \"" + std::string(shard) + "\"\n");
+    return y;
+  };
+  const struct {
+    std::string yaml;
+    const char* error;  // nullptr: parses
+  } cases[] = {
+      {withAdmin("127.0.0.1:9100", "127.0.0.1:9201") + tls, nullptr},
+      {withAdmin("localhost:9100", "[::1]:9201") + tls, nullptr},
+      {withAdmin("127.8.9.10:9100", "LocalHost:9201") + tls, nullptr},
+      {withAdmin("0.0.0.0:9100", "127.0.0.1:9201") + tls,
+       "router.admin: address 0.0.0.0:9100 is not loopback: admin plane without admin.tls must "
+       "listen on loopback when tls: is set"},
+      {withAdmin("127.0.0.1:9100", "10.0.0.5:9201") + tls,
+       "shards[0].admin: address 10.0.0.5:9201 is not loopback"},
+      {withAdmin("127.0.0.1:9100", "[::]:9201") + tls, "shards[0].admin: address [::]:9201"},
+      {withAdmin("moe-router.moe.svc:9100", "127.0.0.1:9201") + tls,
+       "router.admin: address moe-router.moe.svc:9100 is not loopback"},
+      {withAdmin("0.0.0.0:9100", "10.0.0.5:9201") + tls + adminTls, nullptr},  // admin.tls set
+      {withAdmin("0.0.0.0:9100", "10.0.0.5:9201"), nullptr},                   // no tls: at all
+  };
+  for (const auto& c : cases) {
+    auto r = parse(c.yaml);
+    if (c.error == nullptr) {
+      EXPECT_TRUE(r.isOk()) << c.yaml << "\n" << r.error();
+    } else {
+      ASSERT_FALSE(r.isOk()) << c.yaml;
+      EXPECT_TRUE(contains(r.error(), c.error)) << r.error();
+    }
+  }
+}
+
+TEST(ConfigParse, IsLoopbackAddress) {
+  const struct {
+    const char* address;
+    bool loopback;
+  } cases[] = {
+      {"127.0.0.1:9100", true},  {"127.255.0.1:1", true},        {"localhost:9100", true},
+      {"[::1]:9100", true},      {"[::ffff:127.0.0.1]:1", true}, {"0.0.0.0:9100", false},
+      {":9100", false},          {"[::]:9100", false},           {"10.1.2.3:9100", false},
+      {"128.0.0.1:9100", false}, {"localhost.evil:1", false},    {"[::2]:9100", false},
+      {"router:9100", false},
+  };
+  for (const auto& c : cases) {
+    EXPECT_EQ(isLoopbackAddress(c.address), c.loopback) << c.address;
+  }
+}
+
+}  // namespace
+}  // namespace moe
