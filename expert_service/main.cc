@@ -7,6 +7,7 @@
 
 #include "common/config.h"
 #include "common/log.h"
+#include "common/metrics_util.h"
 #include "common/service_flags.h"
 #include "common/service_runtime.h"
 #include "expert_service/expert_metrics.h"
