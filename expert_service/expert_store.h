@@ -1,8 +1,10 @@
 // ExpertStore: the (layer, expert) FFN weights one shard serves, resident on its backend (GPU
-// memory or host). Loaded once at start-up from the checkpoint, reading only this shard's tensors.
+// memory or host), with the model's expert activation and biases. Loaded once at start-up from the
+// checkpoint, reading only this shard's tensors.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <utility>
@@ -22,6 +24,18 @@ class ExpertStore {
                                                    const Checkpoint& ckpt, const ShardConfig& shard,
                                                    DType dtype = DType::kF32);
 
+  // Where the experts' tensors come from (a checkpoint, or a test's own tensors).
+  struct ExpertSource {
+    std::function<Result<ExpertTensors>(uint32_t layer, uint32_t expert)> expert;
+    std::function<Result<ExpertTensors>(uint32_t layer)> shared;
+  };
+  // As above with the model and the tensors given separately.
+  static Result<std::unique_ptr<ExpertStore>> load(kernels::Backend& backend,
+                                                   const ModelConfig& model,
+                                                   const ExpertSource& source,
+                                                   const ShardConfig& shard,
+                                                   DType dtype = DType::kF32);
+
   // nullptr when this shard does not hold (layer, expert).
   const kernels::ExpertFfnWeights* find(uint32_t layer, uint32_t expert) const;
   // The layer's shared expert, when this shard holds it (shards[].shared_expert); else nullptr.
@@ -37,9 +51,13 @@ class ExpertStore {
     kernels::ResidentExpert matrices;
     kernels::ExpertFfnWeights view{};
   };
-  // Uploads one FFN and accounts for its bytes.
-  Status add(kernels::Backend& backend, const ExpertTensors& t, size_t inter, size_t hidden,
+  // Uploads one routed expert (the model's activation and biases) and accounts for its bytes.
+  Status add(kernels::Backend& backend, const ModelConfig& model, const ExpertTensors& t,
              const std::string& where, Resident& into);
+  // Uploads a shared expert (plain SwiGLU in every family) and accounts for its bytes.
+  Status addShared(kernels::Backend& backend, const ExpertTensors& t, size_t inter, size_t hidden,
+                   const std::string& where, Resident& into);
+  Status keep(kernels::ResidentExpert resident, Resident& into);
   DType dtype_ = DType::kF32;
 
   std::map<std::pair<uint32_t, uint32_t>, Resident> weights_;

@@ -27,7 +27,10 @@ struct SegmentTable {
 
   // Closes the segment whose rows and weights were appended since the previous one.
   void closeSegment(const kernels::ExpertFfnWeights& w, uint32_t key);
-  kernels::ExpertSegments view() const { return {experts, offsets, rows, weights}; }
+  // `weightOnInput`: the model's (ModelConfig::weightOnInput), for every segment of the call.
+  kernels::ExpertSegments view(bool weightOnInput = false) const {
+    return {experts, offsets, rows, weights, weightOnInput};
+  }
 };
 
 // One call's part of a merged job.

@@ -267,10 +267,11 @@ void ShardServer::pump() {
 void ShardServer::startAlone(kj::Own<Call> call) {
   kernels::Backend& backend = *model_->backend;
   const uint32_t H = model_->model.hiddenSize;
+  const bool onInput = model_->model.weightOnInput;
   auto done = kj::mv(call->done);
-  auto job = executor_.run([&backend, H, c = kj::mv(call)]() -> JobOutcome {
+  auto job = executor_.run([&backend, H, onInput, c = kj::mv(call)]() -> JobOutcome {
     const auto t0 = std::chrono::steady_clock::now();
-    Status s = backend.expertFfn(c->segments.view(), c->x->values(), c->rows, H, c->out);
+    Status s = backend.expertFfn(c->segments.view(onInput), c->x->values(), c->rows, H, c->out);
     return {std::move(s), secondsSince(t0)};
   });
   done->fulfill(job.then([this](JobOutcome o) {
@@ -285,6 +286,7 @@ void ShardServer::startAlone(kj::Own<Call> call) {
 void ShardServer::startMerged(kj::Vector<kj::Own<Call>> calls) {
   kernels::Backend& backend = *model_->backend;
   const uint32_t H = model_->model.hiddenSize;
+  const bool onInput = model_->model.weightOnInput;
   std::vector<MergePart> parts;
   parts.reserve(calls.size());
   for (auto& c : calls) parts.push_back({c->x->values(), &c->segments});
@@ -293,10 +295,10 @@ void ShardServer::startMerged(kj::Vector<kj::Own<Call>> calls) {
   job->out.resize(size_t{job->merged.totalRows()} * H);
   job->calls = kj::mv(calls);
   MergedJob* j = job.get();  // the continuation below owns it and outlives the compute
-  auto compute = executor_.run([&backend, H, j]() -> JobOutcome {
+  auto compute = executor_.run([&backend, H, onInput, j]() -> JobOutcome {
     const auto t0 = std::chrono::steady_clock::now();
-    Status s =
-        backend.expertFfn(j->merged.segments.view(), j->merged.x, j->merged.totalRows(), H, j->out);
+    Status s = backend.expertFfn(j->merged.segments.view(onInput), j->merged.x,
+                                 j->merged.totalRows(), H, j->out);
     return {std::move(s), secondsSince(t0)};
   });
   tasks_.add(

@@ -40,11 +40,30 @@ class Matrix {
 // The operations of a Backend, for supports().
 enum class Op { kLinear, kSwiglu, kSoftmaxTopk, kExpertFfn };
 
-// One expert's SwiGLU FFN: FFN(x) = w2 · (silu(w1·x) ⊙ (w3·x)).
+// The gated activation of an expert FFN, on h1 = w1·x (+ b1) and h3 = w3·x (+ b3):
+//   kSwiglu:        silu(h1) ⊙ h3                                        (every family but gpt-oss)
+//   kClampedSwiglu: gpt-oss (GptOssExperts._apply_gate): g = min(h1, limit),
+//                   u = clamp(h3, -limit, limit), (u + 1) ⊙ g ⊙ σ(alpha·g)
+struct FfnActivation {
+  enum class Kind { kSwiglu, kClampedSwiglu };
+  Kind kind = Kind::kSwiglu;
+  float alpha = 1.702f;  // kClampedSwiglu only
+  float limit = 7.0f;    // kClampedSwiglu only
+};
+
+// One expert's gated FFN: FFN(x) = w2 · act(w1·x + b1, w3·x + b3) + b2, with act as above. The
+// biases are optional (null: none) f32 column vectors [I, 1], [I, 1], [H, 1] whatever the weights'
+// dtype (a column, so linear(b, ones[T, 1]) broadcasts it over T rows exactly: the in-process
+// layer adds biases that way). Defaults (no bias, kSwiglu) are the plain SwiGLU FFN
+// w2 · (silu(w1·x) ⊙ (w3·x)).
 struct ExpertFfnWeights {
-  const Matrix* w1;  // [I, H]  gate_proj
-  const Matrix* w3;  // [I, H]  up_proj
-  const Matrix* w2;  // [H, I]  down_proj
+  const Matrix* w1;            // [I, H]  gate_proj
+  const Matrix* w3;            // [I, H]  up_proj
+  const Matrix* w2;            // [H, I]  down_proj
+  const Matrix* b1 = nullptr;  // [I, 1]  gate bias
+  const Matrix* b3 = nullptr;  // [I, 1]  up bias
+  const Matrix* b2 = nullptr;  // [H, 1]  down bias
+  FfnActivation activation{};
 };
 
 // Work for a grouped expert computation, CSR-style over S segments (one per expert):
@@ -56,6 +75,10 @@ struct ExpertSegments {
   std::span<const uint32_t> offsets;          // [S + 1], offsets[0] == 0, non-decreasing
   std::span<const uint32_t> rows;             // [offsets[S]], each < R
   std::span<const float> weights;             // [offsets[S]]
+  // Where each weight applies. false: to the expert's output, w · FFN(x) (every family but
+  // Llama 4). true: to its input, FFN(w · x), the output unweighted (Llama4TextMoe); the same
+  // for a weight of 1 (an ungated shared expert), different wherever the FFN is not linear in w.
+  bool weightOnInput = false;
 };
 
 class Backend {
@@ -96,7 +119,8 @@ class Backend {
                              std::span<float> weights) = 0;
 
   // y[R, H] = for every row r: Σ over (segment s, entry j) with rows[j] == r of
-  //           weights[j] · FFN_{experts[s]}(x[r]).   Rows no segment names get 0. y is overwritten.
+  //           weights[j] · FFN_{experts[s]}(x[r])   (FFN_{experts[s]}(weights[j] · x[r]) when
+  //           segments.weightOnInput).   Rows no segment names get 0. y is overwritten.
   virtual Status expertFfn(const ExpertSegments& segments, std::span<const float> x, size_t R,
                            size_t H, std::span<float> y) = 0;
 };

@@ -41,6 +41,25 @@ void swigluLoop(const float* gate, const float* up, float* out, size_t n) {
   }
 }
 
+// gpt-oss's clamped SwiGLU (backend.h): out[i] = (clamp(up, ±limit) + 1) · g · σ(alpha·g) with
+// g = min(gate, limit); out may alias gate.
+void clampedSwigluLoop(const float* gate, const float* up, float* out, size_t n, float alpha,
+                       float limit) {
+  for (size_t i = 0; i < n; ++i) {
+    const float g = std::min(gate[i], limit);
+    const float u = std::clamp(up[i], -limit, limit);
+    out[i] = (u + 1.0f) * (g / (1.0f + std::exp(-alpha * g)));
+  }
+}
+
+// h[n, cols] += bias[cols] on every row.
+void addBias(float* h, size_t n, size_t cols, const float* bias) {
+  for (size_t j = 0; j < n; ++j) {
+    float* row = h + j * cols;
+    for (size_t c = 0; c < cols; ++c) row[c] += bias[c];
+  }
+}
+
 // Grows `v` to at least n elements; never shrinks, so steady-state calls do not allocate.
 template <typename T>
 T* scratch(std::vector<T>& v, size_t n) {
@@ -132,8 +151,9 @@ class BlasBackend final : public Backend {
     return Status::ok();
   }
 
-  // Per segment: gather rows → xs, h1 = xs·w1ᵀ, h3 = xs·w3ᵀ, h1 = silu(h1)⊙h3, out = h1·w2ᵀ,
-  // then y[row] += weight · out[row].  Segments run in order, so the sum order is fixed.
+  // Per segment: gather rows → xs (scaled by their weights when weightOnInput), h1 = xs·w1ᵀ
+  // (+ b1), h3 = xs·w3ᵀ (+ b3), h1 = act(h1, h3), out = h1·w2ᵀ, then y[row] += weight · (out[row]
+  // + b2) (unweighted when weightOnInput).  Segments run in order, so the sum order is fixed.
   Status expertFfn(const ExpertSegments& segments, std::span<const float> x, size_t R, size_t H,
                    std::span<float> y) override {
     MOE_KERNELS_RETURN_IF_ERROR(checkExpertSegments(segments, x.size(), R, H, y.size()));
@@ -141,6 +161,7 @@ class BlasBackend final : public Backend {
     const size_t S = segments.experts.size();
     // Resolve every matrix before computing so a bad handle leaves y untouched.
     std::vector<const HostMatrix*> mats(3 * S);
+    std::vector<const float*> biases(3 * S, nullptr);  // [S, 3]: b1, b3, b2 (f32), or null
     for (size_t s = 0; s < S; ++s) {
       const ExpertFfnWeights& e = segments.experts[s];
       auto w1 = asBackendMatrix<HostMatrix>(e.w1, kName, "w1");
@@ -153,6 +174,14 @@ class BlasBackend final : public Backend {
       mats[3 * s] = w1.value();
       mats[3 * s + 1] = w3.value();
       mats[3 * s + 2] = w2.value();
+      const Matrix* bias[3] = {e.b1, e.b3, e.b2};
+      const char* biasName[3] = {"b1", "b3", "b2"};
+      for (size_t b = 0; b < 3; ++b) {
+        if (bias[b] == nullptr) continue;
+        auto hb = asBackendMatrix<HostMatrix>(bias[b], kName, biasName[b]);
+        if (!hb.isOk()) return hb.status();
+        biases[3 * s + b] = hb.value()->data().data();  // f32 (checkExpertSegments)
+      }
     }
     if (!segments.offsets.empty()) {
       MOE_KERNELS_RETURN_IF_ERROR(checkFitsInt("expertFfn segment rows", segments.offsets[S]));
@@ -168,18 +197,36 @@ class BlasBackend final : public Backend {
       float* h1 = scratch(h1_, n * I);    // [n, I]
       float* h3 = scratch(h3_, n * I);    // [n, I]
       float* out = scratch(out_, n * H);  // [n, H]
+      const ExpertFfnWeights& e = segments.experts[s];
+      const float* const* bias = &biases[3 * s];  // b1, b3, b2
       for (size_t j = 0; j < n; ++j) {
         const float* src = x.data() + size_t{segments.rows[begin + j]} * H;
-        std::copy(src, src + H, xs + j * H);
+        if (segments.weightOnInput) {
+          const float w = segments.weights[begin + j];
+          for (size_t h = 0; h < H; ++h) xs[j * H + h] = w * src[h];
+        } else {
+          std::copy(src, src + H, xs + j * H);
+        }
       }
       MOE_KERNELS_RETURN_IF_ERROR(matmul(*mats[3 * s], xs, n, h1));
       MOE_KERNELS_RETURN_IF_ERROR(matmul(*mats[3 * s + 1], xs, n, h3, /*sameX=*/true));
-      swigluLoop(h1, h3, h1, n * I);
+      if (bias[0] != nullptr) addBias(h1, n, I, bias[0]);
+      if (bias[1] != nullptr) addBias(h3, n, I, bias[1]);
+      if (e.activation.kind == FfnActivation::Kind::kClampedSwiglu) {
+        clampedSwigluLoop(h1, h3, h1, n * I, e.activation.alpha, e.activation.limit);
+      } else {
+        swigluLoop(h1, h3, h1, n * I);
+      }
       MOE_KERNELS_RETURN_IF_ERROR(matmul(*mats[3 * s + 2], h1, n, out));
+      if (bias[2] != nullptr) addBias(out, n, H, bias[2]);
       for (size_t j = 0; j < n; ++j) {
-        const float w = segments.weights[begin + j];
         float* dst = y.data() + size_t{segments.rows[begin + j]} * H;
-        for (size_t h = 0; h < H; ++h) dst[h] += w * out[j * H + h];
+        if (segments.weightOnInput) {
+          for (size_t h = 0; h < H; ++h) dst[h] += out[j * H + h];
+        } else {
+          const float w = segments.weights[begin + j];
+          for (size_t h = 0; h < H; ++h) dst[h] += w * out[j * H + h];
+        }
       }
     }
     return Status::ok();

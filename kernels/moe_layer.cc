@@ -2,6 +2,7 @@
 #include "kernels/moe_layer.h"
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -46,10 +47,39 @@ Status moeLayerInProcess(Backend& b, const Matrix& gate, std::span<const ExpertF
   return moeExpertsInProcess(b, experts, x, T, H, k, ids, weights, y);
 }
 
+namespace {
+
+// h[n, cols] += bias[cols] on every row, the bias (a [cols, 1] column) broadcast exactly by
+// linear(bias, ones[n, 1]). A null bias adds nothing.
+Status addBias(Backend& b, const Matrix* bias, size_t n, std::span<float> h) {
+  if (bias == nullptr || n == 0) return Status::ok();
+  const std::vector<float> ones(n, 1.0f);
+  std::vector<float> broadcast(h.size());
+  MOE_KERNELS_RETURN_IF_ERROR(b.linear(*bias, ones, n, broadcast));
+  for (size_t i = 0; i < h.size(); ++i) h[i] += broadcast[i];
+  return Status::ok();
+}
+
+// act(h1, h3) elementwise (backend.h FfnActivation), written out: silu through the backend's
+// swiglu op, gpt-oss's clamped form here.
+Status activate(Backend& b, const FfnActivation& a, std::span<const float> h1,
+                std::span<const float> h3, std::span<float> act) {
+  if (a.kind == FfnActivation::Kind::kSwiglu) return b.swiglu(h1, h3, act);
+  for (size_t i = 0; i < act.size(); ++i) {
+    const float g = std::min(h1[i], a.limit);                        // gate.clamp(max=limit)
+    const float u = std::clamp(h3[i], -a.limit, a.limit);            // up.clamp(-limit, limit)
+    const float glu = g * (1.0f / (1.0f + std::exp(-g * a.alpha)));  // gate * sigmoid(gate * alpha)
+    act[i] = (u + 1.0f) * glu;
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
 Status moeExpertsInProcess(Backend& b, std::span<const ExpertFfnWeights> experts,
                            std::span<const float> x, size_t T, size_t H, size_t k,
                            std::span<const uint32_t> ids, std::span<const float> weights,
-                           std::span<float> y) {
+                           std::span<float> y, bool weightOnInput) {
   const size_t E = experts.size();
   if (ids.size() != T * k || weights.size() != T * k || x.size() != T * H || y.size() != T * H) {
     return Status::error("moeExpertsInProcess: ids/weights must be [T, k], x/y [T, H]");
@@ -82,6 +112,10 @@ Status moeExpertsInProcess(Backend& b, std::span<const ExpertFfnWeights> experts
     for (size_t i = 0; i < n; ++i) {
       std::copy_n(x.begin() + static_cast<std::ptrdiff_t>(tokens[i] * H), H,
                   xs.begin() + static_cast<std::ptrdiff_t>(i * H));
+      // Llama 4: routed_in = hidden_states * router_scores, before the expert.
+      if (weightOnInput) {
+        for (size_t h = 0; h < H; ++h) xs[i * H + h] *= scale[i];
+      }
     }
     h1.assign(n * I, 0.0f);   // [n, I]
     h3.assign(n * I, 0.0f);   // [n, I]
@@ -89,10 +123,14 @@ Status moeExpertsInProcess(Backend& b, std::span<const ExpertFfnWeights> experts
     out.assign(n * H, 0.0f);  // [n, H]
     MOE_KERNELS_RETURN_IF_ERROR(b.linear(*w.w1, xs, n, h1));
     MOE_KERNELS_RETURN_IF_ERROR(b.linear(*w.w3, xs, n, h3));
-    MOE_KERNELS_RETURN_IF_ERROR(b.swiglu(h1, h3, act));
+    MOE_KERNELS_RETURN_IF_ERROR(addBias(b, w.b1, n, h1));
+    MOE_KERNELS_RETURN_IF_ERROR(addBias(b, w.b3, n, h3));
+    MOE_KERNELS_RETURN_IF_ERROR(activate(b, w.activation, h1, h3, act));
     MOE_KERNELS_RETURN_IF_ERROR(b.linear(*w.w2, act, n, out));
+    MOE_KERNELS_RETURN_IF_ERROR(addBias(b, w.b2, n, out));
     for (size_t i = 0; i < n; ++i) {
-      for (size_t h = 0; h < H; ++h) y[tokens[i] * H + h] += scale[i] * out[i * H + h];
+      const float s = weightOnInput ? 1.0f : scale[i];
+      for (size_t h = 0; h < H; ++h) y[tokens[i] * H + h] += s * out[i * H + h];
     }
   }
   return Status::ok();

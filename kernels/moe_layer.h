@@ -28,13 +28,16 @@ Status moeLayerInProcess(Backend& b,
                          std::span<float> y);  // [T, H]
 
 // The expert half of the above with the routing given: y = Σ_j weights[t, j] ·
-// FFN_{ids[t, j]}(x[t]), expert by expert through linear/swiglu/linear. For routing rules that are
-// computed elsewhere (a family's reference routing in the checks).
+// FFN_{ids[t, j]}(x[t]) (Σ_j FFN_{ids[t, j]}(weights[t, j] · x[t]) when `weightOnInput`, Llama 4),
+// expert by expert through linear / bias / activation / linear / bias, each expert with its own
+// biases and activation (backend.h ExpertFfnWeights). For routing rules that are computed
+// elsewhere (a family's reference routing in the checks).
 Status moeExpertsInProcess(Backend& b, std::span<const ExpertFfnWeights> experts,  // [E]
                            std::span<const float> x,                               // [T, H]
                            size_t T, size_t H, size_t k,
                            std::span<const uint32_t> ids,   // [T, k]
                            std::span<const float> weights,  // [T, k]
-                           std::span<float> y);             // [T, H]
+                           std::span<float> y,              // [T, H]
+                           bool weightOnInput = false);
 
 }  // namespace moe::kernels

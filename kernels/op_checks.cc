@@ -2,6 +2,7 @@
 #include "kernels/op_checks.h"
 
 #include <climits>
+#include <cmath>
 #include <vector>
 
 namespace moe::kernels {
@@ -29,6 +30,33 @@ Status checkMatrixShape(std::string_view what, const Matrix* m, size_t rows, siz
                          str(m->cols()) + "], expected [" + str(rows) + ", " + str(cols) + "]");
   }
   return Status::ok();
+}
+
+// An optional bias: null, or an f32 column vector [n, 1].
+Status checkBias(const std::string& what, const Matrix* b, size_t n) {
+  if (b == nullptr) return Status::ok();
+  MOE_KERNELS_RETURN_IF_ERROR(checkMatrixShape(what, b, n, 1));
+  if (b->dtype() != DType::kF32) {
+    return Status::error("expertFfn: " + what + " is " + std::string(dtypeName(b->dtype())) +
+                         "; biases are held in f32");
+  }
+  return Status::ok();
+}
+
+Status checkActivation(const std::string& what, const FfnActivation& a) {
+  switch (a.kind) {
+    case FfnActivation::Kind::kSwiglu:
+      return Status::ok();
+    case FfnActivation::Kind::kClampedSwiglu:
+      if (!std::isfinite(a.alpha) || !std::isfinite(a.limit) || a.limit < 0.0f) {
+        return Status::error("expertFfn: " + what + " clamped SwiGLU needs a finite alpha and a " +
+                             "finite limit >= 0 (alpha " + std::to_string(a.alpha) + ", limit " +
+                             std::to_string(a.limit) + ")");
+      }
+      return Status::ok();
+  }
+  return Status::error("expertFfn: " + what + " has an unknown activation kind " +
+                       std::to_string(static_cast<int>(a.kind)));
 }
 
 }  // namespace
@@ -122,6 +150,10 @@ Status checkExpertSegments(const ExpertSegments& segments, size_t xSize, size_t 
     MOE_KERNELS_RETURN_IF_ERROR(checkMatrixShape(name + " w1", e.w1, I, H));
     MOE_KERNELS_RETURN_IF_ERROR(checkMatrixShape(name + " w3", e.w3, I, H));
     MOE_KERNELS_RETURN_IF_ERROR(checkMatrixShape(name + " w2", e.w2, H, I));
+    MOE_KERNELS_RETURN_IF_ERROR(checkBias(name + " b1", e.b1, I));
+    MOE_KERNELS_RETURN_IF_ERROR(checkBias(name + " b3", e.b3, I));
+    MOE_KERNELS_RETURN_IF_ERROR(checkBias(name + " b2", e.b2, H));
+    MOE_KERNELS_RETURN_IF_ERROR(checkActivation(name, e.activation));
     for (size_t j = offsets[s]; j < offsets[s + 1]; ++j) {
       const size_t r = segments.rows[j];
       if (r >= R) {

@@ -1,6 +1,7 @@
 // Reference backend implementation; see reference_backend.h.
 #include "kernels/reference_backend.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -16,6 +17,25 @@ constexpr const char* kName = "reference";
 
 double silu(double g) {
   return g / (1.0 + std::exp(-g));
+}
+
+// The FFN's gated activation on (h1, h3), straight from backend.h.
+double activate(const FfnActivation& a, double g, double u) {
+  if (a.kind == FfnActivation::Kind::kSwiglu) return silu(g) * u;
+  const double limit = a.limit;
+  g = std::min(g, limit);
+  u = std::clamp(u, -limit, limit);
+  return (u + 1.0) * (g / (1.0 + std::exp(-double(a.alpha) * g)));
+}
+
+// A bias widened to fp32 ([n]; zeros when absent).
+Result<std::vector<float>> widenBias(const Matrix* b, size_t n, const char* what) {
+  std::vector<float> out(n, 0.0f);
+  if (b == nullptr) return out;
+  auto hb = asBackendMatrix<HostMatrix>(b, kName, what);
+  if (!hb.isOk()) return makeError(hb.status());
+  hb.value()->widen(out);
+  return out;
 }
 
 class ReferenceBackend final : public Backend {
@@ -89,21 +109,34 @@ class ReferenceBackend final : public Backend {
       w1.value()->widen(W1);
       w3.value()->widen(W3);
       w2.value()->widen(W2);
+      auto b1 = widenBias(e.b1, I, "b1");
+      auto b3 = widenBias(e.b3, I, "b3");
+      auto b2 = widenBias(e.b2, H, "b2");
+      if (!b1.isOk()) return b1.status();
+      if (!b3.isOk()) return b3.status();
+      if (!b2.isOk()) return b2.status();
+      const std::vector<float>&B1 = b1.value(), &B3 = b3.value(), &B2 = b2.value();
       std::vector<double> act(I);  // [I]
+      std::vector<float> in(H);    // [H] the expert's input row
       for (size_t j = segments.offsets[s]; j < segments.offsets[s + 1]; ++j) {
         const size_t r = segments.rows[j];
+        const float w = segments.weights[j];
+        // Llama 4 scales the input in the activations' dtype (fp32), before the expert.
+        for (size_t h = 0; h < H; ++h)
+          in[h] = segments.weightOnInput ? w * x[r * H + h] : x[r * H + h];
         for (size_t i = 0; i < I; ++i) {
-          double g = 0.0, u = 0.0;
+          double g = B1[i], u = B3[i];
           for (size_t h = 0; h < H; ++h) {
-            g += double(W1[i * H + h]) * double(x[r * H + h]);
-            u += double(W3[i * H + h]) * double(x[r * H + h]);
+            g += double(W1[i * H + h]) * double(in[h]);
+            u += double(W3[i * H + h]) * double(in[h]);
           }
-          act[i] = silu(g) * u;
+          act[i] = activate(e.activation, g, u);
         }
+        const double outWeight = segments.weightOnInput ? 1.0 : double(w);
         for (size_t h = 0; h < H; ++h) {
-          double o = 0.0;
+          double o = B2[h];
           for (size_t i = 0; i < I; ++i) o += double(W2[h * I + i]) * act[i];
-          acc[r * H + h] += double(segments.weights[j]) * o;
+          acc[r * H + h] += outWeight * o;
         }
       }
     }

@@ -1,4 +1,5 @@
-// An expert FFN's three weight matrices uploaded to a backend, from checkpoint tensors.
+// An expert FFN's weight matrices (and biases, when it has them) uploaded to a backend, from
+// checkpoint tensors, with the activation its family uses.
 #pragma once
 
 #include <memory>
@@ -10,16 +11,32 @@ namespace moe::kernels {
 
 struct ResidentExpert {
   std::unique_ptr<Matrix> w1, w3, w2;  // [I, H], [I, H], [H, I]
-  ExpertFfnWeights view() const { return {w1.get(), w3.get(), w2.get()}; }
+  std::unique_ptr<Matrix> b1, b3, b2;  // [I, 1], [I, 1], [H, 1] f32, or null
+  FfnActivation activation{};
+  ExpertFfnWeights view() const {
+    return {w1.get(), w3.get(), w2.get(), b1.get(), b3.get(), b2.get(), activation};
+  }
   // Bytes its matrices hold on the device (measured from their allocations).
   size_t residentBytes() const {
-    return w1->residentBytes() + w3->residentBytes() + w2->residentBytes();
+    size_t bytes = w1->residentBytes() + w3->residentBytes() + w2->residentBytes();
+    for (const auto* b : {b1.get(), b3.get(), b2.get()}) bytes += b ? b->residentBytes() : 0;
+    return bytes;
   }
 };
 
-// Uploads w1/w3 as [I, H] and w2 as [H, I], resident in `dtype`; the error names the matrix
-// that failed.
+// The routed experts' activation of `model` (ModelConfig::expertActivation, swigluAlpha,
+// swigluLimit). Shared experts are plain SwiGLU in every family (FfnActivation{}).
+FfnActivation routedActivation(const ModelConfig& model);
+
+// Uploads w1/w3 as [I, H] and w2 as [H, I], resident in `dtype`, and each bias the tensors carry
+// (b1/b3 [I], b2 [H]; empty: none) as an f32 column vector; the error names the tensor that failed.
 Result<ResidentExpert> uploadExpert(Backend& backend, const ExpertTensors& tensors, size_t I,
-                                    size_t H, DType dtype = DType::kF32);
+                                    size_t H, DType dtype = DType::kF32,
+                                    FfnActivation activation = {});
+
+// A routed expert of `model`: its activation, and its biases required exactly when
+// model.expertBias (a missing or unexpected bias is an error naming it).
+Result<ResidentExpert> uploadRoutedExpert(Backend& backend, const ModelConfig& model,
+                                          const ExpertTensors& tensors, DType dtype = DType::kF32);
 
 }  // namespace moe::kernels

@@ -35,8 +35,11 @@ Result<std::unique_ptr<InProcessModel>> InProcessModel::load(
     for (uint32_t e = 0; e < c.numFfnExperts; ++e) {
       auto t = ckpt.expert(layer, e);
       if (!t) return makeError(t.status());
-      auto resident = kernels::uploadExpert(b, t.value(), c.intermediateSize, c.hiddenSize);
-      if (!resident) return makeError(resident.status());
+      auto resident = kernels::uploadRoutedExpert(b, c, t.value());
+      if (!resident) {
+        return makeError("layer " + std::to_string(layer) + " expert " + std::to_string(e) + ": " +
+                         resident.error());
+      }
       l.experts.push_back(resident.value().view());
       l.resident.push_back(std::move(resident).value());
     }
@@ -122,7 +125,8 @@ Status InProcessModel::forward(uint32_t layer, std::span<const float> x, size_t 
   std::vector<float> scaled(x.begin(), x.end());
   for (float& v : scaled) v *= scale;
   std::fill(y.begin(), y.end(), 0.0f);
-  if (auto s = addFfnExperts(*backend_, l.experts, scaled, T, H, r, y); !s) return s;
+  if (auto s = addFfnExperts(*backend_, l.experts, scaled, T, H, r, y, c.weightOnInput); !s)
+    return s;
   addZeroComputeExperts(c, l.constants, scaled, T, r, y);
   if (auto s = addSharedExpert(l, x, T, y); !s) return s;
   if (routing != nullptr) *routing = std::move(r);

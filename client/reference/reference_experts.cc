@@ -8,7 +8,7 @@ namespace moe::client {
 
 Status addFfnExperts(kernels::Backend& b, std::span<const kernels::ExpertFfnWeights> ffn,
                      std::span<const float> x, size_t T, size_t H, const ReferenceRouting& routing,
-                     std::span<float> y) {
+                     std::span<float> y, bool weightOnInput) {
   // One row per kept FFN assignment, routed with k = 1: moeExpertsInProcess then never sees a
   // zero-computation id (it rejects ids beyond its experts) nor computes a dropped assignment.
   const uint32_t k = routing.k;
@@ -28,7 +28,10 @@ Status addFfnExperts(kernels::Backend& b, std::span<const kernels::ExpertFfnWeig
   }
   const size_t n = token.size();
   std::vector<float> out(n * H);
-  if (auto s = kernels::moeExpertsInProcess(b, ffn, rows, n, H, 1, ids, weights, out); !s) return s;
+  if (auto s =
+          kernels::moeExpertsInProcess(b, ffn, rows, n, H, 1, ids, weights, out, weightOnInput);
+      !s)
+    return s;
   for (size_t r = 0; r < n; ++r) {
     for (size_t h = 0; h < H; ++h) y[token[r] * H + h] += out[r * H + h];
   }

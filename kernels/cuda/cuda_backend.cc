@@ -172,8 +172,9 @@ class CudaBackend final : public Backend {
   }
 
   // Uploads x and the segment arrays once, then per non-empty segment (in order, on the one
-  // stream): gather its rows, h1 = xs·w1ᵀ, h3 = xs·w3ᵀ, h1 = silu(h1)⊙h3, out = h1·w2ᵀ, and
-  // y[row] += weight · out.  Rows are distinct within a segment and segments are serialized, so
+  // stream): gather its rows (× weight when weightOnInput), h1 = xs·w1ᵀ, h3 = xs·w3ᵀ,
+  // h1 = act(h1 + b1, h3 + b3), out = h1·w2ᵀ, and y[row] += weight · (out + b2) (unweighted when
+  // weightOnInput).  Rows are distinct within a segment and segments are serialized, so
   // the scatter needs no atomics and the sum order is fixed: the result is deterministic.
   Status expertFfn(const ExpertSegments& segments, std::span<const float> x, size_t R, size_t H,
                    std::span<float> y) override {
@@ -181,7 +182,8 @@ class CudaBackend final : public Backend {
     const size_t S = segments.experts.size();
     // Resolve every matrix (and size the scratch) before touching the device, so a bad handle
     // fails cleanly.
-    std::vector<const CudaMatrix*> mats(3 * S);  // [S, 3]: w1, w3, w2
+    std::vector<const CudaMatrix*> mats(3 * S);        // [S, 3]: w1, w3, w2
+    std::vector<const float*> biases(3 * S, nullptr);  // [S, 3]: b1, b3, b2 (device), or null
     size_t maxRows = 0, maxI = 0;
     for (size_t s = 0; s < S; ++s) {
       const ExpertFfnWeights& e = segments.experts[s];
@@ -194,6 +196,14 @@ class CudaBackend final : public Backend {
       mats[3 * s] = w1.value();
       mats[3 * s + 1] = w3.value();
       mats[3 * s + 2] = w2.value();
+      const Matrix* bias[3] = {e.b1, e.b3, e.b2};
+      const char* biasName[3] = {"b1", "b3", "b2"};
+      for (size_t b = 0; b < 3; ++b) {
+        if (bias[b] == nullptr) continue;
+        auto cb = resolve(bias[b], biasName[b]);
+        if (!cb.isOk()) return cb.status();
+        biases[3 * s + b] = cb.value()->data();
+      }
       const size_t n = segments.offsets[s + 1] - segments.offsets[s];
       if (n > 0) {
         maxRows = std::max(maxRows, n);
@@ -220,15 +230,29 @@ class CudaBackend final : public Backend {
       const CudaMatrix& w1 = *mats[3 * s];
       const CudaMatrix& w3 = *mats[3 * s + 1];
       const CudaMatrix& w2 = *mats[3 * s + 2];
+      const ExpertFfnWeights& e = segments.experts[s];
+      const float* const* bias = &biases[3 * s];  // b1, b3, b2
       const uint32_t* segRows = rows_.get() + begin;
       const float* segWeights = in2_.get() + begin;
-      MOE_CUDA_CHECK(cuda::launchGatherRows(in_.get(), segRows, n, H, gathered_.get(), stream()));
+      // weightOnInput (Llama 4): the weights scale the gathered rows, the output is unweighted.
+      const bool onInput = segments.weightOnInput;
+      MOE_CUDA_CHECK(cuda::launchGatherRows(in_.get(), segRows, n, H, gathered_.get(), stream(),
+                                            onInput ? segWeights : nullptr));
       MOE_KERNELS_RETURN_IF_ERROR(gemm(w1, gathered_.get(), n, h1_.get()));
       MOE_KERNELS_RETURN_IF_ERROR(gemm(w3, gathered_.get(), n, h3_.get()));
-      MOE_CUDA_CHECK(cuda::launchSwiglu(h1_.get(), h3_.get(), h1_.get(), n * w1.rows(), stream()));
+      const bool clamped = e.activation.kind == FfnActivation::Kind::kClampedSwiglu;
+      if (!clamped && bias[0] == nullptr && bias[1] == nullptr) {
+        MOE_CUDA_CHECK(
+            cuda::launchSwiglu(h1_.get(), h3_.get(), h1_.get(), n * w1.rows(), stream()));
+      } else {
+        MOE_CUDA_CHECK(cuda::launchGatedActivation(
+            h1_.get(), h3_.get(), bias[0], bias[1], h1_.get(), n, w1.rows(), clamped,
+            e.activation.alpha, e.activation.limit, stream()));
+      }
       MOE_KERNELS_RETURN_IF_ERROR(gemm(w2, h1_.get(), n, ffnOut_.get()));
-      MOE_CUDA_CHECK(cuda::launchWeightedScatterAdd(ffnOut_.get(), segRows, segWeights, n, H,
-                                                    out_.get(), stream()));
+      MOE_CUDA_CHECK(cuda::launchWeightedScatterAdd(ffnOut_.get(), segRows,
+                                                    onInput ? nullptr : segWeights, n, H,
+                                                    out_.get(), stream(), bias[2]));
     }
     MOE_KERNELS_RETURN_IF_ERROR(toHost(y, out_));
     return finish();

@@ -14,7 +14,36 @@ __global__ void swigluKernel(const float* gate, const float* up, float* out, siz
   }
 }
 
+// No __restrict__ on h1/h3/out: out may alias either.
+__global__ void gatedActivationKernel(const float* h1, const float* h3, const float* b1,
+                                      const float* b3, float* out, size_t n, size_t I, bool clamped,
+                                      float alpha, float limit) {
+  const size_t total = n * I, stride = size_t{blockDim.x} * gridDim.x;
+  for (size_t idx = size_t{blockIdx.x} * blockDim.x + threadIdx.x; idx < total; idx += stride) {
+    const size_t i = idx % I;
+    float g = h1[idx], u = h3[idx];
+    if (b1 != nullptr) g += b1[i];
+    if (b3 != nullptr) u += b3[i];
+    if (clamped) {
+      g = fminf(g, limit);
+      u = fminf(fmaxf(u, -limit), limit);
+      out[idx] = (u + 1.0f) * (g / (1.0f + expf(-alpha * g)));
+    } else {
+      out[idx] = g / (1.0f + expf(-g)) * u;
+    }
+  }
+}
+
 }  // namespace
+
+cudaError_t launchGatedActivation(const float* h1, const float* h3, const float* b1,
+                                  const float* b3, float* out, size_t n, size_t I, bool clamped,
+                                  float alpha, float limit, cudaStream_t stream) {
+  if (n == 0 || I == 0) return cudaSuccess;  // a zero-sized grid is a launch error
+  gatedActivationKernel<<<elementwiseGrid(n * I), kElementwiseBlock, 0, stream>>>(
+      h1, h3, b1, b3, out, n, I, clamped, alpha, limit);
+  return cudaGetLastError();
+}
 
 cudaError_t launchSwiglu(const float* gate, const float* up, float* out, size_t n,
                          cudaStream_t stream) {

@@ -14,4 +14,18 @@ cudaError_t launchSwiglu(const float* gate,  // [n]
                          float* out,         // [n]
                          size_t n, cudaStream_t stream);
 
+// The expert FFN's gated activation over h1, h3 [n, I] (kernels/backend.h FfnActivation), with
+// optional biases added first: g = h1 + b1, u = h3 + b3 (null: no bias); then
+//   clamped == false: out = silu(g) * u
+//   clamped == true:  out = (clamp(u, -limit, limit) + 1) * gc * sigmoid(alpha * gc),
+//                     gc = min(g, limit)                                           (gpt-oss)
+// Device pointers; out may alias h1 or h3.  Returns the launch error.
+cudaError_t launchGatedActivation(const float* h1,  // [n, I]
+                                  const float* h3,  // [n, I]
+                                  const float* b1,  // [I] or null
+                                  const float* b3,  // [I] or null
+                                  float* out,       // [n, I]
+                                  size_t n, size_t I, bool clamped, float alpha, float limit,
+                                  cudaStream_t stream);
+
 }  // namespace moe::kernels::cuda

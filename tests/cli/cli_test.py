@@ -97,6 +97,14 @@ PROGRAMS = {
         (["--experts", "abc"], "--experts: 'abc' is not a whole number"),
         (["--repeats", "1.5"], "--repeats: '1.5' is not a whole number"),
     ]),
+    "moe-expert-ffn-bench": ("bin:moe-expert-ffn-bench", [
+        "--hidden", "--intermediate", "--experts", "--top-k", "--batches", "--dtypes", "--variants",
+        "--repeats", "--threads"], [
+        (["--hidden", "0"], "--hidden: 0 is out of range"),
+        (["--repeats", "1.5"], "--repeats: '1.5' is not a whole number"),
+        (["--dtypes", "f64"], "--dtypes: unknown dtype 'f64'"),
+        (["--variants", "gelu"], "--variants: unknown variant 'gelu'"),
+    ]),
     "moe-make-checkpoint": ("bin:moe-make-checkpoint", [
         "--out", "--model-type", "--hidden", "--intermediate", "--experts", "--top-k", "--layers",
         "--seed", "--dtype", "--files", "--norm-topk-prob", "--shared-intermediate",

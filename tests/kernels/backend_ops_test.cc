@@ -123,9 +123,12 @@ double silu(double z) {
   return z / (1.0 + std::exp(-z));
 }
 
-// Host weights of one expert: w1, w3 [I, H], w2 [H, I].
+// Host weights of one expert: w1, w3 [I, H], w2 [H, I]; biases b1, b3 [I], b2 [H] (empty: none)
+// and the activation.
 struct HostExpert {
   std::vector<float> w1, w3, w2;
+  std::vector<float> b1 = {}, b3 = {}, b2 = {};
+  FfnActivation activation = {};
 };
 
 std::vector<HostExpert> randomExperts(std::mt19937& rng, size_t E, size_t H, size_t I) {
@@ -145,16 +148,88 @@ struct ExpertSet {
   std::vector<ExpertFfnWeights> ffn;  // [E]
 };
 
-ExpertSet uploadExperts(Backend& b, const std::vector<HostExpert>& host, size_t H, size_t I) {
+// Weights in `dtype`; biases (when the host expert has them) always f32 [n, 1] (backend.h).
+ExpertSet uploadExperts(Backend& b, const std::vector<HostExpert>& host, size_t H, size_t I,
+                        DType dtype = DType::kF32) {
   ExpertSet set;
+  auto bias = [&](const std::vector<float>& v) -> const Matrix* {
+    if (v.empty()) return nullptr;
+    set.mats.push_back(must(b.upload(v, v.size(), 1, DType::kF32)));
+    return set.mats.back().get();
+  };
   for (const HostExpert& e : host) {
-    set.mats.push_back(must(b.upload(e.w1, I, H)));
-    set.mats.push_back(must(b.upload(e.w3, I, H)));
-    set.mats.push_back(must(b.upload(e.w2, H, I)));
+    set.mats.push_back(must(b.upload(e.w1, I, H, dtype)));
+    set.mats.push_back(must(b.upload(e.w3, I, H, dtype)));
+    set.mats.push_back(must(b.upload(e.w2, H, I, dtype)));
     const size_t m = set.mats.size();
-    set.ffn.push_back({set.mats[m - 3].get(), set.mats[m - 2].get(), set.mats[m - 1].get()});
+    ExpertFfnWeights w{set.mats[m - 3].get(), set.mats[m - 2].get(), set.mats[m - 1].get()};
+    w.b1 = bias(e.b1);
+    w.b3 = bias(e.b3);
+    w.b2 = bias(e.b2);
+    w.activation = e.activation;
+    set.ffn.push_back(w);
   }
   return set;
+}
+
+// The expert FFN variants of the families (backend.h): which activation, biases and where the
+// routing weight applies.
+struct FfnVariant {
+  const char* name;
+  bool clamped;        // gpt-oss's clamped SwiGLU (alpha 1.702, limit 7)
+  bool biases;         // b1, b3, b2
+  bool weightOnInput;  // Llama 4
+};
+constexpr FfnVariant kFfnVariants[] = {
+    {"gpt-oss: clamped SwiGLU + biases", true, true, false},
+    {"biases, plain SwiGLU", false, true, false},
+    {"clamped SwiGLU, no biases", true, false, false},
+    {"Llama 4: weight on the input", false, false, true},
+    {"clamped + biases + weight on the input", true, true, true},
+};
+constexpr float kGptOssAlpha = 1.702f, kGptOssLimit = 7.0f;
+
+// Gives `host` the variant's activation and biases. The biases are wide (±12 around the data's
+// ±~1 pre-activations) so that many h1 = w1·x + b1 exceed +limit and many h3 lie beyond ±limit:
+// the clamp is hit on both sides (ClampCoverage checks it is).
+void applyVariant(std::mt19937& rng, std::vector<HostExpert>& host, const FfnVariant& v, size_t H,
+                  size_t I) {
+  for (HostExpert& e : host) {
+    if (v.clamped) {
+      e.activation = {FfnActivation::Kind::kClampedSwiglu, kGptOssAlpha, kGptOssLimit};
+    }
+    if (v.biases) {
+      e.b1 = randomVector(rng, I, -12.0f, 12.0f);
+      e.b3 = randomVector(rng, I, -12.0f, 12.0f);
+      e.b2 = randomVector(rng, H, -1.0f, 1.0f);
+    }
+  }
+}
+
+// How many of the pre-activations over rows x [R, H] fall beyond the clamp: h1 > limit, h3 <
+// -limit, h3 > limit (computed here in double from the host weights).
+struct ClampCoverage {
+  size_t gateAbove = 0, upBelow = 0, upAbove = 0;
+};
+ClampCoverage clampCoverage(const std::vector<HostExpert>& host, std::span<const float> x, size_t R,
+                            size_t H, size_t I) {
+  ClampCoverage c;
+  for (const HostExpert& e : host) {
+    if (e.b1.empty()) continue;
+    for (size_t r = 0; r < R; ++r) {
+      for (size_t i = 0; i < I; ++i) {
+        double g = e.b1[i], u = e.b3[i];
+        for (size_t h = 0; h < H; ++h) {
+          g += double(e.w1[i * H + h]) * x[r * H + h];
+          u += double(e.w3[i * H + h]) * x[r * H + h];
+        }
+        c.gateAbove += g > kGptOssLimit;
+        c.upBelow += u < -kGptOssLimit;
+        c.upAbove += u > kGptOssLimit;
+      }
+    }
+  }
+  return c;
 }
 
 // CSR segments like a shard would receive: segment s runs expert expertOf[s].
@@ -202,8 +277,9 @@ Routing makeRouting(std::mt19937& rng, size_t R, size_t E, size_t k,
   return r;
 }
 
-ExpertSegments segmentsOf(const Routing& r, std::span<const ExpertFfnWeights> experts) {
-  return ExpertSegments{experts, r.offsets, r.rows, r.weights};
+ExpertSegments segmentsOf(const Routing& r, std::span<const ExpertFfnWeights> experts,
+                          bool weightOnInput = false) {
+  return ExpertSegments{experts, r.offsets, r.rows, r.weights, weightOnInput};
 }
 
 std::string kindName(BackendKind k) {
@@ -625,6 +701,121 @@ TEST_P(BackendOpsTest, ExpertFfnIsDeterministic) {
   EXPECT_EQ(0, std::memcmp(first.data(), second.data(), first.size() * sizeof(float)));
 }
 
+// gpt-oss's gate, written here from GptOssExperts._apply_gate (not from the backends' code).
+double gptOssGate(double gate, double up) {
+  gate = std::min(gate, double(kGptOssLimit));
+  up = std::max(-double(kGptOssLimit), std::min(up, double(kGptOssLimit)));
+  return (up + 1.0) * gate / (1.0 + std::exp(-double(kGptOssAlpha) * gate));
+}
+
+// Identity-shaped experts (w1 = a·I, w3 = b·I, w2 = c·I) with biases: FFN(x)_h =
+// c · act(a·x_h + b1_h, b·x_h + b3_h) + b2_h, known by hand; rows chosen so the gate exceeds +limit
+// and the up projection passes both -limit and +limit.
+TEST_P(BackendOpsTest, ExpertFfnClampedWithBiasesAnalytic) {
+  constexpr size_t H = 4, R = 3;
+  const float a = 1.5f, b = -2.0f, c = 0.75f;
+  HostExpert e{scaledIdentity(H, a), scaledIdentity(H, b), scaledIdentity(H, c)};
+  e.b1 = {0.5f, 3.0f, -1.0f, 2.0f};
+  e.b3 = {1.0f, -2.0f, 0.5f, 4.0f};
+  e.b2 = {0.25f, -0.5f, 1.0f, 0.0f};
+  e.activation = {FfnActivation::Kind::kClampedSwiglu, kGptOssAlpha, kGptOssLimit};
+  const ExpertSet onTest = uploadExperts(test(), {e}, H, H);
+  const std::vector<float> x = {6.0f,  4.0f,  -3.0f, 0.5f,   // g: 9.5 > 7, 9 > 7; u: -11 < -7
+                                -5.0f, 1.0f,  2.0f,  -3.0f,  // u: 11 > 7 at h 0, 10 > 7 at h 3
+                                0.2f,  -0.4f, 0.1f,  0.3f};  // inside the clamp everywhere
+  const std::vector<uint32_t> offsets = {0, 3}, rows = {0, 1, 2};
+  const std::vector<float> weights = {1.0f, 0.5f, 0.25f};
+  for (bool onInput : {false, true}) {
+    SCOPED_TRACE(onInput ? "weight on the input" : "weight on the output");
+    Guarded<float> got = floatOutput(R * H);
+    ASSERT_TRUE(test()
+                    .expertFfn({onTest.ffn, offsets, rows, weights, onInput}, x, R, H, got.span())
+                    .isOk());
+    for (size_t r = 0; r < R; ++r) {
+      for (size_t h = 0; h < H; ++h) {
+        const double w = weights[r], in = onInput ? w * x[r * H + h] : x[r * H + h];
+        const double ffn = c * gptOssGate(a * in + e.b1[h], b * in + e.b3[h]) + e.b2[h];
+        const double want = onInput ? ffn : w * ffn;
+        EXPECT_NEAR(got.view()[r * H + h], want, 1e-5 * (1.0 + std::abs(want)))
+            << "row " << r << " h " << h;
+      }
+    }
+    EXPECT_TRUE(got.guardIntact());
+  }
+}
+
+// Llama 4: y = FFN(w·x), not w·FFN(x): with identity experts, c·silu(a·w·x)·(b·w·x).
+TEST_P(BackendOpsTest, ExpertFfnWeightOnInputAnalytic) {
+  constexpr size_t H = 3, R = 2;
+  const float a = 2.0f, b = 1.5f, c = -1.0f;
+  const ExpertSet onTest = uploadExperts(
+      test(), {{scaledIdentity(H, a), scaledIdentity(H, b), scaledIdentity(H, c)}}, H, H);
+  const std::vector<float> x = {1.0f, -2.0f, 3.0f, 0.5f, 4.0f, -1.0f};
+  const std::vector<uint32_t> offsets = {0, 2}, rows = {1, 0};
+  const std::vector<float> weights = {0.3f, 0.8f};  // row 1: 0.3, row 0: 0.8
+  Guarded<float> got = floatOutput(R * H);
+  ASSERT_TRUE(
+      test().expertFfn({onTest.ffn, offsets, rows, weights, true}, x, R, H, got.span()).isOk());
+  const double w[R] = {0.8, 0.3};
+  for (size_t r = 0; r < R; ++r) {
+    for (size_t h = 0; h < H; ++h) {
+      const double in = w[r] * x[r * H + h];
+      const double want = c * silu(a * in) * (b * in);
+      const double onOutput = w[r] * c * silu(a * x[r * H + h]) * (b * x[r * H + h]);
+      EXPECT_NEAR(got.view()[r * H + h], want, 1e-5 * (1.0 + std::abs(want)));
+      // The two placements differ here (silu is not linear), so the flag is really honoured.
+      EXPECT_GT(std::abs(want - onOutput), 1e-3) << "row " << r << " h " << h;
+    }
+  }
+  EXPECT_TRUE(got.guardIntact());
+}
+
+TEST_P(BackendOpsTest, ExpertFfnRejectsBadBiasesAndActivation) {
+  constexpr size_t H = 4, I = 3, R = 2;
+  std::mt19937 rng(21);
+  const ExpertSet onTest = uploadExperts(test(), randomExperts(rng, 1, H, I), H, I);
+  const std::vector<float> x = randomVector(rng, R * H, -1.0f, 1.0f);
+  std::vector<float> y(R * H);
+  const std::vector<uint32_t> offsets = {0, 1}, rows = {0};
+  const std::vector<float> one = {1.0f};
+  auto run = [&](ExpertFfnWeights w) {
+    const std::vector<ExpertFfnWeights> experts = {w};
+    return test().expertFfn({experts, offsets, rows, one}, x, R, H, y);
+  };
+  auto ok = must(test().upload(std::vector<float>(I, 0.5f), I, 1));
+  auto row = must(test().upload(std::vector<float>(I, 0.5f), 1, I));  // [1, I]: not a column
+  auto wide = must(test().upload(std::vector<float>(H, 0.5f), H, 1));
+  ExpertFfnWeights w = onTest.ffn[0];
+  w.b1 = ok.get();
+  w.b2 = wide.get();
+  EXPECT_TRUE(run(w).isOk());
+  w.b1 = row.get();
+  const Status s = run(w);
+  EXPECT_FALSE(s.isOk());
+  EXPECT_NE(s.message().find("b1"), std::string::npos) << s.message();
+  w = onTest.ffn[0];
+  w.b2 = ok.get();  // [I, 1] where [H, 1] belongs
+  EXPECT_FALSE(run(w).isOk());
+  w = onTest.ffn[0];
+  w.b3 = wide.get();
+  EXPECT_FALSE(run(w).isOk());
+  if (test().supports(Op::kExpertFfn, DType::kBF16)) {
+    auto half = must(test().upload(std::vector<float>(I, 0.5f), I, 1, DType::kBF16));
+    w = onTest.ffn[0];
+    w.b1 = half.get();
+    const Status h = run(w);
+    EXPECT_FALSE(h.isOk()) << "a bf16 bias must be refused: biases are f32";
+  }
+  w = onTest.ffn[0];
+  w.activation = {FfnActivation::Kind::kClampedSwiglu, kGptOssAlpha,
+                  std::numeric_limits<float>::quiet_NaN()};
+  EXPECT_FALSE(run(w).isOk());
+  w.activation = {FfnActivation::Kind::kClampedSwiglu, kGptOssAlpha, -1.0f};
+  EXPECT_FALSE(run(w).isOk());
+  w.activation = {FfnActivation::Kind::kClampedSwiglu, kGptOssAlpha, kGptOssLimit};
+  EXPECT_TRUE(run(w).isOk());
+}
+
 // ---------------------------------------------------------------------------------------------
 // moeLayerInProcess
 
@@ -811,15 +1002,7 @@ class BackendOpsDtypeTest : public ::testing::TestWithParam<TypedParam> {
   }
   ExpertSet uploadTyped(Backend& b, const std::vector<HostExpert>& host, size_t H, size_t I,
                         DType d) {
-    ExpertSet set;
-    for (const HostExpert& e : host) {
-      set.mats.push_back(must(b.upload(e.w1, I, H, d)));
-      set.mats.push_back(must(b.upload(e.w3, I, H, d)));
-      set.mats.push_back(must(b.upload(e.w2, H, I, d)));
-      const size_t m = set.mats.size();
-      set.ffn.push_back({set.mats[m - 3].get(), set.mats[m - 2].get(), set.mats[m - 1].get()});
-    }
-    return set;
+    return uploadExperts(b, host, H, I, d);
   }
 
  private:
@@ -901,6 +1084,95 @@ TEST_P(BackendOpsDtypeTest, MoeLayer) {
     const Status s = moeLayerInProcess(test(), *gTest, onTest.ffn, x, T, H, k, true, got.span());
     ASSERT_TRUE(s.isOk()) << s.message();
     EXPECT_TRUE(closeTo(got.view(), want, tol.nmse, tol.maxRel)) << "T=" << T;
+  }
+}
+
+// The family variants of the expert FFN (gpt-oss's clamped SwiGLU with biases, Llama 4's weight
+// on the input, and their mixes) on every backend × weight dtype against the fp32 reference, at
+// the dtype's thresholds; inputs hit the clamp on both sides (checked, so the case cannot pass
+// without exercising it). Biases stay f32 whatever the weights' dtype.
+TEST_P(BackendOpsDtypeTest, ExpertFfnVariants) {
+  if (skipUnsupported(Op::kExpertFfn)) GTEST_SKIP() << dtypeName(dtype()) << " unsupported";
+  const DtypeTolerance tol = toleranceFor(dtype());
+  constexpr size_t E = 5, H = 48, I = 40;
+  for (const FfnVariant& variant : kFfnVariants) {
+    std::mt19937 rng(31);
+    std::vector<HostExpert> host = randomExperts(rng, E, H, I);
+    applyVariant(rng, host, variant, H, I);
+    const ExpertSet onRef = uploadTyped(ref(), host, H, I, DType::kF32);
+    const ExpertSet onTest = uploadTyped(test(), host, H, I, dtype());
+    for (size_t R : {0, 1, 7, 256, 600}) {
+      for (size_t k : {1, 2, 5}) {
+        SCOPED_TRACE(std::string(variant.name) + " " + std::string(dtypeName(dtype())) +
+                     " R=" + std::to_string(R) + " k=" + std::to_string(k));
+        const std::vector<float> x = randomVector(rng, R * H, -2.0f, 2.0f);
+        if (variant.biases && variant.clamped && R == 7) {
+          const ClampCoverage c = clampCoverage(host, x, R, H, I);
+          EXPECT_GT(c.gateAbove, 0u) << "no gate pre-activation above +limit";
+          EXPECT_GT(c.upBelow, 0u) << "no up pre-activation below -limit";
+          EXPECT_GT(c.upAbove, 0u) << "no up pre-activation above +limit";
+        }
+        const Routing routing = makeRouting(rng, R, E, k, {0, 1, 2, 3, 4}, k == 2);
+        const std::vector<ExpertFfnWeights> refExperts = routing.segmentExperts(onRef);
+        const std::vector<ExpertFfnWeights> testExperts = routing.segmentExperts(onTest);
+        std::vector<float> want(R * H);
+        ASSERT_TRUE(
+            ref()
+                .expertFfn(segmentsOf(routing, refExperts, variant.weightOnInput), x, R, H, want)
+                .isOk());
+        Guarded<float> got = floatOutput(R * H);
+        const Status s = test().expertFfn(segmentsOf(routing, testExperts, variant.weightOnInput),
+                                          x, R, H, got.span());
+        ASSERT_TRUE(s.isOk()) << s.message();
+        EXPECT_TRUE(closeTo(got.view(), want, tol.nmse, tol.maxRel));
+        EXPECT_TRUE(got.guardIntact()) << "write past the end of y";
+      }
+    }
+  }
+}
+
+// The in-process path (moeExpertsInProcess: linear, bias, activation, linear, bias in plain code,
+// expert by expert) agrees with the reference backend's grouped op for every variant: the two
+// yardsticks the cluster is checked against cannot drift apart.
+TEST_P(BackendOpsDtypeTest, MoeExpertsInProcessVariants) {
+  if (skipUnsupported(Op::kExpertFfn)) GTEST_SKIP() << dtypeName(dtype()) << " unsupported";
+  const DtypeTolerance tol = toleranceFor(dtype());
+  constexpr size_t E = 4, H = 32, I = 24, k = 2, T = 40;
+  for (const FfnVariant& variant : kFfnVariants) {
+    SCOPED_TRACE(std::string(variant.name) + " " + std::string(dtypeName(dtype())));
+    std::mt19937 rng(41);
+    std::vector<HostExpert> host = randomExperts(rng, E, H, I);
+    applyVariant(rng, host, variant, H, I);
+    const ExpertSet onRef = uploadTyped(ref(), host, H, I, DType::kF32);
+    const ExpertSet onTest = uploadTyped(test(), host, H, I, dtype());
+    const std::vector<float> x = randomVector(rng, T * H, -2.0f, 2.0f);
+    std::vector<uint32_t> ids(T * k);
+    std::vector<float> weights = randomVector(rng, T * k, 0.05f, 1.0f);
+    for (size_t t = 0; t < T; ++t) {
+      ids[t * k] = uint32_t(t % E);
+      ids[t * k + 1] = uint32_t((t + 1 + t / E) % E == t % E ? (t + 2) % E : (t + 1 + t / E) % E);
+    }
+    Routing r;  // the same assignments as CSR segments, expert by expert
+    r.offsets.push_back(0);
+    for (size_t e = 0; e < E; ++e) {
+      for (size_t i = 0; i < T * k; ++i) {
+        if (ids[i] != e) continue;
+        r.rows.push_back(uint32_t(i / k));
+        r.weights.push_back(weights[i]);
+      }
+      r.expertOf.push_back(e);
+      r.offsets.push_back(uint32_t(r.rows.size()));
+    }
+    const std::vector<ExpertFfnWeights> refExperts = r.segmentExperts(onRef);
+    std::vector<float> want(T * H);
+    ASSERT_TRUE(
+        ref().expertFfn(segmentsOf(r, refExperts, variant.weightOnInput), x, T, H, want).isOk());
+    Guarded<float> got = floatOutput(T * H);
+    const Status s = moeExpertsInProcess(test(), onTest.ffn, x, T, H, k, ids, weights, got.span(),
+                                         variant.weightOnInput);
+    ASSERT_TRUE(s.isOk()) << s.message();
+    EXPECT_TRUE(closeTo(got.view(), want, tol.nmse, tol.maxRel));
+    EXPECT_TRUE(got.guardIntact());
   }
 }
 
