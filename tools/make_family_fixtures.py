@@ -40,7 +40,7 @@ MLA = dict(kv_lora_rank=16, q_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_di
 
 
 def fam(model_type, cfg, block, router, *, num_experts=8, top_k=2, layouts=None, notes="",
-        v4=None, v4_model_type=None, common=True, extra_hooks=None, drop=()):
+        v4=None, v4_model_type="", common=True, extra_hooks=None, drop=(), fused=True, v4_extra=None):
     """A family row. cfg: config kwargs (v5 names); block: MoE block class name(s); router: the
     block's attribute that routes; layouts: None = decide from what save_pretrained writes;
     v4: {v5 key: v4 key} renames (None value = drop the key) for the transformers 4.x config;
@@ -51,7 +51,8 @@ def fam(model_type, cfg, block, router, *, num_experts=8, top_k=2, layouts=None,
     c.update(cfg)
     return dict(model_type=model_type, cfg=c, block=block if isinstance(block, (list, tuple)) else [block],
                 router=router, num_experts=num_experts, top_k=top_k, layouts=layouts, notes=notes,
-                v4=v4 or {}, v4_model_type=v4_model_type or model_type, extra_hooks=extra_hooks or {})
+                v4=v4 or {}, v4_model_type=model_type if v4_model_type == "" else v4_model_type,
+                extra_hooks=extra_hooks or {}, fused=fused, v4_extra=v4_extra or {})
 
 
 # Priority order (issue #13 part 3), then the other FFN-expert MoE families.
@@ -140,6 +141,62 @@ FAMILIES = [
                        num_experts_per_tok=2, router_jitter_noise=0.3), "PhimoeSparseMoeBlock", "router",
         notes="router_jitter_noise 0.3 (Phi-3.5-MoE: 0.01) so sparsemixer's eval-mode threshold "
               "(relative gap > 2*eps is masked) keeps several logits in some softmaxes and not in others"),
+    # --- the other FFN-expert MoE families of transformers 5.24 ---
+    fam("minimax_m2", dict(num_hidden_layers=2, intermediate_size=24, num_local_experts=8,
+                           num_experts_per_tok=2), "MiniMaxM2SparseMoeBlock", "gate"),
+    fam("glm4_moe_lite", dict(MLA, num_hidden_layers=2, intermediate_size=48, moe_intermediate_size=24,
+                              n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1,
+                              mlp_layer_types=["dense", "sparse"], n_group=1, topk_group=1,
+                              norm_topk_prob=True, routed_scaling_factor=1.8),
+        "Glm4MoeLiteMoE", "gate"),
+    fam("qwen3_5_moe_text", dict(num_hidden_layers=2, moe_intermediate_size=24,
+                                 shared_expert_intermediate_size=32, num_experts=8, num_experts_per_tok=2,
+                                 layer_types=["linear_attention", "full_attention"],
+                                 linear_key_head_dim=16, linear_value_head_dim=16, linear_num_key_heads=2,
+                                 linear_num_value_heads=2),
+        "Qwen3_5MoeSparseMoeBlock", "gate",
+        notes="text model of Qwen3.5-MoE (Qwen3_5MoeForCausalLM); layer 0 is gated-delta-net linear attention"),
+    fam("flex_olmo", dict(num_hidden_layers=2, intermediate_size=24, num_experts=8, num_experts_per_tok=2, pad_token_id=1,
+                          norm_topk_prob=False), "FlexOlmoSparseMoeBlock", "gate", drop=("head_dim",)),
+    fam("lfm2_moe", dict(num_hidden_layers=2, intermediate_size=48, moe_intermediate_size=24,
+                         num_experts=8, num_experts_per_tok=2, num_dense_layers=1, use_expert_bias=True,
+                         routed_scaling_factor=1.5, norm_topk_prob=True,
+                         layer_types=["conv", "full_attention"]),
+        "Lfm2MoeSparseMoeBlock", "gate", drop=("head_dim",), notes="layer 0 is a short-conv layer"),
+    fam("exaone_moe", dict(num_hidden_layers=2, intermediate_size=48, moe_intermediate_size=24,
+                           num_experts=8, num_experts_per_tok=2, num_shared_experts=1,
+                           first_k_dense_replace=1, mlp_layer_types=["dense", "sparse"], n_group=1,
+                           topk_group=1, norm_topk_prob=True, routed_scaling_factor=2.5,
+                           layer_types=["sliding_attention", "full_attention"], sliding_window=8),
+        "ExaoneMoeSparseMoEBlock", "gate"),
+    fam("afmoe", dict(num_hidden_layers=2, intermediate_size=48, moe_intermediate_size=24, num_experts=8,
+                      num_experts_per_tok=2, num_shared_experts=1, num_dense_layers=1, route_scale=1.5,
+                      layer_types=["sliding_attention", "full_attention"], sliding_window=8),
+        "AfmoeSparseMoeBlock", "router"),
+    fam("longcat_flash", dict(MLA, num_layers=1, ffn_hidden_size=48, expert_ffn_hidden_size=24,
+                              n_routed_experts=8, zero_expert_num=2, moe_topk=2,
+                              routed_scaling_factor=1.5),
+        "LongcatFlashMoE", "router", v4_extra=dict(num_hidden_layers=2),
+        notes="LongCat-Flash: one decoder layer holds two attention+MLP sublayers and one MoE (num_layers 1); "
+              "8 FFN experts + 2 zero-compute (identity) experts: ids 8, 9 return the input times their weight"),
+    fam("deepseek_v32", dict(MLA, num_hidden_layers=2, intermediate_size=48, moe_intermediate_size=24,
+                             n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1,
+                             first_k_dense_replace=1, mlp_layer_types=["dense", "sparse"], n_group=4,
+                             topk_group=2, norm_topk_prob=True, routed_scaling_factor=2.5,
+                             index_topk=8, index_head_dim=16, index_n_heads=2),
+        "DeepseekV32MoE", "gate", notes="DeepSeek-V3.2 sparse (indexed) attention with index_topk 8"),
+    fam("sarvam_moe", dict(num_hidden_layers=2, intermediate_size=48, moe_intermediate_size=24,
+                           n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1,
+                           first_k_dense_replace=1, n_group=1, topk_group=1, norm_topk_prob=True,
+                           routed_scaling_factor=2.5),
+        "Glm4MoeMoE", "gate", fused=False,
+        notes="Sarvam-30B: its own config class, served by Glm4MoeForCausalLM (the glm4_moe block)"),
+    fam("sarvam_mla", dict(MLA, num_hidden_layers=2, intermediate_size=48, moe_intermediate_size=24,
+                           n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1,
+                           first_k_dense_replace=1, n_group=1, topk_group=1, norm_topk_prob=True,
+                           routed_scaling_factor=2.5, q_lora_rank=None),
+        "DeepseekV3MoE", "gate", fused=False,
+        notes="Sarvam-105B: its own config class, served by DeepseekV3ForCausalLM (the deepseek_v3 block)"),
 ]
 BY_NAME = {f["model_type"]: f for f in FAMILIES}
 
@@ -166,7 +223,7 @@ def randomize(model, torch, seed):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         named = list(model.named_parameters()) + [
-            (n, b) for n, b in model.named_buffers() if n.endswith("e_score_correction_bias")]
+            (n, b) for n, b in model.named_buffers() if n.endswith(("e_score_correction_bias", "expert_bias"))]
         for name, p in sorted(named, key=lambda x: x[0]):
             if not p.dtype.is_floating_point:
                 continue
@@ -174,7 +231,7 @@ def randomize(model, torch, seed):
             r = torch.randn(p.shape, generator=g, dtype=torch.float32)
             if "mamba" in name or "linear_attn" in name or leaf in ("A_log", "D", "dt_bias"):
                 continue  # keep the recurrent layers' own init (stable decay rates)
-            if leaf == "e_score_correction_bias":
+            if leaf in ("e_score_correction_bias", "expert_bias"):
                 v = 0.05 * r
             elif "norm" in name and p.ndim == 1:
                 v = 1.0 + 0.1 * r
@@ -376,7 +433,7 @@ def make_family(f, out_dir, torch, transformers, seed, log):
         hub_names = tensor_names(hub)
         hub_is_per_expert = expert_keys_per_expert(hub_names)
         hub_layout = "per_expert" if hub_is_per_expert else "fused"
-        two_layouts = set(hub_names) != mem_keys and hub_is_per_expert
+        two_layouts = set(hub_names) != mem_keys and hub_is_per_expert and f["fused"]
         ref_hub, layers = capture(load_model(hub, torch, torch.float32), f, torch, input_ids)
         ref_mem, _ = capture(model, f, torch, input_ids)
         worst, where = compare_refs(ref_hub, ref_mem, torch)
@@ -468,6 +525,7 @@ def v4_kwargs(f):
                 continue
             k = f["v4"][k]
         c[k] = v
+    c.update(f["v4_extra"])
     return c
 
 
