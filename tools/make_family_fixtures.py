@@ -518,6 +518,18 @@ def make_family(f, out_dir, torch, transformers, seed, log):
              "save_pretrained in bf16; reference = from_pretrained(...).float(): f32 compute on "
              "bf16-rounded weights")
 
+        # 4b. gpt_oss in MXFP4 as the hub ships it (transformers cannot quantize on CPU: we write
+        # the blocks/scales, transformers' own Mxfp4 dequantizer reads them for the reference)
+        if mt == "gpt_oss":
+            mx = os.path.join(tmp, "mxfp4")
+            notes = write_gpt_oss_mxfp4(f, mx, torch, seed)
+            from transformers import Mxfp4Config
+            from transformers import AutoModelForCausalLM
+            m4 = AutoModelForCausalLM.from_pretrained(
+                mx, quantization_config=Mxfp4Config(dequantize=True), dtype=torch.float32,
+                attn_implementation="eager", experts_implementation="eager").eval()
+            ref_mx, _ = capture(m4, f, torch, input_ids)
+            emit(f"{mt}_mxfp4", mx, "f32", "mxfp4", False, ref_mx, notes)
         # 4. one sharded checkpoint with an index
         if mt == "mixtral":
             sh = os.path.join(tmp, "sharded")
@@ -534,6 +546,53 @@ def make_family(f, out_dir, torch, transformers, seed, log):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return entries
+
+
+FP4_VALUES = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0]
+
+
+def mxfp4_quantize(w, torch):
+    """[..., K] f32 -> (blocks uint8 [..., K/32, 16], scales uint8 [..., K/32]): OCP MX, E8M0 scale
+    2^(floor(log2 amax) - 2) per 32 values, E2M1 by nearest value, low nibble = even element."""
+    *pre, K = w.shape
+    g = w.reshape(*pre, K // 32, 32)
+    amax = g.abs().amax(dim=-1).clamp(min=2.0 ** -126)
+    e = torch.floor(torch.log2(amax)) - 2
+    x = g / torch.pow(2.0, e)[..., None]
+    lut = torch.tensor(FP4_VALUES)
+    idx = (x.abs()[..., None] - lut).abs().argmin(dim=-1)
+    code = idx | ((x < 0) & (idx > 0)).to(idx.dtype) << 3
+    code = code.to(torch.uint8)
+    blocks = code[..., 0::2] | (code[..., 1::2] << 4)
+    scales = (e + 127).to(torch.uint8)
+    return blocks.contiguous(), scales.contiguous()
+
+
+def write_gpt_oss_mxfp4(f, path, torch, seed):
+    """gpt_oss with intermediate 32 (MXFP4 blocks are 32 wide) and its expert weights in the hub's
+    MXFP4 layout: `experts.gate_up_proj_blocks` [E, 2I, H/32, 16] + `_scales` [E, 2I, H/32],
+    `experts.down_proj_blocks` [E, H, I/32, 16] + `_scales`, biases and everything else f32."""
+    from safetensors.torch import save_file
+    g = dict(f, cfg=dict(f["cfg"], intermediate_size=32))
+    model = build_model(g, torch, seed)
+    os.makedirs(path, exist_ok=True)
+    model.config.quantization_config = {
+        "quant_method": "mxfp4",
+        "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                   "model.embed_tokens", "lm_head"]}
+    model.config.save_pretrained(path)
+    sd = {}
+    for k, v in model.state_dict().items():
+        if k.endswith("experts.gate_up_proj") or k.endswith("experts.down_proj"):
+            b, sc = mxfp4_quantize(v.detach().float().transpose(1, 2).contiguous(), torch)
+            sd[k + "_blocks"], sd[k + "_scales"] = b, sc
+        else:
+            sd[k] = v.detach().contiguous().clone()
+    save_file(sd, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+    return ("expert weights in MXFP4 (E2M1 values, E8M0 scale per 32) written by this script: "
+            "transformers 5.24 cannot quantize to MXFP4 on CPU (its quantizer is the triton hub kernel); "
+            "reference = transformers' own dequantization (Mxfp4Config(dequantize=True), f32) and block; "
+            "intermediate 32 here (MXFP4 blocks are 32 wide)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -573,8 +632,11 @@ def write_tf4_configs(tf4_path, out_dir, entries, log):
     req = {}
     for e in entries:
         f = BY_NAME[e["model_type"]]
-        arch = json.load(open(os.path.join(out_dir, e["fixture"], "config.json"))).get("architectures") or []
-        req[e["fixture"]] = (f["v4_model_type"], v4_kwargs(f), arch)
+        c5 = json.load(open(os.path.join(out_dir, e["fixture"], "config.json")))
+        kw = v4_kwargs(f)
+        if e["layout"] == "mxfp4":  # the MXFP4 variant's own shape and quantization_config
+            kw.update(intermediate_size=c5["intermediate_size"], quantization_config=c5["quantization_config"])
+        req[e["fixture"]] = (f["v4_model_type"], kw, c5.get("architectures") or [])
     env = dict(os.environ, PYTHONPATH=tf4_path + os.pathsep + os.environ.get("PYTHONPATH", ""))
     p = subprocess.run([sys.executable, "-c", TF4_SCRIPT], input=json.dumps(req), env=env,
                        capture_output=True, text=True)
