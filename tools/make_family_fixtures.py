@@ -235,6 +235,20 @@ FAMILIES = [
                       num_experts_per_tok=2, num_shared_experts=1, router_scaling_factor=2.0,
                       mlp_layer_types=["dense", "sparse"]),
         "HYV3MoE", "gate", fused=False),
+    fam("mimo_v2_flash", dict(num_hidden_layers=2, intermediate_size=48, moe_intermediate_size=24,
+                              n_routed_experts=8, num_experts_per_tok=2, n_group=4, topk_group=2,
+                              norm_topk_prob=True, routed_scaling_factor=1.5,
+                              mlp_layer_types=["dense", "sparse"],
+                              layer_types=["full_attention", "sliding_attention"], sliding_window=8,
+                              v_head_dim=16, num_key_value_heads=1),
+        "MiMoV2FlashMoE", "gate", fused=False),
+    fam("kimi_linear", dict(MLA, num_hidden_layers=2, intermediate_size=48, moe_intermediate_size=24,
+                            num_experts=8, num_experts_per_token=2, num_shared_experts=1,
+                            num_expert_group=1, topk_group=1, moe_renormalize=True,
+                            routed_scaling_factor=2.0, mlp_layer_types=["dense", "sparse"],
+                            layer_types=["full_attention", "full_attention"], q_lora_rank=None, pad_token_id=1),
+        "KimiLinearMoE", "gate", fused=False,
+        notes="both layers full (MLA) attention: the KDA linear-attention layers need the fla hub kernel"),
 ]
 BY_NAME = {f["model_type"]: f for f in FAMILIES}
 
