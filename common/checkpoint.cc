@@ -386,6 +386,28 @@ Status readMoeLayers(const json& config, const std::string& path, const FamilySp
       }
       break;
     }
+    case LayerRule::kLayerTypes: {
+      // Glm4MoeLiteConfig: mlp_layer_types, default ["dense"] + ["sparse"] * (L - 1).
+      const json* types = findKey(config, "mlp_layer_types");
+      if (!types || types->is_null()) {
+        for (uint32_t l = 1; l < L; ++l) c.moeLayers.push_back(l);
+        break;
+      }
+      if (!types->is_array() || types->size() != L) {
+        return Status::error(path + ": key 'mlp_layer_types' must list \"dense\" or \"sparse\" " +
+                             "for each of the " + std::to_string(L) + " layers (got " +
+                             types->dump() + ")");
+      }
+      for (uint32_t l = 0; l < L; ++l) {
+        const json& v = (*types)[l];
+        if (v != "dense" && v != "sparse") {
+          return Status::error(path + ": key 'mlp_layer_types' entry " + std::to_string(l) +
+                               " must be \"dense\" or \"sparse\" (got " + v.dump() + ")");
+        }
+        if (v == "sparse") c.moeLayers.push_back(l);
+      }
+      break;
+    }
     case LayerRule::kListOrInterleave: {
       std::vector<uint32_t> listed;
       if (Status s = assign(listed, optionalLayerList(config, path, "moe_layers")); !s) return s;

@@ -111,6 +111,13 @@ std::vector<FamilySpec> buildTable() {
     f.renormalizeDefault = true;  // Glm4MoeConfig.norm_topk_prob
     t.push_back(f);
   }
+  {  // Glm4MoeLiteMoE = GLM-4-MoE's block; sparse layers from mlp_layer_types.
+    FamilySpec f = t.back();
+    f.modelTypes = {"glm4_moe_lite"};
+    f.name = "GLM-4-MoE-Lite";
+    f.layerRule = LayerRule::kLayerTypes;
+    t.push_back(f);
+  }
   {  // Dots1TopkRouter = DeepSeek-V3 noaux_tc.
     FamilySpec f = deepseekLike({"dots1"}, "dots.llm1", RoutingPiece::kDeepseekV3);
     f.expertsKeys = {"n_routed_experts", "num_local_experts"};

@@ -50,8 +50,7 @@ RoutingRecipe softmaxTopkRecipe(bool renormalize);
 // DeepSeek-V2 (transformers 5 DeepseekV2TopkRouter): softmax; greedy or group_limited_greedy
 // (group score = max, others masked to 0.0); never renormalized (transformers 5 does not read
 // norm_topk_prob; deepseek-ai's original code did), always × routed_scaling_factor.
-RoutingRecipe deepseekV2Recipe(float scale, bool groupLimited, uint32_t nGroup,
-                               uint32_t topkGroup);
+RoutingRecipe deepseekV2Recipe(float scale, bool groupLimited, uint32_t nGroup, uint32_t topkGroup);
 // DeepSeek-V3 noaux_tc (DeepseekV3TopkRouter, also GLM-4-MoE and dots.llm1): σ(s) (or softmax),
 // + bias for choice, group score = sum of the group's top-2, others masked to -inf; w = σ_sel,
 // normalized (+1e-20) when norm_topk_prob, then × scale.
@@ -60,13 +59,14 @@ RoutingRecipe deepseekV3Recipe(bool sigmoid, bool normTopkProb, float scale, uin
 
 // Which decoder layers hold a sparse MoE block.
 enum class LayerRule {
-  kAll,                 // every layer
-  kSparseStep,          // Qwen: not in mlp_only_layers and (l + 1) % decoder_sparse_step == 0
-  kFirstKDense,         // DeepSeek: l >= first_k_dense_replace and l % moe_layer_freq == 0
-  kErnieRange,          // ERNIE: (l + 1) % moe_layer_interval == 0, start <= l <= end (-1: last)
-  kPeriodOffset,        // Jamba: l % expert_layer_period == expert_layer_offset (num_experts > 1)
-  kListOrInterleave,    // Llama 4: moe_layers, else every interleave_moe_layer_step-th from step-1
-  kMoePlusPlusInterval  // MoE++: moe_expert_interval == 1 or (l + 1) % interval == 0
+  kAll,                  // every layer
+  kSparseStep,           // Qwen: not in mlp_only_layers and (l + 1) % decoder_sparse_step == 0
+  kFirstKDense,          // DeepSeek: l >= first_k_dense_replace and l % moe_layer_freq == 0
+  kErnieRange,           // ERNIE: (l + 1) % moe_layer_interval == 0, start <= l <= end (-1: last)
+  kPeriodOffset,         // Jamba: l % expert_layer_period == expert_layer_offset (num_experts > 1)
+  kListOrInterleave,     // Llama 4: moe_layers, else every interleave_moe_layer_step-th from step-1
+  kMoePlusPlusInterval,  // MoE++: moe_expert_interval == 1 or (l + 1) % interval == 0
+  kLayerTypes            // GLM-4-MoE-Lite: mlp_layer_types[l] == "sparse" (default: all but 0)
 };
 
 // How the routing recipe is read from config.json.

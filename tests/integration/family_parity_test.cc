@@ -49,7 +49,6 @@ const std::map<std::string, std::string> kKnownGaps = {
     {"cohere2_moe", "no family table row yet"},
     {"deepseek_v32", "no family table row yet (DeepSeek-V3.2 sparse-attention variant)"},
     {"exaone_moe", "no family table row yet (DeepSeek-V3 router; layer rule unverified)"},
-    {"glm4_moe_lite", "no family table row yet (GLM-4-MoE router; config keys unverified)"},
     {"glm_moe_dsa", "no family table row yet"},
     {"hy_v3", "no family table row yet (MiniMax-M2-like block)"},
     {"kimi_linear", "no family table row yet"},
