@@ -508,8 +508,9 @@ TEST_F(CheckpointTest, FusedTensorOfTheWrongShapeNamesItAndTheExpectedShape) {
   ASSERT_NE(ckpt, nullptr);
   auto e = ckpt->expert(0, 0);
   ASSERT_FALSE(e);
-  EXPECT_TRUE(contains(e.error(), "tensor model.layers.0.mlp.experts.gate_up_proj: shape "
-                                  "[2,4,4] expected from config.json"))
+  EXPECT_TRUE(contains(e.error(),
+                       "tensor model.layers.0.mlp.experts.gate_up_proj: shape "
+                       "[2,4,4] expected from config.json"))
       << e.error();
   EXPECT_TRUE(contains(e.error(), "has [2,4,3]")) << e.error();
 }
@@ -518,8 +519,9 @@ TEST_F(CheckpointTest, ContradictoryAliasesNameBothKeysAndTheFamily) {
   const std::string d = writeFusedQwen3(path("contradict"), {2, 4, 4});
   editConfig(d, [](json& c) { c["num_experts"] = 4; });
   const std::string e = openError(d);
-  EXPECT_TRUE(contains(e, "keys 'num_experts' (4) and 'num_local_experts' (2) contradict each "
-                          "other (Qwen3-MoE"))
+  EXPECT_TRUE(contains(e,
+                       "keys 'num_experts' (4) and 'num_local_experts' (2) contradict each "
+                       "other (Qwen3-MoE"))
       << e;
   editConfig(d, [](json& c) { c["num_experts"] = 2; });  // agreeing aliases are fine
   EXPECT_NE(openOk(d), nullptr);

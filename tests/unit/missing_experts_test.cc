@@ -45,9 +45,8 @@ enum class Deepseek { kV2, kV3 };
 ModelConfig deepseek(Deepseek f, uint32_t E, uint32_t k, uint32_t groups, uint32_t keep,
                      std::optional<bool> norm = std::nullopt) {
   ModelConfig m = softmaxModel(E, k, false);
-  m.routing = f == Deepseek::kV3
-                  ? deepseekV3Recipe(true, norm.value_or(true), 2.5f, groups, keep)
-                  : deepseekV2Recipe(16.0f, groups > 1, groups, keep);
+  m.routing = f == Deepseek::kV3 ? deepseekV3Recipe(true, norm.value_or(true), 2.5f, groups, keep)
+                                 : deepseekV2Recipe(16.0f, groups > 1, groups, keep);
   return m;
 }
 
