@@ -140,7 +140,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     std::vector<float> bias;
-    if (m.hasScoreCorrectionBias) bias = ckpt.value()->scoreCorrectionBias(0).value();
+    if (m.routing.choiceBias) bias = ckpt.value()->scoreCorrectionBias(0).value();
     std::unique_ptr<moe::router::ZeroComputeExperts> zero;
     if (m.numFfnExperts < m.numExperts)
       zero = moe::router::ZeroComputeExperts::load(*ckpt.value(), 0).value();

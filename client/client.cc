@@ -60,6 +60,8 @@ FloatMatrix readMatrix(proto::Tensor::Reader tensor, std::string_view what) {
 ModelInfo toModelInfo(proto::ServiceInfo::Reader i) {
   ModelInfo m;
   m.family = i.getModelType();
+  m.familyName = i.getFamilyName();
+  m.routingRecipe = i.getRoutingRecipe();
   m.hiddenSize = i.getHiddenSize();
   m.intermediateSize = i.getIntermediateSize();
   m.numLayers = i.getNumLayers();

@@ -52,7 +52,9 @@ class MOE_CLIENT_API ClientError : public std::runtime_error {
 
 // What the router serves (Router.info).
 struct ModelInfo {
-  std::string family;  // config.json model_type: "mixtral", "qwen2_moe", "deepseek_v3", …
+  std::string family;         // config.json model_type: "mixtral", "qwen2_moe", "deepseek_v3", …
+  std::string familyName;     // the family as the router names it ("Qwen3-MoE"); "" if not said
+  std::string routingRecipe;  // the routing rule in use ("softmax, top-k, renormalize"), or ""
   uint32_t hiddenSize = 0;
   uint32_t intermediateSize = 0;
   uint32_t numLayers = 0;           // decoder layers (num_hidden_layers)

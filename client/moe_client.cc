@@ -180,6 +180,10 @@ int main(int argc, char** argv) {
     H = info.hiddenSize;
     moeLayers = info.moeLayers;
     if (o.tolerance < 0) o.tolerance = defaultTolerance(info.computeDtype);
+    // What the cluster serves, on stderr so stdout stays the run's result.
+    std::cerr << "moe-client: " << o.router << " serves " << info.family
+              << (info.familyName.empty() ? "" : " (" + info.familyName + ")")
+              << (info.routingRecipe.empty() ? "" : ", routing: " + info.routingRecipe) << "\n";
   } catch (const moe::ClientError& e) {
     std::cerr << "moe-client: router " << o.router << ": " << e.what() << "\n";
     return moe::exitStatusFor(e.code());

@@ -22,10 +22,6 @@ namespace {
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-constexpr const char* kSupportedModelTypes =
-    "mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3, MoE++ (or moe_plus_plus), "
-    "yuan";
-
 // Reads and parses a JSON file; errors are prefixed with `path`.
 Result<json> readJsonFile(const std::string& path) {
   std::error_code ec;
@@ -54,18 +50,27 @@ bool isU32AtLeast(const json& v, uint64_t minValue) {
          v.get<int64_t>() <= std::numeric_limits<uint32_t>::max();
 }
 
-// Keys of a nested object (Yuan's moe_config) are passed by their dotted path so that errors name
-// them in full ("moe_config.moe_top_k"); the lookup in `obj` uses the last component. HF config
-// keys never contain dots themselves.
-json::const_iterator findKey(const json& obj, const char* key) {
-  const char* dot = std::strrchr(key, '.');
-  return obj.find(dot ? dot + 1 : key);
+// Keys of a nested object (Yuan's moe_config, DBRX's ffn_config) are dotted paths, so errors name
+// them in full ("moe_config.moe_top_k"); HF config keys never contain dots themselves. nullptr
+// when absent (or when a step on the path is not an object).
+const json* findKey(const json& obj, const std::string& key) {
+  const json* at = &obj;
+  size_t from = 0;
+  while (true) {
+    const size_t dot = key.find('.', from);
+    if (!at->is_object()) return nullptr;
+    auto it = at->find(key.substr(from, dot == std::string::npos ? std::string::npos : dot - from));
+    if (it == at->end()) return nullptr;
+    at = &*it;
+    if (dot == std::string::npos) return at;
+    from = dot + 1;
+  }
 }
 
 // config.json integers must be positive and fit the uint32 fields of ModelConfig.
-Result<uint32_t> positiveU32(const json& config, const std::string& path, const char* key) {
-  auto it = findKey(config, key);
-  if (it == config.end()) return makeError(path + ": key '" + key + "' missing");
+Result<uint32_t> positiveU32(const json& config, const std::string& path, const std::string& key) {
+  const json* it = findKey(config, key);
+  if (!it) return makeError(path + ": key '" + key + "' missing");
   if (!isU32AtLeast(*it, 1)) {
     return makeError(path + ": key '" + key + "' must be a positive integer (got " + it->dump() +
                      ")");
@@ -75,10 +80,10 @@ Result<uint32_t> positiveU32(const json& config, const std::string& path, const 
 
 // Optional keys: HF configs write unset optionals as null, which means "use the default" just as
 // an absent key does. `minValue` is 0 for counts that may be zero (e.g. n_shared_experts).
-Result<uint32_t> optionalU32(const json& config, const std::string& path, const char* key,
+Result<uint32_t> optionalU32(const json& config, const std::string& path, const std::string& key,
                              uint32_t fallback, uint64_t minValue) {
-  auto it = findKey(config, key);
-  if (it == config.end() || it->is_null()) return fallback;
+  const json* it = findKey(config, key);
+  if (!it || it->is_null()) return fallback;
   if (!isU32AtLeast(*it, minValue)) {
     return makeError(path + ": key '" + key + "' must be a " +
                      (minValue > 0 ? "positive" : "non-negative") + " integer (got " + it->dump() +
@@ -87,21 +92,21 @@ Result<uint32_t> optionalU32(const json& config, const std::string& path, const 
   return static_cast<uint32_t>(it->get<uint64_t>());
 }
 
-Result<bool> optionalBool(const json& config, const std::string& path, const char* key,
+Result<bool> optionalBool(const json& config, const std::string& path, const std::string& key,
                           bool fallback) {
-  auto it = findKey(config, key);
-  if (it == config.end() || it->is_null()) return fallback;
+  const json* it = findKey(config, key);
+  if (!it || it->is_null()) return fallback;
   if (!it->is_boolean()) {
     return makeError(path + ": key '" + key + "' must be true or false (got " + it->dump() + ")");
   }
   return it->get<bool>();
 }
 
-Result<std::string> optionalChoice(const json& config, const std::string& path, const char* key,
-                                   const std::string& fallback,
+Result<std::string> optionalChoice(const json& config, const std::string& path,
+                                   const std::string& key, const std::string& fallback,
                                    std::initializer_list<const char*> allowed) {
-  auto it = findKey(config, key);
-  if (it == config.end() || it->is_null()) return fallback;
+  const json* it = findKey(config, key);
+  if (!it || it->is_null()) return fallback;
   std::string joined;
   for (const char* a : allowed) {
     if (it->is_string() && it->get_ref<const std::string&>() == a) return std::string(a);
@@ -111,10 +116,10 @@ Result<std::string> optionalChoice(const json& config, const std::string& path, 
                    ")");
 }
 
-Result<float> optionalPositiveFloat(const json& config, const std::string& path, const char* key,
-                                    float fallback) {
-  auto it = findKey(config, key);
-  if (it == config.end() || it->is_null()) return fallback;
+Result<float> optionalPositiveFloat(const json& config, const std::string& path,
+                                    const std::string& key, float fallback) {
+  const json* it = findKey(config, key);
+  if (!it || it->is_null()) return fallback;
   // Finite as a float too: 1e300 is a valid JSON double but would become +inf here.
   if (!it->is_number() || !(it->get<double>() > 0.0) ||
       !(it->get<double>() <= std::numeric_limits<float>::max())) {
@@ -125,9 +130,9 @@ Result<float> optionalPositiveFloat(const json& config, const std::string& path,
 }
 
 Result<std::vector<uint32_t>> optionalLayerList(const json& config, const std::string& path,
-                                                const char* key) {
-  auto it = findKey(config, key);
-  if (it == config.end() || it->is_null()) return std::vector<uint32_t>{};
+                                                const std::string& key) {
+  const json* it = findKey(config, key);
+  if (!it || it->is_null()) return std::vector<uint32_t>{};
   std::vector<uint32_t> out;
   if (it->is_array()) {
     for (const json& v : *it) {
@@ -140,29 +145,6 @@ Result<std::vector<uint32_t>> optionalLayerList(const json& config, const std::s
                    it->dump() + ")");
 }
 
-// The config.json key holding the routed-expert count, for reading it and for error messages.
-const char* expertsKeyOf(ModelFamily f) {
-  switch (f) {
-    case ModelFamily::kMixtral:
-      return "num_local_experts";
-    case ModelFamily::kDeepseekV2:
-    case ModelFamily::kDeepseekV3:
-      return "n_routed_experts";
-    case ModelFamily::kYuan:
-      return "moe_config.moe_num_experts";
-    default:
-      return "num_experts";
-  }
-}
-
-// The experts key as `config` spells it: transformers 5 writes num_local_experts for families
-// (Qwen3-MoE, …) whose configs map num_experts to it (attribute_map), older versions num_experts.
-const char* expertsKeyIn(const json& config, ModelFamily f) {
-  const char* key = expertsKeyOf(f);
-  if (!config.contains(key) && config.contains("num_local_experts")) return "num_local_experts";
-  return key;
-}
-
 // Stores a parsed value or passes its error on, keeping the per-key reads below one line each.
 template <typename T>
 Status assign(T& dest, Result<T> r) {
@@ -171,23 +153,59 @@ Status assign(T& dest, Result<T> r) {
   return Status::ok();
 }
 
-struct U32Field {
-  const char* key;
-  uint32_t* dest;
-};
-
-Status readPositiveFields(const json& obj, const std::string& path,
-                          std::initializer_list<U32Field> fields) {
-  for (U32Field fld : fields) {
-    if (Status s = assign(*fld.dest, positiveU32(obj, path, fld.key)); !s) return s;
+// The value of the first of `keys` the config has (null counts as absent), nullptr when none.
+// Two aliases present with different values contradict each other: an error naming both.
+Result<const json*> aliased(const json& config, const std::string& path, const FamilySpec& f,
+                            const std::vector<std::string>& keys) {
+  const json* found = nullptr;
+  std::string foundKey;
+  for (const std::string& k : keys) {
+    const json* v = findKey(config, k);
+    if (!v || v->is_null()) continue;
+    if (!found) {
+      found = v;
+      foundKey = k;
+    } else if (*v != *found) {
+      return makeError(path + ": keys '" + foundKey + "' (" + found->dump() + ") and '" + k +
+                       "' (" + v->dump() + ") contradict each other (" + f.name +
+                       " reads them as one quantity)");
+    }
   }
-  return Status::ok();
+  return found;
 }
 
-Status checkTopK(const std::string& path, const ModelConfig& c, const char* topKKey) {
+// "(Mixtral)" or "(DeepSeek-V3; also read as 'num_local_experts', 'num_experts')": which family
+// wanted the key, and its aliases.
+std::string keyContext(const FamilySpec& f, const std::vector<std::string>& keys) {
+  std::string out = "(" + f.name;
+  for (size_t i = 1; i < keys.size(); ++i) {
+    out += (i == 1 ? "; also read as '" : ", '") + keys[i] + "'";
+  }
+  return out + ")";
+}
+
+// A required positive integer under any of its aliases; `keyUsed` receives the one read.
+Result<uint32_t> requiredU32(const json& config, const std::string& path, const FamilySpec& f,
+                             const std::vector<std::string>& keys, std::string* keyUsed = nullptr) {
+  auto v = aliased(config, path, f, keys);
+  if (!v) return makeError(v.status());
+  if (!v.value()) {
+    return makeError(path + ": key '" + keys.front() + "' missing " + keyContext(f, keys));
+  }
+  for (const std::string& k : keys) {
+    if (findKey(config, k) == v.value()) {
+      if (keyUsed) *keyUsed = k;
+      return positiveU32(config, path, k);
+    }
+  }
+  return makeError(path + ": internal: alias lookup lost its key");  // not reached
+}
+
+Status checkTopK(const std::string& path, const ModelConfig& c, const std::string& topKKey,
+                 const std::string& expertsKey) {
   if (c.topK >= 1 && c.topK <= c.numExperts) return Status::ok();
   return Status::error(path + ": " + topKKey + " " + std::to_string(c.topK) +
-                       " must be between 1 and " + expertsKeyOf(c.family) + " (" +
+                       " must be between 1 and " + expertsKey + " (" +
                        std::to_string(c.numExperts) + ")");
 }
 
@@ -211,12 +229,11 @@ Result<uint32_t> moePlusPlusExperts(const json& config, const std::string& path)
 }
 
 Status parseMoePlusPlus(const json& config, const std::string& path, ModelConfig& c) {
-  if (Status s = readPositiveFields(config, path,
-                                    {{"hidden_size", &c.hiddenSize},
-                                     {"intermediate_size", &c.intermediateSize},
-                                     {"num_hidden_layers", &c.numLayers}});
-      !s)
-    return s;
+  for (auto [key, dest] : {std::pair{"hidden_size", &c.hiddenSize},
+                           std::pair{"intermediate_size", &c.intermediateSize},
+                           std::pair{"num_hidden_layers", &c.numLayers}}) {
+    if (Status s = assign(*dest, positiveU32(config, path, key)); !s) return s;
+  }
   if (Status s = assign(c.numExperts, moePlusPlusExperts(config, path)); !s) return s;
   // The reference hard-codes top-2 (MOE_TOP_K); a config asking for anything else is not MoE++.
   if (Status s = assign(c.topK, optionalU32(config, path, "num_experts_per_tok", 2, 1)); !s)
@@ -242,7 +259,7 @@ Status parseMoePlusPlus(const json& config, const std::string& path, ModelConfig
     return s;
   c.gateKind = twoLayerGate ? GateKind::kTwoLayerTanh : GateKind::kLinear;
   c.gatingResidual = true;  // every MoE++ gate has its gate_map
-  c.normTopkProb = true;
+  c.routing = moePlusPlusRecipe(c);
   // MoE++ decoder layer: sparse iff moe_expert_interval == 1 or (layer + 1) % interval == 0.
   for (uint32_t l = 0; l < c.numLayers; ++l) {
     if (interval == 1 || (l + 1) % interval == 0) c.moeLayers.push_back(l);
@@ -252,10 +269,10 @@ Status parseMoePlusPlus(const json& config, const std::string& path, ModelConfig
 
 // Yuan 2.0-M32 (configuration_yuan.py): the MoE settings live in the moe_config object.
 Status parseYuan(const json& config, const std::string& path, ModelConfig& c) {
-  if (Status s = readPositiveFields(
-          config, path, {{"hidden_size", &c.hiddenSize}, {"num_hidden_layers", &c.numLayers}});
-      !s)
-    return s;
+  for (auto [key, dest] :
+       {std::pair{"hidden_size", &c.hiddenSize}, std::pair{"num_hidden_layers", &c.numLayers}}) {
+    if (Status s = assign(*dest, positiveU32(config, path, key)); !s) return s;
+  }
   bool useMoe = false;
   if (Status s = assign(useMoe, optionalBool(config, path, "use_moe", false)); !s) return s;
   if (!useMoe) {
@@ -268,13 +285,13 @@ Status parseYuan(const json& config, const std::string& path, ModelConfig& c) {
     return Status::error(path + ": key 'moe_config' must be a JSON object (got " + mc->dump() +
                          ")");
   }
-  if (Status s = readPositiveFields(*mc, path,
-                                    {{"moe_config.moe_num_experts", &c.numExperts},
-                                     {"moe_config.moe_top_k", &c.topK},
-                                     {"moe_config.ffn_hidden_size", &c.intermediateSize}});
-      !s)
+  for (auto [key, dest] : {std::pair{"moe_config.moe_num_experts", &c.numExperts},
+                           std::pair{"moe_config.moe_top_k", &c.topK},
+                           std::pair{"moe_config.ffn_hidden_size", &c.intermediateSize}}) {
+    if (Status s = assign(*dest, positiveU32(config, path, key)); !s) return s;
+  }
+  if (Status s = checkTopK(path, c, "moe_config.moe_top_k", "moe_config.moe_num_experts"); !s)
     return s;
-  if (Status s = checkTopK(path, c, "moe_config.moe_top_k"); !s) return s;
   auto rt = mc->find("router_type");
   if (rt == mc->end() || *rt != "attn_router") {
     return Status::error(path + ": key 'moe_config.router_type' must be \"attn_router\" (got " +
@@ -282,134 +299,358 @@ Status parseYuan(const json& config, const std::string& path, ModelConfig& c) {
                          "): only Yuan's attention router is supported");
   }
   c.gateKind = GateKind::kAttention;
-  c.normTopkProb = true;
+  c.routing = softmaxTopkRecipe(true);  // YuanSparseMoeBlock always divides by the sum
   for (uint32_t l = 0; l < c.numLayers; ++l) c.moeLayers.push_back(l);
   return Status::ok();
 }
 
-// Reads the fields common to all families plus the family's own; field names and defaults follow
-// each family's HuggingFace configuration_*.py and the MoE-layer rule in its modeling_*.py.
-Status parseFamilyFields(const json& config, const std::string& path, ModelConfig& c) {
-  const ModelFamily f = c.family;
-  if (f == ModelFamily::kMoePlusPlus) return parseMoePlusPlus(config, path, c);
-  if (f == ModelFamily::kYuan) return parseYuan(config, path, c);
-  const bool qwen = isQwenFamily(f);
-  const bool deepseek = isDeepseekFamily(f);
-  // Mixtral and OLMoE name a routed expert's width intermediate_size; Qwen and DeepSeek use
-  // intermediate_size for their dense layers and moe_intermediate_size for the experts.
-  const char* interKey = (qwen || deepseek) ? "moe_intermediate_size" : "intermediate_size";
-  if (Status s = readPositiveFields(config, path,
-                                    {{"hidden_size", &c.hiddenSize},
-                                     {interKey, &c.intermediateSize},
-                                     {expertsKeyIn(config, f), &c.numExperts},
-                                     {"num_experts_per_tok", &c.topK},
-                                     {"num_hidden_layers", &c.numLayers}});
-      !s)
-    return s;
-  if (Status s = checkTopK(path, c, "num_experts_per_tok"); !s) return s;
+// ERNIE's moe_layer_end_index: a layer index, or -1 for the last layer.
+Result<int64_t> optionalLayerIndex(const json& config, const std::string& path,
+                                   const std::string& key, int64_t fallback) {
+  const json* it = findKey(config, key);
+  if (!it || it->is_null()) return fallback;
+  if (!it->is_number_integer() || it->get<int64_t>() < -1) {
+    return makeError(path + ": key '" + key + "' must be a layer index or -1 (got " + it->dump() +
+                     ")");
+  }
+  return it->get<int64_t>();
+}
 
-  if (f == ModelFamily::kMixtral) {
-    c.normTopkProb = true;  // MixtralSparseMoeBlock always renormalizes; there is no key
-    for (uint32_t l = 0; l < c.numLayers; ++l) c.moeLayers.push_back(l);
-  } else if (f == ModelFamily::kOlmoe) {
-    if (Status s = assign(c.normTopkProb, optionalBool(config, path, "norm_topk_prob", false)); !s)
-      return s;
-    for (uint32_t l = 0; l < c.numLayers; ++l) c.moeLayers.push_back(l);
-  } else if (qwen) {
-    if (Status s = assign(c.normTopkProb, optionalBool(config, path, "norm_topk_prob", false)); !s)
-      return s;
-    if (f == ModelFamily::kQwen2Moe) {
-      if (Status s = assign(c.sharedIntermediateSize,
-                            optionalU32(config, path, "shared_expert_intermediate_size", 0, 0));
+// The family's MoE-layer rule (its DecoderLayer's condition for a sparse block).
+Status readMoeLayers(const json& config, const std::string& path, const FamilySpec& f,
+                     ModelConfig& c) {
+  const uint32_t L = c.numLayers;
+  switch (f.layerRule) {
+    case LayerRule::kAll:
+    case LayerRule::kMoePlusPlusInterval:  // parseMoePlusPlus
+      for (uint32_t l = 0; l < L; ++l) c.moeLayers.push_back(l);
+      break;
+    case LayerRule::kSparseStep: {
+      uint32_t step = 1;
+      std::vector<uint32_t> mlpOnly;
+      if (Status s = assign(step, optionalU32(config, path, "decoder_sparse_step", 1, 1)); !s)
+        return s;
+      if (Status s = assign(mlpOnly, optionalLayerList(config, path, "mlp_only_layers")); !s)
+        return s;
+      // Qwen2MoeDecoderLayer: sparse iff not in mlp_only_layers and (layer + 1) % step == 0.
+      for (uint32_t l = 0; l < L; ++l) {
+        if (std::find(mlpOnly.begin(), mlpOnly.end(), l) == mlpOnly.end() && (l + 1) % step == 0)
+          c.moeLayers.push_back(l);
+      }
+      break;
+    }
+    case LayerRule::kFirstKDense: {
+      uint32_t firstDense = 0, freq = 1;
+      if (Status s = assign(firstDense, optionalU32(config, path, "first_k_dense_replace", 0, 0));
           !s)
         return s;
-      // Qwen2MoeSparseMoeBlock always pairs the shared expert with its sigmoid gate.
-      c.sharedExpertGated = c.sharedIntermediateSize > 0;
-    }
-    uint32_t step = 1;
-    std::vector<uint32_t> mlpOnly;
-    if (Status s = assign(step, optionalU32(config, path, "decoder_sparse_step", 1, 1)); !s)
-      return s;
-    if (Status s = assign(mlpOnly, optionalLayerList(config, path, "mlp_only_layers")); !s)
-      return s;
-    // Qwen2MoeDecoderLayer: sparse iff not in mlp_only_layers and (layer + 1) % step == 0.
-    for (uint32_t l = 0; l < c.numLayers; ++l) {
-      if (std::find(mlpOnly.begin(), mlpOnly.end(), l) == mlpOnly.end() && (l + 1) % step == 0) {
-        c.moeLayers.push_back(l);
+      if (Status s = assign(freq, optionalU32(config, path, "moe_layer_freq", 1, 1)); !s) return s;
+      // DeepseekV2DecoderLayer: sparse iff layer >= first_k_dense_replace and
+      // layer % moe_layer_freq == 0.
+      for (uint32_t l = firstDense; l < L; ++l) {
+        if (l % freq == 0) c.moeLayers.push_back(l);
       }
+      break;
     }
-  } else {  // DeepSeek-V2/V3
-    const bool v3 = f == ModelFamily::kDeepseekV3;
-    uint32_t nShared = 0, firstDense = 0, freq = 1;
-    if (Status s = assign(nShared, optionalU32(config, path, "n_shared_experts", 0, 0)); !s)
-      return s;
-    const uint64_t sharedWidth = uint64_t{nShared} * c.intermediateSize;
-    if (sharedWidth > std::numeric_limits<uint32_t>::max()) {
-      return Status::error(path + ": n_shared_experts × moe_intermediate_size is too large");
-    }
-    c.sharedIntermediateSize = static_cast<uint32_t>(sharedWidth);
-    c.sharedExpertGated = false;
-    if (Status s = assign(firstDense, optionalU32(config, path, "first_k_dense_replace", 0, 0)); !s)
-      return s;
-    if (Status s = assign(freq, optionalU32(config, path, "moe_layer_freq", 1, 1)); !s) return s;
-    if (Status s = assign(c.nGroup, optionalU32(config, path, "n_group", 1, 1)); !s) return s;
-    if (Status s = assign(c.topkGroup, optionalU32(config, path, "topk_group", 1, 1)); !s) return s;
-    if (Status s = assign(c.routedScalingFactor,
-                          optionalPositiveFloat(config, path, "routed_scaling_factor", 1.0f));
-        !s)
-      return s;
-    if (Status s = assign(c.scoringFunc,
-                          optionalChoice(config, path, "scoring_func", v3 ? "sigmoid" : "softmax",
-                                         {"softmax", "sigmoid"}));
-        !s)
-      return s;
-    if (Status s = assign(c.topkMethod,
-                          optionalChoice(config, path, "topk_method", v3 ? "noaux_tc" : "greedy",
-                                         {"greedy", "group_limited_greedy", "noaux_tc"}));
-        !s)
-      return s;
-    if (Status s = assign(c.normTopkProb, optionalBool(config, path, "norm_topk_prob", v3)); !s)
-      return s;
-    c.hasScoreCorrectionBias = v3;
-    if (c.numExperts % c.nGroup != 0) {
-      return Status::error(path + ": n_group " + std::to_string(c.nGroup) +
-                           " must divide n_routed_experts (" + std::to_string(c.numExperts) + ")");
-    }
-    if (c.topkGroup > c.nGroup) {
-      return Status::error(path + ": topk_group " + std::to_string(c.topkGroup) +
-                           " must be at most n_group (" + std::to_string(c.nGroup) + ")");
-    }
-    if (c.topkMethod != "greedy") {
-      // Group-limited selection picks k experts from topk_group groups only.
-      const uint32_t reachable = c.topkGroup * (c.numExperts / c.nGroup);
-      if (c.topK > reachable) {
-        return Status::error(path + ": num_experts_per_tok " + std::to_string(c.topK) +
-                             " exceeds the " + std::to_string(reachable) +
-                             " experts in topk_group (" + std::to_string(c.topkGroup) +
-                             ") of n_group (" + std::to_string(c.nGroup) + ") groups");
+    case LayerRule::kErnieRange: {
+      uint32_t interval = 1, start = 1;
+      int64_t end = -1;
+      if (Status s = assign(interval, optionalU32(config, path, "moe_layer_interval", 1, 1)); !s)
+        return s;
+      if (Status s = assign(start, optionalU32(config, path, "moe_layer_start_index", 1, 0)); !s)
+        return s;
+      if (Status s = assign(end, optionalLayerIndex(config, path, "moe_layer_end_index", -1)); !s)
+        return s;
+      if (end == -1) end = static_cast<int64_t>(L) - 1;
+      for (uint32_t l = 0; l < L; ++l) {
+        if ((l + 1) % interval == 0 && l >= start && l <= end) c.moeLayers.push_back(l);
       }
+      break;
     }
-    if (c.topkMethod == "noaux_tc" && c.numExperts / c.nGroup < 2) {
-      // V3 scores a group by the sum of its top-2 experts, so a group needs two.
-      return Status::error(path +
-                           ": topk_method noaux_tc needs at least 2 experts per group "
-                           "(n_routed_experts " +
-                           std::to_string(c.numExperts) + " / n_group " + std::to_string(c.nGroup) +
-                           ")");
+    case LayerRule::kPeriodOffset: {
+      uint32_t period = 2, offset = 1;
+      if (Status s = assign(period, optionalU32(config, path, "expert_layer_period", 2, 1)); !s)
+        return s;
+      if (Status s = assign(offset, optionalU32(config, path, "expert_layer_offset", 1, 0)); !s)
+        return s;
+      if (offset >= period) {
+        return Status::error(path + ": key 'expert_layer_offset' (" + std::to_string(offset) +
+                             ") must be smaller than 'expert_layer_period' (" +
+                             std::to_string(period) + ") (" + f.name + ")");
+      }
+      // JambaConfig.layers_num_experts: num_experts where l % period == offset, else 1 (dense).
+      if (c.numExperts > 1) {
+        for (uint32_t l = 0; l < L; ++l) {
+          if (l % period == offset) c.moeLayers.push_back(l);
+        }
+      }
+      break;
     }
-    // DeepseekV2DecoderLayer: sparse iff layer >= first_k_dense_replace and
-    // layer % moe_layer_freq == 0.
-    for (uint32_t l = firstDense; l < c.numLayers; ++l) {
-      if (l % freq == 0) c.moeLayers.push_back(l);
+    case LayerRule::kLayerTypes: {
+      // Glm4MoeLiteConfig: mlp_layer_types, default ["dense"] + ["sparse"] * (L - 1).
+      const json* types = findKey(config, "mlp_layer_types");
+      if (!types || types->is_null()) {
+        for (uint32_t l = 1; l < L; ++l) c.moeLayers.push_back(l);
+        break;
+      }
+      if (!types->is_array() || types->size() != L) {
+        return Status::error(path + ": key 'mlp_layer_types' must list \"dense\" or \"sparse\" " +
+                             "for each of the " + std::to_string(L) + " layers (got " +
+                             types->dump() + ")");
+      }
+      for (uint32_t l = 0; l < L; ++l) {
+        const json& v = (*types)[l];
+        if (v != "dense" && v != "sparse") {
+          return Status::error(path + ": key 'mlp_layer_types' entry " + std::to_string(l) +
+                               " must be \"dense\" or \"sparse\" (got " + v.dump() + ")");
+        }
+        if (v == "sparse") c.moeLayers.push_back(l);
+      }
+      break;
+    }
+    case LayerRule::kListOrInterleave: {
+      std::vector<uint32_t> listed;
+      if (Status s = assign(listed, optionalLayerList(config, path, "moe_layers")); !s) return s;
+      const json* given = findKey(config, "moe_layers");
+      if (given && !given->is_null()) {
+        for (uint32_t l : listed) {
+          if (l >= L) {
+            return Status::error(path + ": key 'moe_layers' lists layer " + std::to_string(l) +
+                                 " but num_hidden_layers is " + std::to_string(L));
+          }
+        }
+        std::sort(listed.begin(), listed.end());
+        listed.erase(std::unique(listed.begin(), listed.end()), listed.end());
+        c.moeLayers = listed;
+      } else {
+        uint32_t step = 1;
+        if (Status s = assign(step, optionalU32(config, path, "interleave_moe_layer_step", 1, 1));
+            !s)
+          return s;
+        // Llama4TextConfig: list(range(step - 1, num_hidden_layers, step)).
+        for (uint32_t l = step - 1; l < L; l += step) c.moeLayers.push_back(l);
+      }
+      break;
     }
   }
   return Status::ok();
 }
 
-Result<ModelConfig> parseConfig(const std::string& path) {
-  auto parsed = readJsonFile(path);
-  if (!parsed) return makeError(parsed.status());
-  const json& config = parsed.value();
+// DeepSeek-V2/V3-style routing keys (also GLM-4-MoE, dots1).
+Status readDeepseekRouting(const json& config, const std::string& path, const FamilySpec& f,
+                           ModelConfig& c) {
+  const bool v3 = f.routing == RoutingPiece::kDeepseekV3;
+  uint32_t nGroup = 1, topkGroup = 1;
+  float scale = 1.0f;
+  std::string scoring, method;
+  bool norm = false;
+  if (Status s = assign(nGroup, optionalU32(config, path, "n_group", 1, 1)); !s) return s;
+  if (Status s = assign(topkGroup, optionalU32(config, path, "topk_group", 1, 1)); !s) return s;
+  if (Status s = assign(scale, optionalPositiveFloat(config, path, "routed_scaling_factor", 1.0f));
+      !s)
+    return s;
+  if (Status s =
+          assign(scoring, optionalChoice(config, path, "scoring_func", v3 ? "sigmoid" : "softmax",
+                                         {"softmax", "sigmoid"}));
+      !s)
+    return s;
+  if (Status s =
+          assign(method, optionalChoice(config, path, "topk_method", v3 ? "noaux_tc" : "greedy",
+                                        {"greedy", "group_limited_greedy", "noaux_tc"}));
+      !s)
+    return s;
+  if (Status s = assign(norm, optionalBool(config, path, "norm_topk_prob", f.renormalizeDefault));
+      !s)
+    return s;
+  if (c.numExperts % nGroup != 0) {
+    return Status::error(path + ": n_group " + std::to_string(nGroup) + " must divide " +
+                         f.expertsKeys.front() + " (" + std::to_string(c.numExperts) + ")");
+  }
+  if (topkGroup > nGroup) {
+    return Status::error(path + ": topk_group " + std::to_string(topkGroup) +
+                         " must be at most n_group (" + std::to_string(nGroup) + ")");
+  }
+  if (method != "greedy") {
+    // Group-limited selection picks k experts from topk_group groups only.
+    const uint32_t reachable = topkGroup * (c.numExperts / nGroup);
+    if (c.topK > reachable) {
+      return Status::error(path + ": num_experts_per_tok " + std::to_string(c.topK) +
+                           " exceeds the " + std::to_string(reachable) +
+                           " experts in topk_group (" + std::to_string(topkGroup) +
+                           ") of n_group (" + std::to_string(nGroup) + ") groups");
+    }
+  }
+  if (method == "noaux_tc" && c.numExperts / nGroup < 2) {
+    // V3 scores a group by the sum of its top-2 experts, so a group needs two.
+    return Status::error(path + ": topk_method noaux_tc needs at least 2 experts per group (" +
+                         f.expertsKeys.front() + " " + std::to_string(c.numExperts) +
+                         " / n_group " + std::to_string(nGroup) + ")");
+  }
+  if (!v3) {
+    // DeepseekV2TopkRouter: softmax; group_limited_greedy (group max) or greedy; norm_topk_prob
+    // is read (and validated) but transformers 5 does not use it.
+    c.routing = deepseekV2Recipe(scale, method == "group_limited_greedy", nGroup, topkGroup);
+    return Status::ok();
+  }
+  c.routing = deepseekV3Recipe(scoring == "sigmoid", norm, scale, nGroup, topkGroup);
+  if (method == "greedy") {
+    c.routing.groups = RoutingRecipe::Groups::kNone;
+  } else if (method == "group_limited_greedy") {
+    c.routing.groups = RoutingRecipe::Groups::kMax;
+  }
+  return Status::ok();
+}
+
+Status readRouting(const json& config, const std::string& path, const FamilySpec& f,
+                   ModelConfig& c) {
+  using R = RoutingRecipe;
+  switch (f.routing) {
+    case RoutingPiece::kSoftmaxTopk: {
+      bool norm = f.renormalize == Renormalize::kAlways;
+      if (f.renormalize == Renormalize::kKey) {
+        if (Status s =
+                assign(norm, optionalBool(config, path, "norm_topk_prob", f.renormalizeDefault));
+            !s)
+          return s;
+      }
+      c.routing = softmaxTopkRecipe(norm);
+      return Status::ok();
+    }
+    case RoutingPiece::kDeepseekV2:
+    case RoutingPiece::kDeepseekV3:
+      return readDeepseekRouting(config, path, f, c);
+    case RoutingPiece::kSigmoidBiasChoice:
+      c.routing = R{};
+      c.routing.scoring = R::Scoring::kSigmoid;
+      c.routing.choiceBias = true;
+      return Status::ok();
+    case RoutingPiece::kErnie: {
+      c.routing = R{};
+      c.routing.choiceBias = true;
+      return assign(c.routing.normMin, optionalPositiveFloat(config, path, "moe_norm_min", 1e-12f));
+    }
+    case RoutingPiece::kDbrx: {
+      c.routing = R{};
+      const std::string key = "ffn_config.moe_normalize_expert_weights";
+      const json* p = findKey(config, key);
+      if (p && p->is_null()) {  // DbrxFFN: None means no normalization
+        c.routing.normalize = R::Normalize::kNone;
+        return Status::ok();
+      }
+      c.routing.normalize = R::Normalize::kPNorm;
+      return assign(c.routing.pNorm, optionalPositiveFloat(config, path, key, 1.0f));
+    }
+    case RoutingPiece::kSoftmaxOverTopLogits:
+      c.routing = R{};
+      c.routing.scoring = R::Scoring::kSoftmaxOverChosen;
+      c.routing.chooseOnLogits = true;
+      c.routing.normalize = R::Normalize::kNone;
+      c.routing.routerBias = !f.routerBiasName.empty();
+      return Status::ok();
+    case RoutingPiece::kSigmoidTopLogits:
+      c.routing = R{};
+      c.routing.scoring = R::Scoring::kSigmoid;
+      c.routing.chooseOnLogits = true;
+      c.routing.normalize = R::Normalize::kNone;
+      return Status::ok();
+    case RoutingPiece::kMoePlusPlus:
+      return Status::ok();  // parseMoePlusPlus
+  }
+  return Status::ok();
+}
+
+Status readShared(const json& config, const std::string& path, const FamilySpec& f,
+                  ModelConfig& c) {
+  uint32_t v = 0;
+  switch (f.shared) {
+    case SharedKind::kNone:
+      return Status::ok();
+    case SharedKind::kGated:
+    case SharedKind::kWidth: {
+      auto given = aliased(config, path, f, f.sharedKeys);
+      if (!given) return given.status();
+      for (const std::string& k : f.sharedKeys) {
+        if (findKey(config, k) == given.value() && given.value()) {
+          if (Status s = assign(v, optionalU32(config, path, k, 0, 0)); !s) return s;
+        }
+      }
+      c.sharedIntermediateSize = v;
+      // Qwen2MoeSparseMoeBlock always pairs the shared expert with its sigmoid gate.
+      c.sharedExpertGated = f.shared == SharedKind::kGated && v > 0;
+      return Status::ok();
+    }
+    case SharedKind::kTimesRouted: {
+      if (Status s = assign(v, optionalU32(config, path, f.sharedKeys.front(), 0, 0)); !s) return s;
+      const uint64_t width = uint64_t{v} * c.intermediateSize;
+      if (width > std::numeric_limits<uint32_t>::max()) {
+        return Status::error(path + ": " + f.sharedKeys.front() + " × " +
+                             f.intermediateKeys.front() + " is too large");
+      }
+      c.sharedIntermediateSize = static_cast<uint32_t>(width);
+      return Status::ok();
+    }
+    case SharedKind::kAlwaysRoutedWidth:
+      c.sharedIntermediateSize = c.intermediateSize;
+      return Status::ok();
+  }
+  return Status::ok();
+}
+
+// A transformers family: every quantity through the table's keys.
+Status parseTableFamily(const json& config, const std::string& path, const FamilySpec& f,
+                        ModelConfig& c) {
+  std::string expertsKey, topKKey;
+  if (Status s = assign(c.hiddenSize, requiredU32(config, path, f, f.hiddenKeys)); !s) return s;
+  if (Status s = assign(c.intermediateSize, requiredU32(config, path, f, f.intermediateKeys)); !s)
+    return s;
+  if (Status s = assign(c.numExperts, requiredU32(config, path, f, f.expertsKeys, &expertsKey)); !s)
+    return s;
+  if (Status s = assign(c.topK, requiredU32(config, path, f, f.topKKeys, &topKKey)); !s) return s;
+  if (Status s = assign(c.numLayers, requiredU32(config, path, f, f.layersKeys)); !s) return s;
+  if (Status s = checkTopK(path, c, topKKey, expertsKey); !s) return s;
+  if (Status s = readMoeLayers(config, path, f, c); !s) return s;
+  if (Status s = readRouting(config, path, f, c); !s) return s;
+  if (Status s = readShared(config, path, f, c); !s) return s;
+  if (f.clampedSwiglu) {
+    c.expertActivation = ExpertActivation::kClampedSwiglu;
+    if (Status s =
+            assign(c.swigluAlpha, optionalPositiveFloat(config, path, "swiglu_alpha", 1.702f));
+        !s)
+      return s;
+    if (Status s = assign(c.swigluLimit, optionalPositiveFloat(config, path, "swiglu_limit", 7.0f));
+        !s)
+      return s;
+  }
+  c.expertBias = f.expertBias;
+  c.weightOnInput = f.weightOnInput;
+  return Status::ok();
+}
+
+}  // namespace
+
+RoutingRecipe moePlusPlusRecipe(const ModelConfig& m) {
+  RoutingRecipe r;
+  if (m.moeMixtralGating) {
+    r.scoring = RoutingRecipe::Scoring::kSoftmaxOverChosen;
+    r.chooseOnLogits = true;
+    r.normalize = RoutingRecipe::Normalize::kNone;
+  } else {
+    r.zeroWeightExpert = m.numExperts - 1;
+  }
+  if (m.moeLogitsNorm) r.logitsNormStd = m.moeGateNormStd;
+  return r;
+}
+
+Result<ModelConfig> parseModelConfig(const std::string& text, const std::string& path) {
+  json parsed;
+  try {
+    parsed = json::parse(text);
+  } catch (const json::parse_error& e) {
+    return makeError(path + ": invalid JSON at byte " + std::to_string(e.byte) + ": " + e.what());
+  } catch (const json::exception& e) {  // e.g. out_of_range for a number such as 1e400
+    return makeError(path + ": invalid JSON: " + e.what());
+  }
+  const json& config = parsed;
   if (!config.is_object()) return makeError(path + ": top level is not a JSON object");
 
   ModelConfig c;
@@ -417,32 +658,40 @@ Result<ModelConfig> parseConfig(const std::string& path) {
   if (mt == config.end()) return makeError(path + ": key 'model_type' missing");
   if (!mt->is_string()) return makeError(path + ": key 'model_type' must be a string");
   c.modelType = mt->get<std::string>();
-  static const std::map<std::string, ModelFamily, std::less<>> kFamilies = {
-      {"mixtral", ModelFamily::kMixtral},
-      {"qwen2_moe", ModelFamily::kQwen2Moe},
-      {"qwen3_moe", ModelFamily::kQwen3Moe},
-      {"olmoe", ModelFamily::kOlmoe},
-      {"deepseek_v2", ModelFamily::kDeepseekV2},
-      {"deepseek_v3", ModelFamily::kDeepseekV3},
-      {"MoE++", ModelFamily::kMoePlusPlus},
-      {"moe_plus_plus", ModelFamily::kMoePlusPlus},
-      {"yuan", ModelFamily::kYuan}};
-  auto fam = kFamilies.find(c.modelType);
-  if (fam == kFamilies.end()) {
+  const FamilySpec* f = findFamily(c.modelType);
+  if (!f) {
     return makeError(path + ": model_type '" + c.modelType +
-                     "' is not supported (supported: " + kSupportedModelTypes + ")");
+                     "' is not supported (supported: " + supportedModelTypes() + ")");
   }
-  c.family = fam->second;
-  if (Status s = parseFamilyFields(config, path, c); !s) return makeError(s);
+  c.familyName = f->name;
+  Status s = f->gate == GateKindSpec::kMoePlusPlus     ? parseMoePlusPlus(config, path, c)
+             : f->gate == GateKindSpec::kYuanAttention ? parseYuan(config, path, c)
+                                                       : parseTableFamily(config, path, *f, c);
+  if (!s) return makeError(s);
   if (c.moeLayers.empty()) {
     return makeError(path + ": no MoE layers among the " + std::to_string(c.numLayers) +
-                     " layers (check decoder_sparse_step / mlp_only_layers / "
-                     "first_k_dense_replace / moe_layer_freq / moe_expert_interval)");
+                     " layers of this " + f->name +
+                     " model (check decoder_sparse_step / mlp_only_layers / "
+                     "first_k_dense_replace / moe_layer_freq / moe_expert_interval / "
+                     "moe_layer_start_index / expert_layer_period / moe_layers)");
   }
   // MoE++'s zero-computation experts (N > 4 checked above) are not FFNs on shards.
   c.numFfnExperts =
-      c.numExperts - (c.family == ModelFamily::kMoePlusPlus ? kMoePlusPlusZeroComputeExperts : 0);
+      c.numExperts - (f->gate == GateKindSpec::kMoePlusPlus ? kMoePlusPlusZeroComputeExperts : 0);
   return c;
+}
+
+namespace {
+
+Result<ModelConfig> parseConfig(const std::string& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return makeError(path + ": missing");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return makeError(path + ": cannot open: " + std::strerror(errno));
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return makeError(path + ": read failed");
+  return parseModelConfig(text.str(), path);
 }
 
 // Shard names come from a downloaded file; keep them inside the checkpoint directory.
@@ -454,15 +703,6 @@ bool isSafeShardName(const std::string& name) {
     if (part == "..") return false;
   }
   return true;
-}
-
-// The MoE block's module path: Mixtral's MixtralSparseMoeBlock sits at block_sparse_moe, MoE++'s
-// at mlp.moe, the other families' sparse blocks replace the decoder layer's mlp.
-std::string moePrefix(const ModelConfig& c, uint32_t layer) {
-  const char* block = c.family == ModelFamily::kMixtral       ? ".block_sparse_moe."
-                      : c.family == ModelFamily::kMoePlusPlus ? ".mlp.moe."
-                                                              : ".mlp.";
-  return "model.layers." + std::to_string(layer) + block;
 }
 
 Status checkMoeLayer(const ModelConfig& config, const std::string& dir, uint32_t layer) {
@@ -505,44 +745,7 @@ Status checkExpertId(const ModelConfig& config, const std::string& dir, uint32_t
   if (expert < config.numExperts) return Status::ok();
   return Status::error("expert " + std::to_string(expert) + " out of range: " + dir + " has " +
                        std::to_string(config.numExperts) + " experts (" +
-                       expertsKeyOf(config.family) + ")");
-}
-
-// MoE++ and Yuan store an expert's gate and up projections as one [2I, H] matrix whose output the
-// reference chunks in two: rows [0, I) go through silu (w1), rows [I, 2I) are the linear half (w3).
-Result<ExpertTensors> loadFusedFfn(const Checkpoint& ckpt, const std::string& fusedName,
-                                   const std::string& downName) {
-  const uint64_t h = ckpt.config().hiddenSize;
-  const uint64_t inter = ckpt.config().intermediateSize;
-  auto fused = ckpt.loadF32(fusedName, {2 * inter, h});
-  if (!fused) return makeError(fused.status());
-  auto down = ckpt.loadF32(downName, {h, inter});
-  if (!down) return makeError(down.status());
-  const std::vector<float>& both = fused.value();
-  const auto half = both.begin() + static_cast<std::ptrdiff_t>(inter * h);
-  ExpertTensors t;
-  t.w1.assign(both.begin(), half);
-  t.w3.assign(half, both.end());
-  t.w2 = std::move(down).value();
-  return t;
-}
-
-// Loads gate_proj/up_proj/down_proj (or Mixtral's w1/w3/w2) under `prefix` with width `inter`.
-Result<ExpertTensors> loadFfn(const Checkpoint& ckpt, const std::string& prefix, uint64_t inter) {
-  const bool mixtral = ckpt.config().family == ModelFamily::kMixtral;
-  const uint64_t h = ckpt.config().hiddenSize;
-  ExpertTensors t;
-  for (auto [suffix, dest, shape] : {std::tuple{mixtral ? "w1.weight" : "gate_proj.weight", &t.w1,
-                                                std::vector<uint64_t>{inter, h}},
-                                     std::tuple{mixtral ? "w3.weight" : "up_proj.weight", &t.w3,
-                                                std::vector<uint64_t>{inter, h}},
-                                     std::tuple{mixtral ? "w2.weight" : "down_proj.weight", &t.w2,
-                                                std::vector<uint64_t>{h, inter}}}) {
-    auto loaded = ckpt.loadF32(prefix + suffix, shape);
-    if (!loaded) return makeError(loaded.status());
-    *dest = std::move(loaded).value();
-  }
-  return t;
+                       findFamily(config.modelType)->expertsKeys.front() + ")");
 }
 
 }  // namespace
@@ -556,6 +759,7 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::open(const std::string& dir) {
   std::unique_ptr<Checkpoint> ckpt(new Checkpoint());
   ckpt->dir_ = dir;
   ckpt->config_ = std::move(config).value();
+  ckpt->spec_ = findFamily(ckpt->config_.modelType);
 
   const std::string indexPath = (root / "model.safetensors.index.json").string();
   const std::string singlePath = (root / "model.safetensors").string();
@@ -607,7 +811,9 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::open(const std::string& dir) {
 DType Checkpoint::expertsDType() const {
   for (const auto& file : files_) {
     for (const TensorInfo& t : file->tensors()) {
-      if (t.name.find(".experts.") != std::string::npos && !t.name.ends_with("_scale_inv")) {
+      const bool expertTensor = t.name.find(".experts.") != std::string::npos ||
+                                t.name.find(".input_linear.") != std::string::npos;
+      if (expertTensor && !t.name.ends_with("_scale_inv") && !t.name.ends_with("_bias")) {
         return t.dtype;
       }
     }
@@ -666,11 +872,160 @@ Result<std::vector<float>> Checkpoint::gateWeight(uint32_t layer) const {
                               : "has a two-layer gate, not a linear gate (moe_2layer_gate)");
       !s)
     return makeError(s);
-  // MoE++'s single-layer gate is the nn.Linear "wg" inside its gate module.
-  return loadF32(
-      moePrefix(config_, layer) +
-          (config_.family == ModelFamily::kMoePlusPlus ? "gate.wg.weight" : "gate.weight"),
-      {config_.numExperts, config_.hiddenSize});
+  const std::string block = blockPrefix(layer);
+  std::string name = block + spec_->routerNames.front();
+  for (const std::string& r : spec_->routerNames) {
+    if (has(block + r)) name = block + r;
+  }
+  return loadF32(name, {config_.numExperts, config_.hiddenSize});
+}
+
+const TensorInfo* Checkpoint::info(const std::string& name) const {
+  auto it = tensorFile_.find(name);
+  return it == tensorFile_.end() ? nullptr : it->second->find(name);
+}
+
+std::string Checkpoint::layerPrefix(uint32_t layer) const {
+  return spec_->layerRoot + std::to_string(layer) + ".";
+}
+
+std::string Checkpoint::blockPrefix(uint32_t layer) const {
+  const std::string root = layerPrefix(layer);
+  for (const std::string& b : spec_->blocks) {
+    for (const std::string& r : spec_->routerNames) {
+      if (has(root + b + r)) return root + b;
+    }
+  }
+  return root + spec_->blocks.front();
+}
+
+Result<std::vector<float>> Checkpoint::loadSlice(const std::string& name,
+                                                 const std::vector<uint64_t>& shape, uint64_t first,
+                                                 uint64_t count) const {
+  const TensorInfo* t = info(name);
+  if (!t) return makeError("tensor " + name + " missing from " + dir_);
+  if (t->shape != shape) {
+    return makeError("tensor " + name + ": shape " + formatShape(shape) +
+                     " expected from config.json, file " + tensorFile_.find(name)->second->path() +
+                     " has " + formatShape(t->shape));
+  }
+  if (has(name + "_scale_inv")) {
+    return makeError("tensor " + name + ": block-scaled " + std::string(dtypeName(t->dtype)) +
+                     " is supported for per-expert 2-D weights only, not in a fused layout");
+  }
+  const uint64_t rowElems = t->numel() / shape.front();
+  const size_t esz = dtypeSize(t->dtype);
+  std::span<const std::byte> all = tensorFile_.find(name)->second->bytes(*t);
+  std::vector<float> out(count * rowElems);
+  convertToF32(t->dtype, all.subspan(first * rowElems * esz, count * rowElems * esz), out);
+  return out;
+}
+
+Result<ExpertTensors> Checkpoint::loadFfn(const std::string& prefix, const PerExpertNames& names,
+                                          uint64_t inter) const {
+  const uint64_t h = config_.hiddenSize;
+  ExpertTensors t;
+  if (std::string(names.up).empty()) {
+    // One [2I, H] gate|up matrix (MoE++, Yuan, Granite's shared_mlp.input_linear): the reference
+    // chunks its output in two, rows [0, I) through silu (w1), rows [I, 2I) the linear half (w3).
+    auto fused = loadF32(prefix + names.gate + ".weight", {2 * inter, h});
+    if (!fused) return makeError(fused.status());
+    const auto half = fused.value().begin() + static_cast<std::ptrdiff_t>(inter * h);
+    t.w1.assign(fused.value().begin(), half);
+    t.w3.assign(half, fused.value().end());
+  } else {
+    for (auto [suffix, dest] : {std::pair{names.gate, &t.w1}, std::pair{names.up, &t.w3}}) {
+      auto loaded = loadF32(prefix + suffix + ".weight", {inter, h});
+      if (!loaded) return makeError(loaded.status());
+      *dest = std::move(loaded).value();
+    }
+  }
+  auto down = loadF32(prefix + names.down + ".weight", {h, inter});
+  if (!down) return makeError(down.status());
+  t.w2 = std::move(down).value();
+  return t;
+}
+
+namespace {
+
+// [R, C] → [C, R].
+std::vector<float> transposed(const std::vector<float>& m, uint64_t rows, uint64_t cols) {
+  std::vector<float> out(m.size());
+  for (uint64_t r = 0; r < rows; ++r) {
+    for (uint64_t c = 0; c < cols; ++c) out[c * rows + r] = m[r * cols + c];
+  }
+  return out;
+}
+
+// Splits one expert's gate|up projection, given as [2I, H] rows (linear-weight orientation), into
+// the gate half (w1) and the linear half (w3), concatenated ([0, I) | [I, 2I)) or interleaved
+// (even rows | odd rows).
+void splitHalves(const std::vector<float>& both, uint64_t inter, uint64_t h, FusedHalves halves,
+                 std::vector<float>& gate, std::vector<float>& up) {
+  gate.resize(inter * h);
+  up.resize(inter * h);
+  for (uint64_t i = 0; i < inter; ++i) {
+    const uint64_t g = halves == FusedHalves::kConcat ? i : 2 * i;
+    const uint64_t u = halves == FusedHalves::kConcat ? inter + i : 2 * i + 1;
+    std::copy_n(both.begin() + static_cast<std::ptrdiff_t>(g * h), h,
+                gate.begin() + static_cast<std::ptrdiff_t>(i * h));
+    std::copy_n(both.begin() + static_cast<std::ptrdiff_t>(u * h), h,
+                up.begin() + static_cast<std::ptrdiff_t>(i * h));
+  }
+}
+
+}  // namespace
+
+Result<ExpertTensors> Checkpoint::fusedExpert(const std::string& block, uint32_t expert) const {
+  const uint64_t E = config_.numExperts, h = config_.hiddenSize, inter = config_.intermediateSize;
+  const FamilySpec& f = *spec_;
+  ExpertTensors t;
+  const std::string gateUp = block + "experts.gate_up_proj";
+  if (has(gateUp) || f.fused == FusedKind::kGateUp) {
+    // transformers 5: [E, 2I, H] + down [E, H, I], or (x @ W) [E, H, 2I] + down [E, I, H].
+    const bool inOut = f.orientation == FusedOrientation::kInOut;
+    const std::string down = block + "experts.down_proj";
+    auto gu = loadSlice(
+        gateUp,
+        inOut ? std::vector<uint64_t>{E, h, 2 * inter} : std::vector<uint64_t>{E, 2 * inter, h},
+        expert, 1);
+    if (!gu) return makeError(gu.status());
+    auto dn = loadSlice(
+        down, inOut ? std::vector<uint64_t>{E, inter, h} : std::vector<uint64_t>{E, h, inter},
+        expert, 1);
+    if (!dn) return makeError(dn.status());
+    const std::vector<float> rows = inOut ? transposed(gu.value(), h, 2 * inter) : gu.value();
+    splitHalves(rows, inter, h, f.halves, t.w1, t.w3);
+    t.w2 = inOut ? transposed(dn.value(), inter, h) : std::move(dn).value();
+    if (config_.expertBias) {
+      auto gb = loadSlice(gateUp + "_bias", {E, 2 * inter}, expert, 1);
+      if (!gb) return makeError(gb.status());
+      auto db = loadSlice(down + "_bias", {E, h}, expert, 1);
+      if (!db) return makeError(db.status());
+      splitHalves(gb.value(), inter, 1, f.halves, t.b1, t.b3);
+      t.b2 = std::move(db).value();
+    }
+    return t;
+  }
+  if (f.fused == FusedKind::kGranite) {
+    auto gu = loadSlice(block + "input_linear.weight", {E, 2 * inter, h}, expert, 1);
+    if (!gu) return makeError(gu.status());
+    auto dn = loadSlice(block + "output_linear.weight", {E, h, inter}, expert, 1);
+    if (!dn) return makeError(dn.status());
+    splitHalves(gu.value(), inter, h, FusedHalves::kConcat, t.w1, t.w3);
+    t.w2 = std::move(dn).value();
+    return t;
+  }
+  // DBRX: w1, v1, w2 each [E·I, H]; expert e owns rows [e·I, (e+1)·I); down = w2ᵀ.
+  for (auto [name, dest] :
+       {std::pair{"w1", &t.w1}, std::pair{"v1", &t.w3}, std::pair{"w2", &t.w2}}) {
+    auto m =
+        loadSlice(block + "experts.mlp." + name, {E * inter, h}, uint64_t{expert} * inter, inter);
+    if (!m) return makeError(m.status());
+    *dest = std::move(m).value();
+  }
+  t.w2 = transposed(t.w2, inter, h);
+  return t;
 }
 
 Result<ExpertTensors> Checkpoint::expert(uint32_t layer, uint32_t expert) const {
@@ -683,29 +1038,27 @@ Result<ExpertTensors> Checkpoint::expert(uint32_t layer, uint32_t expert) const 
                      " expert, a MoE++ zero-computation expert, not an FFN " +
                      "(FFN experts are 0.." + std::to_string(config_.numFfnExperts - 1) + ")");
   }
-  const std::string id = std::to_string(expert);
-  const std::string prefix = moePrefix(config_, layer);
-  switch (config_.family) {
-    case ModelFamily::kMoePlusPlus:
-      return loadFusedFfn(*this, prefix + "experts.experts." + id + ".up_proj.weight",
-                          prefix + "experts.experts." + id + ".down_proj.weight");
-    case ModelFamily::kYuan:
-      return loadFusedFfn(*this, prefix + "experts." + id + ".w1.weight",
-                          prefix + "experts." + id + ".w2.weight");
-    default:
-      return loadFfn(*this, prefix + "experts." + id + ".", config_.intermediateSize);
+  const std::string block = blockPrefix(layer);
+  const std::string prefix = block + spec_->expertsDir + std::to_string(expert) + ".";
+  // Per-expert tensors when the header has them, else the family's fused layout.
+  for (const PerExpertNames& names : spec_->perExpert) {
+    if (has(prefix + names.gate + ".weight")) {
+      return loadFfn(prefix, names, config_.intermediateSize);
+    }
   }
+  if (spec_->fused != FusedKind::kNone) return fusedExpert(block, expert);
+  return loadFfn(prefix, spec_->perExpert.front(), config_.intermediateSize);  // names the tensor
 }
 
 Result<TwoLayerGateTensors> Checkpoint::twoLayerGate(uint32_t layer) const {
   if (Status s = checkHas(config_, dir_, layer, config_.gateKind == GateKind::kTwoLayerTanh,
-                          config_.family == ModelFamily::kMoePlusPlus
+                          spec_->gate == GateKindSpec::kMoePlusPlus
                               ? "has no two-layer gate (moe_2layer_gate is false)"
                               : "has no two-layer gate (only MoE++ has one)");
       !s)
     return makeError(s);
   const uint64_t n = config_.numExperts;
-  const std::string prefix = moePrefix(config_, layer) + "gate.wg.";
+  const std::string prefix = blockPrefix(layer) + "gate.wg.";
   // The reference's wg is nn.Sequential(Linear(H, 8N), Tanh(), Linear(8N, N)): modules 0 and 2.
   auto w1 = loadF32(prefix + "0.weight", {8 * n, config_.hiddenSize});
   if (!w1) return makeError(w1.status());
@@ -719,12 +1072,12 @@ Result<std::vector<float>> Checkpoint::gateResidualMap(uint32_t layer) const {
                           "has no gate.gate_map (only MoE++ has gating residuals)");
       !s)
     return makeError(s);
-  return loadF32(moePrefix(config_, layer) + "gate.gate_map.weight",
+  return loadF32(blockPrefix(layer) + "gate.gate_map.weight",
                  {config_.numExperts, config_.numExperts});
 }
 
 Result<ConstantExpertTensors> Checkpoint::constantExpert(uint32_t layer, uint32_t expert) const {
-  const bool moepp = config_.family == ModelFamily::kMoePlusPlus;
+  const bool moepp = spec_->gate == GateKindSpec::kMoePlusPlus;
   if (Status s = checkHas(config_, dir_, layer, moepp, "has no constant experts (only MoE++ does)");
       !s)
     return makeError(s);
@@ -736,8 +1089,7 @@ Result<ConstantExpertTensors> Checkpoint::constantExpert(uint32_t layer, uint32_
                      expertKindName(kind) + " expert, not a constant expert (those are " +
                      std::to_string(first) + " and " + std::to_string(first + 1) + ")");
   }
-  const std::string prefix =
-      moePrefix(config_, layer) + "experts.experts." + std::to_string(expert) + ".";
+  const std::string prefix = blockPrefix(layer) + "experts.experts." + std::to_string(expert) + ".";
   auto wc = loadF32(prefix + "wg.weight", {2, config_.hiddenSize});
   if (!wc) return makeError(wc.status());
   auto v = loadF32(prefix + "constant", {config_.hiddenSize});
@@ -753,7 +1105,7 @@ Result<std::vector<float>> Checkpoint::attentionRouter(uint32_t layer) const {
   std::vector<float> qkv;
   qkv.reserve(uint64_t{3} * config_.numExperts * config_.hiddenSize);
   for (const char* part : {"query", "key", "value"}) {
-    auto w = loadF32(moePrefix(config_, layer) + "gate." + part + ".weight",
+    auto w = loadF32(blockPrefix(layer) + "gate." + part + ".weight",
                      {config_.numExperts, config_.hiddenSize});
     if (!w) return makeError(w.status());
     qkv.insert(qkv.end(), w.value().begin(), w.value().end());
@@ -763,42 +1115,53 @@ Result<std::vector<float>> Checkpoint::attentionRouter(uint32_t layer) const {
 
 Result<std::vector<float>> Checkpoint::noiseWeight(uint32_t layer) const {
   if (Status s = checkMoeLayer(config_, dir_, layer); !s) return makeError(s);
-  return loadF32(moePrefix(config_, layer) + "w_noise.weight",
-                 {config_.numExperts, config_.hiddenSize});
+  return loadF32(blockPrefix(layer) + "w_noise.weight", {config_.numExperts, config_.hiddenSize});
 }
 
 Result<ExpertTensors> Checkpoint::sharedExpert(uint32_t layer) const {
-  if (Status s = checkHas(
-          config_, dir_, layer, config_.sharedIntermediateSize > 0,
-          std::string("has no shared expert here (") +
-              (config_.family == ModelFamily::kQwen2Moe ? "shared_expert_intermediate_size is 0"
-               : isDeepseekFamily(config_.family)       ? "n_shared_experts is 0"
-                                                        : "the family has none") +
-              ")");
+  const std::string why = spec_->shared == SharedKind::kNone ? std::string("the family has none")
+                          : spec_->sharedKeys.empty()        ? std::string("none in this config")
+                                                             : spec_->sharedKeys.front() + " is 0";
+  if (Status s = checkHas(config_, dir_, layer, config_.sharedIntermediateSize > 0,
+                          "has no shared expert here (" + why + ")");
       !s)
     return makeError(s);
-  // Qwen2-MoE has one module "shared_expert"; DeepSeek fuses its n_shared_experts into one MLP
-  // named "shared_experts".
-  const char* name =
-      config_.family == ModelFamily::kQwen2Moe ? "shared_expert." : "shared_experts.";
-  return loadFfn(*this, moePrefix(config_, layer) + name, config_.sharedIntermediateSize);
+  return loadFfn(layerPrefix(layer) + spec_->sharedPrefix, spec_->sharedNames,
+                 config_.sharedIntermediateSize);
 }
 
 Result<std::vector<float>> Checkpoint::sharedExpertGate(uint32_t layer) const {
-  if (Status s =
-          checkHas(config_, dir_, layer, config_.sharedExpertGated,
-                   "has no shared_expert_gate (only Qwen2-MoE with a shared expert gates it)");
+  if (Status s = checkHas(config_, dir_, layer, config_.sharedExpertGated,
+                          "has no shared_expert_gate (only Qwen2-MoE and Qwen3-Next with a shared "
+                          "expert gate it)");
       !s)
     return makeError(s);
-  return loadF32(moePrefix(config_, layer) + "shared_expert_gate.weight", {1, config_.hiddenSize});
+  return loadF32(layerPrefix(layer) + spec_->sharedGateName, {1, config_.hiddenSize});
 }
 
 Result<std::vector<float>> Checkpoint::scoreCorrectionBias(uint32_t layer) const {
-  if (Status s = checkHas(config_, dir_, layer, config_.hasScoreCorrectionBias,
-                          "has no gate.e_score_correction_bias (only deepseek_v3 does)");
+  if (Status s = checkHas(config_, dir_, layer, config_.routing.choiceBias,
+                          "has no e_score_correction_bias (only deepseek_v3, glm4_moe, dots1, "
+                          "minimax_m2 and ernie4_5_moe routers use one)");
       !s)
     return makeError(s);
-  return loadF32(moePrefix(config_, layer) + "gate.e_score_correction_bias", {config_.numExperts});
+  const std::string block = blockPrefix(layer);
+  std::string name = block + spec_->choiceBiasNames.front();
+  for (const std::string& n : spec_->choiceBiasNames) {
+    if (has(block + n)) name = block + n;
+  }
+  // ERNIE keeps it as moe_statics [1, E] (one expert group); the others as [E].
+  const TensorInfo* t = info(name);
+  if (t && t->shape.size() == 2 && t->shape[0] == 1) return loadF32(name, {1, config_.numExperts});
+  return loadF32(name, {config_.numExperts});
+}
+
+Result<std::vector<float>> Checkpoint::routerBias(uint32_t layer) const {
+  if (Status s = checkHas(config_, dir_, layer, config_.routing.routerBias,
+                          "has no router bias (only gpt-oss's router has one)");
+      !s)
+    return makeError(s);
+  return loadF32(blockPrefix(layer) + spec_->routerBiasName, {config_.numExperts});
 }
 
 }  // namespace moe

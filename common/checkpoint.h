@@ -10,23 +10,11 @@
 #include <string>
 #include <vector>
 
+#include "common/model_families.h"
 #include "common/result.h"
 #include "common/safetensors.h"
 
 namespace moe {
-
-// Model families whose HuggingFace layout the cluster reads (config.json "model_type").
-// kMoePlusPlus: SkyworkAI MoE++ (model_type "MoE++"); kYuan: Yuan 2.0-M32 (model_type "yuan").
-enum class ModelFamily {
-  kMixtral,
-  kQwen2Moe,
-  kQwen3Moe,
-  kOlmoe,
-  kDeepseekV2,
-  kDeepseekV3,
-  kMoePlusPlus,
-  kYuan
-};
 
 // How a layer's router turns a token into logits over the experts.
 //   kLinear:       s = x·Wgᵀ (every family but the two below)
@@ -46,31 +34,23 @@ enum class ExpertActivation { kSwiglu, kClampedSwiglu };
 enum class ExpertKind { kFfn, kConstant, kCopy, kZero };
 inline constexpr uint32_t kMoePlusPlusZeroComputeExperts = 4;
 
-inline bool isQwenFamily(ModelFamily f) {
-  return f == ModelFamily::kQwen2Moe || f == ModelFamily::kQwen3Moe;
-}
-inline bool isDeepseekFamily(ModelFamily f) {
-  return f == ModelFamily::kDeepseekV2 || f == ModelFamily::kDeepseekV3;
-}
-
 // The model facts the cluster needs, read from config.json with each family's field names.
 struct ModelConfig {
-  std::string modelType;  // "mixtral", "qwen2_moe", "qwen3_moe", "olmoe",
-                          // "deepseek_v2", "deepseek_v3"
-  ModelFamily family = ModelFamily::kMixtral;
-  uint32_t hiddenSize = 0;          // hidden_size
-  uint32_t intermediateSize = 0;    // one routed expert's FFN width: intermediate_size (Mixtral,
-                                    // OLMoE) or moe_intermediate_size (Qwen, DeepSeek)
-  uint32_t numExperts = 0;          // num_local_experts | num_experts | n_routed_experts
-  uint32_t topK = 0;                // num_experts_per_tok
+  std::string modelType;            // config.json model_type
+  std::string familyName;           // the family table's name for it (model_families.h)
+  uint32_t hiddenSize = 0;          // hidden_size (aliases: the family table)
+  uint32_t intermediateSize = 0;    // one routed expert's FFN width (intermediate_size or
+                                    // moe_intermediate_size, as the family names it)
+  uint32_t numExperts = 0;          // num_local_experts | num_experts | n_routed_experts | ...
+  uint32_t topK = 0;                // num_experts_per_tok | moe_k | moe_topk | ...
   uint32_t numLayers = 0;           // num_hidden_layers
-  std::vector<uint32_t> moeLayers;  // layers with a sparse MoE block (the family's rule:
-                                    // decoder_sparse_step/mlp_only_layers, first_k_dense_replace/
-                                    // moe_layer_freq); other layers are dense
-  bool normTopkProb = true;         // renormalize the selected weights (Mixtral: always)
-  // Shared experts: one FFN of this width applied to every token (0: none). Qwen2-MoE:
-  // shared_expert_intermediate_size, gated by sigmoid(x·w_gate); DeepSeek: n_shared_experts ×
-  // moe_intermediate_size, ungated.
+  std::vector<uint32_t> moeLayers;  // layers with a sparse MoE block (the family's LayerRule);
+                                    // other layers are dense
+  // How a token's logits become its experts and weights (the family's recipe, with the
+  // config's values: norm_topk_prob, n_group, routed_scaling_factor, ...).
+  RoutingRecipe routing;
+  // Shared experts: one FFN of this width applied to every token (0: none), ungated or gated by
+  // sigmoid(x·w_gate) (Qwen2-MoE, Qwen3-Next).
   uint32_t sharedIntermediateSize = 0;
   bool sharedExpertGated = false;
   // The routed experts' FFN and where the routing weight applies.
@@ -81,13 +61,6 @@ struct ModelConfig {
   // Llama 4: a token's routing weight scales the expert's input (FFN(w·x)) instead of its output
   // (w·FFN(x)).
   bool weightOnInput = false;
-  // DeepSeek routing (defaults: plain softmax top-k).
-  std::string scoringFunc = "softmax";  // "softmax" | "sigmoid"
-  std::string topkMethod = "greedy";    // "greedy" | "group_limited_greedy" | "noaux_tc"
-  uint32_t nGroup = 1;
-  uint32_t topkGroup = 1;
-  float routedScalingFactor = 1.0f;
-  bool hasScoreCorrectionBias = false;  // DeepSeek-V3 gate.e_score_correction_bias [E]
 
   GateKind gateKind = GateKind::kLinear;
   // Experts that are FFNs and live on shards: ids [0, numFfnExperts). Equal to numExperts except
@@ -109,7 +82,7 @@ struct ModelConfig {
   // The factor MoE++ scales expert inputs by (k unless mixtral gating or feature_no_mul_topk);
   // 1 for every other family.
   float expertInputScale() const {
-    return family == ModelFamily::kMoePlusPlus && !moeMixtralGating && !moeFeatureNoMulTopk
+    return numFfnExperts < numExperts && !moeMixtralGating && !moeFeatureNoMulTopk
                ? static_cast<float>(topK)
                : 1.0f;
   }
@@ -137,6 +110,14 @@ struct ConstantExpertTensors {
   std::vector<float> v;   // [H]     (experts.experts.{e}.constant)
 };
 
+// MoE++ gating()'s recipe from the config's flags: mixtral gating is top-k of the logits then
+// softmax over them; the default gating is softmax, top-k, the zero expert (id N-1) weighted 0,
+// renormalized; either after the optional logits norm.
+RoutingRecipe moePlusPlusRecipe(const ModelConfig& m);
+
+// config.json's text parsed and validated through the family table; `where` names it in errors.
+Result<ModelConfig> parseModelConfig(const std::string& jsonText, const std::string& where);
+
 class Checkpoint {
  public:
   // Reads and validates config.json and the safetensors header(s). Errors name the file and the
@@ -148,13 +129,14 @@ class Checkpoint {
   // Every safetensors file of the checkpoint, each once (in index or opening order).
   const std::vector<std::unique_ptr<SafetensorsFile>>& files() const { return files_; }
 
-  // Each family's tensor names (Mixtral: ...block_sparse_moe.gate.weight and
-  // ...experts.{E}.w1/w3/w2; the others: ...mlp.gate.weight and ...experts.{E}.gate_proj/up_proj/
-  // down_proj; MoE++: ...mlp.moe.gate.wg.weight (single-layer gate) and the fused
-  // ...mlp.moe.experts.experts.{E}.up_proj [2I,H] + down_proj; Yuan: the fused
-  // ...mlp.experts.{E}.w1 [2I,H] + w2). Fused [2I,H] weights are split: rows [0,I) are the
-  // silu-gated half (w1), rows [I,2I) the linear half (w3). A dense layer or an expert id out of
-  // range (for expert(): not an FFN expert) is an error naming it.
+  // Tensor names and layouts come from the family table (model_families.h): per-expert tensors
+  // (experts.{E}.gate_proj/up_proj/down_proj, w1/w3/w2, or MoE++/Yuan's fused [2I, H] gate|up
+  // per expert) or one tensor per layer for all experts (experts.gate_up_proj [E, 2I, H] or
+  // [E, H, 2I] with concatenated or interleaved halves, Granite's input_linear/output_linear,
+  // DBRX's experts.mlp.w1/v1/w2), recognized from the header's names and checked against the
+  // shapes config.json implies. The gate half becomes w1, the linear half w3, down w2 [H, I].
+  // A dense layer or an expert id out of range (for expert(): not an FFN expert) is an error
+  // naming it.
   Result<std::vector<float>> gateWeight(uint32_t layer) const;          // [E, H] (kLinear)
   Result<ExpertTensors> expert(uint32_t layer, uint32_t expert) const;  // w1=gate, w3=up, w2=down
   Result<TwoLayerGateTensors> twoLayerGate(uint32_t layer) const;       // kTwoLayerTanh
@@ -169,8 +151,12 @@ class Checkpoint {
   // Shared expert FFN [Is, H]/[Is, H]/[H, Is] (Qwen2-MoE mlp.shared_expert.*, DeepSeek
   // mlp.shared_experts.*); an error when the model has none.
   Result<ExpertTensors> sharedExpert(uint32_t layer) const;
-  Result<std::vector<float>> sharedExpertGate(uint32_t layer) const;     // [1, H] Qwen2-MoE
-  Result<std::vector<float>> scoreCorrectionBias(uint32_t layer) const;  // [E] DeepSeek-V3
+  Result<std::vector<float>> sharedExpertGate(uint32_t layer) const;  // [1, H] Qwen2-MoE
+  // [E] the correction bias added for choosing (DeepSeek-V3, GLM-4-MoE, dots1, MiniMax-M2,
+  // ERNIE-4.5's moe_statics [1, E])
+  Result<std::vector<float>> scoreCorrectionBias(uint32_t layer) const;
+  Result<std::vector<float>> routerBias(uint32_t layer) const;  // [E] gpt-oss router.bias
+  const FamilySpec& family() const { return *spec_; }
 
   // The stored dtype of the routed experts' weights (the first expert tensor of the checkpoint;
   // f32 when there is none): what model.dtype auto resolves to.
@@ -183,6 +169,7 @@ class Checkpoint {
 
  private:
   Checkpoint() = default;
+  const FamilySpec* spec_ = nullptr;
   std::string dir_;
   ModelConfig config_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
@@ -190,6 +177,18 @@ class Checkpoint {
   // Multiplies an FP8 tensor's values by its DeepSeek-V3 `_scale_inv` 128×128 block scales.
   Status applyBlockScales(const std::string& name, const TensorInfo& info,
                           std::vector<float>& values) const;
+  bool has(const std::string& name) const { return tensorFile_.count(name) != 0; }
+  const TensorInfo* info(const std::string& name) const;
+  // Layer `layer`'s MoE block prefix ("model.layers.3.mlp."): the first of the family's blocks
+  // holding a router weight (the first block when none does, so errors name the usual tensor).
+  std::string blockPrefix(uint32_t layer) const;
+  std::string layerPrefix(uint32_t layer) const;
+  // Rows [first, first + count) of the leading axis of a tensor of shape `shape`, in fp32.
+  Result<std::vector<float>> loadSlice(const std::string& name, const std::vector<uint64_t>& shape,
+                                       uint64_t first, uint64_t count) const;
+  Result<ExpertTensors> fusedExpert(const std::string& block, uint32_t expert) const;
+  Result<ExpertTensors> loadFfn(const std::string& prefix, const PerExpertNames& names,
+                                uint64_t inter) const;
 };
 
 }  // namespace moe

@@ -197,6 +197,8 @@ std::string serviceInfoJson(const ClusterConfig& cluster, const ModelConfig* mod
   if (model != nullptr) {
     j["model"] = {{"path", cluster.modelPath},
                   {"type", model->modelType},
+                  {"family", model->familyName},
+                  {"routing", model->routing.describe()},
                   {"hidden_size", model->hiddenSize},
                   {"intermediate_size", model->intermediateSize},
                   {"num_experts", model->numExperts},
@@ -272,6 +274,8 @@ Result<std::unique_ptr<AdminServer>> startAdminPlane(const std::string& listen,
 void fillModelInfo(proto::ServiceInfo::Builder info, const ModelConfig& model) {
   info.setVersion(kMoeVersion);
   info.setModelType(model.modelType);
+  info.setFamilyName(model.familyName);
+  info.setRoutingRecipe(model.routing.describe());
   info.setHiddenSize(model.hiddenSize);
   info.setIntermediateSize(model.intermediateSize);
   info.setNumExperts(model.numExperts);

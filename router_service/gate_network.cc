@@ -89,6 +89,11 @@ Result<std::unique_ptr<GateNetwork>> GateNetwork::load(const Checkpoint& ckpt, u
   if (!first) return makeError(first.status());
   g->first_ = std::move(first).value();
   g->inputBound_ = g->computeInputBound();
+  if (m.routing.routerBias) {
+    auto b = ckpt.routerBias(layer);
+    if (!b) return makeError(b.status());
+    g->bias_ = std::move(b).value();
+  }
   if (m.gatingResidual) {
     auto map = named(ckpt.gateResidualMap(layer), E, E, where + "gate_map");
     if (!map) return makeError(map.status());
@@ -129,8 +134,16 @@ std::unique_ptr<GateNetwork> GateNetwork::linear(std::vector<float> wg, uint32_t
 Status GateNetwork::logits(std::span<const float> x, uint32_t T, std::span<float> out) const {
   const uint32_t E = experts_;
   switch (kind_) {
-    case GateKind::kLinear:
-      return first_.apply(x, T, out, "gate");
+    case GateKind::kLinear: {
+      if (auto s = first_.apply(x, T, out, "gate"); !s) return s;
+      // gpt-oss: F.linear(x, W, b), the bias part of the logits.
+      if (!bias_.empty()) {
+        for (uint32_t t = 0; t < T; ++t) {
+          for (uint32_t e = 0; e < E; ++e) out[size_t{t} * E + e] += bias_[e];
+        }
+      }
+      return Status::ok();
+    }
     case GateKind::kTwoLayerTanh: {
       std::vector<float> hidden(size_t{T} * first_.rows);
       if (auto s = first_.apply(x, T, hidden, "gate W1"); !s) return s;

@@ -63,10 +63,11 @@ class GateNetwork {
   GateKind kind_ = GateKind::kLinear;
   float inputBound_ = 0;
   uint32_t experts_ = 0;
-  Weights first_;        // linear Wg [E,H] | W1 [8E,H] | Wqkv [3E,H]
-  Weights second_;       // two-layer gate W2 [E, 8E]
-  Weights residualMap_;  // MoE++ gate_map [E, E]
-  Weights noise_;        // W_noise [E, H]
+  Weights first_;            // linear Wg [E,H] | W1 [8E,H] | Wqkv [3E,H]
+  Weights second_;           // two-layer gate W2 [E, 8E]
+  Weights residualMap_;      // MoE++ gate_map [E, E]
+  Weights noise_;            // W_noise [E, H]
+  std::vector<float> bias_;  // [E] the router's own bias (gpt-oss), or empty
 };
 
 }  // namespace moe::router

@@ -56,7 +56,8 @@ Result<RoutingDecision> routeRequest(kernels::Backend& backend, const GateNetwor
     scores = noisy;
   }
   if (rule.isPlainSoftmaxTopk()) {
-    return softmaxTopkOnBackend(backend, scores, T, E, rule.k, rule.normTopkProb);
+    return softmaxTopkOnBackend(backend, scores, T, E, rule.k,
+                                rule.normalize == RoutingRule::Normalize::kSum);
   }
   return routeLogits(scores, T, E, rule, bias);
 }

@@ -109,14 +109,23 @@ std::optional<uint32_t> bestReplacement(std::span<const float> choice,
 void reweighToken(RoutingDecision& d, uint32_t t, const RoutingRule& rule,
                   std::span<const float> weightScore) {
   const size_t base = size_t{t} * d.k;
-  std::span<float> w(d.weights.data() + base, d.k);
+  // The live slots' scores, compacted: softmax over the chosen logits (kSoftmaxOverChosen) must
+  // see only them; dropped slots weigh 0.
+  std::vector<float> live;
+  std::vector<uint32_t> at;
   float total = 0;
   for (uint32_t j = 0; j < d.k; ++j) {
+    d.weights[base + j] = 0.0f;
+    if (d.isDropped(base + j)) continue;
     const uint32_t e = d.ids[base + j];
-    w[j] = d.isDropped(base + j) || e == rule.zeroWeightExpert ? 0.0f : weightScore[e];
-    total += w[j];
+    live.push_back(e == rule.zeroWeightExpert ? 0.0f : weightScore[e]);
+    at.push_back(j);
+    total += live.back();
   }
-  if (total > 0) finishWeights(rule, w, total);
+  const bool overChosen = rule.scoring == RoutingRule::Scoring::kSoftmaxOverChosen;
+  if (live.empty() || (!overChosen && total <= 0)) return;
+  finishWeights(rule, live, total);
+  for (size_t i = 0; i < at.size(); ++i) d.weights[base + at[i]] = live[i];
 }
 
 struct RerouteContext {

@@ -49,7 +49,7 @@ Result<std::unique_ptr<RouterModel>> RouterModel::load(const ClusterConfig& clus
     auto gate = GateNetwork::load(*ckpt.value(), layer, cluster.routing);
     if (!gate) return makeError(gate.status());
     m->gates.emplace(layer, std::move(gate).value());
-    if (m->model.hasScoreCorrectionBias) {
+    if (m->model.routing.choiceBias) {
       auto b = ckpt.value()->scoreCorrectionBias(layer);
       if (!b) return makeError(b.status());
       m->bias.emplace(layer, std::move(b).value());

@@ -24,24 +24,8 @@ std::vector<uint32_t> topIndices(std::span<const float> values, uint32_t n) {
 
 RoutingRule routingRuleFor(const ModelConfig& m) {
   RoutingRule r;
+  static_cast<RoutingRecipe&>(r) = m.routing;
   r.k = m.topK;
-  r.nGroup = m.nGroup;
-  r.topkGroup = m.topkGroup;
-  r.normTopkProb = m.normTopkProb;
-  r.routedScalingFactor = m.routedScalingFactor;
-  if (m.family == ModelFamily::kDeepseekV2) {
-    r.weighting = RoutingRule::Weighting::kDeepseekV2;
-    if (m.topkMethod == "group_limited_greedy") r.selection = RoutingRule::Selection::kGroupMax;
-  } else if (m.family == ModelFamily::kDeepseekV3) {
-    r.weighting = RoutingRule::Weighting::kDeepseekV3;
-    r.scoring = m.scoringFunc == "sigmoid" ? RoutingRule::Scoring::kSigmoid
-                                           : RoutingRule::Scoring::kSoftmax;
-    if (m.topkMethod == "noaux_tc") r.selection = RoutingRule::Selection::kGroupTop2Sum;
-    if (m.topkMethod == "group_limited_greedy") r.selection = RoutingRule::Selection::kGroupMax;
-  } else if (m.family == ModelFamily::kMoePlusPlus) {
-    if (!m.moeMixtralGating) r.zeroWeightExpert = m.numExperts - 1;
-    if (m.moeLogitsNorm) r.logitsNormStd = m.moeGateNormStd;
-  }
   return r;
 }
 
@@ -67,14 +51,14 @@ void softmaxRow(const float* s, uint32_t E, std::vector<float>& p) {
   for (uint32_t e = 0; e < E; ++e) p[e] /= sum;
 }
 
-// Group-limited selection: experts outside the topk_group best groups get choice 0.0
-// (masked_fill(~mask, 0.0), as the references do).
+// Group-limited selection: experts outside the topk_group best groups get choice rule.groupMask
+// (masked_fill(~mask, 0.0) in DeepSeek-V2, -inf in transformers' DeepSeek-V3/GLM/dots routers).
 void keepBestGroups(const RoutingRule& rule, uint32_t E, std::vector<float>& choice,
                     std::vector<float>& group) {
   const uint32_t perGroup = E / rule.nGroup;
   for (uint32_t g = 0; g < rule.nGroup; ++g) {
     std::span<const float> members(choice.data() + size_t{g} * perGroup, perGroup);
-    if (rule.selection == RoutingRule::Selection::kGroupMax) {
+    if (rule.groups == RoutingRule::Groups::kMax) {
       group[g] = *std::max_element(members.begin(), members.end());
     } else {
       auto top2 = topIndices(members, std::min<uint32_t>(2, perGroup));
@@ -85,7 +69,7 @@ void keepBestGroups(const RoutingRule& rule, uint32_t E, std::vector<float>& cho
   std::vector<bool> keep(rule.nGroup, false);
   for (uint32_t g : topIndices(group, rule.topkGroup)) keep[g] = true;
   for (uint32_t e = 0; e < E; ++e) {
-    if (!keep[e / perGroup]) choice[e] = 0.0f;
+    if (!keep[e / perGroup]) choice[e] = rule.groupMask;
   }
 }
 
@@ -98,32 +82,57 @@ void scoreToken(std::span<const float> logits, const RoutingRule& rule, std::spa
   if (rule.logitsNormStd > 0.0f) s = normalizeLogits(s, E, rule.logitsNormStd, out.normed);
   softmaxRow(s, E, out.p);
   for (uint32_t e = 0; e < E; ++e) {
-    out.weight[e] =
-        rule.scoring == RoutingRule::Scoring::kSigmoid ? 1.0f / (1.0f + std::exp(-s[e])) : out.p[e];
-    out.choice[e] = out.weight[e] + (bias.empty() ? 0.0f : bias[e]);
+    switch (rule.scoring) {
+      case RoutingRule::Scoring::kSoftmax:
+        out.weight[e] = out.p[e];
+        break;
+      case RoutingRule::Scoring::kSigmoid:
+        out.weight[e] = 1.0f / (1.0f + std::exp(-s[e]));
+        break;
+      case RoutingRule::Scoring::kSoftmaxOverChosen:
+        out.weight[e] = s[e];  // finishWeights takes the softmax over the chosen
+        break;
+    }
+    out.choice[e] = rule.chooseOnLogits ? s[e] : out.weight[e] + (bias.empty() ? 0.0f : bias[e]);
   }
 }
 
 void finishWeights(const RoutingRule& rule, std::span<float> w, float total) {
-  switch (rule.weighting) {
-    case RoutingRule::Weighting::kNormalizeOnly:
-      if (rule.normTopkProb) {
-        for (float& v : w) v /= total;
-      }
+  if (w.empty()) return;
+  if (rule.scoring == RoutingRule::Scoring::kSoftmaxOverChosen) {
+    // softmax(top-k logits): max-subtracted as torch does; the first chosen is the largest.
+    float m = w[0];
+    for (float v : w) m = std::max(m, v);
+    float sum = 0;
+    for (float& v : w) sum += (v = std::exp(v - m));
+    for (float& v : w) v /= sum;
+  }
+  switch (rule.normalize) {
+    case RoutingRule::Normalize::kNone:
       break;
-    case RoutingRule::Weighting::kDeepseekV2:
-      if (rule.k > 1 && rule.normTopkProb) {
-        for (float& v : w) v /= total + 1e-20f;
+    case RoutingRule::Normalize::kSum: {
+      const float den = std::max(total, rule.normMin) + rule.normEps;
+      for (float& v : w) v /= den;
+      break;
+    }
+    case RoutingRule::Normalize::kPNorm: {
+      // torch.norm(v, p): (Σ|v|^p)^(1/p); p = 1 and 2 as torch computes them.
+      float norm = 0;
+      if (rule.pNorm == 1.0f) {
+        for (float v : w) norm += std::fabs(v);
+      } else if (rule.pNorm == 2.0f) {
+        for (float v : w) norm += v * v;
+        norm = std::sqrt(norm);
       } else {
-        for (float& v : w) v *= rule.routedScalingFactor;
+        for (float v : w) norm += std::pow(std::fabs(v), rule.pNorm);
+        norm = std::pow(norm, 1.0f / rule.pNorm);
       }
+      for (float& v : w) v /= norm;
       break;
-    case RoutingRule::Weighting::kDeepseekV3:
-      for (float& v : w) {
-        if (rule.normTopkProb) v /= total + 1e-20f;
-        v *= rule.routedScalingFactor;
-      }
-      break;
+    }
+  }
+  if (rule.scale != 1.0f) {
+    for (float& v : w) v *= rule.scale;
   }
 }
 
@@ -140,7 +149,7 @@ RoutingDecision routeLogits(std::span<const float> logits, uint32_t T, uint32_t 
   for (uint32_t t = 0; t < T; ++t) {
     scoreToken(logits.subspan(size_t{t} * E, E), rule, bias, sc);
     for (uint32_t e = 0; e < E; ++e) d.probSum[e] += sc.p[e];
-    if (rule.selection != RoutingRule::Selection::kGreedy) {
+    if (rule.groups != RoutingRule::Groups::kNone) {
       keepBestGroups(rule, E, sc.choice, group);
     }
     const auto chosen = topIndices(sc.choice, rule.k);

@@ -1,20 +1,10 @@
 // Routing rules of the model families, from router logits to (expert ids, weights) per token, as
-// pure functions on the CPU (scores are cheap next to the gate GEMM). Each rule follows its
-// family's published reference code (HuggingFace transformers / deepseek-ai modeling files):
-//
-//   softmax greedy (Mixtral, Qwen2/3-MoE, OLMoE, DeepSeek-V2 "greedy"):
-//     p = softmax(s); top-k of p; w = p_sel, renormalized when norm_topk_prob.
-//   DeepSeek-V2 "group_limited_greedy": p = softmax(s); group score = max p in the group; keep the
-//     topk_group best groups (others' scores masked to 0.0); top-k; w = p_sel.
-//   DeepSeek-V2 weights: normalized (+1e-20) when k > 1 and norm_topk_prob, else × scaling factor.
-//   DeepSeek-V3 "noaux_tc": σ = sigmoid(s); c = σ + bias (choice only); group score = sum of the
-//     group's top-2 c; keep topk_group groups (others' c masked to 0.0); top-k of c; w = σ_sel,
-//     normalized (+1e-20) when norm_topk_prob; then × routed_scaling_factor.
-//   MoE++ (moe_plus_plus_layer.py gating): optionally s /= std(s)/moe_gate_norm_std (unbiased
-//     std); p = softmax(s); top-2; the zero expert's (id E-1) weight set to 0, then renormalized.
-//     With moe_use_mixtral_gating: no zero-expert masking (top-k of s, softmax over them, which
-//     is the renormalized softmax greedy rule).
-//   Yuan 2.0-M32: softmax greedy, renormalized (its router is the attention gate network).
+// pure functions on the CPU (scores are cheap next to the gate GEMM). The rule is the family's
+// RoutingRecipe (common/model_families.h, filled from config.json through the family table), each
+// step as the family's transformers modeling file (or MoE++/Yuan reference code) computes it:
+// scores (softmax / sigmoid / softmax over the chosen logits), choice (+ correction bias, group
+// limits, or the raw logits), top-k, then the weights' normalization (Σ with eps or a clamp,
+// p-norm) and scale.
 //
 // Ties go to the lower expert (and group) id everywhere; the references use torch.topk, whose tie
 // order is unspecified, so this is the deterministic choice.
@@ -30,24 +20,15 @@
 
 namespace moe::router {
 
-struct RoutingRule {
-  enum class Scoring { kSoftmax, kSigmoid };
-  enum class Selection { kGreedy, kGroupMax, kGroupTop2Sum };
-  enum class Weighting { kNormalizeOnly, kDeepseekV2, kDeepseekV3 };
-  Scoring scoring = Scoring::kSoftmax;
-  Selection selection = Selection::kGreedy;
-  Weighting weighting = Weighting::kNormalizeOnly;
+struct RoutingRule : RoutingRecipe {
   uint32_t k = 1;
-  uint32_t nGroup = 1, topkGroup = 1;
-  bool normTopkProb = true;
-  float routedScalingFactor = 1.0f;
-  std::optional<uint32_t> zeroWeightExpert;  // MoE++: weight 0 for this expert, then renormalize
-  float logitsNormStd = 0.0f;                // MoE++ moe_use_logits_norm target std (0 = off)
 
   // True when the backend's softmax_topk op computes this rule exactly (the fast path).
   bool isPlainSoftmaxTopk() const {
-    return scoring == Scoring::kSoftmax && selection == Selection::kGreedy &&
-           weighting == Weighting::kNormalizeOnly && !zeroWeightExpert && logitsNormStd == 0.0f;
+    return scoring == Scoring::kSoftmax && !chooseOnLogits && groups == Groups::kNone &&
+           !choiceBias && !zeroWeightExpert && logitsNormStd == 0.0f && scale == 1.0f &&
+           (normalize == Normalize::kNone ||
+            (normalize == Normalize::kSum && normEps == 0.0f && normMin == 0.0f));
   }
 };
 
@@ -59,8 +40,9 @@ RoutingRule routingRuleFor(const ModelConfig& model);
 struct TokenScores {
   explicit TokenScores(uint32_t E) : p(E), weight(E), choice(E), normed(E) {}
   std::vector<float> p;       // softmax of the (MoE++ std-normalized) logits
-  std::vector<float> weight;  // the weight score: p, or σ(s) for sigmoid scoring
-  std::vector<float> choice;  // the selection score: weight + bias (bias only for choosing)
+  std::vector<float> weight;  // the weight score: p, σ(s), or s itself (kSoftmaxOverChosen)
+  std::vector<float> choice;  // the selection score: weight + bias (bias only for choosing), or
+                              // the logits (chooseOnLogits)
   std::vector<float> normed;  // scratch: MoE++'s normalized logits
 };
 
@@ -69,11 +51,12 @@ void scoreToken(std::span<const float> s, const RoutingRule& rule, std::span<con
                 TokenScores& out);
 
 // The family's weighting of one token's chosen experts: w [k] holds their weight scores (the
-// MoE++ zero expert's as 0), `total` their sum; normalizes and/or scales w as rule.weighting says.
+// MoE++ zero expert's as 0), `total` their sum; softmax over them (kSoftmaxOverChosen),
+// normalizes and/or scales w as the rule says.
 void finishWeights(const RoutingRule& rule, std::span<float> w, float total);
 
-// Routes T tokens from logits [T, E]; `bias` is [E] (DeepSeek-V3) or empty. Fills ids/weights and
-// probSum (Σ softmax(logits), for load statistics) of the returned decision.
+// Routes T tokens from logits [T, E]; `bias` is the [E] correction bias (rule.choiceBias) or empty.
+// Fills ids/weights and probSum (Σ softmax(logits), for load statistics) of the returned decision.
 RoutingDecision routeLogits(std::span<const float> logits, uint32_t T, uint32_t E,
                             const RoutingRule& rule, std::span<const float> bias);
 

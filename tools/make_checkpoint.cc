@@ -41,11 +41,11 @@ uint64_t paramsPerMoeLayer(const moe::ModelConfig& c, bool noiseWeights) {
       n += 3 * e * h;  // query, key, value
       break;
   }
-  if (c.gatingResidual) n += e * e;                                      // MoE++ gate_map
-  if (c.family == moe::ModelFamily::kMoePlusPlus) n += 2 * (2 * h + h);  // constant experts
+  if (c.gatingResidual) n += e * e;                          // MoE++ gate_map
+  if (c.numFfnExperts < c.numExperts) n += 2 * (2 * h + h);  // constant experts
   n += 3 * h * c.sharedIntermediateSize;
   if (c.sharedExpertGated) n += h;
-  if (c.hasScoreCorrectionBias) n += e;
+  if (c.routing.choiceBias) n += e;
   if (noiseWeights) n += e * h;
   return n;
 }

@@ -141,6 +141,26 @@ std::string shardName(uint32_t index, uint32_t count) {
   return buf;
 }
 
+// The families the generator writes (its own list: the loader reads them through the family
+// table, common/model_families.h, which this file does not share so that a table error shows).
+enum class ModelFamily {
+  kMixtral,
+  kQwen2Moe,
+  kQwen3Moe,
+  kOlmoe,
+  kDeepseekV2,
+  kDeepseekV3,
+  kMoePlusPlus,
+  kYuan
+};
+
+bool isQwenFamily(ModelFamily f) {
+  return f == ModelFamily::kQwen2Moe || f == ModelFamily::kQwen3Moe;
+}
+bool isDeepseekFamily(ModelFamily f) {
+  return f == ModelFamily::kDeepseekV2 || f == ModelFamily::kDeepseekV3;
+}
+
 // What a model_type implies for the generator: its config.json keys and tensor layout.
 struct Family {
   ModelFamily id;

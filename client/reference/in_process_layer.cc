@@ -49,7 +49,7 @@ Result<std::unique_ptr<InProcessModel>> InProcessModel::load(
       if (!t) return makeError(t.status());
       l.constants.push_back(std::move(t).value());
     }
-    if (c.hasScoreCorrectionBias) {
+    if (c.routing.choiceBias) {
       auto bias = ckpt.scoreCorrectionBias(layer);
       if (!bias) return makeError(bias.status());
       l.bias = std::move(bias).value();
@@ -73,16 +73,7 @@ Result<std::unique_ptr<InProcessModel>> InProcessModel::load(
 
 void InProcessModel::select(const Layer& l, std::span<const float> logits, size_t T,
                             ReferenceRouting& r) const {
-  const ModelConfig& c = config_;
-  if (isDeepseekFamily(c.family)) {
-    referenceDeepseekRoute(c, logits, T, l.bias, r.ids, r.weights);
-  } else if (c.family == ModelFamily::kMoePlusPlus) {
-    referenceMoePlusPlusRoute(c, logits, T, r.ids, r.weights);
-  } else {
-    // YuanSparseMoeBlock always divides by the selected sum.
-    const bool renormalize = c.normTopkProb || c.family == ModelFamily::kYuan;
-    referenceSoftmaxRoute(logits, T, c.numExperts, c.topK, renormalize, r.ids, r.weights);
-  }
+  referenceRoute(config_, logits, T, l.bias, r.ids, r.weights);
 }
 
 Status InProcessModel::forward(uint32_t layer, std::span<const float> x, size_t T,

@@ -52,6 +52,11 @@ Result<ReferenceGate> loadReferenceGate(const Checkpoint& ckpt, kernels::Backend
   if (s && c.gatingResidual) s = fill(g.residualMap, ckpt.gateResidualMap(layer), E, E);
   if (s && noisy) s = fill(g.noise, ckpt.noiseWeight(layer), E, H);
   if (!s) return makeError(s);
+  if (c.routing.routerBias) {
+    auto bias = ckpt.routerBias(layer);
+    if (!bias) return makeError(bias.status());
+    g.bias = std::move(bias).value();
+  }
   return g;
 }
 
@@ -60,7 +65,11 @@ Status referenceGateLogits(kernels::Backend& b, const ReferenceGate& gate, std::
   const size_t E = gate.numExperts;
   switch (gate.kind) {
     case GateKind::kLinear:
+      // F.linear(x, W, b): the router bias (gpt-oss) added to every token's logits.
       if (auto s = b.linear(*gate.w, x, T, logits); !s) return s;
+      for (size_t t = 0; t < T && !gate.bias.empty(); ++t) {
+        for (size_t e = 0; e < E; ++e) logits[t * E + e] += gate.bias[e];
+      }
       break;
     case GateKind::kTwoLayerTanh: {
       // wg = Sequential(Linear(H, 8E), Tanh(), Linear(8E, E)), all fp32, no bias.

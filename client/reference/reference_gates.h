@@ -22,6 +22,7 @@ struct ReferenceGate {
   std::unique_ptr<kernels::Matrix> w2;           // kTwoLayerTanh: W2 [E, 8E]
   std::unique_ptr<kernels::Matrix> residualMap;  // MoE++ gate_map [E, E], or null
   std::unique_ptr<kernels::Matrix> noise;        // W_noise [E, H] for noisy top-k, or null
+  std::vector<float> bias;                       // gpt-oss router bias [E], or empty
 };
 
 // Uploads a checkpoint tensor [rows, cols], or passes the checkpoint's error on.

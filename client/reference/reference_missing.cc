@@ -20,30 +20,37 @@ bool expertAvailable(const ModelConfig& m, std::span<const uint8_t> available, u
 // One token's scores as the family's reference code computes them.
 struct TokenScores {
   std::vector<float> s;          // the logits, after MoE++'s logits norm
-  std::vector<float> forWeight;  // softmax(s), or sigmoid(s) for DeepSeek-V3 sigmoid scoring
-  std::vector<float> forChoice;  // forWeight + e_score_correction_bias
+  std::vector<float> forWeight;  // softmax(s), sigmoid(s), or s (softmax over the chosen later)
+  std::vector<float> forChoice;  // forWeight + e_score_correction_bias, or s (top-k of logits)
 };
 
 TokenScores scoresOf(const ModelConfig& m, std::span<const float> row,
                      std::span<const float> bias) {
+  using R = RoutingRecipe;
   TokenScores sc;
   sc.s.assign(row.begin(), row.end());
   const size_t E = sc.s.size();
-  if (m.family == ModelFamily::kMoePlusPlus && m.moeLogitsNorm) {
+  if (m.routing.logitsNormStd > 0) {
     // logits / (logits.std() / moe_gate_norm_std), torch's unbiased std
     double mean = 0, var = 0;
     for (float v : sc.s) mean += v;
     mean /= static_cast<double>(E);
     for (float v : sc.s) var += (v - mean) * (v - mean);
     const float divisor =
-        static_cast<float>(std::sqrt(var / static_cast<double>(E - 1))) / m.moeGateNormStd;
+        static_cast<float>(std::sqrt(var / static_cast<double>(E - 1))) / m.routing.logitsNormStd;
     for (float& v : sc.s) v = v / divisor;
   }
-  if (m.family == ModelFamily::kDeepseekV3 && m.scoringFunc == "sigmoid") {
+  if (m.routing.scoring == R::Scoring::kSigmoid) {
     sc.forWeight.resize(E);
     for (size_t e = 0; e < E; ++e) sc.forWeight[e] = 1.0f / (1.0f + std::exp(-sc.s[e]));
+  } else if (m.routing.scoring == R::Scoring::kSoftmaxOverChosen) {
+    sc.forWeight = sc.s;
   } else {
     sc.forWeight = referenceSoftmax(sc.s);
+  }
+  if (m.routing.chooseOnLogits) {
+    sc.forChoice = sc.s;
+    return sc;
   }
   sc.forChoice = sc.forWeight;
   for (size_t e = 0; e < bias.size(); ++e) sc.forChoice[e] += bias[e];
@@ -53,9 +60,11 @@ TokenScores scoresOf(const ModelConfig& m, std::span<const float> row,
 // The family's weights of a token's experts ids [k], over the slots with live[j] (others 0).
 std::vector<float> familyWeights(const ModelConfig& m, const TokenScores& sc,
                                  std::span<const uint32_t> ids, const std::vector<bool>& live) {
+  using R = RoutingRecipe;
+  const R& r = m.routing;
   const size_t k = ids.size();
   std::vector<float> w(k, 0.0f);
-  if (m.family == ModelFamily::kMoePlusPlus && m.moeMixtralGating) {
+  if (r.scoring == R::Scoring::kSoftmaxOverChosen) {
     // gates = softmax(logits of the chosen experts)
     std::vector<float> chosen;
     for (size_t j = 0; j < k; ++j) {
@@ -66,30 +75,28 @@ std::vector<float> familyWeights(const ModelConfig& m, const TokenScores& sc,
     for (size_t j = 0, i = 0; j < k; ++j) {
       if (live[j]) w[j] = g[i++];
     }
+    for (float& v : w) v = r.scale != 1.0f ? v * r.scale : v;
     return w;
   }
-  const bool moePlusPlus = m.family == ModelFamily::kMoePlusPlus;
   float sum = 0;
   for (size_t j = 0; j < k; ++j) {
     if (!live[j]) continue;
     // MoE++ default gating: where(indices == E - 1, 0, gates)
-    w[j] = moePlusPlus && ids[j] == m.numExperts - 1 ? 0.0f : sc.forWeight[ids[j]];
+    w[j] = r.zeroWeightExpert && ids[j] == *r.zeroWeightExpert ? 0.0f : sc.forWeight[ids[j]];
     sum += w[j];
   }
-  if (isDeepseekFamily(m.family)) {
-    for (float& v : w) {
-      if (m.family == ModelFamily::kDeepseekV3) {  // normalize if norm_topk_prob, then scale
-        if (m.normTopkProb) v = v / (sum + 1e-20f);
-        v = v * m.routedScalingFactor;
-      } else if (k > 1 && m.normTopkProb) {  // V2: normalize, or else scale
-        v = v / (sum + 1e-20f);
-      } else {
-        v = v * m.routedScalingFactor;
-      }
-    }
-  } else if ((moePlusPlus || m.normTopkProb || m.family == ModelFamily::kYuan) && sum > 0) {
-    for (float& v : w) v = v / sum;
+  if (r.normalize == R::Normalize::kSum && sum > 0) {
+    float denominator = sum;
+    if (r.normMin > 0) denominator = std::fmax(denominator, r.normMin);
+    if (r.normEps > 0) denominator = denominator + r.normEps;
+    for (float& v : w) v = v / denominator;
+  } else if (r.normalize == R::Normalize::kPNorm && sum > 0) {
+    double acc = 0;
+    for (float v : w) acc += std::pow(std::fabs(static_cast<double>(v)), r.pNorm);
+    const auto norm = static_cast<float>(std::pow(acc, 1.0 / r.pNorm));
+    for (float& v : w) v = v / norm;
   }
+  for (float& v : w) v = r.scale != 1.0f ? v * r.scale : v;
   return w;
 }
 

@@ -98,66 +98,79 @@ void referenceMoePlusPlusRoute(const ModelConfig& m, std::span<const float> logi
   }
 }
 
-void referenceDeepseekRoute(const ModelConfig& m, std::span<const float> logits, size_t T,
-                            std::span<const float> bias, std::vector<uint32_t>& ids,
-                            std::vector<float>& weights) {
-  const uint32_t E = m.numExperts, k = m.topK, G = m.nGroup, perGroup = E / G;
-  const bool v3 = m.family == ModelFamily::kDeepseekV3;
+void referenceRoute(const ModelConfig& m, std::span<const float> logits, size_t T,
+                    std::span<const float> bias, std::vector<uint32_t>& ids,
+                    std::vector<float>& weights) {
+  using R = RoutingRecipe;
+  const R& r = m.routing;
+  if (r.zeroWeightExpert || r.logitsNormStd > 0 || m.numFfnExperts < m.numExperts) {
+    referenceMoePlusPlusRoute(m, logits, T, ids, weights);
+    return;
+  }
+  const uint32_t E = m.numExperts, k = m.topK, G = r.nGroup, perGroup = E / G;
   ids.assign(T * k, 0);
   weights.assign(T * k, 0.0f);
   for (size_t t = 0; t < T; ++t) {
-    // scores = sigmoid(logits) (V3 noaux_tc) or softmax(logits, fp32) (V2)
-    std::vector<float> scores(E);
-    if (v3 && m.scoringFunc == "sigmoid") {
-      for (uint32_t e = 0; e < E; ++e) scores[e] = 1.0f / (1.0f + std::exp(-logits[t * E + e]));
-    } else {
-      scores = referenceSoftmax(row(logits, t, E));
+    const auto s = row(logits, t, E);
+    // routing_weights = softmax(router_logits) | sigmoid(router_logits); (top-k-of-logits
+    // families take the logits themselves and score only the chosen ones below)
+    std::vector<float> scores(s.begin(), s.end());
+    if (r.scoring == R::Scoring::kSoftmax) scores = referenceSoftmax(s);
+    if (r.scoring == R::Scoring::kSigmoid) {
+      for (uint32_t e = 0; e < E; ++e) scores[e] = 1.0f / (1.0f + std::exp(-s[e]));
     }
-    // scores_for_choice = scores + e_score_correction_bias
-    std::vector<float> forChoice = scores;
-    if (!bias.empty()) {
+    // scores_for_choice = scores + e_score_correction_bias, or the logits (gpt-oss, Granite,
+    // Llama 4: topk(router_logits))
+    std::vector<float> forChoice =
+        r.chooseOnLogits ? std::vector<float>(s.begin(), s.end()) : scores;
+    if (!r.chooseOnLogits && !bias.empty()) {
       for (uint32_t e = 0; e < E; ++e) forChoice[e] += bias[e];
     }
-    const bool grouped = m.topkMethod == "noaux_tc" || m.topkMethod == "group_limited_greedy";
-    if (grouped) {
+    if (r.groups != R::Groups::kNone) {
       // group_scores: view [G, E/G] → topk(2).sum (noaux_tc) or max (group_limited_greedy)
       std::vector<float> groupScores(G);
       for (uint32_t g = 0; g < G; ++g) {
         std::vector<float> members(forChoice.begin() + g * perGroup,
                                    forChoice.begin() + (g + 1) * perGroup);
-        if (m.topkMethod == "noaux_tc") {
-          float s = 0;
-          for (uint32_t i : topk(members, std::min<uint32_t>(2, perGroup))) s += members[i];
-          groupScores[g] = s;
+        if (r.groups == R::Groups::kTop2Sum) {
+          float sum = 0;
+          for (uint32_t i : topk(members, std::min<uint32_t>(2, perGroup))) sum += members[i];
+          groupScores[g] = sum;
         } else {
           groupScores[g] = members[topk(members, 1)[0]];
         }
       }
-      // group_mask.scatter_(topk(group_scores, topk_group)); masked_fill(~score_mask, 0.0)
+      // group_mask.scatter_(topk(group_scores, topk_group)); masked_fill(~score_mask, 0.0|-inf)
       std::vector<bool> mask(G, false);
-      for (uint32_t g : topk(groupScores, m.topkGroup)) mask[g] = true;
+      for (uint32_t g : topk(groupScores, r.topkGroup)) mask[g] = true;
       for (uint32_t e = 0; e < E; ++e) {
-        if (!mask[e / perGroup]) forChoice[e] = 0.0f;
+        if (!mask[e / perGroup]) forChoice[e] = r.groupMask;
       }
     }
     // topk_indices = topk(scores_for_choice, k); topk_weights = scores.gather(topk_indices)
     const auto chosen = topk(forChoice, k);
-    float denominator = 0;
-    for (uint32_t j = 0; j < k; ++j) {
-      ids[t * k + j] = chosen[j];
-      weights[t * k + j] = scores[chosen[j]];
-      denominator += scores[chosen[j]];
+    std::vector<float> w(k);
+    for (uint32_t j = 0; j < k; ++j) w[j] = scores[chosen[j]];
+    // softmax(top_k_logits) (gpt-oss, Granite)
+    if (r.scoring == R::Scoring::kSoftmaxOverChosen) w = referenceSoftmax(w);
+    if (r.normalize == R::Normalize::kSum) {
+      // topk_weights / (sum + 1e-20) (DeepSeek), / clamp(sum, min=norm_min) (ERNIE), / sum
+      float sum = 0;
+      for (float v : w) sum += v;
+      float denominator = sum;
+      if (r.normMin > 0) denominator = std::fmax(denominator, r.normMin);
+      if (r.normEps > 0) denominator = denominator + r.normEps;
+      for (float& v : w) v = v / denominator;
+    } else if (r.normalize == R::Normalize::kPNorm) {
+      // top_value / torch.norm(top_value, p=moe_normalize_expert_weights)
+      double acc = 0;
+      for (float v : w) acc += std::pow(std::fabs(static_cast<double>(v)), r.pNorm);
+      const auto norm = static_cast<float>(std::pow(acc, 1.0 / r.pNorm));
+      for (float& v : w) v = v / norm;
     }
     for (uint32_t j = 0; j < k; ++j) {
-      float& w = weights[t * k + j];
-      if (v3) {  // normalize if norm_topk_prob, then always scale
-        if (m.normTopkProb) w = w / (denominator + 1e-20f);
-        w = w * m.routedScalingFactor;
-      } else if (k > 1 && m.normTopkProb) {  // V2: normalize, or else scale
-        w = w / (denominator + 1e-20f);
-      } else {
-        w = w * m.routedScalingFactor;
-      }
+      ids[t * k + j] = chosen[j];
+      weights[t * k + j] = r.scale != 1.0f ? w[j] * r.scale : w[j];
     }
   }
 }

@@ -1,6 +1,6 @@
 // The families' expert selection written op by op after the published reference code
-// (transformers' Mixtral/Qwen/OLMoE sparse blocks, Yuan's YuanSparseMoeBlock, MoE++'s gating() in
-// moe_plus_plus_layer.py, DeepSeek-V3's DeepseekV3TopkRouter and DeepSeek-V2's MoEGate),
+// (transformers' routers of every family in common/model_families.h, Yuan's YuanSparseMoeBlock,
+// MoE++'s gating() in moe_plus_plus_layer.py),
 // independently of router_service/, so the in-process check does not share the router's code.
 #pragma once
 
@@ -28,9 +28,13 @@ void referenceSoftmaxRoute(std::span<const float> logits, size_t T, uint32_t E, 
 void referenceMoePlusPlusRoute(const ModelConfig& model, std::span<const float> logits, size_t T,
                                std::vector<uint32_t>& ids, std::vector<float>& weights);
 
-// DeepSeek-V2/V3. logits: [T, E]; bias: [E] or empty. ids/weights: [T, k].
-void referenceDeepseekRoute(const ModelConfig& model, std::span<const float> logits, size_t T,
-                            std::span<const float> bias, std::vector<uint32_t>& ids,
-                            std::vector<float>& weights);
+// Any family's recipe (ModelConfig::routing), op by op after its reference code: DeepSeek-V2/V3,
+// GLM-4-MoE, dots1 (groups, correction bias), MiniMax-M2, ERNIE-4.5, DBRX (p-norm), gpt-oss and
+// Granite (softmax over the top-k logits), Llama 4 (sigmoid of the top-k logits), the softmax
+// families; MoE++ goes to referenceMoePlusPlusRoute. logits: [T, E]; bias: [E] or empty.
+// ids/weights: [T, k].
+void referenceRoute(const ModelConfig& model, std::span<const float> logits, size_t T,
+                    std::span<const float> bias, std::vector<uint32_t>& ids,
+                    std::vector<float>& weights);
 
 }  // namespace moe::client

@@ -35,6 +35,8 @@ struct ServiceInfo {
   dtype @15 :Text;  # resident/compute dtype of its experts (model.dtype resolved: f32, bf16, f16)
   draining @16 :Bool;  # SIGTERM received: finishing its calls, taking no new ones
   numLayers @17 :UInt32;  # decoder layers of the model (num_hidden_layers); moeLayers are MoE
+  familyName @18 :Text;  # the family table's name for modelType ("Qwen3-MoE", "GLM-4-MoE", ...)
+  routingRecipe @19 :Text;  # the routing rule in use, e.g. "sigmoid, + correction bias ..., top-k"
 }
 
 struct LayerExperts {

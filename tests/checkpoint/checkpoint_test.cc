@@ -449,17 +449,88 @@ TEST_F(CheckpointTest, UnsupportedModelType) {
   editConfig(d, [](json& c) { c["model_type"] = "llama"; });
   std::string e = openError(d);
   EXPECT_TRUE(contains(e, d + "/config.json")) << e;
+  // Every row of the family table, old and new families alike.
+  for (const char* type :
+       {"(supported: mixtral, qwen2_moe, qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3",
+        "glm4_moe", "dots1", "qwen3_next", "minimax_m2", "hunyuan_v1_moe", "ernie4_5_moe", "jamba",
+        "granitemoeshared", "dbrx", "llama4_text", "gpt_oss", "MoE++, moe_plus_plus, yuan)"}) {
+    EXPECT_TRUE(contains(e, std::string("model_type 'llama' is not supported ") + "")) << e;
+    EXPECT_TRUE(contains(e, type)) << type << ": " << e;
+  }
+}
+
+// ---- The family table: aliases, transformers 5 configs, fused layouts ----
+
+// Bytes of an f32 tensor whose element i is `base` + i.
+std::vector<std::byte> iota32(size_t n, float base) {
+  std::vector<std::byte> out(n * 4);
+  for (size_t i = 0; i < n; ++i) {
+    const float v = base + static_cast<float>(i);
+    std::memcpy(out.data() + i * 4, &v, 4);
+  }
+  return out;
+}
+
+// A one-layer qwen3_moe checkpoint (H 4, I 2, E 2, top-1) as transformers 5 saves it: config with
+// num_local_experts, experts fused as gate_up_proj [E, 2I, H] + down_proj [E, H, I] (or the
+// given gate_up shape).
+std::string writeFusedQwen3(const std::string& d, std::vector<uint64_t> gateUpShape) {
+  fs::create_directories(d);
+  writeFile(d + "/config.json", R"({"model_type": "qwen3_moe", "hidden_size": 4,
+      "moe_intermediate_size": 2, "num_local_experts": 2, "num_experts_per_tok": 1,
+      "num_hidden_layers": 1, "norm_topk_prob": true})");
+  SafetensorsWriter w;
+  const std::string p = "model.layers.0.mlp.";
+  w.add(p + "gate.weight", DType::kF32, {2, 4}, iota32(8, 0));
+  size_t n = 1;
+  for (uint64_t v : gateUpShape) n *= v;
+  w.add(p + "experts.gate_up_proj", DType::kF32, gateUpShape, iota32(n, 100));
+  w.add(p + "experts.down_proj", DType::kF32, {2, 4, 2}, iota32(16, 500));
+  EXPECT_TRUE(w.write(d + "/model.safetensors"));
+  return d;
+}
+
+TEST_F(CheckpointTest, Transformers5FusedQwen3LoadsEachExpertFromItsSlice) {
+  auto ckpt = openOk(writeFusedQwen3(path("fused"), {2, 4, 4}));
+  ASSERT_NE(ckpt, nullptr);
+  EXPECT_EQ(ckpt->config().numExperts, 2u);  // from num_local_experts
+  EXPECT_EQ(ckpt->config().familyName, "Qwen3-MoE");
+  auto e1 = ckpt->expert(0, 1);
+  ASSERT_TRUE(e1) << e1.error();
+  // Expert 1's [2I, H] = [4, 4] block starts at element 16: rows 0-1 gate, rows 2-3 up (chunk).
+  EXPECT_EQ(e1.value().w1, (std::vector<float>{116, 117, 118, 119, 120, 121, 122, 123}));
+  EXPECT_EQ(e1.value().w3, (std::vector<float>{124, 125, 126, 127, 128, 129, 130, 131}));
+  EXPECT_EQ(e1.value().w2, (std::vector<float>{508, 509, 510, 511, 512, 513, 514, 515}));
+}
+
+TEST_F(CheckpointTest, FusedTensorOfTheWrongShapeNamesItAndTheExpectedShape) {
+  auto ckpt = openOk(writeFusedQwen3(path("fused-bad"), {2, 4, 3}));
+  ASSERT_NE(ckpt, nullptr);
+  auto e = ckpt->expert(0, 0);
+  ASSERT_FALSE(e);
+  EXPECT_TRUE(contains(e.error(),
+                       "tensor model.layers.0.mlp.experts.gate_up_proj: shape "
+                       "[2,4,4] expected from config.json"))
+      << e.error();
+  EXPECT_TRUE(contains(e.error(), "has [2,4,3]")) << e.error();
+}
+
+TEST_F(CheckpointTest, ContradictoryAliasesNameBothKeysAndTheFamily) {
+  const std::string d = writeFusedQwen3(path("contradict"), {2, 4, 4});
+  editConfig(d, [](json& c) { c["num_experts"] = 4; });
+  const std::string e = openError(d);
   EXPECT_TRUE(contains(e,
-                       "model_type 'llama' is not supported (supported: mixtral, qwen2_moe, "
-                       "qwen3_moe, olmoe, deepseek_v2, deepseek_v3, MoE++ (or moe_plus_plus), "
-                       "yuan)"))
+                       "keys 'num_experts' (4) and 'num_local_experts' (2) contradict each "
+                       "other (Qwen3-MoE"))
       << e;
+  editConfig(d, [](json& c) { c["num_experts"] = 2; });  // agreeing aliases are fine
+  EXPECT_NE(openOk(d), nullptr);
 }
 
 TEST_F(CheckpointTest, MissingKey) {
   const std::string d = make(tinySpec());
   editConfig(d, [](json& c) { c.erase("hidden_size"); });
-  EXPECT_EQ(openError(d), d + "/config.json: key 'hidden_size' missing");
+  EXPECT_EQ(openError(d), d + "/config.json: key 'hidden_size' missing (Mixtral)");
 }
 
 TEST_F(CheckpointTest, KeyNotPositiveInteger) {
@@ -658,7 +729,7 @@ TEST_F(CheckpointTest, Qwen2MoeSparseStepAndGatedSharedExpert) {
   ASSERT_NE(ckpt, nullptr);
   const ModelConfig& c = ckpt->config();
   EXPECT_EQ(c.modelType, "qwen2_moe");
-  EXPECT_EQ(c.family, ModelFamily::kQwen2Moe);
+  EXPECT_EQ(c.familyName, "Qwen2-MoE");
   EXPECT_EQ(c.hiddenSize, 16u);
   EXPECT_EQ(c.intermediateSize, 24u);
   EXPECT_EQ(c.numExperts, 4u);
@@ -666,11 +737,11 @@ TEST_F(CheckpointTest, Qwen2MoeSparseStepAndGatedSharedExpert) {
   EXPECT_EQ(c.numLayers, 4u);
   // Qwen2MoeDecoderLayer: sparse where (layer + 1) % decoder_sparse_step == 0.
   EXPECT_EQ(c.moeLayers, (std::vector<uint32_t>{1, 3}));
-  EXPECT_TRUE(c.normTopkProb);
+  EXPECT_EQ(c.routing.normalize, RoutingRecipe::Normalize::kSum);
   EXPECT_EQ(c.sharedIntermediateSize, 32u);
   EXPECT_TRUE(c.sharedExpertGated);
-  EXPECT_FALSE(c.hasScoreCorrectionBias);
-  EXPECT_EQ(c.scoringFunc, "softmax");
+  EXPECT_FALSE(c.routing.choiceBias);
+  EXPECT_EQ(c.routing.scoring, RoutingRecipe::Scoring::kSoftmax);
 
   // Dense layers get no tensors; each MoE layer: gate, 4×3 experts, 3 shared, 1 shared gate.
   auto names = tensorNames(d + "/model.safetensors");
@@ -711,7 +782,7 @@ TEST_F(CheckpointTest, Qwen2MoeMlpOnlyLayersAndDefaults) {
   auto ckpt = openOk(d);
   ASSERT_NE(ckpt, nullptr);
   EXPECT_EQ(ckpt->config().moeLayers, (std::vector<uint32_t>{1}));
-  EXPECT_FALSE(ckpt->config().normTopkProb);
+  EXPECT_EQ(ckpt->config().routing.normalize, RoutingRecipe::Normalize::kNone);
   EXPECT_EQ(ckpt->config().sharedIntermediateSize, 0u);
   EXPECT_FALSE(ckpt->config().sharedExpertGated);
   expectRoutedTensors(*ckpt);
@@ -736,7 +807,7 @@ TEST_F(CheckpointTest, Qwen2MoeMlpOnlyLayersAndDefaults) {
   auto defaults = openOk(d);
   ASSERT_NE(defaults, nullptr);
   EXPECT_EQ(defaults->config().moeLayers, (std::vector<uint32_t>{0, 1, 2}));
-  EXPECT_FALSE(defaults->config().normTopkProb);
+  EXPECT_EQ(defaults->config().routing.normalize, RoutingRecipe::Normalize::kNone);
   EXPECT_EQ(defaults->config().sharedIntermediateSize, 0u);
 
   editConfig(d, [](json& c) { c["mlp_only_layers"] = json::array({0, "x"}); });
@@ -777,9 +848,9 @@ TEST_F(CheckpointTest, Qwen3MoeHasNoSharedExpert) {
   auto ckpt = openOk(d);
   ASSERT_NE(ckpt, nullptr);
   const ModelConfig& c = ckpt->config();
-  EXPECT_EQ(c.family, ModelFamily::kQwen3Moe);
+  EXPECT_EQ(c.familyName, "Qwen3-MoE");
   EXPECT_EQ(c.moeLayers, (std::vector<uint32_t>{0, 2}));
-  EXPECT_TRUE(c.normTopkProb);
+  EXPECT_EQ(c.routing.normalize, RoutingRecipe::Normalize::kSum);
   EXPECT_EQ(c.sharedIntermediateSize, 0u);
   EXPECT_EQ(tensorNames(d + "/model.safetensors").size(), 2u * (1 + 4 * 3));
   expectRoutedTensors(*ckpt);
@@ -791,14 +862,14 @@ TEST_F(CheckpointTest, Qwen3MoeHasNoSharedExpert) {
   editConfig(d, [](json& c) { c.erase("norm_topk_prob"); });  // Qwen3MoeConfig default: false
   auto defaults = openOk(d);
   ASSERT_NE(defaults, nullptr);
-  EXPECT_FALSE(defaults->config().normTopkProb);
+  EXPECT_EQ(defaults->config().routing.normalize, RoutingRecipe::Normalize::kNone);
   editConfig(d, [](json& c) { c["norm_topk_prob"] = "yes"; });
   EXPECT_TRUE(contains(openError(d), "key 'norm_topk_prob' must be true or false"));
   editConfig(d, [](json& c) {
     c["norm_topk_prob"] = true;
     c.erase("moe_intermediate_size");
   });
-  EXPECT_EQ(openError(d), d + "/config.json: key 'moe_intermediate_size' missing");
+  EXPECT_TRUE(contains(openError(d), d + "/config.json: key 'moe_intermediate_size' missing"));
 }
 
 TEST_F(CheckpointTest, OlmoeAllLayersMoe) {
@@ -813,11 +884,11 @@ TEST_F(CheckpointTest, OlmoeAllLayersMoe) {
   auto ckpt = openOk(d);
   ASSERT_NE(ckpt, nullptr);
   const ModelConfig& c = ckpt->config();
-  EXPECT_EQ(c.family, ModelFamily::kOlmoe);
+  EXPECT_EQ(c.familyName, "OLMoE");
   EXPECT_EQ(c.numExperts, 8u);
   EXPECT_EQ(c.topK, 3u);
   EXPECT_EQ(c.moeLayers, (std::vector<uint32_t>{0, 1, 2}));
-  EXPECT_FALSE(c.normTopkProb);
+  EXPECT_EQ(c.routing.normalize, RoutingRecipe::Normalize::kNone);
   EXPECT_EQ(tensorNames(d + "/model.safetensors").size(), 3u * (1 + 8 * 3));
   expectRoutedTensors(*ckpt);
   auto sh = ckpt->sharedExpert(0);
@@ -826,7 +897,8 @@ TEST_F(CheckpointTest, OlmoeAllLayersMoe) {
   EXPECT_FALSE(ckpt->scoreCorrectionBias(0));
 
   editConfig(d, [](json& c) { c.erase("num_experts"); });
-  EXPECT_EQ(openError(d), d + "/config.json: key 'num_experts' missing");
+  EXPECT_EQ(openError(d), d + "/config.json: key 'num_experts' missing (OLMoE; also read as "
+                              "'num_local_experts')");
   editConfig(d, [](json& c) {
     c["num_experts"] = 8;
     c["num_experts_per_tok"] = 9;
@@ -853,18 +925,18 @@ TEST_F(CheckpointTest, DeepseekV2FirstKDenseAndUngatedSharedExperts) {
   auto ckpt = openOk(d);
   ASSERT_NE(ckpt, nullptr);
   const ModelConfig& c = ckpt->config();
-  EXPECT_EQ(c.family, ModelFamily::kDeepseekV2);
+  EXPECT_EQ(c.familyName, "DeepSeek-V2");
   EXPECT_EQ(c.numExperts, 8u);
   EXPECT_EQ(c.moeLayers, (std::vector<uint32_t>{1, 2}));
   EXPECT_EQ(c.sharedIntermediateSize, 48u);
   EXPECT_FALSE(c.sharedExpertGated);
-  EXPECT_EQ(c.scoringFunc, "softmax");
-  EXPECT_EQ(c.topkMethod, "group_limited_greedy");
-  EXPECT_EQ(c.nGroup, 4u);
-  EXPECT_EQ(c.topkGroup, 2u);
-  EXPECT_FLOAT_EQ(c.routedScalingFactor, 1.5f);
-  EXPECT_FALSE(c.normTopkProb);
-  EXPECT_FALSE(c.hasScoreCorrectionBias);
+  EXPECT_EQ(c.routing.scoring, RoutingRecipe::Scoring::kSoftmax);
+  EXPECT_EQ(c.routing.groups, RoutingRecipe::Groups::kMax);
+  EXPECT_EQ(c.routing.nGroup, 4u);
+  EXPECT_EQ(c.routing.topkGroup, 2u);
+  EXPECT_FLOAT_EQ(c.routing.scale, 1.5f);
+  EXPECT_EQ(c.routing.normalize, RoutingRecipe::Normalize::kNone);
+  EXPECT_FALSE(c.routing.choiceBias);
 
   auto names = tensorNames(d + "/model.safetensors");
   EXPECT_EQ(names.size(), 2u * (1 + 8 * 3 + 3));
@@ -894,12 +966,12 @@ TEST_F(CheckpointTest, DeepseekV2FirstKDenseAndUngatedSharedExperts) {
   const ModelConfig& dc = defaults->config();
   EXPECT_EQ(dc.moeLayers, (std::vector<uint32_t>{0, 1, 2}));
   EXPECT_EQ(dc.sharedIntermediateSize, 0u);
-  EXPECT_EQ(dc.scoringFunc, "softmax");
-  EXPECT_EQ(dc.topkMethod, "greedy");
-  EXPECT_EQ(dc.nGroup, 1u);
-  EXPECT_EQ(dc.topkGroup, 1u);
-  EXPECT_FLOAT_EQ(dc.routedScalingFactor, 1.0f);
-  EXPECT_FALSE(dc.normTopkProb);
+  EXPECT_EQ(dc.routing.scoring, RoutingRecipe::Scoring::kSoftmax);
+  EXPECT_EQ(dc.routing.groups, RoutingRecipe::Groups::kNone);
+  EXPECT_EQ(dc.routing.nGroup, 1u);
+  EXPECT_EQ(dc.routing.topkGroup, 1u);
+  EXPECT_FLOAT_EQ(dc.routing.scale, 1.0f);
+  EXPECT_EQ(dc.routing.normalize, RoutingRecipe::Normalize::kNone);
   EXPECT_FALSE(defaults->sharedExpert(1));
 }
 
@@ -919,17 +991,17 @@ TEST_F(CheckpointTest, DeepseekV3BiasAndGroups) {
   auto ckpt = openOk(d);
   ASSERT_NE(ckpt, nullptr);
   const ModelConfig& c = ckpt->config();
-  EXPECT_EQ(c.family, ModelFamily::kDeepseekV3);
+  EXPECT_EQ(c.familyName, "DeepSeek-V3");
   EXPECT_EQ(c.moeLayers, (std::vector<uint32_t>{1, 2, 3}));
   EXPECT_EQ(c.sharedIntermediateSize, 24u);
   EXPECT_FALSE(c.sharedExpertGated);
-  EXPECT_EQ(c.scoringFunc, "sigmoid");
-  EXPECT_EQ(c.topkMethod, "noaux_tc");
-  EXPECT_EQ(c.nGroup, 4u);
-  EXPECT_EQ(c.topkGroup, 2u);
-  EXPECT_FLOAT_EQ(c.routedScalingFactor, 2.5f);
-  EXPECT_TRUE(c.normTopkProb);
-  EXPECT_TRUE(c.hasScoreCorrectionBias);
+  EXPECT_EQ(c.routing.scoring, RoutingRecipe::Scoring::kSigmoid);
+  EXPECT_EQ(c.routing.groups, RoutingRecipe::Groups::kTop2Sum);
+  EXPECT_EQ(c.routing.nGroup, 4u);
+  EXPECT_EQ(c.routing.topkGroup, 2u);
+  EXPECT_FLOAT_EQ(c.routing.scale, 2.5f);
+  EXPECT_EQ(c.routing.normalize, RoutingRecipe::Normalize::kSum);
+  EXPECT_TRUE(c.routing.choiceBias);
 
   EXPECT_EQ(tensorNames(d + "/model.safetensors").size(), 3u * (2 + 8 * 3 + 3));
   expectRoutedTensors(*ckpt);
@@ -982,9 +1054,9 @@ TEST_F(CheckpointTest, DeepseekV3BiasAndGroups) {
   });
   auto defaults = openOk(d);
   ASSERT_NE(defaults, nullptr);
-  EXPECT_EQ(defaults->config().scoringFunc, "sigmoid");
-  EXPECT_EQ(defaults->config().topkMethod, "noaux_tc");
-  EXPECT_TRUE(defaults->config().normTopkProb);
+  EXPECT_EQ(defaults->config().routing.scoring, RoutingRecipe::Scoring::kSigmoid);
+  EXPECT_EQ(defaults->config().routing.groups, RoutingRecipe::Groups::kTop2Sum);
+  EXPECT_EQ(defaults->config().routing.normalize, RoutingRecipe::Normalize::kSum);
   // DeepseekV2DecoderLayer: layer >= first_k_dense_replace and layer % moe_layer_freq == 0.
   EXPECT_EQ(defaults->config().moeLayers, (std::vector<uint32_t>{2}));
 }
@@ -1113,7 +1185,7 @@ TEST_F(CheckpointTest, MoePlusPlusConfigAndTensors) {
   auto ckpt = openOk(d);
   ASSERT_NE(ckpt, nullptr);
   const ModelConfig& c = ckpt->config();
-  EXPECT_EQ(c.family, ModelFamily::kMoePlusPlus);
+  EXPECT_EQ(c.familyName, "MoE++");
   EXPECT_EQ(c.hiddenSize, 16u);
   EXPECT_EQ(c.intermediateSize, 24u);
   EXPECT_EQ(c.numExperts, 10u);
@@ -1122,7 +1194,7 @@ TEST_F(CheckpointTest, MoePlusPlusConfigAndTensors) {
   EXPECT_EQ(c.numLayers, 4u);
   // (layer + 1) % moe_expert_interval == 0.
   EXPECT_EQ(c.moeLayers, (std::vector<uint32_t>{1, 3}));
-  EXPECT_TRUE(c.normTopkProb);
+  EXPECT_EQ(c.routing.normalize, RoutingRecipe::Normalize::kSum);
   EXPECT_TRUE(c.gatingResidual);
   EXPECT_EQ(c.gateKind, GateKind::kTwoLayerTanh);
   EXPECT_FALSE(c.moeMixtralGating);
@@ -1205,7 +1277,7 @@ TEST_F(CheckpointTest, MoePlusPlusConfigAndTensors) {
   });
   auto defaults = openOk(d);
   ASSERT_NE(defaults, nullptr);
-  EXPECT_EQ(defaults->config().family, ModelFamily::kMoePlusPlus);
+  EXPECT_EQ(defaults->config().familyName, "MoE++");
   EXPECT_EQ(defaults->config().numExperts, 10u);
   EXPECT_EQ(defaults->config().moeLayers, (std::vector<uint32_t>{0, 1, 2, 3}));
   EXPECT_EQ(defaults->config().gateKind, GateKind::kTwoLayerTanh);
@@ -1284,14 +1356,14 @@ TEST_F(CheckpointTest, YuanConfigAndTensors) {
   auto ckpt = openOk(d);
   ASSERT_NE(ckpt, nullptr);
   const ModelConfig& c = ckpt->config();
-  EXPECT_EQ(c.family, ModelFamily::kYuan);
+  EXPECT_EQ(c.familyName, "Yuan-2.0-M32");
   EXPECT_EQ(c.gateKind, GateKind::kAttention);
   EXPECT_EQ(c.numExperts, 8u);
   EXPECT_EQ(c.numFfnExperts, 8u);
   EXPECT_EQ(c.topK, 2u);
   EXPECT_EQ(c.intermediateSize, 24u);
   EXPECT_EQ(c.moeLayers, (std::vector<uint32_t>{0, 1}));
-  EXPECT_TRUE(c.normTopkProb);
+  EXPECT_EQ(c.routing.normalize, RoutingRecipe::Normalize::kSum);
   EXPECT_FALSE(c.gatingResidual);
   EXPECT_FLOAT_EQ(c.expertInputScale(), 1.0f);
   EXPECT_EQ(c.expertKind(7), ExpertKind::kFfn);

@@ -90,6 +90,8 @@ TEST_F(ClientTest, InfoDescribesTheServedModel) {
   Client client(cluster_->routerAddress());
   const ModelInfo info = client.info();
   EXPECT_EQ(info.family, "mixtral");
+  EXPECT_EQ(info.familyName, "Mixtral");
+  EXPECT_EQ(info.routingRecipe, "softmax, top-k, renormalize");
   EXPECT_EQ(info.hiddenSize, kH);
   EXPECT_EQ(info.intermediateSize, 96u);
   EXPECT_EQ(info.numLayers, 2u);

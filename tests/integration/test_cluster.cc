@@ -46,10 +46,14 @@ std::string freshDir(const std::string& name) {
 
 std::string writeCluster(const std::string& name, const ClusterSpec& spec) {
   const std::string dir = freshDir(name);
-  auto s = writeSyntheticCheckpoint(spec.model, dir + "/model");
-  EXPECT_TRUE(s.isOk()) << s.message();
   std::ostringstream y;
-  y << "model:\n  path: model\n" << spec.modelYaml;
+  if (spec.modelPath.empty()) {
+    auto s = writeSyntheticCheckpoint(spec.model, dir + "/model");
+    EXPECT_TRUE(s.isOk()) << s.message();
+    y << "model:\n  path: model\n" << spec.modelYaml;
+  } else {
+    y << "model:\n  path: " << spec.modelPath << "\n" << spec.modelYaml;
+  }
   y << "router:\n  listen: 127.0.0.1:" << freePort()
     << "\n  device: cpu\n  max_tokens: " << spec.maxTokens << "\n"
     << spec.routerYaml;

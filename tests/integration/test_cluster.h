@@ -38,6 +38,7 @@ struct ClusterSpec {
   std::string modelYaml;       // more keys of the model: section, e.g. "  dtype: bf16\n"
   bool adminPorts = false;     // an admin plane (/metrics) on the router and every shard
   std::string topLevelYaml;    // more top-level sections, e.g. "metrics: {per_expert: off}\n"
+  std::string modelPath;       // serve this existing checkpoint instead of writing `model`
 };
 
 // What a forward call may add to the tokens.

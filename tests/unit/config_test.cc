@@ -961,7 +961,6 @@ TEST(ConfigErrors, UnknownKeysInBatchingSections) {
 TEST(ValidatePlacement, ZeroComputeExpertsAreNotPlacedOnShards) {
   ModelConfig m = model4x2();
   m.modelType = "MoE++";
-  m.family = ModelFamily::kMoePlusPlus;
   m.numExperts = 6;
   m.numFfnExperts = 2;
   auto ok = mustParse(

@@ -40,7 +40,7 @@ class Gating : public ::testing::Test {
     ModelConfig m;
     m.numExperts = m.numFfnExperts = g.numExperts();
     m.topK = k;
-    m.normTopkProb = renormalize;
+    m.routing = softmaxTopkRecipe(renormalize);
     auto r = routeTokens(*backend_, g, x, T, m, {}, {});
     if (!r) return makeError(r.status());
     return std::move(r.value().decision);

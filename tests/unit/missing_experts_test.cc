@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -31,28 +32,33 @@ constexpr auto kError = MissingExpertPolicy::kError;
 constexpr auto kRenormalize = MissingExpertPolicy::kRenormalize;
 constexpr auto kReroute = MissingExpertPolicy::kReroute;
 
-ModelConfig softmaxModel(ModelFamily f, uint32_t E, uint32_t k, bool norm) {
+ModelConfig softmaxModel(uint32_t E, uint32_t k, bool norm) {
   ModelConfig m;
-  m.family = f;
   m.numExperts = m.numFfnExperts = E;
   m.topK = k;
-  m.normTopkProb = norm;
+  m.routing = softmaxTopkRecipe(norm);
   return m;
 }
 
-ModelConfig deepseek(ModelFamily f, uint32_t E, uint32_t k, uint32_t groups, uint32_t keep) {
-  ModelConfig m = softmaxModel(f, E, k, false);
-  m.nGroup = groups;
-  m.topkGroup = keep;
-  m.routedScalingFactor = 16.0f;
-  m.topkMethod = groups > 1 ? "group_limited_greedy" : "greedy";
-  if (f == ModelFamily::kDeepseekV3) {
-    m.scoringFunc = "sigmoid";
-    m.topkMethod = "noaux_tc";
-    m.normTopkProb = true;
-    m.routedScalingFactor = 2.5f;
-  }
+enum class Deepseek { kV2, kV3 };
+
+ModelConfig deepseek(Deepseek f, uint32_t E, uint32_t k, uint32_t groups, uint32_t keep,
+                     std::optional<bool> norm = std::nullopt) {
+  ModelConfig m = softmaxModel(E, k, false);
+  m.routing = f == Deepseek::kV3 ? deepseekV3Recipe(true, norm.value_or(true), 2.5f, groups, keep)
+                                 : deepseekV2Recipe(16.0f, groups > 1, groups, keep);
   return m;
+}
+
+// A family table row's config: config.json with these MoE keys (E experts, top-k) parsed.
+ModelConfig tableModel(const std::string& modelType, const std::string& moeKeys) {
+  const std::string text = R"({"model_type": ")" + modelType +
+                           R"(", "hidden_size": 8, "intermediate_size": 4,
+      "moe_intermediate_size": 4, "num_hidden_layers": 2, )" +
+                           moeKeys + "}";
+  auto m = parseModelConfig(text, modelType + " config");
+  EXPECT_TRUE(m.isOk()) << m.error();
+  return m.isOk() ? m.value() : ModelConfig{};
 }
 
 float sigmoid(float v) {
@@ -97,8 +103,8 @@ struct HandCase {
 };
 
 std::vector<HandCase> handCases() {
-  const auto mixtral = softmaxModel(ModelFamily::kMixtral, 4, 2, true);
-  const auto qwen2 = softmaxModel(ModelFamily::kQwen2Moe, 4, 2, false);
+  const auto mixtral = softmaxModel(4, 2, true);
+  const auto qwen2 = softmaxModel(4, 2, false);
   const float a = 4.0f / 7, b = 3.0f / 7;
   return {
       {"mixtral renormalize",
@@ -211,7 +217,7 @@ std::vector<HandCase> handCases() {
 // available) with weight 0, so expert 1 gets it all: (0, 1). Experts 0 and 1 gone: slot 0 → 5,
 // slot 1 → 2 (tied with 3 and 4; lower id): (0, 1).
 std::vector<HandCase> familyHandCases() {
-  auto v3 = deepseek(ModelFamily::kDeepseekV3, 4, 2, 2, 1);
+  auto v3 = deepseek(Deepseek::kV3, 4, 2, 2, 1);
   const float s0 = sigmoid(0.0f), s15 = sigmoid(1.5f), s2 = sigmoid(2.0f);
   const float lost2 = s2 / (s2 + s15 + 1e-20f) * 2.5f;
   auto mpp = unit::moePlusPlusConfig(6);
@@ -294,7 +300,7 @@ TEST(MissingExperts, HandComputedDeepseekV3AndMoePlusPlus) {
 }
 
 TEST(MissingExperts, ErrorNamesTheLayerAndTheMissingExpertsAndLeavesTheRouting) {
-  const auto mixtral = softmaxModel(ModelFamily::kMixtral, 4, 2, true);
+  const auto mixtral = softmaxModel(4, 2, true);
   const auto rule = routingRuleFor(mixtral);
   const struct {
     std::vector<uint8_t> available;
@@ -332,7 +338,7 @@ TEST(MissingExperts, ErrorNamesTheLayerAndTheMissingExpertsAndLeavesTheRouting) 
 //   reroute: slot 1 takes expert 1 (p .3 beats expert 3's .1; 2 and 0 are the token's); the new
 //            set is {1} alone (slot 0 stays dropped) → weight 1.
 TEST(MissingExperts, CapacityDroppedAssignmentsStayAsTheyAre) {
-  const auto rule = routingRuleFor(softmaxModel(ModelFamily::kMixtral, 4, 2, true));
+  const auto rule = routingRuleFor(softmaxModel(4, 2, true));
   const std::vector<float> logits = {std::log(4.0f), std::log(3.0f), std::log(2.0f), 0.0f,
                                      std::log(4.0f), std::log(3.0f), std::log(2.0f), 0.0f};
   const std::vector<uint8_t> available = {0, 1, 1, 1};
@@ -369,7 +375,7 @@ TEST(MissingExperts, CapacityDroppedAssignmentsStayAsTheyAre) {
 // k = E: every expert is already the token's, so reroute finds no replacement and drops the lost
 // slot; the family's weights over the rest then sum to 1, as renormalize's do.
 TEST(MissingExperts, KEqualsEHasNoReplacementToOffer) {
-  const auto rule = routingRuleFor(softmaxModel(ModelFamily::kMixtral, 4, 4, true));
+  const auto rule = routingRuleFor(softmaxModel(4, 4, true));
   const std::vector<float> logits(kFourLogits.begin(), kFourLogits.begin() + 4);  // p .4 .3 .2 .1
   for (auto policy : {kRenormalize, kReroute}) {
     SCOPED_TRACE(missingExpertPolicyName(policy));
@@ -387,7 +393,7 @@ TEST(MissingExperts, KEqualsEHasNoReplacementToOffer) {
 }
 
 TEST(MissingExperts, ShapesThatDoNotFitAreInternalErrors) {
-  const auto rule = routingRuleFor(softmaxModel(ModelFamily::kMixtral, 4, 2, true));
+  const auto rule = routingRuleFor(softmaxModel(4, 2, true));
   const std::vector<uint8_t> all(4, 1), tooMany(5, 1);
   const std::vector<float> shortLogits(7, 0.0f), bias3(3, 0.0f);
   const struct {
@@ -418,7 +424,7 @@ TEST(MissingExperts, CountUnavailable) {
 
 // The reply's Routing.affected: one mark per token when a token lost an expert, else empty.
 TEST(MissingExperts, ReplyMarksTheAffectedTokens) {
-  ModelConfig m = softmaxModel(ModelFamily::kMixtral, 4, 2, true);
+  ModelConfig m = softmaxModel(4, 2, true);
   m.hiddenSize = 2;
   const struct {
     std::vector<uint8_t> affected;
@@ -454,20 +460,39 @@ std::vector<Family> families() {
   mppNorm.moeGateNormStd = 2.0f;
   auto mppMixtral = unit::moePlusPlusConfig(12);
   mppMixtral.moeMixtralGating = true;
-  auto v2Norm = deepseek(ModelFamily::kDeepseekV2, 16, 2, 1, 1);
-  v2Norm.normTopkProb = true;
-  auto v3NoNorm = deepseek(ModelFamily::kDeepseekV3, 12, 3, 3, 2);
-  v3NoNorm.normTopkProb = false;
+  mppMixtral.routing = moePlusPlusRecipe(mppMixtral);
+  mppNorm.routing = moePlusPlusRecipe(mppNorm);
+  auto v3NoNorm = deepseek(Deepseek::kV3, 12, 3, 3, 2, false);
   return {
-      {"mixtral", softmaxModel(ModelFamily::kMixtral, 8, 2, true), false},
-      {"qwen2 no renorm", softmaxModel(ModelFamily::kQwen2Moe, 16, 4, false), false},
-      {"olmoe k=E", softmaxModel(ModelFamily::kOlmoe, 4, 4, true), false},
-      {"yuan", softmaxModel(ModelFamily::kYuan, 8, 2, true), false},
-      {"deepseek_v2 greedy", deepseek(ModelFamily::kDeepseekV2, 16, 3, 1, 1), false},
-      {"deepseek_v2 greedy normalized", v2Norm, false},
-      {"deepseek_v2 group-limited", deepseek(ModelFamily::kDeepseekV2, 16, 3, 4, 2), false},
-      {"deepseek_v3", deepseek(ModelFamily::kDeepseekV3, 16, 4, 4, 2), true},
+      {"mixtral", softmaxModel(8, 2, true), false},
+      {"qwen2 no renorm", softmaxModel(16, 4, false), false},
+      {"olmoe k=E", softmaxModel(4, 4, true), false},
+      {"yuan", softmaxModel(8, 2, true), false},
+      {"deepseek_v2 greedy", deepseek(Deepseek::kV2, 16, 3, 1, 1), false},
+      {"deepseek_v2 group-limited", deepseek(Deepseek::kV2, 16, 3, 4, 2), false},
+      {"deepseek_v3", deepseek(Deepseek::kV3, 16, 4, 4, 2), true},
       {"deepseek_v3 no norm", v3NoNorm, true},
+      {"glm4_moe", tableModel("glm4_moe", R"("n_routed_experts": 16, "num_experts_per_tok": 4,
+          "n_group": 4, "topk_group": 2, "routed_scaling_factor": 1.5)"),
+       true},
+      {"dots1", tableModel("dots1", R"("n_routed_experts": 12, "num_experts_per_tok": 3)"), true},
+      {"minimax_m2",
+       tableModel("minimax_m2", R"("num_local_experts": 12, "num_experts_per_tok": 3)"), true},
+      {"ernie4_5_moe", tableModel("ernie4_5_moe", R"("moe_num_experts": 12, "moe_k": 3,
+          "moe_norm_min": 0.5)"),
+       true},
+      {"dbrx", tableModel("dbrx", R"("d_model": 8, "n_layers": 2, "ffn_config":
+          {"moe_num_experts": 8, "moe_top_k": 3, "ffn_hidden_size": 4,
+           "moe_normalize_expert_weights": 2.0})"),
+       false},
+      {"granitemoe",
+       tableModel("granitemoe", R"("num_local_experts": 8, "num_experts_per_tok": 3)"), false},
+      {"gpt_oss", tableModel("gpt_oss", R"("num_local_experts": 8, "num_experts_per_tok": 2)"),
+       false},
+      {"llama4_text",
+       tableModel("llama4_text", R"("num_local_experts": 8, "num_experts_per_tok": 1)"), false},
+      {"jamba", tableModel("jamba", R"("num_experts": 8, "num_experts_per_tok": 2)"), false},
+      {"hunyuan_v1_moe", tableModel("hunyuan_v1_moe", R"("num_experts": 8, "moe_topk": 2)"), false},
       {"moe++", unit::moePlusPlusConfig(12), false},
       {"moe++ logits norm", mppNorm, false},
       {"moe++ mixtral gating", mppMixtral, false},
@@ -478,14 +503,7 @@ client::ReferenceRouting referenceRoute(const ModelConfig& m, std::span<const fl
                                         size_t T, std::span<const float> bias) {
   client::ReferenceRouting r;
   r.k = m.topK;
-  if (isDeepseekFamily(m.family)) {
-    client::referenceDeepseekRoute(m, logits, T, bias, r.ids, r.weights);
-  } else if (m.family == ModelFamily::kMoePlusPlus) {
-    client::referenceMoePlusPlusRoute(m, logits, T, r.ids, r.weights);
-  } else {
-    const bool renormalize = m.normTopkProb || m.family == ModelFamily::kYuan;
-    client::referenceSoftmaxRoute(logits, T, m.numExperts, m.topK, renormalize, r.ids, r.weights);
-  }
+  client::referenceRoute(m, logits, T, bias, r.ids, r.weights);
   return r;
 }
 

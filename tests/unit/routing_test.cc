@@ -13,24 +13,17 @@
 namespace moe::router {
 namespace {
 
-ModelConfig deepseek(ModelFamily f, uint32_t E, uint32_t k, uint32_t groups, uint32_t keep) {
+enum class Deepseek { kV2, kV3 };
+
+// A DeepSeek routing config as config.json with these values implies (the family table's pieces).
+ModelConfig deepseek(Deepseek f, uint32_t E, uint32_t k, uint32_t groups, uint32_t keep) {
   ModelConfig m;
-  m.family = f;
-  m.modelType = f == ModelFamily::kDeepseekV3 ? "deepseek_v3" : "deepseek_v2";
-  m.numExperts = E;
+  m.modelType = f == Deepseek::kV3 ? "deepseek_v3" : "deepseek_v2";
+  m.numExperts = m.numFfnExperts = E;
   m.topK = k;
-  m.nGroup = groups;
-  m.topkGroup = keep;
-  if (f == ModelFamily::kDeepseekV3) {
-    m.scoringFunc = "sigmoid";
-    m.topkMethod = "noaux_tc";
-    m.normTopkProb = true;
-    m.routedScalingFactor = 2.5f;
-  } else {
-    m.topkMethod = groups > 1 ? "group_limited_greedy" : "greedy";
-    m.normTopkProb = false;
-    m.routedScalingFactor = 16.0f;
-  }
+  m.routing = f == Deepseek::kV3
+                  ? deepseekV3Recipe(/*sigmoid=*/true, /*normTopkProb=*/true, 2.5f, groups, keep)
+                  : deepseekV2Recipe(16.0f, groups > 1, groups, keep);
   return m;
 }
 
@@ -41,7 +34,7 @@ float sigmoid(float v) {
 TEST(Routing, DeepseekV3KeepsTheBestGroupByTopTwoSum) {
   // Group 0 = {0, 1}, group 1 = {2, 3}. Expert 0 alone is the best, but group 1's two experts
   // sum higher, so both picks come from group 1.
-  auto m = deepseek(ModelFamily::kDeepseekV3, 4, 2, 2, 1);
+  auto m = deepseek(Deepseek::kV3, 4, 2, 2, 1);
   const std::vector<float> logits = {3.0f, -3.0f, 1.5f, 1.0f};
   auto d = routeLogits(logits, 1, 4, routingRuleFor(m), {});
   ASSERT_EQ(d.ids, (std::vector<uint32_t>{2, 3}));
@@ -51,8 +44,8 @@ TEST(Routing, DeepseekV3KeepsTheBestGroupByTopTwoSum) {
 }
 
 TEST(Routing, DeepseekV3BiasChoosesButWeightsStayUnbiased) {
-  auto m = deepseek(ModelFamily::kDeepseekV3, 4, 1, 1, 1);
-  m.normTopkProb = false;
+  auto m = deepseek(Deepseek::kV3, 4, 1, 1, 1);
+  m.routing.normalize = RoutingRecipe::Normalize::kNone;
   const std::vector<float> logits = {1.0f, 0.5f, 0.0f, 0.0f};
   const std::vector<float> bias = {0.0f, 0.5f, 0.0f, 0.0f};  // lifts expert 1 above expert 0
   auto d = routeLogits(logits, 1, 4, routingRuleFor(m), bias);
@@ -60,42 +53,49 @@ TEST(Routing, DeepseekV3BiasChoosesButWeightsStayUnbiased) {
   EXPECT_NEAR(d.weights[0], sigmoid(0.5f) * 2.5f, 1e-6);  // σ of the logit, no bias
 }
 
-TEST(Routing, MaskedExpertsScoreZeroAsInTheReference) {
-  // A negative bias pushes every biased score of the kept group below 0; the reference masks the
-  // other group with 0.0 (not -inf), so a masked expert wins the second pick.
-  auto m = deepseek(ModelFamily::kDeepseekV3, 4, 2, 2, 1);
+TEST(Routing, MaskedExpertsScoreMinusInfinityAsInTransformers) {
+  // A negative bias pushes every biased score of the kept group below 0; transformers 5's
+  // DeepseekV3TopkRouter masks the other group with -inf (deepseek-ai's original code used 0.0,
+  // which would let a masked expert win the second pick), so both picks stay in the kept group.
+  auto m = deepseek(Deepseek::kV3, 4, 2, 2, 1);
   const std::vector<float> logits = {4.0f, 4.0f, -4.0f, -4.0f};
   const std::vector<float> bias = {-2.0f, -2.0f, 0.0f, -2.0f};
   // Biased: {-1.018, -1.018, 0.018, -1.982}; group sums: g0 = -2.036, g1 = -1.964 → keep g1.
-  // Masked choice: {0, 0, 0.018, -1.982} → picks 2, then 0 (0.0, lower id than 1).
+  // Masked choice: {-inf, -inf, 0.018, -1.982} → picks 2, then 3.
   auto d = routeLogits(logits, 1, 4, routingRuleFor(m), bias);
-  EXPECT_EQ(d.ids, (std::vector<uint32_t>{2, 0}));
+  EXPECT_EQ(d.ids, (std::vector<uint32_t>{2, 3}));
+  // DeepSeek-V2's group_limited_greedy masks with 0.0 (DeepseekV2Moe.masked_fill(..., 0.0)).
+  EXPECT_EQ(deepseek(Deepseek::kV2, 4, 2, 2, 1).routing.groupMask, 0.0f);
 }
 
-TEST(Routing, DeepseekV2ScalesWhenNotNormalizing) {
-  auto m = deepseek(ModelFamily::kDeepseekV2, 4, 2, 1, 1);
+TEST(Routing, DeepseekV2ScalesAndNeverRenormalizes) {
+  auto m = deepseek(Deepseek::kV2, 4, 2, 1, 1);
   const std::vector<float> logits = {0.0f, 1.0f, 2.0f, 0.0f};
   auto d = routeLogits(logits, 1, 4, routingRuleFor(m), {});
   ASSERT_EQ(d.ids, (std::vector<uint32_t>{2, 1}));
   const float z = 1 + std::exp(1.0f) + std::exp(2.0f) + 1;
   EXPECT_NEAR(d.weights[0], std::exp(2.0f) / z * 16.0f, 1e-5);
   EXPECT_NEAR(d.weights[1], std::exp(1.0f) / z * 16.0f, 1e-5);
-  m.normTopkProb = true;  // normalizes instead, and does not scale
-  d = routeLogits(logits, 1, 4, routingRuleFor(m), {});
-  EXPECT_NEAR(d.weights[0] + d.weights[1], 1.0f, 1e-6);
+  // transformers 5's DeepseekV2TopkRouter does not read norm_topk_prob: true changes nothing.
+  auto parsed = parseModelConfig(R"({"model_type": "deepseek_v2", "hidden_size": 8,
+      "moe_intermediate_size": 4, "n_routed_experts": 4, "num_experts_per_tok": 2,
+      "num_hidden_layers": 1, "norm_topk_prob": true, "routed_scaling_factor": 16.0})",
+                                 "config.json");
+  ASSERT_TRUE(parsed.isOk()) << parsed.error();
+  auto again = routeLogits(logits, 1, 4, routingRuleFor(parsed.value()), {});
+  EXPECT_EQ(again.weights, d.weights);
 }
 
 TEST(Routing, MatchesTheReferenceRoutingOnRandomLogits) {
   std::mt19937 rng(5);
   std::normal_distribution<float> normal(0.0f, 2.0f);
   struct Case {
-    ModelFamily family;
+    Deepseek family;
     uint32_t E, k, groups, keep;
   };
-  for (const Case& c :
-       {Case{ModelFamily::kDeepseekV3, 16, 4, 4, 2}, Case{ModelFamily::kDeepseekV3, 8, 8, 2, 2},
-        Case{ModelFamily::kDeepseekV3, 12, 1, 3, 1}, Case{ModelFamily::kDeepseekV2, 16, 3, 4, 2},
-        Case{ModelFamily::kDeepseekV2, 6, 2, 1, 1}}) {
+  for (const Case& c : {Case{Deepseek::kV3, 16, 4, 4, 2}, Case{Deepseek::kV3, 8, 8, 2, 2},
+                        Case{Deepseek::kV3, 12, 1, 3, 1}, Case{Deepseek::kV2, 16, 3, 4, 2},
+                        Case{Deepseek::kV2, 6, 2, 1, 1}}) {
     SCOPED_TRACE(std::to_string(c.E) + " experts, k " + std::to_string(c.k));
     auto m = deepseek(c.family, c.E, c.k, c.groups, c.keep);
     const size_t T = 300;
@@ -105,11 +105,11 @@ TEST(Routing, MatchesTheReferenceRoutingOnRandomLogits) {
     for (size_t i = 0; i < logits.size(); i += 7) logits[i] = std::round(logits[i]);
     for (auto& v : bias) v = 0.1f * normal(rng);
     std::span<const float> b;
-    if (c.family == ModelFamily::kDeepseekV3) b = bias;
+    if (c.family == Deepseek::kV3) b = bias;
     auto d = routeLogits(logits, T, c.E, routingRuleFor(m), b);
     std::vector<uint32_t> ids;
     std::vector<float> weights;
-    client::referenceDeepseekRoute(m, logits, T, b, ids, weights);
+    client::referenceRoute(m, logits, T, b, ids, weights);
     ASSERT_EQ(d.ids, ids);
     for (size_t i = 0; i < weights.size(); ++i)
       EXPECT_NEAR(d.weights[i], weights[i], 1e-5f * std::fabs(weights[i]) + 1e-7f);
@@ -135,6 +135,7 @@ TEST(Routing, MoePlusPlusZeroExpertGetsNoWeightAndTheOtherTakesAll) {
 TEST(Routing, MoePlusPlusMixtralGatingKeepsTheZeroExpertsWeight) {
   auto m = moePlusPlus(6);
   m.moeMixtralGating = true;
+  m.routing = moePlusPlusRecipe(m);
   const std::vector<float> logits = {1.0f, -1.0f, -2.0f, -2.0f, -2.0f, 2.0f};
   auto d = routeLogits(logits, 1, 6, routingRuleFor(m), {});
   ASSERT_EQ(d.ids, (std::vector<uint32_t>{5, 0}));
@@ -148,6 +149,7 @@ TEST(Routing, MoePlusPlusLogitsNormDividesByTheUnbiasedStd) {
   m.moeMixtralGating = true;
   m.moeLogitsNorm = true;
   m.moeGateNormStd = 2.0f;
+  m.routing = moePlusPlusRecipe(m);
   const std::vector<float> logits = {3.0f, 1.0f, 0.0f, 0.0f, 0.0f, 2.0f};  // mean 1, Σd² = 8
   const float stdev = std::sqrt(8.0f / 5.0f);
   auto d = routeLogits(logits, 1, 6, routingRuleFor(m), {});
@@ -163,7 +165,7 @@ TEST(Routing, OnlyThePlainSoftmaxRuleTakesTheBackendFastPath) {
   mixtral.topK = 2;
   EXPECT_TRUE(routingRuleFor(mixtral).isPlainSoftmaxTopk());
   EXPECT_FALSE(routingRuleFor(moePlusPlus(8)).isPlainSoftmaxTopk());
-  EXPECT_FALSE(routingRuleFor(deepseek(ModelFamily::kDeepseekV3, 8, 2, 2, 1)).isPlainSoftmaxTopk());
+  EXPECT_FALSE(routingRuleFor(deepseek(Deepseek::kV3, 8, 2, 2, 1)).isPlainSoftmaxTopk());
 }
 
 }  // namespace

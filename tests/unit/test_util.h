@@ -62,13 +62,12 @@ inline router::RoutingDecision decision(uint32_t tokens, uint32_t k, std::vector
 // The ModelConfig of an MoE++ layer with E experts (E - 4 FFN experts), as config.json implies.
 inline ModelConfig moePlusPlusConfig(uint32_t E) {
   ModelConfig m;
-  m.family = ModelFamily::kMoePlusPlus;
   m.modelType = "MoE++";
   m.numExperts = E;
   m.numFfnExperts = E - kMoePlusPlusZeroComputeExperts;
   m.topK = 2;
-  m.normTopkProb = true;
   m.gatingResidual = true;
+  m.routing = moePlusPlusRecipe(m);
   return m;
 }
 

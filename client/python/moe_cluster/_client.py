@@ -65,6 +65,8 @@ class Info:
     ready: bool                  # every expert of every MoE layer has a reachable shard
     draining: bool
     shards: tuple[ShardStatus, ...]
+    family_name: str = ""        # the family as the router names it ("Qwen3-MoE"); "" if not said
+    routing_recipe: str = ""     # the routing rule in use ("softmax, top-k, renormalize")
 
     @property
     def model_type(self) -> str:
@@ -388,7 +390,8 @@ class AsyncClient:
             fingerprint=i.fingerprint, max_tokens=i.maxTokens,
             input_dtypes=("f32", "bf16", "f16"), output_dtype="f32", expert_dtype=i.dtype,
             backend=i.backend, version=i.version, ready=i.ready, draining=i.draining,
-            shards=tuple(ShardStatus(s.name, s.address, s.reachable, s.error) for s in i.shards))
+            shards=tuple(ShardStatus(s.name, s.address, s.reachable, s.error) for s in i.shards),
+            family_name=i.familyName, routing_recipe=i.routingRecipe)
 
     async def forward(self, layer: int, hidden, *, prev_logits=None, return_routing: bool = False,
                       noise_seed: int | None = None) -> ForwardResult:

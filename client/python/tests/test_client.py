@@ -30,6 +30,7 @@ def test_info(tiny_cluster, tiny_model):
         info = c.info()
     assert (info.family, info.hidden_size, info.num_experts, info.top_k) == ("mixtral", H, 4, 2)
     assert info.model_type == "mixtral"
+    assert (info.family_name, info.routing_recipe) == ("Mixtral", "softmax, top-k, renormalize")
     assert info.moe_layers == (0, 1) and info.num_layers == 2
     assert info.intermediate_size == TINY["intermediate"]
     assert info.ready and not info.draining

@@ -1,0 +1,379 @@
+// The family table; see model_families.h. Each row cites the transformers 5 modeling file it
+// follows (class names), so a reviewer can check the row against the definition.
+#include "common/model_families.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+namespace moe {
+namespace {
+
+using S = std::vector<std::string>;
+
+const PerExpertNames kQwenNames{"gate_proj", "up_proj", "down_proj"};
+const PerExpertNames kMixtralNames{"w1", "w3", "w2"};
+
+// The transformers families whose blocks follow Qwen2-MoE (conversion_mapping.py maps them to
+// the qwen2_moe pattern): router mlp.gate.weight, experts.{e}.gate_proj/up_proj/down_proj, or the
+// fused experts.gate_up_proj [E, 2I, H] + experts.down_proj [E, H, I].
+FamilySpec qwenLike(S types, std::string name) {
+  FamilySpec f;
+  f.modelTypes = std::move(types);
+  f.name = std::move(name);
+  f.hiddenKeys = {"hidden_size"};
+  f.intermediateKeys = {"moe_intermediate_size"};
+  f.expertsKeys = {"num_experts", "num_local_experts"};
+  f.topKKeys = {"num_experts_per_tok"};
+  f.layersKeys = {"num_hidden_layers"};
+  f.blocks = {"mlp."};
+  f.routerNames = {"gate.weight"};
+  f.perExpert = {kQwenNames};
+  f.fused = FusedKind::kGateUp;
+  return f;
+}
+
+// Mixtral-pattern blocks: block_sparse_moe on disk (mlp in transformers 5's memory), experts
+// w1/w3/w2.
+FamilySpec mixtralLike(S types, std::string name) {
+  FamilySpec f = qwenLike(std::move(types), std::move(name));
+  f.intermediateKeys = {"intermediate_size"};
+  f.expertsKeys = {"num_local_experts", "num_experts"};
+  f.blocks = {"block_sparse_moe.", "mlp."};
+  f.perExpert = {kMixtralNames};
+  return f;
+}
+
+FamilySpec deepseekLike(S types, std::string name, RoutingPiece piece) {
+  FamilySpec f = qwenLike(std::move(types), std::move(name));
+  f.expertsKeys = {"n_routed_experts", "num_local_experts", "num_experts"};
+  f.layerRule = LayerRule::kFirstKDense;
+  f.routing = piece;
+  f.shared = SharedKind::kTimesRouted;
+  f.sharedKeys = {"n_shared_experts"};
+  f.sharedPrefix = "mlp.shared_experts.";
+  f.choiceBiasNames = {"gate.e_score_correction_bias"};
+  return f;
+}
+
+std::vector<FamilySpec> buildTable() {
+  std::vector<FamilySpec> t;
+  {  // MixtralSparseMoeBlock: softmax, top-k, always renormalized.
+    FamilySpec f = mixtralLike({"mixtral"}, "Mixtral");
+    t.push_back(f);
+  }
+  {  // Qwen2MoeSparseMoeBlock: norm_topk_prob; shared_expert × sigmoid(shared_expert_gate).
+    FamilySpec f = qwenLike({"qwen2_moe"}, "Qwen2-MoE");
+    f.layerRule = LayerRule::kSparseStep;
+    f.renormalize = Renormalize::kKey;
+    f.shared = SharedKind::kGated;
+    f.sharedKeys = {"shared_expert_intermediate_size"};
+    f.sharedPrefix = "mlp.shared_expert.";
+    f.sharedGateName = "mlp.shared_expert_gate.weight";
+    t.push_back(f);
+  }
+  {  // Qwen3MoeSparseMoeBlock; transformers 5 writes num_local_experts (attribute_map).
+    FamilySpec f = qwenLike({"qwen3_moe"}, "Qwen3-MoE");
+    f.layerRule = LayerRule::kSparseStep;
+    f.renormalize = Renormalize::kKey;
+    t.push_back(f);
+  }
+  {  // Qwen3NextSparseMoeBlock: Qwen2-MoE's block (norm_topk_prob defaults to true).
+    FamilySpec f = t[1];
+    f.modelTypes = {"qwen3_next"};
+    f.name = "Qwen3-Next";
+    f.renormalizeDefault = true;
+    f.notes = "MoE blocks only (its linear-attention layers are not the cluster's part)";
+    t.push_back(f);
+  }
+  {  // OlmoeSparseMoeBlock: norm_topk_prob (default false); intermediate_size is the expert's.
+    FamilySpec f = qwenLike({"olmoe"}, "OLMoE");
+    f.intermediateKeys = {"intermediate_size"};
+    f.renormalize = Renormalize::kKey;
+    t.push_back(f);
+  }
+  {  // FlexOlmoSparseMoeBlock: OLMoE's block.
+    FamilySpec f = *std::find_if(
+        t.begin(), t.end(), [](const FamilySpec& r) { return r.modelTypes.front() == "olmoe"; });
+    f.modelTypes = {"flex_olmo"};
+    f.name = "FlexOlmo";
+    t.push_back(f);
+  }
+  t.push_back(deepseekLike({"deepseek_v2"}, "DeepSeek-V2", RoutingPiece::kDeepseekV2));
+  {  // DeepseekV3TopkRouter: norm_topk_prob defaults to true (DeepseekV3Config).
+    FamilySpec f = deepseekLike({"deepseek_v3"}, "DeepSeek-V3", RoutingPiece::kDeepseekV3);
+    f.renormalizeDefault = true;
+    t.push_back(f);
+  }
+  {  // Glm4MoeTopkRouter = DeepSeek-V3 noaux_tc (sigmoid, no scoring_func key).
+    FamilySpec f = deepseekLike({"glm4_moe"}, "GLM-4-MoE", RoutingPiece::kDeepseekV3);
+    f.expertsKeys = {"n_routed_experts", "num_local_experts"};
+    f.renormalizeDefault = true;  // Glm4MoeConfig.norm_topk_prob
+    t.push_back(f);
+  }
+  {  // Glm4MoeLiteMoE = GLM-4-MoE's block; sparse layers from mlp_layer_types.
+    FamilySpec f = t.back();
+    f.modelTypes = {"glm4_moe_lite"};
+    f.name = "GLM-4-MoE-Lite";
+    f.layerRule = LayerRule::kLayerTypes;
+    t.push_back(f);
+  }
+  {  // Dots1TopkRouter = DeepSeek-V3 noaux_tc.
+    FamilySpec f = deepseekLike({"dots1"}, "dots.llm1", RoutingPiece::kDeepseekV3);
+    f.expertsKeys = {"n_routed_experts", "num_local_experts"};
+    t.push_back(f);
+  }
+  {  // MiniMaxSparseMoeBlock: Mixtral's block.
+    FamilySpec f = mixtralLike({"minimax"}, "MiniMax");
+    f.notes = "MoE blocks only (its lightning-attention layers are not the cluster's part)";
+    t.push_back(f);
+  }
+  {  // MiniMaxM2SparseMoeBlock: σ, + e_score_correction_bias (the block's) for choice,
+     // renormalized without eps.
+    FamilySpec f = mixtralLike({"minimax_m2"}, "MiniMax-M2");
+    f.routing = RoutingPiece::kSigmoidBiasChoice;
+    f.choiceBiasNames = {"e_score_correction_bias"};
+    t.push_back(f);
+  }
+  {  // HunYuanMoEV1Moe: gate.wg, softmax top-k renormalized; shared_mlp (intermediate_size)
+     // always on, ungated.
+    FamilySpec f = qwenLike({"hunyuan_v1_moe"}, "Hunyuan-MoE-V1");
+    f.intermediateKeys = {"intermediate_size"};
+    f.topKKeys = {"moe_topk", "num_experts_per_tok"};
+    f.routerNames = {"gate.wg.weight"};
+    f.shared = SharedKind::kAlwaysRoutedWidth;
+    f.sharedPrefix = "mlp.shared_mlp.";
+    t.push_back(f);
+  }
+  {  // Ernie4_5_MoeSparseMoeBlock: softmax; choice + moe_statics bias; w / clamp(Σ, norm_min);
+     // shared_experts (moe_num_shared_experts × moe_intermediate_size).
+    FamilySpec f = qwenLike({"ernie4_5_moe"}, "ERNIE-4.5-MoE");
+    f.expertsKeys = {"moe_num_experts", "num_experts", "num_local_experts"};
+    f.topKKeys = {"moe_k", "num_experts_per_tok"};
+    f.layerRule = LayerRule::kErnieRange;
+    f.routing = RoutingPiece::kErnie;
+    f.choiceBiasNames = {"gate.moe_statics.e_score_correction_bias",
+                         "moe_statics.e_score_correction_bias"};
+    f.shared = SharedKind::kTimesRouted;
+    f.sharedKeys = {"moe_num_shared_experts"};
+    f.sharedPrefix = "mlp.shared_experts.";
+    t.push_back(f);
+  }
+  {  // JambaSparseMoeBlock: router, softmax top-k, never renormalized; every
+     // expert_layer_period-th layer from expert_layer_offset.
+    FamilySpec f = qwenLike({"jamba"}, "Jamba");
+    f.intermediateKeys = {"intermediate_size"};
+    f.layerRule = LayerRule::kPeriodOffset;
+    f.renormalize = Renormalize::kNever;
+    f.blocks = {"feed_forward."};
+    f.routerNames = {"router.weight"};
+    f.notes = "MoE layers only (its Mamba layers are not the cluster's part)";
+    t.push_back(f);
+  }
+  {  // GraniteMoeMoE: top-k of the logits, softmax over them; input_linear/output_linear.
+    FamilySpec f = mixtralLike({"granitemoe"}, "Granite-MoE");
+    f.routing = RoutingPiece::kSoftmaxOverTopLogits;
+    f.routerNames = {"router.layer.weight", "router.weight"};
+    f.perExpert = {};
+    f.fused = FusedKind::kGranite;
+    t.push_back(f);
+  }
+  {  // GraniteMoeSharedDecoderLayer: + shared_mlp (shared_intermediate_size, fused input_linear)
+     // beside the block, ungated.
+    FamilySpec f = t.back();
+    f.modelTypes = {"granitemoeshared"};
+    f.name = "Granite-MoE-Shared";
+    f.shared = SharedKind::kWidth;
+    f.sharedKeys = {"shared_intermediate_size"};
+    f.sharedPrefix = "shared_mlp.";
+    f.sharedNames = {"input_linear", "", "output_linear"};
+    t.push_back(f);
+  }
+  {  // GraniteMoeHybridDecoderLayer: Granite-MoE-Shared's MoE + shared_mlp (its Mamba layers are
+     // not the cluster's part).
+    FamilySpec f = t.back();
+    f.modelTypes = {"granitemoehybrid"};
+    f.name = "Granite-MoE-Hybrid";
+    f.notes = "MoE blocks only (its Mamba layers are not the cluster's part)";
+    t.push_back(f);
+  }
+  {  // DbrxFFN: router.layer, softmax, top-k, / ‖w‖_p; experts.mlp.w1/v1/w2 [E·I, H].
+    FamilySpec f = qwenLike({"dbrx"}, "DBRX");
+    f.hiddenKeys = {"d_model", "hidden_size"};
+    f.intermediateKeys = {"ffn_config.ffn_hidden_size"};
+    f.expertsKeys = {"ffn_config.moe_num_experts"};
+    f.topKKeys = {"ffn_config.moe_top_k"};
+    f.layersKeys = {"n_layers", "num_hidden_layers"};
+    f.routing = RoutingPiece::kDbrx;
+    f.layerRoot = "transformer.blocks.";
+    f.blocks = {"ffn."};
+    f.routerNames = {"router.layer.weight"};
+    f.perExpert = {};
+    f.fused = FusedKind::kDbrx;
+    t.push_back(f);
+  }
+  {  // Llama4TextMoe: top-k of the logits, σ; weight on the expert's input; shared_expert.
+    FamilySpec f = qwenLike({"llama4_text"}, "Llama-4");
+    f.intermediateKeys = {"intermediate_size"};
+    f.expertsKeys = {"num_local_experts", "num_experts"};
+    f.layerRule = LayerRule::kListOrInterleave;
+    f.routing = RoutingPiece::kSigmoidTopLogits;
+    f.blocks = {"feed_forward."};
+    f.routerNames = {"router.weight"};
+    f.perExpert = {};
+    f.orientation = FusedOrientation::kInOut;
+    f.shared = SharedKind::kAlwaysRoutedWidth;
+    f.sharedPrefix = "feed_forward.shared_expert.";
+    f.weightOnInput = true;
+    t.push_back(f);
+  }
+  {  // GptOssMLP: router with bias, top-k of the logits, softmax; experts with biases, clamped
+     // SwiGLU, interleaved gate/up in [E, H, 2I].
+    FamilySpec f = qwenLike({"gpt_oss"}, "gpt-oss");
+    f.intermediateKeys = {"intermediate_size"};
+    f.expertsKeys = {"num_local_experts", "num_experts"};
+    f.routing = RoutingPiece::kSoftmaxOverTopLogits;
+    f.routerNames = {"router.weight"};
+    f.routerBiasName = "router.bias";
+    f.perExpert = {};
+    f.orientation = FusedOrientation::kInOut;
+    f.halves = FusedHalves::kInterleaved;
+    f.clampedSwiglu = true;
+    f.expertBias = true;
+    t.push_back(f);
+  }
+  {  // SkyworkAI MoE++ (moe_plus_plus_layer.py): not a transformers family.
+    FamilySpec f;
+    f.modelTypes = {"MoE++", "moe_plus_plus"};
+    f.name = "MoE++";
+    f.hiddenKeys = {"hidden_size"};
+    f.expertsKeys = {"num_experts"};
+    f.intermediateKeys = {"intermediate_size"};
+    f.layersKeys = {"num_hidden_layers"};
+    f.layerRule = LayerRule::kMoePlusPlusInterval;
+    f.routing = RoutingPiece::kMoePlusPlus;
+    f.blocks = {"mlp.moe."};
+    f.routerNames = {"gate.wg.weight"};
+    f.expertsDir = "experts.experts.";
+    f.perExpert = {{"up_proj", "", "down_proj"}};
+    f.gate = GateKindSpec::kMoePlusPlus;
+    t.push_back(f);
+  }
+  {  // IEIT Yuan 2.0-M32 (YuanSparseMoeBlock): attention router, softmax top-k renormalized.
+    FamilySpec f;
+    f.modelTypes = {"yuan"};
+    f.name = "Yuan-2.0-M32";
+    f.hiddenKeys = {"hidden_size"};
+    f.intermediateKeys = {"moe_config.ffn_hidden_size"};
+    f.expertsKeys = {"moe_config.moe_num_experts"};
+    f.topKKeys = {"moe_config.moe_top_k"};
+    f.layersKeys = {"num_hidden_layers"};
+    f.blocks = {"mlp."};
+    f.perExpert = {{"w1", "", "w2"}};
+    f.gate = GateKindSpec::kYuanAttention;
+    t.push_back(f);
+  }
+  return t;
+}
+
+std::string fmt(float v) {
+  std::ostringstream o;
+  o << v;
+  return o.str();
+}
+
+}  // namespace
+
+const std::vector<FamilySpec>& modelFamilies() {
+  static const std::vector<FamilySpec> table = buildTable();
+  return table;
+}
+
+const FamilySpec* findFamily(const std::string& modelType) {
+  for (const FamilySpec& f : modelFamilies()) {
+    for (const std::string& t : f.modelTypes) {
+      if (t == modelType) return &f;
+    }
+  }
+  return nullptr;
+}
+
+std::string supportedModelTypes() {
+  std::string out;
+  for (const FamilySpec& f : modelFamilies()) {
+    for (const std::string& t : f.modelTypes) out += (out.empty() ? "" : ", ") + t;
+  }
+  return out;
+}
+
+RoutingRecipe softmaxTopkRecipe(bool renormalize) {
+  RoutingRecipe r;
+  r.normalize = renormalize ? RoutingRecipe::Normalize::kSum : RoutingRecipe::Normalize::kNone;
+  return r;
+}
+
+RoutingRecipe deepseekV2Recipe(float scale, bool groupLimited, uint32_t nGroup,
+                               uint32_t topkGroup) {
+  RoutingRecipe r;
+  if (groupLimited) {
+    r.groups = RoutingRecipe::Groups::kMax;
+    r.nGroup = nGroup;
+    r.topkGroup = topkGroup;
+  }
+  r.normalize = RoutingRecipe::Normalize::kNone;
+  r.scale = scale;
+  return r;
+}
+
+RoutingRecipe deepseekV3Recipe(bool sigmoid, bool normTopkProb, float scale, uint32_t nGroup,
+                               uint32_t topkGroup) {
+  RoutingRecipe r;
+  r.scoring = sigmoid ? RoutingRecipe::Scoring::kSigmoid : RoutingRecipe::Scoring::kSoftmax;
+  r.choiceBias = true;
+  r.groups = RoutingRecipe::Groups::kTop2Sum;
+  r.nGroup = nGroup;
+  r.topkGroup = topkGroup;
+  r.groupMask = -INFINITY;
+  r.normalize = normTopkProb ? RoutingRecipe::Normalize::kSum : RoutingRecipe::Normalize::kNone;
+  r.normEps = 1e-20f;
+  r.scale = scale;
+  return r;
+}
+
+std::string RoutingRecipe::describe() const {
+  std::string s;
+  if (logitsNormStd > 0) s += "logits / (std / " + fmt(logitsNormStd) + "), ";
+  switch (scoring) {
+    case Scoring::kSoftmax:
+      s += "softmax";
+      break;
+    case Scoring::kSigmoid:
+      s += "sigmoid";
+      break;
+    case Scoring::kSoftmaxOverChosen:
+      s += "top-k of logits, softmax over the chosen";
+      break;
+  }
+  if (routerBias) s = "router bias, " + s;
+  if (choiceBias) s += ", + correction bias for choice";
+  if (groups != Groups::kNone) {
+    s += std::string(", groups (") + (groups == Groups::kMax ? "max" : "top-2 sum") + ", keep " +
+         std::to_string(topkGroup) + " of " + std::to_string(nGroup) + ", others " +
+         fmt(groupMask) + ")";
+  }
+  if (scoring != Scoring::kSoftmaxOverChosen) {
+    s += chooseOnLogits ? ", top-k of logits" : ", top-k";
+  }
+  if (zeroWeightExpert) s += ", zero expert " + std::to_string(*zeroWeightExpert) + " weighs 0";
+  if (normalize == Normalize::kSum) {
+    s += ", renormalize";
+    if (normMin > 0) s += " (sum clamped to >= " + fmt(normMin) + ")";
+    if (normEps > 0) s += " (+" + fmt(normEps) + ")";
+  } else if (normalize == Normalize::kPNorm) {
+    s += ", / " + fmt(pNorm) + "-norm";
+  }
+  if (scale != 1.0f) s += ", x " + fmt(scale);
+  return s;
+}
+
+}  // namespace moe
