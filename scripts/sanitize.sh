@@ -14,7 +14,9 @@
 #   report in a server process a test started (moe-router, moe-expert, ...) fails this script even
 #   when the test itself only sees the process vanish or never looks at its exit status. Tests
 #   spawn the sanitized programs: they find them beside themselves (build-asan/bin) or get that
-#   directory from CMake.
+#   directory from CMake. GCC's UBSan runtime ignores log_path when ASan is linked too: a UBSan
+#   report goes to the process's stderr and ends it at once with status 1 (no recovery), failing
+#   the test that owns the process; any that reached ctest's log fails this script as well.
 # - deploy_dockerfile_lint is left out: it checks that the router image installs every library
 #   the built moe-router links, and sanitized programs also link libasan/libubsan, which no image
 #   should ship. Its static Dockerfile checks gain nothing from sanitizers; scripts/test.sh runs it.
@@ -47,6 +49,12 @@ echo "sanitize: tests $(((done_at - built) / 60)) min $(((done_at - built) % 60)
 
 shopt -s nullglob
 found=("$reports"/*)
+if grep -n -B2 -A20 -E "runtime error:|ERROR: (Address|Leak)Sanitizer" \
+  "$dir/Testing/Temporary/LastTest.log" >"$reports/in-ctest-log.txt"; then
+  found+=("$reports/in-ctest-log.txt")
+else
+  rm -f "$reports/in-ctest-log.txt"
+fi
 if [ ${#found[@]} -gt 0 ]; then
   for f in "${found[@]}"; do
     echo "===== $f"
