@@ -62,7 +62,8 @@ Result<NpyMatrix> readNpyF32(const std::string& path) {
                      " bytes, shape needs " + std::to_string(need));
   }
   out.values.resize(out.rows * out.cols);
-  std::memcpy(out.values.data(), all.data() + dataStart, need);
+  // An empty vector's data() may be null, and memcpy from/to null is undefined even for 0 bytes.
+  if (need > 0) std::memcpy(out.values.data(), all.data() + dataStart, need);
   return out;
 }
 

@@ -84,8 +84,11 @@ kj::Promise<int> drainAccepted(kj::AsyncIoContext& io, RpcListener& listener,
     logError("drain failed: ", e.getDescription().cStr());
     return 1;
   };
-  kj::Promise<int> drained =
-      kj::evalNow([&options]() { return options.drain(); }).then(flushed).then(done, failed);
+  // Moved in: then() on an lvalue lambda stores a reference to it, which would dangle once this
+  // function returns (ASan: stack-use-after-scope when the drain finished).
+  kj::Promise<int> drained = kj::evalNow([&options]() { return options.drain(); })
+                                 .then(kj::mv(flushed))
+                                 .then(kj::mv(done), kj::mv(failed));
   if (options.drainMs == 0) return drained;
   const uint32_t ms = options.drainMs;
   return drained.exclusiveJoin(
