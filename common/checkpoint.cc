@@ -22,8 +22,8 @@ namespace {
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-// Reads and parses a JSON file; errors are prefixed with `path`.
-Result<json> readJsonFile(const std::string& path) {
+// A whole file as text; errors are prefixed with `path`.
+Result<std::string> readTextFile(const std::string& path) {
   std::error_code ec;
   if (!fs::exists(path, ec)) return makeError(path + ": missing");
   std::ifstream in(path, std::ios::binary);
@@ -31,8 +31,15 @@ Result<json> readJsonFile(const std::string& path) {
   std::ostringstream text;
   text << in.rdbuf();
   if (in.bad()) return makeError(path + ": read failed");
+  return text.str();
+}
+
+// Reads and parses a JSON file; errors are prefixed with `path`.
+Result<json> readJsonFile(const std::string& path) {
+  auto text = readTextFile(path);
+  if (!text) return makeError(text.code(), text.error());
   try {
-    return json::parse(text.str());
+    return json::parse(text.value());
   } catch (const json::parse_error& e) {
     return makeError(path + ": invalid JSON at byte " + std::to_string(e.byte) + ": " + e.what());
   } catch (const json::exception& e) {  // e.g. out_of_range for a number such as 1e400
@@ -684,14 +691,9 @@ Result<ModelConfig> parseModelConfig(const std::string& text, const std::string&
 namespace {
 
 Result<ModelConfig> parseConfig(const std::string& path) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) return makeError(path + ": missing");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return makeError(path + ": cannot open: " + std::strerror(errno));
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return makeError(path + ": read failed");
-  return parseModelConfig(text.str(), path);
+  auto text = readTextFile(path);
+  if (!text) return makeError(text.code(), text.error());
+  return parseModelConfig(text.value(), path);
 }
 
 // Shard names come from a downloaded file; keep them inside the checkpoint directory.
