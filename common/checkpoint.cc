@@ -508,6 +508,34 @@ Status readDeepseekRouting(const json& config, const std::string& path, const Fa
   return Status::ok();
 }
 
+// PhiMoE (PhimoeTopKRouter): sparsemixer always picks exactly 2 experts — transformers passes
+// num_experts_per_tok to it but never reads it — so any other top-k would be served as something
+// else than the config says: refused. router_jitter_noise (PhimoeConfig default 0.01) is the
+// eval-mode mask threshold; a negative one would mask even the chosen expert (NaN weights).
+Status readSparseMixer(const json& config, const std::string& path, const FamilySpec& f,
+                       ModelConfig& c) {
+  if (c.topK != 2) {
+    return Status::error(path + ": key 'num_experts_per_tok' is " + std::to_string(c.topK) +
+                         " but " + f.name +
+                         "'s sparsemixer routing always picks 2 experts (transformers ignores "
+                         "any other value); set it to 2");
+  }
+  c.routing = RoutingRecipe{};
+  c.routing.scoring = RoutingRecipe::Scoring::kSparseMixer;
+  c.routing.normalize = RoutingRecipe::Normalize::kNone;
+  c.routing.jitterEps = 0.01f;
+  const std::string key = "router_jitter_noise";
+  const json* it = findKey(config, key);
+  if (!it || it->is_null()) return Status::ok();
+  if (!it->is_number() || !(it->get<double>() >= 0.0) ||
+      !(it->get<double>() <= std::numeric_limits<float>::max())) {
+    return Status::error(path + ": key '" + key + "' must be a non-negative number (got " +
+                         it->dump() + ") (" + f.name + ")");
+  }
+  c.routing.jitterEps = static_cast<float>(it->get<double>());
+  return Status::ok();
+}
+
 Status readRouting(const json& config, const std::string& path, const FamilySpec& f,
                    ModelConfig& c) {
   using R = RoutingRecipe;
@@ -562,6 +590,8 @@ Status readRouting(const json& config, const std::string& path, const FamilySpec
       return Status::ok();
     case RoutingPiece::kMoePlusPlus:
       return Status::ok();  // parseMoePlusPlus
+    case RoutingPiece::kSparseMixer:
+      return readSparseMixer(config, path, f, c);
   }
   return Status::ok();
 }

@@ -242,6 +242,15 @@ std::vector<FamilySpec> buildTable() {
     f.expertBias = true;
     t.push_back(f);
   }
+  {  // PhimoeSparseMoeBlock / PhimoeTopKRouter: sparsemixer in eval mode (top-2 whatever
+     // num_experts_per_tok says; router_jitter_noise is its threshold, input_jitter_noise is
+     // training-only); Mixtral's experts, router block_sparse_moe.gate (v4) or mlp.router (v5).
+    FamilySpec f = mixtralLike({"phimoe"}, "PhiMoE");
+    f.expertsKeys = {"num_local_experts"};  // PhimoeConfig has no attribute_map
+    f.routing = RoutingPiece::kSparseMixer;
+    f.routerNames = {"gate.weight", "router.weight"};
+    t.push_back(f);
+  }
   {  // SkyworkAI MoE++ (moe_plus_plus_layer.py): not a transformers family.
     FamilySpec f;
     f.modelTypes = {"MoE++", "moe_plus_plus"};
@@ -341,6 +350,10 @@ RoutingRecipe deepseekV3Recipe(bool sigmoid, bool normTopkProb, float scale, uin
 }
 
 std::string RoutingRecipe::describe() const {
+  if (scoring == Scoring::kSparseMixer) {
+    return "sparsemixer (jitter eps " + fmt(jitterEps) +
+           "), top-2, each weight a softmax over the logits within 2*eps of its pick";
+  }
   std::string s;
   if (logitsNormStd > 0) s += "logits / (std / " + fmt(logitsNormStd) + "), ";
   switch (scoring) {
@@ -353,6 +366,8 @@ std::string RoutingRecipe::describe() const {
     case Scoring::kSoftmaxOverChosen:
       s += "top-k of logits, softmax over the chosen";
       break;
+    case Scoring::kSparseMixer:
+      break;  // described above
   }
   if (routerBias) s = "router bias, " + s;
   if (choiceBias) s += ", + correction bias for choice";

@@ -22,8 +22,17 @@ namespace moe {
 //      softmax over the chosen logits; normalize: w / (max(Σw, normMin) + normEps), or w / ‖w‖_p;
 //      then × scale.
 // MoE++ may first divide the logits by std(s)/logitsNormStd (unbiased std).
+// kSparseMixer (PhiMoE's sparsemixer, eval mode) replaces steps 1-3: e1 = argmax s; w1 =
+// softmax(s masked to -inf where (s1 - s_e) / max(|s_e|, s1) > 2·jitterEps)[e1]; then e2 = argmax
+// of s with e1 at -inf, and w2 likewise relative to s2 (the factor and the masked-out test use
+// the original s); k = 2, no normalization.
 struct RoutingRecipe {
-  enum class Scoring { kSoftmax, kSigmoid, kSoftmaxOverChosen };
+  enum class Scoring {
+    kSoftmax,
+    kSigmoid,
+    kSoftmaxOverChosen,
+    kSparseMixer,  // PhiMoE sparsemixer (PhimoeTopKRouter, eval)
+  };
   enum class Groups { kNone, kMax, kTop2Sum };
   enum class Normalize { kNone, kSum, kPNorm };
   Scoring scoring = Scoring::kSoftmax;
@@ -40,6 +49,7 @@ struct RoutingRecipe {
   float scale = 1.0f;  // routed_scaling_factor, after normalizing
   std::optional<uint32_t> zeroWeightExpert;  // MoE++: this expert's weight is 0
   float logitsNormStd = 0.0f;                // MoE++ moe_use_logits_norm target std (0: off)
+  float jitterEps = 0.0f;  // PhiMoE kSparseMixer: router_jitter_noise (masks gaps > 2·eps)
 
   // One line naming each step, e.g. "softmax, top-k, renormalize"; Router.info reports it.
   std::string describe() const;
@@ -80,6 +90,7 @@ enum class RoutingPiece {
   kSoftmaxOverTopLogits,  // top-k of the logits, softmax over them (Granite, gpt-oss)
   kSigmoidTopLogits,      // Llama 4: top-k of the logits, σ of them, no normalization
   kMoePlusPlus,           // MoE++ gating()
+  kSparseMixer,           // PhiMoE: sparsemixer, top-2, router_jitter_noise (eval: no noise)
 };
 
 enum class Renormalize { kAlways, kNever, kKey };  // kKey: norm_topk_prob (table default)

@@ -33,6 +33,9 @@
 //                replacement takes the lost slot's place (slots are then not in descending
 //                weight order). Capacity is not applied again: a replacement is never capped,
 //                and capacity_renormalize's rescaling is replaced by the new set's weighting.
+//                PhiMoE's sparsemixer weighs a pick against the logits near it, not by a score
+//                of its own, so there a rerouted token's weights are its experts' softmax p (the
+//                weight sparsemixer would give with no jitter mask), never renormalized.
 //
 // Both rewriting modes mark every token with a lost assignment in d.affected ([tokens]; left
 // empty when no token lost one) and count the lost assignments (dropped or moved) and the weight

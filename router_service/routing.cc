@@ -73,6 +73,57 @@ void keepBestGroups(const RoutingRule& rule, uint32_t E, std::vector<float>& cho
   }
 }
 
+// torch's max(dim=-1): the first index holding the largest value (a later one only replaces it
+// when strictly larger, or NaN).
+uint32_t firstMax(std::span<const float> v) {
+  uint32_t at = 0;
+  float best = v[0];
+  for (uint32_t e = 0; e < v.size(); ++e) {
+    if (!(v[e] <= best)) {
+      best = v[e];
+      at = e;
+      if (std::isnan(best)) break;
+    }
+  }
+  return at;
+}
+
+// One sparsemixer pick (PhiMoE, eval): the expert at the largest of `candidates` (the logits, or
+// the logits with the first pick at -inf), and its weight: the softmax, over the candidates with
+// every expert whose relative gap (m - s_e) / max(|s_e|, m) to that largest value m exceeds
+// 2·eps masked to -inf, at the pick. The gap test reads the original logits `s`.
+float sparseMixerPick(std::span<const float> s, std::span<const float> candidates, float eps,
+                      std::vector<float>& gates, uint32_t& pick) {
+  pick = firstMax(candidates);
+  const float m = candidates[pick];
+  const float threshold = 2.0f * eps;
+  for (size_t e = 0; e < s.size(); ++e) {
+    const float a = std::fabs(s[e]);
+    const float factor = a < m ? m : a;  // abs().clamp(min=m)
+    gates[e] = (m - s[e]) / factor > threshold ? -INFINITY : candidates[e];
+  }
+  const float top = *std::max_element(gates.begin(), gates.end());
+  float sum = 0;
+  for (float& g : gates) sum += (g = std::exp(g - top));
+  return gates[pick] / sum;
+}
+
+// PhiMoE sparsemixer (eval mode): two picks, the second among the logits without the first,
+// into the token's first min(k, 2) slots (the loader refuses any k but 2).
+void sparseMixerToken(std::span<const float> s, float eps, std::span<uint32_t> ids,
+                      std::span<float> w) {
+  std::vector<float> gates(s.size()), rest(s.begin(), s.end());
+  uint32_t pick[2];
+  float weight[2];
+  weight[0] = sparseMixerPick(s, s, eps, gates, pick[0]);
+  rest[pick[0]] = -INFINITY;
+  weight[1] = sparseMixerPick(s, rest, eps, gates, pick[1]);
+  for (size_t j = 0; j < std::min<size_t>(ids.size(), 2); ++j) {
+    ids[j] = pick[j];
+    w[j] = weight[j];
+  }
+}
+
 }  // namespace
 
 void scoreToken(std::span<const float> logits, const RoutingRule& rule, std::span<const float> bias,
@@ -84,6 +135,7 @@ void scoreToken(std::span<const float> logits, const RoutingRule& rule, std::spa
   for (uint32_t e = 0; e < E; ++e) {
     switch (rule.scoring) {
       case RoutingRule::Scoring::kSoftmax:
+      case RoutingRule::Scoring::kSparseMixer:  // routeLogits picks by the logits' order too
         out.weight[e] = out.p[e];
         break;
       case RoutingRule::Scoring::kSigmoid:
@@ -149,6 +201,12 @@ RoutingDecision routeLogits(std::span<const float> logits, uint32_t T, uint32_t 
   for (uint32_t t = 0; t < T; ++t) {
     scoreToken(logits.subspan(size_t{t} * E, E), rule, bias, sc);
     for (uint32_t e = 0; e < E; ++e) d.probSum[e] += sc.p[e];
+    if (rule.scoring == RoutingRule::Scoring::kSparseMixer) {
+      sparseMixerToken(logits.subspan(size_t{t} * E, E), rule.jitterEps,
+                       std::span(d.ids).subspan(size_t{t} * rule.k, rule.k),
+                       std::span(d.weights).subspan(size_t{t} * rule.k, rule.k));
+      continue;
+    }
     if (rule.groups != RoutingRule::Groups::kNone) {
       keepBestGroups(rule, E, sc.choice, group);
     }

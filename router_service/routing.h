@@ -4,7 +4,8 @@
 // step as the family's transformers modeling file (or MoE++/Yuan reference code) computes it:
 // scores (softmax / sigmoid / softmax over the chosen logits), choice (+ correction bias, group
 // limits, or the raw logits), top-k, then the weights' normalization (Σ with eps or a clamp,
-// p-norm) and scale.
+// p-norm) and scale. PhiMoE's sparsemixer (eval mode) is its own two-pass rule: each pick's
+// weight is a softmax over the logits within a relative 2·jitter_eps of that pick.
 //
 // Ties go to the lower expert (and group) id everywhere; the references use torch.topk, whose tie
 // order is unspecified, so this is the deterministic choice.

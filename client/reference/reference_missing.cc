@@ -45,7 +45,7 @@ TokenScores scoresOf(const ModelConfig& m, std::span<const float> row,
     for (size_t e = 0; e < E; ++e) sc.forWeight[e] = 1.0f / (1.0f + std::exp(-sc.s[e]));
   } else if (m.routing.scoring == R::Scoring::kSoftmaxOverChosen) {
     sc.forWeight = sc.s;
-  } else {
+  } else {  // the softmax families, and PhiMoE's sparsemixer (reference_missing.h)
     sc.forWeight = referenceSoftmax(sc.s);
   }
   if (m.routing.chooseOnLogits) {

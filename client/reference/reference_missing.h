@@ -15,7 +15,9 @@
 //                selection score (softmax p, or sigmoid σ + bias for DeepSeek-V3; after MoE++'s
 //                logits norm; no group limit; ties to the lower id) that is available and not yet
 //                among the token's ids; none left: dropped as above. The token's weights are then
-//                recomputed by the family's reference formula over its slots not dropped.
+//                recomputed by the family's reference formula over its slots not dropped;
+//                PhiMoE's sparsemixer has no per-expert weight to recompute from, so a rerouted
+//                PhiMoE token's weights are its experts' softmax p (no jitter mask, no renorm).
 // Each token that lost an assignment is marked in routing.affected [T] (left empty when none).
 #pragma once
 

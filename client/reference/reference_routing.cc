@@ -28,6 +28,59 @@ std::span<const float> row(std::span<const float> m, size_t t, uint32_t E) {
   return m.subspan(t * E, E);
 }
 
+// One eval-mode half of transformers' sparsemixer(scores, jitter_eps, training=False), op by op:
+//   mask_logits_threshold, max_ind = candidates.max(dim=-1, keepdim=True)
+//   factor = scores.abs().clamp(min=mask_logits_threshold)
+//   mask_logits_threshold = ((mask_logits_threshold - scores) / factor) > (2 * jitter_eps)
+//   masked_gates = candidates.masked_fill(mask_logits_threshold, float("-inf"))
+//   selected_experts = max_ind
+//   masked_gates = torch.softmax(masked_gates, dim=-1)
+//   multiplier = masked_gates.gather(dim=-1, index=selected_experts)
+// `candidates` is `scores` for the first expert, masked_scores (the first at -inf) for the
+// second; factor and the mask test read `scores` both times.
+void sparseMixerHalf(std::span<const float> scores, std::span<const float> candidates,
+                     float jitterEps, uint32_t& selected, float& multiplier) {
+  const size_t E = scores.size();
+  // torch.max(dim): the first maximal index (a NaN wins and stops the scan)
+  size_t maxInd = 0;
+  for (size_t e = 1; e < E; ++e) {
+    if (std::isnan(candidates[maxInd])) break;
+    if (candidates[e] > candidates[maxInd] || std::isnan(candidates[e])) maxInd = e;
+  }
+  const float threshold = candidates[maxInd];
+  std::vector<float> maskedGates(E);
+  for (size_t e = 0; e < E; ++e) {
+    const float factor = std::fmax(std::fabs(scores[e]), threshold);
+    const bool mask = (threshold - scores[e]) / factor > 2.0f * jitterEps;
+    maskedGates[e] = mask ? -INFINITY : candidates[e];
+  }
+  const auto gates = referenceSoftmax(maskedGates);
+  selected = static_cast<uint32_t>(maxInd);
+  multiplier = gates[maxInd];
+}
+
+// transformers' sparsemixer in eval mode: the two halves, the second on torch.scatter(scores,
+// -1, selected_experts, -inf); multiplier and selected_experts concatenated.
+void referenceSparseMixerRoute(const ModelConfig& m, std::span<const float> logits, size_t T,
+                               std::vector<uint32_t>& ids, std::vector<float>& weights) {
+  const uint32_t E = m.numExperts, k = m.topK;
+  ids.assign(T * k, 0);
+  weights.assign(T * k, 0.0f);
+  for (size_t t = 0; t < T; ++t) {
+    const auto scores = row(logits, t, E);
+    uint32_t selected[2];
+    float multiplier[2];
+    sparseMixerHalf(scores, scores, m.routing.jitterEps, selected[0], multiplier[0]);
+    std::vector<float> maskedScores(scores.begin(), scores.end());
+    maskedScores[selected[0]] = -INFINITY;
+    sparseMixerHalf(scores, maskedScores, m.routing.jitterEps, selected[1], multiplier[1]);
+    for (uint32_t j = 0; j < std::min<uint32_t>(k, 2); ++j) {
+      ids[t * k + j] = selected[j];
+      weights[t * k + j] = multiplier[j];
+    }
+  }
+}
+
 }  // namespace
 
 std::vector<float> referenceSoftmax(std::span<const float> v) {
@@ -105,6 +158,10 @@ void referenceRoute(const ModelConfig& m, std::span<const float> logits, size_t 
   const R& r = m.routing;
   if (r.zeroWeightExpert || r.logitsNormStd > 0 || m.numFfnExperts < m.numExperts) {
     referenceMoePlusPlusRoute(m, logits, T, ids, weights);
+    return;
+  }
+  if (r.scoring == R::Scoring::kSparseMixer) {
+    referenceSparseMixerRoute(m, logits, T, ids, weights);
     return;
   }
   const uint32_t E = m.numExperts, k = m.topK, G = r.nGroup, perGroup = E / G;

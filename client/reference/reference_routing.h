@@ -30,9 +30,9 @@ void referenceMoePlusPlusRoute(const ModelConfig& model, std::span<const float> 
 
 // Any family's recipe (ModelConfig::routing), op by op after its reference code: DeepSeek-V2/V3,
 // GLM-4-MoE, dots1 (groups, correction bias), MiniMax-M2, ERNIE-4.5, DBRX (p-norm), gpt-oss and
-// Granite (softmax over the top-k logits), Llama 4 (sigmoid of the top-k logits), the softmax
-// families; MoE++ goes to referenceMoePlusPlusRoute. logits: [T, E]; bias: [E] or empty.
-// ids/weights: [T, k].
+// Granite (softmax over the top-k logits), Llama 4 (sigmoid of the top-k logits), PhiMoE
+// (sparsemixer, eval mode), the softmax families; MoE++ goes to referenceMoePlusPlusRoute. logits:
+// [T, E]; bias: [E] or empty. ids/weights: [T, k].
 void referenceRoute(const ModelConfig& model, std::span<const float> logits, size_t T,
                     std::span<const float> bias, std::vector<uint32_t>& ids,
                     std::vector<float>& weights);

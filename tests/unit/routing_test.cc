@@ -1,5 +1,6 @@
-// Routing rules (router_service/routing.h): hand-computed DeepSeek cases, and the router's rule
-// against the op-by-op reference routing (client/reference/reference_routing.h) on random logits.
+// Routing rules (router_service/routing.h): hand-computed DeepSeek and PhiMoE sparsemixer cases,
+// and the router's rule against the op-by-op reference routing
+// (client/reference/reference_routing.h) on random logits.
 #include "router_service/routing.h"
 
 #include <gtest/gtest.h>
@@ -166,6 +167,133 @@ TEST(Routing, OnlyThePlainSoftmaxRuleTakesTheBackendFastPath) {
   EXPECT_TRUE(routingRuleFor(mixtral).isPlainSoftmaxTopk());
   EXPECT_FALSE(routingRuleFor(moePlusPlus(8)).isPlainSoftmaxTopk());
   EXPECT_FALSE(routingRuleFor(deepseek(Deepseek::kV3, 8, 2, 2, 1)).isPlainSoftmaxTopk());
+}
+
+// A PhiMoE config.json (PhimoeConfig keys) read through the family table.
+Result<ModelConfig> phimoeConfig(uint32_t E, const std::string& extra) {
+  return parseModelConfig(R"({"model_type": "phimoe", "hidden_size": 8, "intermediate_size": 4,
+      "num_local_experts": )" +
+                              std::to_string(E) + R"(, "num_hidden_layers": 1)" + extra + "}",
+                          "config.json");
+}
+
+ModelConfig phimoe(uint32_t E, float eps) {
+  auto m = phimoeConfig(
+      E, R"(, "num_experts_per_tok": 2, "router_jitter_noise": )" + std::to_string(eps));
+  EXPECT_TRUE(m.isOk()) << m.error();
+  return m.isOk() ? m.value() : ModelConfig{};
+}
+
+// sparsemixer's two picks by hand: which logits survive each pick's mask (the gap to the pick's
+// logit m relative to max(|s_e|, m) at most 2·eps; the first pick is never a candidate of the
+// second), so each weight is exp(s_pick) / Σ_kept exp(s_e).
+struct SparseMixerCase {
+  const char* what;
+  float eps;
+  std::vector<float> logits;
+  uint32_t first, second;
+  std::vector<uint32_t> keptFirst, keptSecond;  // the logits in each pick's softmax
+};
+
+float maskedSoftmaxAt(const std::vector<float>& s, const std::vector<uint32_t>& kept, uint32_t at) {
+  double sum = 0;
+  for (uint32_t e : kept) sum += std::exp(double{s[e]});
+  return static_cast<float>(std::exp(double{s[at]}) / sum);
+}
+
+TEST(Routing, SparseMixerMasksByTheRelativeGapAsPhimoeDoes) {
+  const std::vector<float> s = {2.0f, 1.0f, 0.5f, -1.0f};
+  const std::vector<SparseMixerCase> cases = {
+      // Gaps to 2: 1/2, 1.5/2, 3/2 (factor clamped at 2); to 1: 0.5/1, 2/1.
+      {"eps 0.3 keeps gaps up to 0.6", 0.3f, s, 0, 1, {0, 1}, {1, 2}},
+      {"eps 0.01 keeps only the pick", 0.01f, s, 0, 1, {0}, {1}},
+      {"eps 0.5 keeps gaps up to 1", 0.5f, s, 0, 1, {0, 1, 2}, {1, 2}},
+      {"eps 1.5 keeps all", 1.5f, s, 0, 1, {0, 1, 2, 3}, {1, 2, 3}},
+      // 1.5 is 0.5 below 2: 0.5 / max(1.5, 2) = 0.25 <= 0.3 keeps it (unclamped 0.33 would not).
+      {"the factor is clamped at the max", 0.15f, {2.0f, 1.5f, -3.0f, 0.0f}, 0, 1, {0, 1}, {1}},
+      // A negative max: the factor is |s_e|. Gaps to -1: 1/2, 3/4, 0.5/1.5; to -1.5: 0.5/2, 2.5/4.
+      {"negative logits", 0.3f, {-1.0f, -2.0f, -4.0f, -1.5f}, 0, 3, {0, 1, 3}, {3, 1}},
+      // Equal logits: the lower id first, the other second; each is the other's gap 0.
+      {"a tie goes to the lower id", 0.3f, {1.0f, 3.0f, 3.0f, 0.0f}, 1, 2, {1, 2}, {2}},
+      // max 0: 0 / max(|0|, 0) is NaN, not > 2·eps, so the other 0 stays in.
+      {"a zero max keeps the other zero", 0.3f, {0.0f, 0.0f, -1.0f, -5.0f}, 0, 1, {0, 1}, {1}},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.what);
+    const auto E = static_cast<uint32_t>(c.logits.size());
+    const ModelConfig m = phimoe(E, c.eps);
+    auto d = routeLogits(c.logits, 1, E, routingRuleFor(m), {});
+    std::vector<uint32_t> refIds;
+    std::vector<float> refWeights;
+    client::referenceRoute(m, c.logits, 1, {}, refIds, refWeights);
+    for (const auto& [ids, weights] :
+         {std::pair{d.ids, d.weights}, std::pair{refIds, refWeights}}) {
+      ASSERT_EQ(ids, (std::vector<uint32_t>{c.first, c.second}));
+      EXPECT_NEAR(weights[0], maskedSoftmaxAt(c.logits, c.keptFirst, c.first), 1e-6f);
+      EXPECT_NEAR(weights[1], maskedSoftmaxAt(c.logits, c.keptSecond, c.second), 1e-6f);
+    }
+  }
+}
+
+TEST(Routing, SparseMixerMatchesTheReferenceOnRandomLogits) {
+  std::mt19937 rng(13);
+  std::normal_distribution<float> normal(0.0f, 1.5f);
+  for (uint32_t E : {2u, 8u, 16u}) {
+    for (float eps : {0.0f, 0.01f, 0.3f, 1.0f}) {
+      SCOPED_TRACE(std::to_string(E) + " experts, eps " + std::to_string(eps));
+      const ModelConfig m = phimoe(E, eps);
+      const size_t T = 400;
+      std::vector<float> logits(T * E);
+      for (auto& v : logits) v = normal(rng);
+      // Quantized values make exact ties (and exact zero maxima) common.
+      for (size_t i = 0; i < logits.size(); i += 3) logits[i] = std::round(logits[i]);
+      auto d = routeLogits(logits, T, E, routingRuleFor(m), {});
+      std::vector<uint32_t> ids;
+      std::vector<float> weights;
+      client::referenceRoute(m, logits, T, {}, ids, weights);
+      ASSERT_EQ(d.ids, ids);
+      uint32_t partial = 0;  // first picks whose softmax kept another logit
+      for (size_t i = 0; i < weights.size(); ++i) {
+        EXPECT_NEAR(d.weights[i], weights[i], 1e-6f * weights[i]) << "slot " << i;
+        EXPECT_GT(weights[i], 0.0f);
+        EXPECT_LE(weights[i], 1.0f);
+        if (i % 2 == 0 && weights[i] < 1.0f) ++partial;
+      }
+      if (eps >= 0.3f) {
+        EXPECT_GT(partial, T / 10) << "the mask keeps others in some softmaxes";
+      } else if (eps == 0.0f) {
+        EXPECT_LT(partial, T / 10) << "eps 0 keeps only ties";
+      }
+    }
+  }
+}
+
+TEST(Routing, SparseMixerConfigIsTopTwoWithAJitterThreshold) {
+  const ModelConfig m = phimoe(8, 0.3f);
+  EXPECT_EQ(m.familyName, "PhiMoE");
+  EXPECT_EQ(m.routing.scoring, RoutingRecipe::Scoring::kSparseMixer);
+  EXPECT_EQ(m.routing.jitterEps, 0.3f);
+  EXPECT_EQ(m.routing.describe().rfind("sparsemixer (jitter eps 0.3), top-2", 0), 0u)
+      << m.routing.describe();
+  EXPECT_FALSE(routingRuleFor(m).isPlainSoftmaxTopk());
+  auto fallback = phimoeConfig(8, R"(, "num_experts_per_tok": 2)");
+  ASSERT_TRUE(fallback.isOk()) << fallback.error();
+  EXPECT_EQ(fallback.value().routing.jitterEps, 0.01f);  // PhimoeConfig.router_jitter_noise
+  struct Bad {
+    std::string extra, key;
+  };
+  for (const Bad& b :
+       {Bad{R"(, "num_experts_per_tok": 1)", "num_experts_per_tok"},
+        Bad{R"(, "num_experts_per_tok": 4)", "num_experts_per_tok"},
+        Bad{R"(, "num_experts_per_tok": 2, "router_jitter_noise": -0.1)", "router_jitter_noise"},
+        Bad{R"(, "num_experts_per_tok": 2, "router_jitter_noise": "0.3")", "router_jitter_noise"},
+        Bad{"", "num_experts_per_tok"}}) {
+    SCOPED_TRACE(b.extra);
+    auto r = phimoeConfig(8, b.extra);
+    ASSERT_FALSE(r.isOk());
+    EXPECT_NE(r.error().find("'" + b.key + "'"), std::string::npos) << r.error();
+    EXPECT_NE(r.error().find("PhiMoE"), std::string::npos) << r.error();
+  }
 }
 
 }  // namespace
