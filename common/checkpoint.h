@@ -164,7 +164,7 @@ class Checkpoint {
   const FamilySpec& family() const { return *spec_; }
 
   // The stored dtype of the routed experts' weights (the first expert tensor of the checkpoint;
-  // f32 when there is none): what model.dtype auto resolves to.
+  // f32 when there is none; u8 for MXFP4 blocks): what model.dtype auto resolves from.
   DType expertsDType() const;
 
   // Any tensor by name, widened to fp32, with its shape checked ("tensor X: shape [a,b] expected,
