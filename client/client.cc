@@ -260,6 +260,14 @@ kj::Promise<ModelInfo> Client::infoAsync() {
 kj::Promise<ForwardResult> Client::forwardAsync(uint32_t layer, const HiddenStates& hidden,
                                                 const ForwardOptions& options) {
   Impl& impl = *impl_;
+  // The wire has no code for storage dtypes (f64, FP8, u8): refuse here rather than send bytes
+  // the router would read as another dtype.
+  if (!isComputeDType(hidden.dtype)) {
+    return failed<ForwardResult>(StatusCode::kInvalidArgument,
+                                 "hidden: dtype " + std::string(dtypeName(hidden.dtype)) +
+                                     " is a checkpoint storage dtype; activations are f32, bf16 "
+                                     "or f16");
+  }
   if (!options.prevLogits.empty() &&
       (hidden.rows == 0 || options.prevLogits.size() % hidden.rows != 0)) {
     return failed<ForwardResult>(StatusCode::kInvalidArgument,

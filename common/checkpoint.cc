@@ -663,6 +663,24 @@ Status parseTableFamily(const json& config, const std::string& path, const Famil
   return Status::ok();
 }
 
+// quantization_config.quant_method, "" when the model is not quantized. transformers itself
+// refuses a quantization_config without a quant_method, so this does too.
+Result<std::string> readQuantMethod(const json& config, const std::string& path) {
+  const json* q = findKey(config, "quantization_config");
+  if (!q || q->is_null()) return std::string();
+  if (!q->is_object()) {
+    return makeError(path + ": key 'quantization_config' must be a JSON object (got " + q->dump() +
+                     ")");
+  }
+  const json* m = findKey(config, "quantization_config.quant_method");
+  if (!m) return makeError(path + ": key 'quantization_config.quant_method' missing");
+  if (!m->is_string() || m->get_ref<const std::string&>().empty()) {
+    return makeError(path + ": key 'quantization_config.quant_method' must be a non-empty string " +
+                     "(got " + m->dump() + ")");
+  }
+  return m->get<std::string>();
+}
+
 }  // namespace
 
 RoutingRecipe moePlusPlusRecipe(const ModelConfig& m) {
@@ -705,6 +723,7 @@ Result<ModelConfig> parseModelConfig(const std::string& text, const std::string&
              : f->gate == GateKindSpec::kYuanAttention ? parseYuan(config, path, c)
                                                        : parseTableFamily(config, path, *f, c);
   if (!s) return makeError(s);
+  if (Status q = assign(c.quantMethod, readQuantMethod(config, path)); !q) return makeError(q);
   if (c.moeLayers.empty()) {
     return makeError(path + ": no MoE layers among the " + std::to_string(c.numLayers) +
                      " layers of this " + f->name +
@@ -771,6 +790,18 @@ const char* expertKindName(ExpertKind k) {
       return "the zero";
   }
   return "?";
+}
+
+// u8 tensors are quantized bytes (MXFP4 blocks and scales), read only through loadMxfp4; as a
+// weight they are an error naming the tensor, its dtype and the quant_method.
+Status checkNotRawBytes(const std::string& name, DType dtype, const std::string& quantMethod) {
+  if (dtype != DType::kU8) return Status::ok();
+  return Status::error("tensor " + name + ": dtype " + std::string(dtypeName(dtype)) +
+                       " (quantized bytes, quantization_config.quant_method " +
+                       (quantMethod.empty() ? std::string("absent") : "'" + quantMethod + "'") +
+                       ") cannot be dequantized as a weight: the only quantized layout read is " +
+                       "gpt_oss MXFP4, experts.gate_up_proj_blocks/_scales and " +
+                       "experts.down_proj_blocks/_scales");
 }
 
 Status checkExpertId(const ModelConfig& config, const std::string& dir, uint32_t expert) {
@@ -860,6 +891,8 @@ Result<std::vector<float>> Checkpoint::loadF32(const std::string& name,
   const SafetensorsFile& file = *it->second;
   const TensorInfo* info = file.find(name);
   if (!info) return makeError("tensor " + name + " missing from " + file.path());  // not reached
+  // Quantized bytes first: their shape is the packed one, so a shape error would mislead.
+  if (Status s = checkNotRawBytes(name, info->dtype, config_.quantMethod); !s) return makeError(s);
   if (info->shape != expectedShape) {
     return makeError("tensor " + name + ": shape " + formatShape(expectedShape) +
                      " expected from config.json, file " + file.path() + " has " +
@@ -936,6 +969,7 @@ Result<std::vector<float>> Checkpoint::loadSlice(const std::string& name,
                                                  uint64_t count) const {
   const TensorInfo* t = info(name);
   if (!t) return makeError("tensor " + name + " missing from " + dir_);
+  if (Status s = checkNotRawBytes(name, t->dtype, config_.quantMethod); !s) return makeError(s);
   if (t->shape != shape) {
     return makeError("tensor " + name + ": shape " + formatShape(shape) +
                      " expected from config.json, file " + tensorFile_.find(name)->second->path() +
@@ -950,6 +984,49 @@ Result<std::vector<float>> Checkpoint::loadSlice(const std::string& name,
   std::span<const std::byte> all = tensorFile_.find(name)->second->bytes(*t);
   std::vector<float> out(count * rowElems);
   convertToF32(t->dtype, all.subspan(first * rowElems * esz, count * rowElems * esz), out);
+  return out;
+}
+
+Result<std::vector<float>> Checkpoint::loadMxfp4(const std::string& name, uint64_t rows,
+                                                 uint64_t cols, uint32_t expert) const {
+  const uint64_t E = config_.numExperts;
+  const std::string blocksName = name + "_blocks", scalesName = name + "_scales";
+  if (cols % kMxfp4BlockValues != 0) {
+    return makeError("tensor " + blocksName + ": MXFP4 packs 32 values per scale, but its rows " +
+                     "are " + std::to_string(cols) + " wide (from config.json), not a multiple " +
+                     "of 32");
+  }
+  const uint64_t groups = cols / kMxfp4BlockValues;
+  // transformers asserts blocks.shape[:-1] == scales.shape; here both are checked against the
+  // config, so an error names the shape expected.
+  const struct {
+    const std::string& name;
+    std::vector<uint64_t> shape;
+  } parts[] = {{blocksName, {E, rows, groups, kMxfp4BlockValues / 2}},
+               {scalesName, {E, rows, groups}}};
+  std::span<const std::byte> bytes[2];
+  for (size_t i = 0; i < 2; ++i) {
+    const TensorInfo* t = info(parts[i].name);
+    if (!t) {
+      return makeError("tensor " + parts[i].name + " missing from " + dir_ + " (MXFP4 " + name +
+                       " needs both _blocks and _scales)");
+    }
+    if (t->dtype != DType::kU8) {
+      return makeError("tensor " + parts[i].name + ": dtype " + std::string(dtypeName(t->dtype)) +
+                       " cannot be dequantized as MXFP4 (u8 expected)");
+    }
+    if (t->shape != parts[i].shape) {
+      return makeError("tensor " + parts[i].name + ": MXFP4 shape " + formatShape(parts[i].shape) +
+                       " expected from config.json, file " +
+                       tensorFile_.find(parts[i].name)->second->path() + " has " +
+                       formatShape(t->shape));
+    }
+    const uint64_t perExpert = t->numel() / E;
+    bytes[i] =
+        tensorFile_.find(parts[i].name)->second->bytes(*t).subspan(expert * perExpert, perExpert);
+  }
+  std::vector<float> out(rows * cols);
+  dequantizeMxfp4(bytes[0], bytes[1], out);
   return out;
 }
 
@@ -1013,22 +1090,44 @@ Result<ExpertTensors> Checkpoint::fusedExpert(const std::string& block, uint32_t
   const FamilySpec& f = *spec_;
   ExpertTensors t;
   const std::string gateUp = block + "experts.gate_up_proj";
-  if (has(gateUp) || f.fused == FusedKind::kGateUp) {
-    // transformers 5: [E, 2I, H] + down [E, H, I], or (x @ W) [E, H, 2I] + down [E, I, H].
-    const bool inOut = f.orientation == FusedOrientation::kInOut;
-    const std::string down = block + "experts.down_proj";
-    auto gu = loadSlice(
-        gateUp,
-        inOut ? std::vector<uint64_t>{E, h, 2 * inter} : std::vector<uint64_t>{E, 2 * inter, h},
-        expert, 1);
-    if (!gu) return makeError(gu.status());
-    auto dn = loadSlice(
-        down, inOut ? std::vector<uint64_t>{E, inter, h} : std::vector<uint64_t>{E, h, inter},
-        expert, 1);
-    if (!dn) return makeError(dn.status());
-    const std::vector<float> rows = inOut ? transposed(gu.value(), h, 2 * inter) : gu.value();
-    splitHalves(rows, inter, h, f.halves, t.w1, t.w3);
-    t.w2 = inOut ? transposed(dn.value(), inter, h) : std::move(dn).value();
+  const std::string down = block + "experts.down_proj";
+  const bool mxfp4 = !has(gateUp) && has(gateUp + "_blocks");
+  if (mxfp4 || has(gateUp) || f.fused == FusedKind::kGateUp) {
+    if (mxfp4) {
+      // MXFP4 (gpt-oss on the hub): transformers dequantizes the blocks to [E, 2I, H] / [E, H, I]
+      // and transposes them into its x @ W parameters [E, H, 2I] / [E, I, H]; the slices read
+      // here are the former, already in linear-weight orientation.
+      if (f.orientation != FusedOrientation::kInOut) {
+        return makeError("tensor " + gateUp + "_blocks: MXFP4 experts are read for the x @ W " +
+                         "layout ([E, H, 2I], gpt_oss) only; " + f.name + " stores [E, 2I, H]");
+      }
+      if (!config_.quantMethod.empty() && config_.quantMethod != "mxfp4") {
+        return makeError("tensor " + gateUp + "_blocks: *_blocks/*_scales are read as MXFP4 " +
+                         "for quantization_config.quant_method mxfp4 only, not '" +
+                         config_.quantMethod + "'");
+      }
+      auto gu = loadMxfp4(gateUp, 2 * inter, h, expert);
+      if (!gu) return makeError(gu.status());
+      auto dn = loadMxfp4(down, h, inter, expert);
+      if (!dn) return makeError(dn.status());
+      splitHalves(gu.value(), inter, h, f.halves, t.w1, t.w3);
+      t.w2 = std::move(dn).value();
+    } else {
+      // transformers 5: [E, 2I, H] + down [E, H, I], or (x @ W) [E, H, 2I] + down [E, I, H].
+      const bool inOut = f.orientation == FusedOrientation::kInOut;
+      auto gu = loadSlice(
+          gateUp,
+          inOut ? std::vector<uint64_t>{E, h, 2 * inter} : std::vector<uint64_t>{E, 2 * inter, h},
+          expert, 1);
+      if (!gu) return makeError(gu.status());
+      auto dn = loadSlice(
+          down, inOut ? std::vector<uint64_t>{E, inter, h} : std::vector<uint64_t>{E, h, inter},
+          expert, 1);
+      if (!dn) return makeError(dn.status());
+      const std::vector<float> rows = inOut ? transposed(gu.value(), h, 2 * inter) : gu.value();
+      splitHalves(rows, inter, h, f.halves, t.w1, t.w3);
+      t.w2 = inOut ? transposed(dn.value(), inter, h) : std::move(dn).value();
+    }
     if (config_.expertBias) {
       auto gb = loadSlice(gateUp + "_bias", {E, 2 * inter}, expert, 1);
       if (!gb) return makeError(gb.status());
@@ -1072,14 +1171,26 @@ Result<ExpertTensors> Checkpoint::expert(uint32_t layer, uint32_t expert) const 
   }
   const std::string block = blockPrefix(layer);
   const std::string prefix = block + spec_->expertsDir + std::to_string(expert) + ".";
-  // Per-expert tensors when the header has them, else the family's fused layout.
-  for (const PerExpertNames& names : spec_->perExpert) {
-    if (has(prefix + names.gate + ".weight")) {
-      return loadFfn(prefix, names, config_.intermediateSize);
+  auto load = [&]() -> Result<ExpertTensors> {
+    // Per-expert tensors when the header has them, else the family's fused layout.
+    for (const PerExpertNames& names : spec_->perExpert) {
+      if (has(prefix + names.gate + ".weight")) {
+        return loadFfn(prefix, names, config_.intermediateSize);
+      }
     }
+    if (spec_->fused != FusedKind::kNone) return fusedExpert(block, expert);
+    return loadFfn(prefix, spec_->perExpert.front(), config_.intermediateSize);  // names it
+  };
+  auto loaded = load();
+  // A quantization the loader does not know stores its experts under other names or dtypes:
+  // the error names the tensor (above) and the method.
+  const std::string& method = config_.quantMethod;
+  if (!loaded && !method.empty() && method != "mxfp4" && method != "fp8") {
+    return makeError(loaded.code(), loaded.error() + " (quantization_config.quant_method '" +
+                                        method +
+                                        "' cannot be dequantized: only mxfp4 and fp8 are)");
   }
-  if (spec_->fused != FusedKind::kNone) return fusedExpert(block, expert);
-  return loadFfn(prefix, spec_->perExpert.front(), config_.intermediateSize);  // names the tensor
+  return loaded;
 }
 
 Result<TwoLayerGateTensors> Checkpoint::twoLayerGate(uint32_t layer) const {

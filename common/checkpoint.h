@@ -1,7 +1,8 @@
 // A HuggingFace-layout MoE checkpoint directory: config.json plus model.safetensors, or shards
 // listed in model.safetensors.index.json. Each process asks only for the tensors it needs; weights
-// (F32, BF16, F16, F64, or FP8 E4M3/E5M2 with DeepSeek-V3 128×128 block scales) are converted to
-// fp32 on load and checked against the shapes config.json implies.
+// (F32, BF16, F16, F64, FP8 E4M3/E5M2 with DeepSeek-V3 128×128 block scales, or gpt-oss MXFP4
+// *_blocks/*_scales) are converted to fp32 on load and checked against the shapes config.json
+// implies.
 #pragma once
 
 #include <cstdint>
@@ -73,6 +74,10 @@ struct ModelConfig {
   bool moeLogitsNorm = false;        // moe_use_logits_norm: s /= std(s) / moe_gate_norm_std
   float moeGateNormStd = 1.0f;       // moe_gate_norm_std
   bool moeFeatureNoMulTopk = false;  // moe_feature_no_mul_topk: experts see x, not k·x
+
+  // quantization_config.quant_method ("" when none): gpt-oss's "mxfp4" experts are dequantized
+  // at load; a method the loader does not know is named in the errors of the tensors it lacks.
+  std::string quantMethod;
 
   ExpertKind expertKind(uint32_t expert) const {
     if (expert < numFfnExperts) return ExpertKind::kFfn;
@@ -159,7 +164,7 @@ class Checkpoint {
   const FamilySpec& family() const { return *spec_; }
 
   // The stored dtype of the routed experts' weights (the first expert tensor of the checkpoint;
-  // f32 when there is none): what model.dtype auto resolves to.
+  // f32 when there is none; u8 for MXFP4 blocks): what model.dtype auto resolves from.
   DType expertsDType() const;
 
   // Any tensor by name, widened to fp32, with its shape checked ("tensor X: shape [a,b] expected,
@@ -187,6 +192,10 @@ class Checkpoint {
   Result<std::vector<float>> loadSlice(const std::string& name, const std::vector<uint64_t>& shape,
                                        uint64_t first, uint64_t count) const;
   Result<ExpertTensors> fusedExpert(const std::string& block, uint32_t expert) const;
+  // One expert's [rows, cols] weight (linear-weight orientation) from the MXFP4 pair
+  // `<name>_blocks` U8 [E, rows, cols/32, 16] + `<name>_scales` U8 [E, rows, cols/32].
+  Result<std::vector<float>> loadMxfp4(const std::string& name, uint64_t rows, uint64_t cols,
+                                       uint32_t expert) const;
   Result<ExpertTensors> loadFfn(const std::string& prefix, const PerExpertNames& names,
                                 uint64_t inter) const;
 };

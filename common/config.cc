@@ -572,9 +572,11 @@ std::string_view modelDTypeName(ModelDType d) {
 DType resolveModelDType(ModelDType configured, DType checkpointDtype) {
   switch (configured) {
     case ModelDType::kAuto:  // checkpoint-only dtypes: f64 -> f32; FP8 -> bf16 (DeepSeek-V3's
-                             // choice)
+                             // choice); u8 (MXFP4 blocks, gpt-oss) -> bf16, which holds every
+                             // MXFP4 value exactly
       return checkpointDtype == DType::kF64 ? DType::kF32
-             : checkpointDtype == DType::kF8E4M3 || checkpointDtype == DType::kF8E5M2
+             : checkpointDtype == DType::kF8E4M3 || checkpointDtype == DType::kF8E5M2 ||
+                     checkpointDtype == DType::kU8
                  ? DType::kBF16
                  : checkpointDtype;
     case ModelDType::kF32:

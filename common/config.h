@@ -185,7 +185,7 @@ enum class ModelDType { kAuto, kF32, kBF16, kF16 };
 std::string_view modelDTypeName(ModelDType d);
 
 // The dtype experts are held in: `configured`, or for kAuto the checkpoint's `checkpointDtype`
-// (f64 checkpoints: f32; FP8 checkpoints: bf16).
+// (f64 checkpoints: f32; FP8 and MXFP4 (u8 blocks) checkpoints: bf16).
 DType resolveModelDType(ModelDType configured, DType checkpointDtype);
 
 struct ClusterConfig {

@@ -23,6 +23,7 @@ size_t dtypeSize(DType t) {
       return 8;
     case DType::kF8E4M3:
     case DType::kF8E5M2:
+    case DType::kU8:
       return 1;
   }
   return 4;
@@ -42,6 +43,8 @@ std::string_view dtypeName(DType t) {
       return "f8_e4m3";
     case DType::kF8E5M2:
       return "f8_e5m2";
+    case DType::kU8:
+      return "u8";
   }
   return "?";
 }
@@ -53,6 +56,7 @@ std::optional<DType> parseSafetensorsDType(std::string_view s) {
   if (s == "F64") return DType::kF64;
   if (s == "F8_E4M3") return DType::kF8E4M3;
   if (s == "F8_E5M2") return DType::kF8E5M2;
+  if (s == "U8") return DType::kU8;
   return std::nullopt;
 }
 
@@ -147,6 +151,9 @@ void convertToF32(DType t, std::span<const std::byte> bytes, std::span<float> ou
     case DType::kF8E5M2:
       for (size_t i = 0; i < out.size(); ++i) out[i] = f8e5m2ToFloat(uint8_t(p[i]));
       return;
+    case DType::kU8:
+      for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<float>(uint8_t(p[i]));
+      return;
   }
 }
 
@@ -160,6 +167,28 @@ float f8e4m3ToFloat(uint8_t v) {
 
 float f8e5m2ToFloat(uint8_t v) {
   return f16ToFloat(static_cast<uint16_t>(uint16_t{v} << 8));
+}
+
+float e2m1ToFloat(uint8_t nibble) {
+  // transformers' FP4_VALUES: +0, .5, 1, 1.5, 2, 3, 4, 6, then the same negated (-0 included).
+  static constexpr float kMagnitude[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+  const float m = kMagnitude[nibble & 0x7];
+  return (nibble & 0x8) ? -m : m;
+}
+
+void dequantizeMxfp4(std::span<const std::byte> blocks, std::span<const std::byte> scales,
+                     std::span<float> out) {
+  constexpr size_t kBytes = kMxfp4BlockValues / 2;
+  for (size_t r = 0; r < scales.size(); ++r) {
+    // torch.ldexp(lut[idx], scale - 127): exact, so ldexp here gives the same bits (denormals at
+    // small exponents, ±inf where 6·2^128 overflows, ±0 kept).
+    const int exp = static_cast<int>(uint8_t(scales[r])) - 127;
+    for (size_t j = 0; j < kBytes; ++j) {
+      const uint8_t b = uint8_t(blocks[r * kBytes + j]);
+      out[r * kMxfp4BlockValues + 2 * j] = std::ldexp(e2m1ToFloat(b & 0x0f), exp);
+      out[r * kMxfp4BlockValues + 2 * j + 1] = std::ldexp(e2m1ToFloat(b >> 4), exp);
+    }
+  }
 }
 
 }  // namespace moe

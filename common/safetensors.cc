@@ -67,6 +67,8 @@ std::string safetensorsDTypeName(DType t) {
       return "F8_E4M3";
     case DType::kF8E5M2:
       return "F8_E5M2";
+    case DType::kU8:
+      return "U8";
   }
   return "?";
 }

@@ -29,6 +29,7 @@ proto::DType toProto(DType t) {
     case DType::kF64:  // storage-only dtypes never reach the wire
     case DType::kF8E4M3:
     case DType::kF8E5M2:
+    case DType::kU8:
       break;
   }
   return proto::DType::F32;

@@ -7,9 +7,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -1637,6 +1639,260 @@ TEST_F(CheckpointTest, YuanSyntheticRoutingSpreadsAcrossExperts) {
   for (uint32_t e = 0; e < N; ++e) EXPECT_GT(picked[e], static_cast<int>(T / 25)) << e;
   EXPECT_GT(spread / T, 1.0f);
   EXPECT_LT(spread / T, 10.0f);
+}
+
+// ---- gpt-oss MXFP4 (transformers' convert_moe_packed_tensors) ----
+
+// transformers' FP4_VALUES, written out: what each E2M1 nibble means.
+constexpr float kE2M1[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
+                             -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+
+TEST(Mxfp4, DecodesEveryNibbleInBothHalvesAtEveryScaleRange) {
+  const float inf = std::numeric_limits<float>::infinity();
+  // One 32-value row per case: `byte` at position (row % 16), the rest 0x00 (+0); values
+  // 2·pos (low nibble) and 2·pos + 1 (high nibble), × 2^(scale − 127).
+  const struct {
+    uint8_t byte, scale;
+    float lo, hi;
+  } cases[] = {
+      // every nibble as the low and as the high half, scale 127 (× 1)
+      {0x10, 127, 0.0f, 0.5f},
+      {0x01, 127, 0.5f, 0.0f},
+      {0x32, 127, 1.0f, 1.5f},
+      {0x23, 127, 1.5f, 1.0f},
+      {0x54, 127, 2.0f, 3.0f},
+      {0x45, 127, 3.0f, 2.0f},
+      {0x76, 127, 4.0f, 6.0f},
+      {0x67, 127, 6.0f, 4.0f},
+      {0x98, 127, -0.0f, -0.5f},
+      {0x89, 127, -0.5f, -0.0f},
+      {0xBA, 127, -1.0f, -1.5f},
+      {0xAB, 127, -1.5f, -1.0f},
+      {0xDC, 127, -2.0f, -3.0f},
+      {0xCD, 127, -3.0f, -2.0f},
+      {0xFE, 127, -4.0f, -6.0f},
+      {0xEF, 127, -6.0f, -4.0f},
+      // scales 127 ± k
+      {0x7F, 128, -12.0f, 12.0f},
+      {0x71, 126, 0.25f, 3.0f},
+      {0x2A, 137, -1024.0f, 1024.0f},
+      {0x2A, 117, -0x1p-10f, 0x1p-10f},
+      {0x3B, 254, -0x1.8p127f, 0x1.8p127f},
+      // the extremes: 255 is 2^128 (no NaN code, as torch.ldexp does it): 0.5 · 2^128 is finite,
+      // 6 · 2^128 overflows, zeros stay signed zeros; 0 and 1 give subnormal and tiny normals
+      {0x71, 255, 0x1p127f, inf},
+      {0x8F, 255, -inf, -0.0f},
+      {0x71, 0, 0x1p-128f, 0x1.8p-125f},
+      {0x9A, 1, -0x1p-126f, -0x1p-127f},
+      {0x00, 200, 0.0f, 0.0f},
+  };
+  const size_t rows = std::size(cases);
+  std::vector<std::byte> blocks(rows * 16, std::byte{0}), scales(rows);
+  for (size_t r = 0; r < rows; ++r) {
+    blocks[r * 16 + r % 16] = std::byte{cases[r].byte};
+    scales[r] = std::byte{cases[r].scale};
+  }
+  std::vector<float> out(rows * 32, 99.0f);
+  dequantizeMxfp4(blocks, scales, out);
+  for (size_t r = 0; r < rows; ++r) {
+    SCOPED_TRACE("byte " + std::to_string(cases[r].byte) + " scale " +
+                 std::to_string(cases[r].scale));
+    const size_t pos = r % 16;
+    for (size_t i = 0; i < 32; ++i) {
+      const float want = i == 2 * pos ? cases[r].lo : i == 2 * pos + 1 ? cases[r].hi : 0.0f;
+      // Bit patterns: -0 and +0 differ, and so would a NaN.
+      EXPECT_EQ(std::bit_cast<uint32_t>(out[r * 32 + i]), std::bit_cast<uint32_t>(want))
+          << "element " << i << ": " << out[r * 32 + i] << " vs " << want;
+    }
+  }
+  for (uint8_t n = 0; n < 16; ++n) {
+    EXPECT_EQ(std::bit_cast<uint32_t>(e2m1ToFloat(n)), std::bit_cast<uint32_t>(kE2M1[n])) << int(n);
+  }
+}
+
+// The hub's MXFP4 layout of one gpt_oss layer (H 32, I 32, E 2, top-1), and what a test breaks.
+struct Mxfp4Layout {
+  std::string modelType = "gpt_oss";
+  std::vector<uint64_t> gateUpBlocks{2, 64, 1, 16}, gateUpScales{2, 64, 1};
+  DType blocksDType = DType::kU8;
+  bool writeScales = true;
+  bool packedInMemory = false;  // Mxfp4GptOssExperts' own U8 gate_up_proj [E, 2I, H/2]
+  bool writeExperts = true;
+};
+
+// Block byte i of a tensor, and scale i: arbitrary but every byte and scales around 127 occur.
+uint8_t mxByte(uint64_t i) {
+  return static_cast<uint8_t>(i * 37 + 11);
+}
+uint8_t mxScale(uint64_t i) {
+  return static_cast<uint8_t>(120 + i % 15);
+}
+
+std::vector<std::byte> mxBytes(uint64_t n, uint64_t offset, uint8_t (*f)(uint64_t)) {
+  std::vector<std::byte> out(n);
+  for (uint64_t i = 0; i < n; ++i) out[i] = std::byte{f(i + offset)};
+  return out;
+}
+
+// Value (row, col) of expert e of a [E, R, C] MXFP4 tensor written with mxByte/mxScale, its rows
+// starting `offset` rows in (bytes offset·16, scales offset); one scale per row here (C = 32).
+float mxValue(uint64_t e, uint64_t rows, uint64_t row, uint64_t col, uint64_t offset) {
+  const uint64_t r = e * rows + row;
+  const uint8_t b = mxByte((r + offset) * 16 + col / 2);
+  const float v = kE2M1[col % 2 == 0 ? (b & 0x0f) : (b >> 4)];
+  return std::ldexp(v, static_cast<int>(mxScale(r + offset)) - 127);
+}
+
+constexpr uint64_t kMxDownOffset = 5000;  // the down projection's bytes differ from gate_up's
+
+std::string writeMxfp4(const std::string& d, const Mxfp4Layout& l) {
+  fs::create_directories(d);
+  writeFile(d + "/config.json", R"({"model_type": ")" + l.modelType + R"(", "hidden_size": 32,
+      "intermediate_size": 32, "moe_intermediate_size": 32, "num_local_experts": 2,
+      "num_experts_per_tok": 1, "num_hidden_layers": 1,
+      "quantization_config": {"quant_method": "mxfp4", "modules_to_not_convert": []}})");
+  SafetensorsWriter w;
+  const std::string p = "model.layers.0.mlp.";
+  w.add(p + "router.weight", DType::kF32, {2, 32}, iota32(64, 0));
+  w.add(p + "router.bias", DType::kF32, {2}, iota32(2, 0));
+  if (l.writeExperts) {
+    w.add(p + "experts.gate_up_proj_bias", DType::kF32, {2, 64}, iota32(128, 1000));
+    w.add(p + "experts.down_proj_bias", DType::kF32, {2, 32}, iota32(64, 2000));
+    if (l.packedInMemory) {
+      w.add(p + "experts.gate_up_proj", DType::kU8, {2, 64, 16}, mxBytes(2048, 0, mxByte));
+      w.add(p + "experts.down_proj", DType::kU8, {2, 32, 16}, mxBytes(1024, 0, mxByte));
+    } else {
+      uint64_t n = 1;
+      for (uint64_t v : l.gateUpBlocks) n *= v;
+      w.add(p + "experts.gate_up_proj_blocks", l.blocksDType, l.gateUpBlocks,
+            mxBytes(n * dtypeSize(l.blocksDType), 0, mxByte));
+      n = 1;
+      for (uint64_t v : l.gateUpScales) n *= v;
+      if (l.writeScales) {
+        w.add(p + "experts.gate_up_proj_scales", DType::kU8, l.gateUpScales,
+              mxBytes(n, 0, mxScale));
+      }
+      w.add(p + "experts.down_proj_blocks", DType::kU8, {2, 32, 1, 16},
+            mxBytes(1024, kMxDownOffset * 16, mxByte));
+      w.add(p + "experts.down_proj_scales", DType::kU8, {2, 32, 1},
+            mxBytes(64, kMxDownOffset, mxScale));
+    }
+  }
+  EXPECT_TRUE(w.write(d + "/model.safetensors"));
+  return d;
+}
+
+TEST_F(CheckpointTest, GptOssMxfp4ExpertsAreDequantizedInTransformersOrientation) {
+  auto ckpt = openOk(writeMxfp4(path("mxfp4"), {}));
+  ASSERT_NE(ckpt, nullptr);
+  EXPECT_EQ(ckpt->config().quantMethod, "mxfp4");
+  EXPECT_EQ(ckpt->expertsDType(), DType::kU8);  // model.dtype auto: bf16 (config_test)
+  for (uint32_t e = 0; e < 2; ++e) {
+    SCOPED_TRACE("expert " + std::to_string(e));
+    auto t = ckpt->expert(0, e);
+    ASSERT_TRUE(t) << t.error();
+    // transformers: gate_up [E, 2I, H] dequantized, transposed to [E, H, 2I]; gate = [..., ::2],
+    // up = [..., 1::2]: the even / odd rows of the dequantized [2I, H]. down [E, H, I] → [H, I].
+    ASSERT_EQ(t.value().w1.size(), 32u * 32);
+    ASSERT_EQ(t.value().w2.size(), 32u * 32);
+    for (uint64_t i = 0; i < 32; ++i) {
+      for (uint64_t c = 0; c < 32; ++c) {
+        EXPECT_EQ(t.value().w1[i * 32 + c], mxValue(e, 64, 2 * i, c, 0)) << i << "," << c;
+        EXPECT_EQ(t.value().w3[i * 32 + c], mxValue(e, 64, 2 * i + 1, c, 0)) << i << "," << c;
+        EXPECT_EQ(t.value().w2[i * 32 + c], mxValue(e, 32, i, c, kMxDownOffset)) << i << "," << c;
+      }
+    }
+    // Biases stay floats: interleaved like the weights.
+    EXPECT_EQ(t.value().b1[1], 1000.0f + 64 * e + 2);
+    EXPECT_EQ(t.value().b3[1], 1000.0f + 64 * e + 3);
+    EXPECT_EQ(t.value().b2[5], 2000.0f + 32 * e + 5);
+  }
+}
+
+TEST_F(CheckpointTest, Mxfp4ErrorsNameTheTensorAndTheShapeOrMethod) {
+  const std::string gu = "tensor model.layers.0.mlp.experts.gate_up_proj";
+  const struct {
+    std::string name;
+    Mxfp4Layout layout;
+    std::function<void(json&)> config;
+    std::vector<std::string> want;
+  } cases[] = {
+      {"scales missing",
+       {.writeScales = false},
+       nullptr,
+       {gu + "_scales missing from", "needs both _blocks and _scales"}},
+      {"blocks of the wrong shape",
+       {.gateUpBlocks = {2, 64, 2, 8}},
+       nullptr,
+       {gu + "_blocks: MXFP4 shape [2,64,1,16] expected from config.json", "has [2,64,2,8]"}},
+      {"scales of the wrong shape",
+       {.gateUpScales = {2, 64}},
+       nullptr,
+       {gu + "_scales: MXFP4 shape [2,64,1] expected from config.json", "has [2,64]"}},
+      {"blocks not u8",
+       {.blocksDType = DType::kF32},
+       nullptr,
+       {gu + "_blocks: dtype f32 cannot be dequantized as MXFP4 (u8 expected)"}},
+      {"width not a multiple of 32",
+       {},
+       [](json& c) { c["hidden_size"] = 48; },
+       {gu + "_blocks: MXFP4 packs 32 values per scale, but its rows are 48 wide"}},
+      {"another quant_method",
+       {},
+       [](json& c) { c["quantization_config"]["quant_method"] = "gptq"; },
+       {gu + "_blocks: *_blocks/*_scales are read as MXFP4 for quantization_config.quant_method "
+             "mxfp4 only, not 'gptq'",
+        "(quantization_config.quant_method 'gptq' cannot be dequantized: only mxfp4 and fp8 are)"}},
+      {"fp8's quant_method over MXFP4 blocks",
+       {},
+       [](json& c) { c["quantization_config"]["quant_method"] = "fp8"; },
+       {gu + "_blocks: *_blocks/*_scales are read as MXFP4 for quantization_config.quant_method "
+             "mxfp4 only, not 'fp8'"}},
+      {"transformers' in-memory packed u8",
+       {.packedInMemory = true},
+       nullptr,
+       {gu + ": dtype u8 (quantized bytes, quantization_config.quant_method 'mxfp4') cannot be "
+             "dequantized as a weight"}},
+      {"a quantization without known tensors",
+       {.writeExperts = false},
+       [](json& c) { c["quantization_config"]["quant_method"] = "awq"; },
+       {gu + " missing from",
+        "(quantization_config.quant_method 'awq' cannot be dequantized: only mxfp4 and fp8 are)"}},
+      {"a family whose fused experts are [E, 2I, H]",
+       {.modelType = "qwen3_moe"},
+       nullptr,
+       {gu + "_blocks: MXFP4 experts are read for the x @ W layout ([E, H, 2I], gpt_oss) only; "
+             "Qwen3-MoE stores [E, 2I, H]"}},
+  };
+  int n = 0;
+  for (const auto& tc : cases) {
+    SCOPED_TRACE(tc.name);
+    const std::string d = writeMxfp4(path("mx" + std::to_string(n++)), tc.layout);
+    if (tc.config) editConfig(d, tc.config);
+    auto ckpt = openOk(d);
+    ASSERT_NE(ckpt, nullptr);
+    auto e = ckpt->expert(0, 1);
+    ASSERT_FALSE(e);
+    for (const std::string& want : tc.want) EXPECT_TRUE(contains(e.error(), want)) << e.error();
+  }
+}
+
+TEST_F(CheckpointTest, QuantizationConfigErrorsNameTheKey) {
+  const std::string d = writeMxfp4(path("mxcfg"), {});
+  expectConfigError(
+      d, [](json& c) { c["quantization_config"] = "mxfp4"; },
+      "key 'quantization_config' must be a JSON object (got \"mxfp4\")");
+  expectConfigError(
+      d, [](json& c) { c["quantization_config"] = json::object(); },
+      "key 'quantization_config.quant_method' missing");
+  expectConfigError(
+      d, [](json& c) { c["quantization_config"]["quant_method"] = 4; },
+      "key 'quantization_config.quant_method' must be a non-empty string (got 4)");
+  editConfig(d, [](json& c) { c["quantization_config"] = nullptr; });  // null: not quantized
+  auto ckpt = openOk(d);
+  ASSERT_NE(ckpt, nullptr);
+  EXPECT_EQ(ckpt->config().quantMethod, "");
+  EXPECT_TRUE(ckpt->expert(0, 0));  // the blocks name the layout
 }
 
 }  // namespace

@@ -5,11 +5,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "tests/checkpoint/test_util.h"
@@ -119,6 +121,32 @@ INSTANTIATE_TEST_SUITE_P(AllDTypes, SafetensorsRoundTrip,
                          [](const auto& info) { return std::string(dtypeName(info.param)); });
 
 class SafetensorsTest : public test::TempDirTest {};
+
+// "U8" (gpt-oss MXFP4 *_blocks / *_scales): raw bytes, written and read back as they are.
+TEST_F(SafetensorsTest, U8TensorsKeepTheirBytes) {
+  std::vector<std::byte> blocks(2 * 3 * 16), scales(2 * 3);
+  for (size_t i = 0; i < blocks.size(); ++i) blocks[i] = std::byte(i * 7 + 1);
+  for (size_t i = 0; i < scales.size(); ++i) scales[i] = std::byte(120 + i);
+  SafetensorsWriter w;
+  w.add("experts.down_proj_blocks", DType::kU8, {2, 3, 1, 16}, blocks);
+  w.add("experts.down_proj_scales", DType::kU8, {2, 3, 1}, scales);
+  const std::string file = path("u8.safetensors");
+  ASSERT_TRUE(w.write(file));
+  EXPECT_NE(readFile(file).find(R"("dtype":"U8")"), std::string::npos);
+  auto f = SafetensorsFile::open(file);
+  ASSERT_TRUE(f) << f.error();
+  for (const auto& [name, want, shape] :
+       {std::tuple{"experts.down_proj_blocks", blocks, std::vector<uint64_t>{2, 3, 1, 16}},
+        std::tuple{"experts.down_proj_scales", scales, std::vector<uint64_t>{2, 3, 1}}}) {
+    const TensorInfo* t = f.value()->find(name);
+    ASSERT_NE(t, nullptr) << name;
+    EXPECT_EQ(t->dtype, DType::kU8);
+    EXPECT_EQ(t->shape, shape);
+    EXPECT_EQ(t->nbytes, want.size());
+    auto got = f.value()->bytes(*t);
+    EXPECT_TRUE(std::equal(got.begin(), got.end(), want.begin(), want.end())) << name;
+  }
+}
 
 TEST_F(SafetensorsTest, HeaderKeysSortedOffsetsConsecutiveDataAligned) {
   SafetensorsWriter w;

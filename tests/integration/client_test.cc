@@ -269,6 +269,13 @@ TEST_F(ClientTest, ErrorsCarryTheServersCodeAndMessage) {
          c.forward(0, HiddenStates::f32(x, 4), o);
        },
        StatusCode::kInvalidArgument, "prevLogits: 7 values are not [tokens, experts]"},
+      {"storage dtype (checked by the client)",
+       [&](Client& c) {
+         const std::vector<std::byte> bytes(4 * kH);
+         c.forward(0, HiddenStates{DType::kU8, 4, kH, bytes});
+       },
+       StatusCode::kInvalidArgument,
+       "hidden: dtype u8 is a checkpoint storage dtype; activations are f32, bf16 or f16"},
       {"router queue full",
        [&](Client& c) { c.forward(0, HiddenStates::f32(big, kMaxQueued + 1)); },
        StatusCode::kResourceExhausted, "exceeds router.max_queued_tokens = 300"},

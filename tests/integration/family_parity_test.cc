@@ -36,8 +36,6 @@ namespace fs = std::filesystem;
 // must be refused with an error that names what is missing — never served wrong, never a crash —
 // and a gap that starts to load fails the test until it leaves this list.
 const std::map<std::string, std::string> kKnownGaps = {
-    {"gpt_oss_mxfp4",  // a fixture, not a family: gpt_oss itself is served
-     "MXFP4 expert weights (*_blocks / *_scales, U8) are not dequantized at load yet"},
     // transformers 5 MoE families with fixtures but no row in common/model_families.cc yet (no
     // verified recipe): each is an unknown model_type to the loader.
     {"afmoe", "no family table row yet (token-choice router with its own scaling)"},

@@ -1079,6 +1079,10 @@ TEST(ConfigDtypes, ResolveAutoToTheCheckpointDtype) {
       {ModelDType::kAuto, DType::kBF16, DType::kBF16},
       {ModelDType::kAuto, DType::kF32, DType::kF32},
       {ModelDType::kAuto, DType::kF16, DType::kF16},
+      {ModelDType::kAuto, DType::kF64, DType::kF32},
+      {ModelDType::kAuto, DType::kF8E4M3, DType::kBF16},
+      {ModelDType::kAuto, DType::kU8, DType::kBF16},  // gpt-oss MXFP4 blocks
+      {ModelDType::kF32, DType::kU8, DType::kF32},
       {ModelDType::kF32, DType::kBF16, DType::kF32},
       {ModelDType::kBF16, DType::kF32, DType::kBF16},
   };

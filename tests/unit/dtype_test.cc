@@ -219,7 +219,8 @@ TEST(DTypeNames, SizesNamesAndSafetensorsCodes) {
     const char* name;
   } stored[] = {{"F64", DType::kF64, 8, "f64"},
                 {"F8_E4M3", DType::kF8E4M3, 1, "f8_e4m3"},
-                {"F8_E5M2", DType::kF8E5M2, 1, "f8_e5m2"}};
+                {"F8_E5M2", DType::kF8E5M2, 1, "f8_e5m2"},
+                {"U8", DType::kU8, 1, "u8"}};
   for (const auto& tc : stored) {
     EXPECT_EQ(parseSafetensorsDType(tc.code), tc.dtype) << tc.code;
     EXPECT_EQ(dtypeSize(tc.dtype), tc.size) << tc.code;
@@ -231,6 +232,11 @@ TEST(DTypeNames, SizesNamesAndSafetensorsCodes) {
   std::vector<float> out(2);
   convertToF32(DType::kF64, std::as_bytes(std::span(f64)), out);
   EXPECT_EQ(out, (std::vector<float>{1.5f, -0.25f}));
+  // u8 widens to the byte's integer value (MXFP4 bytes are decoded by dequantizeMxfp4 instead).
+  const uint8_t u8[3] = {0, 7, 255};
+  out.resize(3);
+  convertToF32(DType::kU8, std::as_bytes(std::span(u8)), out);
+  EXPECT_EQ(out, (std::vector<float>{0.0f, 7.0f, 255.0f}));
 }
 
 }  // namespace

@@ -56,10 +56,13 @@ TEST_F(ExpertStoreTest, ResidentBytesFollowTheDtype) {
   // A checkpoint-only dtype is never a resident one.
   auto blas = kernels::createBackend(kernels::BackendKind::kBlas);
   ASSERT_TRUE(blas);
-  auto refused = ExpertStore::load(*blas.value(), *ckpt.value(), shard, DType::kF8E4M3);
-  ASSERT_FALSE(refused);
-  EXPECT_NE(refused.error().find("cannot compute experts in f8_e4m3"), std::string::npos)
-      << refused.error();
+  for (DType stored : {DType::kF8E4M3, DType::kU8}) {
+    auto refused = ExpertStore::load(*blas.value(), *ckpt.value(), shard, stored);
+    ASSERT_FALSE(refused) << dtypeName(stored);
+    EXPECT_NE(refused.error().find("cannot compute experts in " + std::string(dtypeName(stored))),
+              std::string::npos)
+        << refused.error();
+  }
 }
 
 }  // namespace
