@@ -718,7 +718,7 @@ Result<ModelConfig> parseModelConfig(const std::string& text, const std::string&
                      " layers of this " + f->name +
                      " model (check decoder_sparse_step / mlp_only_layers / "
                      "first_k_dense_replace / moe_layer_freq / moe_expert_interval / "
-                     "moe_layer_start_index / expert_layer_period / moe_layers)");
+                     "moe_layer_start_index / expert_layer_period / moe_layers / mlp_layer_types)");
   }
   // MoE++'s zero-computation experts (N > 4 checked above) are not FFNs on shards.
   c.numFfnExperts =
@@ -1172,8 +1172,8 @@ Result<ExpertTensors> Checkpoint::sharedExpert(uint32_t layer) const {
 
 Result<std::vector<float>> Checkpoint::sharedExpertGate(uint32_t layer) const {
   if (Status s = checkHas(config_, dir_, layer, config_.sharedExpertGated,
-                          "has no shared_expert_gate (only Qwen2-MoE and Qwen3-Next with a shared "
-                          "expert gate it)");
+                          "has no shared_expert_gate (only the Qwen2-MoE-style blocks with a "
+                          "shared expert gate it)");
       !s)
     return makeError(s);
   return loadF32(layerPrefix(layer) + spec_->sharedGateName, {1, config_.hiddenSize});
@@ -1181,8 +1181,8 @@ Result<std::vector<float>> Checkpoint::sharedExpertGate(uint32_t layer) const {
 
 Result<std::vector<float>> Checkpoint::scoreCorrectionBias(uint32_t layer) const {
   if (Status s = checkHas(config_, dir_, layer, config_.routing.choiceBias,
-                          "has no e_score_correction_bias (only deepseek_v3, glm4_moe, dots1, "
-                          "minimax_m2 and ernie4_5_moe routers use one)");
+                          "has no e_score_correction_bias (only deepseek_v3-style routers "
+                          "(the table's kDeepseekV3 rows), minimax_m2 and ernie4_5_moe use one)");
       !s)
     return makeError(s);
   const std::string block = blockPrefix(layer);
