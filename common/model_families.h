@@ -156,8 +156,8 @@ struct FamilySpec {
   // The rows of issue #13's second round (DeepSeek-V3.2 ... Kimi-Linear) take each optional key's
   // default from their configuration_*.py, and the DeepSeek router keys under every alias
   // (Kimi-Linear's attribute_map); the older rows keep these fallbacks (0/1/1/1.0/0).
-  uint32_t firstKDenseDefault =
-      0;  // first_k_dense_replace (kFirstKDense, kLayerTypesOrFirstKDense)
+  // first_k_dense_replace when absent (kFirstKDense, kLayerTypesOrFirstKDense).
+  uint32_t firstKDenseDefault = 0;
   uint32_t nGroupDefault = 1, topkGroupDefault = 1;
   float scaleDefault = 1.0f;   // routed_scaling_factor
   uint32_t sharedDefault = 0;  // sharedKeys absent: the count (kTimesRouted) or width (kGated)
