@@ -208,6 +208,18 @@ Result<uint32_t> requiredU32(const json& config, const std::string& path, const 
   return makeError(path + ": internal: alias lookup lost its key");  // not reached
 }
 
+// The first of `keys` the config sets (null counts as absent), or keys.front() when none does, so
+// an optional reader of the result falls back to its default; contradicting aliases are an error.
+Result<std::string> optionalAlias(const json& config, const std::string& path, const FamilySpec& f,
+                                  const std::vector<std::string>& keys) {
+  auto v = aliased(config, path, f, keys);
+  if (!v) return makeError(v.status());
+  for (const std::string& k : keys) {
+    if (v.value() && findKey(config, k) == v.value()) return k;
+  }
+  return keys.front();
+}
+
 Status checkTopK(const std::string& path, const ModelConfig& c, const std::string& topKKey,
                  const std::string& expertsKey) {
   if (c.topK >= 1 && c.topK <= c.numExperts) return Status::ok();
@@ -323,6 +335,33 @@ Result<int64_t> optionalLayerIndex(const json& config, const std::string& path,
   return it->get<int64_t>();
 }
 
+// mlp_layer_types: "dense" or "sparse" per layer; absent (or null), layers [firstSparse, L) are
+// sparse, as the family's config class fills it in.
+Status readLayerTypes(const json& config, const std::string& path, const FamilySpec& f,
+                      uint32_t firstSparse, ModelConfig& c) {
+  const uint32_t L = c.numLayers;
+  const json* types = findKey(config, "mlp_layer_types");
+  if (!types || types->is_null()) {
+    for (uint32_t l = firstSparse; l < L; ++l) c.moeLayers.push_back(l);
+    return Status::ok();
+  }
+  if (!types->is_array() || types->size() != L) {
+    return Status::error(path + ": key 'mlp_layer_types' must list \"dense\" or \"sparse\" for " +
+                         "each of the " + std::to_string(L) + " layers (" + f.name + "; got " +
+                         types->dump() + ")");
+  }
+  for (uint32_t l = 0; l < L; ++l) {
+    const json& v = (*types)[l];
+    if (v != "dense" && v != "sparse") {
+      return Status::error(path + ": key 'mlp_layer_types' entry " + std::to_string(l) +
+                           " must be \"dense\" or \"sparse\" (" + f.name + "; got " + v.dump() +
+                           ")");
+    }
+    if (v == "sparse") c.moeLayers.push_back(l);
+  }
+  return Status::ok();
+}
+
 // The family's MoE-layer rule (its DecoderLayer's condition for a sparse block).
 Status readMoeLayers(const json& config, const std::string& path, const FamilySpec& f,
                      ModelConfig& c) {
@@ -348,7 +387,8 @@ Status readMoeLayers(const json& config, const std::string& path, const FamilySp
     }
     case LayerRule::kFirstKDense: {
       uint32_t firstDense = 0, freq = 1;
-      if (Status s = assign(firstDense, optionalU32(config, path, "first_k_dense_replace", 0, 0));
+      if (Status s = assign(firstDense, optionalU32(config, path, "first_k_dense_replace",
+                                                    f.firstKDenseDefault, 0));
           !s)
         return s;
       if (Status s = assign(freq, optionalU32(config, path, "moe_layer_freq", 1, 1)); !s) return s;
@@ -393,27 +433,19 @@ Status readMoeLayers(const json& config, const std::string& path, const FamilySp
       }
       break;
     }
-    case LayerRule::kLayerTypes: {
-      // Glm4MoeLiteConfig: mlp_layer_types, default ["dense"] + ["sparse"] * (L - 1).
-      const json* types = findKey(config, "mlp_layer_types");
-      if (!types || types->is_null()) {
-        for (uint32_t l = 1; l < L; ++l) c.moeLayers.push_back(l);
-        break;
-      }
-      if (!types->is_array() || types->size() != L) {
-        return Status::error(path + ": key 'mlp_layer_types' must list \"dense\" or \"sparse\" " +
-                             "for each of the " + std::to_string(L) + " layers (got " +
-                             types->dump() + ")");
-      }
-      for (uint32_t l = 0; l < L; ++l) {
-        const json& v = (*types)[l];
-        if (v != "dense" && v != "sparse") {
-          return Status::error(path + ": key 'mlp_layer_types' entry " + std::to_string(l) +
-                               " must be \"dense\" or \"sparse\" (got " + v.dump() + ")");
-        }
-        if (v == "sparse") c.moeLayers.push_back(l);
-      }
-      break;
+    case LayerRule::kLayerTypes:  // Glm4MoeLiteConfig / MiMoV2FlashConfig: ["dense"] + sparse
+      return readLayerTypes(config, path, f, 1, c);
+    case LayerRule::kLayerTypesOrAll:  // MellumConfig: ["sparse"] * L
+      return readLayerTypes(config, path, f, 0, c);
+    case LayerRule::kLayerTypesOrFirstKDense: {
+      // DeepseekV32Config / GlmMoeDsaConfig / ExaoneMoeConfig / KimiLinearConfig: the first
+      // first_k_dense_replace layers dense.
+      uint32_t firstDense = 0;
+      if (Status s = assign(firstDense, optionalU32(config, path, "first_k_dense_replace",
+                                                    f.firstKDenseDefault, 0));
+          !s)
+        return s;
+      return readLayerTypes(config, path, f, firstDense, c);
     }
     case LayerRule::kListOrInterleave: {
       std::vector<uint32_t> listed;
@@ -449,11 +481,20 @@ Status readDeepseekRouting(const json& config, const std::string& path, const Fa
   const bool v3 = f.routing == RoutingPiece::kDeepseekV3;
   uint32_t nGroup = 1, topkGroup = 1;
   float scale = 1.0f;
-  std::string scoring, method;
+  std::string scoring, method, nGroupKey, topkGroupKey, normKey;
   bool norm = false;
-  if (Status s = assign(nGroup, optionalU32(config, path, "n_group", 1, 1)); !s) return s;
-  if (Status s = assign(topkGroup, optionalU32(config, path, "topk_group", 1, 1)); !s) return s;
-  if (Status s = assign(scale, optionalPositiveFloat(config, path, "routed_scaling_factor", 1.0f));
+  for (auto [keys, dest] :
+       {std::pair{&f.nGroupKeys, &nGroupKey}, std::pair{&f.topkGroupKeys, &topkGroupKey},
+        std::pair{&f.normKeys, &normKey}}) {
+    if (Status s = assign(*dest, optionalAlias(config, path, f, *keys)); !s) return s;
+  }
+  if (Status s = assign(nGroup, optionalU32(config, path, nGroupKey, f.nGroupDefault, 1)); !s)
+    return s;
+  if (Status s = assign(topkGroup, optionalU32(config, path, topkGroupKey, f.topkGroupDefault, 1));
+      !s)
+    return s;
+  if (Status s = assign(
+          scale, optionalPositiveFloat(config, path, "routed_scaling_factor", f.scaleDefault));
       !s)
     return s;
   if (Status s =
@@ -466,32 +507,31 @@ Status readDeepseekRouting(const json& config, const std::string& path, const Fa
                                         {"greedy", "group_limited_greedy", "noaux_tc"}));
       !s)
     return s;
-  if (Status s = assign(norm, optionalBool(config, path, "norm_topk_prob", f.renormalizeDefault));
-      !s)
+  if (Status s = assign(norm, optionalBool(config, path, normKey, f.renormalizeDefault)); !s)
     return s;
   if (c.numExperts % nGroup != 0) {
-    return Status::error(path + ": n_group " + std::to_string(nGroup) + " must divide " +
+    return Status::error(path + ": " + nGroupKey + " " + std::to_string(nGroup) + " must divide " +
                          f.expertsKeys.front() + " (" + std::to_string(c.numExperts) + ")");
   }
   if (topkGroup > nGroup) {
-    return Status::error(path + ": topk_group " + std::to_string(topkGroup) +
-                         " must be at most n_group (" + std::to_string(nGroup) + ")");
+    return Status::error(path + ": " + topkGroupKey + " " + std::to_string(topkGroup) +
+                         " must be at most " + nGroupKey + " (" + std::to_string(nGroup) + ")");
   }
   if (method != "greedy") {
     // Group-limited selection picks k experts from topk_group groups only.
     const uint32_t reachable = topkGroup * (c.numExperts / nGroup);
     if (c.topK > reachable) {
-      return Status::error(path + ": num_experts_per_tok " + std::to_string(c.topK) +
-                           " exceeds the " + std::to_string(reachable) +
-                           " experts in topk_group (" + std::to_string(topkGroup) +
-                           ") of n_group (" + std::to_string(nGroup) + ") groups");
+      return Status::error(path + ": " + f.topKKeys.front() + " " + std::to_string(c.topK) +
+                           " exceeds the " + std::to_string(reachable) + " experts in " +
+                           topkGroupKey + " (" + std::to_string(topkGroup) + ") of " + nGroupKey +
+                           " (" + std::to_string(nGroup) + ") groups");
     }
   }
   if (method == "noaux_tc" && c.numExperts / nGroup < 2) {
     // V3 scores a group by the sum of its top-2 experts, so a group needs two.
     return Status::error(path + ": topk_method noaux_tc needs at least 2 experts per group (" +
-                         f.expertsKeys.front() + " " + std::to_string(c.numExperts) +
-                         " / n_group " + std::to_string(nGroup) + ")");
+                         f.expertsKeys.front() + " " + std::to_string(c.numExperts) + " / " +
+                         nGroupKey + " " + std::to_string(nGroup) + ")");
   }
   if (!v3) {
     // DeepseekV2TopkRouter: softmax; group_limited_greedy (group max) or greedy; norm_topk_prob
@@ -543,9 +583,9 @@ Status readRouting(const json& config, const std::string& path, const FamilySpec
     case RoutingPiece::kSoftmaxTopk: {
       bool norm = f.renormalize == Renormalize::kAlways;
       if (f.renormalize == Renormalize::kKey) {
-        if (Status s =
-                assign(norm, optionalBool(config, path, "norm_topk_prob", f.renormalizeDefault));
-            !s)
+        std::string key;
+        if (Status s = assign(key, optionalAlias(config, path, f, f.normKeys)); !s) return s;
+        if (Status s = assign(norm, optionalBool(config, path, key, f.renormalizeDefault)); !s)
           return s;
       }
       c.routing = softmaxTopkRecipe(norm);
@@ -604,24 +644,22 @@ Status readShared(const json& config, const std::string& path, const FamilySpec&
       return Status::ok();
     case SharedKind::kGated:
     case SharedKind::kWidth: {
-      auto given = aliased(config, path, f, f.sharedKeys);
-      if (!given) return given.status();
-      for (const std::string& k : f.sharedKeys) {
-        if (findKey(config, k) == given.value() && given.value()) {
-          if (Status s = assign(v, optionalU32(config, path, k, 0, 0)); !s) return s;
-        }
-      }
+      std::string key;
+      if (Status s = assign(key, optionalAlias(config, path, f, f.sharedKeys)); !s) return s;
+      if (Status s = assign(v, optionalU32(config, path, key, f.sharedDefault, 0)); !s) return s;
       c.sharedIntermediateSize = v;
       // Qwen2MoeSparseMoeBlock always pairs the shared expert with its sigmoid gate.
       c.sharedExpertGated = f.shared == SharedKind::kGated && v > 0;
       return Status::ok();
     }
     case SharedKind::kTimesRouted: {
-      if (Status s = assign(v, optionalU32(config, path, f.sharedKeys.front(), 0, 0)); !s) return s;
+      std::string key;
+      if (Status s = assign(key, optionalAlias(config, path, f, f.sharedKeys)); !s) return s;
+      if (Status s = assign(v, optionalU32(config, path, key, f.sharedDefault, 0)); !s) return s;
       const uint64_t width = uint64_t{v} * c.intermediateSize;
       if (width > std::numeric_limits<uint32_t>::max()) {
-        return Status::error(path + ": " + f.sharedKeys.front() + " × " +
-                             f.intermediateKeys.front() + " is too large");
+        return Status::error(path + ": " + key + " × " + f.intermediateKeys.front() +
+                             " is too large");
       }
       c.sharedIntermediateSize = static_cast<uint32_t>(width);
       return Status::ok();
@@ -729,7 +767,7 @@ Result<ModelConfig> parseModelConfig(const std::string& text, const std::string&
                      " layers of this " + f->name +
                      " model (check decoder_sparse_step / mlp_only_layers / "
                      "first_k_dense_replace / moe_layer_freq / moe_expert_interval / "
-                     "moe_layer_start_index / expert_layer_period / moe_layers)");
+                     "moe_layer_start_index / expert_layer_period / moe_layers / mlp_layer_types)");
   }
   // MoE++'s zero-computation experts (N > 4 checked above) are not FFNs on shards.
   c.numFfnExperts =
@@ -1275,8 +1313,8 @@ Result<ExpertTensors> Checkpoint::sharedExpert(uint32_t layer) const {
 
 Result<std::vector<float>> Checkpoint::sharedExpertGate(uint32_t layer) const {
   if (Status s = checkHas(config_, dir_, layer, config_.sharedExpertGated,
-                          "has no shared_expert_gate (only Qwen2-MoE and Qwen3-Next with a shared "
-                          "expert gate it)");
+                          "has no shared_expert_gate (only the Qwen2-MoE-style blocks with a "
+                          "shared expert gate it)");
       !s)
     return makeError(s);
   return loadF32(layerPrefix(layer) + spec_->sharedGateName, {1, config_.hiddenSize});
@@ -1284,8 +1322,8 @@ Result<std::vector<float>> Checkpoint::sharedExpertGate(uint32_t layer) const {
 
 Result<std::vector<float>> Checkpoint::scoreCorrectionBias(uint32_t layer) const {
   if (Status s = checkHas(config_, dir_, layer, config_.routing.choiceBias,
-                          "has no e_score_correction_bias (only deepseek_v3, glm4_moe, dots1, "
-                          "minimax_m2 and ernie4_5_moe routers use one)");
+                          "has no e_score_correction_bias (only deepseek_v3-style routers "
+                          "(the table's kDeepseekV3 rows), minimax_m2 and ernie4_5_moe use one)");
       !s)
     return makeError(s);
   const std::string block = blockPrefix(layer);

@@ -251,6 +251,124 @@ std::vector<FamilySpec> buildTable() {
     f.routerNames = {"gate.weight", "router.weight"};
     t.push_back(f);
   }
+  // transformers 5 families that reuse the recipes above (issue #13). Defaults are their
+  // configuration_*.py's; every router here is DeepseekV3TopkRouter's code or Qwen's top-k router.
+  {  // DeepseekV32MoE / DeepseekV32TopkRouter: DeepSeek-V3's block; DSA attention is not ours.
+    FamilySpec f = deepseekLike({"deepseek_v32"}, "DeepSeek-V3.2", RoutingPiece::kDeepseekV3);
+    f.layerRule = LayerRule::kLayerTypesOrFirstKDense;  // DeepseekV32Config.mlp_layer_types
+    f.renormalizeDefault = true;
+    f.firstKDenseDefault = 3;
+    f.nGroupDefault = 8;
+    f.topkGroupDefault = 4;
+    f.scaleDefault = 2.5f;
+    f.sharedDefault = 1;
+    t.push_back(f);
+  }
+  {  // SarvamMLAConfig served by DeepseekV3ForCausalLM (modeling_auto); original config names
+     // num_experts / num_shared_experts (attribute_map).
+    FamilySpec f = deepseekLike({"sarvam_mla"}, "Sarvam-MLA", RoutingPiece::kDeepseekV3);
+    f.sharedKeys = {"n_shared_experts", "num_shared_experts"};
+    f.renormalizeDefault = true;
+    f.firstKDenseDefault = 1;
+    f.scaleDefault = 2.5f;
+    f.sharedDefault = 1;
+    t.push_back(f);
+  }
+  {  // MiMoV2FlashMoE: DeepseekV3MoE without shared experts; sparse layers from mlp_layer_types
+     // (default ["dense"] + ["sparse"] * (L - 1)); routed_scaling_factor null means 1.0.
+    FamilySpec f = deepseekLike({"mimo_v2_flash"}, "MiMo-V2-Flash", RoutingPiece::kDeepseekV3);
+    f.expertsKeys = {"n_routed_experts", "num_local_experts"};
+    f.layerRule = LayerRule::kLayerTypes;
+    f.renormalizeDefault = true;
+    f.shared = SharedKind::kNone;
+    f.sharedKeys = {};
+    f.sharedPrefix = "";
+    f.notes = "MoE blocks only (its sliding-window attention with sinks is not the cluster's part)";
+    t.push_back(f);
+  }
+  {  // SolarOpenMoE: GLM-4-MoE's block in every layer (SolarOpenDecoderLayer).
+    FamilySpec f = deepseekLike({"solar_open"}, "Solar-Open", RoutingPiece::kDeepseekV3);
+    f.expertsKeys = {"n_routed_experts", "num_local_experts"};
+    f.layerRule = LayerRule::kAll;
+    f.renormalizeDefault = true;
+    f.sharedDefault = 1;
+    t.push_back(f);
+  }
+  {  // GlmMoeDsaMoE: GLM-4-MoE's block; sparse layers from mlp_layer_types (default: from
+     // first_k_dense_replace, 3); DSA attention is not ours.
+    FamilySpec f = deepseekLike({"glm_moe_dsa"}, "GLM-MoE-DSA", RoutingPiece::kDeepseekV3);
+    f.layerRule = LayerRule::kLayerTypesOrFirstKDense;
+    f.renormalizeDefault = true;
+    f.firstKDenseDefault = 3;
+    f.scaleDefault = 2.5f;
+    f.sharedDefault = 1;
+    t.push_back(f);
+  }
+  {  // SarvamMoEConfig served by Glm4MoeForCausalLM (modeling_auto); original config names
+     // num_experts / num_shared_experts; the router bias is saved as gate.expert_bias
+     // (conversion_mapping.py renames it to gate.e_score_correction_bias in memory).
+    FamilySpec f = deepseekLike({"sarvam_moe"}, "Sarvam-MoE", RoutingPiece::kDeepseekV3);
+    f.sharedKeys = {"n_shared_experts", "num_shared_experts"};
+    f.renormalizeDefault = true;
+    f.firstKDenseDefault = 1;
+    f.scaleDefault = 2.5f;
+    f.sharedDefault = 1;
+    f.choiceBiasNames = {"gate.expert_bias", "gate.e_score_correction_bias"};
+    t.push_back(f);
+  }
+  {  // MellumSparseMoeBlock: Qwen3-MoE's router (norm_topk_prob, default true); sparse layers from
+     // mlp_layer_types (default: all).
+    FamilySpec f = qwenLike({"mellum"}, "Mellum");
+    f.expertsKeys = {"num_local_experts", "num_experts"};
+    f.layerRule = LayerRule::kLayerTypesOrAll;
+    f.renormalize = Renormalize::kKey;
+    f.renormalizeDefault = true;
+    t.push_back(f);
+  }
+  {  // Qwen3_5MoeSparseMoeBlock (text model): Qwen2-MoE's block, but Qwen3_5MoeTopKRouter always
+     // renormalizes (it has no norm_topk_prob); every layer; shared expert width default 512.
+    FamilySpec f = qwenLike({"qwen3_5_moe_text"}, "Qwen3.5-MoE");
+    f.expertsKeys = {"num_experts"};
+    f.shared = SharedKind::kGated;
+    f.sharedKeys = {"shared_expert_intermediate_size"};
+    f.sharedDefault = 512;
+    f.sharedPrefix = "mlp.shared_expert.";
+    f.sharedGateName = "mlp.shared_expert_gate.weight";
+    f.notes = "MoE blocks only (its gated-delta-net layers are not the cluster's part)";
+    t.push_back(f);
+  }
+  {  // ExaoneMoeSparseMoEBlock: DeepSeek-V3's block under its own keys (num_experts,
+     // num_shared_experts; no attribute_map); the bias is saved as mlp.e_score_correction_bias.
+    FamilySpec f = deepseekLike({"exaone_moe"}, "EXAONE-MoE", RoutingPiece::kDeepseekV3);
+    f.expertsKeys = {"num_experts"};
+    f.sharedKeys = {"num_shared_experts"};
+    f.layerRule = LayerRule::kLayerTypesOrFirstKDense;
+    f.renormalizeDefault = true;
+    f.firstKDenseDefault = 1;
+    f.scaleDefault = 2.5f;
+    f.sharedDefault = 1;
+    f.choiceBiasNames = {"e_score_correction_bias", "gate.e_score_correction_bias"};
+    t.push_back(f);
+  }
+  {  // KimiLinearMoE: DeepSeek-V3's block, saved under Mixtral's names (block_sparse_moe,
+     // experts.{e}.w1/w3/w2); KimiLinearConfig.attribute_map aliases.
+    FamilySpec f = deepseekLike({"kimi_linear"}, "Kimi-Linear", RoutingPiece::kDeepseekV3);
+    f.expertsKeys = {"num_experts", "num_local_experts"};
+    f.topKKeys = {"num_experts_per_token", "num_experts_per_tok"};
+    f.nGroupKeys = {"num_expert_group", "n_group"};
+    f.normKeys = {"moe_renormalize", "norm_topk_prob"};
+    f.sharedKeys = {"num_shared_experts", "n_shared_experts"};
+    f.layerRule = LayerRule::kLayerTypesOrFirstKDense;
+    f.renormalizeDefault = true;
+    f.firstKDenseDefault = 1;
+    f.scaleDefault = 2.446f;
+    f.sharedDefault = 1;
+    f.blocks = {"block_sparse_moe.", "mlp."};
+    f.perExpert = {kMixtralNames};
+    f.sharedPrefix = "block_sparse_moe.shared_experts.";
+    f.notes = "MoE blocks only (its KDA linear-attention layers are not the cluster's part)";
+    t.push_back(f);
+  }
   {  // SkyworkAI MoE++ (moe_plus_plus_layer.py): not a transformers family.
     FamilySpec f;
     f.modelTypes = {"MoE++", "moe_plus_plus"};

@@ -76,7 +76,11 @@ enum class LayerRule {
   kPeriodOffset,         // Jamba: l % expert_layer_period == expert_layer_offset (num_experts > 1)
   kListOrInterleave,     // Llama 4: moe_layers, else every interleave_moe_layer_step-th from step-1
   kMoePlusPlusInterval,  // MoE++: moe_expert_interval == 1 or (l + 1) % interval == 0
-  kLayerTypes            // GLM-4-MoE-Lite: mlp_layer_types[l] == "sparse" (default: all but 0)
+  kLayerTypes,           // GLM-4-MoE-Lite: mlp_layer_types[l] == "sparse" (default: all but 0)
+  // DeepSeek-V3.2, GLM-MoE-DSA, EXAONE-MoE, Kimi-Linear: mlp_layer_types[l] == "sparse"; absent,
+  // every layer from first_k_dense_replace (its default: FamilySpec::firstKDenseDefault) on.
+  kLayerTypesOrFirstKDense,
+  kLayerTypesOrAll  // Mellum: mlp_layer_types[l] == "sparse"; absent, every layer
 };
 
 // How the routing recipe is read from config.json.
@@ -160,6 +164,16 @@ struct FamilySpec {
   bool expertBias = false;     // gpt-oss gate_up_proj_bias / down_proj_bias
   bool weightOnInput = false;  // Llama 4
   std::string notes;           // what the README says about the row
+  // The rows of issue #13's second round (DeepSeek-V3.2 ... Kimi-Linear) take each optional key's
+  // default from their configuration_*.py, and the DeepSeek router keys under every alias
+  // (Kimi-Linear's attribute_map); the older rows keep these fallbacks (0/1/1/1.0/0).
+  // first_k_dense_replace when absent (kFirstKDense, kLayerTypesOrFirstKDense).
+  uint32_t firstKDenseDefault = 0;
+  uint32_t nGroupDefault = 1, topkGroupDefault = 1;
+  float scaleDefault = 1.0f;   // routed_scaling_factor
+  uint32_t sharedDefault = 0;  // sharedKeys absent: the count (kTimesRouted) or width (kGated)
+  std::vector<std::string> nGroupKeys{"n_group"}, topkGroupKeys{"topk_group"},
+      normKeys{"norm_topk_prob"};
 };
 
 // The table, in README order.

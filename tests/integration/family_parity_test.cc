@@ -40,20 +40,10 @@ const std::map<std::string, std::string> kKnownGaps = {
     // verified recipe): each is an unknown model_type to the loader.
     {"afmoe", "no family table row yet (token-choice router with its own scaling)"},
     {"cohere2_moe", "no family table row yet"},
-    {"deepseek_v32", "no family table row yet (DeepSeek-V3.2 sparse-attention variant)"},
-    {"exaone_moe", "no family table row yet (DeepSeek-V3 router; layer rule unverified)"},
-    {"glm_moe_dsa", "no family table row yet"},
     {"hy_v3", "no family table row yet (MiniMax-M2-like block)"},
-    {"kimi_linear", "no family table row yet"},
-    {"mimo_v2_flash", "no family table row yet"},
     {"lfm2_moe", "no family table row yet (Qwen2-MoE-like router, feed_forward block)"},
     {"longcat_flash", "no family table row yet (zero-computation experts)"},
-    {"mellum", "no family table row yet"},
     {"nemotron_h", "no family table row yet (DeepSeek-V3-like router in a hybrid model)"},
-    {"qwen3_5_moe_text", "no family table row yet (Qwen3-Next-like block)"},
-    {"sarvam_mla", "no family table row yet"},
-    {"sarvam_moe", "no family table row yet"},
-    {"solar_open", "no family table row yet (GLM-4-MoE block)"},
 };
 
 // The fixtures directory: MOE_FAMILY_FIXTURES in the environment, else the source tree's.
