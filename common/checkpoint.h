@@ -73,11 +73,18 @@ struct ModelConfig {
   bool moeLogitsNorm = false;        // moe_use_logits_norm: s /= std(s) / moe_gate_norm_std
   float moeGateNormStd = 1.0f;       // moe_gate_norm_std
   bool moeFeatureNoMulTopk = false;  // moe_feature_no_mul_topk: experts see x, not k·x
+  // How the block adds its shared expert (Cohere2-MoE shared_expert_combination_strategy).
+  SharedCombine sharedCombine = SharedCombine::kSum;
 
   ExpertKind expertKind(uint32_t expert) const {
     if (expert < numFfnExperts) return ExpertKind::kFfn;
     const uint32_t j = expert - numFfnExperts;  // MoE++: 0,1 constant; 2 copy; 3 zero
     return j < 2 ? ExpertKind::kConstant : j == 2 ? ExpertKind::kCopy : ExpertKind::kZero;
+  }
+  // The factor on the block's whole output, routed + shared: 1/2 when a shared expert is
+  // averaged in (Cohere2-MoE: (routed + shared) / 2), else 1.
+  float blockOutputScale() const {
+    return sharedCombine == SharedCombine::kAverage && sharedIntermediateSize > 0 ? 0.5f : 1.0f;
   }
   // The factor MoE++ scales expert inputs by (k unless mixtral gating or feature_no_mul_topk);
   // 1 for every other family.

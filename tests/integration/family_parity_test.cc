@@ -43,15 +43,11 @@ const std::map<std::string, std::string> kKnownGaps = {
      "MXFP4 expert weights (*_blocks / *_scales, U8) are not dequantized at load yet"},
     // transformers 5 MoE families with fixtures but no row in common/model_families.cc yet (no
     // verified recipe): each is an unknown model_type to the loader.
-    {"afmoe", "no family table row yet (token-choice router with its own scaling)"},
-    {"cohere2_moe", "no family table row yet"},
     {"deepseek_v32", "no family table row yet (DeepSeek-V3.2 sparse-attention variant)"},
     {"exaone_moe", "no family table row yet (DeepSeek-V3 router; layer rule unverified)"},
     {"glm_moe_dsa", "no family table row yet"},
-    {"hy_v3", "no family table row yet (MiniMax-M2-like block)"},
     {"kimi_linear", "no family table row yet"},
     {"mimo_v2_flash", "no family table row yet"},
-    {"lfm2_moe", "no family table row yet (Qwen2-MoE-like router, feed_forward block)"},
     {"longcat_flash", "no family table row yet (zero-computation experts)"},
     {"mellum", "no family table row yet"},
     {"nemotron_h", "no family table row yet (DeepSeek-V3-like router in a hybrid model)"},
@@ -116,7 +112,8 @@ std::string describe(const ModelConfig& c) {
   o << "] routing{" << c.routing.describe() << "} shared " << c.sharedIntermediateSize
     << (c.sharedExpertGated ? " gated" : "") << " act " << static_cast<int>(c.expertActivation)
     << " alpha " << c.swigluAlpha << " limit " << c.swigluLimit << " bias " << c.expertBias
-    << " onInput " << c.weightOnInput << " ffn " << c.numFfnExperts;
+    << " onInput " << c.weightOnInput << " ffn " << c.numFfnExperts << " combine x"
+    << c.blockOutputScale();
   return o.str();
 }
 
