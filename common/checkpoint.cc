@@ -678,10 +678,11 @@ Status parseTableFamily(const json& config, const std::string& path, const Famil
   for (const PinnedKey& p : f.pinnedKeys) {
     const json* v = findKey(config, p.key);
     const json want = json::parse(p.json, nullptr, /*allow_exceptions=*/false);
-    if (v && !v->is_null() && *v != want) {
-      return Status::error(path + ": key '" + p.key + "' is " + v->dump() + ", but " + f.name +
-                           " is served only with " + want.dump() + ": " + p.why);
-    }
+    if (!v || v->is_null() || (*v == want) != p.refuseThisValue) continue;
+    return Status::error(path + ": key '" + p.key + "' is " + v->dump() + ", but " + f.name +
+                         (p.refuseThisValue ? " is not served with it: "
+                                            : " is served only with " + want.dump() + ": ") +
+                         p.why);
   }
   std::string expertsKey, topKKey;
   if (Status s = assign(c.hiddenSize, requiredU32(config, path, f, f.hiddenKeys)); !s) return s;

@@ -308,8 +308,14 @@ std::vector<FamilySpec> buildTable() {
     f.sharedCountDefault = 1;
     f.sharedPrefix = "mlp.shared_mlp.";
     f.sharedPrefixAliases = {"mlp.shared_experts."};
-    f.pinnedKeys = {{"mlp_bias", "false",
-                     "its shared expert would carry biases (HYV3MLP), which are not loaded"}};
+    f.pinnedKeys = {
+        {"mlp_bias", "false",
+         "its shared expert would carry biases (HYV3MLP), which are not loaded"},
+        // HYV3MLP takes `intermediate_size or config.intermediate_size`: a width of 0 becomes the
+        // dense width, an always-on shared expert no other family has.
+        {"num_shared_experts", "0",
+         "transformers' HYV3MLP then falls back to a shared expert of intermediate_size",
+         /*refuseThisValue=*/true}};
     t.push_back(f);
   }
   {  // Cohere2MoeSparseMoeBlock / Cohere2MoeTopKRouter: top-k of the logits, softmax over them

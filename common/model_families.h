@@ -130,11 +130,13 @@ enum class SharedCombine { kSum, kAverage };
 
 // A config key the row's computation assumes a value of, because transformers' modeling code
 // ignores it (an earlier version honoured it) or the row does not implement the alternative.
-// Absent or null is accepted; any other value is refused with `why`.
+// Absent or null is accepted; any other value is refused with `why` (refuseThisValue: only `json`
+// itself is refused).
 struct PinnedKey {
   const char* key;
-  const char* json;  // the accepted value as JSON text: "true", "\"sigmoid\""
+  const char* json;  // the value as JSON text: "true", "\"sigmoid\"", "0"
   const char* why;
+  bool refuseThisValue = false;
 };
 
 struct FamilySpec {

@@ -1747,6 +1747,8 @@ TEST(Issue13Families, ConfigErrorsNameTheKeyAndTheFamily) {
       {"afmoe", R"("route_norm": false)",
        "key 'route_norm' is false, but AFMoE is served only with true"},
       {"hy_v3", R"("mlp_bias": true)", "key 'mlp_bias' is true, but HY-V3 is served only with"},
+      {"hy_v3", R"("num_shared_experts": 0)",
+       "key 'num_shared_experts' is 0, but HY-V3 is not served with it: transformers' HYV3MLP"},
       {"hy_v3", R"("num_local_experts": 8)",
        "keys 'num_experts' (4) and 'num_local_experts' (8) contradict each other (HY-V3"},
       {"hy_v3", R"("router_scaling_factor": 0)",
