@@ -433,8 +433,18 @@ Status readMoeLayers(const json& config, const std::string& path, const FamilySp
       }
       break;
     }
-    case LayerRule::kLayerTypes:  // Glm4MoeLiteConfig / MiMoV2FlashConfig: ["dense"] + sparse
-      return readLayerTypes(config, path, f, 1, c);
+    case LayerRule::kLayerTypes: {
+      // Glm4MoeLiteConfig / MiMoV2FlashConfig / HYV3Config: mlp_layer_types, default ["dense"] +
+      // ["sparse"] * (L - 1); Cohere2MoeConfig: dense iff l < first_k_dense_replace (default 0).
+      uint32_t dense = f.denseLayersDefault;
+      if (!f.denseLayersKey.empty()) {
+        if (Status s =
+                assign(dense, optionalU32(config, path, f.denseLayersKey, f.denseLayersDefault, 0));
+            !s)
+          return s;
+      }
+      return readLayerTypes(config, path, f, dense, c);
+    }
     case LayerRule::kLayerTypesOrAll:  // MellumConfig: ["sparse"] * L
       return readLayerTypes(config, path, f, 0, c);
     case LayerRule::kLayerTypesOrFirstKDense: {
@@ -469,6 +479,16 @@ Status readMoeLayers(const json& config, const std::string& path, const FamilySp
         // Llama4TextConfig: list(range(step - 1, num_hidden_layers, step)).
         for (uint32_t l = step - 1; l < L; l += step) c.moeLayers.push_back(l);
       }
+      break;
+    }
+    case LayerRule::kFirstNDense: {
+      // Lfm2MoeDecoderLayer / AfmoeDecoderLayer: sparse iff layer >= num_dense_layers.
+      uint32_t dense = f.denseLayersDefault;
+      if (Status s =
+              assign(dense, optionalU32(config, path, f.denseLayersKey, f.denseLayersDefault, 0));
+          !s)
+        return s;
+      for (uint32_t l = dense; l < L; ++l) c.moeLayers.push_back(l);
       break;
     }
   }
@@ -576,18 +596,30 @@ Status readSparseMixer(const json& config, const std::string& path, const Family
   return Status::ok();
 }
 
+// Whether the chosen weights are renormalized: the row's Renormalize, norm_topk_prob for kKey.
+// norm_topk_prob is read under every alias of the row (Kimi-Linear: moe_renormalize).
+Result<bool> readRenormalize(const json& config, const std::string& path, const FamilySpec& f) {
+  if (f.renormalize != Renormalize::kKey) return f.renormalize == Renormalize::kAlways;
+  std::string key;
+  if (Status s = assign(key, optionalAlias(config, path, f, f.normKeys)); !s) return makeError(s);
+  return optionalBool(config, path, key, f.renormalizeDefault);
+}
+
+// A positive float under any of its aliases (absent or null: `fallback`).
+Result<float> aliasedPositiveFloat(const json& config, const std::string& path, const FamilySpec& f,
+                                   const std::vector<std::string>& keys, float fallback) {
+  std::string key;
+  if (Status s = assign(key, optionalAlias(config, path, f, keys)); !s) return makeError(s);
+  return optionalPositiveFloat(config, path, key, fallback);
+}
+
 Status readRouting(const json& config, const std::string& path, const FamilySpec& f,
                    ModelConfig& c) {
   using R = RoutingRecipe;
   switch (f.routing) {
     case RoutingPiece::kSoftmaxTopk: {
-      bool norm = f.renormalize == Renormalize::kAlways;
-      if (f.renormalize == Renormalize::kKey) {
-        std::string key;
-        if (Status s = assign(key, optionalAlias(config, path, f, f.normKeys)); !s) return s;
-        if (Status s = assign(norm, optionalBool(config, path, key, f.renormalizeDefault)); !s)
-          return s;
-      }
+      bool norm = false;
+      if (Status s = assign(norm, readRenormalize(config, path, f)); !s) return s;
       c.routing = softmaxTopkRecipe(norm);
       return Status::ok();
     }
@@ -632,6 +664,40 @@ Status readRouting(const json& config, const std::string& path, const FamilySpec
       return Status::ok();  // parseMoePlusPlus
     case RoutingPiece::kSparseMixer:
       return readSparseMixer(config, path, f, c);
+    case RoutingPiece::kSigmoidBiasScaled: {
+      // Lfm2MoeTopKRouter, AfmoeTokenChoiceRouter, HYV3TopKRouter.
+      c.routing = R{};
+      c.routing.scoring = R::Scoring::kSigmoid;
+      c.routing.choiceBias = true;
+      if (!f.choiceBiasKey.empty()) {
+        if (Status s =
+                assign(c.routing.choiceBias, optionalBool(config, path, f.choiceBiasKey, true));
+            !s)
+          return s;
+      }
+      bool norm = false;
+      if (Status s = assign(norm, readRenormalize(config, path, f)); !s) return s;
+      c.routing.normalize = norm ? R::Normalize::kSum : R::Normalize::kNone;
+      c.routing.normEps = f.normEps;
+      return assign(c.routing.scale,
+                    aliasedPositiveFloat(config, path, f, f.scaleKeys, f.scaleDefault));
+    }
+    case RoutingPiece::kTopLogitsSelectionFn: {
+      // Cohere2MoeTopKRouter: topk(router_logits), then softmax over the k, or σ renormalized
+      // (no eps) iff norm_topk_prob.
+      std::string fn;
+      if (Status s = assign(fn, optionalChoice(config, path, "expert_selection_fn", "softmax",
+                                               {"softmax", "sigmoid"}));
+          !s)
+        return s;
+      bool norm = false;
+      if (Status s = assign(norm, readRenormalize(config, path, f)); !s) return s;
+      c.routing = R{};
+      c.routing.chooseOnLogits = true;
+      c.routing.scoring = fn == "softmax" ? R::Scoring::kSoftmaxOverChosen : R::Scoring::kSigmoid;
+      c.routing.normalize = fn == "sigmoid" && norm ? R::Normalize::kSum : R::Normalize::kNone;
+      return Status::ok();
+    }
   }
   return Status::ok();
 }
@@ -674,6 +740,15 @@ Status readShared(const json& config, const std::string& path, const FamilySpec&
 // A transformers family: every quantity through the table's keys.
 Status parseTableFamily(const json& config, const std::string& path, const FamilySpec& f,
                         ModelConfig& c) {
+  for (const PinnedKey& p : f.pinnedKeys) {
+    const json* v = findKey(config, p.key);
+    const json want = json::parse(p.json, nullptr, /*allow_exceptions=*/false);
+    if (!v || v->is_null() || (*v == want) != p.refuseThisValue) continue;
+    return Status::error(path + ": key '" + p.key + "' is " + v->dump() + ", but " + f.name +
+                         (p.refuseThisValue ? " is not served with it: "
+                                            : " is served only with " + want.dump() + ": ") +
+                         p.why);
+  }
   std::string expertsKey, topKKey;
   if (Status s = assign(c.hiddenSize, requiredU32(config, path, f, f.hiddenKeys)); !s) return s;
   if (Status s = assign(c.intermediateSize, requiredU32(config, path, f, f.intermediateKeys)); !s)
@@ -686,6 +761,15 @@ Status parseTableFamily(const json& config, const std::string& path, const Famil
   if (Status s = readMoeLayers(config, path, f, c); !s) return s;
   if (Status s = readRouting(config, path, f, c); !s) return s;
   if (Status s = readShared(config, path, f, c); !s) return s;
+  if (!f.sharedCombineKey.empty()) {
+    // Cohere2MoeSparseMoeBlock: "sum" adds the shared expert, "average" halves the sum.
+    std::string how;
+    if (Status s = assign(how, optionalChoice(config, path, f.sharedCombineKey,
+                                              f.sharedCombineDefault, {"sum", "average"}));
+        !s)
+      return s;
+    c.sharedCombine = how == "average" ? SharedCombine::kAverage : SharedCombine::kSum;
+  }
   if (f.clampedSwiglu) {
     c.expertActivation = ExpertActivation::kClampedSwiglu;
     if (Status s =
@@ -767,7 +851,8 @@ Result<ModelConfig> parseModelConfig(const std::string& text, const std::string&
                      " layers of this " + f->name +
                      " model (check decoder_sparse_step / mlp_only_layers / "
                      "first_k_dense_replace / moe_layer_freq / moe_expert_interval / "
-                     "moe_layer_start_index / expert_layer_period / moe_layers / mlp_layer_types)");
+                     "moe_layer_start_index / expert_layer_period / moe_layers / "
+                     "mlp_layer_types / num_dense_layers)");
   }
   // MoE++'s zero-computation experts (N > 4 checked above) are not FFNs on shards.
   c.numFfnExperts =
@@ -1307,8 +1392,16 @@ Result<ExpertTensors> Checkpoint::sharedExpert(uint32_t layer) const {
                           "has no shared expert here (" + why + ")");
       !s)
     return makeError(s);
-  return loadFfn(layerPrefix(layer) + spec_->sharedPrefix, spec_->sharedNames,
-                 config_.sharedIntermediateSize);
+  // The first prefix whose gate (or fused gate|up) tensor exists; else the main one, whose
+  // missing tensor the error names.
+  std::string prefix = layerPrefix(layer) + spec_->sharedPrefix;
+  for (const std::string& alias : spec_->sharedPrefixAliases) {
+    const std::string candidate = layerPrefix(layer) + alias;
+    if (!has(prefix + spec_->sharedNames.gate + ".weight") &&
+        has(candidate + spec_->sharedNames.gate + ".weight"))
+      prefix = candidate;
+  }
+  return loadFfn(prefix, spec_->sharedNames, config_.sharedIntermediateSize);
 }
 
 Result<std::vector<float>> Checkpoint::sharedExpertGate(uint32_t layer) const {

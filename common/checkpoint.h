@@ -74,6 +74,8 @@ struct ModelConfig {
   bool moeLogitsNorm = false;        // moe_use_logits_norm: s /= std(s) / moe_gate_norm_std
   float moeGateNormStd = 1.0f;       // moe_gate_norm_std
   bool moeFeatureNoMulTopk = false;  // moe_feature_no_mul_topk: experts see x, not k·x
+  // How the block adds its shared expert (Cohere2-MoE shared_expert_combination_strategy).
+  SharedCombine sharedCombine = SharedCombine::kSum;
 
   // quantization_config.quant_method ("" when none): gpt-oss's "mxfp4" experts are dequantized
   // at load; a method the loader does not know is named in the errors of the tensors it lacks.
@@ -83,6 +85,11 @@ struct ModelConfig {
     if (expert < numFfnExperts) return ExpertKind::kFfn;
     const uint32_t j = expert - numFfnExperts;  // MoE++: 0,1 constant; 2 copy; 3 zero
     return j < 2 ? ExpertKind::kConstant : j == 2 ? ExpertKind::kCopy : ExpertKind::kZero;
+  }
+  // The factor on the block's whole output, routed + shared: 1/2 when a shared expert is
+  // averaged in (Cohere2-MoE: (routed + shared) / 2), else 1.
+  float blockOutputScale() const {
+    return sharedCombine == SharedCombine::kAverage && sharedIntermediateSize > 0 ? 0.5f : 1.0f;
   }
   // The factor MoE++ scales expert inputs by (k unless mixtral gating or feature_no_mul_topk);
   // 1 for every other family.

@@ -369,6 +369,102 @@ std::vector<FamilySpec> buildTable() {
     f.notes = "MoE blocks only (its KDA linear-attention layers are not the cluster's part)";
     t.push_back(f);
   }
+  {  // Lfm2MoeSparseMoeBlock / Lfm2MoeTopKRouter: σ(logits); + expert_bias for choice iff
+     // use_expert_bias; w / (Σw + 1e-6) iff norm_topk_prob; × routed_scaling_factor. Block
+     // feed_forward., experts w1/w3/w2 (or fused); layers < num_dense_layers are dense
+     // (Lfm2MoeDecoderLayer).
+    FamilySpec f = mixtralLike({"lfm2_moe"}, "LFM2-MoE");
+    f.intermediateKeys = {"moe_intermediate_size"};
+    f.expertsKeys = {"num_experts"};  // Lfm2MoeConfig has no attribute_map
+    f.layerRule = LayerRule::kFirstNDense;
+    f.denseLayersKey = "num_dense_layers";
+    f.denseLayersDefault = 2;
+    f.routing = RoutingPiece::kSigmoidBiasScaled;
+    f.renormalize = Renormalize::kKey;
+    f.renormalizeDefault = true;
+    f.normEps = 1e-6f;
+    f.scaleKeys = {"routed_scaling_factor"};
+    f.choiceBiasKey = "use_expert_bias";
+    f.blocks = {"feed_forward."};
+    f.choiceBiasNames = {"expert_bias"};  // on the block, passed to the router
+    f.notes = "MoE blocks only (its short-conv layers are not the cluster's part)";
+    t.push_back(f);
+  }
+  {  // AfmoeSparseMoeBlock / AfmoeTokenChoiceRouter: σ(f32 logits), + expert_bias for choice,
+     // w / (Σw + 1e-20) × route_scale; shared_experts (moe_intermediate_size × num_shared_experts)
+     // ungated; layers < num_dense_layers are dense (AfmoeDecoderLayer).
+    FamilySpec f = qwenLike({"afmoe"}, "AFMoE");
+    f.expertsKeys = {"num_experts"};
+    f.layerRule = LayerRule::kFirstNDense;
+    f.denseLayersKey = "num_dense_layers";
+    f.denseLayersDefault = 1;
+    f.routing = RoutingPiece::kSigmoidBiasScaled;
+    f.normEps = 1e-20f;
+    f.scaleKeys = {"route_scale"};
+    f.routerNames = {"router.gate.weight"};
+    f.choiceBiasNames = {"expert_bias"};
+    f.shared = SharedKind::kTimesRouted;
+    f.sharedKeys = {"num_shared_experts"};
+    f.sharedDefault = 2;
+    f.sharedPrefix = "mlp.shared_experts.";
+    // transformers' first AfmoeConfig had score_func (softmax: no renormalization) and
+    // route_norm; 5.x ignores both and always computes σ renormalized.
+    f.pinnedKeys = {
+        {"score_func", "\"sigmoid\"",
+         "transformers 5's AfmoeTokenChoiceRouter always scores with sigmoid (it ignores "
+         "score_func)"},
+        {"route_norm", "true",
+         "transformers 5's AfmoeTokenChoiceRouter always renormalizes (it ignores route_norm)"}};
+    t.push_back(f);
+  }
+  {  // HYV3MoE / HYV3TopKRouter: σ(f32 logits), + bias for choice, w / (Σw + 1e-20) ×
+     // router_scaling_factor; shared experts (moe_intermediate_size × num_shared_experts)
+     // ungated; sparse layers from mlp_layer_types (default all but layer 0). Saved names
+     // (router.gate, expert_bias, shared_mlp) first, transformers 5's in-memory names after.
+    FamilySpec f = qwenLike({"hy_v3"}, "HY-V3");
+    f.expertsKeys = {"num_experts", "num_local_experts"};  // attribute_map
+    f.layerRule = LayerRule::kLayerTypes;
+    f.routing = RoutingPiece::kSigmoidBiasScaled;
+    f.normEps = 1e-20f;
+    f.scaleKeys = {"router_scaling_factor"};
+    f.scaleDefault = 2.826f;
+    f.routerNames = {"router.gate.weight", "gate.weight"};
+    f.choiceBiasNames = {"expert_bias", "e_score_correction_bias"};
+    f.shared = SharedKind::kTimesRouted;
+    f.sharedKeys = {"num_shared_experts"};
+    f.sharedDefault = 1;
+    f.sharedPrefix = "mlp.shared_mlp.";
+    f.sharedPrefixAliases = {"mlp.shared_experts."};
+    f.pinnedKeys = {
+        {"mlp_bias", "false",
+         "its shared expert would carry biases (HYV3MLP), which are not loaded"},
+        // HYV3MLP takes `intermediate_size or config.intermediate_size`: a width of 0 becomes the
+        // dense width, an always-on shared expert no other family has.
+        {"num_shared_experts", "0",
+         "transformers' HYV3MLP then falls back to a shared expert of intermediate_size",
+         /*refuseThisValue=*/true}};
+    t.push_back(f);
+  }
+  {  // Cohere2MoeSparseMoeBlock / Cohere2MoeTopKRouter: top-k of the logits, softmax over them
+     // or σ (renormalized iff norm_topk_prob); shared_experts (intermediate_size ×
+     // num_shared_experts) ungated, summed or averaged (shared_expert_combination_strategy);
+     // sparse layers from mlp_layer_types, else all but the first first_k_dense_replace.
+    FamilySpec f = qwenLike({"cohere2_moe"}, "Cohere2-MoE");
+    f.intermediateKeys = {"intermediate_size"};
+    f.expertsKeys = {"num_experts"};
+    f.layerRule = LayerRule::kLayerTypes;
+    f.denseLayersKey = "first_k_dense_replace";
+    f.denseLayersDefault = 0;
+    f.routing = RoutingPiece::kTopLogitsSelectionFn;
+    f.renormalize = Renormalize::kKey;
+    f.renormalizeDefault = true;
+    f.shared = SharedKind::kTimesRouted;
+    f.sharedKeys = {"num_shared_experts"};
+    f.sharedPrefix = "mlp.shared_experts.";
+    f.sharedCombineKey = "shared_expert_combination_strategy";
+    f.sharedCombineDefault = "average";
+    t.push_back(f);
+  }
   {  // SkyworkAI MoE++ (moe_plus_plus_layer.py): not a transformers family.
     FamilySpec f;
     f.modelTypes = {"MoE++", "moe_plus_plus"};

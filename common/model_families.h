@@ -76,11 +76,13 @@ enum class LayerRule {
   kPeriodOffset,         // Jamba: l % expert_layer_period == expert_layer_offset (num_experts > 1)
   kListOrInterleave,     // Llama 4: moe_layers, else every interleave_moe_layer_step-th from step-1
   kMoePlusPlusInterval,  // MoE++: moe_expert_interval == 1 or (l + 1) % interval == 0
-  kLayerTypes,           // GLM-4-MoE-Lite: mlp_layer_types[l] == "sparse" (default: all but 0)
+  kLayerTypes,           // GLM-4-MoE-Lite: mlp_layer_types[l] == "sparse" (default: all but 0;
+                         // with FamilySpec::denseLayersKey: all but the first N)
   // DeepSeek-V3.2, GLM-MoE-DSA, EXAONE-MoE, Kimi-Linear: mlp_layer_types[l] == "sparse"; absent,
   // every layer from first_k_dense_replace (its default: FamilySpec::firstKDenseDefault) on.
   kLayerTypesOrFirstKDense,
-  kLayerTypesOrAll  // Mellum: mlp_layer_types[l] == "sparse"; absent, every layer
+  kLayerTypesOrAll,  // Mellum: mlp_layer_types[l] == "sparse"; absent, every layer
+  kFirstNDense       // LFM2-MoE, AFMoE: l >= N, N = FamilySpec::denseLayersKey (num_dense_layers)
 };
 
 // How the routing recipe is read from config.json.
@@ -95,6 +97,13 @@ enum class RoutingPiece {
   kSigmoidTopLogits,      // Llama 4: top-k of the logits, σ of them, no normalization
   kMoePlusPlus,           // MoE++ gating()
   kSparseMixer,           // PhiMoE: sparsemixer, top-2, router_jitter_noise (eval: no noise)
+  // LFM2-MoE (Lfm2MoeTopKRouter), AFMoE (AfmoeTokenChoiceRouter), HY-V3 (HYV3TopKRouter): σ,
+  // + bias for choice (FamilySpec::choiceBiasKey may switch it off), w / (Σw + normEps) as
+  // `renormalize` says, × the FamilySpec::scaleKeys factor.
+  kSigmoidBiasScaled,
+  // Cohere2-MoE (Cohere2MoeTopKRouter): top-k of the logits; expert_selection_fn "softmax":
+  // softmax over the k; "sigmoid": σ of them, renormalized (no eps) iff norm_topk_prob.
+  kTopLogitsSelectionFn,
 };
 
 enum class Renormalize { kAlways, kNever, kKey };  // kKey: norm_topk_prob (table default)
@@ -129,6 +138,21 @@ enum class FusedOrientation { kOutIn, kInOut };
 enum class FusedHalves { kConcat, kInterleaved };
 
 enum class GateKindSpec { kLinear, kMoePlusPlus, kYuanAttention };
+
+// How a block adds its shared expert to the routed experts' sum: y = routed + shared, or
+// (Cohere2-MoE shared_expert_combination_strategy "average") y = (routed + shared) / 2.
+enum class SharedCombine { kSum, kAverage };
+
+// A config key the row's computation assumes a value of, because transformers' modeling code
+// ignores it (an earlier version honoured it) or the row does not implement the alternative.
+// Absent or null is accepted; any other value is refused with `why` (refuseThisValue: only `json`
+// itself is refused).
+struct PinnedKey {
+  const char* key;
+  const char* json;  // the value as JSON text: "true", "\"sigmoid\"", "0"
+  const char* why;
+  bool refuseThisValue = false;
+};
 
 struct FamilySpec {
   std::vector<std::string> modelTypes;  // config.json model_type values
@@ -174,6 +198,23 @@ struct FamilySpec {
   uint32_t sharedDefault = 0;  // sharedKeys absent: the count (kTimesRouted) or width (kGated)
   std::vector<std::string> nGroupKeys{"n_group"}, topkGroupKeys{"topk_group"},
       normKeys{"norm_topk_prob"};
+  // LFM2-MoE / AFMoE / HY-V3 / Cohere2-MoE (issue #13):
+  // kFirstNDense (and kLayerTypes without mlp_layer_types): the first N layers are dense, N =
+  // this key (num_dense_layers, first_k_dense_replace), denseLayersDefault when absent.
+  std::string denseLayersKey;
+  uint32_t denseLayersDefault = 1;
+  // kSigmoidBiasScaled: the weights' scale factor (aliases) and its default; w / (Σw + normEps);
+  // the bool key that turns the choice bias on ("" = always on; default true).
+  std::vector<std::string> scaleKeys;
+  float normEps = 0.0f;
+  std::string choiceBiasKey;
+  // More prefixes of the shared expert under the layer, tried after sharedPrefix (HY-V3 saves
+  // mlp.shared_mlp., transformers 5 holds mlp.shared_experts. in memory).
+  std::vector<std::string> sharedPrefixAliases;
+  // The key naming how the shared expert is combined ("sum" | "average"); "" = always summed.
+  std::string sharedCombineKey;
+  std::string sharedCombineDefault = "sum";
+  std::vector<PinnedKey> pinnedKeys;
 };
 
 // The table, in README order.

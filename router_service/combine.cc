@@ -112,6 +112,12 @@ std::vector<Result<ForwardReply>> combineBatch(const Batch& b, RoutedBatch& rout
   for (size_t w = 0; w < works.size() && w < partials.size(); ++w) {
     applyPartial(works[w], partials[w], b, memberOf, H, states);
   }
+  if (routed.outputScale != 1.0f) {
+    // (routed + shared) · scale, after the router's own part and every shard's are summed.
+    for (auto& s : states) {
+      for (float& v : s.reply.output) v *= routed.outputScale;
+    }
+  }
   std::vector<Result<ForwardReply>> replies;
   replies.reserve(states.size());
   for (auto& s : states) {

@@ -1,7 +1,8 @@
 // The combine stage (runs on a compute thread): each request's output is the router's own
-// contribution plus the weighted partial sums its shards returned, split back per request. A
-// shard call that failed fails only the requests that had a token on it (with that shard's error,
-// Internal when the shard rejected what the router sent); the others are served.
+// contribution plus the weighted partial sums its shards returned, times the block's output scale
+// (Cohere2-MoE averages routed and shared), split back per request. A shard call that failed
+// fails only the requests that had a token on it (with that shard's error, Internal when the
+// shard rejected what the router sent); the others are served.
 #pragma once
 
 #include <memory>

@@ -153,6 +153,7 @@ Result<RoutedBatch> routeBatch(const LayerModel& L, const Batch& b, const Replic
     r.members.push_back(std::move(routed).value());
   }
   r.merged = mergeDecisions(r.members, r.members.front().decision.k, model.numExperts);
+  r.outputScale = model.blockOutputScale();
   if (auto s = planLocalAndShared(L, b, replicas, r); !s) return makeError(s);
   return r;
 }

@@ -43,6 +43,9 @@ struct RoutedBatch {
   std::vector<float> local;            // [T, H] the router's own contribution, or empty
   DispatchPlan plan;
   bool hasShared = false;  // every token also went through the layer's shared expert
+  // The block's output factor on routed + shared (ModelConfig::blockOutputScale: Cohere2-MoE's
+  // "average" is 1/2), applied by the combine stage once every part is in.
+  float outputScale = 1.0f;
 };
 
 Result<RoutedBatch> routeBatch(const LayerModel& layer, const Batch& batch,

@@ -120,6 +120,10 @@ Status InProcessModel::forward(uint32_t layer, std::span<const float> x, size_t 
     return s;
   addZeroComputeExperts(c, l.constants, scaled, T, r, y);
   if (auto s = addSharedExpert(l, x, T, y); !s) return s;
+  // 7. Cohere2-MoE shared_expert_combination_strategy "average": (routed + shared) / 2.
+  if (l.shared && c.sharedCombine == SharedCombine::kAverage) {
+    for (float& v : y) v = v / 2.0f;
+  }
   if (routing != nullptr) *routing = std::move(r);
   return Status::ok();
 }

@@ -48,7 +48,8 @@ class InProcessModel {
   // y[T, H] = the MoE layer applied to x[T, H] with the family's routing (DESIGN.md §6): gate
   // network (linear, MoE++ two-layer tanh + residual, Yuan attention router), optional noise,
   // the family's selection and weights, optional capacity, FFN experts, MoE++ zero-computation
-  // experts on k·x, plus the shared expert (sigmoid-gated for Qwen2-MoE) when it has one.
+  // experts on k·x, plus the shared expert (sigmoid-gated for Qwen2-MoE) when it has one, the
+  // sum halved where the shared expert is averaged in (Cohere2-MoE).
   Status forward(uint32_t layer, std::span<const float> x, size_t T, std::span<float> y,
                  const ReferenceRequest& request = {}, ReferenceRouting* routing = nullptr);
 

@@ -1895,5 +1895,184 @@ TEST_F(CheckpointTest, QuantizationConfigErrorsNameTheKey) {
   EXPECT_TRUE(ckpt->expert(0, 0));  // the blocks name the layout
 }
 
+// ---- LFM2-MoE, AFMoE, HY-V3, Cohere2-MoE (issue #13) ----
+
+// config.json of `type`: H 8, I 4, 4 experts, top-2, `layers` layers, plus `extra` members.
+std::string issue13Config(const std::string& type, const std::string& extra, int layers = 3) {
+  return R"({"model_type": ")" + type + R"(", "hidden_size": 8, "intermediate_size": 4,
+      "moe_intermediate_size": 4, "num_experts": 4, "num_experts_per_tok": 2,
+      "num_hidden_layers": )" +
+         std::to_string(layers) + (extra.empty() ? "" : ", " + extra) + "}";
+}
+
+TEST(Issue13Families, DefaultsAndKeysAsTheirConfigClassesSay) {
+  struct Case {
+    std::string type, extra;
+    std::vector<uint32_t> moeLayers;
+    std::string recipe;
+    uint32_t shared;
+    float outputScale;
+  };
+  const std::vector<Case> cases = {
+      // Lfm2MoeConfig: num_dense_layers 2, use_expert_bias and norm_topk_prob true, scale 1.
+      {"lfm2_moe",
+       "",
+       {2},
+       "sigmoid, + correction bias for choice, top-k, renormalize (+1e-06)",
+       0,
+       1.0f},
+      {"lfm2_moe",
+       R"("num_dense_layers": 0, "use_expert_bias": false, "norm_topk_prob": false,
+         "routed_scaling_factor": 1.5)",
+       {0, 1, 2},
+       "sigmoid, top-k, x 1.5",
+       0,
+       1.0f},
+      // AfmoeConfig: num_dense_layers 1, num_shared_experts 2 (× moe_intermediate_size).
+      {"afmoe",
+       "",
+       {1, 2},
+       "sigmoid, + correction bias for choice, top-k, renormalize (+1e-20)",
+       8,
+       1.0f},
+      {"afmoe",
+       R"("num_dense_layers": 2, "num_shared_experts": 0, "route_scale": 2.5,
+         "score_func": "sigmoid", "route_norm": true)",
+       {2},
+       "sigmoid, + correction bias for choice, top-k, renormalize (+1e-20), x 2.5",
+       0,
+       1.0f},
+      // HYV3Config: mlp_layer_types default all but layer 0; router_scaling_factor 2.826;
+      // num_shared_experts 1; num_local_experts is its attribute_map alias.
+      {"hy_v3",
+       "",
+       {1, 2},
+       "sigmoid, + correction bias for choice, top-k, renormalize (+1e-20), x 2.826",
+       4,
+       1.0f},
+      {"hy_v3",
+       R"("mlp_layer_types": ["sparse", "dense", "sparse"], "num_local_experts": 4,
+         "router_scaling_factor": 1.0, "num_shared_experts": 2, "mlp_bias": false)",
+       {0, 2},
+       "sigmoid, + correction bias for choice, top-k, renormalize (+1e-20)",
+       8,
+       1.0f},
+      // Cohere2MoeConfig: every layer sparse unless first_k_dense_replace; softmax over the top
+      // logits; no shared expert by default, averaged when there is one.
+      {"cohere2_moe", "", {0, 1, 2}, "top-k of logits, softmax over the chosen", 0, 1.0f},
+      {"cohere2_moe",
+       R"("first_k_dense_replace": 1, "num_shared_experts": 2)",
+       {1, 2},
+       "top-k of logits, softmax over the chosen",
+       8,
+       0.5f},
+      {"cohere2_moe",
+       R"("num_shared_experts": 1, "shared_expert_combination_strategy": "sum",
+         "expert_selection_fn": "sigmoid")",
+       {0, 1, 2},
+       "sigmoid, top-k of logits, renormalize",
+       4,
+       1.0f},
+      {"cohere2_moe",
+       R"("mlp_layer_types": ["dense", "sparse", "sparse"],
+         "first_k_dense_replace": 2, "expert_selection_fn": "sigmoid", "norm_topk_prob": false)",
+       {1, 2},
+       "sigmoid, top-k of logits",
+       0,
+       1.0f},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.type + " " + c.extra);
+    auto m = parseModelConfig(issue13Config(c.type, c.extra), "config.json");
+    ASSERT_TRUE(m) << m.error();
+    EXPECT_EQ(m.value().moeLayers, c.moeLayers);
+    EXPECT_EQ(m.value().routing.describe(), c.recipe);
+    EXPECT_EQ(m.value().sharedIntermediateSize, c.shared);
+    EXPECT_EQ(m.value().blockOutputScale(), c.outputScale);
+    EXPECT_EQ(m.value().numFfnExperts, 4u);
+  }
+}
+
+TEST(Issue13Families, ConfigErrorsNameTheKeyAndTheFamily) {
+  struct Case {
+    std::string type, extra, want;
+  };
+  const std::vector<Case> cases = {
+      {"afmoe", R"("score_func": "softmax")",
+       "key 'score_func' is \"softmax\", but AFMoE is served only with \"sigmoid\""},
+      {"afmoe", R"("route_norm": false)",
+       "key 'route_norm' is false, but AFMoE is served only with true"},
+      {"hy_v3", R"("mlp_bias": true)", "key 'mlp_bias' is true, but HY-V3 is served only with"},
+      {"hy_v3", R"("num_shared_experts": 0)",
+       "key 'num_shared_experts' is 0, but HY-V3 is not served with it: transformers' HYV3MLP"},
+      {"hy_v3", R"("num_local_experts": 8)",
+       "keys 'num_experts' (4) and 'num_local_experts' (8) contradict each other (HY-V3"},
+      {"hy_v3", R"("router_scaling_factor": 0)",
+       "key 'router_scaling_factor' must be a positive number"},
+      {"hy_v3", R"("mlp_layer_types": ["dense", "sparse"])", "key 'mlp_layer_types' must list"},
+      {"cohere2_moe", R"("expert_selection_fn": "relu")",
+       "key 'expert_selection_fn' must be one of softmax, sigmoid (got \"relu\")"},
+      {"cohere2_moe", R"("shared_expert_combination_strategy": "max")",
+       "key 'shared_expert_combination_strategy' must be one of sum, average"},
+      {"cohere2_moe", R"("first_k_dense_replace": 3)", "no MoE layers"},
+      {"lfm2_moe", R"("use_expert_bias": "yes")", "key 'use_expert_bias' must be true or false"},
+      {"lfm2_moe", R"("num_dense_layers": -1)",
+       "key 'num_dense_layers' must be a non-negative integer"},
+      {"lfm2_moe", R"("num_dense_layers": 3)", "no MoE layers among the 3 layers of this LFM2-MoE"},
+      {"afmoe", R"("num_shared_experts": 1.5)",
+       "key 'num_shared_experts' must be a non-negative integer"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.type + " " + c.extra);
+    auto m = parseModelConfig(issue13Config(c.type, c.extra), "config.json");
+    ASSERT_FALSE(m);
+    EXPECT_TRUE(contains(m.error(), "config.json: ")) << m.error();
+    EXPECT_TRUE(contains(m.error(), c.want)) << m.error();
+  }
+}
+
+// HY-V3's checkpoints name the router, bias and shared expert as saved (router.gate, expert_bias,
+// shared_mlp) or as transformers 5 holds them (gate, e_score_correction_bias, shared_experts);
+// both load to the same tensors.
+TEST_F(CheckpointTest, HyV3ReadsSavedAndInMemoryNames) {
+  std::vector<std::vector<float>> seen;
+  for (bool saved : {true, false}) {
+    SCOPED_TRACE(saved ? "saved names" : "in-memory names");
+    const std::string d = path(saved ? "hy-saved" : "hy-memory");
+    fs::create_directories(d);
+    writeFile(d + "/config.json", issue13Config("hy_v3", R"("mlp_layer_types": ["sparse"])", 1));
+    SafetensorsWriter w;
+    const std::string p = "model.layers.0.mlp.";
+    w.add(p + (saved ? "router.gate.weight" : "gate.weight"), DType::kF32, {4, 8}, iota32(32, 0));
+    w.add(p + (saved ? "expert_bias" : "e_score_correction_bias"), DType::kF32, {4}, iota32(4, 50));
+    const std::string sh = p + (saved ? "shared_mlp." : "shared_experts.");
+    w.add(sh + "gate_proj.weight", DType::kF32, {4, 8}, iota32(32, 100));
+    w.add(sh + "up_proj.weight", DType::kF32, {4, 8}, iota32(32, 200));
+    w.add(sh + "down_proj.weight", DType::kF32, {8, 4}, iota32(32, 300));
+    for (uint32_t e = 0; e < 4; ++e) {
+      const std::string x = p + "experts." + std::to_string(e) + ".";
+      w.add(x + "gate_proj.weight", DType::kF32, {4, 8}, iota32(32, 1000.0f * e));
+      w.add(x + "up_proj.weight", DType::kF32, {4, 8}, iota32(32, 1000.0f * e + 100));
+      w.add(x + "down_proj.weight", DType::kF32, {8, 4}, iota32(32, 1000.0f * e + 200));
+    }
+    ASSERT_TRUE(w.write(d + "/model.safetensors"));
+    auto ckpt = openOk(d);
+    ASSERT_NE(ckpt, nullptr);
+    EXPECT_EQ(ckpt->config().moeLayers, (std::vector<uint32_t>{0}));
+    auto g = ckpt->gateWeight(0);
+    auto b = ckpt->scoreCorrectionBias(0);
+    auto s = ckpt->sharedExpert(0);
+    auto e = ckpt->expert(0, 3);
+    ASSERT_TRUE(g && b && s && e);
+    EXPECT_EQ(g.value().size(), 32u);
+    EXPECT_EQ(g.value()[31], 31.0f);
+    EXPECT_EQ(b.value(), (std::vector<float>{50, 51, 52, 53}));
+    EXPECT_EQ(s.value().w1.front(), 100.0f);
+    EXPECT_EQ(s.value().w3.front(), 200.0f);
+    EXPECT_EQ(s.value().w2.front(), 300.0f);
+    EXPECT_EQ(e.value().w1.front(), 3000.0f);
+  }
+}
+
 }  // namespace
 }  // namespace moe

@@ -38,10 +38,6 @@ namespace fs = std::filesystem;
 const std::map<std::string, std::string> kKnownGaps = {
     // transformers 5 MoE families with fixtures but no row in common/model_families.cc yet (no
     // verified recipe): each is an unknown model_type to the loader.
-    {"afmoe", "no family table row yet (token-choice router with its own scaling)"},
-    {"cohere2_moe", "no family table row yet"},
-    {"hy_v3", "no family table row yet (MiniMax-M2-like block)"},
-    {"lfm2_moe", "no family table row yet (Qwen2-MoE-like router, feed_forward block)"},
     {"longcat_flash", "no family table row yet (zero-computation experts)"},
     {"nemotron_h", "no family table row yet (DeepSeek-V3-like router in a hybrid model)"},
 };
@@ -101,8 +97,89 @@ std::string describe(const ModelConfig& c) {
   o << "] routing{" << c.routing.describe() << "} shared " << c.sharedIntermediateSize
     << (c.sharedExpertGated ? " gated" : "") << " act " << static_cast<int>(c.expertActivation)
     << " alpha " << c.swigluAlpha << " limit " << c.swigluLimit << " bias " << c.expertBias
-    << " onInput " << c.weightOnInput << " ffn " << c.numFfnExperts;
+    << " onInput " << c.weightOnInput << " ffn " << c.numFfnExperts << " combine x"
+    << c.blockOutputScale();
   return o.str();
+}
+
+// Serves fixture `name` through a router + 2 shards (the shared expert on shard
+// `sharedExpertShard`, or on the router when -1) and compares every MoE layer with transformers.
+void expectClusterMatches(const std::string& name, int sharedExpertShard) {
+  const fs::path dir = fs::path(fixturesDir()) / name;
+  auto meta = readJson(dir / "fixture.json");
+  ASSERT_TRUE(meta.is_object()) << "fixture.json unreadable";
+  auto ckpt = Checkpoint::open(dir.string());
+  ASSERT_TRUE(ckpt.isOk()) << ckpt.error();
+  const ModelConfig model = ckpt.value()->config();
+  std::vector<uint32_t> layers = meta.value("moe_layers", std::vector<uint32_t>{});
+  EXPECT_EQ(layers, model.moeLayers) << "MoE layers differ from transformers'";
+
+  ClusterSpec spec;
+  spec.modelPath = fs::absolute(dir).string();
+  spec.modelYaml = "  dtype: f32\n";
+  const uint32_t E = model.numFfnExperts;
+  spec.shardExperts.resize(2);
+  for (uint32_t e = 0; e < E; ++e) spec.shardExperts[e < E / 2 ? 0 : 1].push_back(e);
+  spec.sharedExpertShard = sharedExpertShard;
+  const std::string yaml =
+      writeCluster("family-" + name + (sharedExpertShard >= 0 ? "-shared-on-shard" : ""), spec);
+  auto cluster = startCluster(yaml);
+  ASSERT_TRUE(cluster);
+
+  auto refFile = SafetensorsFile::open((dir / "reference.safetensors").string());
+  ASSERT_TRUE(refFile.isOk()) << refFile.error();
+  const SafetensorsFile& ref = *refFile.value();
+  TestClient client(cluster->routerAddress());
+  const uint32_t H = model.hiddenSize;
+  for (uint32_t layer : layers) {
+    SCOPED_TRACE("layer " + std::to_string(layer));
+    const std::string p = "layers." + std::to_string(layer) + ".";
+    auto in = loadRef(ref, p + "input");
+    auto out = loadRef(ref, p + "output");
+    auto ids = loadRef(ref, p + "expert_ids");
+    ASSERT_TRUE(in.isOk() && out.isOk() && ids.isOk()) << "reference tensors of layer " << layer;
+    const auto T = static_cast<uint32_t>(in.value().shape.at(0));
+    const auto k = static_cast<uint32_t>(ids.value().shape.at(1));
+    ASSERT_EQ(k, model.topK);
+    ForwardExtras extras;
+    extras.returnRouting = true;
+    auto reply = client.forward(layer, in.value().values, T, H, extras);
+    ASSERT_TRUE(reply.value) << reply.error;
+    auto routing = reply.value->getRouting();
+    ASSERT_EQ(routing.getExperts().size(), size_t{T} * k);
+    uint32_t mismatches = 0, first = T;
+    for (uint32_t t = 0; t < T; ++t) {
+      std::multiset<uint32_t> got, want;
+      for (uint32_t j = 0; j < k; ++j) {
+        got.insert(routing.getExperts()[size_t{t} * k + j]);
+        want.insert(static_cast<uint32_t>(ids.value().values[size_t{t} * k + j]));
+      }
+      if (got != want) {
+        ++mismatches;
+        first = std::min(first, t);
+      }
+    }
+    EXPECT_EQ(mismatches, 0u) << "tokens routed differently from transformers; first: token "
+                              << first;
+    // Granite-MoE-Shared/Hybrid: the shared MLP sits in the decoder layer beside the block; the
+    // fixture captures it as shared_output on the same input, and the layer adds both, as the
+    // cluster does.
+    std::vector<float> want = out.value().values;
+    if (ref.find(p + "shared_output")) {
+      auto shared = loadRef(ref, p + "shared_output");
+      ASSERT_TRUE(shared.isOk() && shared.value().values.size() == want.size());
+      for (size_t i = 0; i < want.size(); ++i) want[i] += shared.value().values[i];
+    }
+    const double err = maxRelErr(outputValues(*reply.value), want);
+    EXPECT_LE(err, 1e-5) << "max relative error " << err << " (" << model.routing.describe() << ")";
+    ::testing::Test::RecordProperty(
+        (sharedExpertShard >= 0 ? name + "_shared_on_shard_" : std::string()) +
+            "max_rel_err_layer" + std::to_string(layer),
+        (std::ostringstream() << std::scientific << err).str());
+    std::printf("[family] %s%s layer %u: max rel err %.3e, %u/%u tokens' experts identical (%s)\n",
+                name.c_str(), sharedExpertShard >= 0 ? " (shared expert on a shard)" : "", layer,
+                err, T - mismatches, T, model.routing.describe().c_str());
+  }
 }
 
 class FamilyFixture : public ::testing::TestWithParam<std::string> {
@@ -161,78 +238,20 @@ TEST_P(FamilyFixture, ClusterMatchesTransformers) {
     std::printf("[family] %s: %s; refused: %s\n", GetParam().c_str(), why.c_str(), error.c_str());
     return;
   }
-  auto meta = readJson(dir() / "fixture.json");
-  ASSERT_TRUE(meta.is_object()) << "fixture.json unreadable";
-  auto ckpt = Checkpoint::open(dir().string());
-  ASSERT_TRUE(ckpt.isOk()) << ckpt.error() << "\n" << why;
-  const ModelConfig model = ckpt.value()->config();
-  std::vector<uint32_t> layers = meta.value("moe_layers", std::vector<uint32_t>{});
-  EXPECT_EQ(layers, model.moeLayers) << "MoE layers differ from transformers'";
+  expectClusterMatches(GetParam(), /*sharedExpertShard=*/-1);
+}
 
-  ClusterSpec spec;
-  spec.modelPath = fs::absolute(dir()).string();
-  spec.modelYaml = "  dtype: f32\n";
-  const uint32_t E = model.numFfnExperts;
-  spec.shardExperts.resize(2);
-  for (uint32_t e = 0; e < E; ++e) spec.shardExperts[e < E / 2 ? 0 : 1].push_back(e);
-  const std::string yaml = writeCluster("family-" + GetParam(), spec);
-  auto cluster = startCluster(yaml);
-  ASSERT_TRUE(cluster) << why;
-
-  auto refFile = SafetensorsFile::open((dir() / "reference.safetensors").string());
-  ASSERT_TRUE(refFile.isOk()) << refFile.error();
-  const SafetensorsFile& ref = *refFile.value();
-  TestClient client(cluster->routerAddress());
-  const uint32_t H = model.hiddenSize;
-  for (uint32_t layer : layers) {
-    SCOPED_TRACE("layer " + std::to_string(layer));
-    const std::string p = "layers." + std::to_string(layer) + ".";
-    auto in = loadRef(ref, p + "input");
-    auto out = loadRef(ref, p + "output");
-    auto ids = loadRef(ref, p + "expert_ids");
-    ASSERT_TRUE(in.isOk() && out.isOk() && ids.isOk()) << "reference tensors of layer " << layer;
-    const auto T = static_cast<uint32_t>(in.value().shape.at(0));
-    const auto k = static_cast<uint32_t>(ids.value().shape.at(1));
-    ASSERT_EQ(k, model.topK);
-    ForwardExtras extras;
-    extras.returnRouting = true;
-    auto reply = client.forward(layer, in.value().values, T, H, extras);
-    ASSERT_TRUE(reply.value) << reply.error << "\n" << why;
-    auto routing = reply.value->getRouting();
-    ASSERT_EQ(routing.getExperts().size(), size_t{T} * k);
-    uint32_t mismatches = 0, first = T;
-    for (uint32_t t = 0; t < T; ++t) {
-      std::multiset<uint32_t> got, want;
-      for (uint32_t j = 0; j < k; ++j) {
-        got.insert(routing.getExperts()[size_t{t} * k + j]);
-        want.insert(static_cast<uint32_t>(ids.value().values[size_t{t} * k + j]));
-      }
-      if (got != want) {
-        ++mismatches;
-        first = std::min(first, t);
-      }
+// A shared expert held by a shard comes back as one more weighted partial; the block's output
+// factor (Cohere2-MoE's "average" halves routed + shared) applies to the sum all the same.
+TEST(FamilyFixtures, SharedExpertOnAShardCombinesAsOnTheRouter) {
+  for (const char* name :
+       {"cohere2_moe_f32_per_expert", "afmoe_f32_per_expert", "hy_v3_f32_per_expert"}) {
+    SCOPED_TRACE(name);
+    if (!fs::exists(fs::path(fixturesDir()) / name / "fixture.json")) {
+      ADD_FAILURE() << name << " is missing under " << fixturesDir();
+      continue;
     }
-    EXPECT_EQ(mismatches, 0u) << "tokens routed differently from transformers; first: token "
-                              << first << "\n"
-                              << why;
-    // Granite-MoE-Shared/Hybrid: the shared MLP sits in the decoder layer beside the block; the
-    // fixture captures it as shared_output on the same input, and the layer adds both, as the
-    // cluster does.
-    std::vector<float> want = out.value().values;
-    if (ref.find(p + "shared_output")) {
-      auto shared = loadRef(ref, p + "shared_output");
-      ASSERT_TRUE(shared.isOk() && shared.value().values.size() == want.size());
-      for (size_t i = 0; i < want.size(); ++i) want[i] += shared.value().values[i];
-    }
-    const double err = maxRelErr(outputValues(*reply.value), want);
-    EXPECT_LE(err, 1e-5) << "max relative error " << err << " (" << model.routing.describe()
-                         << ")\n"
-                         << why;
-    RecordProperty("max_rel_err_layer" + std::to_string(layer),
-                   (std::ostringstream() << std::scientific << err).str());
-    std::printf("[family] %s layer %u: max rel err %.3e, %u/%u tokens' experts identical (%s)\n",
-                GetParam().c_str(), layer, err, T - mismatches, T,
-                model.routing.describe().c_str());
+    expectClusterMatches(name, /*sharedExpertShard=*/1);
   }
 }
 

@@ -6,7 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <random>
+#include <string>
 
 #include "client/reference/reference_routing.h"
 #include "tests/unit/test_util.h"
@@ -293,6 +295,120 @@ TEST(Routing, SparseMixerConfigIsTopTwoWithAJitterThreshold) {
     ASSERT_FALSE(r.isOk());
     EXPECT_NE(r.error().find("'" + b.key + "'"), std::string::npos) << r.error();
     EXPECT_NE(r.error().find("PhiMoE"), std::string::npos) << r.error();
+  }
+}
+
+// ---- LFM2-MoE, AFMoE, HY-V3, Cohere2-MoE (issue #13): recipes read through the family table ----
+
+// A minimal config.json of `type` with 4 experts, top-2, plus `extra` keys (JSON members).
+ModelConfig parsed(const std::string& type, const std::string& extra) {
+  const std::string text = R"({"model_type": ")" + type + R"(", "hidden_size": 8,
+      "intermediate_size": 4, "moe_intermediate_size": 4, "num_experts": 4,
+      "num_experts_per_tok": 2, "num_hidden_layers": 3, "num_dense_layers": 0)" +
+                           (extra.empty() ? "" : ", " + extra) + "}";
+  auto c = parseModelConfig(text, "config.json");
+  EXPECT_TRUE(c.isOk()) << c.error();
+  return c.isOk() ? c.value() : ModelConfig{};
+}
+
+struct RecipeCase {
+  std::string name, type, extra;
+  std::vector<uint32_t> ids;  // chosen for kLogits / kBias below, in selection order
+  // The expected weights from the chosen experts' logits (a, b) and their sigmoids (sa, sb).
+  std::function<std::vector<float>(float a, float b, float sa, float sb)> weights;
+};
+
+TEST(Routing, SigmoidAndTopLogitsFamiliesFollowTheirModelingCode) {
+  // Logits 1, 0.5, 0, -1 (sigmoid .731 .622 .5 .269); the bias lifts expert 1 above expert 0 and
+  // expert 3 above expert 2 when choosing: biased choice picks {1, 0}, the plain one {0, 1}.
+  const std::vector<float> logits = {1.0f, 0.5f, 0.0f, -1.0f};
+  const std::vector<float> bias = {0.0f, 0.6f, 0.0f, 0.3f};
+  const float s1 = sigmoid(1.0f), s05 = sigmoid(0.5f);
+  using W = std::vector<float>;
+  const std::vector<RecipeCase> cases = {
+      // Lfm2MoeTopKRouter: σ, + expert_bias for choice, / (Σ + 1e-6), × routed_scaling_factor.
+      {"lfm2 bias renorm scaled",
+       "lfm2_moe",
+       R"("routed_scaling_factor": 1.5)",
+       {1, 0},
+       [](float, float, float sa, float sb) {
+         return W{sa / (sa + sb + 1e-6f) * 1.5f, sb / (sa + sb + 1e-6f) * 1.5f};
+       }},
+      {"lfm2 no bias, no renorm",
+       "lfm2_moe",
+       R"("use_expert_bias": false, "norm_topk_prob": false, "routed_scaling_factor": 2.0)",
+       {0, 1},
+       [](float, float, float sa, float sb) {
+         return W{sa * 2.0f, sb * 2.0f};
+       }},
+      // AfmoeTokenChoiceRouter: σ, + expert_bias, / (Σ + 1e-20) × route_scale.
+      {"afmoe",
+       "afmoe",
+       R"("route_scale": 1.25, "score_func": "sigmoid", "route_norm": true)",
+       {1, 0},
+       [](float, float, float sa, float sb) {
+         return W{sa / (sa + sb + 1e-20f) * 1.25f, sb / (sa + sb + 1e-20f) * 1.25f};
+       }},
+      // HYV3TopKRouter: the same with router_scaling_factor (HYV3Config default 2.826).
+      {"hy_v3 default scale",
+       "hy_v3",
+       "",
+       {1, 0},
+       [](float, float, float sa, float sb) {
+         return W{sa / (sa + sb + 1e-20f) * 2.826f, sb / (sa + sb + 1e-20f) * 2.826f};
+       }},
+      // Cohere2MoeTopKRouter: top-k of the logits (no bias), softmax over the k ...
+      {"cohere2 softmax",
+       "cohere2_moe",
+       "",
+       {0, 1},
+       [](float a, float b, float, float) {
+         return W{1.0f / (1.0f + std::exp(b - a)), std::exp(b - a) / (1.0f + std::exp(b - a))};
+       }},
+      // ... or σ of them, / Σ (no eps) iff norm_topk_prob.
+      {"cohere2 sigmoid renorm",
+       "cohere2_moe",
+       R"("expert_selection_fn": "sigmoid")",
+       {0, 1},
+       [](float, float, float sa, float sb) {
+         return W{sa / (sa + sb), sb / (sa + sb)};
+       }},
+      {"cohere2 sigmoid",
+       "cohere2_moe",
+       R"("expert_selection_fn": "sigmoid", "norm_topk_prob": false)",
+       {0, 1},
+       [](float, float, float sa, float sb) {
+         return W{sa, sb};
+       }},
+  };
+  for (const RecipeCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    const ModelConfig m = parsed(c.type, c.extra);
+    const RoutingRule rule = routingRuleFor(m);
+    // The router loads the bias only for a recipe that chooses with it (router_model.cc).
+    const std::span<const float> b =
+        rule.choiceBias ? std::span<const float>(bias) : std::span<const float>();
+    auto d = routeLogits(logits, 1, 4, rule, b);
+    ASSERT_EQ(d.ids, c.ids);
+    const float a = logits[c.ids[0]], bb = logits[c.ids[1]];
+    const W want = c.weights(a, bb, c.ids[0] == 0 ? s1 : s05, c.ids[1] == 0 ? s1 : s05);
+    for (size_t j = 0; j < want.size(); ++j) EXPECT_NEAR(d.weights[j], want[j], 2e-7f) << j;
+    // The op-by-op reference agrees, and so does it on random logits with ties.
+    std::vector<uint32_t> ids;
+    std::vector<float> weights;
+    client::referenceRoute(m, logits, 1, b, ids, weights);
+    EXPECT_EQ(ids, c.ids);
+    std::mt19937 rng(7);
+    std::normal_distribution<float> normal(0.0f, 2.0f);
+    const size_t T = 200;
+    std::vector<float> many(T * 4);
+    for (auto& v : many) v = normal(rng);
+    for (size_t i = 0; i < many.size(); i += 5) many[i] = std::round(many[i]);
+    auto dm = routeLogits(many, T, 4, rule, b);
+    client::referenceRoute(m, many, T, b, ids, weights);
+    ASSERT_EQ(dm.ids, ids);
+    for (size_t i = 0; i < weights.size(); ++i)
+      EXPECT_NEAR(dm.weights[i], weights[i], 1e-6f * std::fabs(weights[i]) + 1e-7f);
   }
 }
 
