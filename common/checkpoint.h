@@ -26,11 +26,13 @@ enum class GateKind { kLinear, kTwoLayerTanh, kAttention };
 //   kSwiglu:        w2·(silu(w1·x) ⊙ (w3·x))                                  (every family but)
 //   kClampedSwiglu: gpt-oss: g = min(w1·x + b1, limit), u = clamp(w3·x + b3, -limit, limit),
 //                   w2·((u + 1) ⊙ g ⊙ σ(alpha·g)) + b2
+//   kRelu2:         NemotronH (mlp_hidden_act relu2): w2·relu(w3·x)², non-gated: no w1 at all
 // Biases (b1, b3, b2) are present only when ModelConfig::expertBias.
-enum class ExpertActivation { kSwiglu, kClampedSwiglu };
+enum class ExpertActivation { kSwiglu, kClampedSwiglu, kRelu2 };
 
 // MoE++ zero-computation experts: of N experts the first N-4 are FFNs, then 2 constant experts,
-// 1 copy expert and the zero expert (index N-1). Every other family has only FFN experts.
+// 1 copy expert and the zero expert (index N-1). LongCat-Flash: every id past the FFN experts is
+// an identity (copy) expert. Every other family has only FFN experts.
 enum class ExpertKind { kFfn, kConstant, kCopy, kZero };
 inline constexpr uint32_t kMoePlusPlusZeroComputeExperts = 4;
 
@@ -73,23 +75,31 @@ struct ModelConfig {
   bool moeLogitsNorm = false;        // moe_use_logits_norm: s /= std(s) / moe_gate_norm_std
   float moeGateNormStd = 1.0f;       // moe_gate_norm_std
   bool moeFeatureNoMulTopk = false;  // moe_feature_no_mul_topk: experts see x, not k·x
+  // NemotronH: the shared expert is the same non-gated relu² FFN as the routed ones (every other
+  // family's shared expert is SwiGLU).
+  ExpertActivation sharedActivation = ExpertActivation::kSwiglu;
+  // LongCat-Flash (LongcatFlashExperts): ids [numFfnExperts, numExperts) are zero_expert_num
+  // identity experts, output += weight · x, computed on the router; x is not scaled by k.
+  bool identityZeroExperts = false;
 
   ExpertKind expertKind(uint32_t expert) const {
     if (expert < numFfnExperts) return ExpertKind::kFfn;
+    if (identityZeroExperts) return ExpertKind::kCopy;
     const uint32_t j = expert - numFfnExperts;  // MoE++: 0,1 constant; 2 copy; 3 zero
     return j < 2 ? ExpertKind::kConstant : j == 2 ? ExpertKind::kCopy : ExpertKind::kZero;
   }
   // The factor MoE++ scales expert inputs by (k unless mixtral gating or feature_no_mul_topk);
   // 1 for every other family.
   float expertInputScale() const {
-    return numFfnExperts < numExperts && !moeMixtralGating && !moeFeatureNoMulTopk
+    return numFfnExperts < numExperts && !identityZeroExperts && !moeMixtralGating &&
+                   !moeFeatureNoMulTopk
                ? static_cast<float>(topK)
                : 1.0f;
   }
 };
 
 struct ExpertTensors {
-  std::vector<float> w1;  // [I, H]
+  std::vector<float> w1;  // [I, H]; empty for a non-gated (kRelu2) FFN, which has up/down only
   std::vector<float> w3;  // [I, H]
   std::vector<float> w2;  // [H, I]
   // Biases, only when ModelConfig::expertBias (else empty).
@@ -171,6 +181,7 @@ class Checkpoint {
   Checkpoint() = default;
   const FamilySpec* spec_ = nullptr;
   std::string dir_;
+  std::string layerRoot_;  // the family's layerRoot, or the altLayerRoots entry the header uses
   ModelConfig config_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const SafetensorsFile*, std::less<>> tensorFile_;

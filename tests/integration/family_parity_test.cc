@@ -52,9 +52,7 @@ const std::map<std::string, std::string> kKnownGaps = {
     {"kimi_linear", "no family table row yet"},
     {"mimo_v2_flash", "no family table row yet"},
     {"lfm2_moe", "no family table row yet (Qwen2-MoE-like router, feed_forward block)"},
-    {"longcat_flash", "no family table row yet (zero-computation experts)"},
     {"mellum", "no family table row yet"},
-    {"nemotron_h", "no family table row yet (DeepSeek-V3-like router in a hybrid model)"},
     {"qwen3_5_moe_text", "no family table row yet (Qwen3-Next-like block)"},
     {"sarvam_mla", "no family table row yet"},
     {"sarvam_moe", "no family table row yet"},
@@ -116,7 +114,8 @@ std::string describe(const ModelConfig& c) {
   o << "] routing{" << c.routing.describe() << "} shared " << c.sharedIntermediateSize
     << (c.sharedExpertGated ? " gated" : "") << " act " << static_cast<int>(c.expertActivation)
     << " alpha " << c.swigluAlpha << " limit " << c.swigluLimit << " bias " << c.expertBias
-    << " onInput " << c.weightOnInput << " ffn " << c.numFfnExperts;
+    << " onInput " << c.weightOnInput << " ffn " << c.numFfnExperts << " identity "
+    << c.identityZeroExperts << " shared act " << static_cast<int>(c.sharedActivation);
   return o.str();
 }
 
