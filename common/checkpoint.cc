@@ -938,14 +938,17 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::open(const std::string& dir) {
   }
   // The first of the family's layer roots any tensor lives under (NemotronH saves backbone.layers.,
   // transformers 5 keeps model.layers. in memory); the table's own when none does.
+  auto holdsTensors = [&](const std::string& root) {
+    auto it = ckpt->tensorFile_.lower_bound(root);
+    return it != ckpt->tensorFile_.end() && it->first.starts_with(root);
+  };
   ckpt->layerRoot_ = ckpt->spec_->layerRoot;
-  for (const std::string& r : ckpt->spec_->altLayerRoots) {
-    auto under = [&](const std::string& root) {
-      auto it = ckpt->tensorFile_.lower_bound(root);
-      return it != ckpt->tensorFile_.end() && it->first.starts_with(root);
-    };
-    if (under(ckpt->layerRoot_)) break;
-    if (under(r)) ckpt->layerRoot_ = r;
+  if (!holdsTensors(ckpt->layerRoot_)) {
+    for (const std::string& r : ckpt->spec_->altLayerRoots) {
+      if (!holdsTensors(r)) continue;
+      ckpt->layerRoot_ = r;
+      break;
+    }
   }
   return ckpt;
 }
