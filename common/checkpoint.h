@@ -143,8 +143,10 @@ class Checkpoint {
   // (experts.{E}.gate_proj/up_proj/down_proj, w1/w3/w2, or MoE++/Yuan's fused [2I, H] gate|up
   // per expert) or one tensor per layer for all experts (experts.gate_up_proj [E, 2I, H] or
   // [E, H, 2I] with concatenated or interleaved halves, Granite's input_linear/output_linear,
-  // DBRX's experts.mlp.w1/v1/w2), recognized from the header's names and checked against the
-  // shapes config.json implies. The gate half becomes w1, the linear half w3, down w2 [H, I].
+  // DBRX's experts.mlp.w1/v1/w2, NemotronH's non-gated experts.up_proj [E, I, H] +
+  // experts.down_proj), recognized from the header's names and checked against the shapes
+  // config.json implies. The gate half becomes w1, the linear half w3, down w2 [H, I]; a
+  // non-gated (relu2) expert has no w1.
   // A dense layer or an expert id out of range (for expert(): not an FFN expert) is an error
   // naming it.
   Result<std::vector<float>> gateWeight(uint32_t layer) const;          // [E, H] (kLinear)

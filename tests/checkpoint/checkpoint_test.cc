@@ -1,7 +1,7 @@
 // Checkpoint directory tests on tiny synthetic models: the generator's determinism and value
 // ranges, single-file vs sharded layouts, each config.json / weight error naming its cause, and
-// for every other family (Qwen2/3-MoE, OLMoE, DeepSeek-V2/V3, MoE++, Yuan 2.0-M32) its config keys,
-// MoE-layer rule and tensor names.
+// for every other family (Qwen2/3-MoE, OLMoE, DeepSeek-V2/V3, MoE++, Yuan 2.0-M32, Nemotron-H,
+// LongCat-Flash) its config keys, MoE-layer rule and tensor names.
 #include "common/checkpoint.h"
 
 #include <gtest/gtest.h>
