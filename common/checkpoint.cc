@@ -457,6 +457,70 @@ Status readMoeLayers(const json& config, const std::string& path, const FamilySp
         return s;
       return readLayerTypes(config, path, f, firstDense, c);
     }
+    case LayerRule::kBlockTypes: {
+      // NemotronHConfig: layers_block_type (attribute_map: layer_types), else the legacy
+      // hybrid_override_pattern (M mamba, E moe, * attention, - mlp), else the default
+      // [linear_attention, moe, full_attention, mlp]; legacy names mamba / attention are remapped
+      // (remap_legacy_layer_types). Its length is the layer count; num_hidden_layers is ignored.
+      auto given = aliased(config, path, f, {"layers_block_type", "layer_types"});
+      if (!given) return given.status();
+      std::vector<std::string> types;
+      std::string key = "layers_block_type";
+      if (given.value()) {
+        if (findKey(config, key) != given.value()) key = "layer_types";
+        if (!given.value()->is_array()) {
+          return Status::error(path + ": key '" + key + "' must be a list of layer types (got " +
+                               given.value()->dump() + ") (" + f.name + ")");
+        }
+        for (const json& v : *given.value()) {
+          if (!v.is_string()) {
+            return Status::error(path + ": key '" + key + "' entries must be strings (got " +
+                                 v.dump() + ") (" + f.name + ")");
+          }
+          types.push_back(v.get<std::string>());
+        }
+      } else if (const json* p = findKey(config, "hybrid_override_pattern"); p && !p->is_null()) {
+        key = "hybrid_override_pattern";
+        if (!p->is_string()) {
+          return Status::error(path + ": key '" + key +
+                               "' must be a string of M, E, * and - (got " + p->dump() + ") (" +
+                               f.name + ")");
+        }
+        for (char ch : p->get<std::string>()) {
+          const char* t = ch == 'M'   ? "linear_attention"
+                          : ch == 'E' ? "moe"
+                          : ch == '*' ? "full_attention"
+                          : ch == '-' ? "mlp"
+                                      : nullptr;
+          if (!t) {
+            return Status::error(path + ": key '" + key + "' has '" + std::string(1, ch) +
+                                 "'; only M, E, * and - name layer types (" + f.name + ")");
+          }
+          types.push_back(t);
+        }
+      } else {
+        types = {"linear_attention", "moe", "full_attention", "mlp"};
+      }
+      if (types.empty()) {
+        return Status::error(path + ": key '" + key + "' lists no layers (" + f.name + ")");
+      }
+      for (size_t l = 0; l < types.size(); ++l) {
+        std::string& t = types[l];
+        if (t == "mamba") t = "linear_attention";
+        if (t == "attention") t = "full_attention";
+        if (t != "linear_attention" && t != "full_attention" && t != "moe" && t != "mlp") {
+          return Status::error(path + ": key '" + key + "' entry " + std::to_string(l) + " is \"" +
+                               t + "\"; the layer types are full_attention, linear_attention, " +
+                               "moe and mlp (" + f.name + ")");
+        }
+        if (t == "moe") c.moeLayers.push_back(static_cast<uint32_t>(l));
+      }
+      if (types.size() > std::numeric_limits<uint32_t>::max()) {
+        return Status::error(path + ": key '" + key + "' is too long");
+      }
+      c.numLayers = static_cast<uint32_t>(types.size());
+      break;
+    }
     case LayerRule::kListOrInterleave: {
       std::vector<uint32_t> listed;
       if (Status s = assign(listed, optionalLayerList(config, path, "moe_layers")); !s) return s;
@@ -698,6 +762,18 @@ Status readRouting(const json& config, const std::string& path, const FamilySpec
       c.routing.normalize = fn == "sigmoid" && norm ? R::Normalize::kSum : R::Normalize::kNone;
       return Status::ok();
     }
+    case RoutingPiece::kSoftmaxBiasChoiceScaled: {
+      // LongcatFlashTopkRouter: softmax(f32 logits over E + Z), top-k of p + bias, p gathered,
+      // × routed_scaling_factor; classifier bias iff router_bias (getattr default False).
+      c.routing = R{};
+      c.routing.choiceBias = true;
+      c.routing.normalize = R::Normalize::kNone;
+      if (Status s = assign(c.routing.routerBias, optionalBool(config, path, "router_bias", false));
+          !s)
+        return s;
+      return assign(c.routing.scale,
+                    optionalPositiveFloat(config, path, "routed_scaling_factor", 1.0f));
+    }
   }
   return Status::ok();
 }
@@ -733,6 +809,8 @@ Status readShared(const json& config, const std::string& path, const FamilySpec&
     case SharedKind::kAlwaysRoutedWidth:
       c.sharedIntermediateSize = c.intermediateSize;
       return Status::ok();
+    case SharedKind::kRequiredWidth:
+      return assign(c.sharedIntermediateSize, requiredU32(config, path, f, f.sharedKeys));
   }
   return Status::ok();
 }
@@ -756,7 +834,33 @@ Status parseTableFamily(const json& config, const std::string& path, const Famil
   if (Status s = assign(c.numExperts, requiredU32(config, path, f, f.expertsKeys, &expertsKey)); !s)
     return s;
   if (Status s = assign(c.topK, requiredU32(config, path, f, f.topKKeys, &topKKey)); !s) return s;
-  if (Status s = assign(c.numLayers, requiredU32(config, path, f, f.layersKeys)); !s) return s;
+  if (!f.layersKeys.empty()) {  // else the layer rule counts them (NemotronH)
+    if (Status s = assign(c.numLayers, requiredU32(config, path, f, f.layersKeys)); !s) return s;
+  }
+  if (!f.twiceLayersKey.empty()) {
+    // LongcatFlashConfig.num_hidden_layers is 2 × num_layers (transformers 4 writes both).
+    uint32_t twice = 0;
+    if (Status s = assign(twice, optionalU32(config, path, f.twiceLayersKey, 0, 0)); !s) return s;
+    if (twice != 0 && uint64_t{twice} != 2 * uint64_t{c.numLayers}) {
+      return Status::error(path + ": key '" + f.twiceLayersKey + "' (" + std::to_string(twice) +
+                           ") must be twice '" + f.layersKeys.front() + "' (" +
+                           std::to_string(c.numLayers) + "): " + f.name +
+                           " decoder layers hold two attention sublayers each");
+    }
+  }
+  if (!f.zeroExpertsKey.empty()) {
+    // LongCat-Flash: the router scores E FFN experts + Z identity experts.
+    uint32_t zero = 0;
+    if (Status s = assign(zero, optionalU32(config, path, f.zeroExpertsKey, 0, 0)); !s) return s;
+    const uint64_t all = uint64_t{c.numExperts} + zero;
+    if (all > std::numeric_limits<uint32_t>::max()) {
+      return Status::error(path + ": " + expertsKey + " + " + f.zeroExpertsKey + " is too large");
+    }
+    c.numFfnExperts = c.numExperts;
+    c.numExperts = static_cast<uint32_t>(all);
+    c.identityZeroExperts = zero > 0;
+    expertsKey += " + " + f.zeroExpertsKey;
+  }
   if (Status s = checkTopK(path, c, topKKey, expertsKey); !s) return s;
   if (Status s = readMoeLayers(config, path, f, c); !s) return s;
   if (Status s = readRouting(config, path, f, c); !s) return s;
@@ -779,6 +883,28 @@ Status parseTableFamily(const json& config, const std::string& path, const Famil
     if (Status s = assign(c.swigluLimit, optionalPositiveFloat(config, path, "swiglu_limit", 7.0f));
         !s)
       return s;
+  }
+  if (f.relu2Experts) {
+    // NemotronHExperts / NemotronHMLP: down(act(up(x))) with act = ACT2FN[mlp_hidden_act]; only
+    // relu2 is implemented; mlp_bias gives the shared MLP biases and moe_latent_size wraps the
+    // experts in fc1/fc2 latent projections, neither of which is implemented.
+    std::string act;
+    if (Status s = assign(act, optionalChoice(config, path, "mlp_hidden_act", "relu2", {"relu2"}));
+        !s)
+      return s;
+    bool mlpBias = false;
+    if (Status s = assign(mlpBias, optionalBool(config, path, "mlp_bias", false)); !s) return s;
+    if (mlpBias) {
+      return Status::error(path + ": key 'mlp_bias' is true: " + f.name +
+                           " MLP biases (shared expert, latent projections) are not supported");
+    }
+    if (const json* latent = findKey(config, "moe_latent_size"); latent && !latent->is_null()) {
+      return Status::error(path + ": key 'moe_latent_size' is " + latent->dump() + ": " + f.name +
+                           " latent expert projections (fc1_latent_proj / fc2_latent_proj) are "
+                           "not supported");
+    }
+    c.expertActivation = ExpertActivation::kRelu2;
+    c.sharedActivation = ExpertActivation::kRelu2;
   }
   c.expertBias = f.expertBias;
   c.weightOnInput = f.weightOnInput;
@@ -855,8 +981,11 @@ Result<ModelConfig> parseModelConfig(const std::string& text, const std::string&
                      "mlp_layer_types / num_dense_layers)");
   }
   // MoE++'s zero-computation experts (N > 4 checked above) are not FFNs on shards.
-  c.numFfnExperts =
-      c.numExperts - (f->gate == GateKindSpec::kMoePlusPlus ? kMoePlusPlusZeroComputeExperts : 0);
+  // LongCat-Flash's identity experts are counted in parseTableFamily.
+  if (c.numFfnExperts == 0) {
+    c.numFfnExperts =
+        c.numExperts - (f->gate == GateKindSpec::kMoePlusPlus ? kMoePlusPlusZeroComputeExperts : 0);
+  }
   return c;
 }
 
@@ -991,6 +1120,20 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::open(const std::string& dir) {
     return makeError(dir +
                      ": no weights: neither model.safetensors nor model.safetensors.index.json");
   }
+  // The first of the family's layer roots any tensor lives under (NemotronH saves backbone.layers.,
+  // transformers 5 keeps model.layers. in memory); the table's own when none does.
+  auto holdsTensors = [&](const std::string& root) {
+    auto it = ckpt->tensorFile_.lower_bound(root);
+    return it != ckpt->tensorFile_.end() && it->first.starts_with(root);
+  };
+  ckpt->layerRoot_ = ckpt->spec_->layerRoot;
+  if (!holdsTensors(ckpt->layerRoot_)) {
+    for (const std::string& r : ckpt->spec_->altLayerRoots) {
+      if (!holdsTensors(r)) continue;
+      ckpt->layerRoot_ = r;
+      break;
+    }
+  }
   return ckpt;
 }
 
@@ -1074,7 +1217,7 @@ const TensorInfo* Checkpoint::info(const std::string& name) const {
 }
 
 std::string Checkpoint::layerPrefix(uint32_t layer) const {
-  return spec_->layerRoot + std::to_string(layer) + ".";
+  return layerRoot_ + std::to_string(layer) + ".";
 }
 
 std::string Checkpoint::blockPrefix(uint32_t layer) const {
@@ -1157,7 +1300,12 @@ Result<ExpertTensors> Checkpoint::loadFfn(const std::string& prefix, const PerEx
                                           uint64_t inter) const {
   const uint64_t h = config_.hiddenSize;
   ExpertTensors t;
-  if (std::string(names.up).empty()) {
+  if (std::string(names.gate).empty()) {
+    // A non-gated FFN (NemotronH): up [I, H] and down only; w1 stays empty.
+    auto up = loadF32(prefix + names.up + ".weight", {inter, h});
+    if (!up) return makeError(up.status());
+    t.w3 = std::move(up).value();
+  } else if (std::string(names.up).empty()) {
     // One [2I, H] gate|up matrix (MoE++, Yuan, Granite's shared_mlp.input_linear): the reference
     // chunks its output in two, rows [0, I) through silu (w1), rows [I, 2I) the linear half (w3).
     auto fused = loadF32(prefix + names.gate + ".weight", {2 * inter, h});
@@ -1209,9 +1357,22 @@ void splitHalves(const std::vector<float>& both, uint64_t inter, uint64_t h, Fus
 }  // namespace
 
 Result<ExpertTensors> Checkpoint::fusedExpert(const std::string& block, uint32_t expert) const {
-  const uint64_t E = config_.numExperts, h = config_.hiddenSize, inter = config_.intermediateSize;
+  const uint64_t E = config_.numFfnExperts, h = config_.hiddenSize,
+                 inter = config_.intermediateSize;
+  // LongCat-Flash's gate_up_proj holds a (never used) row block for each identity expert too.
+  const uint64_t gateUpE = spec_->zeroExpertsKey.empty() ? E : uint64_t{config_.numExperts};
   const FamilySpec& f = *spec_;
   ExpertTensors t;
+  if (f.fused == FusedKind::kUp) {
+    // NemotronHExperts (non-gated): up_proj [E, I, H], down_proj [E, H, I].
+    auto up = loadSlice(block + "experts.up_proj", {E, inter, h}, expert, 1);
+    if (!up) return makeError(up.status());
+    auto dn = loadSlice(block + "experts.down_proj", {E, h, inter}, expert, 1);
+    if (!dn) return makeError(dn.status());
+    t.w3 = std::move(up).value();
+    t.w2 = std::move(dn).value();
+    return t;
+  }
   const std::string gateUp = block + "experts.gate_up_proj";
   const std::string down = block + "experts.down_proj";
   const bool mxfp4 = !has(gateUp) && has(gateUp + "_blocks");
@@ -1238,10 +1399,10 @@ Result<ExpertTensors> Checkpoint::fusedExpert(const std::string& block, uint32_t
     } else {
       // transformers 5: [E, 2I, H] + down [E, H, I], or (x @ W) [E, H, 2I] + down [E, I, H].
       const bool inOut = f.orientation == FusedOrientation::kInOut;
-      auto gu = loadSlice(
-          gateUp,
-          inOut ? std::vector<uint64_t>{E, h, 2 * inter} : std::vector<uint64_t>{E, 2 * inter, h},
-          expert, 1);
+      auto gu = loadSlice(gateUp,
+                          inOut ? std::vector<uint64_t>{gateUpE, h, 2 * inter}
+                                : std::vector<uint64_t>{gateUpE, 2 * inter, h},
+                          expert, 1);
       if (!gu) return makeError(gu.status());
       auto dn = loadSlice(
           down, inOut ? std::vector<uint64_t>{E, inter, h} : std::vector<uint64_t>{E, h, inter},
@@ -1287,17 +1448,20 @@ Result<ExpertTensors> Checkpoint::expert(uint32_t layer, uint32_t expert) const 
   if (Status s = checkExpertId(config_, dir_, expert); !s) return makeError(s);
   const ExpertKind kind = config_.expertKind(expert);
   if (kind != ExpertKind::kFfn) {
-    return makeError("expert " + std::to_string(expert) + " of " + dir_ + " is " +
-                     expertKindName(kind) +
-                     " expert, a MoE++ zero-computation expert, not an FFN " +
-                     "(FFN experts are 0.." + std::to_string(config_.numFfnExperts - 1) + ")");
+    return makeError(
+        "expert " + std::to_string(expert) + " of " + dir_ + " is " +
+        (config_.identityZeroExperts
+             ? std::string("an identity expert (") + spec_->zeroExpertsKey + ")"
+             : std::string(expertKindName(kind)) + " expert, a MoE++ zero-computation expert") +
+        ", not an FFN (FFN experts are 0.." + std::to_string(config_.numFfnExperts - 1) + ")");
   }
   const std::string block = blockPrefix(layer);
   const std::string prefix = block + spec_->expertsDir + std::to_string(expert) + ".";
   auto load = [&]() -> Result<ExpertTensors> {
     // Per-expert tensors when the header has them, else the family's fused layout.
     for (const PerExpertNames& names : spec_->perExpert) {
-      if (has(prefix + names.gate + ".weight")) {
+      const char* first = std::string(names.gate).empty() ? names.up : names.gate;
+      if (has(prefix + first + ".weight")) {
         return loadFfn(prefix, names, config_.intermediateSize);
       }
     }

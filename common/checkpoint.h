@@ -27,11 +27,13 @@ enum class GateKind { kLinear, kTwoLayerTanh, kAttention };
 //   kSwiglu:        w2·(silu(w1·x) ⊙ (w3·x))                                  (every family but)
 //   kClampedSwiglu: gpt-oss: g = min(w1·x + b1, limit), u = clamp(w3·x + b3, -limit, limit),
 //                   w2·((u + 1) ⊙ g ⊙ σ(alpha·g)) + b2
+//   kRelu2:         NemotronH (mlp_hidden_act relu2): w2·relu(w3·x)², non-gated: no w1 at all
 // Biases (b1, b3, b2) are present only when ModelConfig::expertBias.
-enum class ExpertActivation { kSwiglu, kClampedSwiglu };
+enum class ExpertActivation { kSwiglu, kClampedSwiglu, kRelu2 };
 
 // MoE++ zero-computation experts: of N experts the first N-4 are FFNs, then 2 constant experts,
-// 1 copy expert and the zero expert (index N-1). Every other family has only FFN experts.
+// 1 copy expert and the zero expert (index N-1). LongCat-Flash: every id past the FFN experts is
+// an identity (copy) expert. Every other family has only FFN experts.
 enum class ExpertKind { kFfn, kConstant, kCopy, kZero };
 inline constexpr uint32_t kMoePlusPlusZeroComputeExperts = 4;
 
@@ -80,9 +82,16 @@ struct ModelConfig {
   // quantization_config.quant_method ("" when none): gpt-oss's "mxfp4" experts are dequantized
   // at load; a method the loader does not know is named in the errors of the tensors it lacks.
   std::string quantMethod;
+  // NemotronH: the shared expert is the same non-gated relu² FFN as the routed ones (every other
+  // family's shared expert is SwiGLU).
+  ExpertActivation sharedActivation = ExpertActivation::kSwiglu;
+  // LongCat-Flash (LongcatFlashExperts): ids [numFfnExperts, numExperts) are zero_expert_num
+  // identity experts, output += weight · x, computed on the router; x is not scaled by k.
+  bool identityZeroExperts = false;
 
   ExpertKind expertKind(uint32_t expert) const {
     if (expert < numFfnExperts) return ExpertKind::kFfn;
+    if (identityZeroExperts) return ExpertKind::kCopy;
     const uint32_t j = expert - numFfnExperts;  // MoE++: 0,1 constant; 2 copy; 3 zero
     return j < 2 ? ExpertKind::kConstant : j == 2 ? ExpertKind::kCopy : ExpertKind::kZero;
   }
@@ -94,14 +103,15 @@ struct ModelConfig {
   // The factor MoE++ scales expert inputs by (k unless mixtral gating or feature_no_mul_topk);
   // 1 for every other family.
   float expertInputScale() const {
-    return numFfnExperts < numExperts && !moeMixtralGating && !moeFeatureNoMulTopk
+    return numFfnExperts < numExperts && !identityZeroExperts && !moeMixtralGating &&
+                   !moeFeatureNoMulTopk
                ? static_cast<float>(topK)
                : 1.0f;
   }
 };
 
 struct ExpertTensors {
-  std::vector<float> w1;  // [I, H]
+  std::vector<float> w1;  // [I, H]; empty for a non-gated (kRelu2) FFN, which has up/down only
   std::vector<float> w3;  // [I, H]
   std::vector<float> w2;  // [H, I]
   // Biases, only when ModelConfig::expertBias (else empty).
@@ -145,8 +155,10 @@ class Checkpoint {
   // (experts.{E}.gate_proj/up_proj/down_proj, w1/w3/w2, or MoE++/Yuan's fused [2I, H] gate|up
   // per expert) or one tensor per layer for all experts (experts.gate_up_proj [E, 2I, H] or
   // [E, H, 2I] with concatenated or interleaved halves, Granite's input_linear/output_linear,
-  // DBRX's experts.mlp.w1/v1/w2), recognized from the header's names and checked against the
-  // shapes config.json implies. The gate half becomes w1, the linear half w3, down w2 [H, I].
+  // DBRX's experts.mlp.w1/v1/w2, NemotronH's non-gated experts.up_proj [E, I, H] +
+  // experts.down_proj), recognized from the header's names and checked against the shapes
+  // config.json implies. The gate half becomes w1, the linear half w3, down w2 [H, I]; a
+  // non-gated (relu2) expert has no w1.
   // A dense layer or an expert id out of range (for expert(): not an FFN expert) is an error
   // naming it.
   Result<std::vector<float>> gateWeight(uint32_t layer) const;          // [E, H] (kLinear)
@@ -183,6 +195,7 @@ class Checkpoint {
   Checkpoint() = default;
   const FamilySpec* spec_ = nullptr;
   std::string dir_;
+  std::string layerRoot_;  // the family's layerRoot, or the altLayerRoots entry the header uses
   ModelConfig config_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const SafetensorsFile*, std::less<>> tensorFile_;

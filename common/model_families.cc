@@ -465,6 +465,46 @@ std::vector<FamilySpec> buildTable() {
     f.sharedCombineDefault = "average";
     t.push_back(f);
   }
+  {  // NemotronHMoE: NemotronHTopkRouter (DeepSeek-V3 noaux_tc: sigmoid, bias for choice,
+     // groups, renorm iff norm_topk_prob, × routed_scaling_factor); NemotronHExperts non-gated
+     // down(relu²(up(x))); shared_experts (NemotronHMLP, moe_shared_expert_intermediate_size)
+     // likewise, ungated; MoE where layers_block_type says "moe".
+    FamilySpec f = deepseekLike({"nemotron_h"}, "Nemotron-H", RoutingPiece::kDeepseekV3);
+    f.expertsKeys = {"n_routed_experts", "num_local_experts"};
+    f.layersKeys = {};  // the length of layers_block_type
+    f.layerRule = LayerRule::kBlockTypes;
+    f.renormalizeDefault = true;  // NemotronHConfig.norm_topk_prob
+    f.shared = SharedKind::kRequiredWidth;
+    f.sharedKeys = {"moe_shared_expert_intermediate_size"};
+    f.layerRoot = "backbone.layers.";
+    f.altLayerRoots = {"model.layers."};
+    f.blocks = {"mixer."};
+    f.perExpert = {{"", "up_proj", "down_proj"}};
+    f.fused = FusedKind::kUp;
+    f.sharedPrefix = "mixer.shared_experts.";
+    f.sharedNames = {"", "up_proj", "down_proj"};
+    f.relu2Experts = true;
+    f.notes = "MoE layers only (its Mamba-2 and attention layers are not the cluster's part)";
+    t.push_back(f);
+  }
+  {  // LongcatFlashMoE: LongcatFlashTopkRouter (softmax over E + zero_expert_num, + bias for
+     // choice, no renorm, × routed_scaling_factor); ids >= E are identity experts; SwiGLU experts
+     // of expert_ffn_hidden_size. One decoder layer (num_layers) = 2 attention + 2 dense MLP
+     // sublayers + this MoE (intermediate_size aliases the dense MLPs' ffn_hidden_size).
+    FamilySpec f = qwenLike({"longcat_flash"}, "LongCat-Flash");
+    f.intermediateKeys = {"expert_ffn_hidden_size"};
+    f.expertsKeys = {"n_routed_experts", "num_local_experts"};
+    f.topKKeys = {"moe_topk", "num_experts_per_tok"};
+    f.layersKeys = {"num_layers"};
+    f.twiceLayersKey = "num_hidden_layers";
+    f.routing = RoutingPiece::kSoftmaxBiasChoiceScaled;
+    f.routerNames = {"router.classifier.weight"};
+    f.routerBiasName = "router.classifier.bias";
+    f.choiceBiasNames = {"router.e_score_correction_bias"};
+    f.zeroExpertsKey = "zero_expert_num";
+    f.notes = "MoE blocks only (the attention and dense MLP sublayers are not the cluster's part)";
+    t.push_back(f);
+  }
   {  // SkyworkAI MoE++ (moe_plus_plus_layer.py): not a transformers family.
     FamilySpec f;
     f.modelTypes = {"MoE++", "moe_plus_plus"};

@@ -82,7 +82,10 @@ enum class LayerRule {
   // every layer from first_k_dense_replace (its default: FamilySpec::firstKDenseDefault) on.
   kLayerTypesOrFirstKDense,
   kLayerTypesOrAll,  // Mellum: mlp_layer_types[l] == "sparse"; absent, every layer
-  kFirstNDense       // LFM2-MoE, AFMoE: l >= N, N = FamilySpec::denseLayersKey (num_dense_layers)
+  kFirstNDense,      // LFM2-MoE, AFMoE: l >= N, N = FamilySpec::denseLayersKey (num_dense_layers)
+  // NemotronH: layers_block_type (alias layer_types; legacy hybrid_override_pattern "M*E-")[l] ==
+  // "moe"; the list's length is the layer count (num_hidden_layers is ignored, as there).
+  kBlockTypes
 };
 
 // How the routing recipe is read from config.json.
@@ -104,6 +107,9 @@ enum class RoutingPiece {
   // Cohere2-MoE (Cohere2MoeTopKRouter): top-k of the logits; expert_selection_fn "softmax":
   // softmax over the k; "sigmoid": σ of them, renormalized (no eps) iff norm_topk_prob.
   kTopLogitsSelectionFn,
+  // LongCat-Flash (LongcatFlashTopkRouter): softmax over all E + zero_expert_num, + bias for
+  // choice, weights = p gathered, never renormalized, × routed_scaling_factor; router_bias key.
+  kSoftmaxBiasChoiceScaled,
 };
 
 enum class Renormalize { kAlways, kNever, kKey };  // kKey: norm_topk_prob (table default)
@@ -111,14 +117,16 @@ enum class Renormalize { kAlways, kNever, kKey };  // kKey: norm_topk_prob (tabl
 // Shared experts: one FFN every token goes through.
 enum class SharedKind {
   kNone,
-  kGated,             // Qwen2-MoE / Qwen3-Next: width key, × sigmoid(x·w_gate)
-  kTimesRouted,       // DeepSeek/GLM/dots/ERNIE: count key × the routed width, ungated
-  kWidth,             // Hunyuan/Granite-shared: width key (0 or absent: none), ungated
-  kAlwaysRoutedWidth  // Llama 4: always, the routed experts' width, ungated
+  kGated,              // Qwen2-MoE / Qwen3-Next: width key, × sigmoid(x·w_gate)
+  kTimesRouted,        // DeepSeek/GLM/dots/ERNIE: count key × the routed width, ungated
+  kWidth,              // Hunyuan/Granite-shared: width key (0 or absent: none), ungated
+  kAlwaysRoutedWidth,  // Llama 4: always, the routed experts' width, ungated
+  kRequiredWidth       // NemotronH: always, width key (required), ungated
 };
 
 // Routed experts stored one tensor set per expert, under "<block><expertsDir>{e}.": gate/up/down
-// names (".weight" appended), or (up empty) one fused [2I, H] gate|up matrix per expert.
+// names (".weight" appended), or (up empty) one fused [2I, H] gate|up matrix per expert, or (gate
+// empty) a non-gated FFN with up/down only (NemotronH).
 struct PerExpertNames {
   const char* gate;
   const char* up;  // "" when `gate` is the fused [2I, H] matrix
@@ -131,6 +139,7 @@ enum class FusedKind {
   kGateUp,   // experts.gate_up_proj + experts.down_proj (transformers 5 in-memory layout)
   kGranite,  // input_linear.weight [E, 2I, H] + output_linear.weight [E, H, I]
   kDbrx,     // experts.mlp.w1 / v1 / w2, each [E·I, H] (w2 used transposed)
+  kUp,       // NemotronH (non-gated): experts.up_proj [E, I, H] + experts.down_proj [E, H, I]
 };
 // kGateUp: [E, 2I, H] with down [E, H, I] (linear weights), or [E, H, 2I] with down [E, I, H]
 // (x @ W, gpt-oss and Llama 4); gate|up halves concatenated (chunk) or interleaved (::2, 1::2).
@@ -215,6 +224,18 @@ struct FamilySpec {
   std::string sharedCombineKey;
   std::string sharedCombineDefault = "sum";
   std::vector<PinnedKey> pinnedKeys;
+  // NemotronH: routed and shared experts are non-gated relu² FFNs (mlp_hidden_act "relu2").
+  bool relu2Experts = false;
+  // Also tried, in order, when no tensor lives under layerRoot (NemotronH: "backbone.layers." as
+  // saved, "model.layers." in transformers 5's memory).
+  std::vector<std::string> altLayerRoots;
+  // LongCat-Flash: the count of identity experts after the FFN experts (zero_expert_num). The
+  // router scores all of them; the fused experts.gate_up_proj has a row block for each as well
+  // ([E + Z, 2I, H], unused), experts.down_proj only for the FFN experts ([E, H, I]).
+  std::string zeroExpertsKey;
+  // LongCat-Flash: a key that, when present, must be twice the layer count (num_hidden_layers =
+  // 2 × num_layers: two attention sublayers per decoder layer).
+  std::string twiceLayersKey;
 };
 
 // The table, in README order.

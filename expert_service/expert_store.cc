@@ -47,7 +47,7 @@ Result<std::unique_ptr<ExpertStore>> ExpertStore::load(kernels::Backend& backend
       auto t = source.shared(layer);
       if (!t) return makeError(t.status());
       Resident res;
-      if (auto s = store->addShared(backend, t.value(), m.sharedIntermediateSize, m.hiddenSize,
+      if (auto s = store->addShared(backend, m, t.value(),
                                     "layer " + std::to_string(layer) + " shared expert", res);
           !s)
         return makeError(s);
@@ -64,9 +64,9 @@ Status ExpertStore::add(kernels::Backend& backend, const ModelConfig& model, con
   return keep(std::move(resident).value(), into);
 }
 
-Status ExpertStore::addShared(kernels::Backend& backend, const ExpertTensors& t, size_t inter,
-                              size_t hidden, const std::string& where, Resident& into) {
-  auto resident = kernels::uploadExpert(backend, t, inter, hidden, dtype_);
+Status ExpertStore::addShared(kernels::Backend& backend, const ModelConfig& model,
+                              const ExpertTensors& t, const std::string& where, Resident& into) {
+  auto resident = kernels::uploadSharedExpert(backend, model, t, dtype_);
   if (!resident) return Status::error(where + ": " + resident.error());
   return keep(std::move(resident).value(), into);
 }

@@ -55,7 +55,7 @@ class ExpertStore {
   Status add(kernels::Backend& backend, const ModelConfig& model, const ExpertTensors& t,
              const std::string& where, Resident& into);
   // Uploads a shared expert (plain SwiGLU in every family) and accounts for its bytes.
-  Status addShared(kernels::Backend& backend, const ExpertTensors& t, size_t inter, size_t hidden,
+  Status addShared(kernels::Backend& backend, const ModelConfig& model, const ExpertTensors& t,
                    const std::string& where, Resident& into);
   Status keep(kernels::ResidentExpert resident, Resident& into);
   DType dtype_ = DType::kF32;

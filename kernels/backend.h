@@ -40,24 +40,28 @@ class Matrix {
 // The operations of a Backend, for supports().
 enum class Op { kLinear, kSwiglu, kSoftmaxTopk, kExpertFfn };
 
-// The gated activation of an expert FFN, on h1 = w1·x (+ b1) and h3 = w3·x (+ b3):
-//   kSwiglu:        silu(h1) ⊙ h3                                        (every family but gpt-oss)
+// The activation of an expert FFN, on h1 = w1·x (+ b1) and h3 = w3·x (+ b3):
+//   kSwiglu:        silu(h1) ⊙ h3                                        (every family but these)
 //   kClampedSwiglu: gpt-oss (GptOssExperts._apply_gate): g = min(h1, limit),
 //                   u = clamp(h3, -limit, limit), (u + 1) ⊙ g ⊙ σ(alpha·g)
+//   kRelu2:         NemotronH (non-gated): relu(h3)²; there is no gate, w1 and b1 are null
 struct FfnActivation {
-  enum class Kind { kSwiglu, kClampedSwiglu };
+  enum class Kind { kSwiglu, kClampedSwiglu, kRelu2 };
   Kind kind = Kind::kSwiglu;
   float alpha = 1.702f;  // kClampedSwiglu only
   float limit = 7.0f;    // kClampedSwiglu only
+  // Whether the FFN has a gate projection (w1): false for kRelu2, up/down only.
+  bool gated() const { return kind != Kind::kRelu2; }
 };
 
-// One expert's gated FFN: FFN(x) = w2 · act(w1·x + b1, w3·x + b3) + b2, with act as above. The
+// One expert's FFN: FFN(x) = w2 · act(w1·x + b1, w3·x + b3) + b2, with act as above (a non-gated
+// activation has no w1/b1: FFN(x) = w2 · act(w3·x + b3) + b2). The
 // biases are optional (null: none) f32 column vectors [I, 1], [I, 1], [H, 1] whatever the weights'
 // dtype (a column, so linear(b, ones[T, 1]) broadcasts it over T rows exactly: the in-process
 // layer adds biases that way). Defaults (no bias, kSwiglu) are the plain SwiGLU FFN
 // w2 · (silu(w1·x) ⊙ (w3·x)).
 struct ExpertFfnWeights {
-  const Matrix* w1;            // [I, H]  gate_proj
+  const Matrix* w1;            // [I, H]  gate_proj; null iff !activation.gated()
   const Matrix* w3;            // [I, H]  up_proj
   const Matrix* w2;            // [H, I]  down_proj
   const Matrix* b1 = nullptr;  // [I, 1]  gate bias

@@ -52,6 +52,14 @@ void clampedSwigluLoop(const float* gate, const float* up, float* out, size_t n,
   }
 }
 
+// NemotronH's non-gated relu² (backend.h): out[i] = max(up[i], 0)²; out may alias up.
+void relu2Loop(const float* up, float* out, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    const float r = std::max(up[i], 0.0f);
+    out[i] = r * r;
+  }
+}
+
 // h[n, cols] += bias[cols] on every row.
 void addBias(float* h, size_t n, size_t cols, const float* bias) {
   for (size_t j = 0; j < n; ++j) {
@@ -152,8 +160,9 @@ class BlasBackend final : public Backend {
   }
 
   // Per segment: gather rows → xs (scaled by their weights when weightOnInput), h1 = xs·w1ᵀ
-  // (+ b1), h3 = xs·w3ᵀ (+ b3), h1 = act(h1, h3), out = h1·w2ᵀ, then y[row] += weight · (out[row]
-  // + b2) (unweighted when weightOnInput).  Segments run in order, so the sum order is fixed.
+  // (+ b1), h3 = xs·w3ᵀ (+ b3), h1 = act(h1, h3) (non-gated: no w1, h1 = relu(h3)²), out = h1·w2ᵀ,
+  // then y[row] += weight · (out[row] + b2) (unweighted when weightOnInput).  Segments run in
+  // order, so the sum order is fixed.
   Status expertFfn(const ExpertSegments& segments, std::span<const float> x, size_t R, size_t H,
                    std::span<float> y) override {
     MOE_KERNELS_RETURN_IF_ERROR(checkExpertSegments(segments, x.size(), R, H, y.size()));
@@ -164,13 +173,16 @@ class BlasBackend final : public Backend {
     std::vector<const float*> biases(3 * S, nullptr);  // [S, 3]: b1, b3, b2 (f32), or null
     for (size_t s = 0; s < S; ++s) {
       const ExpertFfnWeights& e = segments.experts[s];
-      auto w1 = asBackendMatrix<HostMatrix>(e.w1, kName, "w1");
+      // A non-gated FFN (relu2) has no w1: its slot stays null.
+      auto w1 = e.activation.gated()
+                    ? asBackendMatrix<HostMatrix>(e.w1, kName, "w1")
+                    : Result<const HostMatrix*>(static_cast<const HostMatrix*>(nullptr));
       auto w3 = asBackendMatrix<HostMatrix>(e.w3, kName, "w3");
       auto w2 = asBackendMatrix<HostMatrix>(e.w2, kName, "w2");
       if (!w1.isOk()) return w1.status();
       if (!w3.isOk()) return w3.status();
       if (!w2.isOk()) return w2.status();
-      MOE_KERNELS_RETURN_IF_ERROR(checkFitsInt("expertFfn I", e.w1->rows()));
+      MOE_KERNELS_RETURN_IF_ERROR(checkFitsInt("expertFfn I", e.w3->rows()));
       mats[3 * s] = w1.value();
       mats[3 * s + 1] = w3.value();
       mats[3 * s + 2] = w2.value();
@@ -192,7 +204,7 @@ class BlasBackend final : public Backend {
     for (size_t s = 0; s < S; ++s) {
       const size_t begin = segments.offsets[s], n = segments.offsets[s + 1] - begin;
       if (n == 0) continue;
-      const size_t I = mats[3 * s]->rows();
+      const size_t I = mats[3 * s + 1]->rows();
       float* xs = scratch(xs_, n * H);    // [n, H]
       float* h1 = scratch(h1_, n * I);    // [n, I]
       float* h3 = scratch(h3_, n * I);    // [n, I]
@@ -208,11 +220,14 @@ class BlasBackend final : public Backend {
           std::copy(src, src + H, xs + j * H);
         }
       }
-      MOE_KERNELS_RETURN_IF_ERROR(matmul(*mats[3 * s], xs, n, h1));
-      MOE_KERNELS_RETURN_IF_ERROR(matmul(*mats[3 * s + 1], xs, n, h3, /*sameX=*/true));
+      const bool gated = e.activation.gated();
+      if (gated) MOE_KERNELS_RETURN_IF_ERROR(matmul(*mats[3 * s], xs, n, h1));
+      MOE_KERNELS_RETURN_IF_ERROR(matmul(*mats[3 * s + 1], xs, n, h3, /*sameX=*/gated));
       if (bias[0] != nullptr) addBias(h1, n, I, bias[0]);
       if (bias[1] != nullptr) addBias(h3, n, I, bias[1]);
-      if (e.activation.kind == FfnActivation::Kind::kClampedSwiglu) {
+      if (!gated) {
+        relu2Loop(h3, h1, n * I);
+      } else if (e.activation.kind == FfnActivation::Kind::kClampedSwiglu) {
         clampedSwigluLoop(h1, h3, h1, n * I, e.activation.alpha, e.activation.limit);
       } else {
         swigluLoop(h1, h3, h1, n * I);

@@ -26,12 +26,12 @@ Status moeLayerInProcess(Backend& b, const Matrix& gate, std::span<const ExpertF
   if (k < 1 || k > E) return Status::error("moeLayerInProcess: k must be in [1, E]");
   for (size_t e = 0; e < E; ++e) {
     const ExpertFfnWeights& w = experts[e];
-    if (w.w1 == nullptr || w.w3 == nullptr || w.w2 == nullptr) {
+    if ((w.activation.gated() && w.w1 == nullptr) || w.w3 == nullptr || w.w2 == nullptr) {
       return Status::error("moeLayerInProcess: expert " + std::to_string(e) + " has a null matrix");
     }
-    const size_t I = w.w1->rows();
-    if (w.w1->cols() != H || w.w3->rows() != I || w.w3->cols() != H || w.w2->rows() != H ||
-        w.w2->cols() != I) {
+    const size_t I = w.w3->rows();
+    if ((w.w1 != nullptr && (w.w1->rows() != I || w.w1->cols() != H)) || w.w3->cols() != H ||
+        w.w2->rows() != H || w.w2->cols() != I) {
       return Status::error("moeLayerInProcess: expert " + std::to_string(e) +
                            " weights are not w1/w3 [I, H], w2 [H, I]");
     }
@@ -61,10 +61,17 @@ Status addBias(Backend& b, const Matrix* bias, size_t n, std::span<float> h) {
 }
 
 // act(h1, h3) elementwise (backend.h FfnActivation), written out: silu through the backend's
-// swiglu op, gpt-oss's clamped form here.
+// swiglu op, gpt-oss's clamped form and NemotronH's relu²(h3) (h1 unused) here.
 Status activate(Backend& b, const FfnActivation& a, std::span<const float> h1,
                 std::span<const float> h3, std::span<float> act) {
   if (a.kind == FfnActivation::Kind::kSwiglu) return b.swiglu(h1, h3, act);
+  if (a.kind == FfnActivation::Kind::kRelu2) {
+    for (size_t i = 0; i < act.size(); ++i) {
+      const float r = std::max(h3[i], 0.0f);  // relu(up)
+      act[i] = r * r;                         // torch.square
+    }
+    return Status::ok();
+  }
   for (size_t i = 0; i < act.size(); ++i) {
     const float g = std::min(h1[i], a.limit);                        // gate.clamp(max=limit)
     const float u = std::clamp(h3[i], -a.limit, a.limit);            // up.clamp(-limit, limit)
@@ -107,7 +114,11 @@ Status moeExpertsInProcess(Backend& b, std::span<const ExpertFfnWeights> experts
     const size_t n = tokens.size();
     if (n == 0) continue;
     const ExpertFfnWeights& w = experts[e];
-    const size_t I = w.w1->rows();
+    if ((w.activation.gated() && w.w1 == nullptr) || w.w3 == nullptr || w.w2 == nullptr) {
+      return Status::error("moeExpertsInProcess: expert " + std::to_string(e) +
+                           " has a null matrix");
+    }
+    const size_t I = w.w3->rows();
     xs.assign(n * H, 0.0f);  // [n, H]
     for (size_t i = 0; i < n; ++i) {
       std::copy_n(x.begin() + static_cast<std::ptrdiff_t>(tokens[i] * H), H,
@@ -121,7 +132,7 @@ Status moeExpertsInProcess(Backend& b, std::span<const ExpertFfnWeights> experts
     h3.assign(n * I, 0.0f);   // [n, I]
     act.assign(n * I, 0.0f);  // [n, I]
     out.assign(n * H, 0.0f);  // [n, H]
-    MOE_KERNELS_RETURN_IF_ERROR(b.linear(*w.w1, xs, n, h1));
+    if (w.w1 != nullptr) MOE_KERNELS_RETURN_IF_ERROR(b.linear(*w.w1, xs, n, h1));
     MOE_KERNELS_RETURN_IF_ERROR(b.linear(*w.w3, xs, n, h3));
     MOE_KERNELS_RETURN_IF_ERROR(addBias(b, w.b1, n, h1));
     MOE_KERNELS_RETURN_IF_ERROR(addBias(b, w.b3, n, h3));

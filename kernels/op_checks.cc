@@ -46,6 +46,7 @@ Status checkBias(const std::string& what, const Matrix* b, size_t n) {
 Status checkActivation(const std::string& what, const FfnActivation& a) {
   switch (a.kind) {
     case FfnActivation::Kind::kSwiglu:
+    case FfnActivation::Kind::kRelu2:
       return Status::ok();
     case FfnActivation::Kind::kClampedSwiglu:
       if (!std::isfinite(a.alpha) || !std::isfinite(a.limit) || a.limit < 0.0f) {
@@ -142,18 +143,22 @@ Status checkExpertSegments(const ExpertSegments& segments, size_t xSize, size_t 
   std::vector<size_t> lastSegment(R, 0);
   for (size_t s = 0; s < S; ++s) {
     const ExpertFfnWeights& e = segments.experts[s];
-    if (e.w1 == nullptr || e.w3 == nullptr || e.w2 == nullptr) {
+    const std::string name = "segment " + str(s);
+    MOE_KERNELS_RETURN_IF_ERROR(checkActivation(name, e.activation));
+    if (e.w3 == nullptr || e.w2 == nullptr || (e.activation.gated() && e.w1 == nullptr)) {
       return Status::error("expertFfn: segment " + str(s) + " has a null weight matrix");
     }
-    const size_t I = e.w1->rows();
-    const std::string name = "segment " + str(s);
-    MOE_KERNELS_RETURN_IF_ERROR(checkMatrixShape(name + " w1", e.w1, I, H));
+    if (!e.activation.gated() && (e.w1 != nullptr || e.b1 != nullptr)) {
+      return Status::error("expertFfn: " + name +
+                           " has a gate (w1/b1) but a non-gated activation (relu2)");
+    }
+    const size_t I = e.w3->rows();
+    if (e.w1 != nullptr) MOE_KERNELS_RETURN_IF_ERROR(checkMatrixShape(name + " w1", e.w1, I, H));
     MOE_KERNELS_RETURN_IF_ERROR(checkMatrixShape(name + " w3", e.w3, I, H));
     MOE_KERNELS_RETURN_IF_ERROR(checkMatrixShape(name + " w2", e.w2, H, I));
     MOE_KERNELS_RETURN_IF_ERROR(checkBias(name + " b1", e.b1, I));
     MOE_KERNELS_RETURN_IF_ERROR(checkBias(name + " b3", e.b3, I));
     MOE_KERNELS_RETURN_IF_ERROR(checkBias(name + " b2", e.b2, H));
-    MOE_KERNELS_RETURN_IF_ERROR(checkActivation(name, e.activation));
     for (size_t j = offsets[s]; j < offsets[s + 1]; ++j) {
       const size_t r = segments.rows[j];
       if (r >= R) {

@@ -43,8 +43,9 @@ Status checkSoftmaxTopk(size_t logitsSize, size_t T, size_t E, size_t k, size_t 
 
 // x [R, H], y [R, H]; offsets [S + 1] (or empty when S == 0) starting at 0 and non-decreasing;
 // rows/weights [offsets[S]]; every row < R and distinct within its segment; every expert has
-// non-null w1 [I, H], w3 [I, H], w2 [H, I], biases null or f32 [I, 1], [I, 1], [H, 1], and a known
-// activation (clamped: finite alpha, finite limit >= 0).  Distinct rows per segment is what lets a
+// non-null w3 [I, H], w2 [H, I], w1 [I, H] (null, as b1, exactly for a non-gated activation),
+// biases null or f32 [I, 1], [I, 1], [H, 1], and a known activation (clamped: finite alpha,
+// finite limit >= 0).  Distinct rows per segment is what lets a
 // GPU scatter-add one segment in parallel without atomics, so every backend enforces it.
 Status checkExpertSegments(const ExpertSegments& segments, size_t xSize, size_t R, size_t H,
                            size_t ySize);

@@ -22,6 +22,10 @@ double silu(double g) {
 // The FFN's gated activation on (h1, h3), straight from backend.h.
 double activate(const FfnActivation& a, double g, double u) {
   if (a.kind == FfnActivation::Kind::kSwiglu) return silu(g) * u;
+  if (a.kind == FfnActivation::Kind::kRelu2) {  // non-gated: g is unused (0)
+    const double r = std::max(u, 0.0);
+    return r * r;
+  }
   const double limit = a.limit;
   g = std::min(g, limit);
   u = std::clamp(u, -limit, limit);
@@ -98,15 +102,17 @@ class ReferenceBackend final : public Backend {
     std::vector<double> acc(R * H, 0.0);  // [R, H]
     for (size_t s = 0; s < segments.experts.size(); ++s) {
       const ExpertFfnWeights& e = segments.experts[s];
-      auto w1 = asBackendMatrix<HostMatrix>(e.w1, kName, "w1");
+      const bool gated = e.activation.gated();  // else no w1: W1 stays 0, g = 0 unused
+      auto w1 = gated ? asBackendMatrix<HostMatrix>(e.w1, kName, "w1")
+                      : Result<const HostMatrix*>(static_cast<const HostMatrix*>(nullptr));
       auto w3 = asBackendMatrix<HostMatrix>(e.w3, kName, "w3");
       auto w2 = asBackendMatrix<HostMatrix>(e.w2, kName, "w2");
       if (!w1.isOk()) return w1.status();
       if (!w3.isOk()) return w3.status();
       if (!w2.isOk()) return w2.status();
-      const size_t I = e.w1->rows();
-      std::vector<float> W1(I * H), W3(I * H), W2(H * I);  // [I, H], [I, H], [H, I]
-      w1.value()->widen(W1);
+      const size_t I = e.w3->rows();
+      std::vector<float> W1(I * H, 0.0f), W3(I * H), W2(H * I);  // [I, H], [I, H], [H, I]
+      if (gated) w1.value()->widen(W1);
       w3.value()->widen(W3);
       w2.value()->widen(W2);
       auto b1 = widenBias(e.b1, I, "b1");

@@ -27,14 +27,31 @@ FfnActivation routedActivation(const ModelConfig& model) {
     a.kind = FfnActivation::Kind::kClampedSwiglu;
     a.alpha = model.swigluAlpha;
     a.limit = model.swigluLimit;
+  } else if (model.expertActivation == ExpertActivation::kRelu2) {
+    a.kind = FfnActivation::Kind::kRelu2;
   }
+  return a;
+}
+
+FfnActivation sharedActivation(const ModelConfig& model) {
+  FfnActivation a;
+  if (model.sharedActivation == ExpertActivation::kRelu2) a.kind = FfnActivation::Kind::kRelu2;
   return a;
 }
 
 Result<ResidentExpert> uploadExpert(Backend& backend, const ExpertTensors& t, size_t I, size_t H,
                                     DType dtype, FfnActivation activation) {
-  auto w1 = backend.upload(t.w1, I, H, dtype);
-  if (!w1) return makeError("w1: " + w1.error());
+  // A non-gated FFN has up/down only; a gate given to it (or missing from a gated one) would be
+  // ignored (or read as garbage), so either is an error.
+  if (!activation.gated() && (!t.w1.empty() || !t.b1.empty())) {
+    return makeError("w1: a gate projection given for a non-gated (relu2) FFN");
+  }
+  std::unique_ptr<Matrix> gate;
+  if (activation.gated()) {
+    auto w1 = backend.upload(t.w1, I, H, dtype);
+    if (!w1) return makeError("w1: " + w1.error());
+    gate = std::move(w1).value();
+  }
   auto w3 = backend.upload(t.w3, I, H, dtype);
   if (!w3) return makeError("w3: " + w3.error());
   auto w2 = backend.upload(t.w2, H, I, dtype);
@@ -45,7 +62,7 @@ Result<ResidentExpert> uploadExpert(Backend& backend, const ExpertTensors& t, si
   if (!b3) return makeError(b3.status());
   auto b2 = uploadBias(backend, t.b2, H, "b2");
   if (!b2) return makeError(b2.status());
-  return ResidentExpert{std::move(w1).value(),
+  return ResidentExpert{std::move(gate),
                         std::move(w3).value(),
                         std::move(w2).value(),
                         std::move(b1).value(),
@@ -69,6 +86,12 @@ Result<ResidentExpert> uploadRoutedExpert(Backend& backend, const ModelConfig& m
   }
   return uploadExpert(backend, t, model.intermediateSize, model.hiddenSize, dtype,
                       routedActivation(model));
+}
+
+Result<ResidentExpert> uploadSharedExpert(Backend& backend, const ModelConfig& model,
+                                          const ExpertTensors& t, DType dtype) {
+  return uploadExpert(backend, t, model.sharedIntermediateSize, model.hiddenSize, dtype,
+                      sharedActivation(model));
 }
 
 }  // namespace moe::kernels

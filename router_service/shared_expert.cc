@@ -16,8 +16,7 @@ Result<std::unique_ptr<SharedExpert>> SharedExpert::load(kernels::Backend& backe
   if (withFfn) {
     auto t = ckpt.sharedExpert(layer);
     if (!t) return makeError(t.status());
-    auto ffn =
-        kernels::uploadExpert(backend, t.value(), m.sharedIntermediateSize, m.hiddenSize, dtype);
+    auto ffn = kernels::uploadSharedExpert(backend, m, t.value(), dtype);
     if (!ffn) return makeError("layer " + std::to_string(layer) + " shared expert: " + ffn.error());
     s->ffn_ = std::move(ffn).value();
     s->hasFfn_ = true;

@@ -57,7 +57,7 @@ Result<std::unique_ptr<InProcessModel>> InProcessModel::load(
     if (c.sharedIntermediateSize > 0) {
       auto t = ckpt.sharedExpert(layer);
       if (!t) return makeError(t.status());
-      auto shared = kernels::uploadExpert(b, t.value(), c.sharedIntermediateSize, c.hiddenSize);
+      auto shared = kernels::uploadSharedExpert(b, c, t.value());
       if (!shared) return makeError(shared.status());
       l.shared = std::move(shared).value();
       if (c.sharedExpertGated) {
@@ -134,11 +134,17 @@ Status InProcessModel::addSharedExpert(const Layer& l, std::span<const float> x,
   // The shared expert, written out op by op (not through expertFfn, which the cluster uses).
   const size_t H = config_.hiddenSize, I = config_.sharedIntermediateSize;
   std::vector<float> h1(T * I), h3(T * I), h(T * I), o(T * H), g(T, 0.0f);
-  for (auto s :
-       {backend_->linear(*l.shared->w1, x, T, h1), backend_->linear(*l.shared->w3, x, T, h3),
-        backend_->swiglu(h1, h3, h), backend_->linear(*l.shared->w2, h, T, o)}) {
-    if (!s) return s;
+  if (l.shared->activation.gated()) {
+    for (auto s : {backend_->linear(*l.shared->w1, x, T, h1),
+                   backend_->linear(*l.shared->w3, x, T, h3), backend_->swiglu(h1, h3, h)}) {
+      if (!s) return s;
+    }
+  } else {
+    // NemotronHMLP: down_proj(relu2(up_proj(x))), relu2 = square(relu(.)).
+    if (auto s = backend_->linear(*l.shared->w3, x, T, h3); !s) return s;
+    for (size_t i = 0; i < h.size(); ++i) h[i] = std::max(h3[i], 0.0f) * std::max(h3[i], 0.0f);
   }
+  if (auto s = backend_->linear(*l.shared->w2, h, T, o); !s) return s;
   if (l.sharedGate) {
     if (auto s = backend_->linear(*l.sharedGate, x, T, g); !s) return s;
   }

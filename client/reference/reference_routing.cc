@@ -156,7 +156,9 @@ void referenceRoute(const ModelConfig& m, std::span<const float> logits, size_t 
                     std::vector<float>& weights) {
   using R = RoutingRecipe;
   const R& r = m.routing;
-  if (r.zeroWeightExpert || r.logitsNormStd > 0 || m.numFfnExperts < m.numExperts) {
+  // MoE++'s gating(); LongCat-Flash's identity experts are routed as FFN experts are, below.
+  if (r.zeroWeightExpert || r.logitsNormStd > 0 ||
+      (m.numFfnExperts < m.numExperts && !m.identityZeroExperts)) {
     referenceMoePlusPlusRoute(m, logits, T, ids, weights);
     return;
   }

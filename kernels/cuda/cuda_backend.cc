@@ -173,7 +173,8 @@ class CudaBackend final : public Backend {
 
   // Uploads x and the segment arrays once, then per non-empty segment (in order, on the one
   // stream): gather its rows (× weight when weightOnInput), h1 = xs·w1ᵀ, h3 = xs·w3ᵀ,
-  // h1 = act(h1 + b1, h3 + b3), out = h1·w2ᵀ, and y[row] += weight · (out + b2) (unweighted when
+  // h1 = act(h1 + b1, h3 + b3) (non-gated: no w1, h1 = relu(h3 + b3)²), out = h1·w2ᵀ, and
+  // y[row] += weight · (out + b2) (unweighted when
   // weightOnInput).  Rows are distinct within a segment and segments are serialized, so
   // the scatter needs no atomics and the sum order is fixed: the result is deterministic.
   Status expertFfn(const ExpertSegments& segments, std::span<const float> x, size_t R, size_t H,
@@ -187,7 +188,10 @@ class CudaBackend final : public Backend {
     size_t maxRows = 0, maxI = 0;
     for (size_t s = 0; s < S; ++s) {
       const ExpertFfnWeights& e = segments.experts[s];
-      auto w1 = resolve(e.w1, "w1");
+      // A non-gated FFN (relu2) has no w1: its slot stays null.
+      auto w1 = e.activation.gated()
+                    ? resolve(e.w1, "w1")
+                    : Result<const CudaMatrix*>(static_cast<const CudaMatrix*>(nullptr));
       auto w3 = resolve(e.w3, "w3");
       auto w2 = resolve(e.w2, "w2");
       if (!w1.isOk()) return w1.status();
@@ -207,7 +211,7 @@ class CudaBackend final : public Backend {
       const size_t n = segments.offsets[s + 1] - segments.offsets[s];
       if (n > 0) {
         maxRows = std::max(maxRows, n);
-        maxI = std::max(maxI, e.w1->rows());
+        maxI = std::max(maxI, e.w3->rows());
       }
     }
 
@@ -227,7 +231,7 @@ class CudaBackend final : public Backend {
     for (size_t s = 0; s < S; ++s) {
       const size_t begin = segments.offsets[s], n = segments.offsets[s + 1] - begin;
       if (n == 0) continue;
-      const CudaMatrix& w1 = *mats[3 * s];
+      const CudaMatrix* w1 = mats[3 * s];  // null for a non-gated FFN
       const CudaMatrix& w3 = *mats[3 * s + 1];
       const CudaMatrix& w2 = *mats[3 * s + 2];
       const ExpertFfnWeights& e = segments.experts[s];
@@ -238,16 +242,18 @@ class CudaBackend final : public Backend {
       const bool onInput = segments.weightOnInput;
       MOE_CUDA_CHECK(cuda::launchGatherRows(in_.get(), segRows, n, H, gathered_.get(), stream(),
                                             onInput ? segWeights : nullptr));
-      MOE_KERNELS_RETURN_IF_ERROR(gemm(w1, gathered_.get(), n, h1_.get()));
+      if (w1 != nullptr) MOE_KERNELS_RETURN_IF_ERROR(gemm(*w1, gathered_.get(), n, h1_.get()));
       MOE_KERNELS_RETURN_IF_ERROR(gemm(w3, gathered_.get(), n, h3_.get()));
+      const size_t I = w3.rows();
       const bool clamped = e.activation.kind == FfnActivation::Kind::kClampedSwiglu;
-      if (!clamped && bias[0] == nullptr && bias[1] == nullptr) {
-        MOE_CUDA_CHECK(
-            cuda::launchSwiglu(h1_.get(), h3_.get(), h1_.get(), n * w1.rows(), stream()));
+      if (!e.activation.gated()) {
+        MOE_CUDA_CHECK(cuda::launchRelu2(h3_.get(), bias[1], h1_.get(), n, I, stream()));
+      } else if (!clamped && bias[0] == nullptr && bias[1] == nullptr) {
+        MOE_CUDA_CHECK(cuda::launchSwiglu(h1_.get(), h3_.get(), h1_.get(), n * I, stream()));
       } else {
-        MOE_CUDA_CHECK(cuda::launchGatedActivation(
-            h1_.get(), h3_.get(), bias[0], bias[1], h1_.get(), n, w1.rows(), clamped,
-            e.activation.alpha, e.activation.limit, stream()));
+        MOE_CUDA_CHECK(cuda::launchGatedActivation(h1_.get(), h3_.get(), bias[0], bias[1],
+                                                   h1_.get(), n, I, clamped, e.activation.alpha,
+                                                   e.activation.limit, stream()));
       }
       MOE_KERNELS_RETURN_IF_ERROR(gemm(w2, h1_.get(), n, ffnOut_.get()));
       MOE_CUDA_CHECK(cuda::launchWeightedScatterAdd(ffnOut_.get(), segRows,

@@ -1,4 +1,4 @@
-// SwiGLU activation kernel; see swiglu.cuh.
+// SwiGLU (plain, gpt-oss clamped) and NemotronH relu² activation kernels; see swiglu.cuh.
 #include "kernels/cuda/grid.cuh"
 #include "kernels/cuda/swiglu.cuh"
 
@@ -34,7 +34,25 @@ __global__ void gatedActivationKernel(const float* h1, const float* h3, const fl
   }
 }
 
+// No __restrict__: out may alias h3.
+__global__ void relu2Kernel(const float* h3, const float* b3, float* out, size_t n, size_t I) {
+  const size_t total = n * I, stride = size_t{blockDim.x} * gridDim.x;
+  for (size_t idx = size_t{blockIdx.x} * blockDim.x + threadIdx.x; idx < total; idx += stride) {
+    float u = h3[idx];
+    if (b3 != nullptr) u += b3[idx % I];
+    const float r = fmaxf(u, 0.0f);
+    out[idx] = r * r;
+  }
+}
+
 }  // namespace
+
+cudaError_t launchRelu2(const float* h3, const float* b3, float* out, size_t n, size_t I,
+                        cudaStream_t stream) {
+  if (n == 0 || I == 0) return cudaSuccess;  // a zero-sized grid is a launch error
+  relu2Kernel<<<elementwiseGrid(n * I), kElementwiseBlock, 0, stream>>>(h3, b3, out, n, I);
+  return cudaGetLastError();
+}
 
 cudaError_t launchGatedActivation(const float* h1, const float* h3, const float* b1,
                                   const float* b3, float* out, size_t n, size_t I, bool clamped,

@@ -28,4 +28,11 @@ cudaError_t launchGatedActivation(const float* h1,  // [n, I]
                                   size_t n, size_t I, bool clamped, float alpha, float limit,
                                   cudaStream_t stream);
 
+// NemotronH's non-gated relu² over h3 [n, I] with optional bias b3 first: out = max(h3 + b3, 0)².
+// Device pointers; out may alias h3.  Returns the launch error.
+cudaError_t launchRelu2(const float* h3,  // [n, I]
+                        const float* b3,  // [I] or null
+                        float* out,       // [n, I]
+                        size_t n, size_t I, cudaStream_t stream);
+
 }  // namespace moe::kernels::cuda

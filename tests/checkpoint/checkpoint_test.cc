@@ -1,7 +1,7 @@
 // Checkpoint directory tests on tiny synthetic models: the generator's determinism and value
 // ranges, single-file vs sharded layouts, each config.json / weight error naming its cause, and
-// for every other family (Qwen2/3-MoE, OLMoE, DeepSeek-V2/V3, MoE++, Yuan 2.0-M32) its config keys,
-// MoE-layer rule and tensor names.
+// for every other family (Qwen2/3-MoE, OLMoE, DeepSeek-V2/V3, MoE++, Yuan 2.0-M32, Nemotron-H,
+// LongCat-Flash) its config keys, MoE-layer rule and tensor names.
 #include "common/checkpoint.h"
 
 #include <gtest/gtest.h>
@@ -527,6 +527,260 @@ TEST_F(CheckpointTest, ContradictoryAliasesNameBothKeysAndTheFamily) {
       << e;
   editConfig(d, [](json& c) { c["num_experts"] = 2; });  // agreeing aliases are fine
   EXPECT_NE(openOk(d), nullptr);
+}
+
+// A nemotron_h checkpoint (H 4, I 2, E 2, top-1, shared width 3) with layers
+// [mamba, moe, attention] (legacy names): per-expert up/down only under backbone.layers. as
+// saved, or (fused) the in-memory experts.up_proj [E, I, H] + down_proj [E, H, I] under
+// model.layers.
+std::string writeNemotronH(const std::string& d, bool fused) {
+  fs::create_directories(d);
+  writeFile(d + "/config.json", R"({"model_type": "nemotron_h", "hidden_size": 4,
+      "moe_intermediate_size": 2, "n_routed_experts": 2, "num_experts_per_tok": 1,
+      "moe_shared_expert_intermediate_size": 3, "n_group": 1, "topk_group": 1,
+      "norm_topk_prob": true, "routed_scaling_factor": 2.5, "mlp_hidden_act": "relu2",
+      "mlp_bias": false, "moe_latent_size": null, "num_hidden_layers": 52,
+      "layers_block_type": ["mamba", "moe", "attention"]})");
+  SafetensorsWriter w;
+  const std::string p = std::string(fused ? "model" : "backbone") + ".layers.1.mixer.";
+  w.add(p + "gate.weight", DType::kF32, {2, 4}, iota32(8, 0));
+  w.add(p + "gate.e_score_correction_bias", DType::kF32, {2}, iota32(2, 0));
+  if (fused) {
+    w.add(p + "experts.up_proj", DType::kF32, {2, 2, 4}, iota32(16, 100));
+    w.add(p + "experts.down_proj", DType::kF32, {2, 4, 2}, iota32(16, 500));
+  } else {
+    for (int e = 0; e < 2; ++e) {
+      const std::string x = p + "experts." + std::to_string(e) + ".";
+      w.add(x + "up_proj.weight", DType::kF32, {2, 4}, iota32(8, 100 + 8 * e));
+      w.add(x + "down_proj.weight", DType::kF32, {4, 2}, iota32(8, 500 + 8 * e));
+    }
+  }
+  w.add(p + "shared_experts.up_proj.weight", DType::kF32, {3, 4}, iota32(12, 900));
+  w.add(p + "shared_experts.down_proj.weight", DType::kF32, {4, 3}, iota32(12, 950));
+  EXPECT_TRUE(w.write(d + "/model.safetensors"));
+  return d;
+}
+
+TEST_F(CheckpointTest, NemotronHNonGatedExpertsInBothLayouts) {
+  for (bool fused : {false, true}) {
+    SCOPED_TRACE(fused ? "fused, model.layers." : "per expert, backbone.layers.");
+    auto ckpt = openOk(writeNemotronH(path(fused ? "nemo-fused" : "nemo"), fused));
+    ASSERT_NE(ckpt, nullptr);
+    const ModelConfig& c = ckpt->config();
+    EXPECT_EQ(c.familyName, "Nemotron-H");
+    EXPECT_EQ(c.numLayers, 3u);  // the block types' length, not num_hidden_layers
+    EXPECT_EQ(c.moeLayers, std::vector<uint32_t>{1});
+    EXPECT_EQ(c.expertActivation, ExpertActivation::kRelu2);
+    EXPECT_EQ(c.sharedActivation, ExpertActivation::kRelu2);
+    EXPECT_EQ(c.sharedIntermediateSize, 3u);
+    EXPECT_FALSE(c.sharedExpertGated);
+    EXPECT_EQ(c.routing.describe(),
+              "sigmoid, + correction bias for choice, groups (top-2 sum, keep 1 of 1, others "
+              "-inf), top-k, renormalize (+1e-20), x 2.5");
+    auto e1 = ckpt->expert(1, 1);
+    ASSERT_TRUE(e1) << e1.error();
+    EXPECT_TRUE(e1.value().w1.empty());  // no gate, not a zero one
+    EXPECT_EQ(e1.value().w3, (std::vector<float>{108, 109, 110, 111, 112, 113, 114, 115}));
+    EXPECT_EQ(e1.value().w2, (std::vector<float>{508, 509, 510, 511, 512, 513, 514, 515}));
+    auto sh = ckpt->sharedExpert(1);
+    ASSERT_TRUE(sh) << sh.error();
+    EXPECT_TRUE(sh.value().w1.empty());
+    EXPECT_EQ(sh.value().w3.size(), 12u);
+    EXPECT_EQ(sh.value().w2.front(), 950.0f);
+    ASSERT_TRUE(ckpt->gateWeight(1));
+    ASSERT_TRUE(ckpt->scoreCorrectionBias(1));
+    EXPECT_FALSE(ckpt->expert(0, 0));  // a Mamba layer
+  }
+}
+
+TEST_F(CheckpointTest, NemotronHLayerTypesUnderEveryName) {
+  const std::string d = writeNemotronH(path("nemo-types"), false);
+  const std::string saved = readFile(d + "/config.json");
+  auto moeLayers = [&](auto edit) {
+    writeFile(d + "/config.json", saved);
+    editConfig(d, [&](json& c) {
+      c.erase("layers_block_type");
+      edit(c);
+    });
+    auto ckpt = Checkpoint::open(d);
+    EXPECT_TRUE(ckpt) << ckpt.error();
+    return ckpt ? std::make_pair(ckpt.value()->config().numLayers, ckpt.value()->config().moeLayers)
+                : std::make_pair(0u, std::vector<uint32_t>{});
+  };
+  using P = std::pair<uint32_t, std::vector<uint32_t>>;
+  // attribute_map alias; the legacy pattern (M mamba, E moe, * attention, - mlp); the default
+  // [linear_attention, moe, full_attention, mlp].
+  EXPECT_EQ(moeLayers([](json& c) {
+              c["layer_types"] = {"full_attention", "moe", "mlp", "moe"};
+            }),
+            (P{4, {1, 3}}));
+  EXPECT_EQ(moeLayers([](json& c) { c["hybrid_override_pattern"] = "ME*E-"; }), (P{5, {1, 3}}));
+  EXPECT_EQ(moeLayers([](json&) {}), (P{4, {1}}));
+  // layers_block_type wins over the legacy pattern, as in NemotronHConfig.
+  EXPECT_EQ(moeLayers([](json& c) {
+              c["layers_block_type"] = {"moe", "mlp"};
+              c["hybrid_override_pattern"] = "-E";
+            }),
+            (P{2, {0}}));
+}
+
+TEST_F(CheckpointTest, NemotronHConfigErrorsNameTheKeys) {
+  const std::string d = writeNemotronH(path("nemo-errors"), false);
+  auto expectError = [&](auto edit, const std::string& want) { expectConfigError(d, edit, want); };
+  expectError([](json& c) { c["moe_latent_size"] = 2; }, "key 'moe_latent_size' is 2");
+  expectError([](json& c) { c["mlp_hidden_act"] = "silu"; },
+              "key 'mlp_hidden_act' must be one of relu2 (got \"silu\")");
+  expectError([](json& c) { c["mlp_bias"] = true; }, "key 'mlp_bias' is true");
+  expectError([](json& c) { c.erase("moe_shared_expert_intermediate_size"); },
+              "key 'moe_shared_expert_intermediate_size' missing (Nemotron-H)");
+  expectError(
+      [](json& c) {
+        c["layers_block_type"] = {"moe", "conv"};
+      },
+      "key 'layers_block_type' entry 1 is \"conv\"");
+  expectError([](json& c) { c["layers_block_type"] = "ME"; },
+              "key 'layers_block_type' must be a list of layer types");
+  expectError([](json& c) { c["layer_types"] = {"moe"}; },
+              "keys 'layers_block_type' ([\"mamba\",\"moe\",\"attention\"]) and 'layer_types'");
+  expectError(
+      [](json& c) {
+        c.erase("layers_block_type");
+        c["hybrid_override_pattern"] = "MEX";
+      },
+      "key 'hybrid_override_pattern' has 'X'");
+  expectError([](json& c) { c["layers_block_type"] = {"mamba", "mlp"}; }, "no MoE layers");
+  EXPECT_NE(openOk(d), nullptr);  // every edit was undone
+}
+
+// A longcat_flash checkpoint (H 4, I 2, E 2 FFN experts + Z 1 identity expert, top-2, one
+// decoder layer): per expert as saved (the identity expert's gate/up rows written, no down) or
+// the in-memory gate_up_proj [E + Z, 2I, H] + down_proj [E, H, I] (or the given shapes).
+std::string writeLongcat(const std::string& d, bool fused,
+                         std::vector<uint64_t> gateUpShape = {3, 4, 4},
+                         std::vector<uint64_t> downShape = {2, 4, 2}) {
+  fs::create_directories(d);
+  writeFile(d + "/config.json", R"({"model_type": "longcat_flash", "hidden_size": 4,
+      "expert_ffn_hidden_size": 2, "ffn_hidden_size": 6, "n_routed_experts": 2,
+      "zero_expert_num": 1, "moe_topk": 2, "num_layers": 1, "routed_scaling_factor": 1.5})");
+  SafetensorsWriter w;
+  const std::string p = "model.layers.0.mlp.";
+  w.add(p + "router.classifier.weight", DType::kF32, {3, 4}, iota32(12, 0));
+  w.add(p + "router.classifier.bias", DType::kF32, {3}, iota32(3, 40));
+  w.add(p + "router.e_score_correction_bias", DType::kF32, {3}, iota32(3, 50));
+  auto numel = [](const std::vector<uint64_t>& s) {
+    size_t n = 1;
+    for (uint64_t v : s) n *= v;
+    return n;
+  };
+  if (fused) {
+    w.add(p + "experts.gate_up_proj", DType::kF32, gateUpShape, iota32(numel(gateUpShape), 100));
+    w.add(p + "experts.down_proj", DType::kF32, downShape, iota32(numel(downShape), 500));
+  } else {
+    for (int e = 0; e < 3; ++e) {
+      const std::string x = p + "experts." + std::to_string(e) + ".";
+      w.add(x + "gate_proj.weight", DType::kF32, {2, 4}, iota32(8, 100 + 16 * e));
+      w.add(x + "up_proj.weight", DType::kF32, {2, 4}, iota32(8, 108 + 16 * e));
+      if (e < 2) w.add(x + "down_proj.weight", DType::kF32, {4, 2}, iota32(8, 500 + 8 * e));
+    }
+  }
+  EXPECT_TRUE(w.write(d + "/model.safetensors"));
+  return d;
+}
+
+TEST_F(CheckpointTest, LongcatFlashIdentityExpertsInBothLayouts) {
+  for (bool fused : {false, true}) {
+    SCOPED_TRACE(fused ? "fused" : "per expert");
+    auto ckpt = openOk(writeLongcat(path(fused ? "longcat-fused" : "longcat"), fused));
+    ASSERT_NE(ckpt, nullptr);
+    const ModelConfig& c = ckpt->config();
+    EXPECT_EQ(c.familyName, "LongCat-Flash");
+    EXPECT_EQ(c.numExperts, 3u);  // scored by the router: E + Z
+    EXPECT_EQ(c.numFfnExperts, 2u);
+    EXPECT_EQ(c.intermediateSize, 2u);  // expert_ffn_hidden_size, not ffn_hidden_size
+    EXPECT_EQ(c.topK, 2u);
+    EXPECT_EQ(c.numLayers, 1u);
+    EXPECT_EQ(c.moeLayers, std::vector<uint32_t>{0});
+    EXPECT_TRUE(c.identityZeroExperts);
+    EXPECT_EQ(c.expertKind(1), ExpertKind::kFfn);
+    EXPECT_EQ(c.expertKind(2), ExpertKind::kCopy);
+    EXPECT_EQ(c.expertInputScale(), 1.0f);  // the identity sees x, not k·x (MoE++ only)
+    EXPECT_EQ(c.routing.describe(), "softmax, + correction bias for choice, top-k, x 1.5");
+    EXPECT_FALSE(c.routing.routerBias);
+    auto g = ckpt->gateWeight(0);
+    ASSERT_TRUE(g) << g.error();
+    EXPECT_EQ(g.value().size(), 12u);
+    auto b = ckpt->scoreCorrectionBias(0);
+    ASSERT_TRUE(b) << b.error();
+    EXPECT_EQ(b.value(), (std::vector<float>{50, 51, 52}));
+    auto e1 = ckpt->expert(0, 1);
+    ASSERT_TRUE(e1) << e1.error();
+    EXPECT_EQ(e1.value().w1, (std::vector<float>{116, 117, 118, 119, 120, 121, 122, 123}));
+    EXPECT_EQ(e1.value().w3, (std::vector<float>{124, 125, 126, 127, 128, 129, 130, 131}));
+    EXPECT_EQ(e1.value().w2, (std::vector<float>{508, 509, 510, 511, 512, 513, 514, 515}));
+    auto identity = ckpt->expert(0, 2);
+    ASSERT_FALSE(identity);
+    EXPECT_TRUE(contains(identity.error(), "is an identity expert (zero_expert_num), not an FFN"))
+        << identity.error();
+  }
+}
+
+TEST_F(CheckpointTest, LongcatFlashFusedShapesMustBeExact) {
+  // gate_up_proj without the identity expert's rows, or down_proj with them: named, with the
+  // shape config.json implies.
+  auto noZeroRows = openOk(writeLongcat(path("lc-gu"), true, {2, 4, 4}));
+  ASSERT_NE(noZeroRows, nullptr);
+  auto e = noZeroRows->expert(0, 0);
+  ASSERT_FALSE(e);
+  EXPECT_TRUE(contains(e.error(),
+                       "tensor model.layers.0.mlp.experts.gate_up_proj: shape "
+                       "[3,4,4] expected from config.json"))
+      << e.error();
+  auto downWithZero = openOk(writeLongcat(path("lc-down"), true, {3, 4, 4}, {3, 4, 2}));
+  ASSERT_NE(downWithZero, nullptr);
+  e = downWithZero->expert(0, 0);
+  ASSERT_FALSE(e);
+  EXPECT_TRUE(contains(e.error(),
+                       "tensor model.layers.0.mlp.experts.down_proj: shape "
+                       "[2,4,2] expected from config.json"))
+      << e.error();
+}
+
+TEST_F(CheckpointTest, LongcatFlashConfigKeys) {
+  const std::string d = writeLongcat(path("lc-config"), false);
+  // transformers 4 writes num_hidden_layers = 2 × num_layers and num_experts_per_tok too.
+  editConfig(d, [](json& c) {
+    c["num_hidden_layers"] = 2;
+    c["num_experts_per_tok"] = 2;
+    c["router_bias"] = true;
+  });
+  auto ckpt = openOk(d);
+  ASSERT_NE(ckpt, nullptr);
+  EXPECT_TRUE(ckpt->config().routing.routerBias);
+  auto rb = ckpt->routerBias(0);
+  ASSERT_TRUE(rb) << rb.error();
+  EXPECT_EQ(rb.value(), (std::vector<float>{40, 41, 42}));
+  auto expectError = [&](auto edit, const std::string& want) { expectConfigError(d, edit, want); };
+  expectError([](json& c) { c["num_hidden_layers"] = 1; },
+              "key 'num_hidden_layers' (1) must be twice 'num_layers' (1)");
+  expectError([](json& c) { c["num_experts_per_tok"] = 1; },
+              "keys 'moe_topk' (2) and 'num_experts_per_tok' (1) contradict");
+  expectError(
+      [](json& c) {
+        c["moe_topk"] = 4;
+        c.erase("num_experts_per_tok");
+      },
+      "moe_topk 4 must be between 1 and n_routed_experts + zero_expert_num (3)");
+  expectError([](json& c) { c["zero_expert_num"] = -1; },
+              "key 'zero_expert_num' must be a non-negative integer");
+  expectError([](json& c) { c.erase("expert_ffn_hidden_size"); },
+              "key 'expert_ffn_hidden_size' missing (LongCat-Flash)");
+  EXPECT_NE(openOk(d), nullptr);  // every edit was undone
+  // Without identity experts it is a plain softmax family.
+  editConfig(d, [](json& c) { c["zero_expert_num"] = 0; });
+  auto plain = openOk(d);
+  ASSERT_NE(plain, nullptr);
+  EXPECT_EQ(plain->config().numExperts, 2u);
+  EXPECT_FALSE(plain->config().identityZeroExperts);
 }
 
 TEST_F(CheckpointTest, MissingKey) {

@@ -124,7 +124,7 @@ double silu(double z) {
 }
 
 // Host weights of one expert: w1, w3 [I, H], w2 [H, I]; biases b1, b3 [I], b2 [H] (empty: none)
-// and the activation.
+// and the activation. A non-gated (relu2) expert has no w1 (empty: uploaded as null).
 struct HostExpert {
   std::vector<float> w1, w3, w2;
   std::vector<float> b1 = {}, b3 = {}, b2 = {};
@@ -158,11 +158,15 @@ ExpertSet uploadExperts(Backend& b, const std::vector<HostExpert>& host, size_t 
     return set.mats.back().get();
   };
   for (const HostExpert& e : host) {
-    set.mats.push_back(must(b.upload(e.w1, I, H, dtype)));
+    const Matrix* w1 = nullptr;
+    if (!e.w1.empty()) {
+      set.mats.push_back(must(b.upload(e.w1, I, H, dtype)));
+      w1 = set.mats.back().get();
+    }
     set.mats.push_back(must(b.upload(e.w3, I, H, dtype)));
     set.mats.push_back(must(b.upload(e.w2, H, I, dtype)));
     const size_t m = set.mats.size();
-    ExpertFfnWeights w{set.mats[m - 3].get(), set.mats[m - 2].get(), set.mats[m - 1].get()};
+    ExpertFfnWeights w{w1, set.mats[m - 2].get(), set.mats[m - 1].get()};
     w.b1 = bias(e.b1);
     w.b3 = bias(e.b3);
     w.b2 = bias(e.b2);
@@ -179,6 +183,7 @@ struct FfnVariant {
   bool clamped;        // gpt-oss's clamped SwiGLU (alpha 1.702, limit 7)
   bool biases;         // b1, b3, b2
   bool weightOnInput;  // Llama 4
+  bool relu2 = false;  // NemotronH: non-gated relu², no w1 (biases: b3, b2 only)
 };
 constexpr FfnVariant kFfnVariants[] = {
     {"gpt-oss: clamped SwiGLU + biases", true, true, false},
@@ -186,6 +191,8 @@ constexpr FfnVariant kFfnVariants[] = {
     {"clamped SwiGLU, no biases", true, false, false},
     {"Llama 4: weight on the input", false, false, true},
     {"clamped + biases + weight on the input", true, true, true},
+    {"NemotronH: non-gated relu2", false, false, false, true},
+    {"relu2 + biases + weight on the input", false, true, true, true},
 };
 constexpr float kGptOssAlpha = 1.702f, kGptOssLimit = 7.0f;
 
@@ -198,8 +205,12 @@ void applyVariant(std::mt19937& rng, std::vector<HostExpert>& host, const FfnVar
     if (v.clamped) {
       e.activation = {FfnActivation::Kind::kClampedSwiglu, kGptOssAlpha, kGptOssLimit};
     }
+    if (v.relu2) {
+      e.activation = {FfnActivation::Kind::kRelu2};
+      e.w1.clear();
+    }
     if (v.biases) {
-      e.b1 = randomVector(rng, I, -12.0f, 12.0f);
+      if (!v.relu2) e.b1 = randomVector(rng, I, -12.0f, 12.0f);
       e.b3 = randomVector(rng, I, -12.0f, 12.0f);
       e.b2 = randomVector(rng, H, -1.0f, 1.0f);
     }
@@ -770,6 +781,35 @@ TEST_P(BackendOpsTest, ExpertFfnWeightOnInputAnalytic) {
   EXPECT_TRUE(got.guardIntact());
 }
 
+// NemotronH: FFN(x) = w2·relu(w3·x + b3)² + b2 with no gate; identity-shaped experts (w3 = b·I,
+// w2 = c·I) make it c·relu(b·x_h + b3_h)² + b2_h, known by hand, with rows on both sides of 0.
+TEST_P(BackendOpsTest, ExpertFfnRelu2Analytic) {
+  constexpr size_t H = 4, R = 2;
+  const float b = 1.5f, c = -0.5f;
+  HostExpert e{{}, scaledIdentity(H, b), scaledIdentity(H, c)};
+  e.b3 = {0.5f, -1.0f, 0.0f, 2.0f};
+  e.b2 = {0.25f, 0.0f, -1.0f, 0.5f};
+  e.activation = {FfnActivation::Kind::kRelu2};
+  const ExpertSet onTest = uploadExperts(test(), {e}, H, H);
+  const std::vector<float> x = {1.0f, 2.0f, -3.0f, -0.5f, -1.0f, 0.25f, 2.0f, -4.0f};
+  const std::vector<uint32_t> offsets = {0, 2}, rows = {0, 1};
+  const std::vector<float> weights = {0.5f, 2.0f};
+  Guarded<float> got = floatOutput(R * H);
+  ASSERT_TRUE(test().expertFfn({onTest.ffn, offsets, rows, weights}, x, R, H, got.span()).isOk());
+  size_t negative = 0;
+  for (size_t r = 0; r < R; ++r) {
+    for (size_t h = 0; h < H; ++h) {
+      const double u = b * x[r * H + h] + e.b3[h];
+      negative += u < 0;
+      const double want = weights[r] * (c * std::max(u, 0.0) * std::max(u, 0.0) + e.b2[h]);
+      EXPECT_NEAR(got.view()[r * H + h], want, 1e-5 * (1.0 + std::abs(want)))
+          << "row " << r << " h " << h;
+    }
+  }
+  EXPECT_GT(negative, 0u) << "no up pre-activation below 0: relu untested";
+  EXPECT_TRUE(got.guardIntact());
+}
+
 TEST_P(BackendOpsTest, ExpertFfnRejectsBadBiasesAndActivation) {
   constexpr size_t H = 4, I = 3, R = 2;
   std::mt19937 rng(21);
@@ -814,6 +854,17 @@ TEST_P(BackendOpsTest, ExpertFfnRejectsBadBiasesAndActivation) {
   EXPECT_FALSE(run(w).isOk());
   w.activation = {FfnActivation::Kind::kClampedSwiglu, kGptOssAlpha, kGptOssLimit};
   EXPECT_TRUE(run(w).isOk());
+  // relu2 has no gate: a w1 (or b1) given with it is refused, as is a gated FFN without w1.
+  w = onTest.ffn[0];
+  w.activation = {FfnActivation::Kind::kRelu2};
+  EXPECT_FALSE(run(w).isOk());
+  w.w1 = nullptr;
+  EXPECT_TRUE(run(w).isOk());
+  w.b1 = ok.get();
+  EXPECT_FALSE(run(w).isOk());
+  w = onTest.ffn[0];
+  w.w1 = nullptr;
+  EXPECT_FALSE(run(w).isOk());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 // The family variants of the expert FFN served by a real ShardServer (its RPC entry point,
 // validation, run queue and coalescing, the BLAS backend): gpt-oss's clamped SwiGLU with expert
-// biases, and Llama 4's routing weight on the expert's input (top-1). Each shard's model config is
+// biases, Llama 4's routing weight on the expert's input (top-1), and NemotronH's non-gated relu²
+// experts (up/down only: the checkpoint's gate matrix is dropped). Each shard's model config is
 // the synthetic checkpoint's with the variant's fields set here, and its experts get biases from
 // this test, because reading those fields and tensors from a gpt_oss / llama4 checkpoint is the
 // loader's part (issue 13, family table); so this runs below the router, at the ExpertShard.run
@@ -43,10 +44,12 @@ struct Variant {
   bool clampedWithBias;  // gpt-oss
   bool weightOnInput;    // Llama 4
   uint32_t topK;
+  bool relu2 = false;  // NemotronH: down(relu(up(x))²), no gate
 };
 constexpr Variant kVariants[] = {
     {"gpt-oss: clamped SwiGLU + biases, top-2", true, false, 2},
     {"Llama 4: weight on the input, top-1", false, true, 1},
+    {"NemotronH: non-gated relu2, top-2", false, false, 2, true},
 };
 
 ModelConfig variantModel(ModelConfig m, const Variant& v) {
@@ -58,6 +61,7 @@ ModelConfig variantModel(ModelConfig m, const Variant& v) {
     m.expertBias = true;
   }
   m.weightOnInput = v.weightOnInput;
+  if (v.relu2) m.expertActivation = ExpertActivation::kRelu2;
   return m;
 }
 
@@ -108,6 +112,7 @@ class ExpertVariantsTest : public unit::ScratchDirTest {
   // gate pre-activation then exceeds +limit and the up one passes both ±limit for many rows.
   Result<ExpertTensors> tensors(const ModelConfig& m, uint32_t layer, uint32_t e) const {
     auto t = ckpt_->expert(layer, e);
+    if (t && m.expertActivation == ExpertActivation::kRelu2) t.value().w1.clear();  // up/down only
     if (!t || !m.expertBias) return t;
     std::mt19937 rng(100 + e);
     std::uniform_real_distribution<float> wide(-12.0f, 12.0f), small(-1.0f, 1.0f);
@@ -298,6 +303,22 @@ TEST_F(ExpertVariantsTest, StoreRefusesMissingOrUnexpectedBiases) {
   auto wrong = ExpertStore::load(*backend, withBias, shortBias, shard);
   ASSERT_FALSE(wrong);
   EXPECT_TRUE(unit::contains(wrong.error(), "b2: 47 elements, expected 48"));
+}
+
+TEST_F(ExpertVariantsTest, StoreRefusesAGateForANonGatedExpert) {
+  auto backend = kernels::createBackend(kernels::BackendKind::kBlas).value();
+  ShardConfig shard;
+  shard.name = "s";
+  shard.experts = {0};
+  const ModelConfig relu2 = variantModel(ckpt_->config(), kVariants[2]);
+  // The checkpoint's SwiGLU tensors (with w1) handed to a relu2 model: refused, not ignored.
+  auto refused = ExpertStore::load(*backend, relu2, source(ckpt_->config()), shard);
+  ASSERT_FALSE(refused);
+  EXPECT_TRUE(unit::contains(refused.error(), "layer 0 expert 0: w1: a gate projection given"));
+  // And up/down only for a gated model: the missing gate is named.
+  auto missing = ExpertStore::load(*backend, ckpt_->config(), source(relu2), shard);
+  ASSERT_FALSE(missing);
+  EXPECT_TRUE(unit::contains(missing.error(), "layer 0 expert 0: w1")) << missing.error();
 }
 
 TEST_F(ExpertVariantsTest, StoreRefusesGatedSharedExpertWithWeightOnInput) {

@@ -10,6 +10,7 @@
 #include <random>
 #include <string>
 
+#include "client/reference/reference_experts.h"
 #include "client/reference/reference_routing.h"
 #include "tests/unit/test_util.h"
 
@@ -117,6 +118,52 @@ TEST(Routing, MatchesTheReferenceRoutingOnRandomLogits) {
     for (size_t i = 0; i < weights.size(); ++i)
       EXPECT_NEAR(d.weights[i], weights[i], 1e-5f * std::fabs(weights[i]) + 1e-7f);
   }
+}
+
+// LongCat-Flash (LongcatFlashTopkRouter): softmax over the 2 FFN + 1 identity experts, top-k of
+// p + bias, weights p gathered, no renormalization, × routed_scaling_factor; the identity expert
+// (id 2) adds weight · x on the reference side, with x unscaled.
+TEST(Routing, LongcatFlashSoftmaxOverIdentityExpertsUnnormalizedAndScaled) {
+  auto parsed = parseModelConfig(R"({"model_type": "longcat_flash", "hidden_size": 2,
+      "expert_ffn_hidden_size": 4, "n_routed_experts": 2, "zero_expert_num": 1, "moe_topk": 2,
+      "num_layers": 1, "routed_scaling_factor": 1.5})",
+                                 "config.json");
+  ASSERT_TRUE(parsed.isOk()) << parsed.error();
+  const ModelConfig& m = parsed.value();
+  const std::vector<float> logits = {2.0f, 1.0f, 0.5f};
+  const std::vector<float> bias = {0.0f, -1.0f, 0.0f};  // drops expert 1 below the identity
+  auto d = routeLogits(logits, 1, 3, routingRuleFor(m), bias);
+  ASSERT_EQ(d.ids, (std::vector<uint32_t>{0, 2}));
+  const float z = std::exp(2.0f) + std::exp(1.0f) + std::exp(0.5f);
+  EXPECT_NEAR(d.weights[0], std::exp(2.0f) / z * 1.5f, 1e-6);
+  EXPECT_NEAR(d.weights[1], std::exp(0.5f) / z * 1.5f, 1e-6);
+  std::vector<uint32_t> ids;
+  std::vector<float> weights;
+  client::referenceRoute(m, logits, 1, bias, ids, weights);
+  EXPECT_EQ(ids, d.ids);
+  EXPECT_NEAR(weights[0], d.weights[0], 1e-7);
+  EXPECT_NEAR(weights[1], d.weights[1], 1e-7);
+  // The identity expert on the reference side: y += w · x (FFN experts are added elsewhere).
+  client::ReferenceRouting r;
+  r.k = 2;
+  r.ids = ids;
+  r.weights = weights;
+  r.dropped.assign(2, 0);
+  const std::vector<float> x = {3.0f, -4.0f};
+  std::vector<float> y(2, 0.0f);
+  client::addZeroComputeExperts(m, {}, x, 1, r, y);
+  EXPECT_FLOAT_EQ(y[0], weights[1] * 3.0f);
+  EXPECT_FLOAT_EQ(y[1], weights[1] * -4.0f);
+  // Random logits: the router's rule and the reference agree.
+  std::mt19937 rng(9);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  const size_t T = 200;
+  std::vector<float> many(T * 3);
+  for (float& v : many) v = normal(rng);
+  auto all = routeLogits(many, T, 3, routingRuleFor(m), bias);
+  client::referenceRoute(m, many, T, bias, ids, weights);
+  ASSERT_EQ(all.ids, ids);
+  for (size_t i = 0; i < weights.size(); ++i) EXPECT_NEAR(all.weights[i], weights[i], 1e-6);
 }
 
 const auto moePlusPlus = unit::moePlusPlusConfig;
