@@ -40,11 +40,14 @@ MLA = dict(kv_lora_rank=16, q_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_di
 
 
 def fam(model_type, cfg, block, router, *, num_experts=8, top_k=2, layouts=None, notes="",
-        v4=None, v4_model_type="", common=True, extra_hooks=None, drop=(), fused=True, v4_extra=None):
+        v4=None, v4_model_type="", common=True, extra_hooks=None, drop=(), fused=True, v4_extra=None,
+        seed_index=None):
     """A family row. cfg: config kwargs (v5 names); block: MoE block class name(s); router: the
     block's attribute that routes; layouts: None = decide from what save_pretrained writes;
     v4: {v5 key: v4 key} renames (None value = drop the key) for the transformers 4.x config;
-    extra_hooks: {reference tensor suffix: attribute of the decoder layer} captured as well."""
+    extra_hooks: {reference tensor suffix: attribute of the decoder layer} captured as well;
+    seed_index: the row's seed slot (default: its position in FAMILIES), so rows added in parallel
+    keep their weights whatever order they are merged in."""
     c = dict(COMMON) if common else {}
     for k in drop:
         c.pop(k, None)
@@ -52,7 +55,8 @@ def fam(model_type, cfg, block, router, *, num_experts=8, top_k=2, layouts=None,
     return dict(model_type=model_type, cfg=c, block=block if isinstance(block, (list, tuple)) else [block],
                 router=router, num_experts=num_experts, top_k=top_k, layouts=layouts, notes=notes,
                 v4=v4 or {}, v4_model_type=model_type if v4_model_type == "" else v4_model_type,
-                extra_hooks=extra_hooks or {}, fused=fused, v4_extra=v4_extra or {})
+                extra_hooks=extra_hooks or {}, fused=fused, v4_extra=v4_extra or {},
+                seed_index=seed_index)
 
 
 # Priority order (issue #13 part 3), then the other FFN-expert MoE families.
@@ -708,7 +712,8 @@ def generate(out_dir, names, seed, log):
         if names and f["model_type"] not in names:
             continue
         log(f"{f['model_type']}:")
-        entries += make_family(f, out_dir, torch, transformers, seed + 1000 * i, log)
+        slot = i if f["seed_index"] is None else f["seed_index"]
+        entries += make_family(f, out_dir, torch, transformers, seed + 1000 * slot, log)
     return entries, skipped
 
 
