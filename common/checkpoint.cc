@@ -827,6 +827,13 @@ Status parseTableFamily(const json& config, const std::string& path, const Famil
                                             : " is served only with " + want.dump() + ": ") +
                          p.why);
   }
+  for (const std::string& key : f.siluActKeys) {
+    // ACT2FN[key] in the family's experts: SwiGLU is served only with SiLU.
+    const json* v = findKey(config, key);
+    if (!v || v->is_null() || *v == "silu" || *v == "swish") continue;
+    return Status::error(path + ": key '" + key + "' is " + v->dump() + ", but " + f.name +
+                         " experts are served as SwiGLU with SiLU only (\"silu\" or \"swish\")");
+  }
   std::string expertsKey, topKKey;
   if (Status s = assign(c.hiddenSize, requiredU32(config, path, f, f.hiddenKeys)); !s) return s;
   if (Status s = assign(c.intermediateSize, requiredU32(config, path, f, f.intermediateKeys)); !s)

@@ -30,6 +30,7 @@ FamilySpec qwenLike(S types, std::string name) {
   f.routerNames = {"gate.weight"};
   f.perExpert = {kQwenNames};
   f.fused = FusedKind::kGateUp;
+  f.siluActKeys = {"hidden_act"};
   return f;
 }
 
@@ -199,6 +200,7 @@ std::vector<FamilySpec> buildTable() {
   }
   {  // DbrxFFN: router.layer, softmax, top-k, / ‖w‖_p; experts.mlp.w1/v1/w2 [E·I, H].
     FamilySpec f = qwenLike({"dbrx"}, "DBRX");
+    f.siluActKeys = {"ffn_config.ffn_act_fn.name"};  // DbrxExpertGLU
     f.hiddenKeys = {"d_model", "hidden_size"};
     f.intermediateKeys = {"ffn_config.ffn_hidden_size"};
     f.expertsKeys = {"ffn_config.moe_num_experts"};
@@ -230,6 +232,7 @@ std::vector<FamilySpec> buildTable() {
   {  // GptOssMLP: router with bias, top-k of the logits, softmax; experts with biases, clamped
      // SwiGLU, interleaved gate/up in [E, H, 2I].
     FamilySpec f = qwenLike({"gpt_oss"}, "gpt-oss");
+    f.siluActKeys = {};  // GptOssExperts: its clamped SwiGLU, whatever hidden_act says
     f.intermediateKeys = {"intermediate_size"};
     f.expertsKeys = {"num_local_experts", "num_experts"};
     f.routing = RoutingPiece::kSoftmaxOverTopLogits;
@@ -374,6 +377,7 @@ std::vector<FamilySpec> buildTable() {
      // feed_forward., experts w1/w3/w2 (or fused); layers < num_dense_layers are dense
      // (Lfm2MoeDecoderLayer).
     FamilySpec f = mixtralLike({"lfm2_moe"}, "LFM2-MoE");
+    f.siluActKeys = {};  // Lfm2MoeMLP: F.silu, no key
     f.intermediateKeys = {"moe_intermediate_size"};
     f.expertsKeys = {"num_experts"};  // Lfm2MoeConfig has no attribute_map
     f.layerRule = LayerRule::kFirstNDense;
@@ -470,6 +474,7 @@ std::vector<FamilySpec> buildTable() {
      // down(relu²(up(x))); shared_experts (NemotronHMLP, moe_shared_expert_intermediate_size)
      // likewise, ungated; MoE where layers_block_type says "moe".
     FamilySpec f = deepseekLike({"nemotron_h"}, "Nemotron-H", RoutingPiece::kDeepseekV3);
+    f.siluActKeys = {};  // mlp_hidden_act, checked with the relu² experts
     f.expertsKeys = {"n_routed_experts", "num_local_experts"};
     f.layersKeys = {};  // the length of layers_block_type
     f.layerRule = LayerRule::kBlockTypes;

@@ -224,6 +224,10 @@ struct FamilySpec {
   std::string sharedCombineKey;
   std::string sharedCombineDefault = "sum";
   std::vector<PinnedKey> pinnedKeys;
+  // The config keys naming the experts' activation (ACT2FN[...] in the modeling file): the table's
+  // SwiGLU rows are served only when it is SiLU ("silu" / "swish"); another value is refused with
+  // the key, never computed as SwiGLU. Empty: the family's activation is fixed in its code.
+  std::vector<std::string> siluActKeys;
   // NemotronH: routed and shared experts are non-gated relu² FFNs (mlp_hidden_act "relu2").
   bool relu2Experts = false;
   // Also tried, in order, when no tensor lives under layerRoot (NemotronH: "backbone.layers." as

@@ -287,6 +287,15 @@ const std::vector<ErrorCase> kErrors = {
     {"glm_moe_dsa", R"("num_hidden_layers": 2, "n_routed_experts": 8, "num_experts_per_tok": 2,
                        "first_k_dense_replace": -1)",
      "key 'first_k_dense_replace' must be a non-negative integer (got -1)"},
+    // The experts' ACT2FN key: another activation than SiLU is refused, never served as SwiGLU.
+    {"qwen3_moe", R"("num_hidden_layers": 2, "num_experts": 8, "num_experts_per_tok": 2,
+                    "hidden_act": "gelu")",
+     "key 'hidden_act' is \"gelu\", but Qwen3-MoE experts are served as SwiGLU with SiLU only "
+     "(\"silu\" or \"swish\")"},
+    {"dbrx", R"("n_layers": 2, "ffn_config": {"ffn_hidden_size": 24, "moe_num_experts": 8,
+               "moe_top_k": 2, "ffn_act_fn": {"name": "relu"}})",
+     "key 'ffn_config.ffn_act_fn.name' is \"relu\", but DBRX experts are served as SwiGLU with "
+     "SiLU only (\"silu\" or \"swish\")"},
 };
 
 TEST(FamilyConfig, ErrorsNameTheKeyAndTheFamily) {
@@ -296,6 +305,23 @@ TEST(FamilyConfig, ErrorsNameTheKeyAndTheFamily) {
     ASSERT_FALSE(parsed.isOk());
     EXPECT_EQ(parsed.error(), std::string("config.json: ") + e.error);
   }
+}
+
+// SiLU under either name is served; gpt-oss's experts ignore hidden_act (clamped SwiGLU).
+TEST(FamilyConfig, SiluUnderEitherNameAndFixedActivationsAreServed) {
+  for (const char* keys : {R"("num_hidden_layers": 2, "num_experts": 8, "num_experts_per_tok": 2,
+                              "hidden_act": "swish")",
+                           R"("num_hidden_layers": 2, "num_experts": 8, "num_experts_per_tok": 2,
+                              "hidden_act": "silu")"}) {
+    auto parsed = parseModelConfig(configJson("qwen3_moe", keys), "config.json");
+    EXPECT_TRUE(parsed.isOk()) << parsed.error();
+  }
+  auto gptOss =
+      parseModelConfig(configJson("gpt_oss", R"("num_hidden_layers": 2, "intermediate_size": 24,
+                              "num_local_experts": 8, "num_experts_per_tok": 2,
+                              "hidden_act": "gelu")"),
+                       "config.json");
+  EXPECT_TRUE(gptOss.isOk()) << gptOss.error();
 }
 
 // Every layer dense is no MoE model: refused, not served empty.
