@@ -960,25 +960,51 @@ Result<ModelConfig> parseModelConfig(const std::string& text, const std::string&
   } catch (const json::exception& e) {  // e.g. out_of_range for a number such as 1e400
     return makeError(path + ": invalid JSON: " + e.what());
   }
-  const json& config = parsed;
-  if (!config.is_object()) return makeError(path + ": top level is not a JSON object");
+  if (!parsed.is_object()) return makeError(path + ": top level is not a JSON object");
 
   ModelConfig c;
-  auto mt = config.find("model_type");
-  if (mt == config.end()) return makeError(path + ": key 'model_type' missing");
+  auto mt = parsed.find("model_type");
+  if (mt == parsed.end()) return makeError(path + ": key 'model_type' missing");
   if (!mt->is_string()) return makeError(path + ": key 'model_type' must be a string");
   c.modelType = mt->get<std::string>();
+  // A vision-language wrapper: the text model's config (nested, with its own model_type) is read
+  // through the text model's row; errors name the nested object's path.
+  const json* textConfig = &parsed;
+  std::string where = path;
+  if (const WrapperSpec* w = findWrapper(c.modelType)) {
+    c.wrapperType = c.modelType;
+    for (const std::string& key : w->configPath) {
+      auto it = textConfig->find(key);
+      if (it == textConfig->end() || !it->is_object()) {
+        return makeError(where + ": key '" + key + "' " +
+                         (it == textConfig->end() ? "missing" : "must be a JSON object") +
+                         " (the text model's config of this " + w->name + " model, model_type '" +
+                         c.wrapperType + "')");
+      }
+      textConfig = &*it;
+      where += (where == path ? ": " : ".") + key;
+    }
+    auto tmt = textConfig->find("model_type");
+    if (tmt == textConfig->end() || !tmt->is_string()) {
+      return makeError(where + ": key 'model_type' missing or not a string (the text model of " +
+                       "model_type '" + c.wrapperType + "')");
+    }
+    c.modelType = tmt->get<std::string>();
+  }
+  const json& config = *textConfig;
   const FamilySpec* f = findFamily(c.modelType);
   if (!f) {
-    return makeError(path + ": model_type '" + c.modelType +
-                     "' is not supported (supported: " + supportedModelTypes() + ")");
+    return makeError(where + ": model_type '" + c.modelType +
+                     "' is not supported (supported: " + supportedModelTypes() +
+                     "; vision-language wrappers: " + supportedWrapperTypes() + ")");
   }
   c.familyName = f->name;
-  Status s = f->gate == GateKindSpec::kMoePlusPlus     ? parseMoePlusPlus(config, path, c)
-             : f->gate == GateKindSpec::kYuanAttention ? parseYuan(config, path, c)
-                                                       : parseTableFamily(config, path, *f, c);
+  Status s = f->gate == GateKindSpec::kMoePlusPlus     ? parseMoePlusPlus(config, where, c)
+             : f->gate == GateKindSpec::kYuanAttention ? parseYuan(config, where, c)
+                                                       : parseTableFamily(config, where, *f, c);
   if (!s) return makeError(s);
-  if (Status q = assign(c.quantMethod, readQuantMethod(config, path)); !q) return makeError(q);
+  // quantization_config sits at the top of a wrapper's config.json (the whole model's).
+  if (Status q = assign(c.quantMethod, readQuantMethod(parsed, path)); !q) return makeError(q);
   if (c.moeLayers.empty()) {
     return makeError(path + ": no MoE layers among the " + std::to_string(c.numLayers) +
                      " layers of this " + f->name +
@@ -1133,13 +1159,16 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::open(const std::string& dir) {
     auto it = ckpt->tensorFile_.lower_bound(root);
     return it != ckpt->tensorFile_.end() && it->first.starts_with(root);
   };
-  ckpt->layerRoot_ = ckpt->spec_->layerRoot;
-  if (!holdsTensors(ckpt->layerRoot_)) {
-    for (const std::string& r : ckpt->spec_->altLayerRoots) {
-      if (!holdsTensors(r)) continue;
-      ckpt->layerRoot_ = r;
-      break;
-    }
+  // A vision-language wrapper's roots (model.language_model.layers.) come first.
+  std::vector<std::string> roots;
+  if (const WrapperSpec* w = findWrapper(ckpt->config_.wrapperType)) roots = w->layerRoots;
+  roots.push_back(ckpt->spec_->layerRoot);
+  roots.insert(roots.end(), ckpt->spec_->altLayerRoots.begin(), ckpt->spec_->altLayerRoots.end());
+  ckpt->layerRoot_ = roots.front();
+  for (const std::string& r : roots) {
+    if (!holdsTensors(r)) continue;
+    ckpt->layerRoot_ = r;
+    break;
   }
   return ckpt;
 }

@@ -88,6 +88,9 @@ struct ModelConfig {
   // LongCat-Flash (LongcatFlashExperts): ids [numFfnExperts, numExperts) are zero_expert_num
   // identity experts, output += weight · x, computed on the router; x is not scaled by k.
   bool identityZeroExperts = false;
+  // Vision-language wrappers (model_families.h WrapperSpec): config.json's own model_type (e.g.
+  // qwen3_5_moe) when modelType is its nested text model's; "" for a text-only checkpoint.
+  std::string wrapperType;
 
   ExpertKind expertKind(uint32_t expert) const {
     if (expert < numFfnExperts) return ExpertKind::kFfn;
@@ -195,7 +198,8 @@ class Checkpoint {
   Checkpoint() = default;
   const FamilySpec* spec_ = nullptr;
   std::string dir_;
-  std::string layerRoot_;  // the family's layerRoot, or the altLayerRoots entry the header uses
+  std::string layerRoot_;  // the first of the wrapper's layerRoots, the row's layerRoot and
+                           // altLayerRoots that holds tensors
   ModelConfig config_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const SafetensorsFile*, std::less<>> tensorFile_;

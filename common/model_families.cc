@@ -510,6 +510,39 @@ std::vector<FamilySpec> buildTable() {
     f.notes = "MoE blocks only (the attention and dense MLP sublayers are not the cluster's part)";
     t.push_back(f);
   }
+  {  // Qwen3VLMoeTextSparseMoeBlock (text model of Qwen3-VL-MoE): Qwen3-MoE's block, but
+     // Qwen3VLMoeTextTopKRouter always renormalizes (no norm_topk_prob); decoder_sparse_step /
+     // mlp_only_layers as Qwen3-MoE.
+    FamilySpec f = qwenLike({"qwen3_vl_moe_text"}, "Qwen3-VL-MoE");
+    f.expertsKeys = {"num_local_experts", "num_experts"};  // attribute_map num_experts
+    f.layerRule = LayerRule::kSparseStep;
+    f.notes = "text model of the VLM (Qwen3VLMoeForConditionalGeneration)";
+    t.push_back(f);
+  }
+  {  // Glm4vMoeTextMoE (text model of GLM-4.5V): GLM-4-MoE's block (Glm4vMoeTextTopkRouter =
+     // DeepSeek-V3 noaux_tc); MoE from first_k_dense_replace (default 1) on; n_shared_experts
+     // default 1.
+    FamilySpec f = *std::find_if(
+        t.begin(), t.end(), [](const FamilySpec& r) { return r.modelTypes.front() == "glm4_moe"; });
+    f.modelTypes = {"glm4v_moe_text"};
+    f.name = "GLM-4.5V";
+    f.firstKDenseDefault = 1;
+    f.sharedDefault = 1;
+    f.notes = "text model of the VLM (Glm4vMoeForConditionalGeneration)";
+    t.push_back(f);
+  }
+  {  // Qwen3OmniMoeThinkerTextSparseMoeBlock (the Qwen3-Omni thinker's text model): Qwen3-MoE's
+     // block; norm_topk_prob defaults to true (Qwen3OmniMoeTextConfig).
+    FamilySpec f = *std::find_if(t.begin(), t.end(), [](const FamilySpec& r) {
+      return r.modelTypes.front() == "qwen3_moe";
+    });
+    f.modelTypes = {"qwen3_omni_moe_text"};
+    f.name = "Qwen3-Omni-MoE";
+    f.expertsKeys = {"num_experts"};
+    f.renormalizeDefault = true;
+    f.notes = "the thinker's text model (Qwen3OmniMoeForConditionalGeneration)";
+    t.push_back(f);
+  }
   {  // SkyworkAI MoE++ (moe_plus_plus_layer.py): not a transformers family.
     FamilySpec f;
     f.modelTypes = {"MoE++", "moe_plus_plus"};
@@ -571,6 +604,44 @@ std::string supportedModelTypes() {
   for (const FamilySpec& f : modelFamilies()) {
     for (const std::string& t : f.modelTypes) out += (out.empty() ? "" : ", ") + t;
   }
+  return out;
+}
+
+namespace {
+
+// The vision-language wrappers (issue #13): config.json's model_type, where the text config is,
+// and where save_pretrained writes the text model's layers (each checked on the wrapper's
+// save_pretrained output in transformers 5.24).
+std::vector<WrapperSpec> buildWrappers() {
+  const S lm = {"model.language_model.layers."};
+  std::vector<WrapperSpec> w;
+  // Qwen3_5MoeForConditionalGeneration (text: qwen3_5_moe_text).
+  w.push_back({"qwen3_5_moe", "Qwen3.5-MoE", {"text_config"}, lm});
+  // Qwen3VLMoeForConditionalGeneration (text: qwen3_vl_moe_text).
+  w.push_back({"qwen3_vl_moe", "Qwen3-VL-MoE", {"text_config"}, lm});
+  // Glm4vMoeForConditionalGeneration (text: glm4v_moe_text).
+  w.push_back({"glm4v_moe", "GLM-4.5V", {"text_config"}, lm});
+  // Qwen3OmniMoeForConditionalGeneration: the thinker's text model (the talker is not served).
+  w.push_back({"qwen3_omni_moe",
+               "Qwen3-Omni-MoE",
+               {"thinker_config", "text_config"},
+               {"thinker.model.layers."}});
+  return w;
+}
+
+}  // namespace
+
+const WrapperSpec* findWrapper(const std::string& modelType) {
+  static const std::vector<WrapperSpec> wrappers = buildWrappers();
+  for (const WrapperSpec& w : wrappers) {
+    if (w.modelType == modelType) return &w;
+  }
+  return nullptr;
+}
+
+std::string supportedWrapperTypes() {
+  std::string out;
+  for (const WrapperSpec& w : buildWrappers()) out += (out.empty() ? "" : ", ") + w.modelType;
   return out;
 }
 

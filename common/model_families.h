@@ -242,8 +242,24 @@ struct FamilySpec {
   std::string twiceLayersKey;
 };
 
+// A vision-language (or omni) checkpoint whose config.json is the whole model: its model_type
+// names the wrapper, the text model's config is nested (e.g. text_config, with its own model_type
+// that the family table serves) and the text model's layers live under another prefix (e.g.
+// model.language_model.layers.). The cluster serves the text tower's MoE blocks through the
+// text model's family row; the wrapper only says where to find its config and tensors.
+struct WrapperSpec {
+  std::string modelType;                // the wrapper's config.json model_type
+  std::string name;                     // as the README names it
+  std::vector<std::string> configPath;  // keys from the top to the text config object
+  std::vector<std::string> layerRoots;  // tried in order before the text row's own roots
+};
+
 // The table, in README order.
 const std::vector<FamilySpec>& modelFamilies();
+// The wrapper row for a model_type, or nullptr.
+const WrapperSpec* findWrapper(const std::string& modelType);
+// "qwen3_5_moe, ...": every wrapper model_type (for errors).
+std::string supportedWrapperTypes();
 // The row for a model_type, or nullptr.
 const FamilySpec* findFamily(const std::string& modelType);
 // "mixtral, qwen2_moe, ...": every model_type the table serves (for errors).

@@ -41,13 +41,16 @@ MLA = dict(kv_lora_rank=16, q_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_di
 
 def fam(model_type, cfg, block, router, *, num_experts=8, top_k=2, layouts=None, notes="",
         v4=None, v4_model_type="", common=True, extra_hooks=None, drop=(), fused=True, v4_extra=None,
-        seed_index=None):
+        seed_index=None, vlm=False, forward=""):
     """A family row. cfg: config kwargs (v5 names); block: MoE block class name(s); router: the
     block's attribute that routes; layouts: None = decide from what save_pretrained writes;
     v4: {v5 key: v4 key} renames (None value = drop the key) for the transformers 4.x config;
     extra_hooks: {reference tensor suffix: attribute of the decoder layer} captured as well;
     seed_index: the row's seed slot (default: its position in FAMILIES), so rows added in parallel
-    keep their weights whatever order they are merged in."""
+    keep their weights whatever order they are merged in; vlm: the whole vision-language model
+    (AutoModelForImageTextToText, or the class named; cfg holds text_config and a minimal
+    vision_config), as the hub ships it, whose text tower's MoE blocks are captured; forward: the
+    submodule run for the reference ("" = the model; the omni wrapper has no forward of its own)."""
     c = dict(COMMON) if common else {}
     for k in drop:
         c.pop(k, None)
@@ -56,7 +59,12 @@ def fam(model_type, cfg, block, router, *, num_experts=8, top_k=2, layouts=None,
                 router=router, num_experts=num_experts, top_k=top_k, layouts=layouts, notes=notes,
                 v4=v4 or {}, v4_model_type=model_type if v4_model_type == "" else v4_model_type,
                 extra_hooks=extra_hooks or {}, fused=fused, v4_extra=v4_extra or {},
-                seed_index=seed_index)
+                seed_index=seed_index, vlm=vlm, forward=forward)
+
+
+# The minimal Qwen vision tower of the VLM rows (one block of width 16).
+VISION_QWEN = dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=1, out_hidden_size=64,
+                   patch_size=4, temporal_patch_size=1, spatial_merge_size=1, num_position_embeddings=16)
 
 
 # Priority order (issue #13 part 3), then the other FFN-expert MoE families.
@@ -179,7 +187,9 @@ FAMILIES = [
         "AfmoeSparseMoeBlock", "router"),
     fam("longcat_flash", dict(MLA, num_layers=1, ffn_hidden_size=48, expert_ffn_hidden_size=24,
                               n_routed_experts=8, zero_expert_num=2, moe_topk=2,
-                              routed_scaling_factor=1.5),
+                              routed_scaling_factor=1.5,
+                             rope_parameters=dict(rope_type="default", rope_theta=10000.0,
+                                                  partial_rotary_factor=0.5, mrope_section=[2, 1, 1])),
         "LongcatFlashMoE", "router", v4_extra=dict(num_hidden_layers=2),
         notes="LongCat-Flash: one decoder layer holds two attention+MLP sublayers and one MoE (num_layers 1); "
               "8 FFN experts + 2 zero-compute (identity) experts: ids 8, 9 return the input times their weight"),
@@ -253,8 +263,58 @@ FAMILIES = [
                             layer_types=["full_attention", "full_attention"], q_lora_rank=None, pad_token_id=1),
         "KimiLinearMoE", "gate", fused=False,
         notes="both layers full (MLA) attention: the KDA linear-attention layers need the fla hub kernel"),
+    # Vision-language MoE models saved whole (issue #13): the text tower under
+    # model.language_model.layers., a one-block vision tower of width 16 to keep the files small;
+    # one f32 fixture (the hub layout) + one bf16 each.
+    fam("qwen3_5_moe", dict(
+            text_config=dict(COMMON, num_hidden_layers=2, moe_intermediate_size=24,
+                             shared_expert_intermediate_size=32, num_experts=8, num_experts_per_tok=2,
+                             layer_types=["linear_attention", "full_attention"], linear_key_head_dim=16,
+                             linear_value_head_dim=16, linear_num_key_heads=2, linear_num_value_heads=2),
+            vision_config=VISION_QWEN, tie_word_embeddings=False),
+        "Qwen3_5MoeSparseMoeBlock", "gate", common=False, vlm=True, fused=False, seed_index=140,
+        notes="whole VLM (Qwen3_5MoeForConditionalGeneration): text tower under "
+              "model.language_model.layers.; layer 0 is gated-delta-net linear attention"),
+    fam("qwen3_vl_moe", dict(
+            text_config=dict(COMMON, num_hidden_layers=2, intermediate_size=48, moe_intermediate_size=24,
+                             num_experts=8, num_experts_per_tok=2, decoder_sparse_step=1, mlp_only_layers=[0]),
+            vision_config=dict(VISION_QWEN, deepstack_visual_indexes=[]), tie_word_embeddings=False),
+        "Qwen3VLMoeTextSparseMoeBlock", "gate", common=False, vlm=True, seed_index=141,
+        notes="whole VLM (Qwen3VLMoeForConditionalGeneration): text tower under "
+              "model.language_model.layers.; layer 0 dense (mlp_only_layers)"),
+    fam("glm4v_moe", dict(
+            text_config=dict(COMMON, num_hidden_layers=2, intermediate_size=48, moe_intermediate_size=24,
+                             n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1,
+                             first_k_dense_replace=1, n_group=2, topk_group=1, norm_topk_prob=True,
+                             routed_scaling_factor=1.5,
+                             rope_parameters=dict(rope_type="default", rope_theta=10000.0,
+                                                  partial_rotary_factor=0.5, mrope_section=[2, 1, 1])),
+            vision_config=dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=1, out_hidden_size=64,
+                               patch_size=4, temporal_patch_size=1, spatial_merge_size=1, image_size=8),
+            tie_word_embeddings=False),
+        "Glm4vMoeTextMoE", "gate", common=False, vlm=True, fused=False, seed_index=142,
+        notes="whole VLM (Glm4vMoeForConditionalGeneration): text tower under "
+              "model.language_model.layers.; layer 0 dense (first_k_dense_replace)"),
+    fam("qwen3_omni_moe", dict(
+            enable_audio_output=False,
+            thinker_config=dict(
+                text_config=dict(COMMON, num_hidden_layers=2, intermediate_size=48, moe_intermediate_size=24,
+                                 num_experts=8, num_experts_per_tok=2, norm_topk_prob=False,
+                                 rope_parameters=dict(rope_type="default", rope_theta=10000.0,
+                                                      mrope_section=[2, 3, 3])),
+                vision_config=dict(VISION_QWEN, deepstack_visual_indexes=[]),
+                audio_config=dict(num_mel_bins=8, encoder_layers=1, encoder_attention_heads=1,
+                                  encoder_ffn_dim=16, d_model=16, output_dim=64, downsample_hidden_size=8,
+                                  max_source_positions=32))),
+        "Qwen3OmniMoeThinkerTextSparseMoeBlock", "gate", common=False, fused=False, seed_index=143,
+        vlm="Qwen3OmniMoeForConditionalGeneration", forward="thinker",
+        notes="whole omni model without the talker (enable_audio_output false; "
+              "Qwen3OmniMoeForConditionalGeneration): thinker text tower under thinker.model.layers., "
+              "tiny vision and audio towers"),
 ]
 BY_NAME = {f["model_type"]: f for f in FAMILIES}
+VLM_CLASSES = {f["model_type"]: f["vlm"] if isinstance(f["vlm"], str) else "AutoModelForImageTextToText"
+               for f in FAMILIES if f["vlm"]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,21 +364,24 @@ def randomize(model, torch, seed):
 
 
 def build_model(f, torch, seed):
-    from transformers import AutoConfig, AutoModelForCausalLM
-    cfg = AutoConfig.for_model(f["model_type"], **f["cfg"])
+    import transformers
+    cfg = transformers.AutoConfig.for_model(f["model_type"], **f["cfg"])
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager",
-                                             experts_implementation="eager")
+    kw = dict(attn_implementation="eager", experts_implementation="eager")
+    cls = getattr(transformers, VLM_CLASSES.get(f["model_type"], "AutoModelForCausalLM"))
+    model = cls.from_config(cfg, **kw) if cls.__name__.startswith("Auto") else cls._from_config(cfg, **kw)
     randomize(model, torch, seed)
     return model.eval()
 
 
 def load_model(path, torch, dtype=None):
-    from transformers import AutoModelForCausalLM
+    import transformers
     kw = dict(attn_implementation="eager", experts_implementation="eager")
     if dtype is not None:
         kw["dtype"] = dtype
-    return AutoModelForCausalLM.from_pretrained(path, **kw).eval()
+    with open(os.path.join(path, "config.json")) as fh:
+        mt = json.load(fh).get("model_type")
+    return getattr(transformers, VLM_CLASSES.get(mt, "AutoModelForCausalLM")).from_pretrained(path, **kw).eval()
 
 
 def layer_of(name):
@@ -397,7 +460,7 @@ def capture(model, f, torch, input_ids):
 
     try:
         with torch.no_grad():
-            model(input_ids=input_ids, use_cache=False)
+            (model.get_submodule(f["forward"]) if f["forward"] else model)(input_ids=input_ids, use_cache=False)
     finally:
         for h in handles:
             h.remove()

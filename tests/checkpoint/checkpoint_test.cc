@@ -455,7 +455,8 @@ TEST_F(CheckpointTest, UnsupportedModelType) {
   for (const char* type :
        {"(supported: mixtral, qwen2_moe, qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3",
         "glm4_moe", "dots1", "qwen3_next", "minimax_m2", "hunyuan_v1_moe", "ernie4_5_moe", "jamba",
-        "granitemoeshared", "dbrx", "llama4_text", "gpt_oss", "MoE++, moe_plus_plus, yuan)"}) {
+        "granitemoeshared", "dbrx", "llama4_text", "gpt_oss", "MoE++, moe_plus_plus, yuan;",
+        "vision-language wrappers: qwen3_5_moe, qwen3_vl_moe, glm4v_moe, qwen3_omni_moe)"}) {
     EXPECT_TRUE(contains(e, std::string("model_type 'llama' is not supported ") + "")) << e;
     EXPECT_TRUE(contains(e, type)) << type << ": " << e;
   }

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/checkpoint.h"
@@ -344,4 +345,121 @@ TEST(FamilyConfig, AllDenseLayerTypesAreRefused) {
 }
 
 }  // namespace
+// Vision-language wrappers (model_families.h WrapperSpec): the nested text config is read through
+// the text model's row; the wrapper's model_type is kept as wrapperType.
+struct WrapperCase {
+  const char* config;  // the whole config.json
+  const char *modelType, *wrapperType;
+  uint32_t experts, topK;
+  std::vector<uint32_t> moeLayers;
+  uint32_t shared;
+};
+
+const std::vector<WrapperCase> kWrappers = {
+    {R"({"model_type": "qwen3_5_moe", "vision_config": {"model_type": "qwen3_5_moe_vision"},
+         "text_config": {"model_type": "qwen3_5_moe_text", "hidden_size": 64,
+           "moe_intermediate_size": 24, "num_hidden_layers": 2, "num_experts": 8,
+           "num_experts_per_tok": 2}})",
+     "qwen3_5_moe_text",
+     "qwen3_5_moe",
+     8,
+     2,
+     {0, 1},
+     512},
+    {R"({"model_type": "qwen3_vl_moe", "text_config": {"model_type": "qwen3_vl_moe_text",
+           "hidden_size": 64, "moe_intermediate_size": 24, "num_hidden_layers": 3,
+           "num_experts": 4, "num_experts_per_tok": 2, "mlp_only_layers": [1]}})",
+     "qwen3_vl_moe_text",
+     "qwen3_vl_moe",
+     4,
+     2,
+     {0, 2},
+     0},
+    {R"({"model_type": "glm4v_moe", "text_config": {"model_type": "glm4v_moe_text",
+           "hidden_size": 64, "moe_intermediate_size": 24, "num_hidden_layers": 3,
+           "n_routed_experts": 8, "num_experts_per_tok": 2}})",
+     "glm4v_moe_text",
+     "glm4v_moe",
+     8,
+     2,
+     {1, 2},
+     24},
+    {R"({"model_type": "qwen3_omni_moe", "enable_audio_output": false, "thinker_config": {
+           "text_config": {"model_type": "qwen3_omni_moe_text", "hidden_size": 64,
+           "moe_intermediate_size": 24, "num_hidden_layers": 2, "num_experts": 8,
+           "num_experts_per_tok": 2}}})",
+     "qwen3_omni_moe_text",
+     "qwen3_omni_moe",
+     8,
+     2,
+     {0, 1},
+     0},
+    // A text-only checkpoint has no wrapper.
+    {R"({"model_type": "qwen3_5_moe_text", "hidden_size": 64, "moe_intermediate_size": 24,
+         "num_hidden_layers": 1, "num_experts": 8, "num_experts_per_tok": 2})",
+     "qwen3_5_moe_text",
+     "",
+     8,
+     2,
+     {0},
+     512},
+};
+
+TEST(FamilyConfig, WrappersReadTheNestedTextConfig) {
+  for (const WrapperCase& w : kWrappers) {
+    SCOPED_TRACE(w.config);
+    auto parsed = parseModelConfig(w.config, "config.json");
+    ASSERT_TRUE(parsed.isOk()) << parsed.error();
+    const ModelConfig& c = parsed.value();
+    EXPECT_EQ(c.modelType, w.modelType);
+    EXPECT_EQ(c.wrapperType, w.wrapperType);
+    EXPECT_EQ(c.numExperts, w.experts);
+    EXPECT_EQ(c.topK, w.topK);
+    EXPECT_EQ(c.moeLayers, w.moeLayers);
+    EXPECT_EQ(c.sharedIntermediateSize, w.shared);
+  }
+}
+
+const std::vector<std::pair<const char*, const char*>> kWrapperErrors = {
+    {R"({"model_type": "qwen3_vl_moe", "vision_config": {}})",
+     "key 'text_config' missing (the text model's config of this Qwen3-VL-MoE model, model_type "
+     "'qwen3_vl_moe')"},
+    {R"({"model_type": "qwen3_omni_moe", "thinker_config": {"text_config": 3}})",
+     "thinker_config: key 'text_config' must be a JSON object (the text model's config of this "
+     "Qwen3-Omni-MoE model, model_type 'qwen3_omni_moe')"},
+    {R"({"model_type": "glm4v_moe", "text_config": {"hidden_size": 64}})",
+     "text_config: key 'model_type' missing or not a string (the text model of model_type "
+     "'glm4v_moe')"},
+    {R"({"model_type": "qwen3_vl_moe", "text_config": {"model_type": "qwen3_vl_moe_text",
+         "hidden_size": 64, "moe_intermediate_size": 24, "num_hidden_layers": 2,
+         "num_experts_per_tok": 2}})",
+     "text_config: key 'num_local_experts' missing (Qwen3-VL-MoE; also read as 'num_experts')"},
+};
+
+TEST(FamilyConfig, WrapperErrorsNameTheNestedKey) {
+  for (const auto& [config, error] : kWrapperErrors) {
+    SCOPED_TRACE(config);
+    auto parsed = parseModelConfig(config, "config.json");
+    ASSERT_FALSE(parsed.isOk());
+    EXPECT_EQ(parsed.error(), std::string("config.json: ") + error);
+  }
+}
+
+// An unknown wrapper, or a wrapper whose text model the table does not serve, is refused with
+// the supported model_types and wrappers listed.
+TEST(FamilyConfig, UnknownWrappersAndTextModelsAreRefused) {
+  for (const char* config :
+       {R"({"model_type": "llava_next_moe", "text_config": {"model_type": "qwen3_moe"}})",
+        R"({"model_type": "qwen3_vl_moe", "text_config": {"model_type": "qwen3_vl_text"}})"}) {
+    SCOPED_TRACE(config);
+    auto parsed = parseModelConfig(config, "config.json");
+    ASSERT_FALSE(parsed.isOk());
+    EXPECT_NE(parsed.error().find("is not supported (supported: mixtral, "), std::string::npos)
+        << parsed.error();
+    EXPECT_NE(parsed.error().find("vision-language wrappers: qwen3_5_moe, qwen3_vl_moe"),
+              std::string::npos)
+        << parsed.error();
+  }
+}
+
 }  // namespace moe
