@@ -505,6 +505,45 @@ std::vector<FamilySpec> buildTable() {
     f.notes = "MoE blocks only (the attention and dense MLP sublayers are not the cluster's part)";
     t.push_back(f);
   }
+  {  // GraniteMoeSWAMoE (GraniteMoeSWATopKRouter: top-k of the logits, softmax over them) +
+     // GraniteMoeSWAMLP shared_mlp beside the block, as Granite-MoE-Shared; no conversion mapping,
+     // so checkpoints hold the in-memory experts.gate_up_proj/down_proj and router.weight.
+    FamilySpec f = *std::find_if(t.begin(), t.end(), [](const FamilySpec& r) {
+      return r.modelTypes.front() == "granitemoeshared";
+    });
+    f.modelTypes = {"granitemoe_swa"};
+    f.name = "Granite-MoE-SWA";
+    f.notes = "MoE blocks only (its sliding-window attention with sinks is not the cluster's part)";
+    t.push_back(f);
+  }
+  {  // BailingHybridMoE / BailingHybridTopkRouter: DeepSeek-V3's noaux_tc router (always sigmoid,
+     // + bias for choice, top-2-sum groups, renorm + 1e-20 iff norm_topk_prob, × scale) and
+     // shared_experts (moe_intermediate_size × n_shared_experts) ungated; sparse layers from
+     // mlp_layer_types, else from first_k_dense_replace (2). BailingHybridConfig.attribute_map
+     // aliases; the bias is saved as gate.expert_bias (conversion_mapping.py renames it).
+    FamilySpec f = deepseekLike({"bailing_hybrid"}, "Bailing-Hybrid", RoutingPiece::kDeepseekV3);
+    f.expertsKeys = {"num_local_experts", "num_experts"};
+    f.topKKeys = {"num_experts_per_tok", "num_experts_per_token"};
+    f.nGroupKeys = {"n_group", "num_expert_group"};
+    f.normKeys = {"norm_topk_prob", "moe_renormalize"};
+    f.sharedKeys = {"n_shared_experts", "num_shared_experts"};
+    f.layerRule = LayerRule::kLayerTypesOrFirstKDense;
+    f.renormalizeDefault = true;
+    f.firstKDenseDefault = 2;
+    f.nGroupDefault = 8;
+    f.topkGroupDefault = 4;
+    f.scaleDefault = 2.5f;
+    f.sharedDefault = 1;
+    f.choiceBiasNames = {"gate.expert_bias", "gate.e_score_correction_bias"};
+    f.pinnedKeys = {
+        {"scoring_func", "\"sigmoid\"",
+         "transformers' BailingHybridTopkRouter always scores with sigmoid (it has no "
+         "scoring_func)"},
+        {"topk_method", "\"noaux_tc\"",
+         "transformers' BailingHybridTopkRouter always routes noaux_tc (it has no topk_method)"}};
+    f.notes = "MoE blocks only (its linear-attention layers are not the cluster's part)";
+    t.push_back(f);
+  }
   {  // SkyworkAI MoE++ (moe_plus_plus_layer.py): not a transformers family.
     FamilySpec f;
     f.modelTypes = {"MoE++", "moe_plus_plus"};

@@ -253,6 +253,23 @@ FAMILIES = [
                             layer_types=["full_attention", "full_attention"], q_lora_rank=None, pad_token_id=1),
         "KimiLinearMoE", "gate", fused=False,
         notes="both layers full (MLA) attention: the KDA linear-attention layers need the fla hub kernel"),
+    fam("granitemoe_swa", dict(num_hidden_layers=2, intermediate_size=24, num_local_experts=8,
+                               num_experts_per_tok=2, shared_intermediate_size=32,
+                               layer_types=["full_attention", "sliding_attention"], sliding_window=8),
+        "GraniteMoeSWAMoE", "router", drop=("head_dim",), extra_hooks={"shared_output": "shared_mlp"},
+        seed_index=110,
+        notes="Granite SWA: layer 1 sliding-window attention with sinks; saved as the in-memory "
+              "experts.gate_up_proj/down_proj (no conversion mapping); shared MLP beside the block as in "
+              "granitemoeshared (layers.L.shared_output)"),
+    fam("bailing_hybrid", dict(MLA, num_hidden_layers=2, intermediate_size=48, moe_intermediate_size=24,
+                               num_local_experts=8, num_experts_per_tok=2, n_shared_experts=1,
+                               mlp_layer_types=["dense", "sparse"], n_group=4, topk_group=2,
+                               norm_topk_prob=True, routed_scaling_factor=2.5,
+                               layer_types=["full_attention", "full_attention"], pad_token_id=1,
+                               eos_token_id=2),
+        "BailingHybridMoE", "gate", fused=False, seed_index=111,
+        notes="Ling hybrid: both layers full (MLA) attention here (its linear-attention layers are not "
+              "the MoE block's part); layer 0 dense, layer 1 MoE (mlp_layer_types)"),
 ]
 BY_NAME = {f["model_type"]: f for f in FAMILIES}
 
