@@ -544,6 +544,28 @@ std::vector<FamilySpec> buildTable() {
     f.notes = "MoE blocks only (its linear-attention layers are not the cluster's part)";
     t.push_back(f);
   }
+  {  // LagunaSparseMoeBlock / LagunaTopKRouter: logits softcapped (tanh(s / c) · c iff
+     // moe_router_logit_softcapping > 0), σ, + e_score_correction_bias for choice, w / Σw (no
+     // eps); the routed sum × moe_routed_scaling_factor (here folded into the weights); +
+     // shared_experts (shared_expert_intermediate_size, default 512; 0 adds nothing) ungated;
+     // sparse layers from mlp_layer_types (default all but layer 0). Saved names (qwen2_moe's
+     // per-expert mapping; experts.e_score_correction_bias, shared_expert.) first.
+    FamilySpec f = qwenLike({"laguna"}, "Laguna");
+    f.expertsKeys = {"num_experts"};  // LagunaConfig has no attribute_map
+    f.layerRule = LayerRule::kLayerTypes;
+    f.routing = RoutingPiece::kSigmoidBiasScaled;
+    f.scaleKeys = {"moe_routed_scaling_factor"};
+    f.logitSoftcapKey = "moe_router_logit_softcapping";
+    f.choiceBiasNames = {"experts.e_score_correction_bias", "gate.e_score_correction_bias"};
+    f.shared = SharedKind::kWidth;
+    f.sharedKeys = {"shared_expert_intermediate_size"};
+    f.sharedDefault = 512;
+    f.sharedPrefix = "mlp.shared_expert.";
+    f.sharedPrefixAliases = {"mlp.shared_experts."};
+    f.pinnedKeys = {{"moe_apply_router_weight_on_input", "false",
+                     "transformers' LagunaConfig refuses it (NotImplementedError)"}};
+    t.push_back(f);
+  }
   {  // SkyworkAI MoE++ (moe_plus_plus_layer.py): not a transformers family.
     FamilySpec f;
     f.modelTypes = {"MoE++", "moe_plus_plus"};
@@ -649,6 +671,7 @@ std::string RoutingRecipe::describe() const {
   }
   std::string s;
   if (logitsNormStd > 0) s += "logits / (std / " + fmt(logitsNormStd) + "), ";
+  if (logitSoftcap > 0) s += "logits softcapped (tanh(s / " + fmt(logitSoftcap) + ") * c), ";
   switch (scoring) {
     case Scoring::kSoftmax:
       s += "softmax";

@@ -328,6 +328,13 @@ const std::vector<ErrorCase> kErrors = {
                           "num_experts_per_token": 4)",
      "keys 'num_experts_per_tok' (2) and 'num_experts_per_token' (4) contradict each other "
      "(Bailing-Hybrid reads them as one quantity)"},
+    {"laguna", R"("num_hidden_layers": 2, "num_experts": 8, "num_experts_per_tok": 2,
+                  "moe_router_logit_softcapping": -1)",
+     "key 'moe_router_logit_softcapping' must be a non-negative number (got -1) (Laguna)"},
+    {"laguna", R"("num_hidden_layers": 2, "num_experts": 8, "num_experts_per_tok": 2,
+                  "moe_apply_router_weight_on_input": true)",
+     "key 'moe_apply_router_weight_on_input' is true, but Laguna is served only with false: "
+     "transformers' LagunaConfig refuses it (NotImplementedError)"},
 };
 
 TEST(FamilyConfig, ErrorsNameTheKeyAndTheFamily) {
@@ -336,6 +343,55 @@ TEST(FamilyConfig, ErrorsNameTheKeyAndTheFamily) {
     auto parsed = parseModelConfig(configJson(e.modelType, e.keys), "config.json");
     ASSERT_FALSE(parsed.isOk());
     EXPECT_EQ(parsed.error(), std::string("config.json: ") + e.error);
+  }
+}
+
+// LagunaTopKRouter: σ of the (softcapped) logits, + bias for choice, w / Σw without eps or
+// groups; the table's defaults from LagunaConfig.
+TEST(FamilyConfig, LagunaReadsSoftcapScaleAndSharedWidth) {
+  struct LagunaCase {
+    const char* name;
+    const char* keys;
+    std::vector<uint32_t> moeLayers;
+    float softcap, scale;
+    uint32_t shared;
+  };
+  const std::vector<LagunaCase> cases = {
+      {"defaults", R"("num_hidden_layers": 3)", {1, 2}, 0.0f, 1.0f, 512},
+      {"explicit",
+       R"("num_hidden_layers": 2, "mlp_layer_types": ["sparse", "dense"],
+          "shared_expert_intermediate_size": 0, "moe_routed_scaling_factor": 2.0,
+          "moe_router_logit_softcapping": 30.0)",
+       {0},
+       30.0f,
+       2.0f,
+       0},
+      {"null softcap",
+       R"("num_hidden_layers": 2, "moe_router_logit_softcapping": null)",
+       {1},
+       0.0f,
+       1.0f,
+       512},
+  };
+  for (const LagunaCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    auto parsed = parseModelConfig(
+        configJson("laguna",
+                   std::string(R"("num_experts": 8, "num_experts_per_tok": 2, )") + c.keys),
+        "config.json");
+    ASSERT_TRUE(parsed.isOk()) << parsed.error();
+    const ModelConfig& m = parsed.value();
+    EXPECT_EQ(m.familyName, "Laguna");
+    EXPECT_EQ(m.moeLayers, c.moeLayers);
+    EXPECT_EQ(m.routing.scoring, kSigmoid);
+    EXPECT_TRUE(m.routing.choiceBias);
+    EXPECT_EQ(m.routing.groups, RoutingRecipe::Groups::kNone);
+    EXPECT_EQ(m.routing.normalize, kSum);
+    EXPECT_EQ(m.routing.normEps, 0.0f);
+    EXPECT_EQ(m.routing.logitSoftcap, c.softcap);
+    EXPECT_FLOAT_EQ(m.routing.scale, c.scale);
+    EXPECT_EQ(m.sharedIntermediateSize, c.shared);
+    EXPECT_FALSE(m.sharedExpertGated);
   }
 }
 
