@@ -743,6 +743,19 @@ Status readRouting(const json& config, const std::string& path, const FamilySpec
       if (Status s = assign(norm, readRenormalize(config, path, f)); !s) return s;
       c.routing.normalize = norm ? R::Normalize::kSum : R::Normalize::kNone;
       c.routing.normEps = f.normEps;
+      if (!f.logitSoftcapKey.empty()) {
+        // LagunaTopKRouter: tanh softcap only when > 0.0.
+        const json* it = findKey(config, f.logitSoftcapKey);
+        if (it && !it->is_null()) {
+          if (!it->is_number() || !(it->get<double>() >= 0.0) ||
+              !(it->get<double>() <= std::numeric_limits<float>::max())) {
+            return Status::error(path + ": key '" + f.logitSoftcapKey +
+                                 "' must be a non-negative number (got " + it->dump() + ") (" +
+                                 f.name + ")");
+          }
+          c.routing.logitSoftcap = static_cast<float>(it->get<double>());
+        }
+      }
       return assign(c.routing.scale,
                     aliasedPositiveFloat(config, path, f, f.scaleKeys, f.scaleDefault));
     }

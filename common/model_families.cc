@@ -543,6 +543,67 @@ std::vector<FamilySpec> buildTable() {
     f.notes = "the thinker's text model (Qwen3OmniMoeForConditionalGeneration)";
     t.push_back(f);
   }
+  {  // GraniteMoeSWAMoE (GraniteMoeSWATopKRouter: top-k of the logits, softmax over them) +
+     // GraniteMoeSWAMLP shared_mlp beside the block, as Granite-MoE-Shared; no conversion mapping,
+     // so checkpoints hold the in-memory experts.gate_up_proj/down_proj and router.weight.
+    FamilySpec f = *std::find_if(t.begin(), t.end(), [](const FamilySpec& r) {
+      return r.modelTypes.front() == "granitemoeshared";
+    });
+    f.modelTypes = {"granitemoe_swa"};
+    f.name = "Granite-MoE-SWA";
+    f.notes = "MoE blocks only (its sliding-window attention with sinks is not the cluster's part)";
+    t.push_back(f);
+  }
+  {  // BailingHybridMoE / BailingHybridTopkRouter: DeepSeek-V3's noaux_tc router (always sigmoid,
+     // + bias for choice, top-2-sum groups, renorm + 1e-20 iff norm_topk_prob, × scale) and
+     // shared_experts (moe_intermediate_size × n_shared_experts) ungated; sparse layers from
+     // mlp_layer_types, else from first_k_dense_replace (2). BailingHybridConfig.attribute_map
+     // aliases; the bias is saved as gate.expert_bias (conversion_mapping.py renames it).
+    FamilySpec f = deepseekLike({"bailing_hybrid"}, "Bailing-Hybrid", RoutingPiece::kDeepseekV3);
+    f.expertsKeys = {"num_local_experts", "num_experts"};
+    f.topKKeys = {"num_experts_per_tok", "num_experts_per_token"};
+    f.nGroupKeys = {"n_group", "num_expert_group"};
+    f.normKeys = {"norm_topk_prob", "moe_renormalize"};
+    f.sharedKeys = {"n_shared_experts", "num_shared_experts"};
+    f.layerRule = LayerRule::kLayerTypesOrFirstKDense;
+    f.renormalizeDefault = true;
+    f.firstKDenseDefault = 2;
+    f.nGroupDefault = 8;
+    f.topkGroupDefault = 4;
+    f.scaleDefault = 2.5f;
+    f.sharedDefault = 1;
+    f.choiceBiasNames = {"gate.expert_bias", "gate.e_score_correction_bias"};
+    f.pinnedKeys = {
+        {"scoring_func", "\"sigmoid\"",
+         "transformers' BailingHybridTopkRouter always scores with sigmoid (it has no "
+         "scoring_func)"},
+        {"topk_method", "\"noaux_tc\"",
+         "transformers' BailingHybridTopkRouter always routes noaux_tc (it has no topk_method)"}};
+    f.notes = "MoE blocks only (its linear-attention layers are not the cluster's part)";
+    t.push_back(f);
+  }
+  {  // LagunaSparseMoeBlock / LagunaTopKRouter: logits softcapped (tanh(s / c) · c iff
+     // moe_router_logit_softcapping > 0), σ, + e_score_correction_bias for choice, w / Σw (no
+     // eps); the routed sum × moe_routed_scaling_factor (here folded into the weights); +
+     // shared_experts (shared_expert_intermediate_size, default 512; 0 adds nothing) ungated;
+     // sparse layers from mlp_layer_types (default all but layer 0). Saved names (qwen2_moe's
+     // per-expert mapping; experts.e_score_correction_bias, shared_expert.) first.
+    FamilySpec f = qwenLike({"laguna"}, "Laguna");
+    f.expertsKeys = {"num_experts"};  // LagunaConfig has no attribute_map
+    f.layerRule = LayerRule::kLayerTypes;
+    f.routing = RoutingPiece::kSigmoidBiasScaled;
+    f.scaleKeys = {"moe_routed_scaling_factor"};
+    f.logitSoftcapKey = "moe_router_logit_softcapping";
+    f.choiceBiasNames = {"experts.e_score_correction_bias", "gate.e_score_correction_bias"};
+    f.shared = SharedKind::kWidth;
+    f.sharedKeys = {"shared_expert_intermediate_size"};
+    f.sharedDefault = 512;
+    f.sharedPrefix = "mlp.shared_expert.";
+    f.sharedPrefixAliases = {"mlp.shared_experts."};
+    f.pinnedKeys = {{"moe_apply_router_weight_on_input", "false",
+                     "transformers' LagunaConfig refuses it (NotImplementedError)"}};
+    t.push_back(f);
+  }
   {  // SkyworkAI MoE++ (moe_plus_plus_layer.py): not a transformers family.
     FamilySpec f;
     f.modelTypes = {"MoE++", "moe_plus_plus"};
@@ -686,6 +747,7 @@ std::string RoutingRecipe::describe() const {
   }
   std::string s;
   if (logitsNormStd > 0) s += "logits / (std / " + fmt(logitsNormStd) + "), ";
+  if (logitSoftcap > 0) s += "logits softcapped (tanh(s / " + fmt(logitSoftcap) + ") * c), ";
   switch (scoring) {
     case Scoring::kSoftmax:
       s += "softmax";

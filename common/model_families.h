@@ -21,7 +21,8 @@ namespace moe {
 //   3. weights: the chosen scores (MoE++: the zero expert's set to 0); kSoftmaxOverChosen takes
 //      softmax over the chosen logits; normalize: w / (max(Σw, normMin) + normEps), or w / ‖w‖_p;
 //      then × scale.
-// MoE++ may first divide the logits by std(s)/logitsNormStd (unbiased std).
+// MoE++ may first divide the logits by std(s)/logitsNormStd (unbiased std); Laguna may first
+// softcap them (tanh(s / c) · c).
 // kSparseMixer (PhiMoE's sparsemixer, eval mode) replaces steps 1-3: e1 = argmax s; w1 =
 // softmax(s masked to -inf where (s1 - s_e) / max(|s_e|, s1) > 2·jitterEps)[e1]; then e2 = argmax
 // of s with e1 at -inf, and w2 likewise relative to s2 (the factor and the masked-out test use
@@ -50,6 +51,8 @@ struct RoutingRecipe {
   std::optional<uint32_t> zeroWeightExpert;  // MoE++: this expert's weight is 0
   float logitsNormStd = 0.0f;                // MoE++ moe_use_logits_norm target std (0: off)
   float jitterEps = 0.0f;  // PhiMoE kSparseMixer: router_jitter_noise (masks gaps > 2·eps)
+  // Laguna (LagunaTopKRouter): s = tanh(s / c) · c before scoring and choosing (0: off).
+  float logitSoftcap = 0.0f;
 
   // One line naming each step, e.g. "softmax, top-k, renormalize"; Router.info reports it.
   std::string describe() const;
@@ -240,6 +243,8 @@ struct FamilySpec {
   // LongCat-Flash: a key that, when present, must be twice the layer count (num_hidden_layers =
   // 2 × num_layers: two attention sublayers per decoder layer).
   std::string twiceLayersKey;
+  // Laguna: the router logits' tanh softcap c (moe_router_logit_softcapping; absent or 0: off).
+  std::string logitSoftcapKey;
 };
 
 // A vision-language (or omni) checkpoint whose config.json is the whole model: its model_type

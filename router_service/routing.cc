@@ -131,6 +131,12 @@ void scoreToken(std::span<const float> logits, const RoutingRule& rule, std::spa
   const auto E = static_cast<uint32_t>(logits.size());
   const float* s = logits.data();
   if (rule.logitsNormStd > 0.0f) s = normalizeLogits(s, E, rule.logitsNormStd, out.normed);
+  if (rule.logitSoftcap > 0.0f) {  // Laguna: tanh(s / c) * c
+    for (uint32_t e = 0; e < E; ++e) {
+      out.normed[e] = std::tanh(s[e] / rule.logitSoftcap) * rule.logitSoftcap;
+    }
+    s = out.normed.data();
+  }
   softmaxRow(s, E, out.p);
   for (uint32_t e = 0; e < E; ++e) {
     switch (rule.scoring) {

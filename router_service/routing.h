@@ -27,7 +27,8 @@ struct RoutingRule : RoutingRecipe {
   // True when the backend's softmax_topk op computes this rule exactly (the fast path).
   bool isPlainSoftmaxTopk() const {
     return scoring == Scoring::kSoftmax && !chooseOnLogits && groups == Groups::kNone &&
-           !choiceBias && !zeroWeightExpert && logitsNormStd == 0.0f && scale == 1.0f &&
+           !choiceBias && !zeroWeightExpert && logitsNormStd == 0.0f && logitSoftcap == 0.0f &&
+           scale == 1.0f &&
            (normalize == Normalize::kNone ||
             (normalize == Normalize::kSum && normEps == 0.0f && normMin == 0.0f));
   }

@@ -311,6 +311,36 @@ FAMILIES = [
         notes="whole omni model without the talker (enable_audio_output false; "
               "Qwen3OmniMoeForConditionalGeneration): thinker text tower under thinker.model.layers., "
               "tiny vision and audio towers"),
+    fam("granitemoe_swa", dict(num_hidden_layers=2, intermediate_size=24, num_local_experts=8,
+                               num_experts_per_tok=2, shared_intermediate_size=32,
+                               layer_types=["full_attention", "sliding_attention"], sliding_window=8),
+        "GraniteMoeSWAMoE", "router", drop=("head_dim",), extra_hooks={"shared_output": "shared_mlp"},
+        seed_index=110,
+        notes="Granite SWA: layer 1 sliding-window attention with sinks; saved as the in-memory "
+              "experts.gate_up_proj/down_proj (no conversion mapping); shared MLP beside the block as in "
+              "granitemoeshared (layers.L.shared_output)"),
+    fam("bailing_hybrid", dict(MLA, num_hidden_layers=2, intermediate_size=48, moe_intermediate_size=24,
+                               num_local_experts=8, num_experts_per_tok=2, n_shared_experts=1,
+                               mlp_layer_types=["dense", "sparse"], n_group=4, topk_group=2,
+                               norm_topk_prob=True, routed_scaling_factor=2.5,
+                               layer_types=["full_attention", "full_attention"], pad_token_id=1,
+                               eos_token_id=2),
+        "BailingHybridMoE", "gate", fused=False, seed_index=111,
+        notes="Ling hybrid: both layers full (MLA) attention here (its linear-attention layers are not "
+              "the MoE block's part); layer 0 dense, layer 1 MoE (mlp_layer_types)"),
+    fam("laguna", dict(num_hidden_layers=2, intermediate_size=48, moe_intermediate_size=24, num_experts=8,
+                       num_experts_per_tok=2, shared_expert_intermediate_size=32,
+                       moe_routed_scaling_factor=1.5, moe_router_logit_softcapping=1.5,
+                       layer_types=["full_attention", "sliding_attention"], sliding_window=8),
+        "LagunaSparseMoeBlock", "gate", fused=False, seed_index=112,
+        notes="router logits softcapped (moe_router_logit_softcapping 1.5: tanh(s/1.5)*1.5, which "
+              "bends logits of std ~2) before the sigmoid; layer 0 dense (mlp_layer_types default)"),
+    fam("jetmoe", dict(num_hidden_layers=2, intermediate_size=24, num_local_experts=8, num_experts_per_tok=2,
+                       kv_channels=16),
+        "JetMoeMoE", "router", drop=("num_attention_heads", "head_dim"), fused=False, seed_index=113,
+        notes="the MLP MoE (JetMoeMoE: Granite-style input_linear/output_linear experts, top-k of logits, "
+              "softmax over k) adds a learned output bias mlp.bias [H] after the expert sum; attention is "
+              "JetMoeMoA (a mixture of attention heads), not captured"),
 ]
 BY_NAME = {f["model_type"]: f for f in FAMILIES}
 VLM_CLASSES = {f["model_type"]: f["vlm"] if isinstance(f["vlm"], str) else "AutoModelForImageTextToText"

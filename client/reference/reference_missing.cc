@@ -40,6 +40,9 @@ TokenScores scoresOf(const ModelConfig& m, std::span<const float> row,
         static_cast<float>(std::sqrt(var / static_cast<double>(E - 1))) / m.routing.logitsNormStd;
     for (float& v : sc.s) v = v / divisor;
   }
+  if (m.routing.logitSoftcap > 0) {  // Laguna: tanh(s / c) * c
+    for (float& v : sc.s) v = std::tanh(v / m.routing.logitSoftcap) * m.routing.logitSoftcap;
+  }
   if (m.routing.scoring == R::Scoring::kSigmoid) {
     sc.forWeight.resize(E);
     for (size_t e = 0; e < E; ++e) sc.forWeight[e] = 1.0f / (1.0f + std::exp(-sc.s[e]));

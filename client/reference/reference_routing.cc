@@ -170,7 +170,13 @@ void referenceRoute(const ModelConfig& m, std::span<const float> logits, size_t 
   ids.assign(T * k, 0);
   weights.assign(T * k, 0.0f);
   for (size_t t = 0; t < T; ++t) {
-    const auto s = row(logits, t, E);
+    const auto raw = row(logits, t, E);
+    // Laguna: router_logits = tanh(router_logits / softcapping) * softcapping when > 0.0
+    std::vector<float> capped(raw.begin(), raw.end());
+    if (r.logitSoftcap > 0) {
+      for (float& v : capped) v = std::tanh(v / r.logitSoftcap) * r.logitSoftcap;
+    }
+    const std::span<const float> s(capped);
     // routing_weights = softmax(router_logits) | sigmoid(router_logits); (top-k-of-logits
     // families take the logits themselves and score only the chosen ones below)
     std::vector<float> scores(s.begin(), s.end());

@@ -1,8 +1,8 @@
 // config.json parsing for the transformers 5 families that reuse the table's recipes
-// (deepseek_v32 ... kimi_linear; common/model_families.cc): each key under every alias, each
-// optional key's default as the family's configuration_*.py sets it, the mlp_layer_types rules,
-// and errors that name the key and the family. The fixtures (family_parity_test) write every key,
-// so the defaults and aliases are only checked here.
+// (deepseek_v32 ... kimi_linear, granitemoe_swa, bailing_hybrid; common/model_families.cc): each
+// key under every alias, each optional key's default as the family's configuration_*.py sets it,
+// the mlp_layer_types rules, and errors that name the key and the family. The fixtures
+// (family_parity_test) write every key, so the defaults and aliases are only checked here.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -115,6 +115,14 @@ const std::vector<Case> kDefaults = {
      8,
      2,
      {{1, 2}, kSigmoid, kSum, 1, 1, 2.446f, 24, false}},
+    // BailingHybridConfig: first_k_dense_replace 2, n_group 8, topk_group 4, x 2.5, 1 shared,
+    // norm_topk_prob true.
+    {"bailing_hybrid",
+     "bailing_hybrid",
+     R"("num_hidden_layers": 4, "num_local_experts": 16, "num_experts_per_tok": 2)",
+     16,
+     2,
+     {{2, 3}, kSigmoid, kSum, 8, 4, 2.5f, 24, false}},
 };
 
 // Aliases and explicit values (each the family's attribute_map or BC name).
@@ -200,6 +208,31 @@ const std::vector<Case> kKeys = {
      8,
      2,
      {{0, 1}, kSoftmax, kSum, 1, 1, 1.0f, 32, true}},
+    // BailingHybridConfig.attribute_map: the names its checkpoints (and save_pretrained) write.
+    {"bailing_hybrid_attribute_map_names",
+     "bailing_hybrid",
+     R"("num_hidden_layers": 2, "num_experts": 8, "num_experts_per_token": 3,
+        "num_expert_group": 4, "topk_group": 2, "moe_renormalize": false,
+        "num_shared_experts": 2, "routed_scaling_factor": 1.5, "mlp_layer_types": ["dense", "sparse"])",
+     8,
+     3,
+     {{1}, kSigmoid, kNone, 4, 2, 1.5f, 48, false}},
+    {"bailing_hybrid_v5_names",
+     "bailing_hybrid",
+     R"("num_hidden_layers": 2, "num_local_experts": 8, "num_experts_per_tok": 3, "n_group": 4,
+        "topk_group": 2, "norm_topk_prob": false, "n_shared_experts": 2,
+        "routed_scaling_factor": 1.5, "first_k_dense_replace": 1)",
+     8,
+     3,
+     {{1}, kSigmoid, kNone, 4, 2, 1.5f, 48, false}},
+    // GraniteMoeSWAConfig: Granite-MoE-Shared's keys; top-k of the logits, softmax over them.
+    {"granitemoe_swa",
+     "granitemoe_swa",
+     R"("num_hidden_layers": 2, "intermediate_size": 24, "num_local_experts": 8,
+        "num_experts_per_tok": 2, "shared_intermediate_size": 32)",
+     8,
+     2,
+     {{0, 1}, RoutingRecipe::Scoring::kSoftmaxOverChosen, kNone, 1, 1, 1.0f, 32, false}},
 };
 
 void expectParses(const Case& c) {
@@ -297,6 +330,21 @@ const std::vector<ErrorCase> kErrors = {
                "moe_top_k": 2, "ffn_act_fn": {"name": "relu"}})",
      "key 'ffn_config.ffn_act_fn.name' is \"relu\", but DBRX experts are served as SwiGLU with "
      "SiLU only (\"silu\" or \"swish\")"},
+    {"bailing_hybrid", R"("num_hidden_layers": 2, "num_experts": 8, "num_experts_per_token": 2,
+                          "num_expert_group": 1, "scoring_func": "softmax")",
+     "key 'scoring_func' is \"softmax\", but Bailing-Hybrid is served only with \"sigmoid\": "
+     "transformers' BailingHybridTopkRouter always scores with sigmoid (it has no scoring_func)"},
+    {"bailing_hybrid", R"("num_hidden_layers": 2, "num_experts": 8, "num_experts_per_tok": 2,
+                          "num_experts_per_token": 4)",
+     "keys 'num_experts_per_tok' (2) and 'num_experts_per_token' (4) contradict each other "
+     "(Bailing-Hybrid reads them as one quantity)"},
+    {"laguna", R"("num_hidden_layers": 2, "num_experts": 8, "num_experts_per_tok": 2,
+                  "moe_router_logit_softcapping": -1)",
+     "key 'moe_router_logit_softcapping' must be a non-negative number (got -1) (Laguna)"},
+    {"laguna", R"("num_hidden_layers": 2, "num_experts": 8, "num_experts_per_tok": 2,
+                  "moe_apply_router_weight_on_input": true)",
+     "key 'moe_apply_router_weight_on_input' is true, but Laguna is served only with false: "
+     "transformers' LagunaConfig refuses it (NotImplementedError)"},
 };
 
 TEST(FamilyConfig, ErrorsNameTheKeyAndTheFamily) {
@@ -323,6 +371,55 @@ TEST(FamilyConfig, SiluUnderEitherNameAndFixedActivationsAreServed) {
                               "hidden_act": "gelu")"),
                        "config.json");
   EXPECT_TRUE(gptOss.isOk()) << gptOss.error();
+}
+
+// LagunaTopKRouter: σ of the (softcapped) logits, + bias for choice, w / Σw without eps or
+// groups; the table's defaults from LagunaConfig.
+TEST(FamilyConfig, LagunaReadsSoftcapScaleAndSharedWidth) {
+  struct LagunaCase {
+    const char* name;
+    const char* keys;
+    std::vector<uint32_t> moeLayers;
+    float softcap, scale;
+    uint32_t shared;
+  };
+  const std::vector<LagunaCase> cases = {
+      {"defaults", R"("num_hidden_layers": 3)", {1, 2}, 0.0f, 1.0f, 512},
+      {"explicit",
+       R"("num_hidden_layers": 2, "mlp_layer_types": ["sparse", "dense"],
+          "shared_expert_intermediate_size": 0, "moe_routed_scaling_factor": 2.0,
+          "moe_router_logit_softcapping": 30.0)",
+       {0},
+       30.0f,
+       2.0f,
+       0},
+      {"null softcap",
+       R"("num_hidden_layers": 2, "moe_router_logit_softcapping": null)",
+       {1},
+       0.0f,
+       1.0f,
+       512},
+  };
+  for (const LagunaCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    auto parsed = parseModelConfig(
+        configJson("laguna",
+                   std::string(R"("num_experts": 8, "num_experts_per_tok": 2, )") + c.keys),
+        "config.json");
+    ASSERT_TRUE(parsed.isOk()) << parsed.error();
+    const ModelConfig& m = parsed.value();
+    EXPECT_EQ(m.familyName, "Laguna");
+    EXPECT_EQ(m.moeLayers, c.moeLayers);
+    EXPECT_EQ(m.routing.scoring, kSigmoid);
+    EXPECT_TRUE(m.routing.choiceBias);
+    EXPECT_EQ(m.routing.groups, RoutingRecipe::Groups::kNone);
+    EXPECT_EQ(m.routing.normalize, kSum);
+    EXPECT_EQ(m.routing.normEps, 0.0f);
+    EXPECT_EQ(m.routing.logitSoftcap, c.softcap);
+    EXPECT_FLOAT_EQ(m.routing.scale, c.scale);
+    EXPECT_EQ(m.sharedIntermediateSize, c.shared);
+    EXPECT_FALSE(m.sharedExpertGated);
+  }
 }
 
 // Every layer dense is no MoE model: refused, not served empty.

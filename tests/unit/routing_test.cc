@@ -427,6 +427,24 @@ TEST(Routing, SigmoidAndTopLogitsFamiliesFollowTheirModelingCode) {
        [](float, float, float sa, float sb) {
          return W{sa, sb};
        }},
+      // LagunaTopKRouter: σ(tanh(s / c) · c), + bias for choice, / Σ (no eps), × the routed
+      // output's moe_routed_scaling_factor.
+      {"laguna softcapped",
+       "laguna",
+       R"("moe_router_logit_softcapping": 0.75, "moe_routed_scaling_factor": 1.5)",
+       {1, 0},
+       [](float a, float b, float, float) {
+         const float ca = sigmoid(std::tanh(a / 0.75f) * 0.75f);
+         const float cb = sigmoid(std::tanh(b / 0.75f) * 0.75f);
+         return W{ca / (ca + cb) * 1.5f, cb / (ca + cb) * 1.5f};
+       }},
+      {"laguna no softcap",
+       "laguna",
+       R"("moe_router_logit_softcapping": 0.0)",
+       {1, 0},
+       [](float, float, float sa, float sb) {
+         return W{sa / (sa + sb), sb / (sa + sb)};
+       }},
   };
   for (const RecipeCase& c : cases) {
     SCOPED_TRACE(c.name);
