@@ -236,6 +236,10 @@ struct FamilySpec {
   // LongCat-Flash: a key that, when present, must be twice the layer count (num_hidden_layers =
   // 2 × num_layers: two attention sublayers per decoder layer).
   std::string twiceLayersKey;
+  // Aria (AriaExperts, conversion_mapping.py "aria_text"): the names save_pretrained writes for the
+  // fused kGateUp pair under the block, tried before experts.gate_up_proj / experts.down_proj
+  // ("experts.fc1.weight" [E, H, 2I], "experts.fc2.weight" [E, I, H]).
+  std::string savedGateUpName, savedDownName;
 };
 
 // The table, in README order.

@@ -253,6 +253,10 @@ FAMILIES = [
                             layer_types=["full_attention", "full_attention"], q_lora_rank=None, pad_token_id=1),
         "KimiLinearMoE", "gate", fused=False,
         notes="both layers full (MLA) attention: the KDA linear-attention layers need the fla hub kernel"),
+    fam("aria_text", dict(num_hidden_layers=2, intermediate_size=24, moe_num_experts=8, moe_topk=2,
+                          moe_num_shared_experts=2),
+        "AriaTextMoELayer", "router", seed_index=130,
+        notes="AriaTextForCausalLM (the text model of aria); every layer is MoE"),
 ]
 BY_NAME = {f["model_type"]: f for f in FAMILIES}
 
