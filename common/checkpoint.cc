@@ -1422,8 +1422,11 @@ Result<ExpertTensors> Checkpoint::fusedExpert(const std::string& block, uint32_t
     t.w2 = std::move(dn).value();
     return t;
   }
-  const std::string gateUp = block + "experts.gate_up_proj";
-  const std::string down = block + "experts.down_proj";
+  // Aria saves the pair as experts.fc1.weight / experts.fc2.weight (transformers 5 renames them
+  // at load); either spelling holds the same layout.
+  const bool saved = !f.savedGateUpName.empty() && has(block + f.savedGateUpName);
+  const std::string gateUp = block + (saved ? f.savedGateUpName : "experts.gate_up_proj");
+  const std::string down = block + (saved ? f.savedDownName : "experts.down_proj");
   const bool mxfp4 = !has(gateUp) && has(gateUp + "_blocks");
   if (mxfp4 || has(gateUp) || f.fused == FusedKind::kGateUp) {
     if (mxfp4) {

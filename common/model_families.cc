@@ -604,6 +604,33 @@ std::vector<FamilySpec> buildTable() {
                      "transformers' LagunaConfig refuses it (NotImplementedError)"}};
     t.push_back(f);
   }
+  {  // AriaTextMoELayer / AriaTextTopKRouter (aria's text model): top-k of the logits, softmax
+     // over them; AriaExperts x @ W ([E, H, 2I] + [E, I, H], saved as experts.fc1/fc2.weight),
+     // always SiLU; shared_experts (intermediate_size × moe_num_shared_experts) ungated; every
+     // layer is MoE.
+    FamilySpec f = qwenLike({"aria_text"}, "Aria");
+    f.intermediateKeys = {"intermediate_size"};
+    f.expertsKeys = {"moe_num_experts"};
+    f.topKKeys = {"moe_topk"};
+    f.routing = RoutingPiece::kSoftmaxOverTopLogits;
+    f.routerNames = {"router.weight"};
+    f.perExpert = {};
+    f.orientation = FusedOrientation::kInOut;
+    f.savedGateUpName = "experts.fc1.weight";
+    f.savedDownName = "experts.fc2.weight";
+    f.shared = SharedKind::kTimesRouted;
+    f.sharedKeys = {"moe_num_shared_experts"};
+    f.sharedDefault = 2;  // AriaTextConfig.moe_num_shared_experts
+    f.sharedPrefix = "mlp.shared_experts.";
+    f.pinnedKeys = {
+        {"mlp_bias", "false", "its shared experts would carry biases, which are not loaded"},
+        {"hidden_act", "\"silu\"",
+         "AriaSharedExpertsMLP follows hidden_act and the cluster's experts are SiLU-gated"}};
+    f.notes =
+        "the text model (AriaTextForCausalLM); the vision tower and projector are not the "
+        "cluster's part";
+    t.push_back(f);
+  }
   {  // SkyworkAI MoE++ (moe_plus_plus_layer.py): not a transformers family.
     FamilySpec f;
     f.modelTypes = {"MoE++", "moe_plus_plus"};

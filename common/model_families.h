@@ -245,6 +245,10 @@ struct FamilySpec {
   std::string twiceLayersKey;
   // Laguna: the router logits' tanh softcap c (moe_router_logit_softcapping; absent or 0: off).
   std::string logitSoftcapKey;
+  // Aria (AriaExperts, conversion_mapping.py "aria_text"): the names save_pretrained writes for the
+  // fused kGateUp pair under the block, tried before experts.gate_up_proj / experts.down_proj
+  // ("experts.fc1.weight" [E, H, 2I], "experts.fc2.weight" [E, I, H]).
+  std::string savedGateUpName, savedDownName;
 };
 
 // A vision-language (or omni) checkpoint whose config.json is the whole model: its model_type

@@ -341,6 +341,16 @@ FAMILIES = [
         notes="the MLP MoE (JetMoeMoE: Granite-style input_linear/output_linear experts, top-k of logits, "
               "softmax over k) adds a learned output bias mlp.bias [H] after the expert sum; attention is "
               "JetMoeMoA (a mixture of attention heads), not captured"),
+    fam("aria_text", dict(num_hidden_layers=2, intermediate_size=24, moe_num_experts=8, moe_topk=2,
+                          moe_num_shared_experts=2),
+        "AriaTextMoELayer", "router", seed_index=130,
+        notes="AriaTextForCausalLM (the text model of aria); every layer is MoE"),
+    fam("axk1", dict(MLA, num_hidden_layers=2, intermediate_size=48, moe_intermediate_size=24,
+                     n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, n_group=4,
+                     topk_group=2, norm_topk_prob=True, routed_scaling_factor=2.5,
+                     mlp_layer_types=["dense", "sparse"]),
+        "AXK1MoE", "gate", seed_index=131,
+        notes="DeepSeek-V3's block + post_mlp_layernorm (RMSNorm) on the block's output"),
 ]
 BY_NAME = {f["model_type"]: f for f in FAMILIES}
 VLM_CLASSES = {f["model_type"]: f["vlm"] if isinstance(f["vlm"], str) else "AutoModelForImageTextToText"

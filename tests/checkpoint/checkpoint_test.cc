@@ -2235,6 +2235,21 @@ TEST(Issue13Families, DefaultsAndKeysAsTheirConfigClassesSay) {
        "sigmoid, top-k of logits",
        0,
        1.0f},
+      // AriaTextConfig: moe_num_experts / moe_topk; moe_num_shared_experts 2 (× intermediate_size);
+      // every layer MoE.
+      {"aria_text",
+       R"("moe_num_experts": 4, "moe_topk": 2)",
+       {0, 1, 2},
+       "top-k of logits, softmax over the chosen",
+       8,
+       1.0f},
+      {"aria_text",
+       R"("moe_num_experts": 4, "moe_topk": 2, "moe_num_shared_experts": 0,
+         "hidden_act": "silu", "mlp_bias": false)",
+       {0, 1, 2},
+       "top-k of logits, softmax over the chosen",
+       0,
+       1.0f},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.type + " " + c.extra);
@@ -2276,6 +2291,11 @@ TEST(Issue13Families, ConfigErrorsNameTheKeyAndTheFamily) {
       {"lfm2_moe", R"("num_dense_layers": 3)", "no MoE layers among the 3 layers of this LFM2-MoE"},
       {"afmoe", R"("num_shared_experts": 1.5)",
        "key 'num_shared_experts' must be a non-negative integer"},
+      {"aria_text", R"("moe_num_experts": 4, "moe_topk": 2, "hidden_act": "gelu")",
+       "key 'hidden_act' is \"gelu\", but Aria is served only with \"silu\""},
+      {"aria_text", R"("moe_num_experts": 4, "moe_topk": 2, "mlp_bias": true)",
+       "key 'mlp_bias' is true, but Aria is served only with false"},
+      {"aria_text", R"("moe_num_experts": 4)", "moe_topk"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.type + " " + c.extra);

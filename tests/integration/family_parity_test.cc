@@ -40,6 +40,11 @@ const std::map<std::string, std::string> kKnownGaps = {
      "JetMoeMoE adds a learned output bias (mlp.bias [H]) once per token after the weighted "
      "expert sum, which the cluster has no place for; its experts (input_linear/output_linear) and "
      "router (top-k of logits, softmax over k) are Granite-MoE's"},
+    // AXK1MoE (modeling_axk1.py): DeepSeek-V3's block, then post_mlp_layernorm (an RMSNorm with
+    // its own [H] weight) over routed + shared; the router has no block-output norm step.
+    {"axk1",
+     "AXK1MoE applies post_mlp_layernorm (RMSNorm, weight [H], rms_norm_eps) to the sum of the "
+     "routed and shared experts; the router and the reference have no post-block norm step"},
 };
 
 // The fixtures directory: MOE_FAMILY_FIXTURES in the environment, else the source tree's.
