@@ -505,6 +505,24 @@ std::vector<FamilySpec> buildTable() {
     f.notes = "MoE blocks only (the attention and dense MLP sublayers are not the cluster's part)";
     t.push_back(f);
   }
+  {  // Qwen4ExpTextSparseMoeBlock (text model): Qwen2-MoE's block in every layer; the router
+     // (Qwen4ExpTextTopKRouter) renormalizes iff norm_topk_prob (default true); shared expert width
+     // default 512. Its hyper-connection streams, PLE n-gram embeddings (token ids) and
+     // attention feed the block's input; the block itself sees hidden states only.
+    FamilySpec f = qwenLike({"qwen4_exp_text"}, "Qwen4-Exp");
+    f.expertsKeys = {"num_experts"};  // Qwen4ExpTextConfig has no attribute_map for it
+    f.renormalize = Renormalize::kKey;
+    f.renormalizeDefault = true;
+    f.shared = SharedKind::kGated;
+    f.sharedKeys = {"shared_expert_intermediate_size"};
+    f.sharedDefault = 512;
+    f.sharedPrefix = "mlp.shared_expert.";
+    f.sharedGateName = "mlp.shared_expert_gate.weight";
+    f.notes =
+        "MoE blocks only (its gated-delta-net, indexed attention, hyper-connection and n-gram "
+        "embedding parts are not the cluster's part)";
+    t.push_back(f);
+  }
   {  // SkyworkAI MoE++ (moe_plus_plus_layer.py): not a transformers family.
     FamilySpec f;
     f.modelTypes = {"MoE++", "moe_plus_plus"};

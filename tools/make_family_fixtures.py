@@ -253,6 +253,16 @@ FAMILIES = [
                             layer_types=["full_attention", "full_attention"], q_lora_rank=None, pad_token_id=1),
         "KimiLinearMoE", "gate", fused=False,
         notes="both layers full (MLA) attention: the KDA linear-attention layers need the fla hub kernel"),
+    fam("qwen4_exp_text", dict(num_hidden_layers=2, moe_intermediate_size=24,
+                               shared_expert_intermediate_size=32, num_experts=8, num_experts_per_tok=2,
+                               norm_topk_prob=False, layer_types=["linear_attention", "full_attention"],
+                               linear_key_head_dim=16, linear_value_head_dim=16, linear_num_key_heads=2,
+                               linear_num_value_heads=2, hc_count=2, hc_lowrank=8, indexer_n_heads=2,
+                               indexer_kv_heads=1, indexer_head_dim=16, indexer_budget=8,
+                               indexer_compress_ratio=2),
+        "Qwen4ExpTextSparseMoeBlock", "gate", fused=False, seed_index=100,
+        notes="text model of Qwen4-Exp (Qwen4ExpForCausalLM); layer 0 gated-delta-net linear attention, "
+              "layer 1 indexed attention; hyper-connection streams around every block"),
 ]
 BY_NAME = {f["model_type"]: f for f in FAMILIES}
 
