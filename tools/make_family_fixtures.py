@@ -41,13 +41,15 @@ MLA = dict(kv_lora_rank=16, q_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_di
 
 def fam(model_type, cfg, block, router, *, num_experts=8, top_k=2, layouts=None, notes="",
         v4=None, v4_model_type="", common=True, extra_hooks=None, drop=(), fused=True, v4_extra=None,
-        seed_index=None):
+        seed_index=None, base_model=False):
     """A family row. cfg: config kwargs (v5 names); block: MoE block class name(s); router: the
     block's attribute that routes; layouts: None = decide from what save_pretrained writes;
     v4: {v5 key: v4 key} renames (None value = drop the key) for the transformers 4.x config;
     extra_hooks: {reference tensor suffix: attribute of the decoder layer} captured as well;
     seed_index: the row's seed slot (default: its position in FAMILIES), so rows added in parallel
-    keep their weights whatever order they are merged in."""
+    keep their weights whatever order they are merged in; base_model: the text model has no
+    ForCausalLM class (only the VLM has a head), so the fixture is its AutoModel (tensors under
+    `layers.`, no `model.` prefix)."""
     c = dict(COMMON) if common else {}
     for k in drop:
         c.pop(k, None)
@@ -56,7 +58,7 @@ def fam(model_type, cfg, block, router, *, num_experts=8, top_k=2, layouts=None,
                 router=router, num_experts=num_experts, top_k=top_k, layouts=layouts, notes=notes,
                 v4=v4 or {}, v4_model_type=model_type if v4_model_type == "" else v4_model_type,
                 extra_hooks=extra_hooks or {}, fused=fused, v4_extra=v4_extra or {},
-                seed_index=seed_index)
+                seed_index=seed_index, base_model=base_model)
 
 
 # Priority order (issue #13 part 3), then the other FFN-expert MoE families.
@@ -263,6 +265,14 @@ FAMILIES = [
         "Qwen4ExpTextSparseMoeBlock", "gate", fused=False, seed_index=100,
         notes="text model of Qwen4-Exp (Qwen4ExpForCausalLM); layer 0 gated-delta-net linear attention, "
               "layer 1 indexed attention; hyper-connection streams around every block"),
+    fam("mistral_large4_text", dict(MLA, num_hidden_layers=2, intermediate_size=48, moe_intermediate_size=24,
+                                    n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1,
+                                    first_k_dense_replace=1, n_group=4, topk_group=2,
+                                    routed_scaling_factor=1.5, index_topk=8, index_head_dim=16,
+                                    index_n_heads=2),
+        "MistralLarge4TextMoE", "gate", fused=False, seed_index=101, base_model=True,
+        notes="text model of Mistral-Large-4 (MistralLarge4TextModel: 5.24 has no text ForCausalLM); "
+              "softmax group-limited routing (groups masked to 0.0), always renormalized"),
 ]
 BY_NAME = {f["model_type"]: f for f in FAMILIES}
 
@@ -313,22 +323,26 @@ def randomize(model, torch, seed):
             p.copy_(v.to(p.dtype))
 
 
+def auto_class(f):
+    import transformers
+    return transformers.AutoModel if f and f.get("base_model") else transformers.AutoModelForCausalLM
+
+
 def build_model(f, torch, seed):
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
     cfg = AutoConfig.for_model(f["model_type"], **f["cfg"])
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager",
+    model = auto_class(f).from_config(cfg, attn_implementation="eager",
                                              experts_implementation="eager")
     randomize(model, torch, seed)
     return model.eval()
 
 
-def load_model(path, torch, dtype=None):
-    from transformers import AutoModelForCausalLM
+def load_model(path, torch, dtype=None, f=None):
     kw = dict(attn_implementation="eager", experts_implementation="eager")
     if dtype is not None:
         kw["dtype"] = dtype
-    return AutoModelForCausalLM.from_pretrained(path, **kw).eval()
+    return auto_class(f).from_pretrained(path, **kw).eval()
 
 
 def layer_of(name):
@@ -500,7 +514,7 @@ def make_family(f, out_dir, torch, transformers, seed, log):
         hub_is_per_expert = expert_keys_per_expert(hub_names)
         hub_layout = "per_expert" if hub_is_per_expert else "fused"
         two_layouts = set(hub_names) != mem_keys and hub_is_per_expert and f["fused"]
-        ref_hub, layers = capture(load_model(hub, torch, torch.float32), f, torch, input_ids)
+        ref_hub, layers = capture(load_model(hub, torch, torch.float32, f), f, torch, input_ids)
         ref_mem, _ = capture(model, f, torch, input_ids)
         worst, where = compare_refs(ref_hub, ref_mem, torch)
         if worst > 0:
@@ -529,7 +543,7 @@ def make_family(f, out_dir, torch, transformers, seed, log):
         if two_layouts:
             fused = os.path.join(tmp, "fused")
             save_fused(model, fused, torch)
-            ref_fused, _ = capture(load_model(fused, torch, torch.float32), f, torch, input_ids)
+            ref_fused, _ = capture(load_model(fused, torch, torch.float32, f), f, torch, input_ids)
             worst, where = compare_refs(ref_fused, ref_hub, torch)
             if worst > 0:
                 raise RuntimeError(f"{mt}: fused checkpoint reloads to a different output ({where}: {worst:g})")
@@ -541,7 +555,7 @@ def make_family(f, out_dir, torch, transformers, seed, log):
         bf = os.path.join(tmp, "bf16")
         import copy
         copy.deepcopy(model).to(torch.bfloat16).save_pretrained(bf, safe_serialization=True)
-        ref_bf, _ = capture(load_model(bf, torch).float(), f, torch, input_ids)
+        ref_bf, _ = capture(load_model(bf, torch, f=f).float(), f, torch, input_ids)
         emit(f"{mt}_bf16_{hub_layout}", bf, "bf16", hub_layout, False, ref_bf,
              "save_pretrained in bf16; reference = from_pretrained(...).float(): f32 compute on "
              "bf16-rounded weights")
@@ -564,7 +578,7 @@ def make_family(f, out_dir, torch, transformers, seed, log):
             model.save_pretrained(sh, safe_serialization=True, max_shard_size="100KB")
             if not os.path.exists(os.path.join(sh, "model.safetensors.index.json")):
                 raise RuntimeError("mixtral sharded: no index written")
-            ref_sh, _ = capture(load_model(sh, torch, torch.float32), f, torch, input_ids)
+            ref_sh, _ = capture(load_model(sh, torch, torch.float32, f), f, torch, input_ids)
             worst, where = compare_refs(ref_sh, ref_hub, torch)
             if worst > 0:
                 raise RuntimeError(f"mixtral sharded differs ({where}: {worst:g})")
