@@ -562,7 +562,9 @@ Status readMoeLayers(const json& config, const std::string& path, const FamilySp
 // DeepSeek-V2/V3-style routing keys (also GLM-4-MoE, dots1).
 Status readDeepseekRouting(const json& config, const std::string& path, const FamilySpec& f,
                            ModelConfig& c) {
-  const bool v3 = f.routing == RoutingPiece::kDeepseekV3;
+  // kSoftmaxGroupsRenormScaled is V3's grouped top-k on softmax scores, with fixed choices.
+  const bool mistral = f.routing == RoutingPiece::kSoftmaxGroupsRenormScaled;
+  const bool v3 = f.routing == RoutingPiece::kDeepseekV3 || mistral;
   uint32_t nGroup = 1, topkGroup = 1;
   float scale = 1.0f;
   std::string scoring, method, nGroupKey, topkGroupKey, normKey;
@@ -581,18 +583,25 @@ Status readDeepseekRouting(const json& config, const std::string& path, const Fa
           scale, optionalPositiveFloat(config, path, "routed_scaling_factor", f.scaleDefault));
       !s)
     return s;
-  if (Status s =
-          assign(scoring, optionalChoice(config, path, "scoring_func", v3 ? "sigmoid" : "softmax",
-                                         {"softmax", "sigmoid"}));
-      !s)
-    return s;
-  if (Status s =
-          assign(method, optionalChoice(config, path, "topk_method", v3 ? "noaux_tc" : "greedy",
-                                        {"greedy", "group_limited_greedy", "noaux_tc"}));
-      !s)
-    return s;
-  if (Status s = assign(norm, optionalBool(config, path, normKey, f.renormalizeDefault)); !s)
-    return s;
+  if (mistral) {
+    // MistralLarge4TextTopkRouter has no scoring_func / topk_method / norm_topk_prob keys.
+    scoring = "softmax";
+    method = "noaux_tc";
+    norm = true;
+  } else {
+    if (Status s =
+            assign(scoring, optionalChoice(config, path, "scoring_func", v3 ? "sigmoid" : "softmax",
+                                           {"softmax", "sigmoid"}));
+        !s)
+      return s;
+    if (Status s =
+            assign(method, optionalChoice(config, path, "topk_method", v3 ? "noaux_tc" : "greedy",
+                                          {"greedy", "group_limited_greedy", "noaux_tc"}));
+        !s)
+      return s;
+    if (Status s = assign(norm, optionalBool(config, path, normKey, f.renormalizeDefault)); !s)
+      return s;
+  }
   if (c.numExperts % nGroup != 0) {
     return Status::error(path + ": " + nGroupKey + " " + std::to_string(nGroup) + " must divide " +
                          f.expertsKeys.front() + " (" + std::to_string(c.numExperts) + ")");
@@ -624,6 +633,11 @@ Status readDeepseekRouting(const json& config, const std::string& path, const Fa
     return Status::ok();
   }
   c.routing = deepseekV3Recipe(scoring == "sigmoid", norm, scale, nGroup, topkGroup);
+  if (mistral) {
+    c.routing.choiceBias = false;
+    c.routing.groupMask = 0.0f;  // masked_fill(~score_mask, 0.0)
+    return Status::ok();
+  }
   if (method == "greedy") {
     c.routing.groups = RoutingRecipe::Groups::kNone;
   } else if (method == "group_limited_greedy") {
@@ -689,6 +703,7 @@ Status readRouting(const json& config, const std::string& path, const FamilySpec
     }
     case RoutingPiece::kDeepseekV2:
     case RoutingPiece::kDeepseekV3:
+    case RoutingPiece::kSoftmaxGroupsRenormScaled:
       return readDeepseekRouting(config, path, f, c);
     case RoutingPiece::kSigmoidBiasChoice:
       c.routing = R{};

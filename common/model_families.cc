@@ -631,6 +631,51 @@ std::vector<FamilySpec> buildTable() {
         "cluster's part";
     t.push_back(f);
   }
+  {  // Qwen4ExpTextSparseMoeBlock (text model): Qwen2-MoE's block in every layer; the router
+     // (Qwen4ExpTextTopKRouter) renormalizes iff norm_topk_prob (default true); shared expert width
+     // default 512. Its hyper-connection streams, PLE n-gram embeddings (token ids) and
+     // attention feed the block's input; the block itself sees hidden states only.
+    FamilySpec f = qwenLike({"qwen4_exp_text"}, "Qwen4-Exp");
+    f.expertsKeys = {"num_experts"};  // Qwen4ExpTextConfig has no attribute_map for it
+    f.renormalize = Renormalize::kKey;
+    f.renormalizeDefault = true;
+    f.shared = SharedKind::kGated;
+    f.sharedKeys = {"shared_expert_intermediate_size"};
+    f.sharedDefault = 512;
+    f.sharedPrefix = "mlp.shared_expert.";
+    f.sharedGateName = "mlp.shared_expert_gate.weight";
+    f.notes =
+        "MoE blocks only (its gated-delta-net, indexed attention, hyper-connection and n-gram "
+        "embedding parts are not the cluster's part)";
+    t.push_back(f);
+  }
+  {  // MistralLarge4TextMoE / MistralLarge4TextTopkRouter: softmax, groups (top-2 sum, others
+     // 0.0), no correction bias, always renormalized (+1e-20), × routed_scaling_factor (default
+     // 1.0); shared_experts ungated; sparse layers from mlp_layer_types, else from
+     // first_k_dense_replace (default 1). Text model: 5.24 has no ForCausalLM for it, so a text
+     // checkpoint is MistralLarge4TextModel's (layers.L.), the VLM's is model.language_model.
+    FamilySpec f =
+        deepseekLike({"mistral_large4_text"}, "Mistral-Large-4", RoutingPiece::kDeepseekV3);
+    f.routing = RoutingPiece::kSoftmaxGroupsRenormScaled;
+    f.expertsKeys = {"n_routed_experts", "num_local_experts", "num_experts"};
+    f.layerRule = LayerRule::kLayerTypesOrFirstKDense;
+    f.firstKDenseDefault = 1;
+    f.sharedDefault = 1;
+    f.choiceBiasNames = {};
+    // As 5.24 saves it (Mistral's native names, conversion_mapping.py): layers.L.gate.weight,
+    // layers.L.experts.{e}.w1/w3/w2, layers.L.shared_experts.gate_proj/up_proj/down_proj; in
+    // memory under mlp. (fused experts.gate_up_proj).
+    f.blocks = {"mlp.", ""};
+    f.perExpert = {kMixtralNames, kQwenNames};
+    f.sharedPrefix = "shared_experts.";
+    f.sharedPrefixAliases = {"mlp.shared_experts."};
+    f.layerRoot = "layers.";
+    f.altLayerRoots = {"model.language_model.layers.", "model.layers."};
+    f.pinnedKeys = {{"norm_topk_prob", "true",
+                     "transformers 5's MistralLarge4TextTopkRouter always renormalizes"}};
+    f.notes = "MoE blocks only (its DSA indexed attention is not the cluster's part)";
+    t.push_back(f);
+  }
   {  // SkyworkAI MoE++ (moe_plus_plus_layer.py): not a transformers family.
     FamilySpec f;
     f.modelTypes = {"MoE++", "moe_plus_plus"};

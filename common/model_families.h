@@ -113,6 +113,10 @@ enum class RoutingPiece {
   // LongCat-Flash (LongcatFlashTopkRouter): softmax over all E + zero_expert_num, + bias for
   // choice, weights = p gathered, never renormalized, × routed_scaling_factor; router_bias key.
   kSoftmaxBiasChoiceScaled,
+  // Mistral-Large-4 (MistralLarge4TextTopkRouter): softmax(f32 logits), no correction bias,
+  // group score = sum of the group's top-2, other groups masked to 0.0; w = p gathered, always
+  // w / (Σw + 1e-20), × routed_scaling_factor; n_group / topk_group as DeepSeek.
+  kSoftmaxGroupsRenormScaled,
 };
 
 enum class Renormalize { kAlways, kNever, kKey };  // kKey: norm_topk_prob (table default)

@@ -42,6 +42,7 @@ MLA = dict(kv_lora_rank=16, q_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_di
 def fam(model_type, cfg, block, router, *, num_experts=8, top_k=2, layouts=None, notes="",
         v4=None, v4_model_type="", common=True, extra_hooks=None, drop=(), fused=True, v4_extra=None,
         seed_index=None, vlm=False, forward=""):
+        seed_index=None, base_model=False):
     """A family row. cfg: config kwargs (v5 names); block: MoE block class name(s); router: the
     block's attribute that routes; layouts: None = decide from what save_pretrained writes;
     v4: {v5 key: v4 key} renames (None value = drop the key) for the transformers 4.x config;
@@ -51,6 +52,9 @@ def fam(model_type, cfg, block, router, *, num_experts=8, top_k=2, layouts=None,
     (AutoModelForImageTextToText, or the class named; cfg holds text_config and a minimal
     vision_config), as the hub ships it, whose text tower's MoE blocks are captured; forward: the
     submodule run for the reference ("" = the model; the omni wrapper has no forward of its own)."""
+    keep their weights whatever order they are merged in; base_model: the text model has no
+    ForCausalLM class (only the VLM has a head), so the fixture is its AutoModel (tensors under
+    `layers.`, no `model.` prefix)."""
     c = dict(COMMON) if common else {}
     for k in drop:
         c.pop(k, None)
@@ -65,6 +69,7 @@ def fam(model_type, cfg, block, router, *, num_experts=8, top_k=2, layouts=None,
 # The minimal Qwen vision tower of the VLM rows (one block of width 16).
 VISION_QWEN = dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=1, out_hidden_size=64,
                    patch_size=4, temporal_patch_size=1, spatial_merge_size=1, num_position_embeddings=16)
+                seed_index=seed_index, base_model=base_model)
 
 
 # Priority order (issue #13 part 3), then the other FFN-expert MoE families.
@@ -351,6 +356,24 @@ FAMILIES = [
                      mlp_layer_types=["dense", "sparse"]),
         "AXK1MoE", "gate", seed_index=131,
         notes="DeepSeek-V3's block + post_mlp_layernorm (RMSNorm) on the block's output"),
+    fam("qwen4_exp_text", dict(num_hidden_layers=2, moe_intermediate_size=24,
+                               shared_expert_intermediate_size=32, num_experts=8, num_experts_per_tok=2,
+                               norm_topk_prob=False, layer_types=["linear_attention", "full_attention"],
+                               linear_key_head_dim=16, linear_value_head_dim=16, linear_num_key_heads=2,
+                               linear_num_value_heads=2, hc_count=2, hc_lowrank=8, indexer_n_heads=2,
+                               indexer_kv_heads=1, indexer_head_dim=16, indexer_budget=8,
+                               indexer_compress_ratio=2),
+        "Qwen4ExpTextSparseMoeBlock", "gate", fused=False, seed_index=100,
+        notes="text model of Qwen4-Exp (Qwen4ExpForCausalLM); layer 0 gated-delta-net linear attention, "
+              "layer 1 indexed attention; hyper-connection streams around every block"),
+    fam("mistral_large4_text", dict(MLA, num_hidden_layers=2, intermediate_size=48, moe_intermediate_size=24,
+                                    n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1,
+                                    first_k_dense_replace=1, n_group=4, topk_group=2,
+                                    routed_scaling_factor=1.5, index_topk=8, index_head_dim=16,
+                                    index_n_heads=2),
+        "MistralLarge4TextMoE", "gate", fused=False, seed_index=101, base_model=True,
+        notes="text model of Mistral-Large-4 (MistralLarge4TextModel: 5.24 has no text ForCausalLM); "
+              "softmax group-limited routing (groups masked to 0.0), always renormalized"),
 ]
 BY_NAME = {f["model_type"]: f for f in FAMILIES}
 VLM_CLASSES = {f["model_type"]: f["vlm"] if isinstance(f["vlm"], str) else "AutoModelForImageTextToText"
@@ -403,6 +426,11 @@ def randomize(model, torch, seed):
             p.copy_(v.to(p.dtype))
 
 
+def auto_class(f):
+    import transformers
+    return transformers.AutoModel if f and f.get("base_model") else transformers.AutoModelForCausalLM
+
+
 def build_model(f, torch, seed):
     import transformers
     cfg = transformers.AutoConfig.for_model(f["model_type"], **f["cfg"])
@@ -410,6 +438,11 @@ def build_model(f, torch, seed):
     kw = dict(attn_implementation="eager", experts_implementation="eager")
     cls = getattr(transformers, VLM_CLASSES.get(f["model_type"], "AutoModelForCausalLM"))
     model = cls.from_config(cfg, **kw) if cls.__name__.startswith("Auto") else cls._from_config(cfg, **kw)
+    from transformers import AutoConfig
+    cfg = AutoConfig.for_model(f["model_type"], **f["cfg"])
+    torch.manual_seed(seed)
+    model = auto_class(f).from_config(cfg, attn_implementation="eager",
+                                             experts_implementation="eager")
     randomize(model, torch, seed)
     return model.eval()
 
@@ -422,6 +455,11 @@ def load_model(path, torch, dtype=None):
     with open(os.path.join(path, "config.json")) as fh:
         mt = json.load(fh).get("model_type")
     return getattr(transformers, VLM_CLASSES.get(mt, "AutoModelForCausalLM")).from_pretrained(path, **kw).eval()
+def load_model(path, torch, dtype=None, f=None):
+    kw = dict(attn_implementation="eager", experts_implementation="eager")
+    if dtype is not None:
+        kw["dtype"] = dtype
+    return auto_class(f).from_pretrained(path, **kw).eval()
 
 
 def layer_of(name):
@@ -593,7 +631,7 @@ def make_family(f, out_dir, torch, transformers, seed, log):
         hub_is_per_expert = expert_keys_per_expert(hub_names)
         hub_layout = "per_expert" if hub_is_per_expert else "fused"
         two_layouts = set(hub_names) != mem_keys and hub_is_per_expert and f["fused"]
-        ref_hub, layers = capture(load_model(hub, torch, torch.float32), f, torch, input_ids)
+        ref_hub, layers = capture(load_model(hub, torch, torch.float32, f), f, torch, input_ids)
         ref_mem, _ = capture(model, f, torch, input_ids)
         worst, where = compare_refs(ref_hub, ref_mem, torch)
         if worst > 0:
@@ -622,7 +660,7 @@ def make_family(f, out_dir, torch, transformers, seed, log):
         if two_layouts:
             fused = os.path.join(tmp, "fused")
             save_fused(model, fused, torch)
-            ref_fused, _ = capture(load_model(fused, torch, torch.float32), f, torch, input_ids)
+            ref_fused, _ = capture(load_model(fused, torch, torch.float32, f), f, torch, input_ids)
             worst, where = compare_refs(ref_fused, ref_hub, torch)
             if worst > 0:
                 raise RuntimeError(f"{mt}: fused checkpoint reloads to a different output ({where}: {worst:g})")
@@ -634,7 +672,7 @@ def make_family(f, out_dir, torch, transformers, seed, log):
         bf = os.path.join(tmp, "bf16")
         import copy
         copy.deepcopy(model).to(torch.bfloat16).save_pretrained(bf, safe_serialization=True)
-        ref_bf, _ = capture(load_model(bf, torch).float(), f, torch, input_ids)
+        ref_bf, _ = capture(load_model(bf, torch, f=f).float(), f, torch, input_ids)
         emit(f"{mt}_bf16_{hub_layout}", bf, "bf16", hub_layout, False, ref_bf,
              "save_pretrained in bf16; reference = from_pretrained(...).float(): f32 compute on "
              "bf16-rounded weights")
@@ -657,7 +695,7 @@ def make_family(f, out_dir, torch, transformers, seed, log):
             model.save_pretrained(sh, safe_serialization=True, max_shard_size="100KB")
             if not os.path.exists(os.path.join(sh, "model.safetensors.index.json")):
                 raise RuntimeError("mixtral sharded: no index written")
-            ref_sh, _ = capture(load_model(sh, torch, torch.float32), f, torch, input_ids)
+            ref_sh, _ = capture(load_model(sh, torch, torch.float32, f), f, torch, input_ids)
             worst, where = compare_refs(ref_sh, ref_hub, torch)
             if worst > 0:
                 raise RuntimeError(f"mixtral sharded differs ({where}: {worst:g})")

@@ -233,6 +233,21 @@ const std::vector<Case> kKeys = {
      8,
      2,
      {{0, 1}, RoutingRecipe::Scoring::kSoftmaxOverChosen, kNone, 1, 1, 1.0f, 32, false}},
+    // Qwen4ExpTextConfig: every layer, norm_topk_prob true, shared expert 512 gated.
+    {"qwen4_exp_text",
+     "qwen4_exp_text",
+     R"("num_hidden_layers": 2, "num_experts": 8, "num_experts_per_tok": 2)",
+     8,
+     2,
+     {{0, 1}, kSoftmax, kSum, 1, 1, 1.0f, 512, true}},
+    // Qwen4ExpTextTopKRouter reads norm_topk_prob (unlike Qwen3.5-MoE's router).
+    {"qwen4_exp_text_no_renormalize",
+     "qwen4_exp_text",
+     R"("num_hidden_layers": 2, "num_experts": 8, "num_experts_per_tok": 2,
+        "norm_topk_prob": false, "shared_expert_intermediate_size": 32)",
+     8,
+     2,
+     {{0, 1}, kSoftmax, kNone, 1, 1, 1.0f, 32, true}},
 };
 
 void expectParses(const Case& c) {
