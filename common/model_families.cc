@@ -505,6 +505,30 @@ std::vector<FamilySpec> buildTable() {
     f.notes = "MoE blocks only (the attention and dense MLP sublayers are not the cluster's part)";
     t.push_back(f);
   }
+  {  // BeamMoE / BeamTopKRouter: DeepSeek-V3 noaux_tc (σ of f32 logits, + bias for choice, group
+     // score = top-2 sum, w / (Σw + 1e-20) iff norm_topk_prob) with no shared expert;
+     // routed_scaling_factor multiplies the experts' sum (the same as the weights); sparse layers
+     // from mlp_layer_types (default: all but the first min(3, L)); BeamConfig has no alias.
+    FamilySpec f = deepseekLike({"beam"}, "Beam", RoutingPiece::kDeepseekV3);
+    f.expertsKeys = {"num_experts"};
+    f.layerRule = LayerRule::kLayerTypes;
+    f.denseLayersDefault = 3;
+    f.renormalizeDefault = true;
+    f.nGroupDefault = 8;
+    f.topkGroupDefault = 4;
+    f.scaleDefault = 2.5f;
+    f.shared = SharedKind::kNone;
+    f.sharedKeys = {};
+    f.sharedPrefix = "";
+    f.pinnedKeys = {
+        {"scoring_func", "\"sigmoid\"",
+         "transformers' BeamTopKRouter always scores with sigmoid (it has no scoring_func)"},
+        {"topk_method", "\"noaux_tc\"",
+         "transformers' BeamTopKRouter always routes group-limited noaux_tc (it has no "
+         "topk_method)"}};
+    f.notes = "MoE blocks only (its gated attention is not the cluster's part)";
+    t.push_back(f);
+  }
   {  // SkyworkAI MoE++ (moe_plus_plus_layer.py): not a transformers family.
     FamilySpec f;
     f.modelTypes = {"MoE++", "moe_plus_plus"};

@@ -253,6 +253,11 @@ FAMILIES = [
                             layer_types=["full_attention", "full_attention"], q_lora_rank=None, pad_token_id=1),
         "KimiLinearMoE", "gate", fused=False,
         notes="both layers full (MLA) attention: the KDA linear-attention layers need the fla hub kernel"),
+    fam("beam", dict(num_hidden_layers=2, intermediate_size=48, moe_intermediate_size=24, num_experts=8,
+                     num_experts_per_tok=2, n_group=4, topk_group=2, norm_topk_prob=True,
+                     routed_scaling_factor=1.5, mlp_layer_types=["dense", "sparse"],
+                     layer_types=["sliding_attention", "full_attention"], sliding_window=8),
+        "BeamMoE", "gate", seed_index=120),
 ]
 BY_NAME = {f["model_type"]: f for f in FAMILIES}
 
