@@ -529,6 +529,40 @@ std::vector<FamilySpec> buildTable() {
     f.notes = "MoE blocks only (its gated attention is not the cluster's part)";
     t.push_back(f);
   }
+  {  // LaraMiniSparseMoeBlock (= FlintSparseMoeBlock) / LaraMiniTopKRouter: softmax of f32 logits,
+     // top-k, renormalized iff norm_topk_prob (default true); + shared_expert
+     // (shared_expert_intermediate_size, default 512) ungated; every layer MoE
+     // (LaraMiniDecoderLayer); LaraMiniConfig has no attribute_map.
+    FamilySpec f = qwenLike({"lara_mini"}, "Lara-Mini");
+    f.expertsKeys = {"num_experts"};
+    f.renormalize = Renormalize::kKey;
+    f.renormalizeDefault = true;
+    f.shared = SharedKind::kWidth;
+    f.sharedKeys = {"shared_expert_intermediate_size"};
+    f.sharedDefault = 512;
+    f.sharedPrefix = "mlp.shared_expert.";
+    f.notes = "MoE blocks only (its gated-delta-net layers are not the cluster's part)";
+    t.push_back(f);
+  }
+  {  // FlintSparseMoeBlock / FlintTopKRouter: σ(f32 logits), top-k of σ (no expert bias), w / Σw
+     // iff norm_topk_prob (default true), no scale; + shared_expert
+     // (shared_expert_intermediate_size, default 1024) ungated; MoE layers as Qwen
+     // (FlintDecoderLayer: mlp_only_layers, decoder_sparse_step); FlintConfig has no attribute_map.
+    FamilySpec f = qwenLike({"flint"}, "Flint");
+    f.expertsKeys = {"num_experts"};
+    f.layerRule = LayerRule::kSparseStep;
+    f.routing = RoutingPiece::kSigmoidBiasScaled;
+    f.noChoiceBias = true;
+    f.mlpOnlyLayersDefault = {0, 1};
+    f.renormalize = Renormalize::kKey;
+    f.renormalizeDefault = true;
+    f.shared = SharedKind::kWidth;
+    f.sharedKeys = {"shared_expert_intermediate_size"};
+    f.sharedDefault = 1024;
+    f.sharedPrefix = "mlp.shared_expert.";
+    f.notes = "MoE blocks only (its attention with sinks is not the cluster's part)";
+    t.push_back(f);
+  }
   {  // SkyworkAI MoE++ (moe_plus_plus_layer.py): not a transformers family.
     FamilySpec f;
     f.modelTypes = {"MoE++", "moe_plus_plus"};

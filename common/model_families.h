@@ -236,6 +236,10 @@ struct FamilySpec {
   // LongCat-Flash: a key that, when present, must be twice the layer count (num_hidden_layers =
   // 2 × num_layers: two attention sublayers per decoder layer).
   std::string twiceLayersKey;
+  // Flint (FlintTopKRouter), kSigmoidBiasScaled: σ scores chosen as they are, no expert bias.
+  bool noChoiceBias = false;
+  // kSparseStep: mlp_only_layers when absent or null (Flint: [0, 1], FlintConfig.__post_init__).
+  std::vector<uint32_t> mlpOnlyLayersDefault;
 };
 
 // The table, in README order.

@@ -258,6 +258,16 @@ FAMILIES = [
                      routed_scaling_factor=1.5, mlp_layer_types=["dense", "sparse"],
                      layer_types=["sliding_attention", "full_attention"], sliding_window=8),
         "BeamMoE", "gate", seed_index=120),
+    fam("lara_mini", dict(num_hidden_layers=2, moe_intermediate_size=24, shared_expert_intermediate_size=32,
+                          num_experts=8, num_experts_per_tok=2, norm_topk_prob=True,
+                          layer_types=["sliding_attention", "full_attention"], sliding_window=8),
+        "LaraMiniSparseMoeBlock", "gate", seed_index=121,
+        notes="both layers attention here (no gated-delta-net layer); every layer MoE"),
+    fam("flint", dict(num_hidden_layers=2, intermediate_size=48, moe_intermediate_size=24,
+                      shared_expert_intermediate_size=32, num_experts=8, num_experts_per_tok=2,
+                      norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[0],
+                      layer_types=["full_attention", "sliding_attention"], sliding_window=8),
+        "FlintSparseMoeBlock", "gate", seed_index=122),
 ]
 BY_NAME = {f["model_type"]: f for f in FAMILIES}
 

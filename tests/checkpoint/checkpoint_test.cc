@@ -2234,6 +2234,32 @@ TEST(Issue13Families, DefaultsAndKeysAsTheirConfigClassesSay) {
        "sigmoid, top-k of logits",
        0,
        1.0f},
+      // BeamConfig (round 2): mlp_layer_types; DeepSeek-V3 noaux_tc, no shared expert, × 2.5.
+      {"beam",
+       R"("n_group": 2, "topk_group": 1, "mlp_layer_types": ["dense", "sparse", "sparse"])",
+       {1, 2},
+       "sigmoid, + correction bias for choice, groups (top-2 sum, keep 1 of 2, others -inf), "
+       "top-k, renormalize (+1e-20), x 2.5",
+       0,
+       1.0f},
+      // LaraMiniConfig: every layer MoE, norm_topk_prob true, shared width 512.
+      {"lara_mini", "", {0, 1, 2}, "softmax, top-k, renormalize", 512, 1.0f},
+      {"lara_mini",
+       R"("norm_topk_prob": false, "shared_expert_intermediate_size": 0)",
+       {0, 1, 2},
+       "softmax, top-k",
+       0,
+       1.0f},
+      // FlintConfig: mlp_only_layers absent or null means [0, 1]; σ without bias; shared 1024.
+      {"flint", "", {2}, "sigmoid, top-k, renormalize", 1024, 1.0f},
+      {"flint", R"("mlp_only_layers": null)", {2}, "sigmoid, top-k, renormalize", 1024, 1.0f},
+      {"flint",
+       R"("mlp_only_layers": [], "decoder_sparse_step": 2, "norm_topk_prob": false,
+         "shared_expert_intermediate_size": 16)",
+       {1},
+       "sigmoid, top-k",
+       16,
+       1.0f},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.type + " " + c.extra);
@@ -2275,6 +2301,15 @@ TEST(Issue13Families, ConfigErrorsNameTheKeyAndTheFamily) {
       {"lfm2_moe", R"("num_dense_layers": 3)", "no MoE layers among the 3 layers of this LFM2-MoE"},
       {"afmoe", R"("num_shared_experts": 1.5)",
        "key 'num_shared_experts' must be a non-negative integer"},
+      {"beam", "", "n_group 8 must divide num_experts (4)"},
+      {"beam", R"("n_group": 2, "topk_group": 1)", "no MoE layers"},
+      {"beam", R"("topk_method": "greedy")",
+       "key 'topk_method' is \"greedy\", but Beam is served only with \"noaux_tc\""},
+      {"beam", R"("scoring_func": "softmax")",
+       "key 'scoring_func' is \"softmax\", but Beam is served only with \"sigmoid\""},
+      {"flint", R"("mlp_only_layers": [0, 1, 2])", "no MoE layers"},
+      {"lara_mini", R"("shared_expert_intermediate_size": -1)",
+       "key 'shared_expert_intermediate_size' must be a non-negative integer"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.type + " " + c.extra);
