@@ -378,6 +378,8 @@ Status readMoeLayers(const json& config, const std::string& path, const FamilySp
         return s;
       if (Status s = assign(mlpOnly, optionalLayerList(config, path, "mlp_only_layers")); !s)
         return s;
+      if (const json* v = findKey(config, "mlp_only_layers"); !v || v->is_null())
+        mlpOnly = f.mlpOnlyLayersDefault;
       // Qwen2MoeDecoderLayer: sparse iff not in mlp_only_layers and (layer + 1) % step == 0.
       for (uint32_t l = 0; l < L; ++l) {
         if (std::find(mlpOnly.begin(), mlpOnly.end(), l) == mlpOnly.end() && (l + 1) % step == 0)
@@ -747,7 +749,7 @@ Status readRouting(const json& config, const std::string& path, const FamilySpec
       // Lfm2MoeTopKRouter, AfmoeTokenChoiceRouter, HYV3TopKRouter.
       c.routing = R{};
       c.routing.scoring = R::Scoring::kSigmoid;
-      c.routing.choiceBias = true;
+      c.routing.choiceBias = !f.noChoiceBias;
       if (!f.choiceBiasKey.empty()) {
         if (Status s =
                 assign(c.routing.choiceBias, optionalBool(config, path, f.choiceBiasKey, true));
@@ -770,6 +772,10 @@ Status readRouting(const json& config, const std::string& path, const FamilySpec
           }
           c.routing.logitSoftcap = static_cast<float>(it->get<double>());
         }
+      }
+      if (f.scaleKeys.empty()) {  // Flint: no scale key; the weights are not scaled
+        c.routing.scale = f.scaleDefault;
+        return Status::ok();
       }
       return assign(c.routing.scale,
                     aliasedPositiveFloat(config, path, f, f.scaleKeys, f.scaleDefault));

@@ -595,6 +595,40 @@ std::vector<FamilySpec> buildTable() {
     f.scaleKeys = {"moe_routed_scaling_factor"};
     f.logitSoftcapKey = "moe_router_logit_softcapping";
     f.choiceBiasNames = {"experts.e_score_correction_bias", "gate.e_score_correction_bias"};
+    t.push_back(f);
+  }
+  {  // BeamMoE / BeamTopKRouter: DeepSeek-V3 noaux_tc (σ of f32 logits, + bias for choice, group
+     // score = top-2 sum, w / (Σw + 1e-20) iff norm_topk_prob) with no shared expert;
+     // routed_scaling_factor multiplies the experts' sum (the same as the weights); sparse layers
+     // from mlp_layer_types (default: all but the first min(3, L)); BeamConfig has no alias.
+    FamilySpec f = deepseekLike({"beam"}, "Beam", RoutingPiece::kDeepseekV3);
+    f.expertsKeys = {"num_experts"};
+    f.layerRule = LayerRule::kLayerTypes;
+    f.denseLayersDefault = 3;
+    f.renormalizeDefault = true;
+    f.nGroupDefault = 8;
+    f.topkGroupDefault = 4;
+    f.scaleDefault = 2.5f;
+    f.shared = SharedKind::kNone;
+    f.sharedKeys = {};
+    f.sharedPrefix = "";
+    f.pinnedKeys = {
+        {"scoring_func", "\"sigmoid\"",
+         "transformers' BeamTopKRouter always scores with sigmoid (it has no scoring_func)"},
+        {"topk_method", "\"noaux_tc\"",
+         "transformers' BeamTopKRouter always routes group-limited noaux_tc (it has no "
+         "topk_method)"}};
+    f.notes = "MoE blocks only (its gated attention is not the cluster's part)";
+    t.push_back(f);
+  }
+  {  // LaraMiniSparseMoeBlock (= FlintSparseMoeBlock) / LaraMiniTopKRouter: softmax of f32 logits,
+     // top-k, renormalized iff norm_topk_prob (default true); + shared_expert
+     // (shared_expert_intermediate_size, default 512) ungated; every layer MoE
+     // (LaraMiniDecoderLayer); LaraMiniConfig has no attribute_map.
+    FamilySpec f = qwenLike({"lara_mini"}, "Lara-Mini");
+    f.expertsKeys = {"num_experts"};
+    f.renormalize = Renormalize::kKey;
+    f.renormalizeDefault = true;
     f.shared = SharedKind::kWidth;
     f.sharedKeys = {"shared_expert_intermediate_size"};
     f.sharedDefault = 512;
@@ -676,38 +710,60 @@ std::vector<FamilySpec> buildTable() {
     f.notes = "MoE blocks only (its DSA indexed attention is not the cluster's part)";
     t.push_back(f);
   }
-  {  // SkyworkAI MoE++ (moe_plus_plus_layer.py): not a transformers family.
-    FamilySpec f;
-    f.modelTypes = {"MoE++", "moe_plus_plus"};
-    f.name = "MoE++";
-    f.hiddenKeys = {"hidden_size"};
-    f.expertsKeys = {"num_experts"};
-    f.intermediateKeys = {"intermediate_size"};
-    f.layersKeys = {"num_hidden_layers"};
-    f.layerRule = LayerRule::kMoePlusPlusInterval;
-    f.routing = RoutingPiece::kMoePlusPlus;
-    f.blocks = {"mlp.moe."};
-    f.routerNames = {"gate.wg.weight"};
-    f.expertsDir = "experts.experts.";
-    f.perExpert = {{"up_proj", "", "down_proj"}};
-    f.gate = GateKindSpec::kMoePlusPlus;
-    t.push_back(f);
-  }
-  {  // IEIT Yuan 2.0-M32 (YuanSparseMoeBlock): attention router, softmax top-k renormalized.
-    FamilySpec f;
-    f.modelTypes = {"yuan"};
-    f.name = "Yuan-2.0-M32";
-    f.hiddenKeys = {"hidden_size"};
-    f.intermediateKeys = {"moe_config.ffn_hidden_size"};
-    f.expertsKeys = {"moe_config.moe_num_experts"};
-    f.topKKeys = {"moe_config.moe_top_k"};
-    f.layersKeys = {"num_hidden_layers"};
-    f.blocks = {"mlp."};
-    f.perExpert = {{"w1", "", "w2"}};
-    f.gate = GateKindSpec::kYuanAttention;
-    t.push_back(f);
-  }
-  return t;
+  f.notes = "MoE blocks only (its gated-delta-net layers are not the cluster's part)";
+  t.push_back(f);
+}
+{  // FlintSparseMoeBlock / FlintTopKRouter: σ(f32 logits), top-k of σ (no expert bias), w / Σw
+   // iff norm_topk_prob (default true), no scale; + shared_expert
+   // (shared_expert_intermediate_size, default 1024) ungated; MoE layers as Qwen
+   // (FlintDecoderLayer: mlp_only_layers, decoder_sparse_step); FlintConfig has no attribute_map.
+  FamilySpec f = qwenLike({"flint"}, "Flint");
+  f.expertsKeys = {"num_experts"};
+  f.layerRule = LayerRule::kSparseStep;
+  f.routing = RoutingPiece::kSigmoidBiasScaled;
+  f.noChoiceBias = true;
+  f.mlpOnlyLayersDefault = {0, 1};
+  f.renormalize = Renormalize::kKey;
+  f.renormalizeDefault = true;
+  f.shared = SharedKind::kWidth;
+  f.sharedKeys = {"shared_expert_intermediate_size"};
+  f.sharedDefault = 1024;
+  f.sharedPrefix = "mlp.shared_expert.";
+  f.notes = "MoE blocks only (its attention with sinks is not the cluster's part)";
+  t.push_back(f);
+}
+{  // SkyworkAI MoE++ (moe_plus_plus_layer.py): not a transformers family.
+  FamilySpec f;
+  f.modelTypes = {"MoE++", "moe_plus_plus"};
+  f.name = "MoE++";
+  f.hiddenKeys = {"hidden_size"};
+  f.expertsKeys = {"num_experts"};
+  f.intermediateKeys = {"intermediate_size"};
+  f.layersKeys = {"num_hidden_layers"};
+  f.layerRule = LayerRule::kMoePlusPlusInterval;
+  f.routing = RoutingPiece::kMoePlusPlus;
+  f.blocks = {"mlp.moe."};
+  f.routerNames = {"gate.wg.weight"};
+  f.expertsDir = "experts.experts.";
+  f.perExpert = {{"up_proj", "", "down_proj"}};
+  f.gate = GateKindSpec::kMoePlusPlus;
+  t.push_back(f);
+}
+{  // IEIT Yuan 2.0-M32 (YuanSparseMoeBlock): attention router, softmax top-k renormalized.
+  FamilySpec f;
+  f.modelTypes = {"yuan"};
+  f.name = "Yuan-2.0-M32";
+  f.hiddenKeys = {"hidden_size"};
+  f.intermediateKeys = {"moe_config.ffn_hidden_size"};
+  f.expertsKeys = {"moe_config.moe_num_experts"};
+  f.topKKeys = {"moe_config.moe_top_k"};
+  f.layersKeys = {"num_hidden_layers"};
+  f.blocks = {"mlp."};
+  f.perExpert = {{"w1", "", "w2"}};
+  f.gate = GateKindSpec::kYuanAttention;
+  t.push_back(f);
+}
+return t;
 }
 
 std::string fmt(float v) {

@@ -253,6 +253,10 @@ struct FamilySpec {
   // fused kGateUp pair under the block, tried before experts.gate_up_proj / experts.down_proj
   // ("experts.fc1.weight" [E, H, 2I], "experts.fc2.weight" [E, I, H]).
   std::string savedGateUpName, savedDownName;
+  // Flint (FlintTopKRouter), kSigmoidBiasScaled: σ scores chosen as they are, no expert bias.
+  bool noChoiceBias = false;
+  // kSparseStep: mlp_only_layers when absent or null (Flint: [0, 1], FlintConfig.__post_init__).
+  std::vector<uint32_t> mlpOnlyLayersDefault;
 };
 
 // A vision-language (or omni) checkpoint whose config.json is the whole model: its model_type

@@ -374,6 +374,21 @@ FAMILIES = [
         "MistralLarge4TextMoE", "gate", fused=False, seed_index=101, base_model=True,
         notes="text model of Mistral-Large-4 (MistralLarge4TextModel: 5.24 has no text ForCausalLM); "
               "softmax group-limited routing (groups masked to 0.0), always renormalized"),
+    fam("beam", dict(num_hidden_layers=2, intermediate_size=48, moe_intermediate_size=24, num_experts=8,
+                     num_experts_per_tok=2, n_group=4, topk_group=2, norm_topk_prob=True,
+                     routed_scaling_factor=1.5, mlp_layer_types=["dense", "sparse"],
+                     layer_types=["sliding_attention", "full_attention"], sliding_window=8),
+        "BeamMoE", "gate", seed_index=120),
+    fam("lara_mini", dict(num_hidden_layers=2, moe_intermediate_size=24, shared_expert_intermediate_size=32,
+                          num_experts=8, num_experts_per_tok=2, norm_topk_prob=True,
+                          layer_types=["sliding_attention", "full_attention"], sliding_window=8),
+        "LaraMiniSparseMoeBlock", "gate", seed_index=121,
+        notes="both layers attention here (no gated-delta-net layer); every layer MoE"),
+    fam("flint", dict(num_hidden_layers=2, intermediate_size=48, moe_intermediate_size=24,
+                      shared_expert_intermediate_size=32, num_experts=8, num_experts_per_tok=2,
+                      norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[0],
+                      layer_types=["full_attention", "sliding_attention"], sliding_window=8),
+        "FlintSparseMoeBlock", "gate", seed_index=122),
 ]
 BY_NAME = {f["model_type"]: f for f in FAMILIES}
 VLM_CLASSES = {f["model_type"]: f["vlm"] if isinstance(f["vlm"], str) else "AutoModelForImageTextToText"

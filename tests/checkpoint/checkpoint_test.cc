@@ -2250,6 +2250,32 @@ TEST(Issue13Families, DefaultsAndKeysAsTheirConfigClassesSay) {
        "top-k of logits, softmax over the chosen",
        0,
        1.0f},
+      // BeamConfig (round 2): mlp_layer_types; DeepSeek-V3 noaux_tc, no shared expert, × 2.5.
+      {"beam",
+       R"("n_group": 2, "topk_group": 1, "mlp_layer_types": ["dense", "sparse", "sparse"])",
+       {1, 2},
+       "sigmoid, + correction bias for choice, groups (top-2 sum, keep 1 of 2, others -inf), "
+       "top-k, renormalize (+1e-20), x 2.5",
+       0,
+       1.0f},
+      // LaraMiniConfig: every layer MoE, norm_topk_prob true, shared width 512.
+      {"lara_mini", "", {0, 1, 2}, "softmax, top-k, renormalize", 512, 1.0f},
+      {"lara_mini",
+       R"("norm_topk_prob": false, "shared_expert_intermediate_size": 0)",
+       {0, 1, 2},
+       "softmax, top-k",
+       0,
+       1.0f},
+      // FlintConfig: mlp_only_layers absent or null means [0, 1]; σ without bias; shared 1024.
+      {"flint", "", {2}, "sigmoid, top-k, renormalize", 1024, 1.0f},
+      {"flint", R"("mlp_only_layers": null)", {2}, "sigmoid, top-k, renormalize", 1024, 1.0f},
+      {"flint",
+       R"("mlp_only_layers": [], "decoder_sparse_step": 2, "norm_topk_prob": false,
+         "shared_expert_intermediate_size": 16)",
+       {1},
+       "sigmoid, top-k",
+       16,
+       1.0f},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.type + " " + c.extra);
@@ -2296,6 +2322,15 @@ TEST(Issue13Families, ConfigErrorsNameTheKeyAndTheFamily) {
       {"aria_text", R"("moe_num_experts": 4, "moe_topk": 2, "mlp_bias": true)",
        "key 'mlp_bias' is true, but Aria is served only with false"},
       {"aria_text", R"("moe_num_experts": 4)", "moe_topk"},
+      {"beam", "", "n_group 8 must divide num_experts (4)"},
+      {"beam", R"("n_group": 2, "topk_group": 1)", "no MoE layers"},
+      {"beam", R"("topk_method": "greedy")",
+       "key 'topk_method' is \"greedy\", but Beam is served only with \"noaux_tc\""},
+      {"beam", R"("scoring_func": "softmax")",
+       "key 'scoring_func' is \"softmax\", but Beam is served only with \"sigmoid\""},
+      {"flint", R"("mlp_only_layers": [0, 1, 2])", "no MoE layers"},
+      {"lara_mini", R"("shared_expert_intermediate_size": -1)",
+       "key 'shared_expert_intermediate_size' must be a non-negative integer"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.type + " " + c.extra);
