@@ -595,6 +595,13 @@ std::vector<FamilySpec> buildTable() {
     f.scaleKeys = {"moe_routed_scaling_factor"};
     f.logitSoftcapKey = "moe_router_logit_softcapping";
     f.choiceBiasNames = {"experts.e_score_correction_bias", "gate.e_score_correction_bias"};
+    f.shared = SharedKind::kWidth;
+    f.sharedKeys = {"shared_expert_intermediate_size"};
+    f.sharedDefault = 512;
+    f.sharedPrefix = "mlp.shared_expert.";
+    f.sharedPrefixAliases = {"mlp.shared_experts."};
+    f.pinnedKeys = {{"moe_apply_router_weight_on_input", "false",
+                     "transformers' LagunaConfig refuses it (NotImplementedError)"}};
     t.push_back(f);
   }
   {  // BeamMoE / BeamTopKRouter: DeepSeek-V3 noaux_tc (σ of f32 logits, + bias for choice, group
@@ -633,9 +640,26 @@ std::vector<FamilySpec> buildTable() {
     f.sharedKeys = {"shared_expert_intermediate_size"};
     f.sharedDefault = 512;
     f.sharedPrefix = "mlp.shared_expert.";
-    f.sharedPrefixAliases = {"mlp.shared_experts."};
-    f.pinnedKeys = {{"moe_apply_router_weight_on_input", "false",
-                     "transformers' LagunaConfig refuses it (NotImplementedError)"}};
+    f.notes = "MoE blocks only (its gated-delta-net layers are not the cluster's part)";
+    t.push_back(f);
+  }
+  {  // FlintSparseMoeBlock / FlintTopKRouter: σ(f32 logits), top-k of σ (no expert bias), w / Σw
+     // iff norm_topk_prob (default true), no scale; + shared_expert
+     // (shared_expert_intermediate_size, default 1024) ungated; MoE layers as Qwen
+     // (FlintDecoderLayer: mlp_only_layers, decoder_sparse_step); FlintConfig has no attribute_map.
+    FamilySpec f = qwenLike({"flint"}, "Flint");
+    f.expertsKeys = {"num_experts"};
+    f.layerRule = LayerRule::kSparseStep;
+    f.routing = RoutingPiece::kSigmoidBiasScaled;
+    f.noChoiceBias = true;
+    f.mlpOnlyLayersDefault = {0, 1};
+    f.renormalize = Renormalize::kKey;
+    f.renormalizeDefault = true;
+    f.shared = SharedKind::kWidth;
+    f.sharedKeys = {"shared_expert_intermediate_size"};
+    f.sharedDefault = 1024;
+    f.sharedPrefix = "mlp.shared_expert.";
+    f.notes = "MoE blocks only (its attention with sinks is not the cluster's part)";
     t.push_back(f);
   }
   {  // AriaTextMoELayer / AriaTextTopKRouter (aria's text model): top-k of the logits, softmax
@@ -710,60 +734,38 @@ std::vector<FamilySpec> buildTable() {
     f.notes = "MoE blocks only (its DSA indexed attention is not the cluster's part)";
     t.push_back(f);
   }
-  f.notes = "MoE blocks only (its gated-delta-net layers are not the cluster's part)";
-  t.push_back(f);
-}
-{  // FlintSparseMoeBlock / FlintTopKRouter: σ(f32 logits), top-k of σ (no expert bias), w / Σw
-   // iff norm_topk_prob (default true), no scale; + shared_expert
-   // (shared_expert_intermediate_size, default 1024) ungated; MoE layers as Qwen
-   // (FlintDecoderLayer: mlp_only_layers, decoder_sparse_step); FlintConfig has no attribute_map.
-  FamilySpec f = qwenLike({"flint"}, "Flint");
-  f.expertsKeys = {"num_experts"};
-  f.layerRule = LayerRule::kSparseStep;
-  f.routing = RoutingPiece::kSigmoidBiasScaled;
-  f.noChoiceBias = true;
-  f.mlpOnlyLayersDefault = {0, 1};
-  f.renormalize = Renormalize::kKey;
-  f.renormalizeDefault = true;
-  f.shared = SharedKind::kWidth;
-  f.sharedKeys = {"shared_expert_intermediate_size"};
-  f.sharedDefault = 1024;
-  f.sharedPrefix = "mlp.shared_expert.";
-  f.notes = "MoE blocks only (its attention with sinks is not the cluster's part)";
-  t.push_back(f);
-}
-{  // SkyworkAI MoE++ (moe_plus_plus_layer.py): not a transformers family.
-  FamilySpec f;
-  f.modelTypes = {"MoE++", "moe_plus_plus"};
-  f.name = "MoE++";
-  f.hiddenKeys = {"hidden_size"};
-  f.expertsKeys = {"num_experts"};
-  f.intermediateKeys = {"intermediate_size"};
-  f.layersKeys = {"num_hidden_layers"};
-  f.layerRule = LayerRule::kMoePlusPlusInterval;
-  f.routing = RoutingPiece::kMoePlusPlus;
-  f.blocks = {"mlp.moe."};
-  f.routerNames = {"gate.wg.weight"};
-  f.expertsDir = "experts.experts.";
-  f.perExpert = {{"up_proj", "", "down_proj"}};
-  f.gate = GateKindSpec::kMoePlusPlus;
-  t.push_back(f);
-}
-{  // IEIT Yuan 2.0-M32 (YuanSparseMoeBlock): attention router, softmax top-k renormalized.
-  FamilySpec f;
-  f.modelTypes = {"yuan"};
-  f.name = "Yuan-2.0-M32";
-  f.hiddenKeys = {"hidden_size"};
-  f.intermediateKeys = {"moe_config.ffn_hidden_size"};
-  f.expertsKeys = {"moe_config.moe_num_experts"};
-  f.topKKeys = {"moe_config.moe_top_k"};
-  f.layersKeys = {"num_hidden_layers"};
-  f.blocks = {"mlp."};
-  f.perExpert = {{"w1", "", "w2"}};
-  f.gate = GateKindSpec::kYuanAttention;
-  t.push_back(f);
-}
-return t;
+  {  // SkyworkAI MoE++ (moe_plus_plus_layer.py): not a transformers family.
+    FamilySpec f;
+    f.modelTypes = {"MoE++", "moe_plus_plus"};
+    f.name = "MoE++";
+    f.hiddenKeys = {"hidden_size"};
+    f.expertsKeys = {"num_experts"};
+    f.intermediateKeys = {"intermediate_size"};
+    f.layersKeys = {"num_hidden_layers"};
+    f.layerRule = LayerRule::kMoePlusPlusInterval;
+    f.routing = RoutingPiece::kMoePlusPlus;
+    f.blocks = {"mlp.moe."};
+    f.routerNames = {"gate.wg.weight"};
+    f.expertsDir = "experts.experts.";
+    f.perExpert = {{"up_proj", "", "down_proj"}};
+    f.gate = GateKindSpec::kMoePlusPlus;
+    t.push_back(f);
+  }
+  {  // IEIT Yuan 2.0-M32 (YuanSparseMoeBlock): attention router, softmax top-k renormalized.
+    FamilySpec f;
+    f.modelTypes = {"yuan"};
+    f.name = "Yuan-2.0-M32";
+    f.hiddenKeys = {"hidden_size"};
+    f.intermediateKeys = {"moe_config.ffn_hidden_size"};
+    f.expertsKeys = {"moe_config.moe_num_experts"};
+    f.topKKeys = {"moe_config.moe_top_k"};
+    f.layersKeys = {"num_hidden_layers"};
+    f.blocks = {"mlp."};
+    f.perExpert = {{"w1", "", "w2"}};
+    f.gate = GateKindSpec::kYuanAttention;
+    t.push_back(f);
+  }
+  return t;
 }
 
 std::string fmt(float v) {
