@@ -41,8 +41,7 @@ MLA = dict(kv_lora_rank=16, q_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_di
 
 def fam(model_type, cfg, block, router, *, num_experts=8, top_k=2, layouts=None, notes="",
         v4=None, v4_model_type="", common=True, extra_hooks=None, drop=(), fused=True, v4_extra=None,
-        seed_index=None, vlm=False, forward=""):
-        seed_index=None, base_model=False):
+        seed_index=None, vlm=False, forward="", base_model=False):
     """A family row. cfg: config kwargs (v5 names); block: MoE block class name(s); router: the
     block's attribute that routes; layouts: None = decide from what save_pretrained writes;
     v4: {v5 key: v4 key} renames (None value = drop the key) for the transformers 4.x config;
@@ -51,10 +50,9 @@ def fam(model_type, cfg, block, router, *, num_experts=8, top_k=2, layouts=None,
     keep their weights whatever order they are merged in; vlm: the whole vision-language model
     (AutoModelForImageTextToText, or the class named; cfg holds text_config and a minimal
     vision_config), as the hub ships it, whose text tower's MoE blocks are captured; forward: the
-    submodule run for the reference ("" = the model; the omni wrapper has no forward of its own)."""
-    keep their weights whatever order they are merged in; base_model: the text model has no
-    ForCausalLM class (only the VLM has a head), so the fixture is its AutoModel (tensors under
-    `layers.`, no `model.` prefix)."""
+    submodule run for the reference ("" = the model; the omni wrapper has no forward of its own);
+    base_model: the text model has no ForCausalLM class (only the VLM has a head), so the fixture
+    is its AutoModel (tensors under `layers.`, no `model.` prefix)."""
     c = dict(COMMON) if common else {}
     for k in drop:
         c.pop(k, None)
@@ -63,13 +61,12 @@ def fam(model_type, cfg, block, router, *, num_experts=8, top_k=2, layouts=None,
                 router=router, num_experts=num_experts, top_k=top_k, layouts=layouts, notes=notes,
                 v4=v4 or {}, v4_model_type=model_type if v4_model_type == "" else v4_model_type,
                 extra_hooks=extra_hooks or {}, fused=fused, v4_extra=v4_extra or {},
-                seed_index=seed_index, vlm=vlm, forward=forward)
+                seed_index=seed_index, vlm=vlm, forward=forward, base_model=base_model)
 
 
 # The minimal Qwen vision tower of the VLM rows (one block of width 16).
 VISION_QWEN = dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=1, out_hidden_size=64,
                    patch_size=4, temporal_patch_size=1, spatial_merge_size=1, num_position_embeddings=16)
-                seed_index=seed_index, base_model=base_model)
 
 
 # Priority order (issue #13 part 3), then the other FFN-expert MoE families.
@@ -446,35 +443,33 @@ def auto_class(f):
     return transformers.AutoModel if f and f.get("base_model") else transformers.AutoModelForCausalLM
 
 
+def model_class(model_type, f):
+    """The class a fixture is built and reloaded with: the VLM's for wrapper rows, else the text
+    model's (AutoModel for base_model rows)."""
+    import transformers
+    if model_type in VLM_CLASSES:
+        return getattr(transformers, VLM_CLASSES[model_type])
+    return auto_class(f)
+
+
 def build_model(f, torch, seed):
     import transformers
     cfg = transformers.AutoConfig.for_model(f["model_type"], **f["cfg"])
     torch.manual_seed(seed)
     kw = dict(attn_implementation="eager", experts_implementation="eager")
-    cls = getattr(transformers, VLM_CLASSES.get(f["model_type"], "AutoModelForCausalLM"))
+    cls = model_class(f["model_type"], f)
     model = cls.from_config(cfg, **kw) if cls.__name__.startswith("Auto") else cls._from_config(cfg, **kw)
-    from transformers import AutoConfig
-    cfg = AutoConfig.for_model(f["model_type"], **f["cfg"])
-    torch.manual_seed(seed)
-    model = auto_class(f).from_config(cfg, attn_implementation="eager",
-                                             experts_implementation="eager")
     randomize(model, torch, seed)
     return model.eval()
 
 
-def load_model(path, torch, dtype=None):
-    import transformers
+def load_model(path, torch, dtype=None, f=None):
     kw = dict(attn_implementation="eager", experts_implementation="eager")
     if dtype is not None:
         kw["dtype"] = dtype
     with open(os.path.join(path, "config.json")) as fh:
         mt = json.load(fh).get("model_type")
-    return getattr(transformers, VLM_CLASSES.get(mt, "AutoModelForCausalLM")).from_pretrained(path, **kw).eval()
-def load_model(path, torch, dtype=None, f=None):
-    kw = dict(attn_implementation="eager", experts_implementation="eager")
-    if dtype is not None:
-        kw["dtype"] = dtype
-    return auto_class(f).from_pretrained(path, **kw).eval()
+    return model_class(mt, f).from_pretrained(path, **kw).eval()
 
 
 def layer_of(name):
