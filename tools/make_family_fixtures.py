@@ -189,9 +189,7 @@ FAMILIES = [
         "AfmoeSparseMoeBlock", "router"),
     fam("longcat_flash", dict(MLA, num_layers=1, ffn_hidden_size=48, expert_ffn_hidden_size=24,
                               n_routed_experts=8, zero_expert_num=2, moe_topk=2,
-                              routed_scaling_factor=1.5,
-                             rope_parameters=dict(rope_type="default", rope_theta=10000.0,
-                                                  partial_rotary_factor=0.5, mrope_section=[2, 1, 1])),
+                              routed_scaling_factor=1.5),
         "LongcatFlashMoE", "router", v4_extra=dict(num_hidden_layers=2),
         notes="LongCat-Flash: one decoder layer holds two attention+MLP sublayers and one MoE (num_layers 1); "
               "8 FFN experts + 2 zero-compute (identity) experts: ids 8, 9 return the input times their weight"),
