@@ -877,7 +877,9 @@ std::string RoutingRecipe::describe() const {
   }
   std::string s;
   if (logitsNormStd > 0) s += "logits / (std / " + fmt(logitsNormStd) + "), ";
-  if (logitSoftcap > 0) s += "logits softcapped (tanh(s / " + fmt(logitSoftcap) + ") * c), ";
+  if (logitSoftcap > 0) {
+    s += "logits softcapped (tanh(s / " + fmt(logitSoftcap) + ") * " + fmt(logitSoftcap) + "), ";
+  }
   switch (scoring) {
     case Scoring::kSoftmax:
       s += "softmax";
