@@ -3,7 +3,8 @@
 //   - the cluster: tokens/s and p50/p99 latency of Router.forward;
 //   - the same layer in this process (BLAS backend, the --check computation): tokens/s;
 //   - their ratio (the cost of being distributed);
-// and the expert FFN kernel's GFLOP/s next to a plain GEMM of the same shape (the compute limit);
+// and the expert FFN kernel's GFLOP/s next to the dense GEMMs of the same total shape (the
+// compute limit, bench/kernel_rate.h), batch-1 p50 next to the DRAM time of the bytes it reads;
 // and the concurrency scenarios (bench/concurrency_scenario.h): C clients × B tokens each, with the
 // ratio of 16×8 to 1×128 tokens/s (what batching across concurrent requests recovers); and the
 // round-trip overhead of one forward of 1 token through moe::Client and through a raw Cap'n Proto
@@ -28,6 +29,8 @@
 #include <vector>
 
 #include "bench/concurrency_scenario.h"
+#include "bench/dram_bandwidth.h"
+#include "bench/kernel_rate.h"
 #include "client/client.h"
 #include "client/reference/in_process_layer.h"
 #include "common/checkpoint.h"
@@ -127,7 +130,8 @@ int main(int argc, char** argv) {
   std::string scenarioList = "1x128,16x8,64x1,1x1";
   uint64_t scenarioTokens = 2048;
   uint64_t overheadCalls = 2000;
-  double dramGBps = 25;
+  double dramGBps = 0;  // 0: measure
+  int batch1Samples = 100;
   CLI::App app{
       "The speed report: starts the cluster of a YAML on loopback and, per batch size, compares\n"
       "Router.forward with the same layer computed in this process; then the expert kernel vs a\n"
@@ -171,8 +175,13 @@ int main(int argc, char** argv) {
                  "Forward calls of 1 token timed for the client round-trip overhead (0: skip)")
       ->transform(moe::cli::unsignedInteger(0, 1'000'000));
   app.add_option("--dram-gbps", dramGBps,
-                 "DRAM read bandwidth for the batch-1 memory bound (DESIGN.md §8: ~25 GB/s here)")
+                 "DRAM read bandwidth for the batch-1 memory bound (default: measured, all cores "
+                 "streaming a 2 GiB buffer)")
       ->transform(moe::cli::number(0.1, 1e5));
+  app.add_option("--batch1-samples", batch1Samples,
+                 "Requests timed at batch 1 (each a fresh token; its p50 is compared with the DRAM "
+                 "bound)")
+      ->transform(moe::cli::integer(1, 100000));
   app.add_flag("--json", json, "Print the report as JSON");
   if (auto status = moe::cli::parse(app, argc, argv)) return *status;
   batches.clear();
@@ -229,24 +238,34 @@ int main(int argc, char** argv) {
   std::mt19937_64 rng(3);
   std::normal_distribution<float> normal;
   std::vector<Row> rows;
-  for (uint32_t B : batches) {
-    if (B > cfg.router.maxTokens) continue;
+  // Every run sends fresh tokens (a decode stream routes each token anew, so one repeated token
+  // would measure one routing choice with its experts warm in cache); the cluster's runs go back
+  // to back, then the in-process ones, so neither competes with the other for the cores.
+  auto randomTokens = [&](uint32_t B) {
     std::vector<float> x(size_t{B} * H);
     for (auto& v : x) v = normal(rng);
+    return x;
+  };
+  for (uint32_t B : batches) {
+    if (B > cfg.router.maxTokens) continue;
+    const int runs = B == 1 ? std::max(repeats, batch1Samples) : repeats;
     std::vector<double> clusterTimes, localTimes;
-    for (int r = 0; r < repeats + 1; ++r) {  // the first run of each kind warms up, not counted
+    for (int r = 0; r < runs + 1; ++r) {  // the first run warms up, not counted
+      const std::vector<float> x = randomTokens(B);
       auto req = router.forwardRequest();
       req.setLayer(layer);
       const uint32_t shape[2] = {B, H};
       auto dst = moe::initF32(req.initHidden(), shape);
       std::copy(x.begin(), x.end(), dst.begin());
-      auto t0 = Clock::now();
+      const auto t0 = Clock::now();
       req.send().wait(io.waitScope);
       if (r > 0) clusterTimes.push_back(seconds(t0, Clock::now()));
+    }
+    for (int r = 0; r < runs + 1; ++r) {
+      const std::vector<float> x = randomTokens(B);
       std::vector<float> y(x.size());
-      t0 = Clock::now();
-      auto s = local.value()->forward(layer, x, B, y);
-      if (!s) {
+      const auto t0 = Clock::now();
+      if (auto s = local.value()->forward(layer, x, B, y); !s) {
         std::cerr << "moe-bench: " << s.message() << "\n";
         return 1;
       }
@@ -284,40 +303,28 @@ int main(int argc, char** argv) {
     });
   }
 
-  // The kernel against the GEMM rate: one expert's FFN over the largest batch vs three plain GEMMs.
+  // The kernel against the GEMM rate: one expertFfn call over all experts for the largest batch
+  // (top-k rows each) vs the dense GEMMs of the same total shape, in the experts' dtype
+  // (model.dtype resolved, as the shards hold them).
   const uint32_t B = batches.empty() ? 256 : *std::max_element(batches.begin(), batches.end());
-  auto backend = moe::kernels::createBackend(moe::kernels::BackendKind::kBlas).value();
-  std::vector<float> w13(size_t{m.intermediateSize} * H), w2(size_t{H} * m.intermediateSize),
-      x(size_t{B} * H);
-  for (auto* v : {&w13, &w2, &x}) {
-    for (auto& f : *v) f = normal(rng) * 0.02f;
-  }
-  // In the experts' dtype (model.dtype resolved, as the shards hold them): bf16 experts are
-  // compared with a dense bf16 GEMM of the same shape.
   const moe::DType dtype = moe::resolveModelDType(cfg.modelDtype, ckpt.value()->expertsDType());
-  const std::string kernelPath = backend->kernelPath(dtype);
-  auto W1 = backend->upload(w13, m.intermediateSize, H, dtype).value();
-  auto W3 = backend->upload(w13, m.intermediateSize, H, dtype).value();
-  auto W2 = backend->upload(w2, H, m.intermediateSize, dtype).value();
-  std::vector<uint32_t> idx(B);
-  std::iota(idx.begin(), idx.end(), 0u);
-  std::vector<float> wts(B, 1.0f), y(size_t{B} * H), h(size_t{B} * m.intermediateSize);
-  std::vector<moe::kernels::ExpertFfnWeights> ex{{W1.get(), W3.get(), W2.get()}};
-  std::vector<uint32_t> off{0, B};
-  moe::kernels::ExpertSegments seg{ex, off, idx, wts};
-  std::vector<double> ffnTimes, gemmTimes;
-  for (int r = 0; r < repeats + 1; ++r) {
-    auto t0 = Clock::now();
-    (void)backend->expertFfn(seg, x, B, H, y);
-    if (r > 0) ffnTimes.push_back(seconds(t0, Clock::now()));
-    t0 = Clock::now();
-    (void)backend->linear(*W1, x, B, h);
-    if (r > 0) gemmTimes.push_back(seconds(t0, Clock::now()));
+  moe::bench::KernelRate kernel;
+  try {
+    kernel = moe::bench::measureKernelRate(dtype, H, m.intermediateSize, m.numExperts, m.topK, B,
+                                           repeats);
+  } catch (const std::exception& e) {
+    std::cerr << "moe-bench: kernel rate: " << e.what() << "\n";
+    return 1;
   }
-  const double flopsFfn = 3.0 * 2.0 * B * H * m.intermediateSize;
-  const double flopsGemm = 2.0 * B * H * m.intermediateSize;
-  const double ffnGflops = flopsFfn / percentile(ffnTimes, 50) / 1e9;
-  const double gemmGflops = flopsGemm / percentile(gemmTimes, 50) / 1e9;
+  const std::string& kernelPath = kernel.kernelPath;
+  const double ffnGflops = kernel.ffnGflops, gemmGflops = kernel.denseGflops;
+
+  // The DRAM read bandwidth of this machine (all cores), unless given.
+  const bool dramMeasured = dramGBps <= 0;
+  if (dramMeasured) {
+    dramGBps =
+        moe::bench::measureDramReadGBps(std::thread::hardware_concurrency(), size_t{2} << 30);
+  }
 
   // The memory limit at batch 1: one token reads its top-k experts' three matrices once.
   const double expertBytes =
@@ -355,8 +362,12 @@ int main(int argc, char** argv) {
           static_cast<unsigned long long>(c.errors));
     }
     std::printf("], \"ratio_16x8_over_1x128\": %.3f", concurrencyRatio(concurrency));
-    std::printf(", \"expert_ffn_gflops\": %.2f, \"gemm_gflops\": %.2f, \"ffn_over_gemm\": %.3f",
-                ffnGflops, gemmGflops, ffnGflops / gemmGflops);
+    std::printf(
+        ", \"expert_ffn_gflops\": %.2f, \"gemm_gflops\": %.2f, \"ffn_over_gemm\": %.3f, "
+        "\"kernel_rows_per_expert\": %zu, \"dense_gemm\": \"%s\", \"dram_gbps\": %.2f, "
+        "\"dram_gbps_measured\": %s",
+        ffnGflops, gemmGflops, ffnGflops / gemmGflops, kernel.rowsPerExpert,
+        kernel.denseWhat.c_str(), dramGBps, dramMeasured ? "true" : "false");
     std::printf(
         ", \"dtype\": \"%s\", \"wire_dtype\": \"%s\", \"kernel_path\": \"%s\", "
         "\"p50_batch1_ms\": %.3f, \"dram_bound_batch1_ms\": %.3f",
@@ -391,15 +402,17 @@ int main(int argc, char** argv) {
                   r.p99Ms, r.localTps, r.clusterTps / r.localTps);
     }
     std::printf(
-        "\nexpert FFN kernel (batch %u): %.1f GFLOP/s; plain GEMM of the same shape: %.1f GFLOP/s; "
-        "ratio %.2f\n",
-        B, ffnGflops, gemmGflops, ffnGflops / gemmGflops);
+        "\nexpert FFN kernel (one call, %u experts × %zu rows, batch %u top-%u): %.1f GFLOP/s; "
+        "dense "
+        "GEMMs of the same total shape (%s): %.1f GFLOP/s; ratio %.2f\n",
+        m.numExperts, kernel.rowsPerExpert, B, m.topK, ffnGflops, kernel.denseWhat.c_str(),
+        gemmGflops, ffnGflops / gemmGflops);
     if (p50Batch1 > 0) {
       std::printf(
           "batch 1: p50 %.2f ms vs %.2f ms DRAM time of the %u experts' %s bytes it reads (%.0f "
-          "MB at %.0f GB/s): %.1f×\n",
+          "MB at %.1f GB/s, %s): %.2f×\n",
           p50Batch1, dramBoundMs, m.topK, moe::dtypeName(dtype).data(), m.topK * expertBytes / 1e6,
-          dramGBps, p50Batch1 / dramBoundMs);
+          dramGBps, dramMeasured ? "measured, all cores" : "--dram-gbps", p50Batch1 / dramBoundMs);
     }
     printConcurrency(concurrency);
     if (clientOverhead) {

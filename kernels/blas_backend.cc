@@ -204,50 +204,129 @@ class BlasBackend final : public Backend {
     for (size_t s = 0; s < S; ++s) {
       const size_t begin = segments.offsets[s], n = segments.offsets[s + 1] - begin;
       if (n == 0) continue;
-      const size_t I = mats[3 * s + 1]->rows();
-      float* xs = scratch(xs_, n * H);    // [n, H]
-      float* h1 = scratch(h1_, n * I);    // [n, I]
-      float* h3 = scratch(h3_, n * I);    // [n, I]
+      const Segment seg{mats[3 * s],
+                        mats[3 * s + 1],
+                        mats[3 * s + 2],
+                        &biases[3 * s],
+                        segments.experts[s].activation,
+                        segments.rows.subspan(begin, n),
+                        segments.weights.subspan(begin, n),
+                        segments.weightOnInput};
       float* out = scratch(out_, n * H);  // [n, H]
-      const ExpertFfnWeights& e = segments.experts[s];
-      const float* const* bias = &biases[3 * s];  // b1, b3, b2
-      for (size_t j = 0; j < n; ++j) {
-        const float* src = x.data() + size_t{segments.rows[begin + j]} * H;
-        if (segments.weightOnInput) {
-          const float w = segments.weights[begin + j];
-          for (size_t h = 0; h < H; ++h) xs[j * H + h] = w * src[h];
-        } else {
-          std::copy(src, src + H, xs + j * H);
-        }
-      }
-      const bool gated = e.activation.gated();
-      if (gated) MOE_KERNELS_RETURN_IF_ERROR(matmul(*mats[3 * s], xs, n, h1));
-      MOE_KERNELS_RETURN_IF_ERROR(matmul(*mats[3 * s + 1], xs, n, h3, /*sameX=*/gated));
-      if (bias[0] != nullptr) addBias(h1, n, I, bias[0]);
-      if (bias[1] != nullptr) addBias(h3, n, I, bias[1]);
-      if (!gated) {
-        relu2Loop(h3, h1, n * I);
-      } else if (e.activation.kind == FfnActivation::Kind::kClampedSwiglu) {
-        clampedSwigluLoop(h1, h3, h1, n * I, e.activation.alpha, e.activation.limit);
-      } else {
-        swigluLoop(h1, h3, h1, n * I);
-      }
-      MOE_KERNELS_RETURN_IF_ERROR(matmul(*mats[3 * s + 2], h1, n, out));
-      if (bias[2] != nullptr) addBias(out, n, H, bias[2]);
-      for (size_t j = 0; j < n; ++j) {
-        float* dst = y.data() + size_t{segments.rows[begin + j]} * H;
-        if (segments.weightOnInput) {
-          for (size_t h = 0; h < H; ++h) dst[h] += out[j * H + h];
-        } else {
-          const float w = segments.weights[begin + j];
-          for (size_t h = 0; h < H; ++h) dst[h] += w * out[j * H + h];
-        }
-      }
+      MOE_KERNELS_RETURN_IF_ERROR(fusedApplies(seg) ? ffnFused(seg, x.data(), H, out)
+                                                    : ffnStepwise(seg, x.data(), H, out));
+      if (seg.bias[2] != nullptr) addBias(out, n, H, seg.bias[2]);
+      scatterAdd(seg, out, H, y.data());
     }
     return Status::ok();
   }
 
  private:
+  // One segment of an expertFfn call: its expert's matrices and biases (b1, b3, b2; null: none),
+  // and the rows it applies to with their routing weights.
+  struct Segment {
+    const HostMatrix *w1, *w3, *w2;  // w1 null for a non-gated FFN
+    const float* const* bias;        // [3]
+    FfnActivation activation;
+    std::span<const uint32_t> rows;
+    std::span<const float> weights;
+    bool weightOnInput;
+    size_t n() const { return rows.size(); }
+    size_t I() const { return w3->rows(); }
+  };
+
+  // The bf16 SwiGLU expert without gate/up biases (every bf16 family but gpt-oss and NemotronH)
+  // runs as three oneDNN products with the activation fused into the W1 product's epilogue.
+  bool fusedApplies(const Segment& seg) const {
+    return dnnl_ && dnnl_->usable(DType::kBF16) &&
+           seg.activation.kind == FfnActivation::Kind::kSwiglu && seg.bias[0] == nullptr &&
+           seg.bias[1] == nullptr && seg.w1->dtype() == DType::kBF16 &&
+           seg.w3->dtype() == DType::kBF16 && seg.w2->dtype() == DType::kBF16 && seg.I() > 0;
+  }
+
+  // The segment's rows of x[R, H] (scaled by their weights when weightOnInput), rounded to bf16
+  // in one pass into x16_[n, H].
+  uint16_t* gatherBf16(const Segment& seg, const float* x, size_t H) {
+    uint16_t* xs = scratch(x16_, seg.n() * H);
+    x16From_ = nullptr;  // x16_ no longer holds a matmul() input
+    for (size_t j = 0; j < seg.n(); ++j) {
+      const float* src = x + size_t{seg.rows[j]} * H;
+      uint16_t* dst = xs + j * H;
+      if (seg.weightOnInput) {
+        const float w = seg.weights[j];
+        for (size_t h = 0; h < H; ++h) dst[h] = toBf16(w * src[h]);
+      } else {
+        for (size_t h = 0; h < H; ++h) dst[h] = toBf16(src[h]);
+      }
+    }
+    return xs;
+  }
+
+  // out[n, H] = W2 · (silu(W1·xs) ⊙ W3·xs), bf16 operands, fp32 accumulation: h3 in fp32, then
+  // the W1 product's epilogue applies silu, multiplies by h3 and stores bf16, W2's input.
+  Status ffnFused(const Segment& seg, const float* x, size_t H, float* out) {
+    const size_t n = seg.n(), I = seg.I();
+    const uint16_t* xs = gatherBf16(seg, x, H);
+    float* h3 = scratch(h3_, n * I);
+    uint16_t* h16 = scratch(h16_, n * I);
+    MOE_KERNELS_RETURN_IF_ERROR(dnnl_->run(bf16Call(*seg.w3, xs, n, h3)));
+    MatmulCall gate = bf16Call(*seg.w1, xs, n, nullptr);
+    gate.up = h3;
+    gate.out = h16;
+    MOE_KERNELS_RETURN_IF_ERROR(dnnl_->run(gate));
+    return dnnl_->run(bf16Call(*seg.w2, h16, n, out));
+  }
+
+  // out[n, H] = W2 · act(W1·xs + b1, W3·xs + b3), each product by matmul() in its weights' dtype.
+  Status ffnStepwise(const Segment& seg, const float* x, size_t H, float* out) {
+    const size_t n = seg.n(), I = seg.I();
+    float* xs = scratch(xs_, n * H);  // [n, H]
+    float* h1 = scratch(h1_, n * I);  // [n, I]
+    float* h3 = scratch(h3_, n * I);  // [n, I]
+    for (size_t j = 0; j < n; ++j) {
+      const float* src = x + size_t{seg.rows[j]} * H;
+      if (seg.weightOnInput) {
+        const float w = seg.weights[j];
+        for (size_t h = 0; h < H; ++h) xs[j * H + h] = w * src[h];
+      } else {
+        std::copy(src, src + H, xs + j * H);
+      }
+    }
+    const bool gated = seg.activation.gated();
+    if (gated) MOE_KERNELS_RETURN_IF_ERROR(matmul(*seg.w1, xs, n, h1));
+    MOE_KERNELS_RETURN_IF_ERROR(matmul(*seg.w3, xs, n, h3, /*sameX=*/gated));
+    if (seg.bias[0] != nullptr) addBias(h1, n, I, seg.bias[0]);
+    if (seg.bias[1] != nullptr) addBias(h3, n, I, seg.bias[1]);
+    if (!gated) {
+      relu2Loop(h3, h1, n * I);
+    } else if (seg.activation.kind == FfnActivation::Kind::kClampedSwiglu) {
+      clampedSwigluLoop(h1, h3, h1, n * I, seg.activation.alpha, seg.activation.limit);
+    } else {
+      swigluLoop(h1, h3, h1, n * I);
+    }
+    return matmul(*seg.w2, h1, n, out);
+  }
+
+  // y[row] += weight · out[j] for the segment's rows (unweighted when weightOnInput).
+  static void scatterAdd(const Segment& seg, const float* out, size_t H, float* y) {
+    for (size_t j = 0; j < seg.n(); ++j) {
+      float* dst = y + size_t{seg.rows[j]} * H;
+      const float* src = out + j * H;
+      const float w = seg.weightOnInput ? 1.0f : seg.weights[j];
+      for (size_t h = 0; h < H; ++h) dst[h] += w * src[h];
+    }
+  }
+
+  // A bf16 product of packed (or plain) bf16 weights and bf16 rows x[T, w.cols] into y (fp32).
+  static MatmulCall bf16Call(const HostMatrix& w, const uint16_t* x, size_t T, float* y) {
+    MatmulCall c{.dtype = DType::kBF16, .x = x, .M = T, .K = w.cols(), .N = w.rows(), .y = y};
+    if (w.packed() != nullptr) {
+      c.packed = w.packed();
+    } else {
+      c.w = w.half().data();
+    }
+    return c;
+  }
   // y[T, w.rows] = x[T, w.cols] · wᵀ in w's dtype with fp32 accumulation, on the fastest path
   // this CPU has (see kernelPath). `sameX`: x is the one the previous call rounded to bf16, so
   // its bf16 copy in x16_ is reused. Caller holds mu_; T, rows, cols fit in int.
@@ -263,7 +342,8 @@ class BlasBackend final : public Backend {
     switch (w.dtype()) {
       case DType::kF32:
         if (dnnlF32 && T < kOnednnF32MaxRows) {
-          return dnnl_->run(DType::kF32, x, T, K, w.data().data(), N, y);
+          return dnnl_->run(
+              {.dtype = DType::kF32, .x = x, .M = T, .K = K, .N = N, .w = w.data().data(), .y = y});
         }
         gemmTransB(x, T, K, w.data().data(), N, y);
         return Status::ok();
@@ -273,8 +353,7 @@ class BlasBackend final : public Backend {
           if (!sameX || x16From_ != x || x16Count_ != T * K) toBf16(x, x16, T * K);
           x16From_ = x;
           x16Count_ = T * K;
-          if (w.packed() != nullptr) return dnnl_->run(DType::kBF16, x16, T, K, *w.packed(), N, y);
-          return dnnl_->run(DType::kBF16, x16, T, K, w.half().data(), N, y);
+          return dnnl_->run(bf16Call(w, x16, T, y));
         }
         break;
       default:  // f16: no native path here
@@ -290,6 +369,7 @@ class BlasBackend final : public Backend {
   std::mutex mu_;                       // guards the scratch buffers below
   std::vector<float> xs_, h1_, h3_, out_, wide_;
   std::vector<uint16_t> x16_;       // x rounded to bf16 for oneDNN
+  std::vector<uint16_t> h16_;       // the fused SwiGLU's bf16 output, W2's input
   const float* x16From_ = nullptr;  // the x that x16_ holds, for `sameX`
   size_t x16Count_ = 0;
 };

@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <unordered_map>
 #include <vector>
 
 namespace moe::kernels {
@@ -71,30 +72,10 @@ class OnednnMatmulImpl final : public OnednnMatmul {
   }
   std::string isa() const override { return isa_; }
 
-  Status run(DType dtype, const void* x, size_t M, size_t K, const void* w, size_t N,
-             float* y) override {
-    try {
-      std::lock_guard<std::mutex> lock(mu_);
-      // OpenMP's thread count is per calling thread: set it on the one that computes.
-      if (const int n = gThreads.load(std::memory_order_relaxed); n > 0) omp_set_num_threads(n);
-      const Entry& e = primitive(dtype, M, K, N);
-      memory src(e.src, engine_, const_cast<void*>(x));
-      memory wei(e.wei, engine_, const_cast<void*>(w));
-      memory dst(e.dst, engine_, y);
-      e.prim.execute(stream_, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
-      stream_.wait();
-      return Status::ok();
-    } catch (const dnnl::error& err) {
-      return Status::error(std::string("onednn matmul ") + std::string(dtypeName(dtype)) + " [" +
-                           std::to_string(M) + ", " + std::to_string(K) + "] x [" +
-                           std::to_string(N) + ", " + std::to_string(K) + "]ᵀ: " + err.what());
-    }
-  }
-
   std::unique_ptr<PackedWeights> pack(DType dtype, const void* w, size_t N, size_t K) override {
     try {
       std::lock_guard<std::mutex> lock(mu_);
-      const Entry& e = primitive(dtype, 1, K, N, /*anyWeights=*/true);
+      const Entry& e = primitive({dtype, 1, K, N, /*anyWeights=*/true, /*siluMul=*/false});
       const memory::desc plain = plainWeights(dtype, K, N);
       if (e.wei == plain) return nullptr;
       auto packed = std::make_unique<Packed>(e.wei, engine_);
@@ -107,40 +88,53 @@ class OnednnMatmulImpl final : public OnednnMatmul {
     }
   }
 
-  Status run(DType dtype, const void* x, size_t M, size_t K, const PackedWeights& w, size_t N,
-             float* y) override {
-    const auto& packed = static_cast<const Packed&>(w);
+  Status run(const MatmulCall& c) override {
+    const bool siluMul = c.out != nullptr;
     try {
       std::lock_guard<std::mutex> lock(mu_);
+      // OpenMP's thread count is per calling thread: set it on the one that computes.
       if (const int n = gThreads.load(std::memory_order_relaxed); n > 0) omp_set_num_threads(n);
-      const Entry& e = primitive(dtype, M, K, N, /*anyWeights=*/true);
-      memory src(e.src, engine_, const_cast<void*>(x));
-      memory dst(e.dst, engine_, y);
-      if (e.wei == packed.mem.get_desc()) {
-        e.prim.execute(stream_,
-                       {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, packed.mem}, {DNNL_ARG_DST, dst}});
-      } else {  // this M wants another layout: through the plain one
-        const memory::desc plain = plainWeights(dtype, K, N);
+      const auto* packed = static_cast<const Packed*>(c.packed);
+      const Entry& e = primitive({c.dtype, c.M, c.K, c.N, packed != nullptr, siluMul});
+      memory wei = packed ? packed->mem : memory(e.wei, engine_, const_cast<void*>(c.w));
+      const Entry* use = &e;
+      if (packed && e.wei != packed->mem.get_desc()) {  // this M wants another layout: unpack
+        const memory::desc plain = plainWeights(c.dtype, c.K, c.N);
         if (unpacked_.size() < plain.get_size()) unpacked_.resize(plain.get_size());
         memory plainMem(plain, engine_, unpacked_.data());
-        memory packedMem = packed.mem;  // a handle to the same buffer
-        dnnl::reorder(packedMem, plainMem).execute(stream_, packedMem, plainMem);
-        const Entry& p = primitive(dtype, M, K, N, /*anyWeights=*/false);
-        p.prim.execute(stream_,
-                       {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, plainMem}, {DNNL_ARG_DST, dst}});
+        dnnl::reorder(wei, plainMem).execute(stream_, wei, plainMem);
+        wei = plainMem;
+        use = &primitive({c.dtype, c.M, c.K, c.N, /*anyWeights=*/false, siluMul});
       }
+      memory src(use->src, engine_, const_cast<void*>(c.x));
+      memory dst(use->dst, engine_, siluMul ? c.out : static_cast<void*>(c.y));
+      std::unordered_map<int, memory> args{
+          {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
+      if (siluMul) {
+        args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1,
+                     memory(use->up, engine_, const_cast<float*>(c.up)));
+      }
+      use->prim.execute(stream_, args);
       stream_.wait();
       return Status::ok();
     } catch (const dnnl::error& err) {
-      return Status::error(std::string("onednn matmul (packed) ") + std::string(dtypeName(dtype)) +
-                           ": " + err.what());
+      return Status::error(std::string("onednn matmul ") + std::string(dtypeName(c.dtype)) +
+                           (siluMul ? " (silu-mul)" : "") + " [" + std::to_string(c.M) + ", " +
+                           std::to_string(c.K) + "] x [" + std::to_string(c.N) + ", " +
+                           std::to_string(c.K) + "]ᵀ: " + err.what());
     }
   }
 
  private:
   struct Entry {
-    memory::desc src, wei, dst;
+    memory::desc src, wei, dst, up;  // up: the silu-mul post-op's second input (else empty)
     dnnl::matmul prim;
+  };
+  // What a cached primitive computes; anyWeights: oneDNN picks the weights' layout (packed).
+  struct Shape {
+    DType dtype;
+    size_t M, K, N;
+    bool anyWeights, siluMul;
   };
   struct Packed final : PackedWeights {
     Packed(const memory::desc& d, const dnnl::engine& eng) : mem(d, eng) {}
@@ -160,26 +154,44 @@ class OnednnMatmulImpl final : public OnednnMatmul {
     try {
       std::vector<float> y(4 * 8);
       std::vector<uint32_t> zeros(4 * 16, 0);  // enough bytes for f32 and bf16 x/w
-      return run(dtype, zeros.data(), 4, 16, zeros.data(), 8, y.data()).isOk();
+      return run({.dtype = dtype,
+                  .x = zeros.data(),
+                  .M = 4,
+                  .K = 16,
+                  .N = 8,
+                  .w = zeros.data(),
+                  .y = y.data()})
+          .isOk();
     } catch (...) {
       return false;
     }
   }
 
-  // Caller holds mu_. anyWeights: oneDNN picks the weights' layout (for packed weights).
-  const Entry& primitive(DType dtype, size_t M, size_t K, size_t N, bool anyWeights = false) {
-    const auto key = std::make_tuple(static_cast<int>(dtype) + (anyWeights ? 16 : 0), M, K, N);
+  // Caller holds mu_.
+  const Entry& primitive(const Shape& p) {
+    const auto key = std::make_tuple(
+        static_cast<int>(p.dtype) + (p.anyWeights ? 16 : 0) + (p.siluMul ? 32 : 0), p.M, p.K, p.N);
     if (auto it = cache_.find(key); it != cache_.end()) return it->second;
     if (cache_.size() >= kMaxCached) cache_.clear();
-    const auto m = static_cast<memory::dim>(M), k = static_cast<memory::dim>(K),
-               n = static_cast<memory::dim>(N);
-    const memory::data_type dt = dnnlType(dtype);
+    const auto m = static_cast<memory::dim>(p.M), k = static_cast<memory::dim>(p.K),
+               n = static_cast<memory::dim>(p.N);
+    const memory::data_type dt = dnnlType(p.dtype);
     memory::desc src({m, k}, dt, memory::dims{k, 1});
-    const memory::desc wei =
-        anyWeights ? memory::desc({k, n}, dt, memory::format_tag::any) : plainWeights(dtype, K, N);
-    memory::desc dst({m, n}, memory::data_type::f32, memory::dims{n, 1});
-    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), engine_);
-    return cache_.emplace(key, Entry{src, pd.weights_desc(), dst, dnnl::matmul(pd)}).first->second;
+    const memory::desc wei = p.anyWeights ? memory::desc({k, n}, dt, memory::format_tag::any)
+                                          : plainWeights(p.dtype, p.K, p.N);
+    memory::desc dst({m, n}, p.siluMul ? dt : memory::data_type::f32, memory::dims{n, 1});
+    memory::desc up;
+    dnnl::primitive_attr attr;
+    if (p.siluMul) {  // silu(h) = swish(h, alpha = 1); then ⊙ up, before the store in dtype
+      up = memory::desc({m, n}, memory::data_type::f32, memory::dims{n, 1});
+      dnnl::post_ops ops;
+      ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_swish, 1.0f, 0.0f);
+      ops.append_binary(dnnl::algorithm::binary_mul, up);
+      attr.set_post_ops(ops);
+    }
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), attr, engine_);
+    return cache_.emplace(key, Entry{src, pd.weights_desc(), dst, up, dnnl::matmul(pd)})
+        .first->second;
   }
 
   dnnl::engine engine_;

@@ -20,6 +20,23 @@ class PackedWeights {
   virtual size_t bytes() const = 0;  // of the packed buffer
 };
 
+// One product x[M, K] · w[N, K]ᵀ with x and w in `dtype` (fp32, or bf16 bit patterns), fp32
+// accumulation, M, N, K >= 1, and one of two epilogues:
+//   y set:   y[M, N] (fp32) = x · wᵀ
+//   out set: out[M, N] (in `dtype`) = silu(x · wᵀ) ⊙ up[M, N] — the SwiGLU gate fused into the
+//            GEMM (oneDNN swish + binary-mul post-ops), so the expert FFN's activation runs
+//            vectorized and multi-threaded inside the matmul and lands in W2's input dtype.
+struct MatmulCall {
+  DType dtype = DType::kF32;
+  const void* x = nullptr;
+  size_t M = 0, K = 0, N = 0;
+  const void* w = nullptr;                // plain [N, K] row-major, or
+  const PackedWeights* packed = nullptr;  // the same weights as pack() laid them out
+  float* y = nullptr;
+  const float* up = nullptr;
+  void* out = nullptr;
+};
+
 class OnednnMatmul {
  public:
   // nullptr when oneDNN has no CPU engine here; when it cannot run a dtype, usable() is false.
@@ -30,18 +47,13 @@ class OnednnMatmul {
   // The instruction set oneDNN dispatches to on this CPU, e.g. "avx512_core_amx".
   virtual std::string isa() const = 0;
 
-  // x: [M, K] row-major (fp32, or bf16 bit patterns), w: [N, K] row-major in the same dtype,
-  // y: [M, N] fp32, overwritten. Thread-safe. M, N, K >= 1.
-  virtual Status run(DType dtype, const void* x, size_t M, size_t K, const void* w, size_t N,
-                     float* y) = 0;
-
   // w [N, K] row-major in `dtype`, repacked into the layout oneDNN picks for a one-row product
   // (so no call repacks it again); nullptr when that layout is the plain one or packing failed.
   virtual std::unique_ptr<PackedWeights> pack(DType dtype, const void* w, size_t N, size_t K) = 0;
-  // As run() with packed weights from pack(). A row count whose primitive wants another layout
-  // unpacks them into scratch first (correct, one extra pass over the weights).
-  virtual Status run(DType dtype, const void* x, size_t M, size_t K, const PackedWeights& w,
-                     size_t N, float* y) = 0;
+
+  // Runs one product (MatmulCall). Thread-safe. A row count whose primitive wants another weight
+  // layout than pack() made unpacks them into scratch first (correct, one extra weight pass).
+  virtual Status run(const MatmulCall& call) = 0;
 };
 
 // Threads oneDNN's matmuls use (its OpenMP runtime), from the service's `threads` setting like
