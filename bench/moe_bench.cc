@@ -44,6 +44,7 @@
 #include "common/tensor_wire.h"
 #include "deploy/local/local_cluster.h"
 #include "kernels/backend.h"
+#include "kernels/blas_backend.h"
 
 namespace {
 
@@ -308,6 +309,11 @@ int main(int argc, char** argv) {
   // (model.dtype resolved, as the shards hold them).
   const uint32_t B = batches.empty() ? 256 : *std::max_element(batches.begin(), batches.end());
   const moe::DType dtype = moe::resolveModelDType(cfg.modelDtype, ckpt.value()->expertsDType());
+  // With the threads the shards compute with (the first shard's `threads`; 0: all cores).
+  const uint32_t shardThreads = cfg.shards.empty() ? 0 : cfg.shards.front().threads;
+  const unsigned kernelThreads =
+      shardThreads > 0 ? shardThreads : std::thread::hardware_concurrency();
+  moe::kernels::setBlasThreads(static_cast<int>(kernelThreads));
   moe::bench::KernelRate kernel;
   try {
     kernel = moe::bench::measureKernelRate(dtype, H, m.intermediateSize, m.numExperts, m.topK, B,
@@ -364,9 +370,10 @@ int main(int argc, char** argv) {
     std::printf("], \"ratio_16x8_over_1x128\": %.3f", concurrencyRatio(concurrency));
     std::printf(
         ", \"expert_ffn_gflops\": %.2f, \"gemm_gflops\": %.2f, \"ffn_over_gemm\": %.3f, "
-        "\"kernel_rows_per_expert\": %zu, \"dense_gemm\": \"%s\", \"dram_gbps\": %.2f, "
+        "\"kernel_rows_per_expert\": %zu, \"kernel_threads\": %u, \"dense_gemm\": \"%s\", "
+        "\"dram_gbps\": %.2f, "
         "\"dram_gbps_measured\": %s",
-        ffnGflops, gemmGflops, ffnGflops / gemmGflops, kernel.rowsPerExpert,
+        ffnGflops, gemmGflops, ffnGflops / gemmGflops, kernel.rowsPerExpert, kernelThreads,
         kernel.denseWhat.c_str(), dramGBps, dramMeasured ? "true" : "false");
     std::printf(
         ", \"dtype\": \"%s\", \"wire_dtype\": \"%s\", \"kernel_path\": \"%s\", "

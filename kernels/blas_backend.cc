@@ -212,7 +212,8 @@ class BlasBackend final : public Backend {
                         segments.rows.subspan(begin, n),
                         segments.weights.subspan(begin, n),
                         segments.weightOnInput};
-      float* out = scratch(out_, n * H);  // [n, H]
+      // [n, H]; the fused path computes padded rows (OnednnMatmul::rowsFor) past n
+      float* out = scratch(out_, fusedRows(n) * H);
       MOE_KERNELS_RETURN_IF_ERROR(fusedApplies(seg) ? ffnFused(seg, x.data(), H, out)
                                                     : ffnStepwise(seg, x.data(), H, out));
       if (seg.bias[2] != nullptr) addBias(out, n, H, seg.bias[2]);
@@ -245,9 +246,15 @@ class BlasBackend final : public Backend {
   }
 
   // The segment's rows of x[R, H] (scaled by their weights when weightOnInput), rounded to bf16
-  // in one pass into x16_[n, H].
+  // in one pass into x16_[fusedRows(n), H], zero past row n.
+  // Rows the fused path computes for an n-row segment: n rounded up where oneDNN runs such a
+  // row count slowly; the extra rows are zeros and their results are never read.
+  size_t fusedRows(size_t n) const { return dnnl_ ? dnnl_->rowsFor(DType::kBF16, n) : n; }
+
   uint16_t* gatherBf16(const Segment& seg, const float* x, size_t H) {
-    uint16_t* xs = scratch(x16_, seg.n() * H);
+    const size_t rows = fusedRows(seg.n());
+    uint16_t* xs = scratch(x16_, rows * H);
+    std::fill(xs + seg.n() * H, xs + rows * H, uint16_t{0});
     x16From_ = nullptr;  // x16_ no longer holds a matmul() input
     for (size_t j = 0; j < seg.n(); ++j) {
       const float* src = x + size_t{seg.rows[j]} * H;
@@ -263,9 +270,10 @@ class BlasBackend final : public Backend {
   }
 
   // out[n, H] = W2 · (silu(W1·xs) ⊙ W3·xs), bf16 operands, fp32 accumulation: h3 in fp32, then
-  // the W1 product's epilogue applies silu, multiplies by h3 and stores bf16, W2's input.
+  // the W1 product's epilogue applies silu, multiplies by h3 and stores bf16, W2's input. Over
+  // fusedRows(n) rows: out must hold that many.
   Status ffnFused(const Segment& seg, const float* x, size_t H, float* out) {
-    const size_t n = seg.n(), I = seg.I();
+    const size_t n = fusedRows(seg.n()), I = seg.I();
     const uint16_t* xs = gatherBf16(seg, x, H);
     float* h3 = scratch(h3_, n * I);
     uint16_t* h16 = scratch(h16_, n * I);

@@ -5,11 +5,14 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <atomic>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <tuple>
 #include <unordered_map>
 #include <vector>
+
+#include "kernels/huge_pages.h"
 
 namespace moe::kernels {
 namespace {
@@ -62,6 +65,7 @@ class OnednnMatmulImpl final : public OnednnMatmul {
     // bf16 is "usable" only where oneDNN has a native kernel for it (AVX512_BF16 or AMX);
     // elsewhere it would emulate slowly or refuse, and the CPU backend takes its fp32 path.
     const dnnl::cpu_isa isa = dnnl::get_effective_cpu_isa();
+    amx_ = isa == dnnl::cpu_isa::avx512_core_amx;
     bf16_ = (isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx) &&
             probe(DType::kBF16);
     f32_ = probe(DType::kF32);
@@ -78,7 +82,9 @@ class OnednnMatmulImpl final : public OnednnMatmul {
       const Entry& e = primitive({dtype, 1, K, N, /*anyWeights=*/true, /*siluMul=*/false});
       const memory::desc plain = plainWeights(dtype, K, N);
       if (e.wei == plain) return nullptr;
-      auto packed = std::make_unique<Packed>(e.wei, engine_);
+      HugePageBuffer buffer = allocateHugePageBacked(e.wei.get_size());
+      if (!buffer) return nullptr;
+      auto packed = std::make_unique<Packed>(e.wei, engine_, std::move(buffer));
       memory src(plain, engine_, const_cast<void*>(w));
       dnnl::reorder(src, packed->mem).execute(stream_, src, packed->mem);
       stream_.wait();
@@ -88,34 +94,21 @@ class OnednnMatmulImpl final : public OnednnMatmul {
     }
   }
 
+  size_t rowsFor(DType dtype, size_t M) const override {
+    return dtype == DType::kBF16 && amx_ && M > 16 ? (M + 15) / 16 * 16 : M;
+  }
+
   Status run(const MatmulCall& c) override {
     const bool siluMul = c.out != nullptr;
     try {
       std::lock_guard<std::mutex> lock(mu_);
       // OpenMP's thread count is per calling thread: set it on the one that computes.
       if (const int n = gThreads.load(std::memory_order_relaxed); n > 0) omp_set_num_threads(n);
-      const auto* packed = static_cast<const Packed*>(c.packed);
-      const Entry& e = primitive({c.dtype, c.M, c.K, c.N, packed != nullptr, siluMul});
-      memory wei = packed ? packed->mem : memory(e.wei, engine_, const_cast<void*>(c.w));
-      const Entry* use = &e;
-      if (packed && e.wei != packed->mem.get_desc()) {  // this M wants another layout: unpack
-        const memory::desc plain = plainWeights(c.dtype, c.K, c.N);
-        if (unpacked_.size() < plain.get_size()) unpacked_.resize(plain.get_size());
-        memory plainMem(plain, engine_, unpacked_.data());
-        dnnl::reorder(wei, plainMem).execute(stream_, wei, plainMem);
-        wei = plainMem;
-        use = &primitive({c.dtype, c.M, c.K, c.N, /*anyWeights=*/false, siluMul});
+      if (const size_t Mp = rowsFor(c.dtype, c.M); Mp != c.M) {
+        executePadded(c, Mp);
+      } else {
+        execute(c);
       }
-      memory src(use->src, engine_, const_cast<void*>(c.x));
-      memory dst(use->dst, engine_, siluMul ? c.out : static_cast<void*>(c.y));
-      std::unordered_map<int, memory> args{
-          {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
-      if (siluMul) {
-        args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1,
-                     memory(use->up, engine_, const_cast<float*>(c.up)));
-      }
-      use->prim.execute(stream_, args);
-      stream_.wait();
       return Status::ok();
     } catch (const dnnl::error& err) {
       return Status::error(std::string("onednn matmul ") + std::string(dtypeName(c.dtype)) +
@@ -126,6 +119,57 @@ class OnednnMatmulImpl final : public OnednnMatmul {
   }
 
  private:
+  // Runs `c` as given; throws dnnl::error. Caller holds mu_.
+  void execute(const MatmulCall& c) {
+    const bool siluMul = c.out != nullptr;
+    const auto* packed = static_cast<const Packed*>(c.packed);
+    const Entry& e = primitive({c.dtype, c.M, c.K, c.N, packed != nullptr, siluMul});
+    memory wei = packed ? packed->mem : memory(e.wei, engine_, const_cast<void*>(c.w));
+    const Entry* use = &e;
+    if (packed && e.wei != packed->mem.get_desc()) {  // this M wants another layout: unpack
+      const memory::desc plain = plainWeights(c.dtype, c.K, c.N);
+      if (unpacked_.size() < plain.get_size()) unpacked_.resize(plain.get_size());
+      memory plainMem(plain, engine_, unpacked_.data());
+      dnnl::reorder(wei, plainMem).execute(stream_, wei, plainMem);
+      wei = plainMem;
+      use = &primitive({c.dtype, c.M, c.K, c.N, /*anyWeights=*/false, siluMul});
+    }
+    memory src(use->src, engine_, const_cast<void*>(c.x));
+    memory dst(use->dst, engine_, siluMul ? c.out : static_cast<void*>(c.y));
+    std::unordered_map<int, memory> args{
+        {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
+    if (siluMul) {
+      args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1,
+                   memory(use->up, engine_, const_cast<float*>(c.up)));
+    }
+    use->prim.execute(stream_, args);
+    stream_.wait();
+  }
+
+  // Runs `c` over Mp > c.M rows: x (and up) copied into zero-padded scratch, the first c.M rows
+  // of the result copied out. Callers that own their buffers pad them instead (rowsFor).
+  void executePadded(const MatmulCall& c, size_t Mp) {
+    const size_t xBytes = c.M * c.K * dtypeSize(c.dtype);
+    const size_t outElem = c.out != nullptr ? dtypeSize(c.dtype) : sizeof(float);
+    padX_.assign(Mp * c.K * dtypeSize(c.dtype), 0);
+    std::memcpy(padX_.data(), c.x, xBytes);
+    padOut_.resize(Mp * c.N * outElem);
+    MatmulCall p = c;
+    p.M = Mp;
+    p.x = padX_.data();
+    if (c.out != nullptr) {
+      padUp_.assign(Mp * c.N, 0.0f);
+      std::memcpy(padUp_.data(), c.up, c.M * c.N * sizeof(float));
+      p.up = padUp_.data();
+      p.out = padOut_.data();
+    } else {
+      p.y = reinterpret_cast<float*>(padOut_.data());
+    }
+    execute(p);
+    std::memcpy(c.out != nullptr ? c.out : static_cast<void*>(c.y), padOut_.data(),
+                c.M * c.N * outElem);
+  }
+
   struct Entry {
     memory::desc src, wei, dst, up;  // up: the silu-mul post-op's second input (else empty)
     dnnl::matmul prim;
@@ -137,9 +181,11 @@ class OnednnMatmulImpl final : public OnednnMatmul {
     bool anyWeights, siluMul;
   };
   struct Packed final : PackedWeights {
-    Packed(const memory::desc& d, const dnnl::engine& eng) : mem(d, eng) {}
+    Packed(const memory::desc& d, const dnnl::engine& eng, HugePageBuffer b)
+        : buffer(std::move(b)), mem(d, eng, buffer.get()) {}
     size_t bytes() const override { return mem.get_desc().get_size(); }
-    memory mem;  // owns its buffer
+    HugePageBuffer buffer;  // the weights, on huge pages where the kernel allows
+    memory mem;             // views buffer
   };
 
   static memory::desc plainWeights(DType dtype, size_t K, size_t N) {
@@ -197,10 +243,12 @@ class OnednnMatmulImpl final : public OnednnMatmul {
   dnnl::engine engine_;
   dnnl::stream stream_;
   std::string isa_;
-  bool bf16_ = false, f32_ = false;
+  bool bf16_ = false, f32_ = false, amx_ = false;
   std::mutex mu_;  // guards cache_ and the stream
   std::map<std::tuple<int, size_t, size_t, size_t>, Entry> cache_;
-  std::vector<uint8_t> unpacked_;  // packed weights in the plain layout, for other row counts
+  std::vector<uint8_t> unpacked_;       // packed weights in the plain layout, for other row counts
+  std::vector<uint8_t> padX_, padOut_;  // executePadded's rows
+  std::vector<float> padUp_;
 };
 
 }  // namespace

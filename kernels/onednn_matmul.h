@@ -51,6 +51,13 @@ class OnednnMatmul {
   // (so no call repacks it again); nullptr when that layout is the plain one or packing failed.
   virtual std::unique_ptr<PackedWeights> pack(DType dtype, const void* w, size_t N, size_t K) = 0;
 
+  // The row count to run an M-row product with: M, or (bf16 on AMX) M rounded up to a multiple
+  // of 16 — oneDNN 2.6's AMX brgemm runs some row counts several times slower than the next
+  // multiple of 16 (this VM, one thread, [M, 1024]·[3584, 1024]ᵀ: M = 59 2.97 ms, M = 64 0.50 ms,
+  // M = 53 2.71 ms; no multiple of 16 up to 160 was slow). run() pads such an M itself by copying;
+  // a caller that owns its buffers sizes them for rowsFor(M) rows and calls with that M instead.
+  virtual size_t rowsFor(DType dtype, size_t M) const = 0;
+
   // Runs one product (MatmulCall). Thread-safe. A row count whose primitive wants another weight
   // layout than pack() made unpacks them into scratch first (correct, one extra weight pass).
   virtual Status run(const MatmulCall& call) = 0;

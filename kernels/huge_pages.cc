@@ -1,0 +1,20 @@
+// See huge_pages.h.
+#include "kernels/huge_pages.h"
+
+#include <sys/mman.h>
+
+namespace moe::kernels {
+
+HugePageBuffer allocateHugePageBacked(size_t bytes) {
+  constexpr size_t kHugePage = size_t{2} << 20;
+  void* p = nullptr;
+  if (posix_memalign(&p, kHugePage, bytes == 0 ? 1 : bytes) != 0) return nullptr;
+  // Only whole huge pages can be huge; the tail stays on small pages. madvise failing (no THP
+  // here) leaves ordinary memory, which is still correct.
+  if (const size_t whole = bytes / kHugePage * kHugePage; whole > 0) {
+    (void)madvise(p, whole, MADV_HUGEPAGE);
+  }
+  return HugePageBuffer(p);
+}
+
+}  // namespace moe::kernels
