@@ -635,6 +635,7 @@ class CudaBackend final : public Backend {
     std::memcpy(pin + groupsAt, groups.data(), G * sizeof(FfnGroup));
     for (size_t i = 0; i < 3; ++i) {
       const size_t n = gemms[i]->count();
+      if (n == 0) continue;  // (a gated-free call has no W1 GEMM)
       std::memcpy(pin + ptrsAt[i][0], gemms[i]->a().data(), n * sizeof(void*));
       std::memcpy(pin + ptrsAt[i][1], gemms[i]->b().data(), n * sizeof(void*));
       std::memcpy(pin + ptrsAt[i][2], gemms[i]->c().data(), n * sizeof(void*));
