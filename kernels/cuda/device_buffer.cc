@@ -1,4 +1,4 @@
-// Freeing device memory from any thread; see device_buffer.h.
+// Freeing device and pinned host memory from any thread; see device_buffer.h.
 #include "kernels/cuda/device_buffer.h"
 
 #include "common/log.h"
@@ -31,6 +31,25 @@ void freeOnDevice(void* ptr, int device) {
     if (cudaError_t e = cudaSetDevice(previous); e != cudaSuccess) {
       logFailure("restoring the current device", e, previous);
     }
+  }
+}
+
+Status PinnedBuffer::reserve(size_t bytes) {
+  if (bytes <= capacity_) return Status::ok();
+  ptr_.reset();
+  capacity_ = 0;
+  void* raw = nullptr;
+  MOE_CUDA_CHECK(cudaMallocHost(&raw, bytes));
+  ptr_.reset(static_cast<std::byte*>(raw));
+  capacity_ = bytes;
+  return Status::ok();
+}
+
+void PinnedBuffer::Free::operator()(std::byte* p) const {
+  if (p == nullptr) return;
+  if (cudaError_t e = cudaFreeHost(p); e != cudaSuccess) {
+    logWarn("kernels: cudaFreeHost failed: ", cudaGetErrorName(e), " (", cudaGetErrorString(e),
+            ")");
   }
 }
 

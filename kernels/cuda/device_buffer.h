@@ -1,10 +1,12 @@
-// RAII device memory for the CUDA backend: DeviceBuffer<T> owns one cudaMalloc'd array, freed on
-// the device it came from.  reserve() only ever grows it, so scratch reused across calls costs one
-// allocation per size increase and none in steady state.
+// RAII memory for the CUDA backend: DeviceBuffer<T> owns one cudaMalloc'd array, freed on the
+// device it came from; PinnedBuffer owns page-locked host memory (cudaMallocHost), the staging area
+// that lets a stream's copies run asynchronously.  reserve() only ever grows them, so scratch
+// reused across calls costs one allocation per size increase and none in steady state.
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <memory>
 
@@ -46,5 +48,31 @@ class DeviceBuffer {
   std::unique_ptr<T, Free> ptr_;
   size_t capacity_ = 0;
 };
+
+// Page-locked host bytes, freed with cudaFreeHost (failures logged).
+class PinnedBuffer {
+ public:
+  std::byte* get() const { return ptr_.get(); }
+  size_t capacity() const { return capacity_; }
+
+  // Makes room for at least `bytes`; the contents are not preserved when it grows.  The caller has
+  // made the backend's device current.
+  Status reserve(size_t bytes);
+
+ private:
+  struct Free {
+    void operator()(std::byte* p) const;
+  };
+  std::unique_ptr<std::byte, Free> ptr_;
+  size_t capacity_ = 0;
+};
+
+// Grows scratch `buffer` to hold `count` elements, by at least half its size when it grows, so a
+// slowly rising batch size costs few reallocations (cudaFree synchronizes the device).
+template <typename Buffer>
+Status reserveScratch(Buffer& buffer, size_t count) {
+  if (count <= buffer.capacity()) return Status::ok();
+  return buffer.reserve(std::max(count, buffer.capacity() + buffer.capacity() / 2));
+}
 
 }  // namespace moe::kernels::cuda

@@ -1,5 +1,7 @@
-// Row gather and weighted scatter-add around a grouped expert GEMM.  Host-callable launchers;
-// kernels in gather_scatter.cu.
+// Around the grouped expert GEMMs: the row gather into the compute buffer, and the deterministic
+// combine of the expert outputs into y; plus the f32 → bf16 rounding of a linear's activations.
+// Host-callable launchers; kernels in gather_scatter.cu.  All pointers are device memory; each
+// launcher returns the launch error.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -7,26 +9,37 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/cuda/grouped_ffn.cuh"
+
 namespace moe::kernels::cuda {
 
-// xs[i, :] = x[rows[i], :] for i < n, times scale[i] when `scale` is not null (a routing weight
-// applied to the expert's input).  Device pointers.  Returns the launch error.
-cudaError_t launchGatherRows(const float* x,        // [R, H]
-                             const uint32_t* rows,  // [n], each < R
-                             size_t n, size_t H,
-                             float* xs,  // [n, H]
-                             cudaStream_t stream,
-                             const float* scale = nullptr);  // [n] or null
+// For every entry e < entries, in group g = entryGroup[e] at row j = e - groups[g].firstEntry:
+//   xs[groups[g].xOffset + j·H + h] = round(scale[e] · x[rows[e]·H + h])   (no scale when null)
+// rounded to `type` (f32: unchanged).  One block per entry.
+cudaError_t launchGatherEntries(const float* x,              // [R, H]
+                                const uint32_t* rows,        // [entries], each < R
+                                const float* scale,          // [entries] or null
+                                const uint32_t* entryGroup,  // [entries]
+                                const FfnGroup* groups, size_t entries, size_t H, ComputeType type,
+                                void* xs,  // the groups' [rows, H] blocks, `type`
+                                cudaStream_t stream);
 
-// y[rows[i], :] += weights[i] * (out[i, :] + bias) for i < n; a null `bias` adds nothing, null
-// `weights` weighs 1.  rows must be distinct: every output element has exactly one writer, so no
-// atomics are needed and the result is deterministic.
-cudaError_t launchWeightedScatterAdd(const float* out,      // [n, H]
-                                     const uint32_t* rows,  // [n], distinct, each < R
-                                     const float* weights,  // [n] or null
-                                     size_t n, size_t H,
-                                     float* y,  // [R, H]
-                                     cudaStream_t stream,
-                                     const float* bias = nullptr);  // [H] or null
+// For every row r < R: y[r, :] = Σ over p in [rowOffsets[r], rowOffsets[r+1]) in that order, of
+//   w · (out[e] + b2),  e = rowEntries[p], w = weights[e] (1 when weights is null),
+// where out[e] is entry e's row of the W2 output (located as in launchGatherEntries) and b2 its
+// group's bias (none when null); 0 for a row no entry names.  The fixed order and one writer
+// per element (a block per row, no atomics) make the result deterministic.
+cudaError_t launchCombineRows(const void* out,  // the groups' [rows, H] blocks, `type`
+                              ComputeType type,
+                              const float* weights,        // [entries] or null
+                              const uint32_t* rowOffsets,  // [R + 1]
+                              const uint32_t* rowEntries,  // [entries]
+                              const uint32_t* entryGroup,  // [entries]
+                              const FfnGroup* groups, size_t R, size_t H,
+                              float* y,  // [R, H]
+                              cudaStream_t stream);
+
+// out[i] = bf16(in[i]), round to nearest even (NaN stays NaN), for i < n.
+cudaError_t launchToBf16(const float* in, size_t n, uint16_t* out, cudaStream_t stream);
 
 }  // namespace moe::kernels::cuda

@@ -1,9 +1,12 @@
-// Elementwise SwiGLU activation on the GPU.  Host-callable launcher; kernel in swiglu.cu.
+// Activation kernels on the GPU: the Backend::swiglu op, and the grouped expert FFN's fused
+// activation over every entry of a call.  Host-callable launchers; kernels in swiglu.cu.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstddef>
+
+#include "kernels/cuda/grouped_ffn.cuh"
 
 namespace moe::kernels::cuda {
 
@@ -14,25 +17,18 @@ cudaError_t launchSwiglu(const float* gate,  // [n]
                          float* out,         // [n]
                          size_t n, cudaStream_t stream);
 
-// The expert FFN's gated activation over h1, h3 [n, I] (kernels/backend.h FfnActivation), with
-// optional biases added first: g = h1 + b1, u = h3 + b3 (null: no bias); then
-//   clamped == false: out = silu(g) * u
-//   clamped == true:  out = (clamp(u, -limit, limit) + 1) * gc * sigmoid(alpha * gc),
-//                     gc = min(g, limit)                                           (gpt-oss)
-// Device pointers; out may alias h1 or h3.  Returns the launch error.
-cudaError_t launchGatedActivation(const float* h1,  // [n, I]
-                                  const float* h3,  // [n, I]
-                                  const float* b1,  // [I] or null
-                                  const float* b3,  // [I] or null
-                                  float* out,       // [n, I]
-                                  size_t n, size_t I, bool clamped, float alpha, float limit,
-                                  cudaStream_t stream);
-
-// NemotronH's non-gated relu² over h3 [n, I] with optional bias b3 first: out = max(h3 + b3, 0)².
-// Device pointers; out may alias h3.  Returns the launch error.
-cudaError_t launchRelu2(const float* h3,  // [n, I]
-                        const float* b3,  // [I] or null
-                        float* out,       // [n, I]
-                        size_t n, size_t I, cudaStream_t stream);
+// The expert FFN's activation (kernels/backend.h FfnActivation) for every entry e < entries, in
+// group g = entryGroup[e] at row j = e - groups[g].firstEntry, over its I = groups[g].inter
+// elements at groups[g].hOffset + j·I of h1 and h3 (`type`), biases (fp32) added first:
+//   u = h3 + b3;  kRelu2: out = max(u, 0)²
+//   g = h1 + b1;  kSwiglu: out = silu(g) · u
+//                 kClampedSwiglu: out = (clamp(u, -limit, limit) + 1) · gc · σ(alpha · gc),
+//                                 gc = min(g, limit)                                   (gpt-oss)
+// computed in fp32 and written over h1 in `type` (the W2 GEMM's input).  h1 is not read for
+// kRelu2 (a non-gated FFN has no W1 output).  One block per entry.  Returns the launch error.
+cudaError_t launchExpertActivation(void* h1,        // the groups' [rows, inter] blocks
+                                   const void* h3,  // the same layout
+                                   ComputeType type, const uint32_t* entryGroup,  // [entries]
+                                   const FfnGroup* groups, size_t entries, cudaStream_t stream);
 
 }  // namespace moe::kernels::cuda

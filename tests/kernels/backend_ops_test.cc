@@ -21,6 +21,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -1224,6 +1225,125 @@ TEST_P(BackendOpsDtypeTest, MoeExpertsInProcessVariants) {
     ASSERT_TRUE(s.isOk()) << s.message();
     EXPECT_TRUE(closeTo(got.view(), want, tol.nmse, tol.maxRel));
     EXPECT_TRUE(got.guardIntact());
+  }
+}
+
+// One call whose segments name experts of different widths and activations — routed experts,
+// a wider shared expert naming every row (weight 1, clamped SwiGLU with biases), a narrower
+// relu² expert, an empty segment — as a shard serving a shared expert sees it: a grouped
+// backend must size every group by its own expert.
+TEST_P(BackendOpsDtypeTest, ExpertFfnMixedWidthsInOneCall) {
+  if (skipUnsupported(Op::kExpertFfn)) GTEST_SKIP() << dtypeName(dtype()) << " unsupported";
+  const DtypeTolerance tol = toleranceFor(dtype());
+  constexpr size_t H = 48, I = 40, IShared = 72, IRelu = 24;
+  std::mt19937 rng(51);
+  std::vector<HostExpert> routed = randomExperts(rng, 3, H, I);
+  std::vector<HostExpert> shared = randomExperts(rng, 1, H, IShared);
+  applyVariant(rng, shared, kFfnVariants[0], H, IShared);  // gpt-oss: clamped + biases
+  std::vector<HostExpert> relu = randomExperts(rng, 1, H, IRelu);
+  applyVariant(rng, relu, kFfnVariants[6], H, IRelu);  // relu² + biases
+  struct Sets {
+    ExpertSet routed, shared, relu;
+  };
+  auto upload = [&](Backend& b, DType d) {
+    return Sets{uploadExperts(b, routed, H, I, d), uploadExperts(b, shared, H, IShared, d),
+                uploadExperts(b, relu, H, IRelu, d)};
+  };
+  const Sets onRef = upload(ref(), DType::kF32);
+  const Sets onTest = upload(test(), dtype());
+  for (bool weightOnInput : {false, true}) {
+    for (size_t R : {1, 9, 300}) {
+      SCOPED_TRACE(std::string(dtypeName(dtype())) + " R=" + std::to_string(R) +
+                   (weightOnInput ? " weight on input" : ""));
+      const std::vector<float> x = randomVector(rng, R * H, -2.0f, 2.0f);
+      // Segments: routed 0 (even rows), shared (every row), routed 1 (empty), relu (rows % 3),
+      // routed 2 (odd rows).
+      std::vector<uint32_t> offsets{0}, rows;
+      std::vector<float> weights;
+      auto segment = [&](auto pick, bool unit) {
+        for (uint32_t r = 0; r < R; ++r) {
+          if (!pick(r)) continue;
+          rows.push_back(r);
+          weights.push_back(unit ? 1.0f : 0.25f + 0.5f * float(r % 4) / 3.0f);
+        }
+        offsets.push_back(uint32_t(rows.size()));
+      };
+      segment([](uint32_t r) { return r % 2 == 0; }, false);
+      segment([](uint32_t) { return true; }, true);
+      segment([](uint32_t) { return false; }, false);
+      segment([](uint32_t r) { return r % 3 == 1; }, false);
+      segment([](uint32_t r) { return r % 2 == 1; }, false);
+      auto experts = [](const Sets& s) {
+        return std::vector<ExpertFfnWeights>{s.routed.ffn[0], s.shared.ffn[0], s.routed.ffn[1],
+                                             s.relu.ffn[0], s.routed.ffn[2]};
+      };
+      const std::vector<ExpertFfnWeights> refExperts = experts(onRef),
+                                          testExperts = experts(onTest);
+      const ExpertSegments refSegments{refExperts, offsets, rows, weights, weightOnInput};
+      const ExpertSegments testSegments{testExperts, offsets, rows, weights, weightOnInput};
+      std::vector<float> want(R * H);
+      ASSERT_TRUE(ref().expertFfn(refSegments, x, R, H, want).isOk());
+      Guarded<float> got = floatOutput(R * H);
+      const Status st = test().expertFfn(testSegments, x, R, H, got.span());
+      ASSERT_TRUE(st.isOk()) << st.message();
+      EXPECT_TRUE(closeTo(got.view(), want, tol.nmse, tol.maxRel));
+      EXPECT_TRUE(got.guardIntact()) << "write past the end of y";
+    }
+  }
+}
+
+// Calls from many threads at once on one backend (more than a GPU backend's pool of call
+// contexts, so some wait for one) each get their own right answer: no call sees another's
+// staging, scratch or stream.
+TEST_P(BackendOpsDtypeTest, ConcurrentCallsEachGetTheirOwnResult) {
+  if (skipUnsupported(Op::kExpertFfn)) GTEST_SKIP() << dtypeName(dtype()) << " unsupported";
+  const DtypeTolerance tol = toleranceFor(dtype());
+  constexpr size_t E = 4, H = 32, I = 24, k = 2, kThreads = 9, kCallsPerThread = 3;
+  std::mt19937 rng(61);
+  const std::vector<HostExpert> host = randomExperts(rng, E, H, I);
+  const ExpertSet onRef = uploadTyped(ref(), host, H, I, DType::kF32);
+  const ExpertSet onTest = uploadTyped(test(), host, H, I, dtype());
+  struct Job {
+    size_t R;
+    std::vector<float> x, want, linearWant;
+    Routing routing;
+    std::vector<ExpertFfnWeights> testExperts;
+    Status status = Status::ok();
+    std::vector<float> got, linearGot;
+  };
+  std::vector<Job> jobs(kThreads);
+  for (size_t t = 0; t < kThreads; ++t) {
+    Job& j = jobs[t];
+    j.R = 5 + 37 * t;  // different shapes, so a reused scratch of the wrong size would show
+    j.x = randomVector(rng, j.R * H, -2.0f, 2.0f);
+    j.routing = makeRouting(rng, j.R, E, k, {0, 1, 2, 3}, t % 2 == 1);
+    j.testExperts = j.routing.segmentExperts(onTest);
+    const std::vector<ExpertFfnWeights> refExperts = j.routing.segmentExperts(onRef);
+    j.want.resize(j.R * H);
+    ASSERT_TRUE(ref().expertFfn(segmentsOf(j.routing, refExperts), j.x, j.R, H, j.want).isOk());
+    j.linearWant.resize(j.R * I);
+    ASSERT_TRUE(ref().linear(*onRef.ffn[t % E].w3, j.x, j.R, j.linearWant).isOk());
+  }
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      Job& j = jobs[t];
+      for (size_t c = 0; c < kCallsPerThread && j.status.isOk(); ++c) {
+        j.got.assign(j.R * H, std::numeric_limits<float>::quiet_NaN());
+        j.status = test().expertFfn(segmentsOf(j.routing, j.testExperts), j.x, j.R, H, j.got);
+        if (!j.status.isOk()) break;
+        j.linearGot.assign(j.R * I, std::numeric_limits<float>::quiet_NaN());
+        j.status = test().linear(*onTest.ffn[t % E].w3, j.x, j.R, j.linearGot);
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  for (size_t t = 0; t < kThreads; ++t) {
+    SCOPED_TRACE("thread " + std::to_string(t));
+    const Job& j = jobs[t];
+    ASSERT_TRUE(j.status.isOk()) << j.status.message();
+    EXPECT_TRUE(closeTo(j.got, j.want, tol.nmse, tol.maxRel));
+    EXPECT_TRUE(closeTo(j.linearGot, j.linearWant, tol.nmse, tol.maxRel));
   }
 }
 
