@@ -77,7 +77,7 @@ PROGRAMS = {
     ]),
     "moe-bench": ("bin:moe-bench", ["--config", "--batches", "--concurrency",
                                     "--concurrency-tokens", "--repeats", "--client-overhead",
-                                    "--json"], [
+                                    "--dram-gbps", "--batch1-samples", "--json"], [
         (["--client-overhead", "-1"], "--client-overhead: -1 is out of range"),
         (["--batches", "0"], "--batches: in list '0': 0 is out of range"),
         (["--batches", "1,,8"], "--batches: in list '1,,8': '' is not a whole number"),
@@ -85,6 +85,8 @@ PROGRAMS = {
         (["--concurrency", "-1x8"], "--concurrency: clients in '-1x8': -1 is out of range"),
         (["--repeats", "0"], "--repeats: 0 is out of range"),
         (["--concurrency-tokens", "abc"], "--concurrency-tokens: 'abc' is not a whole number"),
+        (["--batch1-samples", "0"], "--batch1-samples: 0 is out of range"),
+        (["--dram-gbps", "nan"], "--dram-gbps: 'nan' is not a finite"),
     ]),
     "moe-chaos-bench": ("bin:moe-chaos-bench", ["--config", "--requests", "--rounds"], [
         (["--requests", "0"], "--requests: 0 is out of range"),
@@ -99,11 +101,12 @@ PROGRAMS = {
     ]),
     "moe-expert-ffn-bench": ("bin:moe-expert-ffn-bench", [
         "--hidden", "--intermediate", "--experts", "--top-k", "--batches", "--dtypes", "--variants",
-        "--repeats", "--threads"], [
+        "--repeats", "--threads", "--device", "--rows-per-expert"], [
         (["--hidden", "0"], "--hidden: 0 is out of range"),
         (["--repeats", "1.5"], "--repeats: '1.5' is not a whole number"),
         (["--dtypes", "f64"], "--dtypes: unknown dtype 'f64'"),
         (["--variants", "gelu"], "--variants: unknown variant 'gelu'"),
+        (["--device", "foo"], "--device: 'foo' is not cpu or cuda:N"),
     ]),
     "moe-make-checkpoint": ("bin:moe-make-checkpoint", [
         "--out", "--model-type", "--hidden", "--intermediate", "--experts", "--top-k", "--layers",
