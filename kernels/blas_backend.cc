@@ -4,13 +4,13 @@
 #include <cblas.h>
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <mutex>
 #include <string>
 #include <vector>
 
+#include "kernels/cpu_rows.h"
 #include "kernels/cpu_softmax_topk.h"
 #include "kernels/host_matrix.h"
 #include "kernels/onednn_matmul.h"
@@ -73,18 +73,6 @@ template <typename T>
 T* scratch(std::vector<T>& v, size_t n) {
   if (v.size() < n) v.resize(n);
   return v.data();
-}
-
-// fp32 -> bf16, round to nearest even; NaN stays NaN (same rule as moe::floatToBf16, inlined).
-inline uint16_t toBf16(float f) {
-  uint32_t u = std::bit_cast<uint32_t>(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-
-void toBf16(const float* in, uint16_t* out, size_t n) {
-  for (size_t i = 0; i < n; ++i) out[i] = toBf16(in[i]);
 }
 
 // Below this many rows oneDNN's f32 matmul beats OpenBLAS sgemm (DESIGN.md §8, one thread:
@@ -256,16 +244,7 @@ class BlasBackend final : public Backend {
     uint16_t* xs = scratch(x16_, rows * H);
     std::fill(xs + seg.n() * H, xs + rows * H, uint16_t{0});
     x16From_ = nullptr;  // x16_ no longer holds a matmul() input
-    for (size_t j = 0; j < seg.n(); ++j) {
-      const float* src = x + size_t{seg.rows[j]} * H;
-      uint16_t* dst = xs + j * H;
-      if (seg.weightOnInput) {
-        const float w = seg.weights[j];
-        for (size_t h = 0; h < H; ++h) dst[h] = toBf16(w * src[h]);
-      } else {
-        for (size_t h = 0; h < H; ++h) dst[h] = toBf16(src[h]);
-      }
-    }
+    gatherRowsBf16(x, seg.rows, seg.weightOnInput ? seg.weights.data() : nullptr, H, xs);
     return xs;
   }
 
@@ -317,12 +296,7 @@ class BlasBackend final : public Backend {
 
   // y[row] += weight · out[j] for the segment's rows (unweighted when weightOnInput).
   static void scatterAdd(const Segment& seg, const float* out, size_t H, float* y) {
-    for (size_t j = 0; j < seg.n(); ++j) {
-      float* dst = y + size_t{seg.rows[j]} * H;
-      const float* src = out + j * H;
-      const float w = seg.weightOnInput ? 1.0f : seg.weights[j];
-      for (size_t h = 0; h < H; ++h) dst[h] += w * src[h];
-    }
+    scatterAddRows(out, seg.rows, seg.weightOnInput ? nullptr : seg.weights.data(), H, y);
   }
 
   // A bf16 product of packed (or plain) bf16 weights and bf16 rows x[T, w.cols] into y (fp32).
@@ -358,7 +332,7 @@ class BlasBackend final : public Backend {
       case DType::kBF16:
         if (dnnlBf16) {
           uint16_t* x16 = scratch(x16_, T * K);
-          if (!sameX || x16From_ != x || x16Count_ != T * K) toBf16(x, x16, T * K);
+          if (!sameX || x16From_ != x || x16Count_ != T * K) roundToBf16(x, x16, T * K);
           x16From_ = x;
           x16Count_ = T * K;
           return dnnl_->run(bf16Call(w, x16, T, y));
