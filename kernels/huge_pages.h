@@ -16,8 +16,9 @@ struct FreeDeleter {
 };
 using HugePageBuffer = std::unique_ptr<void, FreeDeleter>;
 
-// `bytes` of memory aligned to 2 MiB, advised to be backed by huge pages (a hint: without THP it
-// is ordinary memory); null when the allocation fails.
+// `bytes` of memory, aligned to 2 MiB and advised to be backed by huge pages when it spans at
+// least one (a hint: without THP it is ordinary memory), else 64-byte aligned; null when the
+// allocation fails.
 HugePageBuffer allocateHugePageBacked(size_t bytes);
 
 }  // namespace moe::kernels
