@@ -36,10 +36,20 @@ def binary(name: str) -> str:
     return path
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port, never the same one twice in this process: the kernel may hand the
+    port it just gave to a closed socket to the next bind, so one cluster YAML could name a port
+    twice ("already used by another service")."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def make_checkpoint(out: str, **flags) -> str:
