@@ -109,9 +109,14 @@ KernelRate measureKernelRate(DType dtype, size_t H, size_t I, size_t E, size_t k
   const std::vector<float> weights(segRows.size(), 1.0f / static_cast<float>(k));
   const kernels::ExpertSegments segments{experts, offsets, segRows, weights};
   const std::vector<float> x = randomValues(rows * H, 1.0f, rng);
+  // bf16 experts take bf16 rows, as a shard on a bf16 wire hands them over (and as the dense
+  // side below reads them).
+  std::vector<uint16_t> x16(x.size());
+  for (size_t i = 0; i < x.size(); ++i) x16[i] = floatToBf16(x[i]);
+  const Activations rowsIn = dtype == DType::kBF16 ? Activations::bf16(x16) : Activations(x);
   std::vector<float> y(rows * H);
   const double ffnSeconds =
-      medianSeconds(repeats, [&] { check(backend->expertFfn(segments, x, rows, H, y)); });
+      medianSeconds(repeats, [&] { check(backend->expertFfn(segments, rowsIn, rows, H, y)); });
 
   const size_t T = segRows.size();  // rows·k: the dense problem of the same total shape
   KernelRate rate;

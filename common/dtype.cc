@@ -60,17 +60,6 @@ std::optional<DType> parseSafetensorsDType(std::string_view s) {
   return std::nullopt;
 }
 
-float bf16ToFloat(uint16_t v) {
-  return std::bit_cast<float>(static_cast<uint32_t>(v) << 16);
-}
-
-uint16_t floatToBf16(float f) {
-  uint32_t u = std::bit_cast<uint32_t>(f);
-  if (std::isnan(f)) return static_cast<uint16_t>((u >> 16) | 0x40);
-  u += 0x7fff + ((u >> 16) & 1);
-  return static_cast<uint16_t>(u >> 16);
-}
-
 float f16ToFloat(uint16_t h) {
   uint32_t sign = (h & 0x8000u) << 16;
   uint32_t exp = (h >> 10) & 0x1f;

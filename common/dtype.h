@@ -4,6 +4,7 @@
 // checkpoints (MXFP4 blocks and scales), decoded only by dequantizeMxfp4.
 #pragma once
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -30,8 +31,17 @@ std::string_view dtypeName(DType t);
 // "F32", "BF16", "F16", "F64", "F8_E4M3", "F8_E5M2", "U8"
 std::optional<DType> parseSafetensorsDType(std::string_view s);
 
-float bf16ToFloat(uint16_t v);
-uint16_t floatToBf16(float f);  // round-to-nearest-even; NaN stays NaN
+// Inline and branch-free, so loops over rows (kernels/cpu_rows) vectorize with them.
+inline float bf16ToFloat(uint16_t v) {
+  return std::bit_cast<float>(static_cast<uint32_t>(v) << 16);
+}
+// Round to nearest even; NaN stays NaN (quieted).
+inline uint16_t floatToBf16(float f) {
+  const uint32_t u = std::bit_cast<uint32_t>(f);
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  const uint32_t quietNan = (u >> 16) | 0x40u;
+  return static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quietNan : rounded);
+}
 float f16ToFloat(uint16_t v);
 uint16_t floatToF16(float f);  // round-to-nearest-even
 float f8e4m3ToFloat(uint8_t v);

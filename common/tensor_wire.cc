@@ -100,11 +100,30 @@ F32Rows::F32Rows(const TensorView& t) {
   }
 }
 
-int64_t firstNonFinite(std::span<const float> values) {
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (!std::isfinite(values[i])) return static_cast<int64_t>(i);
+ActivationRows::ActivationRows(const TensorView& t) {
+  const size_t n = t.numel();
+  const auto addr = reinterpret_cast<uintptr_t>(t.data.data());
+  if (t.dtype == DType::kBF16) {
+    if (addr % alignof(uint16_t) == 0) {
+      view_ = Activations::bf16({reinterpret_cast<const uint16_t*>(t.data.data()), n});
+    } else {
+      bf16_.resize(n);
+      std::memcpy(bf16_.data(), t.data.data(), n * sizeof(uint16_t));
+      view_ = Activations::bf16(bf16_);
+    }
+    return;
   }
-  return -1;
+  if (t.dtype == DType::kF32 && addr % alignof(float) == 0) {
+    view_ = std::span<const float>(reinterpret_cast<const float*>(t.data.data()), n);
+    return;
+  }
+  f32_.resize(n);
+  convertToF32(t.dtype, t.data, f32_);
+  view_ = f32_;
+}
+
+int64_t firstNonFinite(std::span<const float> values) {
+  return Activations(values).firstNonFinite();
 }
 
 std::span<float> initF32(proto::Tensor::Builder tensor, std::span<const uint32_t> shape) {

@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/activations.h"
 #include "common/dtype.h"
 #include "common/proto/moe.capnp.h"
 #include "common/result.h"
@@ -39,6 +40,20 @@ class F32Rows {
  private:
   std::vector<float> owned_;
   std::span<const float> values_;
+};
+
+// A tensor's rows as backend activations: f32 and bf16 viewed straight in the message (copied
+// when misaligned), f16 widened to f32. A shard's input rows: a bf16 wire's rows reach the
+// backend as they arrived.
+class ActivationRows {
+ public:
+  explicit ActivationRows(const TensorView& t);
+  const Activations& view() const { return view_; }
+
+ private:
+  std::vector<float> f32_;
+  std::vector<uint16_t> bf16_;
+  Activations view_;
 };
 
 // Index of the first NaN/Inf element, or -1. Used to reject non-finite inputs with a clear error.

@@ -53,8 +53,21 @@ MergedRuns mergeRuns(std::span<const MergePart> parts, uint32_t H) {
   for (const MergePart& p : parts) {
     m.rowOffsets.push_back(m.rowOffsets.back() + static_cast<uint32_t>(p.x.size() / H));
   }
-  m.x.reserve(size_t{m.totalRows()} * H);
-  for (const MergePart& p : parts) m.x.insert(m.x.end(), p.x.begin(), p.x.end());
+  const bool allBf16 = std::all_of(parts.begin(), parts.end(),
+                                   [](const MergePart& p) { return p.x.dtype() == DType::kBF16; });
+  if (allBf16) {
+    m.dtype = DType::kBF16;
+    m.x16.reserve(size_t{m.totalRows()} * H);
+    for (const MergePart& p : parts)
+      m.x16.insert(m.x16.end(), p.x.bf16().begin(), p.x.bf16().end());
+  } else {
+    m.x.resize(size_t{m.totalRows()} * H);
+    size_t at = 0;
+    for (const MergePart& p : parts) {
+      p.x.widenInto(std::span(m.x).subspan(at, p.x.size()));
+      at += p.x.size();
+    }
+  }
   for (MergeGroup& g : groupSegments(parts, m.rowOffsets)) {
     m.segments.rows.insert(m.segments.rows.end(), g.rows.begin(), g.rows.end());
     m.segments.weights.insert(m.segments.weights.end(), g.rowWeights.begin(), g.rowWeights.end());

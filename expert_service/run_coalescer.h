@@ -35,12 +35,17 @@ struct SegmentTable {
 
 // One call's part of a merged job.
 struct MergePart {
-  std::span<const float> x;  // [rows, H]
+  Activations x;  // [rows, H], f32 or bf16
   const SegmentTable* segments;
 };
 
 struct MergedRuns {
-  std::vector<float> x;  // [ΣR, H]: the calls' rows one after the other
+  // [ΣR, H]: the calls' rows one after the other, in bf16 (x16) when every call's rows are bf16
+  // (one bf16 wire), else in f32 (x; bf16 rows widened exactly).
+  std::vector<float> x;
+  std::vector<uint16_t> x16;
+  DType dtype = DType::kF32;
+  Activations rows() const { return dtype == DType::kBF16 ? Activations::bf16(x16) : x; }
   // One segment per expert: each call's rows of it, shifted by the call's row offset, calls in
   // order. (A call that names one expert in several segments keeps them apart: its k-th segment of
   // an expert merges with the other calls' k-th ones, so rows stay distinct within a segment.)

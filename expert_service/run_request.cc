@@ -101,9 +101,9 @@ Result<ValidRun> validateRun(proto::ExpertShard::RunParams::Reader params, const
   auto segments = checkSegments(params, held, limits, R);
   if (!segments) return makeError(segments.status());
   run.segments = std::move(segments).value();
-  run.x = std::make_unique<F32Rows>(view.value());
+  run.x = std::make_unique<ActivationRows>(view.value());
   run.wire = view.value().dtype;
-  if (int64_t bad = firstNonFinite(run.x->values()); bad >= 0) {
+  if (int64_t bad = run.x->view().firstNonFinite(); bad >= 0) {
     return makeError("rows: row " + std::to_string(bad / H) + " has a non-finite value at column " +
                      std::to_string(bad % H));
   }

@@ -36,8 +36,9 @@ struct HeldExperts {
 struct ValidRun {
   uint32_t layer = 0;
   uint32_t rows = 0;
-  std::unique_ptr<F32Rows> x;  // [rows, H]; may view the request's bytes
-  DType wire = DType::kF32;    // the rows' dtype on the wire: the reply is sent in it
+  // [rows, H]: f32 or bf16 as they came (f16 widened); may view the request's bytes
+  std::unique_ptr<ActivationRows> x;
+  DType wire = DType::kF32;  // the rows' dtype on the wire: the reply is sent in it
   SegmentTable segments;
 };
 

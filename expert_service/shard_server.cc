@@ -33,8 +33,8 @@ struct ShardServer::Call {
   uint64_t id = 0;
   uint32_t layer = 0;
   uint32_t rows = 0;
-  std::unique_ptr<F32Rows> x;  // [rows, H]
-  DType wire = DType::kF32;    // the rows' dtype: the reply is bf16 when they are, else f32
+  std::unique_ptr<ActivationRows> x;  // [rows, H]
+  DType wire = DType::kF32;           // the rows' dtype: the reply is bf16 when they are, else f32
   SegmentTable segments;
   std::span<float> out;  // [rows, H]
   kj::Own<kj::PromiseFulfiller<kj::Promise<JobOutcome>>> done;
@@ -271,7 +271,7 @@ void ShardServer::startAlone(kj::Own<Call> call) {
   auto done = kj::mv(call->done);
   auto job = executor_.run([&backend, H, onInput, c = kj::mv(call)]() -> JobOutcome {
     const auto t0 = std::chrono::steady_clock::now();
-    Status s = backend.expertFfn(c->segments.view(onInput), c->x->values(), c->rows, H, c->out);
+    Status s = backend.expertFfn(c->segments.view(onInput), c->x->view(), c->rows, H, c->out);
     return {std::move(s), secondsSince(t0)};
   });
   done->fulfill(job.then([this](JobOutcome o) {
@@ -289,7 +289,7 @@ void ShardServer::startMerged(kj::Vector<kj::Own<Call>> calls) {
   const bool onInput = model_->model.weightOnInput;
   std::vector<MergePart> parts;
   parts.reserve(calls.size());
-  for (auto& c : calls) parts.push_back({c->x->values(), &c->segments});
+  for (auto& c : calls) parts.push_back({c->x->view(), &c->segments});
   auto job = kj::heap<MergedJob>();
   job->merged = mergeRuns(parts, H);
   job->out.resize(size_t{job->merged.totalRows()} * H);
@@ -297,7 +297,7 @@ void ShardServer::startMerged(kj::Vector<kj::Own<Call>> calls) {
   MergedJob* j = job.get();  // the continuation below owns it and outlives the compute
   auto compute = executor_.run([&backend, H, onInput, j]() -> JobOutcome {
     const auto t0 = std::chrono::steady_clock::now();
-    Status s = backend.expertFfn(j->merged.segments.view(onInput), j->merged.x,
+    Status s = backend.expertFfn(j->merged.segments.view(onInput), j->merged.rows(),
                                  j->merged.totalRows(), H, j->out);
     return {std::move(s), secondsSince(t0)};
   });

@@ -3,8 +3,10 @@
 // reference. Weights are typed Matrix handles (f32, bf16 or f16) resident where the backend
 // computes (GPU memory for CUDA); the backend converts to its resident dtype once, at upload, and
 // says with supports(op, dtype) which weight dtypes each operation takes. Activations cross this
-// interface as fp32 row-major host spans; a backend computing in bf16 rounds them itself, and
-// every operation accumulates in fp32 (or wider).
+// interface as row-major host rows: fp32 spans, and for expertFfn (the serving path) typed
+// Activations, fp32 or bf16 as a bf16 wire carries them. The backend alone converts them: one
+// computing in bf16 rounds fp32 rows itself and takes bf16 rows as they are, one computing in fp32
+// widens bf16 rows exactly. Every operation accumulates in fp32 (or wider).
 #pragma once
 
 #include <cstddef>
@@ -14,6 +16,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/activations.h"
 #include "common/dtype.h"
 #include "common/result.h"
 
@@ -125,8 +128,9 @@ class Backend {
   // y[R, H] = for every row r: Σ over (segment s, entry j) with rows[j] == r of
   //           weights[j] · FFN_{experts[s]}(x[r])   (FFN_{experts[s]}(weights[j] · x[r]) when
   //           segments.weightOnInput).   Rows no segment names get 0. y is overwritten.
-  virtual Status expertFfn(const ExpertSegments& segments, std::span<const float> x, size_t R,
-                           size_t H, std::span<float> y) = 0;
+  // x is f32 or bf16 (a bf16 row r gives the same y as an f32 row holding its widened values).
+  virtual Status expertFfn(const ExpertSegments& segments, Activations x, size_t R, size_t H,
+                           std::span<float> y) = 0;
 };
 
 // Which backend a service wants. kAuto: CUDA device `device` if one is usable, else BLAS.

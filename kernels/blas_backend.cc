@@ -151,7 +151,8 @@ class BlasBackend final : public Backend {
   // (+ b1), h3 = xs·w3ᵀ (+ b3), h1 = act(h1, h3) (non-gated: no w1, h1 = relu(h3)²), out = h1·w2ᵀ,
   // then y[row] += weight · (out[row] + b2) (unweighted when weightOnInput).  Segments run in
   // order, so the sum order is fixed.
-  Status expertFfn(const ExpertSegments& segments, std::span<const float> x, size_t R, size_t H,
+  // bf16 rows go straight into the bf16 GEMMs' input; the stepwise path widens them.
+  Status expertFfn(const ExpertSegments& segments, Activations x, size_t R, size_t H,
                    std::span<float> y) override {
     MOE_KERNELS_RETURN_IF_ERROR(checkExpertSegments(segments, x.size(), R, H, y.size()));
     MOE_KERNELS_RETURN_IF_ERROR(checkFitsInt("expertFfn H", H));
@@ -202,8 +203,8 @@ class BlasBackend final : public Backend {
                         segments.weightOnInput};
       // [n, H]; the fused path computes padded rows (OnednnMatmul::rowsFor) past n
       float* out = scratch(out_, fusedRows(n) * H);
-      MOE_KERNELS_RETURN_IF_ERROR(fusedApplies(seg) ? ffnFused(seg, x.data(), H, out)
-                                                    : ffnStepwise(seg, x.data(), H, out));
+      MOE_KERNELS_RETURN_IF_ERROR(fusedApplies(seg) ? ffnFused(seg, x, H, out)
+                                                    : ffnStepwise(seg, x, H, out));
       if (seg.bias[2] != nullptr) addBias(out, n, H, seg.bias[2]);
       scatterAdd(seg, out, H, y.data());
     }
@@ -233,13 +234,13 @@ class BlasBackend final : public Backend {
            seg.w3->dtype() == DType::kBF16 && seg.w2->dtype() == DType::kBF16 && seg.I() > 0;
   }
 
-  // The segment's rows of x[R, H] (scaled by their weights when weightOnInput), rounded to bf16
-  // in one pass into x16_[fusedRows(n), H], zero past row n.
   // Rows the fused path computes for an n-row segment: n rounded up where oneDNN runs such a
   // row count slowly; the extra rows are zeros and their results are never read.
   size_t fusedRows(size_t n) const { return dnnl_ ? dnnl_->rowsFor(DType::kBF16, n) : n; }
 
-  uint16_t* gatherBf16(const Segment& seg, const float* x, size_t H) {
+  // The segment's rows of x[R, H] (scaled by their weights when weightOnInput) as bf16, in one
+  // pass into x16_[fusedRows(n), H], zero past row n.
+  uint16_t* gatherBf16(const Segment& seg, Activations x, size_t H) {
     const size_t rows = fusedRows(seg.n());
     uint16_t* xs = scratch(x16_, rows * H);
     std::fill(xs + seg.n() * H, xs + rows * H, uint16_t{0});
@@ -251,7 +252,7 @@ class BlasBackend final : public Backend {
   // out[n, H] = W2 · (silu(W1·xs) ⊙ W3·xs), bf16 operands, fp32 accumulation: h3 in fp32, then
   // the W1 product's epilogue applies silu, multiplies by h3 and stores bf16, W2's input. Over
   // fusedRows(n) rows: out must hold that many.
-  Status ffnFused(const Segment& seg, const float* x, size_t H, float* out) {
+  Status ffnFused(const Segment& seg, Activations x, size_t H, float* out) {
     const size_t n = fusedRows(seg.n()), I = seg.I();
     const uint16_t* xs = gatherBf16(seg, x, H);
     float* h3 = scratch(h3_, n * I);
@@ -265,20 +266,12 @@ class BlasBackend final : public Backend {
   }
 
   // out[n, H] = W2 · act(W1·xs + b1, W3·xs + b3), each product by matmul() in its weights' dtype.
-  Status ffnStepwise(const Segment& seg, const float* x, size_t H, float* out) {
+  Status ffnStepwise(const Segment& seg, Activations x, size_t H, float* out) {
     const size_t n = seg.n(), I = seg.I();
     float* xs = scratch(xs_, n * H);  // [n, H]
     float* h1 = scratch(h1_, n * I);  // [n, I]
     float* h3 = scratch(h3_, n * I);  // [n, I]
-    for (size_t j = 0; j < n; ++j) {
-      const float* src = x + size_t{seg.rows[j]} * H;
-      if (seg.weightOnInput) {
-        const float w = seg.weights[j];
-        for (size_t h = 0; h < H; ++h) xs[j * H + h] = w * src[h];
-      } else {
-        std::copy(src, src + H, xs + j * H);
-      }
-    }
+    gatherRows(x, seg.rows, seg.weightOnInput ? seg.weights.data() : nullptr, H, xs);
     const bool gated = seg.activation.gated();
     if (gated) MOE_KERNELS_RETURN_IF_ERROR(matmul(*seg.w1, xs, n, h1));
     MOE_KERNELS_RETURN_IF_ERROR(matmul(*seg.w3, xs, n, h3, /*sameX=*/gated));

@@ -2,20 +2,12 @@
 // AVX2 clone rounds exactly as the baseline (no fused multiply-adds).
 #include "kernels/cpu_rows.h"
 
-#include <bit>
+#include <algorithm>
+#include <type_traits>
+
+#include "common/dtype.h"
 
 namespace moe::kernels {
-namespace {
-
-// Branch-free so the loops vectorize; the same bits as moe::floatToBf16.
-inline uint16_t bf16Of(float f) {
-  const uint32_t u = std::bit_cast<uint32_t>(f);
-  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-  const uint32_t quietNan = (u >> 16) | 0x40u;
-  return static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quietNan : rounded);
-}
-
-}  // namespace
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define MOE_CPU_ROWS_CLONES __attribute__((target_clones("avx2", "default")))
@@ -25,21 +17,84 @@ inline uint16_t bf16Of(float f) {
 
 MOE_CPU_ROWS_CLONES
 void roundToBf16(const float* __restrict in, uint16_t* __restrict out, size_t n) {
-  for (size_t i = 0; i < n; ++i) out[i] = bf16Of(in[i]);
+  for (size_t i = 0; i < n; ++i) out[i] = floatToBf16(in[i]);
 }
 
+namespace {
+
+// The gathers' inner loops, one per source and destination type. Each is cloned for AVX2.
 MOE_CPU_ROWS_CLONES
-void gatherRowsBf16(const float* x, std::span<const uint32_t> rows, const float* scale, size_t H,
-                    uint16_t* out) {
+void gatherF32ToBf16(const float* x, std::span<const uint32_t> rows, const float* scale, size_t H,
+                     uint16_t* out) {
   for (size_t j = 0; j < rows.size(); ++j) {
     const float* __restrict src = x + size_t{rows[j]} * H;
     uint16_t* __restrict dst = out + j * H;
     if (scale != nullptr) {
       const float w = scale[j];
-      for (size_t h = 0; h < H; ++h) dst[h] = bf16Of(w * src[h]);
+      for (size_t h = 0; h < H; ++h) dst[h] = floatToBf16(w * src[h]);
     } else {
-      for (size_t h = 0; h < H; ++h) dst[h] = bf16Of(src[h]);
+      for (size_t h = 0; h < H; ++h) dst[h] = floatToBf16(src[h]);
     }
+  }
+}
+
+MOE_CPU_ROWS_CLONES
+void gatherBf16ToBf16(const uint16_t* x, std::span<const uint32_t> rows, const float* scale,
+                      size_t H, uint16_t* out) {
+  for (size_t j = 0; j < rows.size(); ++j) {
+    const uint16_t* __restrict src = x + size_t{rows[j]} * H;
+    uint16_t* __restrict dst = out + j * H;
+    if (scale != nullptr) {
+      const float w = scale[j];
+      for (size_t h = 0; h < H; ++h) dst[h] = floatToBf16(w * bf16ToFloat(src[h]));
+    } else {
+      std::copy(src, src + H, dst);
+    }
+  }
+}
+
+// T: float or uint16_t (bf16) rows, widened to fp32.
+template <typename T>
+float wide(T v) {
+  if constexpr (std::is_same_v<T, float>) {
+    return v;
+  } else {
+    return bf16ToFloat(v);
+  }
+}
+
+template <typename T>
+MOE_CPU_ROWS_CLONES void gatherToF32(const T* x, std::span<const uint32_t> rows, const float* scale,
+                                     size_t H, float* out) {
+  for (size_t j = 0; j < rows.size(); ++j) {
+    const T* __restrict src = x + size_t{rows[j]} * H;
+    float* __restrict dst = out + j * H;
+    if (scale != nullptr) {
+      const float w = scale[j];
+      for (size_t h = 0; h < H; ++h) dst[h] = w * wide(src[h]);
+    } else {
+      for (size_t h = 0; h < H; ++h) dst[h] = wide(src[h]);
+    }
+  }
+}
+
+}  // namespace
+
+void gatherRowsBf16(Activations x, std::span<const uint32_t> rows, const float* scale, size_t H,
+                    uint16_t* out) {
+  if (x.dtype() == DType::kBF16) {
+    gatherBf16ToBf16(x.bf16().data(), rows, scale, H, out);
+  } else {
+    gatherF32ToBf16(x.f32().data(), rows, scale, H, out);
+  }
+}
+
+void gatherRows(Activations x, std::span<const uint32_t> rows, const float* scale, size_t H,
+                float* out) {
+  if (x.dtype() == DType::kBF16) {
+    gatherToF32(x.bf16().data(), rows, scale, H, out);
+  } else {
+    gatherToF32(x.f32().data(), rows, scale, H, out);
   }
 }
 

@@ -96,9 +96,16 @@ class ReferenceBackend final : public Backend {
   }
 
   // Token by token, expert by expert, straight from the definition in backend.h.
-  Status expertFfn(const ExpertSegments& segments, std::span<const float> x, size_t R, size_t H,
+  // bf16 rows widen exactly first.
+  Status expertFfn(const ExpertSegments& segments, Activations rows, size_t R, size_t H,
                    std::span<float> y) override {
-    MOE_KERNELS_RETURN_IF_ERROR(checkExpertSegments(segments, x.size(), R, H, y.size()));
+    MOE_KERNELS_RETURN_IF_ERROR(checkExpertSegments(segments, rows.size(), R, H, y.size()));
+    std::vector<float> widened;
+    if (rows.dtype() != DType::kF32) {
+      widened.resize(rows.size());
+      rows.widenInto(widened);
+    }
+    const std::span<const float> x = widened.empty() ? rows.f32() : std::span<const float>(widened);
     std::vector<double> acc(R * H, 0.0);  // [R, H]
     for (size_t s = 0; s < segments.experts.size(); ++s) {
       const ExpertFfnWeights& e = segments.experts[s];

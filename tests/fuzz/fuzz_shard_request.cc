@@ -37,7 +37,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const auto& r = run.value();
     const auto& t = r.segments;
     if (r.rows == 0 || r.rows > limits.maxRows) __builtin_trap();
-    if (r.x->values().size() != size_t{r.rows} * held.hiddenSize) __builtin_trap();
+    if (r.x->view().size() != size_t{r.rows} * held.hiddenSize) __builtin_trap();
     if (t.keys.size() > limits.maxSegments || t.offsets.size() != t.keys.size() + 1)
       __builtin_trap();
     if (t.rows.size() != t.weights.size() || t.offsets.back() != t.rows.size()) __builtin_trap();

@@ -33,6 +33,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       moe::F32Rows rows(t);
       if (rows.values().size() != t.numel()) __builtin_trap();
       (void)moe::firstNonFinite(rows.values());
+      const moe::ActivationRows typed(t);  // what a shard hands its backend
+      if (typed.view().size() != t.numel()) __builtin_trap();
+      std::vector<float> wide(typed.view().size());
+      typed.view().widenInto(wide);
+      const int64_t bad = typed.view().firstNonFinite();
+      if ((bad >= 0) != (moe::firstNonFinite(wide) >= 0)) __builtin_trap();
     }
   } catch (const kj::Exception&) {
   }

@@ -1183,6 +1183,49 @@ TEST_P(BackendOpsDtypeTest, ExpertFfnVariants) {
   }
 }
 
+// Typed activations: bf16 rows (as a bf16 wire carries them) give exactly the y that f32 rows
+// holding the same values give, on every backend × weight dtype × FFN variant (the plain SwiGLU
+// is the CPU's fused bf16 path, the others its stepwise one). Bit for bit, not within a
+// tolerance: a backend either takes the bf16 rows as they are or widens them exactly.
+TEST_P(BackendOpsDtypeTest, ExpertFfnBf16ActivationsEqualTheirF32Values) {
+  if (skipUnsupported(Op::kExpertFfn)) GTEST_SKIP() << dtypeName(dtype()) << " unsupported";
+  constexpr size_t E = 5, H = 48, I = 40;
+  constexpr FfnVariant kPlain = {"plain SwiGLU", false, false, false};
+  std::vector<FfnVariant> variants = {kPlain};
+  variants.insert(variants.end(), std::begin(kFfnVariants), std::end(kFfnVariants));
+  for (const FfnVariant& variant : variants) {
+    std::mt19937 rng(37);
+    std::vector<HostExpert> host = randomExperts(rng, E, H, I);
+    applyVariant(rng, host, variant, H, I);
+    const ExpertSet onTest = uploadTyped(test(), host, H, I, dtype());
+    for (size_t R : {1, 7, 70}) {
+      SCOPED_TRACE(std::string(variant.name) + " " + std::string(dtypeName(dtype())) +
+                   " R=" + std::to_string(R));
+      std::vector<float> x = randomVector(rng, R * H, -2.0f, 2.0f);
+      std::vector<uint16_t> x16(x.size());
+      for (size_t i = 0; i < x.size(); ++i) {
+        x16[i] = floatToBf16(x[i]);
+        x[i] = bf16ToFloat(x16[i]);
+      }
+      const Routing routing = makeRouting(rng, R, E, 2, {0, 1, 2, 3, 4}, true);
+      const std::vector<ExpertFfnWeights> experts = routing.segmentExperts(onTest);
+      const ExpertSegments segments = segmentsOf(routing, experts, variant.weightOnInput);
+      std::vector<float> fromF32(R * H);
+      ASSERT_TRUE(test().expertFfn(segments, x, R, H, fromF32).isOk());
+      Guarded<float> fromBf16 = floatOutput(R * H);
+      const Status s = test().expertFfn(segments, Activations::bf16(x16), R, H, fromBf16.span());
+      ASSERT_TRUE(s.isOk()) << s.message();
+      const std::span<const float> got = fromBf16.view();
+      ASSERT_TRUE(std::equal(got.begin(), got.end(), fromF32.begin(), fromF32.end(),
+                             [](float a, float b) {
+                               return std::bit_cast<uint32_t>(a) == std::bit_cast<uint32_t>(b);
+                             }))
+          << "bf16 rows gave a different y than their f32 values";
+      EXPECT_TRUE(fromBf16.guardIntact()) << "write past the end of y";
+    }
+  }
+}
+
 // The in-process path (moeExpertsInProcess: linear, bias, activation, linear, bias in plain code,
 // expert by expert) agrees with the reference backend's grouped op for every variant: the two
 // yardsticks the cluster is checked against cannot drift apart.

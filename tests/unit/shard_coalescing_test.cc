@@ -23,6 +23,7 @@
 #include "common/checkpoint.h"
 #include "common/config.h"
 #include "common/model_fingerprint.h"
+#include "common/tensor_wire.h"
 #include "expert_service/expert_metrics.h"
 #include "expert_service/run_coalescer.h"
 #include "expert_service/shard_server.h"
@@ -110,6 +111,28 @@ TEST(MergeRuns, RepeatedExpertInOneCallStaysInSeparateSegments) {
   EXPECT_EQ(m.segments.offsets, (std::vector<uint32_t>{0, 3, 4}));
   EXPECT_EQ(m.segments.rows, (std::vector<uint32_t>{0, 1, 2, 0}));
   EXPECT_EQ(m.segments.weights, (std::vector<float>{1, 1, 3, 2}));
+}
+
+// Calls from a bf16 wire merge in bf16 (their rows reach the backend as they came); a job that
+// mixes wire dtypes (two routers) merges in f32, the bf16 rows widened exactly.
+TEST(MergeRuns, RowsKeepTheirWireDtypeUnlessCallsMix) {
+  constexpr uint32_t H = 2;
+  const std::vector<uint16_t> b0 = {0x3f80, 0xc020}, b1 = {0x3e20, 0x4000};  // 1, -2.5 | .15625, 2
+  const std::vector<float> f1 = {0.15625f, 2.0f};
+  const SegmentTable t = table({{0, {0}, {1}}});
+  const MergePart bf16Parts[] = {{Activations::bf16(b0), &t}, {Activations::bf16(b1), &t}};
+  const MergedRuns both = mergeRuns(bf16Parts, H);
+  EXPECT_EQ(both.dtype, DType::kBF16);
+  EXPECT_EQ(both.x16, (std::vector<uint16_t>{0x3f80, 0xc020, 0x3e20, 0x4000}));
+  EXPECT_EQ(both.rows().dtype(), DType::kBF16);
+  EXPECT_EQ(both.rows().size(), 4u);
+
+  const MergePart mixedParts[] = {{Activations::bf16(b0), &t}, {f1, &t}};
+  const MergedRuns mixed = mergeRuns(mixedParts, H);
+  EXPECT_EQ(mixed.dtype, DType::kF32);
+  EXPECT_EQ(mixed.x, (std::vector<float>{1.0f, -2.5f, 0.15625f, 2.0f}));
+  EXPECT_EQ(mixed.rows().dtype(), DType::kF32);
+  EXPECT_EQ(mixed.rowOffsets, (std::vector<uint32_t>{0, 1, 2}));
 }
 
 TEST(MergeRuns, SingleCallAndEmptySegments) {
@@ -246,6 +269,7 @@ struct RunSpec {
   uint32_t rows = 0;
   std::vector<float> x;  // [rows, kH]
   std::vector<SegmentSpec> segments;
+  bool bf16Wire = false;  // rows sent (and the reply returned) in bf16, as router.wire_dtype bf16
 };
 
 // R random rows; every expert in `experts` takes a random subset of them.
@@ -296,12 +320,12 @@ class ShardServerHarness {
     auto req = client_.runRequest();
     req.setLayer(spec.layer);
     auto rows = req.initRows();
-    rows.setDtype(proto::DType::F32);
-    auto shape = rows.initShape(2);
-    shape.set(0, spec.rows);
-    shape.set(1, kH);
-    auto data = rows.initData(spec.x.size() * sizeof(float));
-    std::memcpy(data.begin(), spec.x.data(), data.size());
+    const uint32_t shape[] = {spec.rows, kH};
+    if (spec.bf16Wire) {
+      encodeBf16(rows, shape, spec.x);
+    } else {
+      std::memcpy(initF32(rows, shape).data(), spec.x.data(), spec.x.size() * sizeof(float));
+    }
     auto segs = req.initSegments(static_cast<unsigned>(spec.segments.size()));
     for (unsigned s = 0; s < spec.segments.size(); ++s) {
       const SegmentSpec& in = spec.segments[s];
@@ -324,9 +348,10 @@ class ShardServerHarness {
     Reply r;
     KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() {
                    auto resp = promise.wait(ws());
-                   auto data = resp.getOutput().getData();
-                   r.out.resize(data.size() / sizeof(float));
-                   std::memcpy(r.out.data(), data.begin(), data.size());
+                   auto view = decodeTensor(resp.getOutput(), "output");
+                   KJ_REQUIRE(view.isOk(), view.error());
+                   const F32Rows out(view.value());
+                   r.out.assign(out.values().begin(), out.values().end());
                  })) {
       r.error = e->getDescription().cStr();
     }
@@ -472,6 +497,36 @@ TEST_F(ShardServerCoalescing, ConcurrentRunsEqualTheSameRunsAlone) {
     }
     EXPECT_EQ(shard.queueDepth(), 0);
   }
+}
+
+// A bf16 wire's calls merge in bf16 (their rows go to the backend as they came) and each gets
+// the rows it would get alone; the reply is bf16 too, so "close" is half a bf16 ulp of the row.
+TEST_F(ShardServerCoalescing, Bf16WireRunsMergeAndEqualTheSameRunsAlone) {
+  ShardServerHarness shard(*dir_, "expert: {batching: {window_us: 2000}}\n");
+  std::vector<RunSpec> runs = mixedRuns();
+  for (RunSpec& r : runs) r.bf16Wire = true;
+  std::vector<std::vector<float>> alone;
+  for (const RunSpec& r : runs) {
+    auto reply = shard.runAlone(r);
+    ASSERT_EQ(reply.error, "");
+    alone.push_back(reply.out);
+  }
+  const auto before = shard.coalesced();
+  std::vector<RunPromise> pending;
+  for (const RunSpec& r : runs) pending.push_back(shard.send(r));
+  for (size_t i = 0; i < runs.size(); ++i) {
+    SCOPED_TRACE("call " + std::to_string(i));
+    auto reply = shard.wait(pending[i]);
+    ASSERT_EQ(reply.error, "");
+    ASSERT_EQ(reply.out.size(), alone[i].size());
+    for (size_t j = 0; j < reply.out.size(); ++j) {
+      ASSERT_NEAR(reply.out[j], alone[i][j], std::abs(alone[i][j]) * (1.0f / 128) + 1e-6f)
+          << "element " << j;
+    }
+  }
+  const auto after = shard.coalesced();
+  EXPECT_GE((after.jobs - before.jobs) - (after.singleCallJobs - before.singleCallJobs), 1u)
+      << "no compute job coalesced several bf16 calls";
 }
 
 TEST_F(ShardServerCoalescing, MalformedCallFailsAloneWhileItsBatchMatesSucceed) {

@@ -1,5 +1,6 @@
 // Unit tests for common/tensor_wire: decoding Cap'n Proto tensors (zero-copy f32, widened
-// bf16/f16, unknown dtypes, size mismatches), expect2d, firstNonFinite and initF32.
+// bf16/f16, unknown dtypes, size mismatches), ActivationRows, expect2d, firstNonFinite (f32 and
+// bf16) and initF32.
 #include "common/tensor_wire.h"
 
 #include <capnp/message.h>
@@ -180,6 +181,63 @@ TEST(F32RowsTest, MisalignedF32IsCopiedCorrectly) {
   EXPECT_NE(static_cast<const void*>(rows.values().data()),
             static_cast<const void*>(buf.data() + 1));
   EXPECT_EQ(std::vector<float>(rows.values().begin(), rows.values().end()), want);
+}
+
+// A shard's rows as backend activations: f32 and bf16 are viewed in the message, misaligned
+// ones copied as they are, f16 widened to f32.
+TEST(ActivationRowsTest, KeepsF32AndBf16AndWidensF16) {
+  const std::vector<float> f32 = {1.f, -2.f, 3.5f, 0.25f};
+  const std::vector<uint16_t> bf16 = {0x3f80, 0xc020, 0x3e20, 0x8000};  // 1, -2.5, 0.15625, -0
+  const std::vector<uint16_t> f16 = {0x3c00, 0xc100, 0x3400, 0x0000};   // 1, -2.5, 0.25, 0
+  std::vector<std::byte> buf(1 + 16);  // offset 1: misaligned for both widths
+  struct Case {
+    const char* name;
+    DType dtype;
+    const void* bytes;
+    size_t size;
+    bool misaligned;
+    DType want;
+    std::vector<float> values;
+  };
+  const Case cases[] = {
+      {"f32", DType::kF32, f32.data(), 16, false, DType::kF32, f32},
+      {"f32 misaligned", DType::kF32, f32.data(), 16, true, DType::kF32, f32},
+      {"bf16", DType::kBF16, bf16.data(), 8, false, DType::kBF16, {1.f, -2.5f, 0.15625f, -0.f}},
+      {"bf16 misaligned",
+       DType::kBF16,
+       bf16.data(),
+       8,
+       true,
+       DType::kBF16,
+       {1.f, -2.5f, 0.15625f, -0.f}},
+      {"f16", DType::kF16, f16.data(), 8, false, DType::kF32, {1.f, -2.5f, 0.25f, 0.f}},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    std::vector<std::byte> aligned(c.size);
+    std::byte* at = c.misaligned ? buf.data() + 1 : aligned.data();
+    std::memcpy(at, c.bytes, c.size);
+    const TensorView view{c.dtype, {1, 4}, {at, c.size}};
+    const ActivationRows rows(view);
+    EXPECT_EQ(rows.view().dtype(), c.want);
+    ASSERT_EQ(rows.view().size(), 4u);
+    const void* data = c.want == DType::kBF16 ? static_cast<const void*>(rows.view().bf16().data())
+                                              : static_cast<const void*>(rows.view().f32().data());
+    EXPECT_EQ(data == at, !c.misaligned && c.dtype == c.want) << "viewed vs copied";
+    std::vector<float> got(4);
+    rows.view().widenInto(got);
+    EXPECT_EQ(got, c.values);
+  }
+}
+
+TEST(FirstNonFinite, FindsTheFirstBadBf16Element) {
+  const auto bf16 = [](std::vector<uint16_t> v) { return Activations::bf16(v).firstNonFinite(); };
+  EXPECT_EQ(bf16({0x3f80, 0x7f7f, 0xff7f, 0x0001}), -1);  // 1, ±largest finite, a subnormal
+  EXPECT_EQ(bf16({}), -1);
+  EXPECT_EQ(bf16({0x3f80, 0x7f80}), 1);     // +inf
+  EXPECT_EQ(bf16({0xff80, 0x3f80}), 0);     // -inf
+  EXPECT_EQ(bf16({0, 0, 0x7fc0}), 2);       // quiet NaN
+  EXPECT_EQ(bf16({0, 0xff81, 0x7f80}), 1);  // a negative NaN with a payload
 }
 
 TEST(Expect2d, AcceptsMatchingShape) {
